@@ -1,0 +1,149 @@
+"""The one application error type, and the one handler that turns every error into RFC 9457 JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+from bridgeproject import context
+
+logger = logging.getLogger("bridge.errors")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class BridgeError(Exception):
+    """An error the client is told about: a status, a stable snake_case code and a sentence."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://bridge.invalid/problems/{self.code.replace('_', '-')}",
+            "title": _TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            "correlation_id": context.current().get("correlation_id"),
+            "errors": self.errors,
+        }
+        body.update(self.extra)
+        return body
+
+
+def validation_error(errors: list[dict[str, str]], detail: str = "The request has invalid fields.") -> BridgeError:
+    return BridgeError(422, "validation_failed", detail, errors=errors)
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """DRF's nested error dict as one {field, message} entry per bad field, fields dotted."""
+    out: list[dict[str, str]] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            out.extend(flatten_errors(value, name))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            out.extend({"field": prefix or "body", "message": str(item)} for item in detail)
+        else:
+            for index, item in enumerate(detail):
+                out.extend(flatten_errors(item, f"{prefix}[{index}]"))
+    else:
+        out.append({"field": prefix or "body", "message": str(detail)})
+    return out
+
+
+def _from_drf(exc: drf.APIException) -> BridgeError:
+    if isinstance(exc, drf.ValidationError):
+        return validation_error(flatten_errors(exc.detail))
+    if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+        return BridgeError(
+            401,
+            "authentication_failed",
+            str(exc.detail),
+            headers={"WWW-Authenticate": 'Bearer realm="mt5-bridge"'},
+        )
+    if isinstance(exc, drf.PermissionDenied):
+        return BridgeError(403, "tenant_forbidden", str(exc.detail))
+    if isinstance(exc, drf.UnsupportedMediaType):
+        return BridgeError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
+    if isinstance(exc, drf.ParseError):
+        return BridgeError(400, "malformed_json", str(exc.detail))
+    if isinstance(exc, drf.MethodNotAllowed):
+        return BridgeError(405, "method_not_allowed", str(exc.detail))
+    if isinstance(exc, drf.NotFound):
+        return BridgeError(404, "not_found", str(exc.detail))
+    if isinstance(exc, drf.Throttled):
+        wait = int(exc.wait or 1)
+        return BridgeError(429, "rate_limited", str(exc.detail), headers={"Retry-After": str(wait)})
+    return BridgeError(exc.status_code, exc.default_code, str(exc.detail))
+
+
+def to_bridge_error(exc: Exception) -> BridgeError | None:
+    if isinstance(exc, BridgeError):
+        return exc
+    if isinstance(exc, drf.APIException):
+        return _from_drf(exc)
+    if isinstance(exc, Http404):
+        return BridgeError(404, "not_found", "No such resource.")
+    return None
+
+
+def problem_exception_handler(exc: Exception, ctx: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every error the API raises leaves as problem JSON."""
+    error = to_bridge_error(exc)
+    if error is None:
+        logger.exception("unhandled error", exc_info=exc)
+        error = BridgeError(500, "internal_error", "The bridge failed to process the request; it is logged.")
+    response = Response(error.body(), status=error.status, headers=error.headers, content_type=PROBLEM_CONTENT_TYPE)
+    return response
+
+
+def problem_response(error: BridgeError) -> HttpResponse:
+    """The same body for errors raised outside DRF (middleware, Django's 404/500 handlers)."""
+    response = JsonResponse(error.body(), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return problem_response(BridgeError(404, "not_found", f"No route for {request.path}."))
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    return problem_response(BridgeError(500, "internal_error", "The bridge failed to process the request; it is logged."))

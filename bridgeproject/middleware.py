@@ -1,0 +1,49 @@
+"""Correlation id on every request and response; the body limit answered before anything reads it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from bridgeproject import context
+from bridgeproject.errors import BridgeError, problem_response
+
+CORRELATION_HEADER = "X-Correlation-ID"
+_MAX_CORRELATION_LENGTH = 128
+
+
+def _clean_correlation_id(raw: str | None) -> str:
+    if raw and len(raw) <= _MAX_CORRELATION_LENGTH and raw.isprintable() and raw.isascii():
+        return raw
+    return str(uuid.uuid4())
+
+
+class CorrelationIdMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        correlation_id = _clean_correlation_id(request.headers.get(CORRELATION_HEADER))
+        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        with context.scope(correlation_id=correlation_id):
+            response = self._guarded(request)
+        response[CORRELATION_HEADER] = correlation_id
+        return response
+
+    def _guarded(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.BRIDGE_MAX_BODY_BYTES:
+            return problem_response(
+                BridgeError(
+                    413,
+                    "payload_too_large",
+                    f"The body is {length} bytes; the limit is {settings.BRIDGE_MAX_BODY_BYTES}.",
+                )
+            )
+        return self.get_response(request)

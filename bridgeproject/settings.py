@@ -1,0 +1,198 @@
+"""Settings: every value comes from one django-environ ``env`` (see .env.example)."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key-change-me-in-production")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "unfold",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_q",
+    "tenancy",
+    "policies",
+    "commands",
+    "execution",
+]
+
+MIDDLEWARE = [
+    "bridgeproject.middleware.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bridgeproject.urls"
+WSGI_APPLICATION = "bridgeproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# Default: an embedded SQLite file, so the bridge runs with nothing installed. PostgreSQL for
+# real: DATABASE_URL=postgres://user@host:5432/bridge
+VAR_DIR = Path(env.str("BRIDGE_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bridge.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the lanes read while the web process writes; IMMEDIATE takes the write lock at
+    # BEGIN so two writers queue on busy_timeout instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("TEST_DATABASE_NAME", default="test_bridge")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Time: UTC everywhere -----------------------------------------------------------------
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Security -------------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
+
+# Body limit of PROTOCOL.md §1; the middleware answers 413 before anything reads it.
+BRIDGE_MAX_BODY_BYTES = 256 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = BRIDGE_MAX_BODY_BYTES
+
+# --- The bridge's own configuration (PROTOCOL.md §8) ------------------------------------------
+PYTHON_INGEST_TOKEN = env.str("PYTHON_INGEST_TOKEN", default="")
+PYTHON_INGEST_TENANTS = env.list("PYTHON_INGEST_TENANTS", default=[])
+PYTHON_BRIDGE_URL = env.str("PYTHON_BRIDGE_URL", default="http://localhost:8000")
+LARAVEL_API_URL = env.str("LARAVEL_API_URL", default="")
+LARAVEL_INTERNAL_TOKEN = env.str("LARAVEL_INTERNAL_TOKEN", default="")
+LARAVEL_WEBHOOK_SECRET = env.str("LARAVEL_WEBHOOK_SECRET", default="")
+LARAVEL_PROTECTIVE_ACTIONS_PATH = env.str(
+    "LARAVEL_PROTECTIVE_ACTIONS_PATH", default="/api/internal/mt5/protective-actions"
+)
+LARAVEL_COMMAND_RESULTS_PATH = env.str("LARAVEL_COMMAND_RESULTS_PATH", default="/api/internal/mt5/command-results")
+BRIDGE_ENVIRONMENT = env.str("BRIDGE_ENVIRONMENT", default="prod")
+
+IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
+API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
+COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
+
+MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
+MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")
+MT5_LOGIN = env.int("MT5_LOGIN", default=0)
+MT5_PASSWORD = env.str("MT5_PASSWORD", default="")
+MT5_SERVER = env.str("MT5_SERVER", default="")
+MT5_MAGIC = env.int("MT5_MAGIC", default=20260529)
+MT5LINUX_HOST = env.str("MT5LINUX_HOST", default="127.0.0.1")
+MT5LINUX_PORT = env.int("MT5LINUX_PORT", default=18812)
+
+RISK_POLL_INTERVAL_MS = env.int("RISK_POLL_INTERVAL_MS", default=500)
+RISK_MAX_SNAPSHOT_AGE_MS = env.int("RISK_MAX_SNAPSHOT_AGE_MS", default=5000)
+
+# --- Queues: two django-q2 clusters on the ORM broker ----------------------------------------
+# `normal` is the default cluster; `Q_CLUSTER_NAME=fastlane` selects the fast lane's own
+# workers. Both share `name` (the signing salt) and SECRET_KEY. The ORM broker enqueues inside
+# the command's transaction: a command row never exists without its task, nor a task without
+# its row. `retry` stays above `timeout` so a running task is never redelivered.
+Q_NORMAL_WORKERS = env.int("Q_NORMAL_WORKERS", default=2)
+Q_FAST_WORKERS = env.int("Q_FAST_WORKERS", default=2)
+Q_CLUSTER = {
+    "name": "normal",
+    "orm": "default",
+    "workers": Q_NORMAL_WORKERS,
+    "timeout": 60,
+    "retry": 120,
+    "poll": env.float("Q_NORMAL_POLL", default=0.05),
+    "bulk": 10,
+    "save_limit": 1000,
+    "catch_up": False,
+    "ack_failures": True,
+    "max_attempts": 1,
+    "label": "Queue",
+    "ALT_CLUSTERS": {
+        "fastlane": {
+            "workers": Q_FAST_WORKERS,
+            "timeout": 30,
+            "retry": 60,
+            "poll": env.float("Q_FAST_POLL", default=0.005),
+            "bulk": 1,
+        },
+    },
+}
+
+# --- REST framework ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["bridgeproject.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "bridgeproject.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "DATETIME_FORMAT": "iso-8601",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MT5 execution and risk bridge",
+    "DESCRIPTION": "Bridge protocol v1: the contract the Laravel back office integrates against.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Logging: one JSON object a line, with the correlation id, tenant, account and command ---
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "bridgeproject.logging.ContextFilter"}},
+    "formatters": {"json": {"()": "bridgeproject.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "django_q": {"level": env.str("Q_LOG_LEVEL", default="WARNING"), "propagate": True},
+    },
+}

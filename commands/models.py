@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from commands.lanes import Lane
+from commands.states import TERMINAL, State, check_transition
+from policies.models import TradingAccount
+from tenancy.models import Tenant
+
+
+class CommandType(models.TextChoices):
+    OPEN_POSITION = "open_position"
+    CLOSE_POSITION = "close_position"
+    CLOSE_POSITIONS = "close_positions"
+    MODIFY_POSITION = "modify_position"
+    CANCEL_ORDERS = "cancel_orders"
+    DISABLE_TRADING = "disable_trading"
+    ENABLE_TRADING = "enable_trading"
+    SYNC_ACCOUNT = "sync_account"
+
+
+class Priority(models.TextChoices):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Source(models.TextChoices):
+    API = "api"
+    BRIDGE = "bridge"
+
+
+class Command(models.Model):
+    """One trading command: its request, its lane, its place in the state machine and its MT5 result."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="commands")
+    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="commands")
+    command_id = models.CharField(max_length=255)
+    command_type = models.CharField(max_length=32, choices=CommandType.choices)
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
+    lane = models.CharField(max_length=8, choices=Lane.choices, default=Lane.NORMAL)
+    state = models.CharField(max_length=24, choices=State.choices, default=State.RECEIVED)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.API)
+    reason = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(help_text="The command payload as validated.")
+    envelope = models.JSONField(help_text="The body as received.")
+    correlation_id = models.CharField(max_length=128, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True, help_text="The normalised MT5 result.")
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "command_id"], name="command_tenant_command_id_unique")]
+        indexes = [
+            models.Index(fields=["tenant", "-received_at", "-id"], name="command_tenant_recent"),
+            models.Index(fields=["account", "-received_at"], name="command_account_recent"),
+            models.Index(fields=["state", "lane", "updated_at"], name="command_state_lane"),
+        ]
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.command_id} ({self.command_type}, {self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def transition(self, target: str, *, note: str = "", save: bool = True, **fields: Any) -> None:
+        """Move to `target` if the state machine allows it, and record the change on the timeline."""
+        check_transition(self.state, target)
+        now = timezone.now()
+        previous = self.state
+        self.state = target
+        self.updated_at = now
+        if target == State.QUEUED:
+            self.queued_at = now
+        elif target == State.EXECUTING:
+            self.started_at = now
+        elif target in TERMINAL:
+            self.finished_at = now
+        for name, value in fields.items():
+            setattr(self, name, value)
+        if save:
+            self.save()
+            CommandEvent.objects.create(command=self, kind=CommandEvent.Kind.TRANSITION, from_state=previous, to_state=target, note=note, at=now)
+
+
+class CommandEvent(models.Model):
+    """The command's timeline: every state change, and every MT5 attempt with its request and result."""
+
+    class Kind(models.TextChoices):
+        TRANSITION = "transition"
+        ATTEMPT = "attempt"
+
+    command = models.ForeignKey(Command, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    from_state = models.CharField(max_length=24, blank=True)
+    to_state = models.CharField(max_length=24, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    request = models.JSONField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["command", "at"])]
+
+
+class IdempotencyRecord(models.Model):
+    """One idempotency key of one tenant: the fingerprint of its request and the response it got."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=255)
+    request_type = models.CharField(max_length=32, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty while in progress.")
+    response_body = models.JSONField(null=True, blank=True)
+    correlation_id = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+    replay_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_tenant_key_unique")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.key}"
