@@ -30,7 +30,8 @@ class CorrelationIdMiddleware:
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         with context.scope(correlation_id=correlation_id):
             response = self._guarded(request)
-        response[CORRELATION_HEADER] = correlation_id
+        # The view may adopt meta.correlation_id when the header was absent.
+        response[CORRELATION_HEADER] = request.correlation_id  # type: ignore[attr-defined]
         return response
 
     def _guarded(self, request: HttpRequest) -> HttpResponse:

@@ -130,6 +130,15 @@ MT5LINUX_PORT = env.int("MT5LINUX_PORT", default=18812)
 RISK_POLL_INTERVAL_MS = env.int("RISK_POLL_INTERVAL_MS", default=500)
 RISK_MAX_SNAPSHOT_AGE_MS = env.int("RISK_MAX_SNAPSHOT_AGE_MS", default=5000)
 
+# django-q2 keeps each cluster's heartbeat in the cache: a database table is shared by every
+# process (web, both lanes) without another server.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "bridge_cache",
+    }
+}
+
 # --- Queues: two django-q2 clusters on the ORM broker ----------------------------------------
 # `normal` is the default cluster; `Q_CLUSTER_NAME=fastlane` selects the fast lane's own
 # workers. Both share `name` (the signing salt) and SECRET_KEY. The ORM broker enqueues inside

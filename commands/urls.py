@@ -1,3 +1,14 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
 
-urlpatterns: list = []
+from commands import api
+from commands.health import HealthView
+
+urlpatterns = [
+    path("ingest", api.IngestView.as_view(), name="ingest"),
+    path("mt5/commands", api.CommandsView.as_view(), name="commands"),
+    path("mt5/commands/<str:command_id>", api.CommandDetailView.as_view(), name="command-detail"),
+    path("mt5/policies", api.PoliciesView.as_view(), name="policies"),
+    path("health", HealthView.as_view(), name="health"),
+    path("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+]

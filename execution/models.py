@@ -1,0 +1,218 @@
+"""Durable state of the MT5 simulator.
+
+The simulator is a trade server shared by every process (web, both lanes, the risk monitor,
+the price feed), so its state lives in the database rather than in memory. Only the
+simulator's tables live here; they are prefixed ``Sim`` so nobody mistakes them for the
+bridge's own records. Times are stored as epoch milliseconds, as MT5 reports them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+from execution.simulator import constants as c
+
+MONEY = {"max_digits": 20, "decimal_places": 2}
+PRICE = {"max_digits": 20, "decimal_places": 6}
+VOLUME = {"max_digits": 14, "decimal_places": 4}
+ZERO = Decimal("0")
+
+
+class SimAccount(models.Model):
+    """A trading account on the simulated trade server (one login per server)."""
+
+    login = models.BigIntegerField()
+    server = models.CharField(max_length=64, default="Broker-Server")
+    password = models.CharField(max_length=128, blank=True, help_text="Empty: any password (or none) is accepted.")
+    name = models.CharField(max_length=128, blank=True)
+    company = models.CharField(max_length=128, default="MT5 Bridge Simulator")
+    currency = models.CharField(max_length=8, default="USD")
+    currency_digits = models.PositiveSmallIntegerField(default=2)
+    leverage = models.PositiveIntegerField(default=100)
+    balance = models.DecimalField(**MONEY, default=ZERO)
+    credit = models.DecimalField(**MONEY, default=ZERO)
+    trade_mode = models.SmallIntegerField(default=c.ACCOUNT_TRADE_MODE_DEMO)
+    trade_allowed = models.BooleanField(default=True, help_text="False: the server refuses trading (10017).")
+    trade_expert = models.BooleanField(default=True, help_text="False: the server refuses Expert trading (10026).")
+    limit_orders = models.PositiveIntegerField(default=200)
+    margin_so_call = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("50"))
+    margin_so_so = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("30"))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["login", "server"], name="simaccount_login_server_unique")]
+        verbose_name = "simulated account"
+
+    def __str__(self) -> str:
+        return f"{self.login}@{self.server}"
+
+
+class SimSymbol(models.Model):
+    """A tradable instrument and its current quote (one quote stream for every account)."""
+
+    name = models.CharField(max_length=32, unique=True)
+    description = models.CharField(max_length=128, blank=True)
+    currency_base = models.CharField(max_length=8)
+    currency_profit = models.CharField(max_length=8)
+    currency_margin = models.CharField(max_length=8)
+    digits = models.PositiveSmallIntegerField()
+    point = models.DecimalField(max_digits=20, decimal_places=10)
+    trade_contract_size = models.DecimalField(max_digits=20, decimal_places=4)
+    trade_calc_mode = models.SmallIntegerField(default=c.SYMBOL_CALC_MODE_FOREX)
+    trade_exemode = models.SmallIntegerField(default=c.SYMBOL_TRADE_EXECUTION_MARKET)
+    trade_mode = models.SmallIntegerField(default=c.SYMBOL_TRADE_MODE_FULL)
+    filling_mode = models.PositiveSmallIntegerField(
+        default=c.SYMBOL_FILLING_FOK | c.SYMBOL_FILLING_IOC, help_text="SYMBOL_FILLING_* bitmask: FOK=1, IOC=2."
+    )
+    sessions_open = models.BooleanField(default=True, help_text="False: every trade request gets 10018.")
+    volume_min = models.DecimalField(**VOLUME, default=Decimal("0.01"))
+    volume_max = models.DecimalField(**VOLUME, default=Decimal("100"))
+    volume_step = models.DecimalField(**VOLUME, default=Decimal("0.01"))
+    typical_spread = models.PositiveIntegerField(help_text="In points; `mt5sim price` adds it when no ask is given.")
+    trade_stops_level = models.PositiveIntegerField(default=0, help_text="Minimum SL/TP distance, in points.")
+    swap_long = models.DecimalField(**MONEY, default=ZERO, help_text="Per lot per rollover, account currency.")
+    swap_short = models.DecimalField(**MONEY, default=ZERO, help_text="Per lot per rollover, account currency.")
+    commission_per_lot = models.DecimalField(**MONEY, default=ZERO, help_text="Per lot per deal (in and out).")
+    anchor = models.DecimalField(**PRICE, help_text="The price the random-walk feed reverts to.")
+    bid = models.DecimalField(**PRICE)
+    ask = models.DecimalField(**PRICE)
+    price_time_msc = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "simulated symbol"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SimPosition(models.Model):
+    """An open position (hedging account: its ticket is the ticket of the order that opened it)."""
+
+    ticket = models.BigIntegerField(unique=True)
+    account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="positions")
+    symbol = models.ForeignKey(SimSymbol, on_delete=models.PROTECT, related_name="+")
+    type = models.SmallIntegerField()
+    volume = models.DecimalField(**VOLUME)
+    price_open = models.DecimalField(**PRICE)
+    sl = models.DecimalField(**PRICE, default=ZERO)
+    tp = models.DecimalField(**PRICE, default=ZERO)
+    magic = models.BigIntegerField(default=0)
+    comment = models.CharField(max_length=31, blank=True)
+    reason = models.SmallIntegerField(default=c.POSITION_REASON_EXPERT)
+    swap = models.DecimalField(**MONEY, default=ZERO)
+    commission = models.DecimalField(**MONEY, default=ZERO, help_text="Entry commission (already in the balance).")
+    time_msc = models.BigIntegerField()
+    time_update_msc = models.BigIntegerField()
+    external_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = "simulated position"
+
+    def __str__(self) -> str:
+        return f"#{self.ticket} {self.symbol_id} {self.volume}"
+
+
+class SimOrder(models.Model):
+    """An order: a pending order while ``is_open``; afterwards part of the account's order history."""
+
+    ticket = models.BigIntegerField(unique=True)
+    account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="orders")
+    symbol = models.ForeignKey(SimSymbol, on_delete=models.PROTECT, related_name="+")
+    is_open = models.BooleanField(default=False)
+    type = models.SmallIntegerField()
+    type_time = models.SmallIntegerField(default=c.ORDER_TIME_GTC)
+    type_filling = models.SmallIntegerField(default=c.ORDER_FILLING_RETURN)
+    state = models.SmallIntegerField()
+    volume_initial = models.DecimalField(**VOLUME)
+    volume_current = models.DecimalField(**VOLUME)
+    price_open = models.DecimalField(**PRICE, default=ZERO)
+    price_stoplimit = models.DecimalField(**PRICE, default=ZERO)
+    sl = models.DecimalField(**PRICE, default=ZERO)
+    tp = models.DecimalField(**PRICE, default=ZERO)
+    magic = models.BigIntegerField(default=0)
+    comment = models.CharField(max_length=31, blank=True)
+    position_id = models.BigIntegerField(default=0)
+    position_by_id = models.BigIntegerField(default=0)
+    reason = models.SmallIntegerField(default=c.ORDER_REASON_EXPERT)
+    time_setup_msc = models.BigIntegerField()
+    time_done_msc = models.BigIntegerField(default=0)
+    time_expiration = models.BigIntegerField(default=0)
+    external_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "is_open", "time_setup_msc"], name="simorder_account_open_time")]
+        verbose_name = "simulated order"
+
+    def __str__(self) -> str:
+        return f"#{self.ticket} {self.symbol_id}"
+
+
+class SimDeal(models.Model):
+    """A deal in the account's history: fills (entry in/out) and balance operations."""
+
+    ticket = models.BigIntegerField(unique=True)
+    account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="deals")
+    order = models.BigIntegerField(default=0)
+    symbol = models.CharField(max_length=32, blank=True, help_text="Empty for balance operations.")
+    type = models.SmallIntegerField()
+    entry = models.SmallIntegerField(default=c.DEAL_ENTRY_IN)
+    magic = models.BigIntegerField(default=0)
+    position_id = models.BigIntegerField(default=0)
+    reason = models.SmallIntegerField(default=c.DEAL_REASON_EXPERT)
+    volume = models.DecimalField(**VOLUME, default=ZERO)
+    price = models.DecimalField(**PRICE, default=ZERO)
+    commission = models.DecimalField(**MONEY, default=ZERO)
+    swap = models.DecimalField(**MONEY, default=ZERO)
+    profit = models.DecimalField(**MONEY, default=ZERO)
+    fee = models.DecimalField(**MONEY, default=ZERO)
+    comment = models.CharField(max_length=31, blank=True)
+    external_id = models.CharField(max_length=64, blank=True)
+    time_msc = models.BigIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "time_msc"], name="simdeal_account_time"),
+            models.Index(fields=["account", "position_id"], name="simdeal_account_position"),
+        ]
+        verbose_name = "simulated deal"
+
+    def __str__(self) -> str:
+        return f"#{self.ticket} {self.symbol or 'balance'}"
+
+
+class SimFaultKind(models.TextChoices):
+    REQUOTE = "requote"
+    NO_CONNECTION = "no_connection"
+    MARKET_CLOSED = "market_closed"
+    TIMEOUT_AFTER_FILL = "timeout_after_fill"
+
+
+class SimFault(models.Model):
+    """An injected fault: the next ``remaining`` matching order_send calls misbehave."""
+
+    kind = models.CharField(max_length=32, choices=SimFaultKind.choices)
+    symbol = models.CharField(max_length=32, blank=True, help_text="Empty: any symbol.")
+    login = models.BigIntegerField(null=True, blank=True, help_text="Empty: any account.")
+    remaining = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["remaining"], name="simfault_remaining")]
+        verbose_name = "simulated fault"
+
+    def __str__(self) -> str:
+        return f"{self.kind} x{self.remaining}"
+
+
+class SimTicketSequence(models.Model):
+    """The trade server's ticket counter (orders, deals and positions draw from it)."""
+
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "simulated ticket sequence"
+
+    def __str__(self) -> str:
+        return str(self.value)

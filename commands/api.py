@@ -1,0 +1,119 @@
+"""Thin views: parse, call the intake pipeline or a selector, shape the answer."""
+
+from __future__ import annotations
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from bridgeproject.errors import validation_error
+from commands import schema_docs as docs
+from commands import selectors
+from commands.intake import handle_post, read_tenant
+from commands.serializers import AcceptedSerializer, CommandDetailSerializer, CommandSerializer, PolicyResultSerializer
+from commands.states import State
+
+IDEMPOTENCY_PARAMS = [
+    OpenApiParameter("X-Idempotency-Key", str, OpenApiParameter.HEADER, description="1–255 printable ASCII."),
+    OpenApiParameter("X-Correlation-ID", str, OpenApiParameter.HEADER, description="Echoed; generated when absent."),
+    OpenApiParameter("X-Protocol-Version", str, OpenApiParameter.HEADER, description="Defaults to 1."),
+]
+TENANT_PARAM = OpenApiParameter(
+    "X-Tenant-ID", str, OpenApiParameter.HEADER, description="Which tenant, for a token scoped to several."
+)
+
+
+class IngestView(APIView):
+    @extend_schema(
+        operation_id="ingest",
+        summary="Any inbound envelope, routed by request.type",
+        request=docs.InboundEnvelopeDoc,
+        parameters=IDEMPOTENCY_PARAMS,
+        responses={200: PolicyResultSerializer, 202: AcceptedSerializer, **docs.POST_PROBLEMS},
+        examples=[docs.PANEL_CLOSE_POSITIONS],
+    )
+    def post(self, request: Request) -> Response:
+        return handle_post(request, request_types=frozenset({"command", "policy_snapshot"}), allow_flat=False)
+
+
+class CommandPagination(CursorPagination):
+    ordering = ("-received_at", "-id")
+    page_size = 50
+    max_page_size = 200
+    page_size_query_param = "page_size"
+
+
+class CommandsView(APIView):
+    @extend_schema(
+        operation_id="command_create",
+        summary="Submit a command (envelope, or the legacy flat body)",
+        request=docs.CommandBodyDoc,
+        parameters=IDEMPOTENCY_PARAMS,
+        responses={202: AcceptedSerializer, **docs.POST_PROBLEMS},
+        examples=[docs.PANEL_CLOSE_POSITIONS],
+    )
+    def post(self, request: Request) -> Response:
+        return handle_post(request, request_types=frozenset({"command"}), allow_flat=True)
+
+    @extend_schema(
+        operation_id="command_list",
+        summary="The tenant's commands, newest first, cursor-paginated",
+        parameters=[
+            OpenApiParameter("account_login", int),
+            OpenApiParameter("state", str, enum=State.values),
+            OpenApiParameter("since", str, description="ISO-8601; commands received at or after."),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("page_size", int),
+            TENANT_PARAM,
+        ],
+        responses={200: CommandSerializer(many=True), **docs.GET_PROBLEMS},
+    )
+    def get(self, request: Request) -> Response:
+        tenant = read_tenant(request)
+        params = request.query_params
+        errors = []
+        login = params.get("account_login")
+        if login is not None and not login.isdigit():
+            errors.append({"field": "account_login", "message": "Must be an integer."})
+        state = params.get("state")
+        if state is not None and state not in State.values:
+            errors.append({"field": "state", "message": f"One of {', '.join(State.values)}."})
+        since_raw = params.get("since")
+        since = parse_datetime(since_raw) if since_raw else None
+        if since_raw and (since is None or since.tzinfo is None):
+            errors.append({"field": "since", "message": "An ISO-8601 timestamp with Z or an offset."})
+        if errors:
+            raise validation_error(errors)
+        commands = selectors.command_list(
+            tenant=tenant, account_login=int(login) if login else None, state=state, since=since
+        )
+        paginator = CommandPagination()
+        page = paginator.paginate_queryset(commands, request, view=self)
+        return paginator.get_paginated_response(CommandSerializer(page, many=True).data)
+
+
+class CommandDetailView(APIView):
+    @extend_schema(
+        operation_id="command_get",
+        summary="One command: state, lane, attempts, timestamps, MT5 result, timeline",
+        parameters=[TENANT_PARAM],
+        responses={200: CommandDetailSerializer, **docs.GET_PROBLEMS},
+    )
+    def get(self, request: Request, command_id: str) -> Response:
+        command = selectors.command_get(tenant=read_tenant(request), command_id=command_id)
+        return Response(CommandDetailSerializer(command).data)
+
+
+class PoliciesView(APIView):
+    @extend_schema(
+        operation_id="policy_apply",
+        summary="A policy snapshot",
+        request=docs.PolicyEnvelopeDoc,
+        parameters=IDEMPOTENCY_PARAMS,
+        responses={200: PolicyResultSerializer, **docs.POST_PROBLEMS},
+    )
+    def post(self, request: Request) -> Response:
+        return handle_post(request, request_types=frozenset({"policy_snapshot"}), allow_flat=False)

@@ -1,0 +1,115 @@
+"""GET /api/v1/health: is the bridge able to take and execute work right now?"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection
+from django.db.models import Min
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.models import OrmQ
+from django_q.status import Stat
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from commands.lanes import CLUSTER_FOR_LANE, QUEUE_KEY_FOR_LANE, Lane
+
+OK, DEGRADED, DOWN = "ok", "degraded", "down"
+# A lane whose oldest task has waited this long is not keeping up.
+LANE_MAX_AGE_SECONDS = {Lane.NORMAL: 60.0, Lane.FAST: 2.0}
+
+
+def check_database() -> dict[str, Any]:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"status": OK, "latency_ms": round((time.perf_counter() - started) * 1000, 2), "vendor": connection.vendor}
+
+
+def check_broker() -> dict[str, Any]:
+    broker = get_broker()
+    return {"status": OK if broker.ping() else DOWN, "broker": broker.info()}
+
+
+def _clusters_alive(lane: str) -> int:
+    broker = get_broker(CLUSTER_FOR_LANE[lane])
+    stats = Stat.get_all(broker=broker) or []
+    return sum(1 for stat in stats if getattr(stat, "cluster_id", None) and stat.status != "Stopped")
+
+
+def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
+    def check() -> dict[str, Any]:
+        key = QUEUE_KEY_FOR_LANE[lane]
+        queued = OrmQ.objects.filter(key=key)
+        depth = queued.count()
+        oldest = queued.aggregate(oldest=Min("lock"))["oldest"] if depth else None
+        age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+        workers = _clusters_alive(lane)
+        status = OK
+        if workers == 0 or age > LANE_MAX_AGE_SECONDS[lane]:
+            status = DEGRADED
+        return {
+            "status": status,
+            "clusters_alive": workers,
+            "queue_depth": depth,
+            "oldest_task_age_s": round(max(age, 0.0), 3),
+        }
+
+    return check
+
+
+# Each check answers {"status": ok|degraded|down, ...}; database down means the bridge is down.
+CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
+    "database": check_database,
+    "broker": check_broker,
+    "normal_lane": lane_check(Lane.NORMAL),
+    "fast_lane": lane_check(Lane.FAST),
+}
+CRITICAL = frozenset({"database"})
+
+
+def run_checks() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name, check in CHECKS.items():
+        try:
+            results[name] = check()
+        except Exception as exc:  # a failing check is a finding, not a 500
+            results[name] = {"status": DOWN, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    if any(results[name]["status"] == DOWN for name in CRITICAL):
+        overall = DOWN
+    elif all(result["status"] == OK for result in results.values()):
+        overall = OK
+    else:
+        overall = DEGRADED
+    return {"status": overall, "checks": results, "checked_at_utc": timezone.now()}
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(
+        operation_id="health",
+        summary="Liveness and readiness of every part; 503 only when down",
+        responses={
+            200: inline_serializer(
+                "Health",
+                {
+                    "status": serializers.ChoiceField(choices=[OK, DEGRADED, DOWN]),
+                    "checks": serializers.DictField(child=serializers.DictField()),
+                    "checked_at_utc": serializers.DateTimeField(),
+                },
+            ),
+            503: inline_serializer("HealthDown", {"status": serializers.CharField(), "checks": serializers.DictField()}),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        report = run_checks()
+        return Response(report, status=503 if report["status"] == DOWN else 200)

@@ -1,0 +1,138 @@
+"""The idempotency rule of PROTOCOL.md §6, in one place.
+
+- Every POST has a key: `X-Idempotency-Key`, else `meta.idempotency_key`, else (legacy flat
+  command only) `command_id`. Header and meta must agree. 1–255 printable ASCII characters.
+- Keys are scoped per tenant. The first request with a key is processed and its response
+  stored with the fingerprint of its canonical payload (meta.request_id and meta.sent_at_utc
+  excluded, so a retry with a fresh send time still replays).
+- Same key, same fingerprint: the stored response, with `Idempotent-Replayed: true`.
+- Same key, different fingerprint: 422 `idempotency_key_reused`.
+- Concurrent requests with one key: the unique (tenant, key) index makes the second wait for
+  the first's transaction, then replay its response — never a second execution.
+- Errors are not stored (the transaction that would store them rolls back), so a client can
+  fix its request and retry with the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from bridgeproject.errors import BridgeError
+from bridgeproject.jsonutil import sha256_of
+from commands.models import IdempotencyRecord
+from tenancy.models import Tenant
+
+REPLAY_HEADER = "Idempotent-Replayed"
+_FINGERPRINT_EXCLUDED_META = ("request_id", "sent_at_utc")
+
+
+def resolve_key(*, header: str | None, body: dict[str, Any], legacy_flat: bool) -> str:
+    """The request's idempotency key, from the header, the envelope, or the flat command_id."""
+    meta = body.get("meta") if isinstance(body.get("meta"), dict) else None
+    meta_key = meta.get("idempotency_key") if meta else None
+    if header is not None and meta_key is not None and header != meta_key:
+        raise BridgeError(
+            400, "idempotency_key_mismatch", "X-Idempotency-Key and meta.idempotency_key must be equal."
+        )
+    key = header if header is not None else meta_key
+    if key is None and legacy_flat:
+        key = body.get("command_id")
+    if key is None:
+        raise BridgeError(
+            400,
+            "idempotency_key_required",
+            "Send X-Idempotency-Key (or meta.idempotency_key; command_id for the legacy flat command).",
+        )
+    if not isinstance(key, str) or not 1 <= len(key) <= 255 or not all(32 <= ord(c) < 127 for c in key):
+        raise BridgeError(400, "invalid_idempotency_key", "The idempotency key must be 1–255 printable ASCII characters.")
+    return key
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """SHA-256 of the canonical body, without the fields a client retry legitimately changes."""
+    meta = body.get("meta")
+    if isinstance(meta, dict):
+        body = {**body, "meta": {k: v for k, v in meta.items() if k not in _FINGERPRINT_EXCLUDED_META}}
+    return sha256_of(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def _replay(record: IdempotencyRecord, fingerprint_: str) -> Outcome:
+    if record.fingerprint != fingerprint_:
+        raise BridgeError(
+            422,
+            "idempotency_key_reused",
+            "This idempotency key was already used with a different payload.",
+        )
+    IdempotencyRecord.objects.filter(pk=record.pk).update(replay_count=record.replay_count + 1)
+    return Outcome(status=record.status_code or 200, body=record.response_body or {}, replayed=True)
+
+
+def find_replay(*, tenant: Tenant, key: str, fingerprint_: str) -> Outcome | None:
+    """The stored outcome for this key, or None when the key is new (the fast path for retries)."""
+    record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
+    return None if record is None else _replay(record, fingerprint_)
+
+
+def run_once(
+    *,
+    tenant: Tenant,
+    key: str,
+    fingerprint_: str,
+    method: str,
+    path: str,
+    request_type: str,
+    correlation_id: str,
+    process: Callable[[], tuple[int, dict[str, Any]]],
+) -> Outcome:
+    """Run `process` at most once per (tenant, key); its effects commit with the stored response."""
+    replay = find_replay(tenant=tenant, key=key, fingerprint_=fingerprint_)
+    if replay is not None:
+        return replay
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            record = IdempotencyRecord.objects.create(
+                tenant=tenant,
+                key=key,
+                fingerprint=fingerprint_,
+                method=method,
+                path=path,
+                request_type=request_type,
+                status_code=0,
+                correlation_id=correlation_id,
+                created_at=now,
+                expires_at=now + timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS),
+            )
+            status, body = process()
+            record.status_code = status
+            record.response_body = body
+            record.completed_at = timezone.now()
+            record.save(update_fields=["status_code", "response_body", "completed_at"])
+    except IntegrityError:
+        # Another request with this key committed first (we waited on its row lock): replay it.
+        # An IntegrityError raised by `process` itself for another reason is re-raised below.
+        record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
+        if record is None:
+            raise
+        return _replay(record, fingerprint_)
+    return Outcome(status=status, body=body, replayed=False)
+
+
+def prune_expired(*, now: Any = None) -> int:
+    """Delete records past their retention; returns how many."""
+    deleted, _ = IdempotencyRecord.objects.filter(expires_at__lt=now or timezone.now()).delete()
+    return deleted

@@ -1,0 +1,194 @@
+"""The intake pipeline every POST goes through, in the order PROTOCOL.md gives its rules.
+
+auth (401) → protocol version (400) → JSON (415/400) → idempotency key (400) → tenant (403)
+→ replay (stored response) → validation (422) → processing, exactly once per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from bridgeproject import context
+from bridgeproject.errors import BridgeError, flatten_errors, validation_error
+from commands import idempotency
+from commands.envelope import (
+    EnvelopeSerializer,
+    LegacyFlatCommandSerializer,
+    PolicyPayloadSerializer,
+    validate_command_payload,
+    validate_with,
+)
+from commands.models import Source
+from commands.services import accepted_body, command_create
+from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
+from tenancy.auth import Principal
+from tenancy.models import Tenant
+
+SUPPORTED_PROTOCOL_MAJOR = "1"
+
+
+def check_protocol_header(request: Request) -> None:
+    raw = request.headers.get("X-Protocol-Version")
+    if raw is None:
+        return
+    major = raw.strip().partition(".")[0]
+    if major != SUPPORTED_PROTOCOL_MAJOR:
+        raise BridgeError(
+            400, "unsupported_protocol_version", f"Protocol version {raw!r} is not supported; this bridge speaks 1."
+        )
+
+
+_tenants: dict[str, Tenant] = {}
+
+
+def tenant_for(principal: Principal, tenant_id: Any) -> Tenant:
+    """The tenant the request acts for; 403 when the token is not scoped to it."""
+    if not isinstance(tenant_id, str) or not tenant_id:
+        raise validation_error([{"field": "meta.tenant_id", "message": "This field is required."}])
+    if not principal.may_act_for(tenant_id):
+        raise tenant_forbidden(f"This token may not act for tenant {tenant_id!r}.")
+    tenant = _tenants.get(tenant_id)
+    if tenant is None:
+        # A tenant named only by PYTHON_INGEST_TENANTS gets its row on first use.
+        tenant, _ = Tenant.objects.get_or_create(tenant_id=tenant_id)
+        _tenants[tenant_id] = tenant
+    return tenant
+
+
+def read_tenant(request: Request) -> Tenant:
+    """The tenant of a GET: the token's only tenant, or X-Tenant-ID for a multi-tenant token."""
+    principal: Principal = request.user
+    wanted = request.headers.get("X-Tenant-ID")
+    if wanted is None:
+        if len(principal.tenant_ids) != 1:
+            raise BridgeError(
+                400, "tenant_required", "This token is scoped to several tenants: send X-Tenant-ID."
+            )
+        (wanted,) = principal.tenant_ids
+    return tenant_for(principal, wanted)
+
+
+def _as_validation_error(exc: serializers.ValidationError) -> BridgeError:
+    return validation_error(flatten_errors(exc.detail))
+
+
+def _accept_command(
+    tenant: Tenant, login: int, server: str | None, command_fields: dict[str, Any], body: dict[str, Any], key: str
+) -> tuple[int, dict[str, Any]]:
+    account = account_get_for_tenant(tenant=tenant, login=login, server=server)
+    context.bind(account=login)
+    try:
+        common, specific = validate_command_payload(command_fields)
+    except serializers.ValidationError as exc:
+        raise _as_validation_error(exc) from exc
+    context.bind(command_id=common["command_id"])
+    command = command_create(
+        tenant=tenant,
+        account=account,
+        common=common,
+        specific=specific,
+        envelope=body,
+        correlation_id=context.current().get("correlation_id", ""),
+        idempotency_key=key,
+        source=Source.API,
+    )
+    return 202, accepted_body(command)
+
+
+def _apply_policy(tenant: Tenant, envelope: dict[str, Any], body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+    try:
+        payload = validate_with(PolicyPayloadSerializer, envelope["payload"], "payload")
+    except serializers.ValidationError as exc:
+        raise _as_validation_error(exc) from exc
+    actor = envelope["actor"]
+    context.bind(account=actor["account_login"])
+    result = policy_apply(
+        tenant=tenant,
+        actor=actor,
+        payload=payload,
+        envelope=body,
+        correlation_id=context.current().get("correlation_id", ""),
+        idempotency_key=key,
+    )
+    return 200, {
+        "status": result.status,
+        "account_login": result.account.login,
+        "policy_version": result.snapshot.policy_version,
+    }
+
+
+def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: bool) -> Response:
+    """Run one inbound POST through the whole pipeline and answer it."""
+    check_protocol_header(request)
+    body = request.data
+    if not isinstance(body, dict):
+        raise validation_error([{"field": "body", "message": "The body must be a JSON object."}])
+    flat = allow_flat and "meta" not in body and "command_id" in body
+    key = idempotency.resolve_key(header=request.headers.get("X-Idempotency-Key"), body=body, legacy_flat=flat)
+    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    tenant = tenant_for(request.user, body.get("tenant_id") if flat else meta.get("tenant_id"))
+    if request.headers.get("X-Correlation-ID") is None and isinstance(meta.get("correlation_id"), str):
+        request._request.correlation_id = meta["correlation_id"][:128]
+    context.bind(tenant=tenant.tenant_id, correlation_id=request._request.correlation_id, idempotency_key=key)
+
+    fingerprint = idempotency.fingerprint(body)
+    replay = idempotency.find_replay(tenant=tenant, key=key, fingerprint_=fingerprint)
+    if replay is not None:
+        return _respond(replay)
+
+    process: Callable[[], tuple[int, dict[str, Any]]]
+    if flat:
+        try:
+            flat_fields = validate_with(LegacyFlatCommandSerializer, body, "")
+        except serializers.ValidationError as exc:
+            raise _as_validation_error(exc) from exc
+        command_fields = {**flat_fields["payload"], "command_id": flat_fields["command_id"], "command_type": flat_fields["command_type"]}
+        request_type = "command"
+
+        def process() -> tuple[int, dict[str, Any]]:
+            return _accept_command(tenant, flat_fields["account_id"], None, command_fields, body, key)
+
+    else:
+        try:
+            envelope = validate_with(EnvelopeSerializer, body, "")
+        except serializers.ValidationError as exc:
+            raise _as_validation_error(exc) from exc
+        request_type = envelope["request"]["type"]
+        if request_type not in request_types:
+            raise validation_error(
+                [{"field": "request.type", "message": f"This endpoint takes {', '.join(sorted(request_types))}."}]
+            )
+        actor = envelope["actor"]
+        if request_type == "command":
+
+            def process() -> tuple[int, dict[str, Any]]:
+                return _accept_command(tenant, actor["account_login"], actor["server"], envelope["payload"], body, key)
+
+        else:
+
+            def process() -> tuple[int, dict[str, Any]]:
+                return _apply_policy(tenant, envelope, body, key)
+
+    outcome = idempotency.run_once(
+        tenant=tenant,
+        key=key,
+        fingerprint_=fingerprint,
+        method=request.method or "POST",
+        path=request.path,
+        request_type=request_type,
+        correlation_id=request._request.correlation_id,
+        process=process,
+    )
+    return _respond(outcome)
+
+
+def _respond(outcome: idempotency.Outcome) -> Response:
+    response = Response(outcome.body, status=outcome.status)
+    if outcome.replayed:
+        response[idempotency.REPLAY_HEADER] = "true"
+    return response

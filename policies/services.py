@@ -1,0 +1,110 @@
+"""Writes for accounts and policy snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.dispatch import Signal
+
+from bridgeproject.errors import BridgeError
+from bridgeproject.jsonutil import jsonable, sha256_of
+from policies.models import PolicySnapshot, TradingAccount
+from tenancy.models import Tenant
+
+# Sent inside the snapshot's transaction, so the risk engine's reaction commits with it.
+policy_applied = Signal()
+
+
+def tenant_forbidden(detail: str = "This account belongs to another tenant.") -> BridgeError:
+    return BridgeError(403, "tenant_forbidden", detail)
+
+
+def account_get_for_tenant(*, tenant: Tenant, login: int, server: str | None = None) -> TradingAccount:
+    """The tenant's account by login (and server); 403 when another tenant owns it, 422/404 when unknown."""
+    accounts = TradingAccount.objects.filter(login=login)
+    if server is not None:
+        accounts = accounts.filter(server=server)
+    found = list(accounts.select_related("current_policy")[:10])
+    own = [account for account in found if account.tenant_id == tenant.pk]
+    if len(own) == 1:
+        return own[0]
+    if len(own) > 1:
+        raise BridgeError(
+            422,
+            "ambiguous_account",
+            f"Login {login} exists on several servers; send the envelope form with actor.server.",
+        )
+    if found:
+        raise tenant_forbidden()
+    raise BridgeError(
+        404,
+        "account_not_found",
+        f"Account {login} is not registered: Laravel registers an account by sending its first policy snapshot.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    status: str  # applied | unchanged
+    account: TradingAccount
+    snapshot: PolicySnapshot
+
+
+@transaction.atomic
+def policy_apply(
+    *,
+    tenant: Tenant,
+    actor: dict[str, Any],
+    payload: dict[str, Any],
+    envelope: dict[str, Any],
+    correlation_id: str,
+    idempotency_key: str,
+) -> PolicyResult:
+    """Store a snapshot under the version rules of PROTOCOL.md §5; the first one registers the account."""
+    account, _created = TradingAccount.objects.get_or_create(
+        server=actor["server"],
+        login=actor["account_login"],
+        defaults={"tenant": tenant, "trading_account_id": actor["trading_account_id"], "platform": actor["platform"]},
+    )
+    if account.tenant_id != tenant.pk:
+        raise tenant_forbidden()
+    # Lock the account so two snapshots for it are ordered, whatever their keys.
+    account = TradingAccount.objects.select_for_update(of=("self",)).select_related("current_policy").get(pk=account.pk)
+    normalised = jsonable(payload)
+    fingerprint = sha256_of(normalised)
+    version = payload["policy_version"]
+    current = account.current_policy
+    if current is not None:
+        if version < current.policy_version:
+            raise BridgeError(
+                409,
+                "stale_policy_version",
+                f"Version {version} is older than the current version {current.policy_version}; nothing changed.",
+                extra={"current_policy_version": current.policy_version},
+            )
+        if version == current.policy_version:
+            if fingerprint == current.fingerprint:
+                return PolicyResult(status="unchanged", account=account, snapshot=current)
+            raise BridgeError(
+                409,
+                "policy_version_conflict",
+                f"Version {version} is already held with a different payload; send a higher policy_version.",
+                extra={"current_policy_version": current.policy_version},
+            )
+    snapshot = PolicySnapshot.objects.create(
+        account=account,
+        policy_version=version,
+        payload=normalised,
+        fingerprint=fingerprint,
+        envelope=envelope,
+        correlation_id=correlation_id,
+        idempotency_key=idempotency_key,
+    )
+    account.current_policy = snapshot
+    if actor.get("trading_account_id") and account.trading_account_id != actor["trading_account_id"]:
+        account.trading_account_id = actor["trading_account_id"]
+    account.save(update_fields=["current_policy", "trading_account_id"])
+    policy_applied.send(sender=PolicySnapshot, account=account, snapshot=snapshot)
+    return PolicyResult(status="applied", account=account, snapshot=snapshot)

@@ -1,0 +1,110 @@
+"""Shared fixtures. Personas: alice's token owns tenant_1, bob's owns tenant_2, charlie has no token."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from commands import examples
+from commands.envelope import PolicyPayloadSerializer, validate_with
+from commands.intake import _tenants
+from policies.models import TradingAccount
+from policies.services import policy_apply
+from tenancy.auth import token_cache
+from tenancy.models import Tenant
+from tenancy.services import token_create
+
+ALICE_TOKEN = "alice-token-tenant-1"
+BOB_TOKEN = "bob-token-tenant-2"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    token_cache.clear()
+    _tenants.clear()
+    yield
+    token_cache.clear()
+    _tenants.clear()
+
+
+class Api:
+    """A JSON client for the bridge API that sets the protocol's headers."""
+
+    def __init__(self, client: Client, token: str | None) -> None:
+        self.client = client
+        self.token = token
+
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        headers.update(extra or {})
+        return headers
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json") -> Any:
+        import json
+
+        data = body if isinstance(body, str | bytes) else json.dumps(body)
+        return self.client.post(f"/api/v1/{path}", data=data, content_type=content_type, headers=self.headers(headers))
+
+    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> Any:
+        return self.client.get(f"/api/v1/{path}", params, headers=self.headers(headers))
+
+
+@pytest.fixture
+def tenant_1(db: None) -> Tenant:
+    token_create(tenant_ids=["tenant_1"], name="alice", raw=ALICE_TOKEN)
+    return Tenant.objects.get(tenant_id="tenant_1")
+
+
+@pytest.fixture
+def tenant_2(db: None) -> Tenant:
+    token_create(tenant_ids=["tenant_2"], name="bob", raw=BOB_TOKEN)
+    return Tenant.objects.get(tenant_id="tenant_2")
+
+
+@pytest.fixture
+def alice(client: Client, tenant_1: Tenant) -> Api:
+    return Api(client, ALICE_TOKEN)
+
+
+@pytest.fixture
+def bob(client: Client, tenant_2: Tenant) -> Api:
+    return Api(client, BOB_TOKEN)
+
+
+@pytest.fixture
+def charlie(client: Client, db: None) -> Api:
+    return Api(client, None)
+
+
+def register_account(tenant: Tenant, login: int = examples.DEMO_LOGIN, server: str = examples.DEMO_SERVER) -> TradingAccount:
+    """Register an account the way Laravel does: with its first policy snapshot."""
+    snapshot = examples.example("policy_snapshot")
+    snapshot["actor"]["account_login"] = login
+    snapshot["actor"]["server"] = server
+    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    result = policy_apply(
+        tenant=tenant, actor=snapshot["actor"], payload=payload, envelope=snapshot, correlation_id="", idempotency_key="seed"
+    )
+    return result.account
+
+
+@pytest.fixture
+def account_1(tenant_1: Tenant) -> TradingAccount:
+    return register_account(tenant_1)
+
+
+def fresh(name: str, **meta: Any) -> dict[str, Any]:
+    """An example with new request id and idempotency key (and meta overrides)."""
+    body = copy.deepcopy(examples.EXAMPLES[name])
+    if "meta" in body:
+        body["meta"]["request_id"] = str(uuid.uuid4())
+        body["meta"]["idempotency_key"] = str(uuid.uuid4())
+        body["meta"].update(meta)
+    return body
