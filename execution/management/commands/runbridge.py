@@ -1,0 +1,54 @@
+"""Run every process of the bridge in the foreground, output prefixed, all stopped together."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from honcho.manager import Manager
+
+
+def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[str, dict[str, str]]]:
+    """The processes of ARCHITECTURE.md, as (command line, extra environment)."""
+    python = shlex.quote(sys.executable)
+    manage = f"{python} {shlex.quote(str(settings.BASE_DIR / 'manage.py'))}"
+    web_workers = os.environ.get("WEB_WORKERS", "2")
+    processes: dict[str, tuple[str, dict[str, str]]] = {
+        "web": (
+            f"{python} -m gunicorn bridgeproject.wsgi:application --bind {host}:{port} "
+            f"--workers {web_workers} --threads 4 --access-logfile - --log-level warning",
+            {},
+        ),
+        "normal": (f"{manage} qcluster", {}),
+        "fastlane": (f"{manage} qcluster", {"Q_CLUSTER_NAME": "fastlane"}),
+        "risk": (f"{manage} riskmonitor", {}),
+    }
+    if sim_feed and settings.MT5_BACKEND == "simulator":
+        processes["simfeed"] = (f"{manage} mt5sim feed", {})
+    return processes
+
+
+class Command(BaseCommand):
+    help = "Run web, both lanes, the risk monitor and (simulator) the price feed; Ctrl-C stops them all."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-sim-feed", action="store_true", help="do not move simulated prices")
+        parser.add_argument("--only", action="append", help="run only these processes (repeatable)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        table = process_table(host=options["host"], port=options["port"], sim_feed=not options["no_sim_feed"])
+        if options["only"]:
+            table = {name: spec for name, spec in table.items() if name in options["only"]}
+        manager = Manager()
+        base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name, (command, extra_env) in table.items():
+            manager.add_process(name, command, env={**base_env, **extra_env}, cwd=str(settings.BASE_DIR))
+        self.stdout.write(f"bridge on http://{options['host']}:{options['port']} — processes: {', '.join(table)}")
+        manager.loop()
+        sys.exit(manager.returncode)
