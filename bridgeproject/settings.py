@@ -42,7 +42,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "bridgeproject.urls"
+ROOT_URLCONF = env.str("DJANGO_ROOT_URLCONF", default="bridgeproject.urls")
 WSGI_APPLICATION = "bridgeproject.wsgi.application"
 
 TEMPLATES = [

@@ -77,14 +77,13 @@ def _replay(record: IdempotencyRecord, fingerprint_: str) -> Outcome:
             "idempotency_key_reused",
             "This idempotency key was already used with a different payload.",
         )
-    IdempotencyRecord.objects.filter(pk=record.pk).update(replay_count=record.replay_count + 1)
     return Outcome(status=record.status_code or 200, body=record.response_body or {}, replayed=True)
 
 
 def find_replay(*, tenant: Tenant, key: str, fingerprint_: str) -> Outcome | None:
     """The stored outcome for this key, or None when the key is new (the fast path for retries)."""
-    record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
-    return None if record is None else _replay(record, fingerprint_)
+    record = IdempotencyRecord.objects.filter(tenant=tenant, key=key)[:1]
+    return None if not record else _replay(record[0], fingerprint_)
 
 
 def run_once(
@@ -98,10 +97,10 @@ def run_once(
     correlation_id: str,
     process: Callable[[], tuple[int, dict[str, Any]]],
 ) -> Outcome:
-    """Run `process` at most once per (tenant, key); its effects commit with the stored response."""
-    replay = find_replay(tenant=tenant, key=key, fingerprint_=fingerprint_)
-    if replay is not None:
-        return replay
+    """Run `process` at most once per (tenant, key); its effects commit with the stored response.
+
+    Callers look for a stored response first (`find_replay`), before spending on validation.
+    """
     now = timezone.now()
     try:
         with transaction.atomic():

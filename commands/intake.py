@@ -25,6 +25,7 @@ from commands.envelope import (
 )
 from commands.models import Source
 from commands.services import accepted_body, command_create
+from policies.models import TradingAccount
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
 from tenancy.auth import Principal
 from tenancy.models import Tenant
@@ -77,10 +78,25 @@ def _as_validation_error(exc: serializers.ValidationError) -> BridgeError:
     return validation_error(flatten_errors(exc.detail))
 
 
+# An account never changes tenant once registered, so a found (tenant, login, server) stays true.
+_accounts: dict[tuple[int, int, str | None], TradingAccount] = {}
+
+
+def _account_for_command(tenant: Tenant, login: int, server: str | None) -> TradingAccount:
+    cache_key = (tenant.pk, login, server)
+    account = _accounts.get(cache_key)
+    if account is None:
+        account = account_get_for_tenant(tenant=tenant, login=login, server=server)
+        if len(_accounts) > 100_000:
+            _accounts.clear()
+        _accounts[cache_key] = account
+    return account
+
+
 def _accept_command(
     tenant: Tenant, login: int, server: str | None, command_fields: dict[str, Any], body: dict[str, Any], key: str
 ) -> tuple[int, dict[str, Any]]:
-    account = account_get_for_tenant(tenant=tenant, login=login, server=server)
+    account = _account_for_command(tenant, login, server)
     context.bind(account=login)
     try:
         common, specific = validate_command_payload(command_fields)

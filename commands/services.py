@@ -65,19 +65,19 @@ def command_create(
         expires_at=common.get("expires_at_utc"),
         received_at=now,
         updated_at=now,
+        # Accepted and queued in the same transaction: the row is never seen as merely received.
+        state=State.QUEUED,
+        queued_at=now,
     )
     try:
-        with transaction.atomic():
-            command.save(force_insert=True)
+        # No savepoint: a duplicate aborts the whole transaction, which the BridgeError rolls back.
+        command.save(force_insert=True)
     except IntegrityError as exc:
         raise BridgeError(
             409,
             "duplicate_command_id",
             f"command_id {command.command_id!r} was already used with another idempotency key.",
         ) from exc
-    command.state = State.QUEUED
-    command.queued_at = now
-    command.save(update_fields=["state", "queued_at"])
     CommandEvent.objects.bulk_create(
         [
             CommandEvent(command=command, kind=CommandEvent.Kind.TRANSITION, to_state=State.RECEIVED, at=now),

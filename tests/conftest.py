@@ -12,7 +12,7 @@ from django.test import Client
 
 from commands import examples
 from commands.envelope import PolicyPayloadSerializer, validate_with
-from commands.intake import _tenants
+from commands.intake import _accounts, _tenants
 from policies.models import TradingAccount
 from policies.services import policy_apply
 from tenancy.auth import token_cache
@@ -27,9 +27,11 @@ BOB_TOKEN = "bob-token-tenant-2"
 def _fresh_caches() -> Iterator[None]:
     token_cache.clear()
     _tenants.clear()
+    _accounts.clear()
     yield
     token_cache.clear()
     _tenants.clear()
+    _accounts.clear()
 
 
 class Api:
