@@ -117,6 +117,10 @@ BRIDGE_ENVIRONMENT = env.str("BRIDGE_ENVIRONMENT", default="prod")
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
 COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
+# A command `executing` longer than this lost its worker; the sweeper re-queues it.
+COMMAND_EXECUTING_LEASE_SECONDS = env.int("COMMAND_EXECUTING_LEASE_SECONDS", default=90)
+# A command `queued` longer than this may have lost its task (Redis broker); rung again.
+COMMAND_QUEUED_GRACE_SECONDS = env.int("COMMAND_QUEUED_GRACE_SECONDS", default=600)
 
 MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
 MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")

@@ -65,12 +65,20 @@ def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
     return check
 
 
+def check_mt5() -> dict[str, Any]:
+    from execution.gateways import get_gateway
+
+    status = get_gateway().status()
+    return {**status, "status": OK if status.get("available") else DEGRADED}
+
+
 # Each check answers {"status": ok|degraded|down, ...}; database down means the bridge is down.
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "database": check_database,
     "broker": check_broker,
     "normal_lane": lane_check(Lane.NORMAL),
     "fast_lane": lane_check(Lane.FAST),
+    "mt5": check_mt5,
 }
 CRITICAL = frozenset({"database"})
 

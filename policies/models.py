@@ -20,6 +20,9 @@ class TradingAccount(models.Model):
     # The bridge-enforced switch of `disable_trading` / `enable_trading` commands.
     trading_enabled = models.BooleanField(default=True)
     trading_disabled_reason = models.CharField(max_length=200, blank=True)
+    # The last MT5 snapshot the bridge saw, served (with its age) when the terminal is unreachable.
+    last_snapshot = models.JSONField(null=True, blank=True)
+    last_snapshot_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -1,0 +1,70 @@
+"""GET /api/v1/mt5/accounts/{login}: the live snapshot through the gateway (or the last known one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from bridgeproject.errors import BridgeError
+from commands import schema_docs as docs
+from commands.api import TENANT_PARAM
+from commands.intake import read_tenant
+from execution.gateway import GatewayUnavailable
+from execution.gateways import get_gateway
+from execution.snapshots import snapshot_refresh
+from policies.models import TradingAccount
+from policies.services import account_get_for_tenant
+
+ACCOUNT_EXTRAS: list[Any] = []  # callables (account, body) adding e.g. the risk state
+
+
+def account_body(account: TradingAccount, snapshot: dict[str, Any] | None) -> dict[str, Any]:
+    policy = account.current_policy
+    body: dict[str, Any] = {
+        "account_login": account.login,
+        "server": account.server,
+        "trading_account_id": account.trading_account_id,
+        "policy_version": policy.policy_version if policy else None,
+        "account_status": account.account_status,
+        "trading_enabled": account.trading_enabled,
+        "trading_disabled_reason": account.trading_disabled_reason,
+        "snapshot": snapshot,
+    }
+    for extra in ACCOUNT_EXTRAS:
+        extra(account, body)
+    return body
+
+
+class AccountView(APIView):
+    @extend_schema(
+        operation_id="account_get",
+        summary="Sync request: the live MT5 snapshot, the policy version and the risk state",
+        parameters=[TENANT_PARAM],
+        responses={
+            200: inline_serializer("Account", {"account_login": serializers.IntegerField(), "snapshot": serializers.DictField()}),
+            **docs.GET_PROBLEMS,
+            **docs.problems(503),
+        },
+    )
+    def get(self, request: Request, account_login: int) -> Response:
+        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
+        try:
+            snapshot = snapshot_refresh(account=account, gateway=get_gateway())
+        except GatewayUnavailable as exc:
+            age = (timezone.now() - account.last_snapshot_at).total_seconds() if account.last_snapshot_at else None
+            raise BridgeError(
+                503,
+                "mt5_unavailable",
+                f"The MT5 terminal cannot be reached: {exc.message}",
+                extra={
+                    "last_known_snapshot": account.last_snapshot,
+                    "last_known_snapshot_age_s": None if age is None else round(age, 3),
+                },
+            ) from exc
+        return Response(account_body(account, snapshot))

@@ -1,0 +1,342 @@
+"""What each command type does on MT5. One function per `command_type`, each returning a Step.
+
+Every trade request carries the command's tag (magic + comment), so an attempt that follows
+another — after a lost answer, or a worker that died mid-call — first looks for what the
+earlier attempt did (`reconcile`) and never sends twice what already happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from commands.models import Command, CommandType
+from commands.states import State
+from execution.gateway import (
+    DONE,
+    RETRY,
+    Deal,
+    Gateway,
+    Position,
+    TradeResult,
+    order_tag,
+)
+from policies.models import TradingAccount
+
+
+@dataclass
+class Step:
+    """The outcome of one execution of a command: a terminal state, or a retry."""
+
+    state: State
+    result: dict[str, Any] = field(default_factory=dict)
+    error_code: str = ""
+    error_message: str = ""
+    retry: bool = False
+
+
+@dataclass
+class Context:
+    command: Command
+    gateway: Gateway
+    record: Callable[[TradeResult], None]
+    # True when an earlier attempt may have reached the terminal: look before sending.
+    reconcile: bool
+
+    @property
+    def account(self) -> TradingAccount:
+        return self.command.account
+
+    @property
+    def login(self) -> int:
+        return self.command.account.login
+
+    @property
+    def server(self) -> str:
+        return self.command.account.server
+
+    @property
+    def tag(self) -> str:
+        return order_tag(self.command.command_id)
+
+    def deals(self) -> tuple[Deal, ...]:
+        since = self.command.received_at - timedelta(minutes=1)
+        return self.gateway.deals_by_tag(self.login, self.server, tag=self.tag, since=since)
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _trade_json(result: TradeResult) -> dict[str, Any]:
+    return {
+        "retcode": result.retcode,
+        "retcode_name": result.retcode_name,
+        "message": result.message,
+        "order": result.order,
+        "deal": result.deal,
+        "position": result.position,
+        "volume": str(result.volume),
+        "price": str(result.price),
+    }
+
+
+def _deal_json(deal: Deal) -> dict[str, Any]:
+    return {
+        "deal": deal.ticket,
+        "order": deal.order,
+        "position": deal.position_id,
+        "symbol": deal.symbol,
+        "entry": deal.entry,
+        "volume": str(deal.volume),
+        "price": str(deal.price),
+        "profit": str(deal.profit),
+        "reconciled": True,
+    }
+
+
+def _from_result(result: TradeResult) -> Step:
+    if result.outcome == DONE:
+        return Step(State.SUCCEEDED, _trade_json(result))
+    return Step(
+        State.FAILED,
+        _trade_json(result),
+        error_code=result.retcode_name.lower(),
+        error_message=result.message,
+        retry=result.outcome == RETRY,
+    )
+
+
+def _blocked_from_trading(ctx: Context) -> Step | None:
+    """The bridge-enforced rules that reject a new position before MT5 is asked."""
+    account = ctx.account
+    if not account.trading_enabled:
+        return Step(
+            State.REJECTED,
+            error_code="trading_disabled",
+            error_message=account.trading_disabled_reason or "Trading is disabled for this account.",
+        )
+    if account.account_status != "active":
+        return Step(
+            State.REJECTED,
+            error_code="account_not_active",
+            error_message=f"account_status is {account.account_status!r}.",
+        )
+    for guard in OPEN_POSITION_GUARDS:
+        reason = guard(account)
+        if reason is not None:
+            return Step(State.REJECTED, error_code=reason[0], error_message=reason[1])
+    return None
+
+
+# The risk engine adds its guard here: (account) -> (code, message) | None.
+OPEN_POSITION_GUARDS: list[Callable[[TradingAccount], tuple[str, str] | None]] = []
+
+
+def open_position(ctx: Context) -> Step:
+    blocked = _blocked_from_trading(ctx)
+    if blocked is not None:
+        return blocked
+    payload = ctx.command.payload
+    if ctx.reconcile:
+        opened = [deal for deal in ctx.deals() if deal.entry == "in"]
+        if opened:
+            return Step(State.SUCCEEDED, _deal_json(opened[0]))
+    symbol = payload["symbol"]
+    if ctx.gateway.symbol_info(ctx.login, ctx.server, symbol) is None:
+        return Step(
+            State.REJECTED, error_code="unknown_symbol", error_message=f"{symbol} is not traded on this server."
+        )
+    result = ctx.gateway.open_position(
+        ctx.login,
+        ctx.server,
+        symbol=symbol,
+        side=payload["direction"],
+        volume=Decimal(payload["volume"]),
+        price=_dec(payload.get("open_price")),
+        sl=_dec(payload.get("stop_loss")),
+        tp=_dec(payload.get("take_profit")),
+        deviation=int(payload.get("max_slippage_points") or 20),
+        tag=ctx.tag,
+    )
+    ctx.record(result)
+    return _from_result(result)
+
+
+def _close(ctx: Context, position: Position, volume: Decimal | None, closed: dict[int, Deal]) -> TradeResult | None:
+    """Close one position unless an earlier attempt already did (then None)."""
+    if position.ticket in closed:
+        return None
+    result = ctx.gateway.close_position(ctx.login, ctx.server, ticket=position.ticket, volume=volume, tag=ctx.tag)
+    ctx.record(result)
+    return result
+
+
+def _closed_by_this_command(ctx: Context) -> dict[int, Deal]:
+    if not ctx.reconcile:
+        return {}
+    return {deal.position_id: deal for deal in ctx.deals() if deal.entry in ("out", "inout", "out_by")}
+
+
+def close_position(ctx: Context) -> Step:
+    payload = ctx.command.payload
+    ticket = int(payload["ticket"])
+    closed = _closed_by_this_command(ctx)
+    if ticket in closed:
+        return Step(State.SUCCEEDED, _deal_json(closed[ticket]))
+    snapshot = ctx.gateway.account_snapshot(ctx.login, ctx.server)
+    position = next((p for p in snapshot.positions if p.ticket == ticket), None)
+    if position is None:
+        return Step(State.REJECTED, error_code="position_not_found", error_message=f"No open position {ticket}.")
+    volume = _dec(payload.get("volume"))
+    if volume is not None and volume > position.volume:
+        return Step(
+            State.REJECTED, error_code="invalid_volume", error_message=f"Position {ticket} has {position.volume} lots."
+        )
+    result = _close(ctx, position, volume, closed)
+    assert result is not None
+    return _from_result(result)
+
+
+def _targets(ctx: Context, positions: tuple[Position, ...]) -> list[Position]:
+    """The positions a close_positions command aims at (PROTOCOL.md §5 target modes)."""
+    target = ctx.command.payload["target"]
+    execution = ctx.command.payload.get("execution") or {}
+    mode = target["mode"]
+
+    def loss(p: Position) -> Decimal:
+        return p.profit + p.swap + p.commission
+
+    chosen: list[Position]
+    if mode == "all_positions":
+        chosen = list(positions)
+    elif mode == "by_symbol":
+        chosen = [p for p in positions if p.symbol in set(target["symbols"])]
+    elif mode == "by_tickets":
+        chosen = [p for p in positions if p.ticket in set(target["tickets"])]
+    elif mode == "losing":
+        chosen = [p for p in positions if loss(p) < 0]
+    else:  # profitable
+        chosen = [p for p in positions if loss(p) > 0]
+    if execution.get("close_only_profitable"):
+        chosen = [p for p in chosen if loss(p) > 0]
+    return chosen
+
+
+def close_positions(ctx: Context) -> Step:
+    closed = _closed_by_this_command(ctx)
+    snapshot = ctx.gateway.account_snapshot(ctx.login, ctx.server)
+    targets = _targets(ctx, snapshot.positions)
+    results: list[dict[str, Any]] = [
+        {"ticket": ticket, "status": "closed", **_deal_json(deal)} for ticket, deal in closed.items()
+    ]
+    retry = False
+    failures: list[str] = []
+    for position in targets:
+        result = _close(ctx, position, None, closed)
+        if result is None:
+            continue
+        entry = {
+            "ticket": position.ticket,
+            "symbol": position.symbol,
+            "volume": str(position.volume),
+            **_trade_json(result),
+        }
+        entry["status"] = "closed" if result.outcome == DONE else "failed"
+        results.append(entry)
+        if result.outcome != DONE:
+            failures.append(f"{position.ticket}: {result.retcode_name} {result.message}")
+            retry = retry or result.outcome == RETRY
+    done = sum(1 for r in results if r["status"] == "closed")
+    summary = {"positions": results, "targeted": len(targets) + len(closed), "closed": done}
+    if not failures:
+        return Step(State.SUCCEEDED, summary)
+    # allow_partial_close: a partial result is acceptable as it stands; otherwise the command
+    # keeps retrying the positions that failed (retryable answers) until its deadline.
+    allow_partial = (ctx.command.payload.get("execution") or {}).get("allow_partial_close", False)
+    state = State.PARTIALLY_SUCCEEDED if done else State.FAILED
+    return Step(
+        state,
+        summary,
+        error_code="close_failed",
+        error_message="; ".join(failures)[:2000],
+        retry=retry and not (done and allow_partial),
+    )
+
+
+def modify_position(ctx: Context) -> Step:
+    payload = ctx.command.payload
+    result = ctx.gateway.modify_position(
+        ctx.login,
+        ctx.server,
+        ticket=int(payload["ticket"]),
+        sl=_dec(payload.get("stop_loss")),
+        tp=_dec(payload.get("take_profit")),
+        tag=ctx.tag,
+    )
+    ctx.record(result)
+    return _from_result(result)
+
+
+def cancel_orders(ctx: Context) -> Step:
+    snapshot = ctx.gateway.account_snapshot(ctx.login, ctx.server)
+    wanted = ctx.command.payload.get("tickets")
+    live = {order.ticket for order in snapshot.orders}
+    tickets = list(live) if wanted is None else [t for t in wanted if t in live]
+    missing = [] if wanted is None else [t for t in wanted if t not in live]
+    results: list[dict[str, Any]] = [{"ticket": t, "status": "not_found"} for t in missing]
+    retry = False
+    failures = []
+    for ticket in tickets:
+        result = ctx.gateway.cancel_order(ctx.login, ctx.server, ticket=ticket, tag=ctx.tag)
+        ctx.record(result)
+        results.append(
+            {"ticket": ticket, "status": "cancelled" if result.outcome == DONE else "failed", **_trade_json(result)}
+        )
+        if result.outcome != DONE:
+            failures.append(f"{ticket}: {result.retcode_name}")
+            retry = retry or result.outcome == RETRY
+    summary = {"orders": results, "cancelled": sum(1 for r in results if r["status"] == "cancelled")}
+    if failures:
+        state = State.PARTIALLY_SUCCEEDED if summary["cancelled"] else State.FAILED
+        return Step(state, summary, error_code="cancel_failed", error_message="; ".join(failures), retry=retry)
+    return Step(State.SUCCEEDED, summary)
+
+
+def _set_trading(ctx: Context, enabled: bool) -> Step:
+    reason = "" if enabled else (ctx.command.reason or f"disabled by command {ctx.command.command_id}")
+    TradingAccount.objects.filter(pk=ctx.account.pk).update(trading_enabled=enabled, trading_disabled_reason=reason)
+    return Step(State.SUCCEEDED, {"trading_enabled": enabled})
+
+
+def disable_trading(ctx: Context) -> Step:
+    return _set_trading(ctx, False)
+
+
+def enable_trading(ctx: Context) -> Step:
+    return _set_trading(ctx, True)
+
+
+def sync_account(ctx: Context) -> Step:
+    from execution.snapshots import snapshot_refresh
+
+    snapshot = snapshot_refresh(account=ctx.account, gateway=ctx.gateway)
+    return Step(
+        State.SUCCEEDED,
+        {"balance": snapshot["balance"], "equity": snapshot["equity"], "positions": len(snapshot["positions"])},
+    )
+
+
+EXECUTORS: dict[str, Callable[[Context], Step]] = {
+    CommandType.OPEN_POSITION: open_position,
+    CommandType.CLOSE_POSITION: close_position,
+    CommandType.CLOSE_POSITIONS: close_positions,
+    CommandType.MODIFY_POSITION: modify_position,
+    CommandType.CANCEL_ORDERS: cancel_orders,
+    CommandType.DISABLE_TRADING: disable_trading,
+    CommandType.ENABLE_TRADING: enable_trading,
+    CommandType.SYNC_ACCOUNT: sync_account,
+}

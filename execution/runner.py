@@ -1,0 +1,159 @@
+"""Executing one command: claim it, run its executor with retries within its deadline, finish it.
+
+The command row is the truth and the broker only a doorbell: a task delivered twice finds the
+row already claimed and does nothing; a worker that died leaves the row `executing`, and the
+sweeper sends it back to its lane, where the next attempt reconciles with MT5 before sending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.dispatch import Signal
+from django.utils import timezone
+
+from bridgeproject import context
+from commands.lanes import Lane
+from commands.models import Command, CommandEvent
+from commands.services import command_enqueue
+from commands.states import State, check_transition
+from execution.executors import EXECUTORS, Context, Step
+from execution.gateway import GatewayUnavailable, TradeResult
+from execution.gateways import get_gateway
+
+logger = logging.getLogger("bridge.execution")
+
+# Sent after a command reaches a terminal state, inside the transaction that records it (the
+# callback outbox and the risk engine listen).
+command_finished = Signal()
+
+# Pauses between attempts after a retryable answer; the command's deadline bounds them all.
+RETRY_BACKOFF_SECONDS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
+FAST_LANE_DEADLINE = timedelta(seconds=30)
+
+
+def deadline_of(command: Command) -> datetime:
+    """Until when a command may still be attempted."""
+    if command.expires_at is not None:
+        return command.expires_at
+    if command.lane == Lane.FAST:
+        return command.received_at + FAST_LANE_DEADLINE
+    return command.received_at + timedelta(seconds=settings.COMMAND_NORMAL_TTL_SECONDS)
+
+
+def command_claim(pk: int) -> Command | None:
+    """Take a queued command for execution; None when another delivery already has it."""
+    check_transition(State.QUEUED, State.EXECUTING)
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Command.objects.filter(pk=pk, state=State.QUEUED).update(
+            state=State.EXECUTING, started_at=now, updated_at=now
+        )
+        if not claimed:
+            return None
+        CommandEvent.objects.create(
+            command_id=pk, kind=CommandEvent.Kind.TRANSITION, from_state=State.QUEUED, to_state=State.EXECUTING, at=now
+        )
+    return Command.objects.select_related("account__current_policy", "tenant").get(pk=pk)
+
+
+def _finish(command: Command, step: Step) -> None:
+    with transaction.atomic():
+        command.transition(
+            step.state,
+            note=step.error_message[:500],
+            result=step.result or None,
+            error_code=step.error_code,
+            error_message=step.error_message,
+        )
+        command_finished.send(sender=Command, command=command)
+
+
+def _record_attempt(command: Command, result: TradeResult) -> None:
+    Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=timezone.now())
+    command.attempts += 1
+    CommandEvent.objects.create(
+        command=command,
+        kind=CommandEvent.Kind.ATTEMPT,
+        attempt=command.attempts,
+        note=f"{result.retcode_name}: {result.message}",
+        request=result.request,
+        response=result.as_json(),
+    )
+
+
+def command_execute(pk: int) -> str | None:
+    """Run one command to a terminal state; returns that state (None if not claimed)."""
+    command = command_claim(pk)
+    if command is None:
+        return None
+    with context.scope(
+        correlation_id=command.correlation_id,
+        tenant=command.tenant.tenant_id,
+        account=command.account.login,
+        command_id=command.command_id,
+    ):
+        return _run(command)
+
+
+def _run(command: Command) -> str:
+    now = timezone.now()
+    deadline = deadline_of(command)
+    if now > deadline:
+        step = Step(State.EXPIRED, error_code="expired", error_message=f"Past its deadline {deadline.isoformat()}.")
+        _finish(command, step)
+        return step.state
+    gateway = get_gateway()
+    # Anything sent before (an earlier delivery) must be found before anything is sent again.
+    reconcile = command.attempts > 0
+    for backoff in (*RETRY_BACKOFF_SECONDS, None):
+        ctx = Context(command=command, gateway=gateway, record=lambda r: _record_attempt(command, r), reconcile=reconcile)
+        try:
+            step = EXECUTORS[command.command_type](ctx)
+        except GatewayUnavailable as exc:
+            step = Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
+        if not step.retry or backoff is None or timezone.now() + timedelta(seconds=backoff) > deadline:
+            if step.retry and step.state not in (State.PARTIALLY_SUCCEEDED,):
+                step.error_message = f"{step.error_message} (gave up after {command.attempts} attempts)".strip()
+            _finish(command, step)
+            logger.info("command finished", extra={"state": step.state, "attempts": command.attempts})
+            return step.state
+        reconcile = True
+        logger.warning("retrying command", extra={"error": step.error_message, "backoff_s": backoff})
+        time.sleep(backoff)
+    raise AssertionError("unreachable")
+
+
+def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timedelta | None = None) -> int:
+    """Send commands whose worker vanished back to their lane; returns how many were re-queued.
+
+    `executing` past the lease: the worker died mid-command (the next attempt reconciles).
+    `queued` past the grace with no live task: the broker lost the doorbell (Redis has no
+    delivery receipts). A duplicate doorbell is harmless: the claim lets one through.
+    """
+    now = timezone.now()
+    lease = executing_lease or timedelta(seconds=settings.COMMAND_EXECUTING_LEASE_SECONDS)
+    grace = queued_grace or timedelta(seconds=settings.COMMAND_QUEUED_GRACE_SECONDS)
+    requeued = 0
+    stuck = list(Command.objects.filter(state=State.EXECUTING, updated_at__lt=now - lease).values_list("pk", flat=True)[:500])
+    for pk in stuck:
+        with transaction.atomic():
+            command = Command.objects.select_for_update(skip_locked=True).filter(pk=pk, state=State.EXECUTING).first()
+            if command is None:
+                continue
+            command.transition(State.QUEUED, note="re-queued by the sweeper: the worker stopped answering")
+            command_enqueue(command=command)
+            requeued += 1
+    forgotten = Command.objects.filter(state=State.QUEUED, updated_at__lt=now - grace)[:500]
+    for command in forgotten:
+        with transaction.atomic():
+            if Command.objects.filter(pk=command.pk, state=State.QUEUED).update(updated_at=timezone.now()):
+                CommandEvent.objects.create(command=command, kind=CommandEvent.Kind.TRANSITION, from_state=State.QUEUED, to_state=State.QUEUED, note="doorbell rung again by the sweeper")
+                command_enqueue(command=command)
+                requeued += 1
+    return requeued

@@ -1,0 +1,310 @@
+"""Every command type executed through the official adapter on the simulator, and the runner's rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from commands.models import Command, CommandEvent
+from commands.states import State
+from execution.gateway import order_tag
+from execution.gateways import get_gateway, reset_gateway
+from execution.runner import command_execute, sweep_stuck
+from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
+from tests.conftest import fresh
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = 50040367
+SERVER = "Broker-Server"
+
+
+@pytest.fixture(autouse=True)
+def _terminal():
+    reset_gateway()
+    yield
+    reset_gateway()
+
+
+@pytest.fixture
+def trader(alice, account_1):
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
+    sim_set_price("EURUSD", "1.08500")
+    return alice
+
+
+def submit(api, command_type: str, command_id: str | None = None, **payload) -> Command:
+    body = fresh("close_positions")
+    body["payload"] = {
+        "command_id": command_id or f"{command_type}-{timezone.now().timestamp()}",
+        "command_type": command_type,
+        "priority": payload.pop("priority", "normal"),
+        **payload,
+    }
+    response = api.post("mt5/commands", body)
+    assert response.status_code == 202, response.content
+    return Command.objects.get(command_id=body["payload"]["command_id"])
+
+
+def run(command: Command) -> Command:
+    command_execute(command.pk)
+    command.refresh_from_db()
+    return command
+
+
+def open_buy(api, volume: float = 1.0, symbol: str = "EURUSD") -> int:
+    command = run(submit(api, "open_position", symbol=symbol, direction="buy", volume=volume))
+    assert command.state == State.SUCCEEDED, command.error_message
+    return get_gateway().account_snapshot(LOGIN, SERVER).positions[-1].ticket
+
+
+def positions() -> list:
+    return list(get_gateway().account_snapshot(LOGIN, SERVER).positions)
+
+
+def test_open_position_succeeds_with_the_mt5_result_and_one_attempt(trader):
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, stop_loss=1.08, take_profit=1.09))
+    assert command.state == State.SUCCEEDED
+    assert command.attempts == 1
+    assert command.result["retcode"] == 10009
+    assert command.finished_at is not None
+    (position,) = positions()
+    assert position.volume == Decimal("0.1")
+    assert position.comment == order_tag(command.command_id)
+    attempt = command.events.get(kind=CommandEvent.Kind.ATTEMPT)
+    assert attempt.request["symbol"] == "EURUSD"
+    assert [e.to_state for e in command.events.filter(kind="transition")] == ["received", "queued", "executing", "succeeded"]
+
+
+def test_the_panels_powershell_open_position_executes(trader):
+    from commands import examples
+
+    response = trader.post("mt5/commands", examples.LEGACY_OPEN_POSITION)
+    command = run(Command.objects.get(command_id=response.json()["command_id"]))
+    assert command.state == State.SUCCEEDED, command.error_message
+
+
+def test_an_unknown_symbol_is_rejected_without_touching_mt5(trader):
+    command = run(submit(trader, "open_position", symbol="DOGEUSD", direction="buy", volume=0.1))
+    assert command.state == State.REJECTED
+    assert command.error_code == "unknown_symbol"
+    assert command.attempts == 0
+
+
+def test_open_position_is_rejected_while_trading_is_disabled_and_accepted_after_enable(trader):
+    assert run(submit(trader, "disable_trading")).state == State.SUCCEEDED
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1))
+    assert command.state == State.REJECTED
+    assert command.error_code == "trading_disabled"
+    assert run(submit(trader, "enable_trading")).state == State.SUCCEEDED
+    assert run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)).state == State.SUCCEEDED
+
+
+def test_open_position_is_rejected_when_the_account_is_not_active(trader, account_1):
+    body = fresh("policy_snapshot")
+    body["payload"].update(policy_version=13, account_status="suspended")
+    assert trader.post("mt5/policies", body).status_code == 200
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1))
+    assert command.state == State.REJECTED
+    assert command.error_code == "account_not_active"
+
+
+def test_close_position_closes_fully_and_partially(trader):
+    ticket = open_buy(trader, 1.0)
+    assert run(submit(trader, "close_position", ticket=ticket, volume=0.4)).state == State.SUCCEEDED
+    assert positions()[0].volume == Decimal("0.6")
+    assert run(submit(trader, "close_position", ticket=ticket)).state == State.SUCCEEDED
+    assert positions() == []
+
+
+def test_closing_an_unknown_ticket_is_rejected(trader):
+    command = run(submit(trader, "close_position", ticket=999999))
+    assert command.state == State.REJECTED
+    assert command.error_code == "position_not_found"
+
+
+@pytest.mark.parametrize(
+    ("target", "closed"),
+    [
+        ({"mode": "all_positions"}, {"eur_up", "eur_down", "gbp_up"}),
+        ({"mode": "by_symbol", "symbols": ["GBPUSD"]}, {"gbp_up"}),
+        ({"mode": "losing"}, {"eur_down"}),
+        ({"mode": "profitable"}, {"eur_up", "gbp_up"}),
+    ],
+)
+def test_close_positions_honours_every_target_mode(trader, target, closed):
+    sim_set_price("GBPUSD", "1.27000")
+    tickets = {"eur_up": open_buy(trader, 0.1), "gbp_up": open_buy(trader, 0.1, "GBPUSD")}
+    sim_set_price("EURUSD", "1.09500")
+    tickets["eur_down"] = open_buy(trader, 0.1)
+    sim_set_price("EURUSD", "1.09000")  # bought at 1.085 is up 50 pips; bought at 1.095 is down 50
+    sim_set_price("GBPUSD", "1.28000")
+    command = run(submit(trader, "close_positions", target=target))
+    assert command.state == State.SUCCEEDED, command.error_message
+    remaining = {p.ticket for p in positions()}
+    assert remaining == {ticket for name, ticket in tickets.items() if name not in closed}
+
+
+def test_close_positions_by_tickets_and_close_only_profitable(trader):
+    first = open_buy(trader, 0.1)
+    sim_set_price("EURUSD", "1.09000")
+    second = open_buy(trader, 0.1)
+    sim_set_price("EURUSD", "1.08800")  # first up 30 pips, second down 20
+    command = run(
+        submit(trader, "close_positions", target={"mode": "by_tickets", "tickets": [first, second]}, execution={"close_only_profitable": True})
+    )
+    assert command.state == State.SUCCEEDED
+    assert {p.ticket for p in positions()} == {second}
+    assert command.result["closed"] == 1
+
+
+def test_a_requote_is_retried_and_every_attempt_is_recorded(trader):
+    sim_inject_fault("requote", symbol="EURUSD", count=2)
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1))
+    assert command.state == State.SUCCEEDED
+    assert command.attempts == 3
+    notes = list(command.events.filter(kind="attempt").values_list("note", flat=True))
+    assert notes[0].startswith("TRADE_RETCODE_REQUOTE")
+    assert notes[-1].startswith("TRADE_RETCODE_DONE")
+
+
+def test_market_closed_until_the_deadline_fails_with_the_retcode(trader):
+    sim_inject_fault("market_closed", symbol="EURUSD", count=50)
+    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
+    Command.objects.filter(pk=command.pk).update(expires_at=timezone.now() + timedelta(seconds=0.5))
+    command = run(command)
+    assert command.state == State.FAILED
+    assert command.error_code == "trade_retcode_market_closed"
+    assert command.attempts >= 2
+    assert positions() == []
+
+
+def test_a_final_retcode_is_not_retried(trader):
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=900))
+    assert command.state == State.FAILED
+    assert command.attempts == 1
+
+
+def test_a_timeout_after_fill_is_reconciled_into_one_position(trader):
+    sim_inject_fault("timeout_after_fill", symbol="EURUSD", count=1)
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1))
+    assert command.state == State.SUCCEEDED
+    assert command.result.get("reconciled") is True
+    assert len(positions()) == 1
+
+
+def test_a_close_with_timeout_after_fill_closes_exactly_once(trader):
+    ticket = open_buy(trader, 1.0)
+    sim_inject_fault("timeout_after_fill", symbol="EURUSD", count=1)
+    command = run(submit(trader, "close_positions", target={"mode": "all_positions"}))
+    assert command.state == State.SUCCEEDED
+    assert positions() == []
+    out_deals = [d for d in get_gateway().deals_by_tag(LOGIN, SERVER, tag=order_tag(command.command_id), since=command.received_at - timedelta(minutes=1)) if d.entry == "out"]
+    assert len(out_deals) == 1
+    assert out_deals[0].position_id == ticket
+
+
+def test_modify_position_sets_stops(trader):
+    ticket = open_buy(trader, 0.1)
+    command = run(submit(trader, "modify_position", ticket=ticket, stop_loss=1.07, take_profit=1.1))
+    assert command.state == State.SUCCEEDED, command.error_message
+    assert positions()[0].sl == Decimal("1.07")
+
+
+def test_cancel_orders_cancels_every_pending_order(trader):
+    gateway = get_gateway()
+    for price in ("1.07000", "1.06000"):
+        result = gateway.place_pending_order(LOGIN, SERVER, symbol="EURUSD", side="buy", kind="limit", volume=Decimal("0.1"), price=Decimal(price), tag="manual")
+        assert result.ok, result
+    assert len(gateway.account_snapshot(LOGIN, SERVER).orders) == 2
+    command = run(submit(trader, "cancel_orders"))
+    assert command.state == State.SUCCEEDED
+    assert command.result["cancelled"] == 2
+    assert gateway.account_snapshot(LOGIN, SERVER).orders == ()
+
+
+def test_sync_account_remembers_the_snapshot(trader, account_1):
+    command = run(submit(trader, "sync_account"))
+    assert command.state == State.SUCCEEDED
+    account_1.refresh_from_db()
+    assert account_1.last_snapshot["balance"] == "100000.00"
+
+
+def test_a_task_delivered_twice_executes_once(trader):
+    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
+    assert command_execute(command.pk) == State.SUCCEEDED
+    assert command_execute(command.pk) is None
+    assert len(positions()) == 1
+
+
+def test_a_normal_command_older_than_the_ttl_expires(trader, settings):
+    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
+    Command.objects.filter(pk=command.pk).update(received_at=timezone.now() - timedelta(seconds=settings.COMMAND_NORMAL_TTL_SECONDS + 1))
+    assert run(command).state == State.EXPIRED
+    assert positions() == []
+
+
+def test_a_command_past_expires_at_expires(trader):
+    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, expires_at_utc="2020-01-01T00:00:00Z")
+    assert run(command).state == State.EXPIRED
+
+
+def test_the_sweeper_requeues_a_command_whose_worker_died_and_the_retry_reconciles(trader):
+    ticket = open_buy(trader, 1.0)
+    command = submit(trader, "close_position", ticket=ticket)
+    # A worker claimed it, sent the close (filled), then died before recording anything.
+    from execution.runner import command_claim
+
+    claimed = command_claim(command.pk)
+    get_gateway().close_position(LOGIN, SERVER, ticket=ticket, tag=order_tag(command.command_id))
+    Command.objects.filter(pk=claimed.pk).update(updated_at=timezone.now() - timedelta(minutes=10), attempts=1)
+    OrmQ.objects.all().delete()
+    assert sweep_stuck() == 1
+    assert OrmQ.objects.count() == 1
+    command = run(command)
+    assert command.state == State.SUCCEEDED
+    assert command.result["reconciled"] is True
+    assert command.attempts == 1  # nothing sent again
+
+
+def test_the_account_endpoint_returns_the_live_snapshot(trader):
+    open_buy(trader, 0.1)
+    body = trader.get(f"mt5/accounts/{LOGIN}").json()
+    assert body["policy_version"] == 12
+    assert Decimal("99990") < Decimal(body["snapshot"]["balance"]) <= Decimal("100000")  # less the entry commission
+    assert len(body["snapshot"]["positions"]) == 1
+    assert {"equity", "margin", "free_margin", "pending_orders"} <= set(body["snapshot"])
+
+
+def test_the_account_endpoint_is_503_with_the_last_known_snapshot_when_mt5_is_down(trader):
+    from execution.adapters.unavailable import UnavailableGateway
+
+    trader.get(f"mt5/accounts/{LOGIN}")
+    reset_gateway(UnavailableGateway("simulator", "terminal switched off"))
+    response = trader.get(f"mt5/accounts/{LOGIN}")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "mt5_unavailable"
+    assert body["last_known_snapshot"]["balance"] == "100000.00"
+    assert body["last_known_snapshot_age_s"] >= 0
+
+
+def test_another_tenant_cannot_read_the_account(trader, bob):
+    assert bob.get(f"mt5/accounts/{LOGIN}").status_code == 403
+
+
+def test_the_manager_backend_fails_commands_clearly_and_health_says_so(trader):
+    from execution.gateways import build_gateway
+
+    reset_gateway(build_gateway("manager"))
+    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, expires_at_utc=(timezone.now() + timedelta(seconds=0.3)).isoformat()))
+    assert command.state == State.FAILED
+    assert command.error_code == "mt5_unavailable"
+    assert "Manager API" in command.error_message
+    health = trader.client.get("/api/v1/health").json()
+    assert health["checks"]["mt5"]["available"] is False
+    assert health["status"] == "degraded"
