@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "policies",
     "commands",
     "execution",
+    "callbacks",
 ]
 
 MIDDLEWARE = [
@@ -113,6 +114,12 @@ LARAVEL_PROTECTIVE_ACTIONS_PATH = env.str(
 )
 LARAVEL_COMMAND_RESULTS_PATH = env.str("LARAVEL_COMMAND_RESULTS_PATH", default="/api/internal/mt5/command-results")
 BRIDGE_ENVIRONMENT = env.str("BRIDGE_ENVIRONMENT", default="prod")
+CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=10.0)
+# Retried with exponential backoff and jitter for at least this long, then dead-lettered.
+CALLBACK_RETRY_HOURS = env.float("CALLBACK_RETRY_HOURS", default=24.0)
+CALLBACK_BACKOFF_BASE_SECONDS = env.float("CALLBACK_BACKOFF_BASE_SECONDS", default=1.0)
+CALLBACK_BACKOFF_MAX_SECONDS = env.float("CALLBACK_BACKOFF_MAX_SECONDS", default=900.0)
+CALLBACK_POLL_MS = env.int("CALLBACK_POLL_MS", default=200)
 
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
