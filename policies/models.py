@@ -62,3 +62,122 @@ class PolicySnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} v{self.policy_version}"
+
+
+class AccountRisk(models.Model):
+    """The durable risk state of one account (RISK_RULES.md): it survives restarts and monitors."""
+
+    account = models.OneToOneField(TradingAccount, on_delete=models.CASCADE, related_name="risk")
+    policy_version = models.PositiveIntegerField()
+    initial_balance = models.DecimalField(max_digits=20, decimal_places=8)
+    high_water_mark = models.DecimalField(max_digits=20, decimal_places=8)
+    total_floor = models.DecimalField(max_digits=20, decimal_places=8)
+    daily_reference = models.DecimalField(max_digits=20, decimal_places=8)
+    daily_reference_date = models.DateField()
+    daily_reference_source = models.CharField(max_length=16, default="laravel")
+    violation_count = models.PositiveIntegerField(default=0)
+    breached_tickets = models.JSONField(default=list, blank=True)
+    hard_breached = models.BooleanField(default=False)
+    trading_disabled_until = models.DateTimeField(null=True, blank=True)
+    # The figures of the last evaluation, for the API and the panel.
+    measured = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    balance = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    equity = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    daily_floor = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    trading_block = models.CharField(max_length=32, blank=True)
+    snapshot_at = models.DateTimeField(null=True, blank=True, help_text="Time of the MT5 snapshot last evaluated.")
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "account risk state"
+
+    def __str__(self) -> str:
+        return f"risk of {self.account}"
+
+
+class RiskSample(models.Model):
+    """Equity and balance over time with both floors, for the account page's chart."""
+
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="risk_samples")
+    at = models.DateTimeField()
+    balance = models.DecimalField(max_digits=20, decimal_places=2)
+    equity = models.DecimalField(max_digits=20, decimal_places=2)
+    daily_floor = models.DecimalField(max_digits=20, decimal_places=2)
+    total_floor = models.DecimalField(max_digits=20, decimal_places=2)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "-at"])]
+        ordering = ["-at"]
+
+
+class ProtectiveAction(models.Model):
+    """One breach and what the bridge did about it: exactly one per (account, rule, scope, version)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCESS = "success"
+        FAILED = "failed"
+        PARTIAL = "partial"
+        SKIPPED = "skipped"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="protective_actions")
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="protective_actions")
+    rule_key = models.CharField(max_length=32, db_index=True)
+    scope = models.CharField(max_length=64, help_text="ticket:<n>, day:<date> or lifetime")
+    policy_version = models.PositiveIntegerField()
+    action = models.CharField(max_length=16, help_text="close_position, close_all or none")
+    enabled = models.BooleanField(help_text="The enforcement flag: off means recorded and reported as skipped.")
+    hard = models.BooleanField(default=False)
+    ticket = models.BigIntegerField(null=True, blank=True)
+    symbol = models.CharField(max_length=32, blank=True)
+    volume = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    floating_pnl = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    closed_pnl = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    equity = models.DecimalField(max_digits=20, decimal_places=8)
+    balance = models.DecimalField(max_digits=20, decimal_places=8)
+    threshold_used = models.DecimalField(max_digits=20, decimal_places=8)
+    floor_or_limit = models.DecimalField(max_digits=20, decimal_places=8)
+    measured = models.DecimalField(max_digits=20, decimal_places=8)
+    violation_count = models.PositiveIntegerField(null=True, blank=True)
+    detection_timestamp = models.DateTimeField(help_text="Time of the MT5 snapshot that showed the breach.")
+    execution_timestamp = models.DateTimeField(null=True, blank=True, help_text="When MT5 confirmed the action.")
+    execution_status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    mt5_response = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)
+    positions = models.JSONField(default=list, blank=True, help_text="One result per position (account-wide actions).")
+    command = models.ForeignKey(
+        "commands.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="protective_actions"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "rule_key", "scope", "policy_version"], name="protective_action_once"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["execution_status"]),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.rule_key} on {self.account} ({self.scope}, v{self.policy_version})"
+
+
+class MonitorHeartbeat(models.Model):
+    """A live risk monitor; the live ones split the accounts between them by rendezvous hashing."""
+
+    monitor_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=128, blank=True)
+    pid = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+    accounts_watched = models.PositiveIntegerField(default=0)
+    last_cycle_ms = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return self.monitor_id
