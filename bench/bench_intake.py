@@ -40,11 +40,15 @@ def _env(database_url: str) -> dict[str, str]:
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
 
 
 def _recreate_database(name: str) -> str:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"DROP DATABASE IF EXISTS {name}"], check=True)
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"DROP DATABASE IF EXISTS {name}"], check=True
+    )
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"CREATE DATABASE {name}"], check=True)
     return f"postgres://postgres@127.0.0.1:5432/{name}"
 
@@ -55,9 +59,22 @@ def _wrk(path: str, body: str, *, unique: bool, seconds: int, connections: int) 
     env = {**os.environ, "BENCH_BODY_FILE": handle.name, "BENCH_UNIQUE": "1" if unique else "0"}
     threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "-s", str(ROOT / "bench" / "wrk_post.lua"),
-         f"http://127.0.0.1:{PORT}{path}"],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "-s",
+            str(ROOT / "bench" / "wrk_post.lua"),
+            f"http://127.0.0.1:{PORT}{path}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     line = next(line for line in out.splitlines() if line.startswith("JSON "))
     data = json.loads(line[5:])
@@ -83,9 +100,20 @@ def main() -> None:
     _manage(env, "migrate", "--noinput", "-v0")
     _manage(env, "seed_demo")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "bridgeproject.wsgi:application", "--bind", f"127.0.0.1:{PORT}",
-         "--workers", str(args.workers), "--log-level", "warning"],
-        env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "bridgeproject.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{PORT}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
     )
     try:
         for _ in range(100):
@@ -100,8 +128,11 @@ def main() -> None:
         new_body = json.dumps(command)
         replay = examples.example("close_positions")
         replay_body = json.dumps(replay)
-        httpx.post(f"http://127.0.0.1:{PORT}/api/v1/mt5/commands", content=replay_body,
-                   headers={"Authorization": "Bearer test_token_123", "Content-Type": "application/json"})
+        httpx.post(
+            f"http://127.0.0.1:{PORT}/api/v1/mt5/commands",
+            content=replay_body,
+            headers={"Authorization": "Bearer test_token_123", "Content-Type": "application/json"},
+        )
         warm = dict(seconds=2, connections=args.connections)
         _wrk("/bench/bare", new_body, unique=False, **warm)
         _wrk("/api/v1/mt5/commands", new_body, unique=True, **warm)
@@ -113,13 +144,21 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
-    print(f"\nPOST /api/v1/mt5/commands on PostgreSQL, gunicorn {args.workers} sync workers, "
-          f"{args.connections} connections, {args.seconds}s each (wrk on the same {os.cpu_count()}-core machine)\n")
+    print(
+        f"\nPOST /api/v1/mt5/commands on PostgreSQL, gunicorn {args.workers} sync workers, "
+        f"{args.connections} connections, {args.seconds}s each (wrk on the same {os.cpu_count()}-core machine)\n"
+    )
     print(f"| {'endpoint':<28} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'non-2xx':>7} |")
     print(f"|{'-' * 30}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
-    for name, figures in [("bare Django JSON view", bare), ("new commands (accepted)", new), ("idempotent replays", replays)]:
-        print(f"| {name:<28} | {figures['rps']:>8.0f} | {figures['p50_ms']:>7.2f} | {figures['p99_ms']:>7.2f} | "
-              f"{figures['non2xx']:>7} |")
+    for name, figures in [
+        ("bare Django JSON view", bare),
+        ("new commands (accepted)", new),
+        ("idempotent replays", replays),
+    ]:
+        print(
+            f"| {name:<28} | {figures['rps']:>8.0f} | {figures['p50_ms']:>7.2f} | {figures['p99_ms']:>7.2f} | "
+            f"{figures['non2xx']:>7} |"
+        )
     print(f"\nratio new commands / bare view: {new['rps'] / bare['rps']:.2f}")
 
 

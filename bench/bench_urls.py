@@ -6,7 +6,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from bridgeproject.urls import handler404, handler500, urlpatterns as bridge_urls  # noqa: F401
+from bridgeproject.urls import handler404, handler500  # noqa: F401
+from bridgeproject.urls import urlpatterns as bridge_urls
 
 
 @csrf_exempt

@@ -151,4 +151,6 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    return problem_response(BridgeError(500, "internal_error", "The bridge failed to process the request; it is logged."))
+    return problem_response(
+        BridgeError(500, "internal_error", "The bridge failed to process the request; it is logged.")
+    )

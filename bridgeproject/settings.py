@@ -128,6 +128,11 @@ COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
 COMMAND_EXECUTING_LEASE_SECONDS = env.int("COMMAND_EXECUTING_LEASE_SECONDS", default=90)
 # A command `queued` longer than this may have lost its task (Redis broker); rung again.
 COMMAND_QUEUED_GRACE_SECONDS = env.int("COMMAND_QUEUED_GRACE_SECONDS", default=600)
+# Pauses between attempts after a retryable MT5 answer; the command's deadline bounds them all.
+COMMAND_RETRY_BACKOFF_SECONDS = [
+    float(x)
+    for x in env.list("COMMAND_RETRY_BACKOFF_SECONDS", default=["0.05", "0.1", "0.2", "0.4", "0.8", "1.6", "2"])
+]
 
 MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
 MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")

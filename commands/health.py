@@ -115,7 +115,9 @@ class HealthView(APIView):
                     "checked_at_utc": serializers.DateTimeField(),
                 },
             ),
-            503: inline_serializer("HealthDown", {"status": serializers.CharField(), "checks": serializers.DictField()}),
+            503: inline_serializer(
+                "HealthDown", {"status": serializers.CharField(), "checks": serializers.DictField()}
+            ),
         },
     )
     def get(self, request: Request) -> Response:

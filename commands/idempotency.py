@@ -38,9 +38,7 @@ def resolve_key(*, header: str | None, body: dict[str, Any], legacy_flat: bool) 
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else None
     meta_key = meta.get("idempotency_key") if meta else None
     if header is not None and meta_key is not None and header != meta_key:
-        raise BridgeError(
-            400, "idempotency_key_mismatch", "X-Idempotency-Key and meta.idempotency_key must be equal."
-        )
+        raise BridgeError(400, "idempotency_key_mismatch", "X-Idempotency-Key and meta.idempotency_key must be equal.")
     key = header if header is not None else meta_key
     if key is None and legacy_flat:
         key = body.get("command_id")
@@ -51,7 +49,9 @@ def resolve_key(*, header: str | None, body: dict[str, Any], legacy_flat: bool) 
             "Send X-Idempotency-Key (or meta.idempotency_key; command_id for the legacy flat command).",
         )
     if not isinstance(key, str) or not 1 <= len(key) <= 255 or not all(32 <= ord(c) < 127 for c in key):
-        raise BridgeError(400, "invalid_idempotency_key", "The idempotency key must be 1–255 printable ASCII characters.")
+        raise BridgeError(
+            400, "invalid_idempotency_key", "The idempotency key must be 1–255 printable ASCII characters."
+        )
     return key
 
 

@@ -67,9 +67,7 @@ def read_tenant(request: Request) -> Tenant:
     wanted = request.headers.get("X-Tenant-ID")
     if wanted is None:
         if len(principal.tenant_ids) != 1:
-            raise BridgeError(
-                400, "tenant_required", "This token is scoped to several tenants: send X-Tenant-ID."
-            )
+            raise BridgeError(400, "tenant_required", "This token is scoped to several tenants: send X-Tenant-ID.")
         (wanted,) = principal.tenant_ids
     return tenant_for(principal, wanted)
 
@@ -116,7 +114,9 @@ def _accept_command(
     return 202, accepted_body(command)
 
 
-def _apply_policy(tenant: Tenant, envelope: dict[str, Any], body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+def _apply_policy(
+    tenant: Tenant, envelope: dict[str, Any], body: dict[str, Any], key: str
+) -> tuple[int, dict[str, Any]]:
     try:
         payload = validate_with(PolicyPayloadSerializer, envelope["payload"], "payload")
     except serializers.ValidationError as exc:
@@ -163,7 +163,11 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
             flat_fields = validate_with(LegacyFlatCommandSerializer, body, "")
         except serializers.ValidationError as exc:
             raise _as_validation_error(exc) from exc
-        command_fields = {**flat_fields["payload"], "command_id": flat_fields["command_id"], "command_type": flat_fields["command_type"]}
+        command_fields = {
+            **flat_fields["payload"],
+            "command_id": flat_fields["command_id"],
+            "command_type": flat_fields["command_type"],
+        }
         request_type = "command"
 
         def process() -> tuple[int, dict[str, Any]]:

@@ -62,7 +62,9 @@ class Command(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "command_id"], name="command_tenant_command_id_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "command_id"], name="command_tenant_command_id_unique")
+        ]
         indexes = [
             models.Index(fields=["tenant", "-received_at", "-id"], name="command_tenant_recent"),
             models.Index(fields=["account", "-received_at"], name="command_account_recent"),
@@ -94,7 +96,9 @@ class Command(models.Model):
             setattr(self, name, value)
         if save:
             self.save()
-            CommandEvent.objects.create(command=self, kind=CommandEvent.Kind.TRANSITION, from_state=previous, to_state=target, note=note, at=now)
+            CommandEvent.objects.create(
+                command=self, kind=CommandEvent.Kind.TRANSITION, from_state=previous, to_state=target, note=note, at=now
+            )
 
 
 class CommandEvent(models.Model):

@@ -93,7 +93,12 @@ PANEL_CLOSE_POSITIONS = OpenApiExample(
             "source": "laravel",
             "sent_at_utc": "2026-05-29T12:00:00Z",
         },
-        "actor": {"trading_account_id": "1001", "account_login": 50040367, "server": "Broker-Server", "platform": "MT5"},
+        "actor": {
+            "trading_account_id": "1001",
+            "account_login": 50040367,
+            "server": "Broker-Server",
+            "platform": "MT5",
+        },
         "context": {"session_id": "risk-control", "terminal_id": "optional", "correlation_group": "risk-control"},
         "request": {"type": "command", "version": "1"},
         "payload": {

@@ -14,7 +14,10 @@ from tenancy.models import Tenant
 
 def command_get(*, tenant: Tenant, command_id: str) -> Command:
     command = (
-        Command.objects.select_related("account").prefetch_related("events").filter(tenant=tenant, command_id=command_id).first()
+        Command.objects.select_related("account")
+        .prefetch_related("events")
+        .filter(tenant=tenant, command_id=command_id)
+        .first()
     )
     if command is not None:
         return command

@@ -19,9 +19,8 @@ from execution.gateway import GatewayUnavailable
 from execution.gateways import get_gateway
 from execution.snapshots import snapshot_refresh
 from policies.models import TradingAccount
+from policies.selectors import risk_summary
 from policies.services import account_get_for_tenant
-
-ACCOUNT_EXTRAS: list[Any] = []  # callables (account, body) adding e.g. the risk state
 
 
 def account_body(account: TradingAccount, snapshot: dict[str, Any] | None) -> dict[str, Any]:
@@ -35,9 +34,8 @@ def account_body(account: TradingAccount, snapshot: dict[str, Any] | None) -> di
         "trading_enabled": account.trading_enabled,
         "trading_disabled_reason": account.trading_disabled_reason,
         "snapshot": snapshot,
+        "risk": risk_summary(account),
     }
-    for extra in ACCOUNT_EXTRAS:
-        extra(account, body)
     return body
 
 
@@ -47,7 +45,9 @@ class AccountView(APIView):
         summary="Sync request: the live MT5 snapshot, the policy version and the risk state",
         parameters=[TENANT_PARAM],
         responses={
-            200: inline_serializer("Account", {"account_login": serializers.IntegerField(), "snapshot": serializers.DictField()}),
+            200: inline_serializer(
+                "Account", {"account_login": serializers.IntegerField(), "snapshot": serializers.DictField()}
+            ),
             **docs.GET_PROBLEMS,
             **docs.problems(503),
         },

@@ -198,7 +198,18 @@ def close_position(ctx: Context) -> Step:
         )
     result = _close(ctx, position, volume, closed)
     assert result is not None
-    return _from_result(result)
+    step = _from_result(result)
+    if result.outcome == DONE:
+        _add_deal_profit(ctx, [step.result])
+    return step
+
+
+def _add_deal_profit(ctx: Context, entries: list[dict[str, Any]]) -> None:
+    """The realised profit of each closing deal, for the protective action report's closed_pnl."""
+    profits = {deal.ticket: deal.profit for deal in ctx.deals()}
+    for entry in entries:
+        if entry.get("deal") in profits and "profit" not in entry:
+            entry["profit"] = str(profits[entry["deal"]])
 
 
 def _targets(ctx: Context, positions: tuple[Position, ...]) -> list[Position]:
@@ -250,6 +261,8 @@ def close_positions(ctx: Context) -> Step:
         if result.outcome != DONE:
             failures.append(f"{position.ticket}: {result.retcode_name} {result.message}")
             retry = retry or result.outcome == RETRY
+    if any(r["status"] == "closed" and "profit" not in r for r in results):
+        _add_deal_profit(ctx, results)
     done = sum(1 for r in results if r["status"] == "closed")
     summary = {"positions": results, "targeted": len(targets) + len(closed), "closed": done}
     if not failures:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -23,7 +25,7 @@ from commands.models import Command, CommandEvent
 from commands.services import command_enqueue
 from commands.states import State, check_transition
 from execution.executors import EXECUTORS, Context, Step
-from execution.gateway import GatewayUnavailable, TradeResult
+from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
 
 logger = logging.getLogger("bridge.execution")
@@ -32,8 +34,6 @@ logger = logging.getLogger("bridge.execution")
 # callback outbox and the risk engine listen).
 command_finished = Signal()
 
-# Pauses between attempts after a retryable answer; the command's deadline bounds them all.
-RETRY_BACKOFF_SECONDS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
 FAST_LANE_DEADLINE = timedelta(seconds=30)
 
 
@@ -111,14 +111,21 @@ def _run(command: Command) -> str:
     gateway = get_gateway()
     # Anything sent before (an earlier delivery) must be found before anything is sent again.
     reconcile = command.attempts > 0
-    for backoff in (*RETRY_BACKOFF_SECONDS, None):
-        ctx = Context(command=command, gateway=gateway, record=lambda r: _record_attempt(command, r), reconcile=reconcile)
-        try:
-            step = EXECUTORS[command.command_type](ctx)
-        except GatewayUnavailable as exc:
-            step = Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
+    maybe_sent = False
+
+    def record(result: TradeResult) -> None:
+        nonlocal maybe_sent
+        maybe_sent = maybe_sent or result.maybe_executed
+        _record_attempt(command, result)
+
+    for backoff in (*settings.COMMAND_RETRY_BACKOFF_SECONDS, None):
+        step = _attempt(command, gateway, record, reconcile)
         if not step.retry or backoff is None or timezone.now() + timedelta(seconds=backoff) > deadline:
-            if step.retry and step.state not in (State.PARTIALLY_SUCCEEDED,):
+            if step.retry and maybe_sent:
+                # The last answer was lost: look once more, sending nothing, before saying failed.
+                found = _attempt(command, ReadOnlyGateway(gateway), record, reconcile=True)
+                step = found if found.state == State.SUCCEEDED else step
+            if step.retry and step.state != State.SUCCEEDED:
                 step.error_message = f"{step.error_message} (gave up after {command.attempts} attempts)".strip()
             _finish(command, step)
             logger.info("command finished", extra={"state": step.state, "attempts": command.attempts})
@@ -127,6 +134,32 @@ def _run(command: Command) -> str:
         logger.warning("retrying command", extra={"error": step.error_message, "backoff_s": backoff})
         time.sleep(backoff)
     raise AssertionError("unreachable")
+
+
+def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult], None], reconcile: bool) -> Step:
+    ctx = Context(command=command, gateway=gateway, record=record, reconcile=reconcile)
+    try:
+        return EXECUTORS[command.command_type](ctx)
+    except GatewayUnavailable as exc:
+        return Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
+
+
+class ReadOnlyGateway:
+    """A gateway that reads but refuses to send: for the last look after a lost answer."""
+
+    _TRADES = frozenset({"open_position", "close_position", "modify_position", "cancel_order", "place_pending_order"})
+
+    def __init__(self, inner: Gateway) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._TRADES:
+
+            def refuse(*args: Any, **kwargs: Any) -> TradeResult:
+                raise GatewayUnavailable("the deadline has passed: nothing more is sent")
+
+            return refuse
+        return getattr(self._inner, name)
 
 
 def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timedelta | None = None) -> int:
@@ -140,7 +173,9 @@ def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timed
     lease = executing_lease or timedelta(seconds=settings.COMMAND_EXECUTING_LEASE_SECONDS)
     grace = queued_grace or timedelta(seconds=settings.COMMAND_QUEUED_GRACE_SECONDS)
     requeued = 0
-    stuck = list(Command.objects.filter(state=State.EXECUTING, updated_at__lt=now - lease).values_list("pk", flat=True)[:500])
+    stuck = list(
+        Command.objects.filter(state=State.EXECUTING, updated_at__lt=now - lease).values_list("pk", flat=True)[:500]
+    )
     for pk in stuck:
         with transaction.atomic():
             command = Command.objects.select_for_update(skip_locked=True).filter(pk=pk, state=State.EXECUTING).first()
@@ -153,7 +188,13 @@ def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timed
     for command in forgotten:
         with transaction.atomic():
             if Command.objects.filter(pk=command.pk, state=State.QUEUED).update(updated_at=timezone.now()):
-                CommandEvent.objects.create(command=command, kind=CommandEvent.Kind.TRANSITION, from_state=State.QUEUED, to_state=State.QUEUED, note="doorbell rung again by the sweeper")
+                CommandEvent.objects.create(
+                    command=command,
+                    kind=CommandEvent.Kind.TRANSITION,
+                    from_state=State.QUEUED,
+                    to_state=State.QUEUED,
+                    note="doorbell rung again by the sweeper",
+                )
                 command_enqueue(command=command)
                 requeued += 1
     return requeued

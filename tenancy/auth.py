@@ -82,7 +82,9 @@ def authenticate_token(raw: str) -> Principal | None:
     """The principal for a raw bearer token, or None when it is unknown or revoked."""
     env_token = settings.PYTHON_INGEST_TOKEN
     if env_token and hmac.compare_digest(raw.encode(), env_token.encode()):
-        return Principal(token_id=None, name="PYTHON_INGEST_TOKEN", tenant_ids=frozenset(settings.PYTHON_INGEST_TENANTS))
+        return Principal(
+            token_id=None, name="PYTHON_INGEST_TOKEN", tenant_ids=frozenset(settings.PYTHON_INGEST_TENANTS)
+        )
     key_hash = hash_token(raw)
     hit, principal = token_cache.get(key_hash)
     if not hit:

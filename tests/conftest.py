@@ -48,7 +48,9 @@ class Api:
         headers.update(extra or {})
         return headers
 
-    def post(self, path: str, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json") -> Any:
+    def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> Any:
         import json
 
         data = body if isinstance(body, str | bytes) else json.dumps(body)
@@ -85,14 +87,21 @@ def charlie(client: Client, db: None) -> Api:
     return Api(client, None)
 
 
-def register_account(tenant: Tenant, login: int = examples.DEMO_LOGIN, server: str = examples.DEMO_SERVER) -> TradingAccount:
+def register_account(
+    tenant: Tenant, login: int = examples.DEMO_LOGIN, server: str = examples.DEMO_SERVER
+) -> TradingAccount:
     """Register an account the way Laravel does: with its first policy snapshot."""
     snapshot = examples.example("policy_snapshot")
     snapshot["actor"]["account_login"] = login
     snapshot["actor"]["server"] = server
     payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
     result = policy_apply(
-        tenant=tenant, actor=snapshot["actor"], payload=payload, envelope=snapshot, correlation_id="", idempotency_key="seed"
+        tenant=tenant,
+        actor=snapshot["actor"],
+        payload=payload,
+        envelope=snapshot,
+        correlation_id="",
+        idempotency_key="seed",
     )
     return result.account
 

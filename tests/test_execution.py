@@ -67,7 +67,9 @@ def positions() -> list:
 
 
 def test_open_position_succeeds_with_the_mt5_result_and_one_attempt(trader):
-    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, stop_loss=1.08, take_profit=1.09))
+    command = run(
+        submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, stop_loss=1.08, take_profit=1.09)
+    )
     assert command.state == State.SUCCEEDED
     assert command.attempts == 1
     assert command.result["retcode"] == 10009
@@ -77,7 +79,12 @@ def test_open_position_succeeds_with_the_mt5_result_and_one_attempt(trader):
     assert position.comment == order_tag(command.command_id)
     attempt = command.events.get(kind=CommandEvent.Kind.ATTEMPT)
     assert attempt.request["symbol"] == "EURUSD"
-    assert [e.to_state for e in command.events.filter(kind="transition")] == ["received", "queued", "executing", "succeeded"]
+    assert [e.to_state for e in command.events.filter(kind="transition")] == [
+        "received",
+        "queued",
+        "executing",
+        "succeeded",
+    ]
 
 
 def test_the_panels_powershell_open_position_executes(trader):
@@ -155,7 +162,12 @@ def test_close_positions_by_tickets_and_close_only_profitable(trader):
     second = open_buy(trader, 0.1)
     sim_set_price("EURUSD", "1.08800")  # first up 30 pips, second down 20
     command = run(
-        submit(trader, "close_positions", target={"mode": "by_tickets", "tickets": [first, second]}, execution={"close_only_profitable": True})
+        submit(
+            trader,
+            "close_positions",
+            target={"mode": "by_tickets", "tickets": [first, second]},
+            execution={"close_only_profitable": True},
+        )
     )
     assert command.state == State.SUCCEEDED
     assert {p.ticket for p in positions()} == {second}
@@ -203,7 +215,13 @@ def test_a_close_with_timeout_after_fill_closes_exactly_once(trader):
     command = run(submit(trader, "close_positions", target={"mode": "all_positions"}))
     assert command.state == State.SUCCEEDED
     assert positions() == []
-    out_deals = [d for d in get_gateway().deals_by_tag(LOGIN, SERVER, tag=order_tag(command.command_id), since=command.received_at - timedelta(minutes=1)) if d.entry == "out"]
+    out_deals = [
+        d
+        for d in get_gateway().deals_by_tag(
+            LOGIN, SERVER, tag=order_tag(command.command_id), since=command.received_at - timedelta(minutes=1)
+        )
+        if d.entry == "out"
+    ]
     assert len(out_deals) == 1
     assert out_deals[0].position_id == ticket
 
@@ -218,7 +236,16 @@ def test_modify_position_sets_stops(trader):
 def test_cancel_orders_cancels_every_pending_order(trader):
     gateway = get_gateway()
     for price in ("1.07000", "1.06000"):
-        result = gateway.place_pending_order(LOGIN, SERVER, symbol="EURUSD", side="buy", kind="limit", volume=Decimal("0.1"), price=Decimal(price), tag="manual")
+        result = gateway.place_pending_order(
+            LOGIN,
+            SERVER,
+            symbol="EURUSD",
+            side="buy",
+            kind="limit",
+            volume=Decimal("0.1"),
+            price=Decimal(price),
+            tag="manual",
+        )
         assert result.ok, result
     assert len(gateway.account_snapshot(LOGIN, SERVER).orders) == 2
     command = run(submit(trader, "cancel_orders"))
@@ -243,13 +270,17 @@ def test_a_task_delivered_twice_executes_once(trader):
 
 def test_a_normal_command_older_than_the_ttl_expires(trader, settings):
     command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
-    Command.objects.filter(pk=command.pk).update(received_at=timezone.now() - timedelta(seconds=settings.COMMAND_NORMAL_TTL_SECONDS + 1))
+    Command.objects.filter(pk=command.pk).update(
+        received_at=timezone.now() - timedelta(seconds=settings.COMMAND_NORMAL_TTL_SECONDS + 1)
+    )
     assert run(command).state == State.EXPIRED
     assert positions() == []
 
 
 def test_a_command_past_expires_at_expires(trader):
-    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, expires_at_utc="2020-01-01T00:00:00Z")
+    command = submit(
+        trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, expires_at_utc="2020-01-01T00:00:00Z"
+    )
     assert run(command).state == State.EXPIRED
 
 
@@ -301,10 +332,30 @@ def test_the_manager_backend_fails_commands_clearly_and_health_says_so(trader):
     from execution.gateways import build_gateway
 
     reset_gateway(build_gateway("manager"))
-    command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1, expires_at_utc=(timezone.now() + timedelta(seconds=0.3)).isoformat()))
+    command = run(
+        submit(
+            trader,
+            "open_position",
+            symbol="EURUSD",
+            direction="buy",
+            volume=0.1,
+            expires_at_utc=(timezone.now() + timedelta(seconds=0.3)).isoformat(),
+        )
+    )
     assert command.state == State.FAILED
     assert command.error_code == "mt5_unavailable"
     assert "Manager API" in command.error_message
     health = trader.client.get("/api/v1/health").json()
     assert health["checks"]["mt5"]["available"] is False
     assert health["status"] == "degraded"
+
+
+def test_a_lost_answer_at_the_deadline_is_reconciled_before_saying_failed(trader, settings):
+    settings.COMMAND_RETRY_BACKOFF_SECONDS = [60.0]  # no time left for a second send
+    ticket = open_buy(trader, 1.0)
+    sim_inject_fault("timeout_after_fill", symbol="EURUSD", count=1)
+    command = run(submit(trader, "close_position", ticket=ticket))
+    assert command.state == State.SUCCEEDED
+    assert command.result["reconciled"] is True
+    assert command.attempts == 1
+    assert positions() == []

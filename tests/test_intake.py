@@ -90,7 +90,9 @@ def test_no_token_is_401_with_www_authenticate(charlie, account_1):
 @pytest.mark.parametrize("header", ["Bearer", "Basic abc", "Bearer nope-not-a-token", "token abc"])
 def test_a_malformed_or_unknown_token_is_401(client, account_1, header):
     response = client.post(
-        "/api/v1/mt5/commands", data=json.dumps(examples.CLOSE_POSITIONS), content_type="application/json",
+        "/api/v1/mt5/commands",
+        data=json.dumps(examples.CLOSE_POSITIONS),
+        content_type="application/json",
         headers={"Authorization": header},
     )
     problem(response, 401, "authentication_failed")
@@ -109,7 +111,9 @@ def test_the_ingest_token_from_the_environment_acts_for_its_tenants(client, sett
     settings.PYTHON_INGEST_TOKEN = "env-secret-token"
     settings.PYTHON_INGEST_TENANTS = ["tenant_1"]
     response = client.post(
-        "/api/v1/mt5/commands", data=json.dumps(fresh("close_positions")), content_type="application/json",
+        "/api/v1/mt5/commands",
+        data=json.dumps(fresh("close_positions")),
+        content_type="application/json",
         headers={"Authorization": "Bearer env-secret-token"},
     )
     assert response.status_code == 202
@@ -183,7 +187,11 @@ def test_a_multi_tenant_token_must_name_its_tenant_on_reads(client, tenant_1, te
 
 
 def test_a_body_that_is_not_json_content_type_is_415(alice, account_1):
-    problem(alice.post("mt5/commands", "a=b", content_type="application/x-www-form-urlencoded"), 415, "unsupported_media_type")
+    problem(
+        alice.post("mt5/commands", "a=b", content_type="application/x-www-form-urlencoded"),
+        415,
+        "unsupported_media_type",
+    )
 
 
 def test_a_body_over_256_kib_is_413(alice, account_1):
@@ -202,12 +210,18 @@ def test_a_json_array_body_is_422(alice, account_1):
 
 
 def test_another_protocol_major_version_is_400(alice, account_1):
-    problem(alice.post("mt5/commands", fresh("close_positions"), {"X-Protocol-Version": "2"}), 400, "unsupported_protocol_version")
+    problem(
+        alice.post("mt5/commands", fresh("close_positions"), {"X-Protocol-Version": "2"}),
+        400,
+        "unsupported_protocol_version",
+    )
     assert alice.post("mt5/commands", fresh("close_positions"), {"X-Protocol-Version": "1"}).status_code == 202
 
 
 def test_meta_protocol_version_must_be_1_x(alice, account_1):
-    body = problem(alice.post("mt5/commands", fresh("close_positions", protocol_version="2.0")), 422, "validation_failed")
+    body = problem(
+        alice.post("mt5/commands", fresh("close_positions", protocol_version="2.0")), 422, "validation_failed"
+    )
     assert body["errors"] == [{"field": "meta.protocol_version", "message": "Must be 1.x."}]
 
 
@@ -282,7 +296,11 @@ def test_a_command_id_used_under_another_key_is_409(alice, account_1):
 
 
 def test_the_header_key_and_meta_key_must_agree(alice, account_1):
-    problem(alice.post("mt5/commands", fresh("close_positions"), {"X-Idempotency-Key": "other"}), 400, "idempotency_key_mismatch")
+    problem(
+        alice.post("mt5/commands", fresh("close_positions"), {"X-Idempotency-Key": "other"}),
+        400,
+        "idempotency_key_mismatch",
+    )
 
 
 def test_the_header_key_alone_is_enough(alice, account_1):
@@ -320,7 +338,13 @@ def test_the_prune_command_deletes_expired_records(alice, account_1):
     from django.utils import timezone
 
     alice.post("mt5/commands", examples.CLOSE_POSITIONS)
-    alice.post("mt5/commands", fresh("close_positions", ) | {"payload": {**examples.CLOSE_POSITIONS["payload"], "command_id": "c2"}})
+    alice.post(
+        "mt5/commands",
+        fresh(
+            "close_positions",
+        )
+        | {"payload": {**examples.CLOSE_POSITIONS["payload"], "command_id": "c2"}},
+    )
     IdempotencyRecord.objects.filter(key=examples.CLOSE_POSITIONS["meta"]["idempotency_key"]).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -506,9 +530,19 @@ def test_the_openapi_document_validates(client, db):
 
     response = client.get("/api/v1/schema", headers={"Accept": "application/json"})
     assert response.status_code == 200
-    document = json.loads(response.content) if response["Content-Type"].startswith("application/json") else __import__("yaml").safe_load(response.content)
+    document = (
+        json.loads(response.content)
+        if response["Content-Type"].startswith("application/json")
+        else __import__("yaml").safe_load(response.content)
+    )
     validate(document)
     paths = document["paths"]
-    for path in ["/api/v1/ingest", "/api/v1/mt5/commands", "/api/v1/mt5/commands/{command_id}", "/api/v1/mt5/policies", "/api/v1/health"]:
+    for path in [
+        "/api/v1/ingest",
+        "/api/v1/mt5/commands",
+        "/api/v1/mt5/commands/{command_id}",
+        "/api/v1/mt5/policies",
+        "/api/v1/health",
+    ]:
         assert path in paths
     assert {"400", "401", "403", "409", "413", "415", "422"} <= set(paths["/api/v1/mt5/commands"]["post"]["responses"])

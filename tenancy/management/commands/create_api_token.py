@@ -17,5 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenants: list[str] = options["tenant"]
-        token, raw = token_create(tenant_ids=tenants, name=options["name"] or f"token for {', '.join(tenants)}", raw=options["token"])
+        _token, raw = token_create(
+            tenant_ids=tenants, name=options["name"] or f"token for {', '.join(tenants)}", raw=options["token"]
+        )
         self.stdout.write(raw)

@@ -1,0 +1,1169 @@
+"""``SimulatedMetaTrader5``: the MetaTrader5 module's API over the simulator's database state.
+
+One instance behaves like one terminal: it is initialised, logged into one account at a
+time, and answers with the real module's namedtuples, constants and failure convention
+(``None`` plus ``last_error()``). The trade server behind it is shared by every process
+through the database, so mutations run in a transaction with the account row locked.
+
+Faults injected with ``sim_inject_fault`` are consumed here by ``order_send``:
+``requote`` (10004), ``market_closed`` (10018), ``no_connection`` (``None``, -10004, and the
+terminal drops its IPC link) and ``timeout_after_fill`` (the order is executed but the call
+returns ``None`` with -10005: the duplicate-order trap).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from django.db import transaction
+from django.db.models import DecimalField, Exists, F, Q, Sum
+
+from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
+from execution.simulator import constants as c
+from execution.simulator import pricing
+from execution.simulator import service as svc
+from execution.simulator.types import (
+    AccountInfo,
+    OrderCheckResult,
+    OrderSendResult,
+    SymbolInfo,
+    TerminalInfo,
+    Tick,
+    TradeDeal,
+    TradeOrder,
+    TradePosition,
+    TradeRequest,
+)
+
+COMMENT_LIMIT = 31
+BUILD = 5200
+ZERO = Decimal("0")
+
+# The short texts the trade server puts in OrderSendResult.comment.
+RESULT_COMMENT = {
+    c.TRADE_RETCODE_REQUOTE: "Requote",
+    c.TRADE_RETCODE_PLACED: "Request executed",
+    c.TRADE_RETCODE_DONE: "Request executed",
+    c.TRADE_RETCODE_INVALID: "Invalid request",
+    c.TRADE_RETCODE_INVALID_VOLUME: "Invalid volume",
+    c.TRADE_RETCODE_INVALID_PRICE: "Invalid price",
+    c.TRADE_RETCODE_INVALID_STOPS: "Invalid stops",
+    c.TRADE_RETCODE_TRADE_DISABLED: "Trade disabled",
+    c.TRADE_RETCODE_MARKET_CLOSED: "Market closed",
+    c.TRADE_RETCODE_NO_MONEY: "No money",
+    c.TRADE_RETCODE_NO_CHANGES: "No changes",
+    c.TRADE_RETCODE_SERVER_DISABLES_AT: "AutoTrading disabled by server",
+    c.TRADE_RETCODE_CLIENT_DISABLES_AT: "AutoTrading disabled by client",
+    c.TRADE_RETCODE_INVALID_FILL: "Unsupported filling mode",
+    c.TRADE_RETCODE_LIMIT_ORDERS: "Too many orders",
+    c.TRADE_RETCODE_INVALID_ORDER: "Invalid order type",
+    c.TRADE_RETCODE_POSITION_CLOSED: "Position already closed",
+    c.TRADE_RETCODE_INVALID_CLOSE_VOLUME: "Invalid close volume",
+    c.TRADE_RETCODE_LONG_ONLY: "Long positions only allowed",
+    c.TRADE_RETCODE_SHORT_ONLY: "Short positions only allowed",
+    c.TRADE_RETCODE_CLOSE_ONLY: "Close only allowed",
+}
+
+# Which injected faults can hit which trade action: a requote only exists for a market price.
+FAULTS_BY_ACTION = {
+    c.TRADE_ACTION_DEAL: tuple(SimFaultKind.values),
+    c.TRADE_ACTION_PENDING: (SimFaultKind.NO_CONNECTION, SimFaultKind.MARKET_CLOSED, SimFaultKind.TIMEOUT_AFTER_FILL),
+    c.TRADE_ACTION_SLTP: (SimFaultKind.NO_CONNECTION, SimFaultKind.MARKET_CLOSED, SimFaultKind.TIMEOUT_AFTER_FILL),
+    c.TRADE_ACTION_MODIFY: (SimFaultKind.NO_CONNECTION, SimFaultKind.MARKET_CLOSED, SimFaultKind.TIMEOUT_AFTER_FILL),
+    c.TRADE_ACTION_REMOVE: (SimFaultKind.NO_CONNECTION, SimFaultKind.MARKET_CLOSED, SimFaultKind.TIMEOUT_AFTER_FILL),
+}
+
+BUY_TYPES = frozenset({c.ORDER_TYPE_BUY, c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_BUY_STOP, c.ORDER_TYPE_BUY_STOP_LIMIT})
+PENDING_TYPES = frozenset(
+    {c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_SELL_LIMIT, c.ORDER_TYPE_BUY_STOP, c.ORDER_TYPE_SELL_STOP}
+)
+
+_INT_FIELDS = ("action", "magic", "order", "deviation", "type", "type_filling", "type_time", "position", "position_by")
+_FLOAT_FIELDS = ("volume", "price", "stoplimit", "sl", "tp")
+
+
+class _SymbolRow(NamedTuple):
+    """The symbol columns position valuation needs (duck-types SimSymbol for pricing)."""
+
+    pk: int
+    name: str
+    bid: Decimal
+    ask: Decimal
+    currency_profit: str
+    currency_margin: str
+    trade_contract_size: Decimal
+    trade_calc_mode: int
+
+
+class _PositionRow(NamedTuple):
+    """An open position read as plain values: the read paths value hundreds of positions per
+    snapshot, and model instances would cost more than the arithmetic."""
+
+    ticket: int
+    type: int
+    volume: Decimal
+    price_open: Decimal
+    sl: Decimal
+    tp: Decimal
+    magic: int
+    comment: str
+    reason: int
+    swap: Decimal
+    time_msc: int
+    time_update_msc: int
+    external_id: str
+    symbol: _SymbolRow
+
+
+_POSITION_COLUMNS = _PositionRow._fields[:-1]
+_SYMBOL_COLUMNS = tuple("symbol_id" if f == "pk" else f"symbol__{f}" for f in _SymbolRow._fields)
+
+
+def _position_rows(queryset: Any) -> list[_PositionRow]:
+    symbols: dict[int, _SymbolRow] = {}
+    rows = []
+    split = len(_POSITION_COLUMNS)
+    for values in queryset.values_list(*_POSITION_COLUMNS, *_SYMBOL_COLUMNS):
+        symbol = symbols.get(values[split])
+        if symbol is None:
+            symbol = symbols[values[split]] = _SymbolRow(*values[split:])
+        rows.append(_PositionRow(*values[:split], symbol))
+    return rows
+
+
+class _InvalidArgument(Exception):
+    """A request field of the wrong type: the real module rejects it before anything is sent."""
+
+
+@dataclass
+class _Request:
+    action: int = 0
+    magic: int = 0
+    order: int = 0
+    symbol: str = ""
+    volume: float = 0.0
+    price: float = 0.0
+    stoplimit: float = 0.0
+    sl: float = 0.0
+    tp: float = 0.0
+    deviation: int = 0
+    type: int = 0
+    type_filling: int = 0
+    type_time: int = 0
+    expiration: int = 0
+    comment: str = ""
+    position: int = 0
+    position_by: int = 0
+
+    @classmethod
+    def parse(cls, request: Any) -> _Request:
+        if not isinstance(request, dict):
+            raise _InvalidArgument("Invalid arguments")
+        parsed = cls()
+        for name in _INT_FIELDS:
+            if name in request:
+                value = request[name]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise _InvalidArgument(f'Invalid "{name}" argument')
+                setattr(parsed, name, value)
+        for name in _FLOAT_FIELDS:
+            if name in request:
+                value = request[name]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise _InvalidArgument(f'Invalid "{name}" argument')
+                setattr(parsed, name, float(value))
+        for name in ("symbol", "comment"):
+            if name in request:
+                if not isinstance(request[name], str):
+                    raise _InvalidArgument(f'Invalid "{name}" argument')
+                setattr(parsed, name, request[name])
+        if "expiration" in request:
+            parsed.expiration = _to_seconds(request["expiration"], "expiration")
+        if "action" not in request:
+            raise _InvalidArgument('Invalid "action" argument')
+        # The trade server keeps 31 characters of a comment and drops the rest.
+        parsed.comment = parsed.comment[:COMMENT_LIMIT]
+        return parsed
+
+    def as_tuple(self) -> TradeRequest:
+        return TradeRequest(
+            self.action, self.magic, self.order, self.symbol, self.volume, self.price, self.stoplimit, self.sl,
+            self.tp, self.deviation, self.type, self.type_filling, self.type_time, self.expiration, self.comment,
+            self.position, self.position_by,
+        )  # fmt: skip
+
+
+class _Outcome(Exception):
+    """How a trade request ended. Rejections are raised; the trade paths return one."""
+
+    def __init__(
+        self,
+        retcode: int,
+        comment: str = "",
+        *,
+        symbol: SimSymbol | None = None,
+        deal: int = 0,
+        order: int = 0,
+        volume: Decimal = ZERO,
+        price: Decimal = ZERO,
+    ) -> None:
+        super().__init__(retcode)
+        self.retcode = retcode
+        self.comment = comment or RESULT_COMMENT.get(retcode, "Request rejected")
+        self.deal, self.order, self.volume, self.price = deal, order, float(volume), float(price)
+        self.bid = float(symbol.bid) if symbol is not None else 0.0
+        self.ask = float(symbol.ask) if symbol is not None else 0.0
+        # Set by injected faults: the link broke before the request left / the answer never came.
+        self.connection_lost = False
+        self.timed_out = False
+
+
+def _to_seconds(value: Any, name: str) -> int:
+    if isinstance(value, datetime):
+        # Naive datetimes are taken as UTC: the simulated server runs on UTC.
+        return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    raise _InvalidArgument(f'Invalid "{name}" argument')
+
+
+def _group_matcher(group: str | None) -> Any:
+    """MT5's group filter: comma-separated wildcards, ``!`` excludes (``"*USD*,!EUR*"``)."""
+    if not group:
+        return lambda name: True
+    parts = [p.strip() for p in group.split(",") if p.strip()]
+    include = [p for p in parts if not p.startswith("!")]
+    exclude = [p[1:] for p in parts if p.startswith("!")]
+
+    def matches(name: str) -> bool:
+        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+            return False
+        return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+
+    return matches
+
+
+def _volume_ok(volume: Decimal, symbol: SimSymbol) -> bool:
+    if volume <= 0 or volume < symbol.volume_min or volume > symbol.volume_max:
+        return False
+    steps = volume / symbol.volume_step
+    return abs(steps - steps.to_integral_value()) < Decimal("1e-6")
+
+
+def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
+    """MT5's rule: FOK/IOC need their bit in the symbol's mask; RETURN is refused for market
+    orders under market execution unless the symbol offers neither FOK nor IOC."""
+    mask = symbol.filling_mode
+    if filling == c.ORDER_FILLING_FOK:
+        return bool(mask & c.SYMBOL_FILLING_FOK)
+    if filling == c.ORDER_FILLING_IOC:
+        return bool(mask & c.SYMBOL_FILLING_IOC)
+    if filling == c.ORDER_FILLING_BOC:
+        return pending and bool(mask & c.SYMBOL_FILLING_BOC)
+    if filling == c.ORDER_FILLING_RETURN:
+        if pending or symbol.trade_exemode != c.SYMBOL_TRADE_EXECUTION_MARKET:
+            return True
+        return not mask & (c.SYMBOL_FILLING_FOK | c.SYMBOL_FILLING_IOC)
+    return False
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+class SimulatedMetaTrader5:
+    """One simulated terminal. Every constant of the MetaTrader5 module is a class attribute."""
+
+    def __init__(self, *, trade_allowed: bool = True, tradeapi_disabled: bool = False) -> None:
+        # The terminal's "Algo Trading" button and its "disable Python API trading" option.
+        self.terminal_trade_allowed = trade_allowed
+        self.tradeapi_disabled = tradeapi_disabled
+        self._connected = False
+        self._path: str | None = None
+        self._account_id: int | None = None
+        self._login: int | None = None
+        self._server: str | None = None
+        self._currency = "USD"
+        self._currency_digits = 2
+        self._leverage = 100
+        self._last_error: tuple[int, str] = (c.RES_S_OK, c.LAST_ERROR_TEXT[c.RES_S_OK])
+        self._request_id = 0
+        self._hidden: set[str] = set()
+        # The symbols loaded by the trade in progress (by pk), reused by its margin check.
+        self._txn_symbols: dict[int, SimSymbol] = {}
+
+    # --- the failure convention ------------------------------------------------------------
+    def _ok(self) -> None:
+        self._last_error = (c.RES_S_OK, c.LAST_ERROR_TEXT[c.RES_S_OK])
+
+    def _fail(self, code: int, text: str | None = None) -> None:
+        self._last_error = (code, text or c.LAST_ERROR_TEXT[code])
+
+    def _ready(self, *, account: bool = True) -> bool:
+        if not self._connected:
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
+            return False
+        if account and self._account_id is None:
+            self._fail(c.RES_E_AUTH_FAILED)
+            return False
+        return True
+
+    def last_error(self) -> tuple[int, str]:
+        return self._last_error
+
+    def sim_disconnect(self) -> None:
+        """Test hook: the terminal process died or its IPC pipe broke."""
+        self._connected = False
+
+    # --- connection -----------------------------------------------------------------------
+    def initialize(
+        self,
+        path: str | None = None,
+        *,
+        login: int | None = None,
+        password: str | None = None,
+        server: str | None = None,
+        timeout: int | None = None,
+        portable: bool = False,
+    ) -> bool:
+        for name, value, kind in (("path", path, str), ("password", password, str), ("server", server, str)):
+            if value is not None and not isinstance(value, kind):
+                self._fail(c.RES_E_INVALID_PARAMS, f'Invalid "{name}" argument')
+                return False
+        if login is not None and (isinstance(login, bool) or not isinstance(login, int)):
+            self._fail(c.RES_E_INVALID_PARAMS, 'Invalid "login" argument')
+            return False
+        self._connected = True
+        self._path = path
+        if login is not None:
+            return self.login(login, password=password, server=server, timeout=timeout)
+        self._ok()
+        return True
+
+    def login(
+        self, login: int, password: str | None = None, server: str | None = None, timeout: int | None = None
+    ) -> bool:
+        if not self._ready(account=False):
+            return False
+        if isinstance(login, bool) or not isinstance(login, int):
+            self._fail(c.RES_E_INVALID_PARAMS, 'Invalid "login" argument')
+            return False
+        accounts = SimAccount.objects.filter(login=login)
+        if server:
+            accounts = accounts.filter(server=server)
+        found = list(accounts[:2])
+        account = found[0] if len(found) == 1 else None
+        if account is None or (account.password and password != account.password):
+            self._fail(c.RES_E_AUTH_FAILED)
+            return False
+        self._account_id, self._login, self._server = account.pk, account.login, account.server
+        self._currency, self._currency_digits, self._leverage = (
+            account.currency,
+            account.currency_digits,
+            account.leverage,
+        )
+        self._ok()
+        return True
+
+    def shutdown(self) -> None:
+        # The terminal stays logged into its account; only this process's link is closed.
+        self._connected = False
+        self._ok()
+
+    def version(self) -> tuple[int, int, str] | None:
+        if not self._ready(account=False):
+            return None
+        self._ok()
+        return (500, BUILD, "29 May 2026")
+
+    def terminal_info(self) -> TerminalInfo | None:
+        if not self._ready(account=False):
+            return None
+        self._ok()
+        return TerminalInfo(
+            community_account=False, community_connection=False, connected=True, dlls_allowed=False,
+            trade_allowed=self.terminal_trade_allowed, tradeapi_disabled=self.tradeapi_disabled,
+            email_enabled=False, ftp_enabled=False, notifications_enabled=False, mqid=False, build=BUILD,
+            maxbars=100000, codepage=0, ping_last=1000, community_balance=0.0, retransmission=0.0,
+            company="MT5 Bridge Simulator", name="MetaTrader 5 Simulator", language="English",
+            path=self._path or "/simulator", data_path="/simulator", commondata_path="/simulator/common",
+        )  # fmt: skip
+
+    # --- account ----------------------------------------------------------------------------
+    def _quotes(self, rows: Iterable[SimSymbol | _SymbolRow] = ()) -> pricing.QuoteSource:
+        def load_all() -> dict[str, tuple[Decimal, Decimal]]:
+            return {name: (bid, ask) for name, bid, ask in SimSymbol.objects.values_list("name", "bid", "ask")}
+
+        return pricing.QuoteSource({s.name: (s.bid, s.ask) for s in rows}, load_all)
+
+    def _valuate(self, position: SimPosition | _PositionRow, quotes: pricing.QuoteSource) -> tuple[Decimal, Decimal]:
+        """(price_current, profit) of an open position: buys are valued at bid, sells at ask."""
+        symbol = position.symbol
+        is_buy = position.type == c.POSITION_TYPE_BUY
+        current = symbol.bid if is_buy else symbol.ask
+        value = pricing.profit(
+            symbol=symbol.name, currency_profit=symbol.currency_profit, contract_size=symbol.trade_contract_size,
+            is_buy=is_buy, volume=position.volume, price_open=position.price_open, price_close=current,
+            account_currency=self._currency, account_digits=self._currency_digits, quotes=quotes,
+        )  # fmt: skip
+        return current, value
+
+    def _margin(
+        self, symbol: SimSymbol | _SymbolRow, volume: Decimal, price: Decimal, quotes: pricing.QuoteSource
+    ) -> Decimal:
+        return pricing.margin(
+            symbol=symbol.name, calc_mode=symbol.trade_calc_mode, currency_margin=symbol.currency_margin,
+            contract_size=symbol.trade_contract_size, volume=volume, price=price, leverage=self._leverage,
+            account_currency=self._currency, account_digits=self._currency_digits, quotes=quotes,
+        )  # fmt: skip
+
+    def _exposure(self, positions: list[_PositionRow]) -> tuple[Decimal, Decimal]:
+        """(floating profit incl. swap, used margin) of the given open positions."""
+        quotes = self._quotes(p.symbol for p in positions)
+        floating = margin = ZERO
+        for position in positions:
+            current, value = self._valuate(position, quotes)
+            floating += value + position.swap
+            margin += self._margin(position.symbol, position.volume, current, quotes)
+        return floating, margin
+
+    def _aggregate_exposure(self, account: SimAccount, known: dict[int, SimSymbol]) -> tuple[Decimal, Decimal]:
+        """``_exposure`` from one GROUP BY per (symbol, side), so the margin check before an
+        order stays cheap however many positions the account holds. Profit and margin are
+        linear in volume, so summing volume and volume x open price per group is exact up to
+        MT5's per-position rounding, which a margin check does not need."""
+        groups = list(
+            SimPosition.objects.filter(account=account)
+            .values("symbol_id", "type")
+            .annotate(
+                lots=Sum("volume"),
+                notional=Sum(
+                    F("volume") * F("price_open"), output_field=DecimalField(max_digits=30, decimal_places=10)
+                ),
+                swap=Sum("swap"),
+            )
+        )
+        if not groups:
+            return ZERO, ZERO
+        missing = {g["symbol_id"] for g in groups} - known.keys()
+        symbols = {**known, **{s.pk: s for s in SimSymbol.objects.filter(pk__in=missing)}} if missing else known
+        quotes = self._quotes(symbols.values())
+        floating = margin = ZERO
+        for group in groups:
+            symbol = symbols[group["symbol_id"]]
+            is_buy = group["type"] == c.POSITION_TYPE_BUY
+            current = symbol.bid if is_buy else symbol.ask
+            lots, notional = group["lots"], group["notional"]
+            move = current * lots - notional if is_buy else notional - current * lots
+            rate = pricing.conversion_rate(
+                symbol.currency_profit, self._currency, quotes, own_symbol=symbol.name, own_price=current
+            )
+            floating += move * symbol.trade_contract_size * rate + group["swap"]
+            margin += self._margin(symbol, lots, current, quotes)
+        return floating, margin
+
+    def _account_tuple(self, account: SimAccount, floating: Decimal, margin: Decimal) -> AccountInfo:
+        equity = account.balance + account.credit + floating
+        level = float(equity / margin * 100) if margin else 0.0
+        return AccountInfo(
+            login=account.login, trade_mode=account.trade_mode, leverage=account.leverage,
+            limit_orders=account.limit_orders, margin_so_mode=c.ACCOUNT_STOPOUT_MODE_PERCENT,
+            trade_allowed=account.trade_allowed, trade_expert=account.trade_expert,
+            margin_mode=c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, currency_digits=account.currency_digits,
+            fifo_close=False, balance=float(account.balance), credit=float(account.credit), profit=float(floating),
+            equity=float(equity), margin=float(margin), margin_free=float(equity - margin), margin_level=level,
+            margin_so_call=float(account.margin_so_call), margin_so_so=float(account.margin_so_so),
+            margin_initial=0.0, margin_maintenance=0.0, assets=0.0, liabilities=0.0, commission_blocked=0.0,
+            name=account.name, server=account.server, currency=account.currency, company=account.company,
+        )  # fmt: skip
+
+    def account_info(self) -> AccountInfo | None:
+        if not self._ready():
+            return None
+        account = SimAccount.objects.filter(pk=self._account_id).first()
+        if account is None:
+            self._fail(c.RES_E_AUTH_FAILED)
+            return None
+        floating, margin = self._exposure(_position_rows(SimPosition.objects.filter(account_id=self._account_id)))
+        self._ok()
+        return self._account_tuple(account, floating, margin)
+
+    # --- symbols ----------------------------------------------------------------------------
+    def _symbols(self, **filters: Any) -> list[SimSymbol]:
+        rows = list(SimSymbol.objects.filter(**filters).order_by("name"))
+        if not rows and (not filters or filters.get("name") in svc.SEED_NAMES):
+            svc.ensure_symbols()
+            rows = list(SimSymbol.objects.filter(**filters).order_by("name"))
+        return rows
+
+    def _symbol_tuple(self, s: SimSymbol) -> SymbolInfo:
+        bid, ask, point = float(s.bid), float(s.ask), float(s.point)
+        spread = int(((s.ask - s.bid) / s.point).to_integral_value())
+        tick_value = float(s.trade_contract_size * s.point) if s.currency_profit == self._currency else 0.0
+        if s.currency_profit != self._currency:
+            quotes = self._quotes([s])
+            try:
+                rate = pricing.conversion_rate(
+                    s.currency_profit, self._currency, quotes, own_symbol=s.name, own_price=s.bid
+                )
+                tick_value = float(s.trade_contract_size * s.point * rate)
+            except LookupError:
+                tick_value = 0.0
+        seconds = s.price_time_msc // 1000
+        return SymbolInfo(
+            custom=False, chart_mode=c.SYMBOL_CHART_MODE_BID, select=s.name not in self._hidden,
+            visible=s.name not in self._hidden, session_deals=0, session_buy_orders=0, session_sell_orders=0,
+            volume=0, volumehigh=0, volumelow=0, time=seconds, digits=s.digits, spread=spread, spread_float=True,
+            ticks_bookdepth=0, trade_calc_mode=s.trade_calc_mode, trade_mode=s.trade_mode, start_time=0,
+            expiration_time=0, trade_stops_level=s.trade_stops_level, trade_freeze_level=0,
+            trade_exemode=s.trade_exemode, swap_mode=c.SYMBOL_SWAP_MODE_CURRENCY_DEPOSIT,
+            swap_rollover3days=c.DAY_OF_WEEK_WEDNESDAY, margin_hedged_use_leg=False, expiration_mode=15,
+            filling_mode=s.filling_mode, order_mode=127, order_gtc_mode=c.SYMBOL_ORDERS_GTC, option_mode=0,
+            option_right=0, bid=bid, bidhigh=bid, bidlow=bid, ask=ask, askhigh=ask, asklow=ask, last=0.0,
+            lasthigh=0.0, lastlow=0.0, volume_real=0.0, volumehigh_real=0.0, volumelow_real=0.0, option_strike=0.0,
+            point=point, trade_tick_value=tick_value, trade_tick_value_profit=tick_value,
+            trade_tick_value_loss=tick_value, trade_tick_size=point,
+            trade_contract_size=float(s.trade_contract_size), trade_accrued_interest=0.0, trade_face_value=0.0,
+            trade_liquidity_rate=0.0, volume_min=float(s.volume_min), volume_max=float(s.volume_max),
+            volume_step=float(s.volume_step), volume_limit=0.0, swap_long=float(s.swap_long),
+            swap_short=float(s.swap_short), margin_initial=0.0, margin_maintenance=0.0, session_volume=0.0,
+            session_turnover=0.0, session_interest=0.0, session_buy_orders_volume=0.0,
+            session_sell_orders_volume=0.0, session_open=0.0, session_close=0.0, session_aw=0.0,
+            session_price_settlement=0.0, session_price_limit_min=0.0, session_price_limit_max=0.0,
+            margin_hedged=float(s.trade_contract_size), price_change=0.0, price_volatility=0.0,
+            price_theoretical=0.0, price_greeks_delta=0.0, price_greeks_theta=0.0, price_greeks_gamma=0.0,
+            price_greeks_vega=0.0, price_greeks_rho=0.0, price_greeks_omega=0.0, price_sensitivity=0.0, basis="",
+            category="", currency_base=s.currency_base, currency_profit=s.currency_profit,
+            currency_margin=s.currency_margin, bank="", description=s.description, exchange="", formula="", isin="",
+            name=s.name, page="", path=f"Simulated\\{s.name}",
+        )  # fmt: skip
+
+    def symbols_total(self) -> int | None:
+        if not self._ready(account=False):
+            return None
+        self._ok()
+        return len(self._symbols())
+
+    def symbols_get(self, group: str | None = None) -> tuple[SymbolInfo, ...] | None:
+        if not self._ready(account=False):
+            return None
+        matches = _group_matcher(group)
+        self._ok()
+        return tuple(self._symbol_tuple(s) for s in self._symbols() if matches(s.name))
+
+    def symbol_info(self, symbol: str) -> SymbolInfo | None:
+        if not self._ready(account=False):
+            return None
+        rows = self._symbols(name=symbol)
+        if not rows:
+            self._fail(c.RES_E_NOT_FOUND)
+            return None
+        self._ok()
+        return self._symbol_tuple(rows[0])
+
+    def symbol_info_tick(self, symbol: str) -> Tick | None:
+        if not self._ready(account=False):
+            return None
+        rows = self._symbols(name=symbol)
+        if not rows or symbol in self._hidden:
+            self._fail(c.RES_E_NOT_FOUND)
+            return None
+        s = rows[0]
+        self._ok()
+        return Tick(
+            time=s.price_time_msc // 1000, bid=float(s.bid), ask=float(s.ask), last=0.0, volume=0,
+            time_msc=s.price_time_msc, flags=c.TICK_FLAG_BID | c.TICK_FLAG_ASK, volume_real=0.0,
+        )  # fmt: skip
+
+    def symbol_select(self, symbol: str, enable: bool = True) -> bool:
+        if not self._ready(account=False):
+            return False
+        if not self._symbols(name=symbol):
+            self._fail(c.RES_E_NOT_FOUND)
+            return False
+        (self._hidden.discard if enable else self._hidden.add)(symbol)
+        self._ok()
+        return True
+
+    # --- positions and orders ---------------------------------------------------------------
+    def _position_tuple(self, p: _PositionRow, quotes: pricing.QuoteSource) -> TradePosition:
+        current, value = self._valuate(p, quotes)
+        return TradePosition(
+            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
+            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
+            price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
+            comment=p.comment, external_id=p.external_id,
+        )  # fmt: skip
+
+    @staticmethod
+    def _narrowed(qs: Any, symbol: str | None, ticket: int | None) -> Any:
+        if ticket is not None:
+            qs = qs.filter(ticket=ticket)
+        if symbol is not None:
+            qs = qs.filter(symbol__name=symbol)
+        return qs
+
+    def _filtered(self, qs: Any, symbol: str | None, group: str | None, ticket: int | None) -> list[Any]:
+        matches = _group_matcher(group)
+        return [row for row in self._narrowed(qs, symbol, ticket) if matches(row.symbol.name)]
+
+    def positions_total(self) -> int | None:
+        if not self._ready():
+            return None
+        self._ok()
+        return SimPosition.objects.filter(account_id=self._account_id).count()
+
+    def positions_get(
+        self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
+    ) -> tuple[TradePosition, ...] | None:
+        if not self._ready():
+            return None
+        qs = SimPosition.objects.filter(account_id=self._account_id).order_by("time_msc", "ticket")
+        matches = _group_matcher(group)
+        rows = [row for row in _position_rows(self._narrowed(qs, symbol, ticket)) if matches(row.symbol.name)]
+        quotes = self._quotes(p.symbol for p in rows)
+        self._ok()
+        return tuple(self._position_tuple(p, quotes) for p in rows)
+
+    def _order_tuple(self, o: SimOrder) -> TradeOrder:
+        current = o.symbol.ask if o.type in BUY_TYPES else o.symbol.bid
+        return TradeOrder(
+            ticket=o.ticket, time_setup=o.time_setup_msc // 1000, time_setup_msc=o.time_setup_msc,
+            time_done=o.time_done_msc // 1000, time_done_msc=o.time_done_msc, time_expiration=o.time_expiration,
+            type=o.type, type_time=o.type_time, type_filling=o.type_filling, state=o.state, magic=o.magic,
+            position_id=o.position_id, position_by_id=o.position_by_id, reason=o.reason,
+            volume_initial=float(o.volume_initial), volume_current=float(o.volume_current),
+            price_open=float(o.price_open), sl=float(o.sl), tp=float(o.tp),
+            price_current=float(current) if o.is_open else float(o.price_open),
+            price_stoplimit=float(o.price_stoplimit), symbol=o.symbol.name, comment=o.comment,
+            external_id=o.external_id,
+        )  # fmt: skip
+
+    def orders_total(self) -> int | None:
+        if not self._ready():
+            return None
+        self._ok()
+        return SimOrder.objects.filter(account_id=self._account_id, is_open=True).count()
+
+    def orders_get(
+        self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
+    ) -> tuple[TradeOrder, ...] | None:
+        if not self._ready():
+            return None
+        qs = SimOrder.objects.filter(account_id=self._account_id, is_open=True).select_related("symbol")
+        rows = self._filtered(qs.order_by("time_setup_msc", "ticket"), symbol, group, ticket)
+        self._ok()
+        return tuple(self._order_tuple(o) for o in rows)
+
+    # --- history ----------------------------------------------------------------------------
+    def _history_window(
+        self, date_from: Any, date_to: Any, ticket: int | None, position: int | None
+    ) -> tuple[int, int] | None:
+        """Epoch-ms bounds; ``None`` when a ticket/position query makes the dates irrelevant."""
+        if ticket is not None or position is not None:
+            return None
+        if date_from is None or date_to is None:
+            raise _InvalidArgument("Invalid arguments")
+        return _to_seconds(date_from, "date_from") * 1000, _to_seconds(date_to, "date_to") * 1000 + 999
+
+    def history_orders_get(
+        self,
+        date_from: Any = None,
+        date_to: Any = None,
+        group: str | None = None,
+        ticket: int | None = None,
+        position: int | None = None,
+    ) -> tuple[TradeOrder, ...] | None:
+        if not self._ready():
+            return None
+        try:
+            window = self._history_window(date_from, date_to, ticket, position)
+        except _InvalidArgument as exc:
+            self._fail(c.RES_E_INVALID_PARAMS, str(exc))
+            return None
+        qs = SimOrder.objects.filter(account_id=self._account_id, is_open=False).select_related("symbol")
+        if window is not None:
+            qs = qs.filter(time_setup_msc__range=window)
+        if position is not None:
+            qs = qs.filter(position_id=position)
+        rows = self._filtered(qs.order_by("time_setup_msc", "ticket"), None, group, ticket)
+        self._ok()
+        return tuple(self._order_tuple(o) for o in rows)
+
+    def history_orders_total(self, date_from: Any, date_to: Any) -> int | None:
+        orders = self.history_orders_get(date_from, date_to)
+        return None if orders is None else len(orders)
+
+    def history_deals_get(
+        self,
+        date_from: Any = None,
+        date_to: Any = None,
+        group: str | None = None,
+        ticket: int | None = None,
+        position: int | None = None,
+    ) -> tuple[TradeDeal, ...] | None:
+        if not self._ready():
+            return None
+        try:
+            window = self._history_window(date_from, date_to, ticket, position)
+        except _InvalidArgument as exc:
+            self._fail(c.RES_E_INVALID_PARAMS, str(exc))
+            return None
+        qs = SimDeal.objects.filter(account_id=self._account_id)
+        if window is not None:
+            qs = qs.filter(time_msc__range=window)
+        if ticket is not None:
+            qs = qs.filter(ticket=ticket)
+        if position is not None:
+            qs = qs.filter(position_id=position)
+        matches = _group_matcher(group)
+        deals = tuple(self._deal_tuple(d) for d in qs.order_by("time_msc", "ticket") if not group or matches(d.symbol))
+        self._ok()
+        return deals
+
+    @staticmethod
+    def _deal_tuple(d: SimDeal) -> TradeDeal:
+        return TradeDeal(
+            ticket=d.ticket, order=d.order, time=d.time_msc // 1000, time_msc=d.time_msc, type=d.type, entry=d.entry,
+            magic=d.magic, position_id=d.position_id, reason=d.reason, volume=float(d.volume), price=float(d.price),
+            commission=float(d.commission), swap=float(d.swap), profit=float(d.profit), fee=float(d.fee),
+            symbol=d.symbol, comment=d.comment, external_id=d.external_id,
+        )  # fmt: skip
+
+    def history_deals_total(self, date_from: Any, date_to: Any) -> int | None:
+        deals = self.history_deals_get(date_from, date_to)
+        return None if deals is None else len(deals)
+
+    # --- calculations -----------------------------------------------------------------------
+    def order_calc_margin(self, action: int, symbol: str, volume: float, price: float) -> float | None:
+        if not self._ready():
+            return None
+        rows = self._symbols(name=symbol)
+        if not rows or action not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
+            self._fail(c.RES_E_INVALID_PARAMS)
+            return None
+        self._ok()
+        return float(self._margin(rows[0], _dec(volume), _dec(price), self._quotes(rows)))
+
+    def order_calc_profit(
+        self, action: int, symbol: str, volume: float, price_open: float, price_close: float
+    ) -> float | None:
+        if not self._ready():
+            return None
+        rows = self._symbols(name=symbol)
+        if not rows or action not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
+            self._fail(c.RES_E_INVALID_PARAMS)
+            return None
+        s = rows[0]
+        value = pricing.profit(
+            symbol=s.name, currency_profit=s.currency_profit, contract_size=s.trade_contract_size,
+            is_buy=action == c.ORDER_TYPE_BUY, volume=_dec(volume), price_open=_dec(price_open),
+            price_close=_dec(price_close), account_currency=self._currency, account_digits=self._currency_digits,
+            quotes=self._quotes(rows),
+        )  # fmt: skip
+        self._ok()
+        return float(value)
+
+    # --- trading ----------------------------------------------------------------------------
+    def order_check(self, request: dict[str, Any]) -> OrderCheckResult | None:
+        """Validate a request without executing it (retcode 0 when it would be accepted)."""
+        if not self._ready():
+            return None
+        try:
+            req = _Request.parse(request)
+        except _InvalidArgument as exc:
+            self._fail(c.RES_E_INVALID_PARAMS, str(exc))
+            return None
+        with transaction.atomic():
+            outcome = self._execute(req, dry_run=True)
+        retcode, comment = outcome.retcode, outcome.comment
+        if retcode in (c.TRADE_RETCODE_DONE, c.TRADE_RETCODE_PLACED):
+            retcode, comment = 0, "Done"
+        info = self.account_info()
+        self._ok()
+        return OrderCheckResult(
+            retcode=retcode, balance=info.balance if info else 0.0, equity=info.equity if info else 0.0,
+            profit=info.profit if info else 0.0, margin=info.margin if info else 0.0,
+            margin_free=info.margin_free if info else 0.0, margin_level=info.margin_level if info else 0.0,
+            comment=comment, request=req.as_tuple(),
+        )  # fmt: skip
+
+    def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
+        if not self._ready():
+            return None
+        try:
+            req = _Request.parse(request)
+        except _InvalidArgument as exc:
+            self._fail(c.RES_E_INVALID_PARAMS, str(exc))
+            return None
+        if self.tradeapi_disabled:
+            self._fail(c.RES_E_AUTO_TRADING_DISABLED)
+            return None
+        self._request_id += 1
+        if not self.terminal_trade_allowed:
+            # The terminal refuses before anything reaches the server: no fault is consumed.
+            self._ok()
+            return self._result(req, _Outcome(c.TRADE_RETCODE_CLIENT_DISABLES_AT))
+        # The outcome is caught inside the transaction, so whatever it did (a fill, a consumed
+        # fault) commits; rejections happen before any write and leave nothing behind.
+        with transaction.atomic():
+            outcome = self._execute(req, dry_run=False)
+        if outcome.connection_lost:
+            self._connected = False
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
+            return None
+        if outcome.timed_out:
+            self._fail(c.RES_E_INTERNAL_FAIL_TIMEOUT)
+            return None
+        self._ok()
+        return self._result(req, outcome)
+
+    def _result(self, req: _Request, outcome: _Outcome) -> OrderSendResult:
+        return OrderSendResult(
+            retcode=outcome.retcode, deal=outcome.deal, order=outcome.order, volume=outcome.volume,
+            price=outcome.price, bid=outcome.bid, ask=outcome.ask, comment=outcome.comment,
+            request_id=self._request_id, retcode_external=0, request=req.as_tuple(),
+        )  # fmt: skip
+
+    def _execute(self, req: _Request, *, dry_run: bool) -> _Outcome:
+        """The trade server: resolve the target, apply any injected fault, check, then execute."""
+        try:
+            account, symbol, position, order = self._resolve(req)
+        except _Outcome as rejected:
+            return rejected
+        # The account query already said whether any fault is pending: the common path
+        # pays no extra round trip for fault injection.
+        fault = (
+            None if dry_run or not account.pending_faults else self._take_fault(req.action, symbol.name, account.login)
+        )
+        if fault == SimFaultKind.NO_CONNECTION:
+            lost = _Outcome(c.TRADE_RETCODE_CONNECTION)
+            lost.connection_lost = True
+            return lost
+        if fault == SimFaultKind.REQUOTE:
+            return _Outcome(c.TRADE_RETCODE_REQUOTE, symbol=symbol)
+        if fault == SimFaultKind.MARKET_CLOSED:
+            return _Outcome(c.TRADE_RETCODE_MARKET_CLOSED)
+        try:
+            closing = position is not None and req.action == c.TRADE_ACTION_DEAL
+            self._check_permissions(account, symbol, req, closing=closing)
+            if req.action == c.TRADE_ACTION_DEAL and position is None:
+                outcome = self._open(account, symbol, req, dry_run)
+            elif req.action == c.TRADE_ACTION_DEAL and position is not None:
+                outcome = self._close(account, position, req, dry_run)
+            elif req.action == c.TRADE_ACTION_SLTP and position is not None:
+                outcome = self._modify_position(position, req, dry_run)
+            elif req.action == c.TRADE_ACTION_PENDING:
+                outcome = self._place_pending(account, symbol, req, dry_run)
+            elif req.action == c.TRADE_ACTION_REMOVE and order is not None:
+                outcome = self._remove_order(order, dry_run)
+            elif order is not None:
+                outcome = self._modify_order(order, req, dry_run)
+            else:  # pragma: no cover - _resolve guarantees a target
+                outcome = _Outcome(c.TRADE_RETCODE_INVALID)
+        except _Outcome as rejected:
+            outcome = rejected
+        # The timeout hides whatever the server answered, filled or not.
+        outcome.timed_out = fault == SimFaultKind.TIMEOUT_AFTER_FILL
+        return outcome
+
+    def _resolve(self, req: _Request) -> tuple[SimAccount, SimSymbol, SimPosition | None, SimOrder | None]:
+        """Lock the account (serialising its trades across processes) and find the request's target."""
+        account = (
+            SimAccount.objects.select_for_update(of=("self",))
+            .annotate(pending_faults=Exists(SimFault.objects.filter(remaining__gt=0)))
+            .filter(pk=self._account_id)
+            .first()
+        )
+        if account is None:
+            raise _Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
+        position: SimPosition | None = None
+        order: SimOrder | None = None
+        if req.action == c.TRADE_ACTION_SLTP or (req.action == c.TRADE_ACTION_DEAL and req.position):
+            position = (
+                SimPosition.objects.select_for_update(of=("self",))
+                .select_related("symbol")
+                .filter(account=account, ticket=req.position)
+                .first()
+            )
+            if position is None:
+                if req.position and SimDeal.objects.filter(account=account, position_id=req.position).exists():
+                    raise _Outcome(c.TRADE_RETCODE_POSITION_CLOSED)
+                raise _Outcome(c.TRADE_RETCODE_INVALID, "Position not found")
+            symbol = position.symbol
+        elif req.action in (c.TRADE_ACTION_REMOVE, c.TRADE_ACTION_MODIFY):
+            order = (
+                SimOrder.objects.select_for_update(of=("self",))
+                .select_related("symbol")
+                .filter(account=account, ticket=req.order, is_open=True)
+                .first()
+            )
+            if order is None:
+                raise _Outcome(c.TRADE_RETCODE_INVALID, "Order not found")
+            symbol = order.symbol
+        elif req.action in (c.TRADE_ACTION_DEAL, c.TRADE_ACTION_PENDING):
+            # Every symbol (five rows) in one query: the margin check values the account's other
+            # positions with them.
+            self._txn_symbols = {s.pk: s for s in self._symbols()}
+            symbol = next((s for s in self._txn_symbols.values() if s.name == req.symbol), None)
+            if symbol is None:
+                raise _Outcome(c.TRADE_RETCODE_INVALID, "Unknown symbol")
+        else:
+            raise _Outcome(c.TRADE_RETCODE_INVALID, "Unsupported trade action")
+        if req.symbol and req.symbol != symbol.name:
+            raise _Outcome(c.TRADE_RETCODE_INVALID, "Symbol does not match")
+        return account, symbol, position, order
+
+    def _take_fault(self, action: int, symbol: str, login: int) -> str | None:
+        """Consume one matching injected fault; skip_locked lets concurrent senders share a count."""
+        kinds = FAULTS_BY_ACTION.get(action, ())
+        fault = (
+            SimFault.objects.select_for_update(skip_locked=True)
+            .filter(remaining__gt=0, kind__in=kinds)
+            .filter(Q(symbol="") | Q(symbol=symbol))
+            .filter(Q(login__isnull=True) | Q(login=login))
+            .order_by("id")
+            .first()
+        )
+        if fault is None:
+            return None
+        SimFault.objects.filter(pk=fault.pk).update(remaining=F("remaining") - 1)
+        return fault.kind
+
+    def _check_permissions(self, account: SimAccount, symbol: SimSymbol, req: _Request, *, closing: bool) -> None:
+        if not account.trade_allowed:
+            raise _Outcome(c.TRADE_RETCODE_TRADE_DISABLED)
+        if not account.trade_expert:
+            raise _Outcome(c.TRADE_RETCODE_SERVER_DISABLES_AT)
+        if symbol.trade_mode == c.SYMBOL_TRADE_MODE_DISABLED:
+            raise _Outcome(c.TRADE_RETCODE_TRADE_DISABLED)
+        if not symbol.sessions_open:
+            raise _Outcome(c.TRADE_RETCODE_MARKET_CLOSED)
+        if req.action in (c.TRADE_ACTION_DEAL, c.TRADE_ACTION_PENDING) and not closing:
+            if symbol.trade_mode == c.SYMBOL_TRADE_MODE_CLOSEONLY:
+                raise _Outcome(c.TRADE_RETCODE_CLOSE_ONLY)
+            if symbol.trade_mode == c.SYMBOL_TRADE_MODE_LONGONLY and req.type not in BUY_TYPES:
+                raise _Outcome(c.TRADE_RETCODE_LONG_ONLY)
+            if symbol.trade_mode == c.SYMBOL_TRADE_MODE_SHORTONLY and req.type in BUY_TYPES:
+                raise _Outcome(c.TRADE_RETCODE_SHORT_ONLY)
+
+    @staticmethod
+    def _check_market_price(symbol: SimSymbol, req: _Request, is_buy: bool) -> Decimal:
+        """The fill price. Under instant execution the client's price must be within deviation."""
+        market = symbol.ask if is_buy else symbol.bid
+        if symbol.trade_exemode in (c.SYMBOL_TRADE_EXECUTION_INSTANT, c.SYMBOL_TRADE_EXECUTION_REQUEST):
+            if req.price <= 0:
+                raise _Outcome(c.TRADE_RETCODE_INVALID_PRICE)
+            if abs(_dec(req.price) - market) > max(req.deviation, 0) * symbol.point:
+                raise _Outcome(c.TRADE_RETCODE_REQUOTE, symbol=symbol)
+        return market
+
+    @staticmethod
+    def _check_stops(symbol: SimSymbol, is_buy: bool, sl: float, tp: float, reference: Decimal) -> None:
+        """SL/TP must sit on the right side of the price the position would close at."""
+        if sl < 0 or tp < 0:
+            raise _Outcome(c.TRADE_RETCODE_INVALID_STOPS)
+        gap = symbol.trade_stops_level * symbol.point
+        sl_d, tp_d = _dec(sl), _dec(tp)
+        if is_buy:
+            bad = (sl_d and sl_d >= reference - gap) or (tp_d and tp_d <= reference + gap)
+        else:
+            bad = (sl_d and sl_d <= reference + gap) or (tp_d and tp_d >= reference - gap)
+        if bad:
+            raise _Outcome(c.TRADE_RETCODE_INVALID_STOPS)
+
+    @staticmethod
+    def _check_volume_and_filling(symbol: SimSymbol, req: _Request, *, pending: bool) -> Decimal:
+        volume = _dec(req.volume)
+        if not _volume_ok(volume, symbol):
+            raise _Outcome(c.TRADE_RETCODE_INVALID_VOLUME)
+        if not _filling_allowed(symbol, req.type_filling, pending=pending):
+            raise _Outcome(c.TRADE_RETCODE_INVALID_FILL)
+        return volume
+
+    def _open(self, account: SimAccount, symbol: SimSymbol, req: _Request, dry_run: bool) -> _Outcome:
+        if req.type not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
+            raise _Outcome(c.TRADE_RETCODE_INVALID_ORDER)
+        is_buy = req.type == c.ORDER_TYPE_BUY
+        volume = self._check_volume_and_filling(symbol, req, pending=False)
+        price = self._check_market_price(symbol, req, is_buy)
+        self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
+        floating, used = self._aggregate_exposure(account, self._txn_symbols)
+        needed = self._margin(symbol, volume, price, self._quotes([symbol]))
+        if account.balance + account.credit + floating - used - needed < 0:
+            raise _Outcome(c.TRADE_RETCODE_NO_MONEY)
+        if dry_run:
+            return _Outcome(c.TRADE_RETCODE_DONE)
+        # MT5 charges the entry commission to the balance at once; the deal records it.
+        commission = -pricing.money(symbol.commission_per_lot * volume, account.currency_digits)
+        order_ticket, deal_ticket = svc.allocate_tickets(2)
+        stamp = svc.now_msc()
+        sl, tp = _dec(req.sl), _dec(req.tp)
+        SimOrder.objects.create(
+            ticket=order_ticket, account=account, symbol=symbol, type=req.type, type_filling=req.type_filling,
+            state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO, price_open=price, sl=sl, tp=tp,
+            magic=req.magic, comment=req.comment, position_id=order_ticket, time_setup_msc=stamp, time_done_msc=stamp,
+        )  # fmt: skip
+        SimDeal.objects.create(
+            ticket=deal_ticket, account=account, order=order_ticket, symbol=symbol.name,
+            type=c.DEAL_TYPE_BUY if is_buy else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_IN, magic=req.magic,
+            position_id=order_ticket, volume=volume, price=price, commission=commission, comment=req.comment,
+            time_msc=stamp,
+        )  # fmt: skip
+        SimPosition.objects.create(
+            ticket=order_ticket, account=account, symbol=symbol, type=req.type, volume=volume, price_open=price,
+            sl=sl, tp=tp, magic=req.magic, comment=req.comment, commission=commission, time_msc=stamp,
+            time_update_msc=stamp,
+        )  # fmt: skip
+        if commission:
+            SimAccount.objects.filter(pk=account.pk).update(balance=F("balance") + commission)
+        return _Outcome(
+            c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
+        )
+
+    def _close(self, account: SimAccount, position: SimPosition, req: _Request, dry_run: bool) -> _Outcome:
+        symbol = position.symbol
+        closing_type = c.ORDER_TYPE_SELL if position.type == c.POSITION_TYPE_BUY else c.ORDER_TYPE_BUY
+        if req.type != closing_type:
+            raise _Outcome(c.TRADE_RETCODE_INVALID, "Invalid close order type")
+        if _dec(req.volume) > position.volume:
+            raise _Outcome(c.TRADE_RETCODE_INVALID_CLOSE_VOLUME)
+        volume = self._check_volume_and_filling(symbol, req, pending=False)
+        price = self._check_market_price(symbol, req, closing_type == c.ORDER_TYPE_BUY)
+        if dry_run:
+            return _Outcome(c.TRADE_RETCODE_DONE)
+        digits = account.currency_digits
+        realised = pricing.profit(
+            symbol=symbol.name, currency_profit=symbol.currency_profit, contract_size=symbol.trade_contract_size,
+            is_buy=position.type == c.POSITION_TYPE_BUY, volume=volume, price_open=position.price_open,
+            price_close=price, account_currency=account.currency, account_digits=digits,
+            quotes=self._quotes([symbol]),
+        )  # fmt: skip
+        full = volume == position.volume
+        # A partial close realises its share of the swap accrued so far.
+        swap = position.swap if full else pricing.money(position.swap * volume / position.volume, digits)
+        commission = -pricing.money(symbol.commission_per_lot * volume, digits)
+        order_ticket, deal_ticket = svc.allocate_tickets(2)
+        stamp = svc.now_msc()
+        SimOrder.objects.create(
+            ticket=order_ticket, account=account, symbol=symbol, type=closing_type, type_filling=req.type_filling,
+            state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO, price_open=price,
+            magic=req.magic, comment=req.comment, position_id=position.ticket, time_setup_msc=stamp,
+            time_done_msc=stamp,
+        )  # fmt: skip
+        SimDeal.objects.create(
+            ticket=deal_ticket, account=account, order=order_ticket, symbol=symbol.name,
+            type=c.DEAL_TYPE_BUY if closing_type == c.ORDER_TYPE_BUY else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_OUT,
+            magic=req.magic, position_id=position.ticket, volume=volume, price=price, commission=commission,
+            swap=swap, profit=realised, comment=req.comment, time_msc=stamp,
+        )  # fmt: skip
+        if full:
+            SimPosition.objects.filter(pk=position.pk).delete()
+        else:
+            SimPosition.objects.filter(pk=position.pk).update(
+                volume=position.volume - volume, swap=position.swap - swap, time_update_msc=stamp
+            )
+        SimAccount.objects.filter(pk=account.pk).update(balance=F("balance") + realised + swap + commission)
+        return _Outcome(
+            c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
+        )
+
+    def _modify_position(self, position: SimPosition, req: _Request, dry_run: bool) -> _Outcome:
+        symbol = position.symbol
+        is_buy = position.type == c.POSITION_TYPE_BUY
+        sl, tp = _dec(req.sl), _dec(req.tp)
+        if sl == position.sl and tp == position.tp:
+            raise _Outcome(c.TRADE_RETCODE_NO_CHANGES)
+        self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
+        if not dry_run:
+            SimPosition.objects.filter(pk=position.pk).update(sl=sl, tp=tp, time_update_msc=svc.now_msc())
+        return _Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
+
+    @staticmethod
+    def _check_pending_price(symbol: SimSymbol, order_type: int, price: Decimal) -> None:
+        ok = price > 0 and {
+            c.ORDER_TYPE_BUY_LIMIT: price < symbol.ask,
+            c.ORDER_TYPE_SELL_LIMIT: price > symbol.bid,
+            c.ORDER_TYPE_BUY_STOP: price > symbol.ask,
+            c.ORDER_TYPE_SELL_STOP: price < symbol.bid,
+        }.get(order_type, False)
+        if not ok:
+            raise _Outcome(c.TRADE_RETCODE_INVALID_PRICE)
+
+    def _place_pending(self, account: SimAccount, symbol: SimSymbol, req: _Request, dry_run: bool) -> _Outcome:
+        if req.type not in PENDING_TYPES:
+            raise _Outcome(c.TRADE_RETCODE_INVALID_ORDER)
+        volume = self._check_volume_and_filling(symbol, req, pending=True)
+        price = _dec(req.price)
+        self._check_pending_price(symbol, req.type, price)
+        self._check_stops(symbol, req.type in BUY_TYPES, req.sl, req.tp, price)
+        if SimOrder.objects.filter(account=account, is_open=True).count() >= account.limit_orders:
+            raise _Outcome(c.TRADE_RETCODE_LIMIT_ORDERS)
+        if dry_run:
+            return _Outcome(c.TRADE_RETCODE_PLACED)
+        (ticket,) = svc.allocate_tickets(1)
+        SimOrder.objects.create(
+            ticket=ticket, account=account, symbol=symbol, is_open=True, type=req.type, type_time=req.type_time,
+            type_filling=req.type_filling, state=c.ORDER_STATE_PLACED, volume_initial=volume, volume_current=volume,
+            price_open=price, price_stoplimit=_dec(req.stoplimit), sl=_dec(req.sl), tp=_dec(req.tp),
+            magic=req.magic, comment=req.comment, time_setup_msc=svc.now_msc(), time_expiration=req.expiration,
+        )  # fmt: skip
+        return _Outcome(c.TRADE_RETCODE_PLACED, symbol=symbol, order=ticket, volume=volume, price=price)
+
+    @staticmethod
+    def _remove_order(order: SimOrder, dry_run: bool) -> _Outcome:
+        if not dry_run:
+            SimOrder.objects.filter(pk=order.pk).update(
+                is_open=False, state=c.ORDER_STATE_CANCELED, time_done_msc=svc.now_msc()
+            )
+        return _Outcome(c.TRADE_RETCODE_DONE, symbol=order.symbol, order=order.ticket)
+
+    def _modify_order(self, order: SimOrder, req: _Request, dry_run: bool) -> _Outcome:
+        price = _dec(req.price) if req.price else order.price_open
+        sl, tp = _dec(req.sl), _dec(req.tp)
+        if price == order.price_open and sl == order.sl and tp == order.tp:
+            raise _Outcome(c.TRADE_RETCODE_NO_CHANGES)
+        self._check_pending_price(order.symbol, order.type, price)
+        self._check_stops(order.symbol, order.type in BUY_TYPES, req.sl, req.tp, price)
+        if not dry_run:
+            SimOrder.objects.filter(pk=order.pk).update(price_open=price, sl=sl, tp=tp)
+        return _Outcome(c.TRADE_RETCODE_DONE, symbol=order.symbol, order=order.ticket)
+
+    # --- unsupported market data (the module has them; the bridge does not need them) ----------
+    def _unsupported(self, *args: Any, **kwargs: Any) -> None:
+        self._fail(c.RES_E_UNSUPPORTED)
+
+    copy_rates_from = copy_rates_from_pos = copy_rates_range = _unsupported
+    copy_ticks_from = copy_ticks_range = market_book_get = _unsupported
+
+    def market_book_add(self, symbol: str) -> bool:
+        self._fail(c.RES_E_UNSUPPORTED)
+        return False
+
+    def market_book_release(self, symbol: str) -> bool:
+        self._fail(c.RES_E_UNSUPPORTED)
+        return False
+
+    # --- price helpers for the CLI, the feed and tests ----------------------------------------
+    def set_price(self, symbol: str, bid: float | Decimal | str, ask: float | Decimal | str | None = None) -> Tick:
+        quote = svc.sim_set_price(symbol, bid, ask)
+        return Tick(quote.time_msc // 1000, float(quote.bid), float(quote.ask), 0.0, 0, quote.time_msc, 6, 0.0)
+
+    def random_walk_step(self, symbols: list[str] | None = None, **kwargs: Any) -> list[Tick]:
+        return [
+            Tick(q.time_msc // 1000, float(q.bid), float(q.ask), 0.0, 0, q.time_msc, 6, 0.0)
+            for q in svc.sim_random_walk_step(symbols, **kwargs)
+        ]
+
+
+for _name in c.MODULE_CONSTANTS:
+    setattr(SimulatedMetaTrader5, _name, getattr(c, _name))
+for _tuple in (AccountInfo, OrderCheckResult, OrderSendResult, SymbolInfo, TerminalInfo, Tick, TradeDeal, TradeOrder,
+               TradePosition, TradeRequest):  # fmt: skip
+    setattr(SimulatedMetaTrader5, _tuple.__name__, _tuple)

@@ -1,0 +1,101 @@
+"""The risk monitor loop: every account with a policy, at least every RISK_POLL_INTERVAL_MS.
+
+Several monitors share the accounts through the database, with no coordinator: each writes a
+heartbeat, reads the live ones, and watches the accounts that rendezvous hashing gives it. When
+one dies its heartbeat goes stale and the others take its accounts on their next cycle. A short
+overlap while membership changes is harmless: protective actions are unique in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from execution.gateway import Gateway
+from execution.gateways import get_gateway
+from execution.runner import sweep_stuck
+from policies.engine import risk_evaluate_account
+from policies.models import MonitorHeartbeat, TradingAccount
+
+logger = logging.getLogger("bridge.risk")
+
+SWEEP_EVERY = timedelta(seconds=5)
+
+
+def owner_of(account_pk: int, monitors: list[str]) -> str:
+    """Rendezvous (highest random weight) hashing: stable, and only a dead monitor's accounts move."""
+    return max(
+        monitors, key=lambda monitor: hashlib.blake2b(f"{monitor}:{account_pk}".encode(), digest_size=8).digest()
+    )
+
+
+@dataclass
+class Monitor:
+    monitor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    gateway_factory: Callable[[], Gateway] = get_gateway
+    interval: float = field(default_factory=lambda: settings.RISK_POLL_INTERVAL_MS / 1000)
+    last_sweep: float = 0.0
+    stopping: bool = False
+
+    def heartbeat(self, watched: int, cycle_ms: float) -> list[str]:
+        """Say we are alive; return the live monitors (us included), sorted."""
+        now = timezone.now()
+        MonitorHeartbeat.objects.update_or_create(
+            monitor_id=self.monitor_id,
+            defaults={
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "heartbeat_at": now,
+                "accounts_watched": watched,
+                "last_cycle_ms": cycle_ms,
+            },
+        )
+        stale = now - timedelta(seconds=max(3 * self.interval, 2.0))
+        return sorted(MonitorHeartbeat.objects.filter(heartbeat_at__gte=stale).values_list("monitor_id", flat=True))
+
+    def my_accounts(self, monitors: list[str]) -> list[TradingAccount]:
+        accounts = TradingAccount.objects.filter(current_policy__isnull=False).select_related(
+            "current_policy", "tenant"
+        )
+        return [account for account in accounts if owner_of(account.pk, monitors) == self.monitor_id]
+
+    def cycle(self, monitors: list[str]) -> tuple[int, int]:
+        """Evaluate every account this monitor owns once; returns (accounts, breaches)."""
+        gateway = self.gateway_factory()
+        accounts = self.my_accounts(monitors)
+        breaches = 0
+        for account in accounts:
+            try:
+                breaches += risk_evaluate_account(account=account, gateway=gateway).breaches
+            except Exception:  # one bad account must not blind the monitor to the others
+                logger.exception("evaluation failed", extra={"account": account.login})
+        return len(accounts), breaches
+
+    def run(self, *, iterations: int | None = None) -> None:
+        watched, cycle_ms, count = 0, 0.0, 0
+        while not self.stopping and (iterations is None or count < iterations):
+            started = time.monotonic()
+            if connection.get_autocommit():  # drop a broken or old connection between cycles
+                close_old_connections()
+            monitors = self.heartbeat(watched, cycle_ms)
+            watched, _ = self.cycle(monitors)
+            if time.monotonic() - self.last_sweep > SWEEP_EVERY.total_seconds():
+                self.last_sweep = time.monotonic()
+                requeued = sweep_stuck()
+                if requeued:
+                    logger.warning("sweeper re-queued commands", extra={"count": requeued})
+            cycle_ms = (time.monotonic() - started) * 1000
+            count += 1
+            time.sleep(max(0.0, self.interval - cycle_ms / 1000))
+        MonitorHeartbeat.objects.filter(monitor_id=self.monitor_id).delete()

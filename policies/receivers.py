@@ -1,0 +1,77 @@
+"""How the risk engine hears of new policies and finished commands (connected in PoliciesConfig.ready)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from commands.models import Command, Source
+from policies.models import PolicySnapshot, ProtectiveAction, TradingAccount
+
+logger = logging.getLogger("bridge.risk")
+
+
+def on_policy_applied(sender: Any, account: TradingAccount, snapshot: PolicySnapshot, **kwargs: Any) -> None:
+    """A new policy version is applied at once, mid-day included."""
+    from policies.engine import risk_state_apply_policy
+
+    risk_state_apply_policy(account=account, snapshot=snapshot)
+
+
+def command_result_payload(command: Command) -> dict[str, Any]:
+    from bridgeproject.jsonutil import utc_iso
+
+    result = command.result or {}
+    return {
+        "command_id": command.command_id,
+        "command_type": command.command_type,
+        "state": command.state,
+        "attempts": command.attempts,
+        "mt5": {
+            "retcode": result.get("retcode"),
+            "order": result.get("order"),
+            "deal": result.get("deal"),
+            "price": result.get("price"),
+        },
+        "result": result,
+        "error_message": command.error_message or None,
+        "finished_at_utc": utc_iso(command.finished_at) if command.finished_at else None,
+    }
+
+
+def on_command_finished(sender: Any, command: Command, **kwargs: Any) -> None:
+    """Report the result (outbox, same transaction), then look at the account again at once."""
+    from callbacks.services import callback_enqueue
+    from policies.engine import protective_action_complete
+
+    action = ProtectiveAction.objects.filter(command=command).select_related("tenant", "account").first()
+    if action is not None:
+        protective_action_complete(action=action, command=command)
+    if command.source == Source.API:
+        callback_enqueue(
+            tenant=command.tenant,
+            account=command.account,
+            request_type="command_result",
+            payload=command_result_payload(command),
+            idempotency_key=f"command-result-{command.pk}",
+            correlation_id=command.correlation_id,
+            session_id="execution",
+            correlation_group="command-result",
+            source_kind="command",
+            source_id=str(command.pk),
+        )
+    account_pk = command.account_id
+    transaction.on_commit(lambda: evaluate_after_command(account_pk))
+
+
+def evaluate_after_command(account_pk: int) -> None:
+    from execution.gateways import get_gateway
+    from policies.engine import risk_evaluate_account
+
+    account = TradingAccount.objects.select_related("current_policy", "tenant").get(pk=account_pk)
+    try:
+        risk_evaluate_account(account=account, gateway=get_gateway())
+    except Exception:  # the monitor's next cycle looks again; the command itself is done
+        logger.exception("evaluation after a command failed")

@@ -1,0 +1,49 @@
+"""Reads of risk state and protective actions, for the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from bridgeproject.jsonutil import jsonable
+from policies.models import AccountRisk, ProtectiveAction, TradingAccount
+
+
+def risk_summary(account: TradingAccount) -> dict[str, Any] | None:
+    """Both floors, headroom to each, trading enabled, and the breaches (RISK_RULES.md)."""
+    risk = AccountRisk.objects.filter(account=account).first()
+    if risk is None:
+        return None
+    measured = risk.measured
+    breaches = list(
+        ProtectiveAction.objects.filter(account=account, policy_version=risk.policy_version).values(
+            "rule_key", "scope", "execution_status", "detection_timestamp"
+        )[:50]
+    )
+    return jsonable(
+        {
+            "policy_version": risk.policy_version,
+            "measured": measured,
+            "daily_floor": risk.daily_floor,
+            "total_floor": risk.total_floor,
+            "daily_headroom": None if measured is None or risk.daily_floor is None else measured - risk.daily_floor,
+            "total_headroom": None if measured is None else measured - risk.total_floor,
+            "high_water_mark": risk.high_water_mark,
+            "daily_reference": risk.daily_reference,
+            "daily_reference_date": risk.daily_reference_date,
+            "daily_reference_source": risk.daily_reference_source,
+            "violation_count": risk.violation_count,
+            "hard_breached": risk.hard_breached,
+            "trading_enabled": account.trading_enabled and not risk.trading_block,
+            "trading_block": risk.trading_block or None,
+            "trading_disabled_until": risk.trading_disabled_until,
+            "snapshot_at": risk.snapshot_at,
+            "evaluated_at": risk.evaluated_at,
+            "breaches": breaches,
+        }
+    )
+
+
+def protective_actions_of(account: TradingAccount) -> QuerySet[ProtectiveAction]:
+    return ProtectiveAction.objects.filter(account=account).select_related("command", "account")

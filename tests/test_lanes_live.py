@@ -1,0 +1,111 @@
+"""The lanes with real qcluster processes: fast never waits, a crash never duplicates a trade."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import close_old_connections
+from django.utils import timezone
+
+from commands.models import Command
+from commands.services import command_create, command_enqueue
+from commands.states import State
+from execution.gateway import order_tag
+from execution.gateways import get_gateway, reset_gateway
+from execution.runner import sweep_stuck
+from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
+from tests.conftest import register_account
+from tests.processes import lane, running, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+LOGIN = 50040367
+SERVER = "Broker-Server"
+
+
+@pytest.fixture
+def account(tenant_1):
+    reset_gateway()
+    sim_account_create(login=LOGIN, balance=1_000_000, server=SERVER)
+    sim_set_price("EURUSD", "1.08500")
+    return register_account(tenant_1)
+
+
+def create(account, command_type: str, command_id: str, *, fast: bool = False, **specific) -> Command:
+    return command_create(
+        tenant=account.tenant,
+        account=account,
+        common={
+            "command_id": command_id,
+            "command_type": command_type,
+            "priority": "critical" if fast else "normal",
+            "fast_lane": fast,
+            "reason": "",
+            "expires_at_utc": None,
+        },
+        specific=specific,
+        envelope={},
+        correlation_id=f"corr-{command_id}",
+        idempotency_key=command_id,
+    )
+
+
+def state_of(command: Command) -> str:
+    close_old_connections()
+    return Command.objects.values_list("state", flat=True).get(pk=command.pk)
+
+
+def test_a_fast_command_completes_while_a_thousand_normal_commands_wait(account):
+    backlog = [create(account, "sync_account", f"normal-{i}") for i in range(1000)]
+    ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
+    with running(lane("normal"), lane("fastlane")):
+        assert wait_for(
+            lambda: Command.objects.filter(pk__in=[c.pk for c in backlog[:5]], state=State.SUCCEEDED).exists(), 60
+        )
+        fast = create(account, "close_position", "fast-close", fast=True, ticket=ticket)
+        assert fast.lane == "fast"
+        assert wait_for(lambda: state_of(fast) == State.SUCCEEDED, 60)
+        waiting = Command.objects.filter(pk__in=[c.pk for c in backlog], state=State.QUEUED).count()
+    assert waiting > 0, "the fast command waited for the whole normal backlog"
+    fast.refresh_from_db()
+    assert fast.attempts == 1
+
+
+def test_a_task_delivered_twice_executes_once(account):
+    command = create(account, "open_position", "twice", fast=True, symbol="EURUSD", direction="buy", volume="0.1")
+    command_enqueue(command=command)  # the second doorbell
+    with running(lane("fastlane")):
+        assert wait_for(lambda: state_of(command) == State.SUCCEEDED, 60)
+        assert wait_for(lambda: not __import__("django_q.models", fromlist=["OrmQ"]).OrmQ.objects.exists(), 30)
+    command.refresh_from_db()
+    assert command.attempts == 1
+    assert len(get_gateway().account_snapshot(LOGIN, SERVER).positions) == 1
+
+
+def test_kill_9_of_the_worker_mid_close_with_timeout_after_fill_then_restart_gives_one_deal(account):
+    ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
+    sim_inject_fault("timeout_after_fill", symbol="EURUSD", login=LOGIN, count=1)
+    command = create(account, "close_position", "close-crash", fast=True, ticket=ticket)
+    tag = order_tag(command.command_id)
+    since = timezone.now() - timedelta(minutes=1)
+
+    def closing_deals() -> list:
+        close_old_connections()
+        return [d for d in get_gateway().deals_by_tag(LOGIN, SERVER, tag=tag, since=since) if d.entry == "out"]
+
+    # A long first backoff holds the worker between the fill and its record: kill it right there.
+    slow = lane("fastlane", COMMAND_RETRY_BACKOFF_SECONDS="20")
+    with running(slow):
+        assert wait_for(lambda: len(closing_deals()) == 1, 60)
+        slow.kill()
+    assert state_of(command) == State.EXECUTING
+    # The lease runs out; the sweeper sends it back to its lane; a fresh worker reconciles.
+    Command.objects.filter(pk=command.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    assert sweep_stuck() == 1
+    with running(lane("fastlane")):
+        assert wait_for(lambda: state_of(command) == State.SUCCEEDED, 60)
+    command.refresh_from_db()
+    assert len(closing_deals()) == 1
+    assert command.result["reconciled"] is True
+    assert get_gateway().account_snapshot(LOGIN, SERVER).positions == ()

@@ -1,0 +1,255 @@
+"""The risk engine end to end on the simulator: breach → one protective action → fast lane → report."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from commands.lanes import Lane
+from commands.models import Command
+from commands.states import State
+from execution.gateways import get_gateway, reset_gateway
+from execution.runner import command_execute
+from execution.simulator.service import sim_account_create, sim_set_price
+from policies.engine import risk_evaluate_account
+from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, TradingAccount
+from policies.monitor import Monitor, owner_of
+from tests.conftest import fresh, register_account
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = 50040367
+SERVER = "Broker-Server"
+
+
+@pytest.fixture(autouse=True)
+def _terminal():
+    reset_gateway()
+    yield
+    reset_gateway()
+
+
+def send_policy(api, **changes) -> None:
+    body = fresh("policy_snapshot")
+    flags = changes.pop("enforcement_flags", {})
+    body["payload"].update(changes)
+    body["payload"]["enforcement_flags"].update(flags)
+    body["payload"].setdefault("daily_starting_balance_date", timezone.now().date().isoformat())
+    response = api.post("mt5/policies", body)
+    assert response.status_code == 200, response.content
+
+
+@pytest.fixture
+def trader(alice, account_1):
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
+    sim_set_price("EURUSD", "1.08500")
+    # Today's snapshot, so D = 98,500 as Laravel says (RISK_RULES.md worked numbers).
+    send_policy(alice, policy_version=13, daily_starting_balance_date=timezone.now().date().isoformat())
+    return alice
+
+
+def account() -> TradingAccount:
+    return TradingAccount.objects.select_related("current_policy", "tenant").get(login=LOGIN)
+
+
+def evaluate():
+    return risk_evaluate_account(account=account(), gateway=get_gateway())
+
+
+def open_buy(api, volume: float = 1.0) -> int:
+    body = fresh("close_positions")
+    body["payload"] = {
+        "command_id": f"open-{timezone.now().timestamp()}",
+        "command_type": "open_position",
+        "symbol": "EURUSD",
+        "direction": "buy",
+        "volume": volume,
+    }
+    api.post("mt5/commands", body)
+    command = Command.objects.get(command_id=body["payload"]["command_id"])
+    assert command_execute(command.pk) == State.SUCCEEDED
+    return get_gateway().account_snapshot(LOGIN, SERVER).positions[-1].ticket
+
+
+def run_fast_lane() -> list[str]:
+    states = []
+    for command in Command.objects.filter(lane=Lane.FAST, state=State.QUEUED).order_by("id"):
+        states.append(command_execute(command.pk))
+    return states
+
+
+def deliveries(request_type: str = "protective_action_report"):
+    from callbacks.models import CallbackDelivery
+
+    return CallbackDelivery.objects.filter(request_type=request_type).order_by("id")
+
+
+def test_a_policy_snapshot_creates_the_risk_state_at_once(trader):
+    risk = AccountRisk.objects.get(account__login=LOGIN)
+    assert risk.policy_version == 13
+    assert risk.total_floor == Decimal("90000")
+    assert risk.daily_reference == Decimal("98500")
+
+
+def test_a_one_lot_eurusd_falling_250_pips_is_closed_and_reported_once(trader):
+    ticket = open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")  # bought at the ask 1.08510ish: about -2,500 and more
+    outcome = evaluate()
+    assert outcome.actions == 1
+    action = ProtectiveAction.objects.get()
+    assert action.rule_key == "single_trade_loss"
+    assert action.scope == f"ticket:{ticket}"
+    assert action.threshold_used == Decimal("2")
+    assert action.floating_pnl < Decimal("-2000")
+    assert action.command.lane == Lane.FAST
+    assert action.command.source == "bridge"
+    # Many evaluations before the close completes: still one action, one command.
+    for _ in range(3):
+        assert evaluate().actions == 0
+    assert Command.objects.filter(source="bridge").count() == 1
+    assert run_fast_lane() == [State.SUCCEEDED]
+    action.refresh_from_db()
+    assert action.execution_status == "success"
+    assert action.mt5_response == "position closed successfully"
+    assert action.execution_timestamp >= action.detection_timestamp
+    assert action.closed_pnl < Decimal("-2000")
+    assert get_gateway().account_snapshot(LOGIN, SERVER).positions == ()
+    (report,) = deliveries()
+    payload = report.envelope["payload"]
+    assert report.envelope["request"]["type"] == "protective_action_report"
+    assert report.envelope["meta"]["source"] == "python"
+    assert payload["rule_key"] == "single_trade_loss"
+    assert payload["ticket"] == ticket and payload["position_id"] == str(ticket)
+    assert payload["execution_status"] == "success"
+    assert payload["violation_count"] == 1
+    assert payload["threshold_used"] == 2
+    assert set(payload) >= {
+        "policy_version",
+        "symbol",
+        "volume",
+        "floating_pnl",
+        "closed_pnl",
+        "equity",
+        "balance",
+        "detection_timestamp",
+        "execution_timestamp",
+        "mt5_response",
+        "error_message",
+    }
+
+
+def test_a_flag_that_is_false_records_and_reports_skipped(trader):
+    send_policy(trader, policy_version=14, enforcement_flags={"close_position_on_single_trade_breach": False})
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    evaluate()
+    action = ProtectiveAction.objects.get()
+    assert action.execution_status == "skipped"
+    assert action.command is None
+    assert len(get_gateway().account_snapshot(LOGIN, SERVER).positions) == 1
+    assert deliveries()[0].envelope["payload"]["execution_status"] == "skipped"
+
+
+def test_the_second_single_trade_breach_escalates(trader):
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    evaluate()
+    run_fast_lane()
+    sim_set_price("EURUSD", "1.08500")
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    evaluate()
+    rules = list(ProtectiveAction.objects.order_by("id").values_list("rule_key", "violation_count"))
+    assert rules == [("single_trade_loss", 1), ("single_trade_loss", 2), ("single_trade_loss_limit", 2)]
+    assert AccountRisk.objects.get().hard_breached is True
+
+
+def test_a_daily_breach_closes_everything_cancels_orders_and_disables_trading(trader):
+    send_policy(trader, policy_version=14, enforcement_flags={"disable_trading_on_breach": True})
+    open_buy(trader, 2.0)
+    sim_set_price("EURUSD", "1.05300")  # 2 lots × ~320 pips ≈ -6,400: equity below the 93,575 floor
+
+    evaluate()
+    rule_keys = set(ProtectiveAction.objects.values_list("rule_key", flat=True))
+    assert "daily_drawdown" in rule_keys
+    daily = ProtectiveAction.objects.get(rule_key="daily_drawdown")
+    assert daily.scope == f"day:{timezone.now().date().isoformat()}"
+    commands = list(Command.objects.filter(source="bridge").values_list("command_type", flat=True))
+    assert "close_positions" in commands and "cancel_orders" in commands
+    run_fast_lane()
+    daily.refresh_from_db()
+    assert daily.execution_status == "success"
+    assert get_gateway().account_snapshot(LOGIN, SERVER).positions == ()
+    # Trading is now disabled: a new position is rejected.
+    body = fresh("close_positions")
+    body["payload"] = {
+        "command_id": "after-breach",
+        "command_type": "open_position",
+        "symbol": "EURUSD",
+        "direction": "buy",
+        "volume": 0.1,
+    }
+    trader.post("mt5/commands", body)
+    command = Command.objects.get(command_id="after-breach")
+    command_execute(command.pk)
+    command.refresh_from_db()
+    assert command.state == State.REJECTED
+    assert command.error_code == "trading_disabled"
+
+
+def test_a_stale_snapshot_never_declares_a_breach(trader, settings):
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    outcome = risk_evaluate_account(account=account(), gateway=get_gateway(), now=timezone.now() + timedelta(seconds=6))
+    assert outcome.evaluated is False
+    assert "old" in outcome.reason
+    assert not ProtectiveAction.objects.exists()
+
+
+def test_the_account_endpoint_shows_floors_headroom_and_breaches(trader):
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    evaluate()
+    body = trader.get(f"mt5/accounts/{LOGIN}").json()
+    risk = body["risk"]
+    assert Decimal(risk["daily_floor"]) == Decimal("93575")
+    assert Decimal(risk["total_floor"]) == Decimal("90000")
+    assert Decimal(risk["daily_headroom"]) > 0
+    assert risk["breaches"][0]["rule_key"] == "single_trade_loss"
+    history = trader.get(f"mt5/accounts/{LOGIN}/protective-actions").json()["results"]
+    assert history[0]["rule_key"] == "single_trade_loss"
+
+
+def test_another_tenant_cannot_read_protective_actions(trader, bob):
+    assert bob.get(f"mt5/accounts/{LOGIN}/protective-actions").status_code == 403
+
+
+def test_monitors_split_the_accounts_and_take_over_a_dead_ones(tenant_1):
+    for login in range(1000, 1020):
+        register_account(tenant_1, login=login)
+    first, second = Monitor(monitor_id="m-a"), Monitor(monitor_id="m-b")
+    first.heartbeat(0, 0)
+    live = second.heartbeat(0, 0)
+    assert live == ["m-a", "m-b"]
+    mine_a = {a.pk for a in first.my_accounts(live)}
+    mine_b = {a.pk for a in second.my_accounts(live)}
+    assert mine_a and mine_b
+    assert not mine_a & mine_b
+    assert len(mine_a | mine_b) == TradingAccount.objects.count()
+    # m-b dies: its heartbeat goes stale, and m-a watches everything.
+    MonitorHeartbeat.objects.filter(monitor_id="m-b").update(heartbeat_at=timezone.now() - timedelta(minutes=1))
+    live = first.heartbeat(0, 0)
+    assert live == ["m-a"]
+    assert len(first.my_accounts(live)) == TradingAccount.objects.count()
+    assert owner_of(5, ["m-a", "m-b"]) == owner_of(5, ["m-b", "m-a"])
+
+
+def test_the_monitor_loop_evaluates_and_acts(trader):
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    Monitor(monitor_id="loop").run(iterations=2)
+    assert ProtectiveAction.objects.count() == 1
+    assert not MonitorHeartbeat.objects.exists()
