@@ -16,6 +16,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "unfold",
+    "unfold.contrib.filters",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -24,12 +25,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "tenancy",
     "policies",
     "commands",
     "execution",
     "callbacks",
+    "panel",
 ]
 
 MIDDLEWARE = [
@@ -170,7 +173,8 @@ Q_CLUSTER = {
     "retry": 120,
     "poll": env.float("Q_NORMAL_POLL", default=0.05),
     "bulk": 10,
-    "save_limit": 1000,
+    # The command row is the record; successful task results are not stored again (failures are).
+    "save_limit": -1,
     "catch_up": False,
     "ack_failures": True,
     "max_attempts": 1,
@@ -221,3 +225,38 @@ LOGGING = {
         "django_q": {"level": env.str("Q_LOG_LEVEL", default="WARNING"), "propagate": True},
     },
 }
+
+# --- Operational panel ----------------------------------------------------------------------
+# The admin is themed with django-unfold (README "Operational panel"). Every sidebar link is
+# checked against the user's permissions in panel.navigation; rows are scoped to the user's
+# tenants by panel.scoping.
+UNFOLD = {
+    "SITE_TITLE": "MT5 bridge panel",
+    "SITE_HEADER": "MT5 bridge",
+    "SITE_SUBHEADER": "Operational panel",
+    "SITE_SYMBOL": "candlestick_chart",
+    "SHOW_HISTORY": True,
+    "SHOW_VIEW_ON_SITE": False,
+    "ENVIRONMENT": "panel.navigation.environment_badge",
+    "STYLES": ["panel.navigation.panel_stylesheet"],
+    "SIDEBAR": {"show_search": True, "show_all_applications": False, "navigation": "panel.navigation.sidebar"},
+}
+# Swagger UI and ReDoc from the drf-spectacular-sidecar package: no CDN at run time.
+SPECTACULAR_SETTINGS.update(
+    {
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+        "SWAGGER_UI_SETTINGS": {"persistAuthorization": False, "displayOperationId": True, "tryItOutEnabled": False},
+    }
+)
+# gunicorn serves no static files: WhiteNoise serves the panel's, unfold's and the sidecar's
+# straight from the installed apps (no collectstatic step), right after SecurityMiddleware.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
+)
+WHITENOISE_USE_FINDERS = True
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+# --- end of operational panel ---------------------------------------------------------------

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from callbacks.services import callbacks_health
 from commands.lanes import CLUSTER_FOR_LANE, QUEUE_KEY_FOR_LANE, Lane
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
@@ -79,6 +80,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "normal_lane": lane_check(Lane.NORMAL),
     "fast_lane": lane_check(Lane.FAST),
     "mt5": check_mt5,
+    "callbacks": lambda: callbacks_health(),
 }
 CRITICAL = frozenset({"database"})
 

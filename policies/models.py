@@ -87,6 +87,8 @@ class AccountRisk(models.Model):
     trading_block = models.CharField(max_length=32, blank=True)
     snapshot_at = models.DateTimeField(null=True, blank=True, help_text="Time of the MT5 snapshot last evaluated.")
     evaluated_at = models.DateTimeField(null=True, blank=True)
+    # Set when a command on the account finished: the monitor looks again within milliseconds.
+    evaluate_requested_at = models.DateTimeField(null=True, blank=True, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

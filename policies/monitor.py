@@ -26,11 +26,13 @@ from execution.gateway import Gateway
 from execution.gateways import get_gateway
 from execution.runner import sweep_stuck
 from policies.engine import risk_evaluate_account
-from policies.models import MonitorHeartbeat, TradingAccount
+from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
 
 logger = logging.getLogger("bridge.risk")
 
 SWEEP_EVERY = timedelta(seconds=5)
+# Between full cycles, how often the monitor looks for accounts a finished command touched.
+REQUEST_POLL_SECONDS = 0.02
 
 
 def owner_of(account_pk: int, monitors: list[str]) -> str:
@@ -82,6 +84,27 @@ class Monitor:
                 logger.exception("evaluation failed", extra={"account": account.login})
         return len(accounts), breaches
 
+    def requested(self, monitors: list[str]) -> int:
+        """Evaluate at once the accounts whose commands just finished; returns how many."""
+        rows = list(
+            AccountRisk.objects.filter(evaluate_requested_at__isnull=False).values_list(
+                "account_id", "evaluate_requested_at"
+            )[:1000]
+        )
+        mine = [(pk, at) for pk, at in rows if owner_of(pk, monitors) == self.monitor_id]
+        if not mine:
+            return 0
+        gateway = self.gateway_factory()
+        accounts = TradingAccount.objects.select_related("current_policy", "tenant").in_bulk([pk for pk, _ in mine])
+        for pk, at in mine:
+            # Clear only the request we saw: one made during the evaluation stays for the next tick.
+            AccountRisk.objects.filter(account_id=pk, evaluate_requested_at=at).update(evaluate_requested_at=None)
+            try:
+                risk_evaluate_account(account=accounts[pk], gateway=gateway)
+            except Exception:
+                logger.exception("evaluation failed", extra={"account": accounts[pk].login})
+        return len(mine)
+
     def run(self, *, iterations: int | None = None) -> None:
         watched, cycle_ms, count = 0, 0.0, 0
         while not self.stopping and (iterations is None or count < iterations):
@@ -97,5 +120,8 @@ class Monitor:
                     logger.warning("sweeper re-queued commands", extra={"count": requeued})
             cycle_ms = (time.monotonic() - started) * 1000
             count += 1
-            time.sleep(max(0.0, self.interval - cycle_ms / 1000))
+            next_cycle = started + self.interval
+            while not self.stopping and time.monotonic() < next_cycle:
+                if not self.requested(monitors):
+                    time.sleep(min(REQUEST_POLL_SECONDS, max(0.0, next_cycle - time.monotonic())))
         MonitorHeartbeat.objects.filter(monitor_id=self.monitor_id).delete()

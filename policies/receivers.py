@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from django.db import transaction
+from django.utils import timezone
 
 from commands.models import Command, Source
-from policies.models import PolicySnapshot, ProtectiveAction, TradingAccount
-
-logger = logging.getLogger("bridge.risk")
+from policies.models import AccountRisk, PolicySnapshot, ProtectiveAction, TradingAccount
 
 
 def on_policy_applied(sender: Any, account: TradingAccount, snapshot: PolicySnapshot, **kwargs: Any) -> None:
@@ -62,16 +59,5 @@ def on_command_finished(sender: Any, command: Command, **kwargs: Any) -> None:
             source_kind="command",
             source_id=str(command.pk),
         )
-    account_pk = command.account_id
-    transaction.on_commit(lambda: evaluate_after_command(account_pk))
-
-
-def evaluate_after_command(account_pk: int) -> None:
-    from execution.gateways import get_gateway
-    from policies.engine import risk_evaluate_account
-
-    account = TradingAccount.objects.select_related("current_policy", "tenant").get(pk=account_pk)
-    try:
-        risk_evaluate_account(account=account, gateway=get_gateway())
-    except Exception:  # the monitor's next cycle looks again; the command itself is done
-        logger.exception("evaluation after a command failed")
+    # The monitor that owns the account evaluates it again at once (RISK_RULES.md "Evaluation").
+    AccountRisk.objects.filter(account_id=command.account_id).update(evaluate_requested_at=timezone.now())

@@ -253,3 +253,16 @@ def test_the_monitor_loop_evaluates_and_acts(trader):
     Monitor(monitor_id="loop").run(iterations=2)
     assert ProtectiveAction.objects.count() == 1
     assert not MonitorHeartbeat.objects.exists()
+
+
+def test_a_finished_command_asks_for_an_evaluation_and_the_monitor_answers_it(trader):
+    open_buy(trader, 1.0)
+    risk = AccountRisk.objects.get()
+    assert risk.evaluate_requested_at is not None
+    sim_set_price("EURUSD", "1.06000")
+    monitor = Monitor(monitor_id="solo")
+    live = monitor.heartbeat(0, 0)
+    assert monitor.requested(live) == 1
+    assert ProtectiveAction.objects.count() == 1
+    assert AccountRisk.objects.get().evaluate_requested_at is None
+    assert monitor.requested(live) == 0

@@ -26,6 +26,7 @@ def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[st
         "normal": (f"{manage} qcluster", {}),
         "fastlane": (f"{manage} qcluster", {"Q_CLUSTER_NAME": "fastlane"}),
         "risk": (f"{manage} riskmonitor", {}),
+        "callbacks": (f"{manage} delivercallbacks", {}),
     }
     if sim_feed and settings.MT5_BACKEND == "simulator":
         processes["simfeed"] = (f"{manage} mt5sim feed", {})

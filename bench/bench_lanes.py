@@ -1,0 +1,126 @@
+"""Fast-lane latency with an idle and with a backlogged normal lane, and normal-lane throughput.
+
+    python bench/bench_lanes.py [--fast 200] [--backlog 10000] [--normal-workers 2]
+
+Real qcluster processes (both lanes) on PostgreSQL and the simulator. Latency is the command's
+own record: `received_at` (accepted) → `finished_at` (the terminal confirmed), so it includes
+the broker poll, the claim, the MT5 round trip and the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from common import ROOT, fresh_database, percentile, setup_django, summary  # noqa: F401
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fast", type=int, default=200)
+    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--normal-workers", type=int, default=2)
+    args = parser.parse_args()
+
+    url = fresh_database("bridge_bench_lanes")
+    setup_django(url)
+    from django.conf import settings
+    from django.db import close_old_connections
+    from django.utils import timezone
+
+    from commands.models import Command
+    from commands.services import command_create
+    from commands.states import TERMINAL, State
+    from execution.gateways import get_gateway
+    from policies.models import TradingAccount
+    from tests.processes import Proc
+
+    account = TradingAccount.objects.select_related("tenant").get(login=50040367)
+    gateway = get_gateway()
+    ticket = gateway.open_position(account.login, account.server, symbol="EURUSD", side="buy", volume=0.1, tag="bench").position
+    counter = iter(range(10**9))
+
+    def create(fast: bool, command_type: str = "modify_position") -> Command:
+        n = next(counter)
+        sl = f"1.0{700 + n % 50}"
+        return command_create(
+            tenant=account.tenant,
+            account=account,
+            common={
+                "command_id": f"{'f' if fast else 'n'}-{n}",
+                "command_type": command_type,
+                "priority": "critical" if fast else "normal",
+                "fast_lane": fast,
+                "reason": "bench",
+                "expires_at_utc": None,
+            },
+            specific={"ticket": ticket, "stop_loss": sl},
+            envelope={},
+            correlation_id="bench",
+            idempotency_key=f"k-{n}",
+        )
+
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+           "Q_NORMAL_WORKERS": str(args.normal_workers)}
+    procs = [Proc("bench-normal", ["qcluster"], env), Proc("bench-fast", ["qcluster"], {**env, "Q_CLUSTER_NAME": "fastlane"})]
+
+    def fast_latencies(count: int) -> list[float]:
+        latencies = []
+        for _ in range(count):
+            command = create(True)
+            while True:
+                close_old_connections()
+                row = Command.objects.values("state", "received_at", "finished_at").get(pk=command.pk)
+                if row["state"] in TERMINAL:
+                    break
+                time.sleep(0.001)
+            if row["state"] == State.SUCCEEDED:
+                latencies.append((row["finished_at"] - row["received_at"]).total_seconds() * 1000)
+            time.sleep(0.02)  # one protective command at a time, as a breach raises them
+        return latencies
+
+    for proc in procs:
+        proc.start()
+    try:
+        time.sleep(3)
+        fast_latencies(10)  # warm-up
+        idle = fast_latencies(args.fast)
+
+        started = time.monotonic()
+        backlog = [create(False).pk for _ in range(args.backlog)]
+        created_s = time.monotonic() - started
+        loaded_started = timezone.now()
+        loaded = fast_latencies(args.fast)
+        waiting = Command.objects.filter(pk__in=backlog, state=State.QUEUED).count()
+        # Normal-lane throughput: drain what is left of the backlog.
+        drain_started = time.monotonic()
+        done_before = Command.objects.filter(pk__in=backlog).exclude(state=State.QUEUED).count()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            remaining = Command.objects.filter(pk__in=backlog, state__in=[State.QUEUED, State.EXECUTING]).count()
+            if remaining == 0:
+                break
+            time.sleep(0.5)
+        drain_s = time.monotonic() - drain_started
+        done_after = Command.objects.filter(pk__in=backlog).exclude(state__in=[State.QUEUED, State.EXECUTING]).count()
+        succeeded = Command.objects.filter(pk__in=backlog, state=State.SUCCEEDED).count()
+        first = Command.objects.filter(pk__in=backlog).exclude(finished_at=None).order_by("finished_at").values_list("finished_at", flat=True).first()
+        last = Command.objects.filter(pk__in=backlog).exclude(finished_at=None).order_by("-finished_at").values_list("finished_at", flat=True).first()
+    finally:
+        for proc in procs:
+            proc.stop()
+
+    span = (last - first).total_seconds() if first and last else float("nan")
+    print(f"\nFast lane, accepted → terminal confirmed (modify_position on the simulator, PostgreSQL, {os.cpu_count()} cores)")
+    print(f"  idle normal lane:                 {summary(idle)}")
+    print(f"  {args.backlog} normal backlogged:      {summary(loaded)}  ({waiting} normal still queued at the end)")
+    print(f"  loaded/idle p99 ratio:            {percentile(loaded, 99) / percentile(idle, 99):.2f}")
+    print(f"\nNormal lane ({args.normal_workers} workers): {args.backlog} commands created in {created_s:.1f}s; "
+          f"{succeeded} succeeded; throughput {len(backlog) / span:.0f} commands/s over {span:.1f}s "
+          f"(first to last finish; drain of the rest {drain_s:.1f}s, {done_after - done_before} commands)")
+    print(f"  (loaded phase started {loaded_started:%H:%M:%S}Z)")
+
+
+if __name__ == "__main__":
+    main()
