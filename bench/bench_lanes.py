@@ -38,7 +38,9 @@ def main() -> None:
 
     account = TradingAccount.objects.select_related("tenant").get(login=50040367)
     gateway = get_gateway()
-    ticket = gateway.open_position(account.login, account.server, symbol="EURUSD", side="buy", volume=0.1, tag="bench").position
+    ticket = gateway.open_position(
+        account.login, account.server, symbol="EURUSD", side="buy", volume=0.1, tag="bench"
+    ).position
     counter = iter(range(10**9))
 
     def create(fast: bool, command_type: str = "modify_position") -> Command:
@@ -61,9 +63,17 @@ def main() -> None:
             idempotency_key=f"k-{n}",
         )
 
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-           "Q_NORMAL_WORKERS": str(args.normal_workers)}
-    procs = [Proc("bench-normal", ["qcluster"], env), Proc("bench-fast", ["qcluster"], {**env, "Q_CLUSTER_NAME": "fastlane"})]
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "Q_NORMAL_WORKERS": str(args.normal_workers),
+    }
+    procs = [
+        Proc("bench-normal", ["qcluster"], env),
+        Proc("bench-fast", ["qcluster"], {**env, "Q_CLUSTER_NAME": "fastlane"}),
+    ]
 
     def fast_latencies(count: int) -> list[float]:
         latencies = []
@@ -105,20 +115,35 @@ def main() -> None:
         drain_s = time.monotonic() - drain_started
         done_after = Command.objects.filter(pk__in=backlog).exclude(state__in=[State.QUEUED, State.EXECUTING]).count()
         succeeded = Command.objects.filter(pk__in=backlog, state=State.SUCCEEDED).count()
-        first = Command.objects.filter(pk__in=backlog).exclude(finished_at=None).order_by("finished_at").values_list("finished_at", flat=True).first()
-        last = Command.objects.filter(pk__in=backlog).exclude(finished_at=None).order_by("-finished_at").values_list("finished_at", flat=True).first()
+        first = (
+            Command.objects.filter(pk__in=backlog)
+            .exclude(finished_at=None)
+            .order_by("finished_at")
+            .values_list("finished_at", flat=True)
+            .first()
+        )
+        last = (
+            Command.objects.filter(pk__in=backlog)
+            .exclude(finished_at=None)
+            .order_by("-finished_at")
+            .values_list("finished_at", flat=True)
+            .first()
+        )
     finally:
         for proc in procs:
             proc.stop()
 
     span = (last - first).total_seconds() if first and last else float("nan")
-    print(f"\nFast lane, accepted → terminal confirmed (modify_position on the simulator, PostgreSQL, {os.cpu_count()} cores)")
+    cores = os.cpu_count()
+    print(f"\nFast lane, accepted → terminal confirmed (modify_position, simulator, PostgreSQL, {cores} cores)")
     print(f"  idle normal lane:                 {summary(idle)}")
     print(f"  {args.backlog} normal backlogged:      {summary(loaded)}  ({waiting} normal still queued at the end)")
     print(f"  loaded/idle p99 ratio:            {percentile(loaded, 99) / percentile(idle, 99):.2f}")
-    print(f"\nNormal lane ({args.normal_workers} workers): {args.backlog} commands created in {created_s:.1f}s; "
-          f"{succeeded} succeeded; throughput {len(backlog) / span:.0f} commands/s over {span:.1f}s "
-          f"(first to last finish; drain of the rest {drain_s:.1f}s, {done_after - done_before} commands)")
+    print(
+        f"\nNormal lane ({args.normal_workers} workers): {args.backlog} commands created in {created_s:.1f}s; "
+        f"{succeeded} succeeded; throughput {len(backlog) / span:.0f} commands/s over {span:.1f}s "
+        f"(first to last finish; drain of the rest {drain_s:.1f}s, {done_after - done_before} commands)"
+    )
     print(f"  (loaded phase started {loaded_started:%H:%M:%S}Z)")
 
 

@@ -19,7 +19,9 @@ def fresh_database(name: str) -> str:
     url = f"postgres://postgres@127.0.0.1:5432/{name}"
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
     for args in (["migrate", "--noinput", "-v0"], ["seed_demo"]):
-        subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
     return url
 
 
@@ -41,4 +43,5 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def summary(values: list[float]) -> str:
-    return f"p50 {percentile(values, 50):7.1f} ms | p99 {percentile(values, 99):7.1f} ms | mean {statistics.fmean(values):7.1f} ms | n {len(values)}"
+    p50, p99, mean = percentile(values, 50), percentile(values, 99), statistics.fmean(values)
+    return f"p50 {p50:7.1f} ms | p99 {p99:7.1f} ms | mean {mean:7.1f} ms | n {len(values)}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -297,6 +298,18 @@ class Gateway(ABC):
 
     @abstractmethod
     def account_snapshot(self, login: int, server: str) -> AccountSnapshot: ...
+
+    def account_snapshots(
+        self, accounts: Iterable[tuple[int, str]]
+    ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
+        """Many accounts, for the risk monitor; a backend that can read them together overrides this."""
+        out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
+        for login, server in accounts:
+            try:
+                out[(login, server)] = self.account_snapshot(login, server)
+            except GatewayUnavailable as exc:
+                out[(login, server)] = exc
+        return out
 
     @abstractmethod
     def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None: ...

@@ -106,6 +106,8 @@ def account_view(snapshot: AccountSnapshot) -> rules.AccountView:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What an evaluation did (`evaluated` False: it could not look, and `reason` says why)."""
+
     evaluated: bool
     breaches: int = 0
     actions: int = 0
@@ -114,18 +116,53 @@ class Outcome:
 
 def risk_evaluate_account(*, account: TradingAccount, gateway: Gateway, now: datetime | None = None) -> Outcome:
     """One evaluation: read MT5, apply the rule table, persist, and raise protective actions."""
-    snapshot_row = account.current_policy
-    if snapshot_row is None:
+    if account.current_policy is None:
         return Outcome(False, reason="no policy")
     try:
         mt5 = gateway.account_snapshot(account.login, account.server)
     except GatewayUnavailable as exc:
         return Outcome(False, reason=f"mt5 unavailable: {exc.message}")
-    now = now or timezone.now()
+    return risk_evaluate_snapshot(account=account, mt5=mt5, now=now)
+
+
+def _too_old(mt5: AccountSnapshot, now: datetime) -> str:
     age = now - mt5.observed_at
     if age > timedelta(milliseconds=settings.RISK_MAX_SNAPSHOT_AGE_MS):
         # A stale picture of the account must never close anyone's positions.
-        return Outcome(False, reason=f"snapshot {age.total_seconds():.1f}s old")
+        return f"snapshot {age.total_seconds():.1f}s old"
+    return ""
+
+
+def _figures(row: AccountRisk, mt5: AccountSnapshot, evaluation: rules.Evaluation, now: datetime) -> None:
+    row.measured = evaluation.measured
+    row.balance, row.equity = mt5.balance, mt5.equity
+    row.daily_floor = evaluation.daily_floor
+    row.trading_block = evaluation.trading_block or ""
+    row.snapshot_at = mt5.observed_at
+    row.evaluated_at = now
+    row.updated_at = now
+
+
+def _sample(account_pk: int, mt5: AccountSnapshot, evaluation: rules.Evaluation) -> RiskSample:
+    return RiskSample(
+        account_id=account_pk,
+        at=mt5.observed_at,
+        balance=mt5.balance,
+        equity=mt5.equity,
+        daily_floor=evaluation.daily_floor,
+        total_floor=evaluation.total_floor,
+    )
+
+
+def risk_evaluate_snapshot(*, account: TradingAccount, mt5: AccountSnapshot, now: datetime | None = None) -> Outcome:
+    """The rule table on one MT5 snapshot, under the account's row lock; breaches become actions."""
+    now = now or timezone.now()
+    stale = _too_old(mt5, now)
+    if stale:
+        return Outcome(False, reason=stale)
+    snapshot_row = account.current_policy
+    if snapshot_row is None:
+        return Outcome(False, reason="no policy")
     policy = policy_of(snapshot_row)
     with transaction.atomic():
         row = AccountRisk.objects.select_for_update().filter(account=account).first()
@@ -135,15 +172,11 @@ def risk_evaluate_account(*, account: TradingAccount, gateway: Gateway, now: dat
         evaluation = rules.evaluate(account_view(mt5), policy, state)
         if evaluation.state is not state:
             _state_to_row(evaluation.state, row)
-        row.measured = evaluation.measured
-        row.balance, row.equity = mt5.balance, mt5.equity
-        row.daily_floor = evaluation.daily_floor
-        row.trading_block = evaluation.trading_block or ""
-        row.snapshot_at = mt5.observed_at
-        row.evaluated_at = now
-        row.updated_at = now
+        last_evaluated = row.evaluated_at
+        _figures(row, mt5, evaluation, now)
         row.save()
-        _sample(account, mt5, evaluation, now)
+        if last_evaluated is None or now - last_evaluated >= SAMPLE_EVERY or evaluation.breaches:
+            _sample(account.pk, mt5, evaluation).save()
         actions = sum(
             1
             for breach in evaluation.breaches
@@ -152,18 +185,51 @@ def risk_evaluate_account(*, account: TradingAccount, gateway: Gateway, now: dat
     return Outcome(True, breaches=len(evaluation.breaches), actions=actions)
 
 
-def _sample(account: TradingAccount, mt5: AccountSnapshot, evaluation: rules.Evaluation, now: datetime) -> None:
-    last = RiskSample.objects.filter(account=account).values_list("at", flat=True).first()
-    if last is not None and now - last < SAMPLE_EVERY and not evaluation.breaches:
-        return
-    RiskSample.objects.create(
-        account=account,
-        at=mt5.observed_at,
-        balance=mt5.balance,
-        equity=mt5.equity,
-        daily_floor=evaluation.daily_floor,
-        total_floor=evaluation.total_floor,
-    )
+def risk_evaluate_many(*, accounts: list[TradingAccount], gateway: Gateway, now: datetime | None = None) -> Outcome:
+    """One monitor cycle over many accounts: one bulk read, and the database touched only where
+    something changed (state, a breach) or the figures shown to people are due a refresh."""
+    now = now or timezone.now()
+    rows = {row.account_id: row for row in AccountRisk.objects.filter(account__in=accounts)}
+    snapshots = gateway.account_snapshots([(a.login, a.server) for a in accounts])
+    refreshed: list[AccountRisk] = []
+    samples: list[RiskSample] = []
+    evaluated = breaches = actions = 0
+    for account in accounts:
+        mt5 = snapshots.get((account.login, account.server))
+        if not isinstance(mt5, AccountSnapshot) or account.current_policy is None or _too_old(mt5, now):
+            continue
+        policy = policy_of(account.current_policy)
+        row = rows.get(account.pk)
+        if row is not None and row.policy_version == policy.policy_version:
+            state = _state_from_row(row)
+            evaluation = rules.evaluate(account_view(mt5), policy, state)
+            if evaluation.state is state and not evaluation.breaches:
+                evaluated += 1
+                if row.evaluated_at is None or now - row.evaluated_at >= SAMPLE_EVERY:
+                    _figures(row, mt5, evaluation, now)
+                    refreshed.append(row)
+                    samples.append(_sample(account.pk, mt5, evaluation))
+                continue
+        outcome = risk_evaluate_snapshot(account=account, mt5=mt5, now=now)
+        evaluated += outcome.evaluated
+        breaches += outcome.breaches
+        actions += outcome.actions
+    if refreshed:
+        AccountRisk.objects.bulk_update(refreshed, FIGURE_FIELDS)
+        RiskSample.objects.bulk_create(samples)
+    return Outcome(evaluated > 0, breaches=breaches, actions=actions, reason=f"{evaluated} evaluated")
+
+
+FIGURE_FIELDS = [
+    "measured",
+    "balance",
+    "equity",
+    "daily_floor",
+    "trading_block",
+    "snapshot_at",
+    "evaluated_at",
+    "updated_at",
+]
 
 
 def _close_all_commands(action: ProtectiveAction) -> list[tuple[str, dict[str, Any]]]:

@@ -266,3 +266,39 @@ def test_a_finished_command_asks_for_an_evaluation_and_the_monitor_answers_it(tr
     assert ProtectiveAction.objects.count() == 1
     assert AccountRisk.objects.get().evaluate_requested_at is None
     assert monitor.requested(live) == 0
+
+
+def test_the_bulk_read_gives_the_same_snapshots_as_one_by_one(trader, tenant_1):
+    sim_account_create(login=777, balance=5000, server="Other")
+    open_buy(trader, 0.5)
+    keys = [(LOGIN, SERVER), (777, "Other"), (999, "Nowhere")]
+    bulk = get_gateway().account_snapshots(keys)
+    for key in keys[:2]:
+        one = get_gateway().account_snapshot(*key)
+        assert bulk[key].equity == one.equity
+        assert bulk[key].balance == one.balance
+        assert [(p.ticket, p.profit, p.commission) for p in bulk[key].positions] == [
+            (p.ticket, p.profit, p.commission) for p in one.positions
+        ]
+    assert isinstance(bulk[(999, "Nowhere")], Exception)
+
+
+def test_a_monitor_cycle_acts_on_a_breach_and_leaves_quiet_accounts_alone(trader, tenant_1):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from policies.engine import risk_evaluate_many
+
+    for login in range(2000, 2010):
+        sim_account_create(login=login, balance=100000, server=SERVER)
+        register_account(tenant_1, login=login)
+    open_buy(trader, 1.0)
+    accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+    risk_evaluate_many(accounts=accounts, gateway=get_gateway())  # first look: figures written
+    sim_set_price("EURUSD", "1.06000")
+    outcome = risk_evaluate_many(accounts=accounts, gateway=get_gateway())
+    assert outcome.actions == 1
+    with CaptureQueriesContext(connection) as queries:
+        quiet = risk_evaluate_many(accounts=accounts[1:], gateway=get_gateway())
+    assert quiet.evaluated
+    assert len(queries.captured_queries) <= 8  # bulk reads only: nothing changed, figures are fresh

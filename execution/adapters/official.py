@@ -161,7 +161,8 @@ class OfficialGateway(Gateway):
         self._current: tuple[int, str] | None = None
         # Entry commission and entry volume per (login, server, position ticket): they never
         # change once the position is open, so the deal history is read once per position.
-        self._entry_costs: dict[tuple[int, str, int], tuple[Decimal, Decimal]] = {}
+        # Per account, each open position's (entry commission, entry lots): read once from history.
+        self._entry_costs: dict[tuple[int, str], dict[int, tuple[Decimal, Decimal]]] = {}
         # An account's currency digits never change; reconciliation reads skip account_info.
         self._digits: dict[tuple[int, str], int] = {}
 
@@ -352,7 +353,8 @@ class OfficialGateway(Gateway):
     def _commissions(self, login: int, server: str, raw_positions: Iterable[Any], digits: int) -> dict[int, Decimal]:
         """Each open position's entry commission, scaled to its remaining volume."""
         positions = list(raw_positions)
-        missing = [p for p in positions if (login, server, int(p.ticket)) not in self._entry_costs]
+        known = self._entry_costs.get((login, server), {})
+        missing = [p for p in positions if int(p.ticket) not in known]
         if missing:
             since = min(_utc_ms(int(p.time_msc)) for p in missing)
             deals = self._read_list(login, server, "history_deals_get", *_window(since))
@@ -364,13 +366,13 @@ class OfficialGateway(Gateway):
                     fee, lots = found.get(position_id, (Decimal(0), Decimal(0)))
                     found[position_id] = (fee + _dec(deal.commission), lots + _dec(deal.volume))
             for ticket in wanted:
-                self._entry_costs[(login, server, ticket)] = found.get(ticket, (Decimal(0), Decimal(0)))
-        open_keys = {(login, server, int(p.ticket)) for p in positions}
-        for key in [k for k in self._entry_costs if k[:2] == (login, server) and k not in open_keys]:
-            del self._entry_costs[key]
+                known[ticket] = found.get(ticket, (Decimal(0), Decimal(0)))
+        # Keep only the open positions' entries, so closed ones do not pile up.
+        known = {int(p.ticket): known[int(p.ticket)] for p in positions}
+        self._entry_costs[(login, server)] = known
         result = {}
         for p in positions:
-            fee, lots = self._entry_costs[(login, server, int(p.ticket))]
+            fee, lots = known[int(p.ticket)]
             share = fee * _dec(p.volume) / lots if lots else fee
             result[int(p.ticket)] = share.quantize(Decimal(1).scaleb(-digits))
         return result
@@ -386,10 +388,33 @@ class OfficialGateway(Gateway):
                 raise GatewayUnavailable(f"MT5 account_info for {login}@{server} failed: ({code}) {text}")
             raw_positions = self._read_list(login, server, "positions_get")
             raw_orders = self._read_list(login, server, "orders_get")
-            digits = int(info.currency_digits)
-            self._digits[(login, server)] = digits
-            commissions = self._commissions(login, server, raw_positions, digits)
-            observed_at = datetime.now(UTC)
+            return self._snapshot(login, server, info, raw_positions, raw_orders)
+
+    def account_snapshots(
+        self, accounts: Iterable[tuple[int, str]]
+    ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
+        """Many accounts at once: one pass when the module can read them together (the simulator)."""
+        keys = list(accounts)
+        bulk = getattr(self.mt5, "sim_bulk_state", None)
+        if bulk is None:
+            return super().account_snapshots(keys)
+        with self._lock:
+            states = bulk(keys)
+            out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
+            for key in keys:
+                state = states.get(key)
+                if state is None:
+                    out[key] = GatewayUnavailable(f"no account {key[0]}@{key[1]} on the terminal")
+                    continue
+                info, raw_positions, raw_orders = state
+                out[key] = self._snapshot(key[0], key[1], info, raw_positions, raw_orders)
+            return out
+
+    def _snapshot(self, login: int, server: str, info: Any, raw_positions: Any, raw_orders: Any) -> AccountSnapshot:
+        digits = int(info.currency_digits)
+        self._digits[(login, server)] = digits
+        commissions = self._commissions(login, server, raw_positions, digits)
+        observed_at = datetime.now(UTC)
 
         def money(value: float) -> Decimal:
             return _money(value, digits)

@@ -493,6 +493,54 @@ class SimulatedMetaTrader5:
         self._ok()
         return self._account_tuple(account, floating, margin)
 
+    def sim_bulk_state(
+        self, keys: list[tuple[int, str]]
+    ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]]:
+        """Not in the MetaTrader5 API: what account_info, positions_get and orders_get would return
+        for each account, read in three queries — the simulator's stand-in for one terminal per
+        account group, so the risk monitor's cycle over thousands of accounts stays short."""
+        wanted = set(keys)
+        accounts = [
+            a for a in SimAccount.objects.filter(login__in={k[0] for k in keys}) if (a.login, a.server) in wanted
+        ]
+        by_id = {a.pk: a for a in accounts}
+        owners = dict(SimPosition.objects.filter(account_id__in=by_id).values_list("ticket", "account_id"))
+        positions: dict[int, list[_PositionRow]] = {pk: [] for pk in by_id}
+        rows = _position_rows(SimPosition.objects.filter(account_id__in=by_id).order_by("time_msc", "ticket"))
+        for row in rows:
+            if row.ticket in owners:
+                positions[owners[row.ticket]].append(row)
+        orders: dict[int, list[SimOrder]] = {pk: [] for pk in by_id}
+        for order in SimOrder.objects.filter(account_id__in=by_id, is_open=True).select_related("symbol"):
+            orders[order.account_id].append(order)
+        quotes = self._quotes(row.symbol for row in rows)
+        saved = self._currency, self._currency_digits, self._leverage
+        out = {}
+        try:
+            for pk, account in by_id.items():
+                self._currency, self._currency_digits, self._leverage = (
+                    account.currency,
+                    account.currency_digits,
+                    account.leverage,
+                )
+                floating = margin = ZERO
+                tuples = []
+                for position in positions[pk]:
+                    current, value = self._valuate(position, quotes)
+                    floating += value + position.swap
+                    margin += self._margin(position.symbol, position.volume, current, quotes)
+                    tuples.append(self._position_tuple(position, quotes))
+                info = self._account_tuple(account, floating, margin)
+                out[(account.login, account.server)] = (
+                    info,
+                    tuple(tuples),
+                    tuple(self._order_tuple(o) for o in orders[pk]),
+                )
+        finally:
+            self._currency, self._currency_digits, self._leverage = saved
+        self._ok()
+        return out
+
     # --- symbols ----------------------------------------------------------------------------
     def _symbols(self, **filters: Any) -> list[SimSymbol]:
         rows = list(SimSymbol.objects.filter(**filters).order_by("name"))

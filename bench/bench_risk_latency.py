@@ -1,0 +1,130 @@
+"""Detection → terminal-confirmed close with many monitored accounts and a normal-lane backlog.
+
+    python bench/bench_risk_latency.py [--accounts 1000] [--trials 30] [--backlog 2000]
+
+Real processes on PostgreSQL and the simulator: both lanes and the risk monitor. Each trial
+opens 1.0 lot EURUSD on one account and drops the price 300 pips (a single-trade breach of the
+panel's policy); the figures are the protective action's own timestamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import UTC, datetime
+
+from common import fresh_database, percentile, setup_django, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--backlog", type=int, default=2000)
+    args = parser.parse_args()
+
+    url = fresh_database("bridge_bench_risk")
+    setup_django(url)
+    from django.conf import settings
+    from django.db import close_old_connections
+
+    from commands import examples
+    from commands.envelope import PolicyPayloadSerializer, validate_with
+    from commands.services import command_create
+    from execution.gateways import get_gateway
+    from execution.simulator.service import sim_account_create, sim_set_price
+    from policies.models import MonitorHeartbeat, ProtectiveAction, TradingAccount
+    from policies.services import policy_apply
+    from tenancy.models import Tenant
+    from tests.processes import Proc
+
+    tenant = Tenant.objects.get(tenant_id="tenant_1")
+    snapshot = examples.example("policy_snapshot")
+    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    gateway = get_gateway()
+    sim_set_price("EURUSD", "1.08500")
+    sim_set_price("GBPUSD", "1.27000")
+    started = time.monotonic()
+    logins = [60_000_000 + i for i in range(args.accounts)]
+    for login in logins:
+        sim_account_create(login=login, balance=100000, server="Bench-Server")
+        policy_apply(
+            tenant=tenant,
+            actor={**snapshot["actor"], "account_login": login, "server": "Bench-Server"},
+            payload=payload,
+            envelope=snapshot,
+            correlation_id="bench",
+            idempotency_key=f"bench-{login}",
+        )
+        gateway.open_position(login, "Bench-Server", symbol="GBPUSD", side="buy", volume=0.01, tag="bench")
+    print(f"{args.accounts} accounts with a policy and a position in {time.monotonic() - started:.0f}s")
+    demo = TradingAccount.objects.select_related("tenant").get(login=50040367)
+    for n in range(args.backlog):
+        command_create(
+            tenant=demo.tenant,
+            account=demo,
+            common={
+                "command_id": f"n-{n}",
+                "command_type": "sync_account",
+                "priority": "normal",
+                "fast_lane": False,
+                "reason": "",
+                "expires_at_utc": None,
+            },
+            specific={},
+            envelope={},
+            correlation_id="bench",
+            idempotency_key=f"n-{n}",
+        )
+
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "DJANGO_SECRET_KEY": settings.SECRET_KEY}
+    procs = [
+        Proc("bench-normal", ["qcluster"], env),
+        Proc("bench-fast", ["qcluster"], {**env, "Q_CLUSTER_NAME": "fastlane"}),
+        Proc("bench-risk", ["riskmonitor"], env),
+    ]
+    move_to_detect: list[float] = []
+    detect_to_close: list[float] = []
+    cycles: list[float] = []
+    for proc in procs:
+        proc.start()
+    try:
+        time.sleep(5)
+        for trial in range(args.trials):
+            login = logins[trial]
+            sim_set_price("EURUSD", "1.08500")
+            gateway.open_position(login, "Bench-Server", symbol="EURUSD", side="buy", volume=1, tag=f"t{trial}")
+            moved = datetime.now(UTC)
+            sim_set_price("EURUSD", "1.05500")
+            deadline = time.monotonic() + 60
+            action = None
+            while time.monotonic() < deadline:
+                close_old_connections()
+                action = ProtectiveAction.objects.filter(
+                    account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
+                ).first()
+                if action is not None:
+                    break
+                time.sleep(0.005)
+            if action is None or action.execution_status != "success":
+                print(f"trial {trial}: no completed action ({action and action.execution_status})")
+                continue
+            move_to_detect.append((action.detection_timestamp - moved).total_seconds() * 1000)
+            detect_to_close.append((action.execution_timestamp - action.detection_timestamp).total_seconds() * 1000)
+            cycles.extend(MonitorHeartbeat.objects.values_list("last_cycle_ms", flat=True))
+    finally:
+        for proc in procs:
+            proc.stop()
+
+    interval = settings.RISK_POLL_INTERVAL_MS
+    print(f"\nRisk engine with {args.accounts} monitored accounts, {args.backlog} normal commands backlogged")
+    print(f"  detection → terminal-confirmed close: {summary(detect_to_close)}")
+    print(f"  price move → detection:               {summary(move_to_detect)}  (poll interval {interval} ms)")
+    print(
+        f"  monitor cycle over all accounts:       p50 {percentile(cycles, 50):.0f} ms, max {max(cycles or [0]):.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

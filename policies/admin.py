@@ -1,0 +1,627 @@
+"""Accounts with their risk state at a glance, policy history with differences, and every protective action."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin
+from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Cast
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter, RangeDateTimeFilter
+from unfold.decorators import action, display
+
+from panel.admin_base import (
+    STATE_LABELS,
+    BigTableMixin,
+    ReadOnlyMixin,
+    ScopedAdmin,
+    TenantFilter,
+    admin_link,
+    age,
+    changelist_url,
+    pretty_json,
+    table_html,
+)
+from panel.charts import DEFAULT_RANGE, RANGES, risk_series
+from policies.models import AccountRisk, MonitorHeartbeat, PolicySnapshot, ProtectiveAction, RiskSample, TradingAccount
+from policies.risk.rules import RULES
+
+
+def _money(value: Decimal | None) -> str:
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def _search_by_login(queryset: QuerySet[Any], search_term: str, field: str) -> QuerySet[Any] | None:
+    """An account login typed in the search box, matched exactly on the indexed integer column."""
+    term = search_term.strip()
+    return queryset.filter(**{field: int(term)}) if term.isdigit() and len(term) < 19 else None
+
+
+class RiskFilter(admin.SimpleListFilter):
+    """The question an operator asks first: which accounts are in trouble?"""
+
+    title = "risk"
+    parameter_name = "risk"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("breached", "Hard breach"),
+            ("blocked", "Trading blocked"),
+            ("ok", "Within limits"),
+            ("unevaluated", "Not evaluated yet"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> QuerySet[TradingAccount]:
+        match self.value():
+            case "breached":
+                return queryset.filter(risk__hard_breached=True)
+            case "blocked":
+                return queryset.filter(Q(trading_enabled=False) | ~Q(risk__trading_block=""), risk__isnull=False)
+            case "ok":
+                return queryset.filter(risk__hard_breached=False, risk__trading_block="", trading_enabled=True)
+            case "unevaluated":
+                return queryset.filter(risk__isnull=True)
+        return queryset
+
+
+def _risk_of(account: TradingAccount) -> AccountRisk | None:
+    try:
+        return account.risk
+    except AccountRisk.DoesNotExist:
+        return None
+
+
+@admin.register(TradingAccount)
+class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
+    list_display = (
+        "login",
+        "server",
+        "tenant",
+        "risk_status",
+        "trading_enabled",
+        "policy_version",
+        "equity",
+        "daily_headroom",
+        "total_headroom",
+        "evaluated",
+        "chart_link",
+    )
+    list_select_related = ("tenant", "current_policy", "risk")
+    list_filter = (TenantFilter, RiskFilter, "trading_enabled")
+    search_fields = ("server", "trading_account_id")
+    search_help_text = "Login (exact), server or Laravel's trading account id."
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("export_csv",)
+    actions_detail = ("open_risk_chart",)
+    export_fields = ("login", "server", "tenant__tenant_id", "trading_account_id", "trading_enabled", "created_at")
+    readonly_fields = (
+        "login",
+        "server",
+        "tenant",
+        "trading_account_id",
+        "platform",
+        "policy_link",
+        "trading_enabled",
+        "trading_disabled_reason",
+        "risk_summary",
+        "recent_commands",
+        "recent_actions",
+        "last_snapshot_at",
+        "snapshot_json",
+        "created_at",
+    )
+    fieldsets = (
+        ("Account", {"fields": ("login", "server", "tenant", "trading_account_id", "platform", "created_at")}),
+        ("Policy and trading", {"fields": ("policy_link", "trading_enabled", "trading_disabled_reason")}),
+        ("Risk state", {"fields": ("risk_summary",)}),
+        ("Recent activity", {"fields": ("recent_commands", "recent_actions")}),
+        ("Last MT5 snapshot", {"fields": ("last_snapshot_at", "snapshot_json")}),
+    )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_login = _search_by_login(queryset, search_term, "login")
+        if by_login is not None:
+            return by_login, False
+        return super().get_search_results(request, queryset, search_term)
+
+    @display(
+        description="risk",
+        label={"ok": "success", "hard breach": "danger", "blocked": "warning", "not evaluated": "info"},
+    )
+    def risk_status(self, obj: TradingAccount) -> str:
+        risk = _risk_of(obj)
+        if risk is None:
+            return "not evaluated"
+        if risk.hard_breached:
+            return "hard breach"
+        if risk.trading_block or not obj.trading_enabled:
+            return "blocked"
+        return "ok"
+
+    @display(description="policy")
+    def policy_version(self, obj: TradingAccount) -> str:
+        return f"v{obj.current_policy.policy_version}" if obj.current_policy else "—"
+
+    @display(description="equity")
+    def equity(self, obj: TradingAccount) -> str:
+        risk = _risk_of(obj)
+        return _money(risk.equity if risk else None)
+
+    @display(description="daily headroom")
+    def daily_headroom(self, obj: TradingAccount) -> str:
+        risk = _risk_of(obj)
+        if risk is None or risk.measured is None or risk.daily_floor is None:
+            return "—"
+        return _money(risk.measured - risk.daily_floor)
+
+    @display(description="total headroom")
+    def total_headroom(self, obj: TradingAccount) -> str:
+        risk = _risk_of(obj)
+        if risk is None or risk.measured is None:
+            return "—"
+        return _money(risk.measured - risk.total_floor)
+
+    @display(description="evaluated")
+    def evaluated(self, obj: TradingAccount) -> str:
+        risk = _risk_of(obj)
+        return f"{age(risk.evaluated_at)} ago" if risk and risk.evaluated_at else "—"
+
+    @display(description="chart")
+    def chart_link(self, obj: TradingAccount) -> SafeString:
+        url = reverse("admin:policies_tradingaccount_risk", args=[obj.pk])
+        return format_html('<a class="text-primary-600 underline" href="{}">risk chart</a>', url)
+
+    @display(description="current policy")
+    def policy_link(self, obj: TradingAccount) -> SafeString | str:
+        if obj.current_policy is None:
+            return "—"
+        return admin_link(obj.current_policy, f"version {obj.current_policy.policy_version}")
+
+    @display(description="risk state")
+    def risk_summary(self, obj: TradingAccount) -> SafeString | str:
+        risk = _risk_of(obj)
+        if risk is None:
+            return "Not evaluated yet (no policy snapshot, or the risk monitor has not run)."
+        return table_html(
+            ["", "value"],
+            [
+                ["measured", _money(risk.measured)],
+                ["equity / balance", f"{_money(risk.equity)} / {_money(risk.balance)}"],
+                ["daily floor", _money(risk.daily_floor)],
+                ["total floor", _money(risk.total_floor)],
+                ["high-water mark", _money(risk.high_water_mark)],
+                [
+                    "daily reference",
+                    f"{_money(risk.daily_reference)} ({risk.daily_reference_date}, {risk.daily_reference_source})",
+                ],
+                ["violations", risk.violation_count],
+                ["hard breach", "yes" if risk.hard_breached else "no"],
+                ["trading block", risk.trading_block or "none"],
+                ["evaluated at (UTC)", risk.evaluated_at],
+            ],
+        )
+
+    @display(description="commands")
+    def recent_commands(self, obj: TradingAccount) -> SafeString:
+        from commands.models import Command
+
+        rows = [
+            [admin_link(c, c.command_id), c.command_type, c.state, c.lane, c.received_at]
+            for c in Command.objects.filter(account=obj).order_by("-received_at")[:10]
+        ]
+        more = format_html(
+            '<a class="text-primary-600 underline" href="{}">all commands of this account</a>',
+            changelist_url(Command, account=obj.pk),
+        )
+        return format_html("{}{}", table_html(["command", "type", "state", "lane", "received (UTC)"], rows), more)
+
+    @display(description="protective actions")
+    def recent_actions(self, obj: TradingAccount) -> SafeString:
+        rows = [
+            [admin_link(a, a.rule_key), a.scope, a.execution_status, a.detection_timestamp]
+            for a in ProtectiveAction.objects.filter(account=obj).order_by("-created_at")[:10]
+        ]
+        return table_html(["rule", "scope", "status", "detected (UTC)"], rows)
+
+    @display(description="snapshot")
+    def snapshot_json(self, obj: TradingAccount) -> SafeString:
+        return pretty_json(obj.last_snapshot)
+
+    # --- the account page: equity and balance over time with floors and breaches --------------
+
+    def get_urls(self) -> list[URLPattern]:
+        risk_view = self.admin_site.admin_view(self.risk_view)
+        return [path("<path:object_id>/risk/", risk_view, name="policies_tradingaccount_risk"), *super().get_urls()]
+
+    @action(description="Risk chart", icon="show_chart", url_path="risk-chart")
+    def open_risk_chart(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return redirect(reverse("admin:policies_tradingaccount_risk", args=[object_id]))
+
+    def risk_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        account = self.get_object(request, object_id)
+        if account is None or not self.has_view_permission(request, account):
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        range_key = request.GET.get("range", DEFAULT_RANGE)
+        chart = risk_series(account, range_key)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Risk of {account}",
+            "opts": self.opts,
+            "account": account,
+            "risk": _risk_of(account),
+            "chart": chart,
+            "ranges": RANGES.values(),
+            "range_key": chart["range"],
+            "actions": ProtectiveAction.objects.filter(account=account)
+            .select_related("command")
+            .order_by("-created_at")[:20],
+            "change_url": reverse("admin:policies_tradingaccount_change", args=[account.pk]),
+        }
+        return TemplateResponse(request, "panel/account_risk.html", context)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def policy_diff(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[tuple[str, Any, Any, str]]:
+    """(field, before, after, change) for every field that differs; nested keys are dotted."""
+    before, after = _flatten(previous or {}), _flatten(current)
+    rows = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in before:
+            rows.append((key, None, after[key], "added"))
+        elif key not in after:
+            rows.append((key, before[key], None, "removed"))
+        elif before[key] != after[key]:
+            rows.append((key, before[key], after[key], "changed"))
+    return rows
+
+
+@admin.register(PolicySnapshot)
+class PolicySnapshotAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+    list_display = ("account", "policy_version", "is_current", "tenant", "received_at", "idempotency_key")
+    list_select_related = ("account", "account__tenant")
+    list_filter = (TenantFilter, ("received_at", RangeDateTimeFilter))
+    list_filter_submit = True
+    search_fields = ("idempotency_key__exact", "correlation_id__exact")
+    search_help_text = "Account login (exact), idempotency key or correlation id."
+    ordering = ("-received_at",)
+    sortable_by = ("received_at", "policy_version")
+    readonly_fields = (
+        "account",
+        "policy_version",
+        "is_current",
+        "received_at",
+        "correlation_id",
+        "idempotency_key",
+        "fingerprint",
+        "difference",
+        "payload_json",
+        "envelope_json",
+    )
+    fieldsets = (
+        (
+            "Snapshot",
+            {
+                "fields": (
+                    "account",
+                    "policy_version",
+                    "is_current",
+                    "received_at",
+                    "correlation_id",
+                    "idempotency_key",
+                    "fingerprint",
+                )
+            },
+        ),
+        ("Difference from the previous version", {"fields": ("difference",)}),
+        ("Payload (timestamps in UTC)", {"fields": ("payload_json",)}),
+        ("Envelope as received", {"fields": ("envelope_json",)}),
+    )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_login = _search_by_login(queryset, search_term, "account__login")
+        if by_login is not None:
+            return by_login, False
+        return super().get_search_results(request, queryset, search_term)
+
+    @display(description="tenant")
+    def tenant(self, obj: PolicySnapshot) -> str:
+        return str(obj.account.tenant)
+
+    @display(description="current", boolean=True)
+    def is_current(self, obj: PolicySnapshot) -> bool:
+        return obj.account.current_policy_id == obj.pk
+
+    @display(description="difference")
+    def difference(self, obj: PolicySnapshot) -> SafeString | str:
+        previous = (
+            PolicySnapshot.objects.filter(account_id=obj.account_id, policy_version__lt=obj.policy_version)
+            .order_by("-policy_version")
+            .first()
+        )
+        if previous is None:
+            return "The first snapshot of this account: nothing to compare with."
+        rows = policy_diff(previous.payload, obj.payload)
+        if not rows:
+            return format_html("Identical to {}.", admin_link(previous, f"version {previous.policy_version}"))
+        header = format_html("Compared with {}:", admin_link(previous, f"version {previous.policy_version}"))
+        table = table_html(
+            ["field", f"v{previous.policy_version}", f"v{obj.policy_version}", "change"], [list(r) for r in rows]
+        )
+        return format_html("{}{}", header, table)
+
+    @display(description="payload")
+    def payload_json(self, obj: PolicySnapshot) -> SafeString:
+        return pretty_json(obj.payload)
+
+    @display(description="envelope")
+    def envelope_json(self, obj: PolicySnapshot) -> SafeString:
+        return pretty_json(obj.envelope)
+
+
+@admin.register(AccountRisk)
+class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin):
+    list_display = (
+        "account",
+        "policy_version",
+        "measured",
+        "daily_floor",
+        "total_floor",
+        "high_water_mark",
+        "violation_count",
+        "hard_breached",
+        "trading_block",
+        "evaluated",
+    )
+    list_select_related = ("account",)
+    list_filter = (TenantFilter, "hard_breached")
+    show_full_result_count = False
+    ordering = ("account__login",)
+    readonly_fields = tuple(f.name for f in AccountRisk._meta.concrete_fields if f.name != "id")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_login = _search_by_login(queryset, search_term, "account__login")
+        return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
+
+    search_fields = ("account__login",)
+    search_help_text = "Account login (exact)."
+
+    @display(description="evaluated")
+    def evaluated(self, obj: AccountRisk) -> str:
+        return f"{age(obj.evaluated_at)} ago" if obj.evaluated_at else "—"
+
+
+@admin.register(RiskSample)
+class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+    list_display = ("at", "account", "equity", "balance", "daily_floor", "total_floor", "below_a_floor")
+    list_select_related = ("account",)
+    list_filter = (TenantFilter, ("at", RangeDateTimeFilter))
+    list_filter_submit = True
+    search_fields = ("account__login",)
+    search_help_text = "Account login (exact)."
+    ordering = ("-at",)
+    sortable_by = ("at",)
+    readonly_fields = ("account", "at", "equity", "balance", "daily_floor", "total_floor")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_login = _search_by_login(queryset, search_term, "account__login")
+        return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
+
+    @display(description="below a floor", boolean=True)
+    def below_a_floor(self, obj: RiskSample) -> bool:
+        return obj.equity < obj.daily_floor or obj.equity < obj.total_floor
+
+
+class RuleFilter(DropdownFilter):
+    title = "rule"
+    parameter_name = "rule_key"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(rule.key, rule.key) for rule in RULES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ProtectiveAction]) -> QuerySet[ProtectiveAction]:
+        return queryset.filter(rule_key=self.value()) if self.value() else queryset
+
+
+@admin.register(ProtectiveAction)
+class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+    list_display = (
+        "created_at",
+        "account",
+        "rule_key",
+        "action",
+        "scope",
+        "status_label",
+        "measured",
+        "floor_or_limit",
+        "command_column",
+        "report_column",
+    )
+    list_select_related = ("account", "tenant", "command")
+    list_filter = (
+        TenantFilter,
+        RuleFilter,
+        ("execution_status", ChoicesDropdownFilter),
+        ("created_at", RangeDateTimeFilter),
+    )
+    list_filter_submit = True
+    search_fields = ("account__login",)
+    search_help_text = "Account login (exact)."
+    ordering = ("-created_at",)
+    sortable_by = ("created_at",)
+    actions = ("export_csv",)
+    export_fields = (
+        "created_at",
+        "tenant__tenant_id",
+        "account__login",
+        "rule_key",
+        "scope",
+        "policy_version",
+        "action",
+        "execution_status",
+        "measured",
+        "floor_or_limit",
+        "threshold_used",
+        "equity",
+        "balance",
+        "command__command_id",
+    )
+    WHAT = (
+        "rule_key",
+        "action",
+        "scope",
+        "policy_version",
+        "enabled",
+        "hard",
+        "account",
+        "tenant",
+        "ticket",
+        "symbol",
+        "volume",
+    )
+    WHY = (
+        "threshold_used",
+        "floor_or_limit",
+        "measured",
+        "equity",
+        "balance",
+        "floating_pnl",
+        "closed_pnl",
+        "violation_count",
+    )
+    WHEN = ("detection_timestamp", "execution_timestamp", "created_at")
+    OUTCOME = ("execution_status", "mt5_response", "error_message", "positions_table")
+    readonly_fields = (*WHAT, *WHY, *WHEN, *OUTCOME, "command_detail", "report_detail")
+    fieldsets = (
+        ("What happened", {"fields": WHAT}),
+        ("Why: the numbers", {"fields": WHY}),
+        ("When (UTC)", {"fields": WHEN}),
+        ("Outcome", {"fields": OUTCOME}),
+        ("The command that acted", {"fields": ("command_detail",)}),
+        ("The report to Laravel", {"fields": ("report_detail",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProtectiveAction]:
+        from callbacks.models import CallbackDelivery
+
+        # The report's delivery status in the same query as the row (the callback_source index).
+        report = CallbackDelivery.objects.filter(
+            source_kind="protective_action", source_id=Cast(OuterRef("pk"), output_field=CharField())
+        ).order_by("-id")
+        return super().get_queryset(request).annotate(report_status=Subquery(report.values("status")[:1]))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_login = _search_by_login(queryset, search_term, "account__login")
+        return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
+
+    @display(description="status", label=STATE_LABELS)
+    def status_label(self, obj: ProtectiveAction) -> str:
+        return obj.execution_status
+
+    @display(description="command")
+    def command_column(self, obj: ProtectiveAction) -> str:
+        return f"{obj.command.command_id} ({obj.command.state})" if obj.command else "—"
+
+    @display(description="report", label=STATE_LABELS)
+    def report_column(self, obj: ProtectiveAction) -> str:
+        return getattr(obj, "report_status", None) or "—"
+
+    @display(description="positions")
+    def positions_table(self, obj: ProtectiveAction) -> SafeString | str:
+        if not obj.positions:
+            return "—"
+        keys = sorted({key for position in obj.positions if isinstance(position, dict) for key in position})
+        rows = [[position.get(key) for key in keys] for position in obj.positions if isinstance(position, dict)]
+        return table_html(keys, rows)
+
+    @display(description="command")
+    def command_detail(self, obj: ProtectiveAction) -> SafeString | str:
+        command = obj.command
+        if command is None:
+            return "None: recorded only (enforcement flag off) or not raised yet."
+        return format_html(
+            "{} — {} on the {} lane, {} attempt(s), {}",
+            admin_link(command, command.command_id),
+            command.command_type,
+            command.lane,
+            command.attempts,
+            command.state,
+        )
+
+    @display(description="delivery")
+    def report_detail(self, obj: ProtectiveAction) -> SafeString | str:
+        from callbacks.models import CallbackDelivery
+
+        delivery = (
+            CallbackDelivery.objects.filter(source_kind="protective_action", source_id=str(obj.pk))
+            .order_by("-id")
+            .first()
+        )
+        if delivery is None:
+            return "No report queued yet (it is written when the action completes)."
+        return format_html(
+            "{} — {}, {} attempt(s), next try {}, last HTTP status {}",
+            admin_link(delivery, delivery.idempotency_key),
+            delivery.status,
+            delivery.attempts,
+            delivery.next_attempt_at or "—",
+            delivery.last_status_code or "—",
+        )
+
+
+@admin.register(MonitorHeartbeat)
+class MonitorHeartbeatAdmin(ReadOnlyMixin, ScopedAdmin):
+    list_display = (
+        "monitor_id",
+        "hostname",
+        "pid",
+        "alive",
+        "accounts_watched",
+        "last_cycle_ms",
+        "heartbeat_at",
+        "started_at",
+    )
+    ordering = ("-heartbeat_at",)
+    readonly_fields = (
+        "monitor_id",
+        "hostname",
+        "pid",
+        "started_at",
+        "heartbeat_at",
+        "accounts_watched",
+        "last_cycle_ms",
+    )
+
+    @display(description="alive", boolean=True)
+    def alive(self, obj: MonitorHeartbeat) -> bool:
+        # The monitors' own staleness rule (policies.monitor): three poll intervals, at least 2 s.
+        stale_after = max(3 * settings.RISK_POLL_INTERVAL_MS / 1000, 2.0)
+        return timezone.now() - obj.heartbeat_at < timedelta(seconds=stale_after)
