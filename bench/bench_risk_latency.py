@@ -90,7 +90,11 @@ def main() -> None:
     for proc in procs:
         proc.start()
     try:
-        time.sleep(5)
+        # Warm-up: the monitor's first cycles read every account's entry commissions once.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not MonitorHeartbeat.objects.filter(last_cycle_ms__gt=0).exists():
+            time.sleep(0.2)
+        time.sleep(3)
         for trial in range(args.trials):
             login = logins[trial]
             sim_set_price("EURUSD", "1.08500")
