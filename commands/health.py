@@ -11,7 +11,6 @@ from django.db.models import Min
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import OrmQ
-from django_q.status import Stat
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -19,7 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbacks.services import callbacks_health
-from commands.lanes import CLUSTER_FOR_LANE, QUEUE_KEY_FOR_LANE, Lane
+from commands.heartbeat import workers_alive
+from commands.lanes import QUEUE_KEY_FOR_LANE, Lane
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 # A lane whose oldest task has waited this long is not keeping up.
@@ -39,12 +39,6 @@ def check_broker() -> dict[str, Any]:
     return {"status": OK if broker.ping() else DOWN, "broker": broker.info()}
 
 
-def _clusters_alive(lane: str) -> int:
-    broker = get_broker(CLUSTER_FOR_LANE[lane])
-    stats = Stat.get_all(broker=broker) or []
-    return sum(1 for stat in stats if getattr(stat, "cluster_id", None) and stat.status != "Stopped")
-
-
 def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
     def check() -> dict[str, Any]:
         key = QUEUE_KEY_FOR_LANE[lane]
@@ -52,13 +46,13 @@ def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
         depth = queued.count()
         oldest = queued.aggregate(oldest=Min("lock"))["oldest"] if depth else None
         age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-        workers = _clusters_alive(lane)
+        workers = workers_alive(lane)
         status = OK
         if workers == 0 or age > LANE_MAX_AGE_SECONDS[lane]:
             status = DEGRADED
         return {
             "status": status,
-            "clusters_alive": workers,
+            "workers_alive": workers,
             "queue_depth": depth,
             "oldest_task_age_s": round(max(age, 0.0), 3),
         }

@@ -145,3 +145,18 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}:{self.key}"
+
+
+class LaneHeartbeat(models.Model):
+    """A live lane worker: each django-q2 worker process says so every few seconds (health reads it)."""
+
+    lane = models.CharField(max_length=16, db_index=True)
+    host = models.CharField(max_length=128)
+    pid = models.PositiveIntegerField()
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="lane_heartbeat_process_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.lane} worker {self.pid}@{self.host}"

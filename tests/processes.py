@@ -54,7 +54,7 @@ class Proc:
         if self.popen is not None and self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
             try:
-                self.popen.wait(timeout=20)
+                self.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.kill()
 

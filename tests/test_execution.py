@@ -351,7 +351,7 @@ def test_the_manager_backend_fails_commands_clearly_and_health_says_so(trader):
 
 
 def test_a_lost_answer_at_the_deadline_is_reconciled_before_saying_failed(trader, settings):
-    settings.COMMAND_RETRY_BACKOFF_SECONDS = [60.0]  # no time left for a second send
+    settings.COMMAND_RETRY_BACKOFF_SECONDS = [3600.0]  # past the deadline: no second send
     ticket = open_buy(trader, 1.0)
     sim_inject_fault("timeout_after_fill", symbol="EURUSD", count=1)
     command = run(submit(trader, "close_position", ticket=ticket))

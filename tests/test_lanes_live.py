@@ -109,3 +109,14 @@ def test_kill_9_of_the_worker_mid_close_with_timeout_after_fill_then_restart_giv
     assert len(closing_deals()) == 1
     assert command.result["reconciled"] is True
     assert get_gateway().account_snapshot(LOGIN, SERVER).positions == ()
+
+
+def test_health_sees_each_lanes_workers_only_while_they_run(account, client):
+    def workers(lane: str) -> int:
+        close_old_connections()
+        return client.get("/api/v1/health").json()["checks"][lane]["workers_alive"]
+
+    assert workers("fast_lane") == 0
+    with running(lane("fastlane")):
+        assert wait_for(lambda: workers("fast_lane") >= 1, 30)
+        assert workers("normal_lane") == 0

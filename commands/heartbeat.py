@@ -1,0 +1,62 @@
+"""Lane liveness: every django-q2 worker process writes a heartbeat row every few seconds.
+
+django-q2's own cluster stats do not say which cluster (lane) they belong to, and health must
+tell a dead fast lane from a dead normal one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from commands.lanes import Lane
+
+logger = logging.getLogger("bridge.lanes")
+
+HEARTBEAT_SECONDS = 2.0
+ALIVE_WITHIN_SECONDS = 3 * HEARTBEAT_SECONDS
+_LANE_FOR_CLUSTER = {"normal": Lane.NORMAL, "fastlane": Lane.FAST}
+
+
+def beat(lane: str) -> None:
+    from commands.models import LaneHeartbeat
+
+    LaneHeartbeat.objects.update_or_create(
+        host=socket.gethostname(), pid=os.getpid(), defaults={"lane": lane, "seen_at": timezone.now()}
+    )
+
+
+def _loop(lane: str) -> None:
+    stop = threading.Event()
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            close_old_connections()
+            beat(lane)
+        except Exception:  # a missed beat shows as a degraded lane, which is the truth
+            logger.warning("lane heartbeat failed", exc_info=True)
+
+
+def on_worker_spawned(sender: Any, proc_name: str, **kwargs: Any) -> None:
+    """django-q2's post_spawn, in the new worker process: start beating for its lane."""
+    from django_q.conf import Conf
+
+    lane = _LANE_FOR_CLUSTER.get(Conf.CLUSTER_NAME, Conf.CLUSTER_NAME)
+    try:
+        beat(lane)
+    except Exception:  # never stop a worker from starting over a heartbeat
+        logger.warning("lane heartbeat failed", exc_info=True)
+    threading.Thread(target=_loop, args=(lane,), name="lane-heartbeat", daemon=True).start()
+
+
+def workers_alive(lane: str) -> int:
+    from commands.models import LaneHeartbeat
+
+    since = timezone.now() - timedelta(seconds=ALIVE_WITHIN_SECONDS)
+    return LaneHeartbeat.objects.filter(lane=lane, seen_at__gte=since).count()
