@@ -7,8 +7,8 @@
   excluded, so a retry with a fresh send time still replays).
 - Same key, same fingerprint: the stored response, with `Idempotent-Replayed: true`.
 - Same key, different fingerprint: 422 `idempotency_key_reused`.
-- Concurrent requests with one key: the unique (tenant, key) index makes the second wait for
-  the first's transaction, then replay its response — never a second execution.
+- Concurrent requests with one key: the second waits for the first's transaction on a row they
+  both write, then replays its response — never a second execution.
 - Errors are not stored (the transaction that would store them rolls back), so a client can
   fix its request and retry with the same key.
 """
@@ -70,20 +70,55 @@ class Outcome:
     replayed: bool
 
 
-def _replay(record: IdempotencyRecord, fingerprint_: str) -> Outcome:
-    if record.fingerprint != fingerprint_:
+# A stored response never changes once committed, so a process may remember it: a client's
+# retries of a recent request then cost no query at all. Bounded, and emptied when full.
+_remembered: dict[tuple[int, str], tuple[str, int, dict[str, Any]]] = {}
+_REMEMBER_AT_MOST = 20_000
+
+
+def _remember(tenant_pk: int, key: str, fingerprint_: str, status: int, body: dict[str, Any]) -> None:
+    if len(_remembered) >= _REMEMBER_AT_MOST:
+        _remembered.clear()
+    _remembered[(tenant_pk, key)] = (fingerprint_, status, body)
+
+
+def forget_all() -> None:
+    """Drop the in-process memory of stored responses (tests; after a prune)."""
+    _remembered.clear()
+
+
+def _replay(stored_fingerprint: str, status: int, body: dict[str, Any], fingerprint_: str) -> Outcome:
+    if stored_fingerprint != fingerprint_:
         raise BridgeError(
             422,
             "idempotency_key_reused",
             "This idempotency key was already used with a different payload.",
         )
-    return Outcome(status=record.status_code or 200, body=record.response_body or {}, replayed=True)
+    return Outcome(status=status, body=body, replayed=True)
 
 
-def find_replay(*, tenant: Tenant, key: str, fingerprint_: str) -> Outcome | None:
-    """The stored outcome for this key, or None when the key is new (the fast path for retries)."""
-    record = IdempotencyRecord.objects.filter(tenant=tenant, key=key)[:1]
-    return None if not record else _replay(record[0], fingerprint_)
+def _stored(tenant: Tenant, key: str) -> IdempotencyRecord | None:
+    found = IdempotencyRecord.objects.filter(tenant=tenant, key=key)[:1]
+    if not found:
+        return None
+    record = found[0]
+    _remember(tenant.pk, key, record.fingerprint, record.status_code or 200, record.response_body or {})
+    return record
+
+
+def find_replay(*, tenant: Tenant, key: str, fingerprint_: str, query: bool = True) -> Outcome | None:
+    """The stored outcome for this key, or None when it is new (or, with query=False, not in memory)."""
+    remembered = _remembered.get((tenant.pk, key))
+    if remembered is not None:
+        return _replay(remembered[0], remembered[1], remembered[2], fingerprint_)
+    if not query:
+        return None
+    record = _stored(tenant, key)
+    return (
+        None
+        if record is None
+        else _replay(record.fingerprint, record.status_code or 200, record.response_body or {}, fingerprint_)
+    )
 
 
 def run_once(
@@ -99,39 +134,40 @@ def run_once(
 ) -> Outcome:
     """Run `process` at most once per (tenant, key); its effects commit with the stored response.
 
-    Callers look for a stored response first (`find_replay`), before spending on validation.
+    The record is inserted last, with the response, in the same transaction. A concurrent
+    request with the same key either waits on a row it conflicts with (the command id, the
+    account's lock) or on the record's unique index, and then finds the committed record: it
+    replays that response instead of reporting its own conflict.
     """
     now = timezone.now()
     try:
         with transaction.atomic():
-            record = IdempotencyRecord.objects.create(
+            status, body = process()
+            IdempotencyRecord.objects.create(
                 tenant=tenant,
                 key=key,
                 fingerprint=fingerprint_,
                 method=method,
                 path=path,
                 request_type=request_type,
-                status_code=0,
+                status_code=status,
+                response_body=body,
                 correlation_id=correlation_id,
                 created_at=now,
+                completed_at=timezone.now(),
                 expires_at=now + timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS),
             )
-            status, body = process()
-            record.status_code = status
-            record.response_body = body
-            record.completed_at = timezone.now()
-            record.save(update_fields=["status_code", "response_body", "completed_at"])
-    except IntegrityError:
-        # Another request with this key committed first (we waited on its row lock): replay it.
-        # An IntegrityError raised by `process` itself for another reason is re-raised below.
-        record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
+    except (IntegrityError, BridgeError):
+        record = _stored(tenant, key)
         if record is None:
             raise
-        return _replay(record, fingerprint_)
+        return _replay(record.fingerprint, record.status_code or 200, record.response_body or {}, fingerprint_)
+    _remember(tenant.pk, key, fingerprint_, status, body)
     return Outcome(status=status, body=body, replayed=False)
 
 
 def prune_expired(*, now: Any = None) -> int:
     """Delete records past their retention; returns how many."""
     deleted, _ = IdempotencyRecord.objects.filter(expires_at__lt=now or timezone.now()).delete()
+    forget_all()
     return deleted

@@ -153,7 +153,8 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
     context.bind(tenant=tenant.tenant_id, correlation_id=request._request.correlation_id, idempotency_key=key)
 
     fingerprint = idempotency.fingerprint(body)
-    replay = idempotency.find_replay(tenant=tenant, key=key, fingerprint_=fingerprint)
+    # A retry this process has seen costs nothing more; others are caught by run_once's insert.
+    replay = idempotency.find_replay(tenant=tenant, key=key, fingerprint_=fingerprint, query=False)
     if replay is not None:
         return _respond(replay)
 

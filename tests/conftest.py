@@ -12,6 +12,7 @@ from django.test import Client
 
 from commands import examples
 from commands.envelope import PolicyPayloadSerializer, validate_with
+from commands.idempotency import forget_all
 from commands.intake import _accounts, _tenants
 from policies.models import TradingAccount
 from policies.services import policy_apply
@@ -28,6 +29,7 @@ def _fresh_caches() -> Iterator[None]:
     token_cache.clear()
     _tenants.clear()
     _accounts.clear()
+    forget_all()
     yield
     token_cache.clear()
     _tenants.clear()

@@ -546,3 +546,34 @@ def test_the_openapi_document_validates(client, db):
     ]:
         assert path in paths
     assert {"400", "401", "403", "409", "413", "415", "422"} <= set(paths["/api/v1/mt5/commands"]["post"]["responses"])
+
+
+def test_a_replay_served_by_another_process_still_replays_from_the_database(alice, account_1):
+    from commands.idempotency import forget_all
+
+    first = alice.post("mt5/commands", examples.CLOSE_POSITIONS)
+    forget_all()  # as if the retry reached another web worker
+    again = alice.post("mt5/commands", examples.CLOSE_POSITIONS)
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    forget_all()
+    other = copy.deepcopy(examples.CLOSE_POSITIONS)
+    other["payload"]["command_id"] = "cmd-other"
+    problem(alice.post("mt5/commands", other), 422, "idempotency_key_reused")
+    assert list(Command.objects.values_list("command_id", flat=True)) == ["cmd-10001"]
+
+
+def test_a_policy_replay_from_another_process_returns_the_first_answer(alice):
+    from commands.idempotency import forget_all
+
+    body = fresh("policy_snapshot")
+    assert alice.post("mt5/policies", body).json()["status"] == "applied"
+    newer = fresh("policy_snapshot")
+    newer["payload"]["policy_version"] = 13
+    alice.post("mt5/policies", newer)
+    forget_all()
+    again = alice.post("mt5/policies", body)
+    assert again.status_code == 200
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["status"] == "applied"
+    assert PolicySnapshot.objects.count() == 2
