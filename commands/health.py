@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Min
+from django.db.models import Min, Q
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import OrmQ
@@ -61,10 +62,26 @@ def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
 
 
 def check_mt5() -> dict[str, Any]:
+    """The backend's own status, and whether the risk monitor sees every account fresh enough."""
+    from django.conf import settings
+
     from execution.gateways import get_gateway
+    from policies.models import AccountRisk, MonitorHeartbeat
 
     status = get_gateway().status()
-    return {**status, "status": OK if status.get("available") else DEGRADED}
+    now = timezone.now()
+    too_old = now - timedelta(milliseconds=settings.RISK_MAX_SNAPSHOT_AGE_MS)
+    watched = AccountRisk.objects.filter(account__current_policy__isnull=False)
+    stale = watched.filter(Q(snapshot_at__lt=too_old) | Q(snapshot_at__isnull=True)).count()
+    monitors = MonitorHeartbeat.objects.filter(heartbeat_at__gte=now - timedelta(seconds=5)).count()
+    healthy = bool(status.get("available")) and stale == 0
+    return {
+        **status,
+        "status": OK if healthy else DEGRADED,
+        "risk_monitors_alive": monitors,
+        # Snapshots older than RISK_MAX_SNAPSHOT_AGE_MS never declare a breach: say so here.
+        "accounts_with_stale_snapshot": stale,
+    }
 
 
 # Each check answers {"status": ok|degraded|down, ...}; database down means the bridge is down.

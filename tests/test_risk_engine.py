@@ -302,3 +302,14 @@ def test_a_monitor_cycle_acts_on_a_breach_and_leaves_quiet_accounts_alone(trader
         quiet = risk_evaluate_many(accounts=accounts[1:], gateway=get_gateway())
     assert quiet.evaluated
     assert len(queries.captured_queries) <= 8  # bulk reads only: nothing changed, figures are fresh
+
+
+def test_health_is_degraded_while_an_accounts_snapshot_is_stale_and_ok_once_fresh(trader, client):
+    evaluate()
+    mt5 = client.get("/api/v1/health").json()["checks"]["mt5"]
+    assert mt5["accounts_with_stale_snapshot"] == 0
+    assert mt5["status"] == "ok"
+    AccountRisk.objects.update(snapshot_at=timezone.now() - timedelta(seconds=30))
+    mt5 = client.get("/api/v1/health").json()["checks"]["mt5"]
+    assert mt5["accounts_with_stale_snapshot"] == 1
+    assert mt5["status"] == "degraded"
