@@ -43,9 +43,10 @@ def on_command_finished(sender: Any, command: Command, **kwargs: Any) -> None:
     from callbacks.services import callback_enqueue
     from policies.engine import protective_action_complete
 
-    action = ProtectiveAction.objects.filter(command=command).select_related("tenant", "account").first()
-    if action is not None:
-        protective_action_complete(action=action, command=command)
+    if command.source == Source.BRIDGE:
+        action = ProtectiveAction.objects.filter(command=command).select_related("tenant", "account").first()
+        if action is not None:
+            protective_action_complete(action=action, command=command)
     if command.source == Source.API:
         callback_enqueue(
             tenant=command.tenant,
