@@ -6,6 +6,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicPr
 from rest_framework import serializers
 
 from commands import envelope as env
+from commands import examples
 from commands.serializers import ProblemSerializer
 
 
@@ -80,35 +81,5 @@ POST_PROBLEMS = problems(400, 401, 403, 409, 413, 415, 422, 429)
 GET_PROBLEMS = problems(400, 401, 403, 404, 429)
 
 PANEL_CLOSE_POSITIONS = OpenApiExample(
-    "close_positions (the panel's example)",
-    request_only=True,
-    value={
-        "meta": {
-            "protocol_version": "1.0",
-            "request_id": "1a2b3c4d-1111-2222-3333-444444444444",
-            "correlation_id": "9f8e7d6c-aaaa-bbbb-cccc-123456789000",
-            "idempotency_key": "f1f2f3f4-5555-6666-7777-888888888888",
-            "tenant_id": "tenant_1",
-            "environment": "prod",
-            "source": "laravel",
-            "sent_at_utc": "2026-05-29T12:00:00Z",
-        },
-        "actor": {
-            "trading_account_id": "1001",
-            "account_login": 50040367,
-            "server": "Broker-Server",
-            "platform": "MT5",
-        },
-        "context": {"session_id": "risk-control", "terminal_id": "optional", "correlation_group": "risk-control"},
-        "request": {"type": "command", "version": "1"},
-        "payload": {
-            "command_id": "cmd-10001",
-            "command_type": "close_positions",
-            "priority": "critical",
-            "fast_lane": True,
-            "reason": "daily_drawdown_breach",
-            "target": {"mode": "all_positions"},
-            "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
-        },
-    },
+    "close_positions (the panel's example)", request_only=True, value=examples.CLOSE_POSITIONS
 )

@@ -34,6 +34,7 @@ from callbacks.delivery import (
 )
 from callbacks.models import CallbackAttempt, CallbackDelivery, DeliveryStatus
 from callbacks.services import callback_enqueue, callback_resend, callbacks_health
+from commands import examples
 from policies.models import TradingAccount
 from tenancy.models import Tenant
 from tests.conftest import register_account
@@ -42,25 +43,7 @@ TOKEN = "laravel-internal-token-for-tests"
 SECRET = "whsec_" + base64.b64encode(b"a-32-byte-secret-for-the-tests!!").decode()
 
 # The panel's "Protective action callback payload" example.
-PANEL_PAYLOAD: dict[str, Any] = {
-    "rule_key": "single_trade_loss",
-    "policy_version": 12,
-    "position_id": "555111",
-    "ticket": 555111,
-    "symbol": "EURUSD",
-    "volume": 1.0,
-    "floating_pnl": -2500,
-    "closed_pnl": 0,
-    "equity": 97500,
-    "balance": 100000,
-    "threshold_used": 2,
-    "detection_timestamp": "2026-05-29T12:01:00Z",
-    "execution_timestamp": "2026-05-29T12:01:01Z",
-    "execution_status": "success",
-    "mt5_response": "position closed successfully",
-    "error_message": None,
-    "violation_count": 1,
-}
+PANEL_PAYLOAD: dict[str, Any] = {**examples.PROTECTIVE_ACTION_REPORT["payload"], "violation_count": 1}
 
 Reply = tuple[int, dict[str, str]]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from commands import examples
 from policies.risk.rules import (
     RULES,
     AccountView,
@@ -29,25 +30,7 @@ from policies.risk.rules import (
     trading_day,
 )
 
-PANEL_PAYLOAD: dict[str, Any] = {
-    "account_status": "active",
-    "policy_version": 12,
-    "initial_balance_snapshot": 100000,
-    "daily_starting_balance": 98500,
-    "daily_starting_balance_date": "2026-05-29",
-    "max_daily_dd_pct": 5,
-    "max_total_dd_pct": 10,
-    "drawdown_type": "equity",
-    "lock_trailing_drawdown": True,
-    "max_single_trade_loss_pct": 2,
-    "max_single_trade_loss_violations_allowed": 1,
-    "current_single_trade_exceed_count": 0,
-    "enforcement_flags": {
-        "close_position_on_single_trade_breach": True,
-        "close_all_on_daily_dd": True,
-        "disable_trading_on_breach": False,
-    },
-}
+PANEL_PAYLOAD: dict[str, Any] = copy.deepcopy(examples.POLICY_SNAPSHOT["payload"])
 FLAGS = (
     "close_position_on_single_trade_breach",
     "close_all_on_daily_dd",
