@@ -15,15 +15,17 @@ from bridgeproject.errors import BridgeError
 from commands import schema_docs as docs
 from commands.api import TENANT_PARAM
 from commands.intake import read_tenant
-from execution.gateway import GatewayUnavailable
+from execution.gateway import AccountSnapshot, GatewayUnavailable
 from execution.gateways import get_gateway
-from execution.snapshots import snapshot_refresh
+from execution.snapshots import snapshot_remember
 from policies.models import TradingAccount
 from policies.selectors import risk_summary
 from policies.services import account_get_for_tenant
 
 
-def account_body(account: TradingAccount, snapshot: dict[str, Any] | None) -> dict[str, Any]:
+def account_body(
+    account: TradingAccount, snapshot: dict[str, Any] | None, live: AccountSnapshot | None
+) -> dict[str, Any]:
     policy = account.current_policy
     body: dict[str, Any] = {
         "account_login": account.login,
@@ -34,7 +36,7 @@ def account_body(account: TradingAccount, snapshot: dict[str, Any] | None) -> di
         "trading_enabled": account.trading_enabled,
         "trading_disabled_reason": account.trading_disabled_reason,
         "snapshot": snapshot,
-        "risk": risk_summary(account),
+        "risk": risk_summary(account, live),
     }
     return body
 
@@ -55,7 +57,7 @@ class AccountView(APIView):
     def get(self, request: Request, account_login: int) -> Response:
         account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
         try:
-            snapshot = snapshot_refresh(account=account, gateway=get_gateway())
+            live = get_gateway().account_snapshot(account.login, account.server)
         except GatewayUnavailable as exc:
             age = (timezone.now() - account.last_snapshot_at).total_seconds() if account.last_snapshot_at else None
             raise BridgeError(
@@ -67,4 +69,5 @@ class AccountView(APIView):
                     "last_known_snapshot_age_s": None if age is None else round(age, 3),
                 },
             ) from exc
-        return Response(account_body(account, snapshot))
+        snapshot = snapshot_remember(account=account, snapshot=live)
+        return Response(account_body(account, snapshot, live))

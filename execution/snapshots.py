@@ -74,7 +74,12 @@ def snapshot_json(snapshot: AccountSnapshot) -> dict[str, Any]:
 
 def snapshot_refresh(*, account: TradingAccount, gateway: Gateway) -> dict[str, Any]:
     """Read the account live and remember it; raises GatewayUnavailable when the terminal is gone."""
-    data = snapshot_json(gateway.account_snapshot(account.login, account.server))
+    return snapshot_remember(account=account, snapshot=gateway.account_snapshot(account.login, account.server))
+
+
+def snapshot_remember(*, account: TradingAccount, snapshot: AccountSnapshot) -> dict[str, Any]:
+    """Keep the last snapshot seen, to serve (with its age) while the terminal is unreachable."""
+    data = snapshot_json(snapshot)
     now = timezone.now()
     TradingAccount.objects.filter(pk=account.pk).update(last_snapshot=data, last_snapshot_at=now)
     account.last_snapshot, account.last_snapshot_at = data, now

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
@@ -251,8 +252,10 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
         return redirect(reverse("admin:policies_tradingaccount_risk", args=[object_id]))
 
     def risk_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         account = self.get_object(request, object_id)
-        if account is None or not self.has_view_permission(request, account):
+        if account is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         range_key = request.GET.get("range", DEFAULT_RANGE)
         chart = risk_series(account, range_key)

@@ -42,7 +42,7 @@ def policy_of(snapshot: PolicySnapshot) -> rules.Policy:
     return policy
 
 
-def _state_from_row(row: AccountRisk) -> rules.RiskState:
+def state_from_row(row: AccountRisk) -> rules.RiskState:
     return rules.RiskState(
         policy_version=row.policy_version,
         initial_balance=row.initial_balance,
@@ -76,7 +76,7 @@ def risk_state_apply_policy(*, account: TradingAccount, snapshot: PolicySnapshot
     """Bring the durable state to a new policy version at once (called in the snapshot's transaction)."""
     policy = policy_of(snapshot)
     row = AccountRisk.objects.select_for_update().filter(account=account).first()
-    old = _state_from_row(row) if row is not None else None
+    old = state_from_row(row) if row is not None else None
     try:
         state = rules.RiskState.apply_policy(old, policy)
     except rules.StalePolicyError:
@@ -168,7 +168,7 @@ def risk_evaluate_snapshot(*, account: TradingAccount, mt5: AccountSnapshot, now
         row = AccountRisk.objects.select_for_update().filter(account=account).first()
         if row is None or row.policy_version != policy.policy_version:
             row = risk_state_apply_policy(account=account, snapshot=snapshot_row)
-        state = _state_from_row(row)
+        state = state_from_row(row)
         evaluation = rules.evaluate(account_view(mt5), policy, state)
         if evaluation.state is not state:
             _state_to_row(evaluation.state, row)
@@ -201,7 +201,7 @@ def risk_evaluate_many(*, accounts: list[TradingAccount], gateway: Gateway, now:
         policy = policy_of(account.current_policy)
         row = rows.get(account.pk)
         if row is not None and row.policy_version == policy.policy_version:
-            state = _state_from_row(row)
+            state = state_from_row(row)
             evaluation = rules.evaluate(account_view(mt5), policy, state)
             if evaluation.state is state and not evaluation.breaches:
                 evaluated += 1
@@ -405,7 +405,7 @@ def open_position_guard(account: TradingAccount) -> tuple[str, str] | None:
     row = AccountRisk.objects.filter(account=account).first()
     if snapshot is None or row is None or row.policy_version != snapshot.policy_version:
         return None
-    block = rules.open_position_block(policy_of(snapshot), _state_from_row(row), timezone.now())
+    block = rules.open_position_block(policy_of(snapshot), state_from_row(row), timezone.now())
     if block == "trading_disabled":
         return "trading_disabled", "Trading is disabled after a risk breach."
     return None

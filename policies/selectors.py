@@ -7,14 +7,29 @@ from typing import Any
 from django.db.models import QuerySet
 
 from bridgeproject.jsonutil import jsonable
+from execution.gateway import AccountSnapshot
+from policies.engine import account_view, policy_of, state_from_row
 from policies.models import AccountRisk, ProtectiveAction, TradingAccount
+from policies.risk import rules
 
 
-def risk_summary(account: TradingAccount) -> dict[str, Any] | None:
-    """Both floors, headroom to each, trading enabled, and the breaches (RISK_RULES.md)."""
+def risk_summary(account: TradingAccount, live: AccountSnapshot | None = None) -> dict[str, Any] | None:
+    """Both floors, headroom to each, trading enabled, and the breaches (RISK_RULES.md).
+
+    With a live snapshot the figures are the rule table's answer to it now (a pure evaluation:
+    nothing is stored or acted on here); otherwise the monitor's last ones.
+    """
     risk = AccountRisk.objects.filter(account=account).first()
     if risk is None:
         return None
+    if live is not None and account.current_policy is not None:
+        policy = policy_of(account.current_policy)
+        if policy.policy_version == risk.policy_version:
+            evaluation = rules.evaluate(account_view(live), policy, state_from_row(risk))
+            risk.measured, risk.daily_floor = evaluation.measured, evaluation.daily_floor
+            risk.total_floor, risk.trading_block = evaluation.total_floor, evaluation.trading_block or ""
+            risk.high_water_mark = evaluation.state.high_water_mark
+            risk.snapshot_at = live.observed_at
     measured = risk.measured
     breaches = list(
         ProtectiveAction.objects.filter(account=account, policy_version=risk.policy_version).values(

@@ -313,3 +313,25 @@ def test_health_is_degraded_while_an_accounts_snapshot_is_stale_and_ok_once_fres
     mt5 = client.get("/api/v1/health").json()["checks"]["mt5"]
     assert mt5["accounts_with_stale_snapshot"] == 1
     assert mt5["status"] == "degraded"
+
+
+def test_a_new_day_without_a_snapshot_uses_the_observed_balance_until_laravels_arrives(alice, account_1):
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
+    yesterday = (timezone.now() - timedelta(days=1)).date().isoformat()
+    send_policy(alice, policy_version=13, daily_starting_balance_date=yesterday)
+    evaluate()
+    risk = AccountRisk.objects.get()
+    assert risk.daily_reference_source == "bridge"
+    assert risk.daily_reference == Decimal("100000")  # the balance observed at the new day
+    assert risk.daily_reference_date == timezone.now().date()
+    send_policy(
+        alice,
+        policy_version=14,
+        daily_starting_balance=99000,
+        daily_starting_balance_date=timezone.now().date().isoformat(),
+    )
+    risk = AccountRisk.objects.get()
+    assert risk.daily_reference_source == "laravel"
+    assert risk.daily_reference == Decimal("99000")
+    body = alice.get(f"mt5/accounts/{LOGIN}").json()
+    assert Decimal(body["risk"]["daily_floor"]) == Decimal("94050")  # 99,000 − 5 % × 99,000
