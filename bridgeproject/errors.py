@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django import db
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -121,6 +122,16 @@ def _from_drf(exc: drf.APIException) -> BridgeError:
 def to_bridge_error(exc: Exception) -> BridgeError | None:
     if isinstance(exc, BridgeError):
         return exc
+    if isinstance(exc, db.OperationalError | db.InterfaceError):
+        # The database is restarting or unreachable: nothing was done, and a retry with the same
+        # idempotency key is safe. A 503 says so; a 500 said "our bug" (drills/faults.py pg_restart).
+        logger.warning("database unavailable", exc_info=exc)
+        return BridgeError(
+            503,
+            "database_unavailable",
+            "The bridge's database is unavailable for a moment; retry with the same idempotency key.",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, drf.APIException):
         return _from_drf(exc)
     if isinstance(exc, Http404):
@@ -154,3 +165,18 @@ def handler500(request: HttpRequest) -> HttpResponse:
     return problem_response(
         BridgeError(500, "internal_error", "The bridge failed to process the request; it is logged.")
     )
+
+
+def document_problem_content_type(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: problem responses are documented with the media type they
+    are sent with (`application/problem+json`), not the renderer's `application/json`."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                content = response.get("content") if isinstance(response, dict) else None
+                media = content.get("application/json") if isinstance(content, dict) else None
+                if media and media.get("schema", {}).get("$ref", "").endswith("/Problem"):
+                    content[PROBLEM_CONTENT_TYPE] = content.pop("application/json")
+    return result

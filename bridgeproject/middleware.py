@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 
@@ -13,12 +14,16 @@ from bridgeproject.errors import BridgeError, problem_response
 
 CORRELATION_HEADER = "X-Correlation-ID"
 _MAX_CORRELATION_LENGTH = 128
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def is_clean_correlation_id(raw: object) -> bool:
+    """Fit to travel in a header: 1–128 printable ASCII characters."""
+    return isinstance(raw, str) and 0 < len(raw) <= _MAX_CORRELATION_LENGTH and raw.isprintable() and raw.isascii()
 
 
 def _clean_correlation_id(raw: str | None) -> str:
-    if raw and len(raw) <= _MAX_CORRELATION_LENGTH and raw.isprintable() and raw.isascii():
-        return raw
-    return str(uuid.uuid4())
+    return raw if is_clean_correlation_id(raw) else str(uuid.uuid4())
 
 
 class CorrelationIdMiddleware:
@@ -30,11 +35,17 @@ class CorrelationIdMiddleware:
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         with context.scope(correlation_id=correlation_id):
             response = self._guarded(request)
-        # The view may adopt meta.correlation_id when the header was absent.
-        response[CORRELATION_HEADER] = request.correlation_id  # type: ignore[attr-defined]
+        # The view may adopt meta.correlation_id when the header was absent; one that cannot be a
+        # header value (control characters, non-ASCII) is not echoed: that was a 500.
+        adopted = request.correlation_id  # type: ignore[attr-defined]
+        response[CORRELATION_HEADER] = adopted if is_clean_correlation_id(adopted) else correlation_id
         return response
 
     def _guarded(self, request: HttpRequest) -> HttpResponse:
+        if _CONTROL.search(request.path_info):
+            # No resource has a control character in its name, and a NUL reaching a database
+            # query was a 500 (GET /api/v1/mt5/commands/%00).
+            return problem_response(BridgeError(404, "not_found", "No resource has a control character in its path."))
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -1,14 +1,21 @@
-"""A JSON parser that refuses what JSON does not allow (NaN, Infinity) and absurd nesting."""
+"""A JSON parser that refuses what JSON does not allow (NaN, Infinity), absurd nesting, and strings
+no database column can hold: an unpaired UTF-16 surrogate escape ("\\ud800") or a NUL ("\\u0000")."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
 MAX_DEPTH = 32
+# A \uD800–\uDFFF escape: json.loads joins a valid pair into one character and leaves a lone one
+# in the string, where it fails every UTF-8 encode later; PostgreSQL text and jsonb refuse NUL. Both
+# were 500s (the whole envelope, unknown keys included, is stored). Only escapes can produce them.
+_SUSPECT_ESCAPE = re.compile(rb"\\[uU](?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
 def _refuse_constant(name: str) -> None:
@@ -34,6 +41,21 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _has_unstorable_text(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def loads_strict(raw: bytes) -> Any:
     """Parse a request body; raise ParseError with a clear message when it is not strict JSON."""
     try:
@@ -42,6 +64,8 @@ def loads_strict(raw: bytes) -> Any:
         raise ParseError(f"The body is not valid JSON: {exc}") from exc
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise ParseError(f"The body nests deeper than {MAX_DEPTH} levels.")
+    if _SUSPECT_ESCAPE.search(raw) and _has_unstorable_text(data):
+        raise ParseError("The body has a string with a NUL character or an unpaired UTF-16 surrogate escape.")
     return data
 
 

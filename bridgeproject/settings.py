@@ -235,12 +235,16 @@ UNFOLD = {
     "SITE_HEADER": "MT5 bridge",
     "SITE_SUBHEADER": "Operational panel",
     "SITE_SYMBOL": "candlestick_chart",
+    "SITE_FAVICONS": [{"rel": "icon", "type": "image/svg+xml", "href": "panel.navigation.favicon"}],
     "SHOW_HISTORY": True,
     "SHOW_VIEW_ON_SITE": False,
     "ENVIRONMENT": "panel.navigation.environment_badge",
+    "DASHBOARD_CALLBACK": "panel.dashboard.dashboard_callback",
     "STYLES": ["panel.navigation.panel_stylesheet"],
     "SIDEBAR": {"show_search": True, "show_all_applications": False, "navigation": "panel.navigation.sidebar"},
 }
+# Times in the admin read as 2026-05-29 12:00:00 UTC, not "May 29, 2026, noon".
+FORMAT_MODULE_PATH = ["panel.formats"]
 # Swagger UI and ReDoc from the drf-spectacular-sidecar package: no CDN at run time.
 SPECTACULAR_SETTINGS.update(
     {
@@ -253,10 +257,23 @@ SPECTACULAR_SETTINGS.update(
 # gunicorn serves no static files: WhiteNoise serves the panel's, unfold's and the sidecar's
 # straight from the installed apps (no collectstatic step), right after SecurityMiddleware.
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "panel.middleware.StaticFilesMiddleware"
 )
 WHITENOISE_USE_FINDERS = True
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 # --- end of operational panel ---------------------------------------------------------------
+# --- Abuse limits ---------------------------------------------------------------------------
+# Failed authentications per client (bridgeproject/ratelimit.py): past the limit within one
+# window the client gets 429 with Retry-After until the window ends. 0 disables the limit.
+AUTH_FAILURES_PER_MINUTE = env.int("AUTH_FAILURES_PER_MINUTE", default=30)
+AUTH_FAILURE_WINDOW_SECONDS = env.int("AUTH_FAILURE_WINDOW_SECONDS", default=60)
+# How many reverse proxies of ours stand in front of the bridge. 0: X-Forwarded-For is never
+# believed and the client is the peer address; N: the client is the Nth address from the right.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# The failure counters live in Redis when REDIS_URL is set (exact), else in the "default" cache.
+RATE_LIMIT_REDIS_URL = env.str("REDIS_URL", default="")
+# Problem responses are documented as application/problem+json, as they are sent.
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "bridgeproject.errors.document_problem_content_type",
+]
+# --- end of abuse limits --------------------------------------------------------------------

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
+from bridgeproject.ratelimit import auth_failures, client_of
 from tenancy.models import ApiToken, hash_token
 
 _LAST_USED_EVERY_SECONDS = 60.0
@@ -97,17 +98,32 @@ def authenticate_token(raw: str) -> Principal | None:
 
 class BearerTokenAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Principal, str] | None:
+        # A client blocked for repeated failures is refused from memory, before any lookup, so
+        # its guesses cost nothing and tell it nothing (bridgeproject/ratelimit.py).
+        client = client_of(request._request)
+        wait = auth_failures.blocked_for(client)
+        if wait:
+            raise Throttled(wait=wait, detail="Too many failed authentications from this client.")
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             raise AuthenticationFailed("Send Authorization: Bearer <token>.")
         scheme, _, raw = header.partition(" ")
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw or len(raw) > 512:
+            self._failed(client)
             raise AuthenticationFailed("The Authorization header must be 'Bearer <token>'.")
         principal = authenticate_token(raw)
         if principal is None:
+            self._failed(client)
             raise AuthenticationFailed("The token is unknown or revoked.")
         return principal, raw
+
+    @staticmethod
+    def _failed(client: str) -> None:
+        """Count a failed attempt; past the per-client limit the answer is 429, not 401."""
+        verdict = auth_failures.record_failure(client)
+        if verdict.blocked:
+            raise Throttled(wait=verdict.retry_after, detail="Too many failed authentications from this client.")
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="mt5-bridge"'

@@ -1,0 +1,16 @@
+"""The panel's pages, mounted under /admin/panel/ and guarded by the admin site's login and staff check."""
+
+from django.contrib import admin
+from django.urls import path
+
+from panel import views
+
+app_name = "panel"
+
+urlpatterns = [
+    path("builder/", admin.site.admin_view(views.builder), name="builder"),
+    path("builder/preview/", admin.site.admin_view(views.builder_preview), name="builder-preview"),
+    path("builder/send/", admin.site.admin_view(views.builder_send), name="builder-send"),
+    path("environment/", admin.site.admin_view(views.environment), name="environment"),
+    path("catalogue/", admin.site.admin_view(views.catalogue), name="catalogue"),
+]

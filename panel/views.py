@@ -1,0 +1,230 @@
+"""The panel's own pages: payload builder (preview and send), environment, command catalogue.
+
+Each view is wrapped in the admin site's login and staff check (panel.urls) and checks one
+permission itself; every tenant a request names is checked against the user's scope.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from commands.models import Command
+from panel import fieldspec
+from panel.catalogue import catalogue_entries
+from panel.environment import environment_report
+from panel.payloads import (
+    PATHS,
+    REQUEST_TYPES,
+    REQUIRED_HEADERS,
+    SAMPLE_ACCOUNT,
+    SAMPLE_COMMAND_FIELDS,
+    SAMPLE_POLICY_FIELDS,
+    build_request,
+)
+from panel.scoping import scope_queryset, visible_tenants
+from panel.services import PanelError, panel_send
+from policies.models import TradingAccount
+from tenancy.models import Tenant
+
+# The headers a send may carry besides Authorization (which the panel's own principal replaces).
+SENDABLE_HEADERS = ("X-Idempotency-Key", "X-Correlation-ID", "X-Protocol-Version")
+_ACCOUNT_PATH = re.compile(r"^/api/v1/mt5/accounts/\d{1,19}$")
+BUILDER_ACCOUNT_LIMIT = 1000
+
+
+def requires(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.has_perm(permission):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        wrapped.__name__ = view.__name__
+        wrapped.__doc__ = view.__doc__
+        return wrapped
+
+    return decorate
+
+
+def _page(request: HttpRequest, template: str, title: str, **context: Any) -> TemplateResponse:
+    return TemplateResponse(request, template, {**admin.site.each_context(request), "title": title, **context})
+
+
+def _tenant(request: HttpRequest, tenant_id: Any) -> Tenant:
+    """The named tenant, if the user may see it; 403 otherwise (an unknown one looks the same)."""
+    tenant = visible_tenants(request.user).filter(tenant_id=str(tenant_id or "")).first()
+    if tenant is None:
+        raise PermissionDenied("You may not act for this tenant.")
+    return tenant
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise PermissionDenied("Send a JSON object.")
+    return data
+
+
+# --- Payload builder ------------------------------------------------------------------------------
+
+
+@require_GET
+@requires("panel.use_builder")
+def builder(request: HttpRequest) -> TemplateResponse:
+    tenants = list(visible_tenants(request.user).values_list("tenant_id", flat=True))
+    accounts = list(
+        scope_queryset(TradingAccount.objects.all(), request.user)
+        .select_related("tenant")
+        .order_by("-created_at")
+        .values("tenant__tenant_id", "login", "server", "trading_account_id")[:BUILDER_ACCOUNT_LIMIT]
+    )
+    spec = {
+        "common": fieldspec.command_common_spec(),
+        "commands": {ct: fieldspec.command_specific_spec(ct) for ct in fieldspec.COMMAND_TYPES},
+        "policy": fieldspec.policy_spec(),
+        "samples": {"commands": SAMPLE_COMMAND_FIELDS, "policy": SAMPLE_POLICY_FIELDS, "account": SAMPLE_ACCOUNT},
+    }
+    initial = {
+        "request_type": request.GET.get("request_type")
+        if request.GET.get("request_type") in REQUEST_TYPES
+        else "command",
+        "command_type": request.GET.get("command_type")
+        if request.GET.get("command_type") in fieldspec.COMMAND_TYPES
+        else "close_positions",
+        "tenant_id": request.GET.get("tenant")
+        if request.GET.get("tenant") in tenants
+        else (tenants[0] if tenants else ""),
+    }
+    return _page(
+        request,
+        "panel/builder.html",
+        "Payload builder",
+        builder_config={
+            "spec": spec,
+            "tenants": tenants,
+            "accounts": [
+                {
+                    "tenant_id": a["tenant__tenant_id"],
+                    "login": a["login"],
+                    "server": a["server"],
+                    "trading_account_id": a["trading_account_id"],
+                }
+                for a in accounts
+            ],
+            "request_types": REQUEST_TYPES,
+            "command_types": fieldspec.COMMAND_TYPES,
+            "initial": initial,
+            "preview_url": reverse("panel:builder-preview"),
+            "send_url": reverse("panel:builder-send"),
+            "can_send": request.user.has_perm("panel.send_payload"),
+        },
+        headers=REQUIRED_HEADERS,
+        bridge_url=settings.PYTHON_BRIDGE_URL,
+    )
+
+
+@require_POST
+@requires("panel.use_builder")
+def builder_preview(request: HttpRequest) -> JsonResponse:
+    """Build and validate a request from the builder's choices: the same serializers as the intake."""
+    data = _json_body(request)
+    tenant = _tenant(request, data.get("tenant_id"))
+    request_type = str(data.get("request_type") or "")
+    command_type = data.get("command_type")
+    if request_type not in REQUEST_TYPES or (
+        request_type in ("command", "flat_command") and command_type not in fieldspec.COMMAND_TYPES
+    ):
+        return JsonResponse({"error": "Pick a request type and a command type."}, status=400)
+    account = data.get("account") if isinstance(data.get("account"), dict) else {}
+    built = build_request(
+        request_type=request_type,
+        tenant_id=tenant.tenant_id,
+        account=account,
+        command_type=command_type,
+        fields=data.get("fields") if isinstance(data.get("fields"), dict) else {},
+        ids=data.get("ids") if isinstance(data.get("ids"), dict) else None,
+        context=data.get("context") if isinstance(data.get("context"), dict) else None,
+    )
+    result = built.as_dict()
+    result["warnings"] = _account_warnings(request_type, tenant, account)
+    return JsonResponse(result)
+
+
+def _account_warnings(request_type: str, tenant: Tenant, account: dict[str, Any]) -> list[str]:
+    login = account.get("account_login")
+    if request_type == "policy_snapshot" or not isinstance(login, int):
+        return []
+    registered = TradingAccount.objects.filter(tenant=tenant, login=login)
+    if request_type == "command" and account.get("server"):
+        registered = registered.filter(server=account["server"])
+    if registered.exists():
+        return []
+    # Say nothing about other tenants: only that this one has no such account.
+    return [f"Account {login} is not registered for {tenant.tenant_id}: the API will answer 404 or 403."]
+
+
+@require_POST
+@requires("panel.send_payload")
+def builder_send(request: HttpRequest) -> JsonResponse:
+    """Send what the builder shows through the real API view, as `panel:<username>` for that one tenant."""
+    data = _json_body(request)
+    tenant = _tenant(request, data.get("tenant_id"))
+    method = str(data.get("method") or "POST").upper()
+    path = str(data.get("path") or "")
+    allowed = (method == "POST" and path in PATHS.values()) or (method == "GET" and _ACCOUNT_PATH.match(path))
+    if not allowed:
+        return JsonResponse(
+            {"error": "The builder sends only to the commands, policies and account paths."}, status=400
+        )
+    raw_headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
+    headers = {name: str(raw_headers[name]) for name in SENDABLE_HEADERS if raw_headers.get(name)}
+    try:
+        result, send = panel_send(
+            user=request.user, tenant=tenant, method=method, path=path, body=data.get("body"), headers=headers
+        )
+    except PanelError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    answer = result.as_dict()
+    answer["send_url"] = reverse("admin:panel_panelsend_change", args=[send.pk])
+    command_id = result.body.get("command_id") if isinstance(result.body, dict) else None
+    command = Command.objects.filter(tenant=tenant, command_id=command_id).first() if command_id else None
+    answer["command_url"] = reverse("admin:commands_command_change", args=[command.pk]) if command else None
+    return JsonResponse(answer)
+
+
+# --- Environment and catalogue --------------------------------------------------------------------
+
+
+@require_GET
+@requires("panel.view_environment")
+def environment(request: HttpRequest) -> TemplateResponse:
+    return _page(request, "panel/environment.html", "Environment", report=environment_report(request.user))
+
+
+@require_GET
+@requires("panel.view_catalogue")
+def catalogue(request: HttpRequest) -> TemplateResponse:
+    return _page(
+        request,
+        "panel/catalogue.html",
+        "Command catalogue",
+        entries=catalogue_entries(),
+        headers=REQUIRED_HEADERS,
+        docs_url=reverse("api-docs"),
+        schema_url=reverse("schema"),
+        can_build=request.user.has_perm("panel.use_builder"),
+    )

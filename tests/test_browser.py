@@ -1,0 +1,161 @@
+"""The panel in a real browser: Debian's headless Chromium, driven by Playwright for Python.
+
+Oscar, an operator, logs in, builds the panel's close_positions example in the payload builder,
+sends it through the API and finds the command in the command list. Every page visited is saved
+as a screenshot under BROWSER_SCREENSHOTS_DIR (default: screenshots/ at the repository root).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.db import connections
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from commands.models import Command
+from panel.models import LibraryPayload
+from panel.roles import sync_roles
+from tenancy.services import token_create
+from tests.conftest import register_account
+from tests.test_panel_personas import PASSWORD, make_user, protective_action, risk_state
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[1] / "screenshots")
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def panel_data(transactional_db: None) -> dict[str, object]:
+    """What the first migrate creates, again: transactional tests before this one flushed it."""
+    sync_roles(apps)
+    importlib.import_module("panel.migrations.0002_roles_and_example_payloads").forwards(apps, None)
+    tenant = token_create(tenant_ids=["tenant_1"], name="alice", raw="alice-browser-token")[0].tenants.get()
+    account = register_account(tenant)
+    # Half an hour of equity sliding through the daily floor, and the breach it caused: the risk chart's data.
+    risk_state(account)
+    protective_action(account, None, scope="day:browser")
+    make_user("oscar", groups=("operators",), scope="all")
+    return {"account": account, "example": LibraryPayload.objects.get(slug="close_positions")}
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
+    # Playwright's sync API runs an event loop in this thread; the ORM calls of the test body are
+    # plain synchronous calls all the same.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Visit:
+    """Opens pages, saves a screenshot of each, and remembers any JavaScript error."""
+
+    def __init__(self, page: Page, base_url: str) -> None:
+        self.page = page
+        self.base_url = base_url
+        self.count = 0
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"{self.page.url}: {message.text}")
+
+    def go(self, path: str) -> None:
+        self.page.goto(self.base_url + path)
+        self.page.wait_for_load_state("networkidle")
+
+    def shot(self, name: str) -> Path:
+        self.count += 1
+        path = SCREENSHOTS / f"{self.count:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def test_an_operator_builds_the_close_positions_example_sends_it_and_finds_it_in_the_command_list(
+    live_server: object, panel_data: dict[str, object], browser: Browser
+) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    visit = Visit(page, str(live_server))
+
+    visit.go("/admin/login/?next=/admin/")
+    visit.shot("login")
+    page.fill("#id_username", "oscar")
+    page.fill("#id_password", PASSWORD)
+    page.click("[type=submit]")
+    page.wait_for_url("**/admin/")
+    visit.shot("dashboard")
+
+    visit.go("/admin/panel/builder/")
+    page.select_option("#b-request-type", "command")
+    page.select_option("#b-command-type", "close_positions")
+    page.select_option("#b-tenant", "tenant_1")
+    page.wait_for_selector("#b-valid.ok")
+    envelope = json.loads(page.text_content("#b-out-json") or "{}")
+    assert envelope["payload"]["command_type"] == "close_positions"
+    assert envelope["payload"]["target"] == {"mode": "all_positions"}
+    assert envelope["payload"]["priority"] == "critical" and envelope["payload"]["fast_lane"] is True
+    assert envelope["actor"]["account_login"] == 50040367 and envelope["meta"]["sent_at_utc"].endswith("Z")
+    visit.shot("builder")
+    page.click("[data-tab=curl]")
+    assert "X-Idempotency-Key" in (page.text_content("#b-out-curl") or "")
+    visit.shot("builder-curl")
+    page.click("[data-tab=json]")
+
+    page.click("#b-send")
+    page.wait_for_selector("#b-command-link")
+    assert page.text_content("#b-result-status") == "202"
+    visit.shot("builder-sent")
+
+    command_id = envelope["payload"]["command_id"]
+    visit.go(f"/admin/commands/command/?q={command_id}")
+    row = page.locator("#result_list tbody tr", has_text=command_id)
+    assert row.count() == 1
+    assert "fast" in (row.inner_text() or "").lower()
+    visit.shot("command-list")
+
+    row.locator("a", has_text=command_id).first.click()
+    page.wait_for_load_state("networkidle")
+    assert "received → queued" in page.inner_text("body")
+    visit.shot("command-detail")
+
+    account = panel_data["account"]
+    for name, path in (
+        ("environment", "/admin/panel/environment/"),
+        ("catalogue", "/admin/panel/catalogue/"),
+        ("accounts", "/admin/policies/tradingaccount/"),
+        ("account-risk", f"/admin/policies/tradingaccount/{account.pk}/risk/?range=1h"),  # type: ignore[attr-defined]
+        ("test-payloads", "/admin/panel/librarypayload/"),
+        ("replay", f"/admin/panel/librarypayload/{panel_data['example'].pk}/replay/"),  # type: ignore[attr-defined]
+        ("openapi", "/api/v1/docs"),
+    ):
+        visit.go(path)
+        visit.shot(name)
+
+    assert visit.errors == []
+    sent = Command.objects.filter(command_id=command_id, state="queued", lane="fast").count()
+    # Inside Playwright's event loop the ORM got a connection of its own context: close it here,
+    # or the test database cannot be dropped at the end of the session.
+    connections.close_all()
+    assert sent == 1
+    assert len(list(SCREENSHOTS.glob("*.png"))) >= visit.count
