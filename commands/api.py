@@ -69,7 +69,7 @@ class CommandsView(APIView):
             OpenApiParameter("page_size", int),
             TENANT_PARAM,
         ],
-        responses={200: CommandSerializer(many=True), **docs.GET_PROBLEMS},
+        responses={200: docs.cursor_page("CommandPage", CommandSerializer(many=True)), **docs.GET_PROBLEMS},
     )
     def get(self, request: Request) -> Response:
         tenant = read_tenant(request)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer, inline_serializer
 from rest_framework import serializers
 
 from commands import envelope as env
@@ -83,3 +83,15 @@ GET_PROBLEMS = problems(400, 401, 403, 404, 429)
 PANEL_CLOSE_POSITIONS = OpenApiExample(
     "close_positions (the panel's example)", request_only=True, value=examples.CLOSE_POSITIONS
 )
+
+
+def cursor_page(name: str, item: serializers.Serializer) -> serializers.Serializer:
+    """The shape of a cursor-paginated list: {next, previous, results}."""
+    return inline_serializer(
+        name,
+        {
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item,
+        },
+    )

@@ -65,7 +65,10 @@ class ProtectiveActionsView(APIView):
         operation_id="protective_actions_list",
         summary="The account's protective action history, newest first",
         parameters=[TENANT_PARAM],
-        responses={200: ProtectiveActionSerializer(many=True), **docs.GET_PROBLEMS},
+        responses={
+            200: docs.cursor_page("ProtectiveActionPage", ProtectiveActionSerializer(many=True)),
+            **docs.GET_PROBLEMS,
+        },
     )
     def get(self, request: Request, account_login: int) -> Response:
         account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
