@@ -45,6 +45,12 @@ class CommandPagination(CursorPagination):
     max_page_size = 200
     page_size_query_param = "page_size"
 
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= self.max_page_size):
+            raise validation_error([{"field": "page_size", "message": f"An integer from 1 to {self.max_page_size}."}])
+        return super().get_page_size(request)
+
 
 class CommandsView(APIView):
     @extend_schema(

@@ -65,7 +65,7 @@ def read_tenant(request: Request) -> Tenant:
     """The tenant of a GET: the token's only tenant, or X-Tenant-ID for a multi-tenant token."""
     principal: Principal = request.user
     wanted = request.headers.get("X-Tenant-ID")
-    if wanted is None:
+    if not wanted:  # absent or empty
         if len(principal.tenant_ids) != 1:
             raise BridgeError(400, "tenant_required", "This token is scoped to several tenants: send X-Tenant-ID.")
         (wanted,) = principal.tenant_ids

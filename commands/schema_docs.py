@@ -69,7 +69,7 @@ _PROBLEMS = {
     415: "unsupported_media_type (send application/json)",
     422: "validation_failed (one errors entry per field), idempotency_key_reused, ambiguous_account",
     429: "rate_limited (Retry-After)",
-    503: "mt5_unavailable",
+    503: "mt5_unavailable; database_unavailable (Retry-After: retry with the same idempotency key)",
 }
 
 
@@ -77,8 +77,8 @@ def problems(*statuses: int) -> dict[int, OpenApiResponse]:
     return {status: OpenApiResponse(ProblemSerializer, description=_PROBLEMS[status]) for status in statuses}
 
 
-POST_PROBLEMS = problems(400, 401, 403, 409, 413, 415, 422, 429)
-GET_PROBLEMS = problems(400, 401, 403, 404, 429)
+POST_PROBLEMS = problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+GET_PROBLEMS = problems(400, 401, 403, 404, 422, 429, 503)
 
 PANEL_CLOSE_POSITIONS = OpenApiExample(
     "close_positions (the panel's example)", request_only=True, value=examples.CLOSE_POSITIONS

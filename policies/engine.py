@@ -215,7 +215,8 @@ def risk_evaluate_many(*, accounts: list[TradingAccount], gateway: Gateway, now:
         breaches += outcome.breaches
         actions += outcome.actions
     if refreshed:
-        AccountRisk.objects.bulk_update(refreshed, FIGURE_FIELDS)
+        # In primary key order, so two monitors overlapping for a cycle lock rows in one order.
+        AccountRisk.objects.bulk_update(sorted(refreshed, key=lambda row: row.pk), FIGURE_FIELDS)
         RiskSample.objects.bulk_create(samples)
     return Outcome(evaluated > 0, breaches=breaches, actions=actions, reason=f"{evaluated} evaluated")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from execution.gateway import Gateway
@@ -110,20 +110,27 @@ class Monitor:
     def run(self, *, iterations: int | None = None) -> None:
         watched, cycle_ms, count = 0, 0.0, 0
         while not self.stopping and (iterations is None or count < iterations):
-            started = time.monotonic()
-            if connection.get_autocommit():  # drop a broken or old connection between cycles
-                close_old_connections()
-            monitors = self.heartbeat(watched, cycle_ms)
-            watched, _ = self.cycle(monitors)
-            if time.monotonic() - self.last_sweep > SWEEP_EVERY.total_seconds():
-                self.last_sweep = time.monotonic()
-                requeued = sweep_stuck()
-                if requeued:
-                    logger.warning("sweeper re-queued commands", extra={"count": requeued})
-            cycle_ms = (time.monotonic() - started) * 1000
+            try:
+                started = time.monotonic()
+                if connection.get_autocommit():  # drop a broken or old connection between cycles
+                    close_old_connections()
+                monitors = self.heartbeat(watched, cycle_ms)
+                watched, _ = self.cycle(monitors)
+                if time.monotonic() - self.last_sweep > SWEEP_EVERY.total_seconds():
+                    self.last_sweep = time.monotonic()
+                    requeued = sweep_stuck()
+                    if requeued:
+                        logger.warning("sweeper re-queued commands", extra={"count": requeued})
+                cycle_ms = (time.monotonic() - started) * 1000
+                next_cycle = started + self.interval
+                while not self.stopping and time.monotonic() < next_cycle:
+                    if not self.requested(monitors):
+                        time.sleep(min(REQUEST_POLL_SECONDS, max(0.0, next_cycle - time.monotonic())))
+            except DatabaseError:
+                # PostgreSQL restarting, a deadlock: drop the connection, wait, go on. Exiting here would
+                # stop the sweeper too, and runbridge stops every process when one exits.
+                logger.exception("database error; the monitor carries on")
+                connection.close()
+                time.sleep(1.0)
             count += 1
-            next_cycle = started + self.interval
-            while not self.stopping and time.monotonic() < next_cycle:
-                if not self.requested(monitors):
-                    time.sleep(min(REQUEST_POLL_SECONDS, max(0.0, next_cycle - time.monotonic())))
         MonitorHeartbeat.objects.filter(monitor_id=self.monitor_id).delete()

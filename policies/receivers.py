@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from commands.models import Command, Source
@@ -61,4 +62,11 @@ def on_command_finished(sender: Any, command: Command, **kwargs: Any) -> None:
             source_id=str(command.pk),
         )
     # The monitor that owns the account evaluates it again at once (RISK_RULES.md "Evaluation").
-    AccountRisk.objects.filter(account_id=command.account_id).update(evaluate_requested_at=timezone.now())
+    # After the commit, on its own: holding the risk row inside this transaction deadlocked with
+    # the monitor's and the policy's transactions under load; a lost request costs one poll.
+    account_pk = command.account_id
+    transaction.on_commit(lambda: request_evaluation(account_pk))
+
+
+def request_evaluation(account_pk: int) -> None:
+    AccountRisk.objects.filter(account_id=account_pk).update(evaluate_requested_at=timezone.now())

@@ -70,8 +70,12 @@ def policy_apply(
     )
     if account.tenant_id != tenant.pk:
         raise tenant_forbidden()
-    # Lock the account so two snapshots for it are ordered, whatever their keys.
-    account = TradingAccount.objects.select_for_update(of=("self",)).select_related("current_policy").get(pk=account.pk)
+    # Lock the account so two snapshots for it are ordered, whatever their keys. NO KEY UPDATE:
+    # rows that merely reference the account (commands, actions, callbacks) take KEY SHARE locks,
+    # and must not queue behind a snapshot — the risk monitor inserts those while holding the
+    # account's risk row, which this transaction locks next (a deadlock, seen under load).
+    locked = TradingAccount.objects.select_for_update(of=("self",), no_key=True)
+    account = locked.select_related("current_policy").get(pk=account.pk)
     normalised = jsonable(payload)
     fingerprint = sha256_of(normalised)
     version = payload["policy_version"]

@@ -255,8 +255,11 @@ def test_the_monitor_loop_evaluates_and_acts(trader):
     assert not MonitorHeartbeat.objects.exists()
 
 
-def test_a_finished_command_asks_for_an_evaluation_and_the_monitor_answers_it(trader):
-    open_buy(trader, 1.0)
+def test_a_finished_command_asks_for_an_evaluation_and_the_monitor_answers_it(
+    trader, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        open_buy(trader, 1.0)
     risk = AccountRisk.objects.get()
     assert risk.evaluate_requested_at is not None
     sim_set_price("EURUSD", "1.06000")
