@@ -1,4 +1,6 @@
-"""Lane liveness: every django-q2 worker process writes a heartbeat row every few seconds.
+"""Lane workers as they start: their heartbeat (health reads it), and the normal lane's lower CPU priority.
+
+Every django-q2 worker process writes a heartbeat row every few seconds.
 
 django-q2's own cluster stats do not say which cluster (lane) they belong to, and health must
 tell a dead fast lane from a dead normal one.
@@ -13,6 +15,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -48,6 +51,10 @@ def on_worker_spawned(sender: Any, proc_name: str, **kwargs: Any) -> None:
     from django_q.conf import Conf
 
     lane = _LANE_FOR_CLUSTER.get(Conf.CLUSTER_NAME, Conf.CLUSTER_NAME)
+    if lane == Lane.NORMAL and settings.NORMAL_LANE_NICE:
+        # Normal work yields the CPU to the fast lane and the risk monitor: on a small machine a
+        # normal backlog must not slow a protective close (the lane rule, applied to the CPU).
+        os.nice(settings.NORMAL_LANE_NICE)
     try:
         beat(lane)
     except Exception:  # never stop a worker from starting over a heartbeat
