@@ -626,9 +626,8 @@ def test_a_stopping_process_gives_back_the_rows_it_has_not_attempted(
     assert deliver_due() == 2
 
 
-# SQLite's in-memory test database locks whole tables across threads; there, claimers are
-# serialised by BEGIN IMMEDIATE instead, which this test cannot show.
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="SKIP LOCKED needs PostgreSQL")
+# The suite runs on PostgreSQL (bin/test); with SQLite the claimers are serialised by BEGIN
+# IMMEDIATE instead, which an in-memory test database cannot show across threads.
 @pytest.mark.django_db(transaction=True)
 def test_two_delivery_processes_never_send_a_row_twice(laravel: Laravel, tenant_1: Tenant) -> None:
     laravel.delay_s = 0.02

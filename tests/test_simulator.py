@@ -421,7 +421,6 @@ def test_random_walk_keeps_prices_near_their_anchor_with_a_sane_spread(terminal)
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(connection.vendor == "sqlite", reason="in-memory SQLite test databases cannot serve threads")
 def test_concurrent_orders_on_one_account_get_unique_tickets_and_a_consistent_balance():
     sim_account_create(ALICE, 100000, server=SERVER)
     errors: list[BaseException] = []
