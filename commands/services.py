@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
 from bridgeproject.errors import BridgeError
@@ -20,11 +21,23 @@ from tenancy.models import Tenant
 EXECUTE_TASK = "execution.tasks.execute_command"
 
 
+_brokers: dict[str, Broker] = {}
+
+
+def _broker(lane: str) -> Broker:
+    """The lane's broker, built once per process (django-q2 builds one per call otherwise)."""
+    broker = _brokers.get(lane)
+    if broker is None:
+        broker = _brokers[lane] = get_broker(CLUSTER_FOR_LANE[lane])
+    return broker
+
+
 def command_enqueue(*, command: Command) -> None:
     """Ring the lane's doorbell. With the ORM broker this row commits or rolls back with the caller."""
     async_task(
         EXECUTE_TASK,
         command.pk,
+        broker=_broker(command.lane),
         cluster=CLUSTER_FOR_LANE[command.lane],
         task_name=f"{command.command_type}:{command.command_id}"[:100],
         group=command.lane,
