@@ -65,6 +65,7 @@ def check_mt5() -> dict[str, Any]:
     """The backend's own status, and whether the risk monitor sees every account fresh enough."""
     from django.conf import settings
 
+    from execution import outages
     from execution.gateways import get_gateway
     from policies.models import AccountRisk, MonitorHeartbeat
 
@@ -74,10 +75,13 @@ def check_mt5() -> dict[str, Any]:
     watched = AccountRisk.objects.filter(account__current_policy__isnull=False)
     stale = watched.filter(Q(snapshot_at__lt=too_old) | Q(snapshot_at__isnull=True)).count()
     monitors = MonitorHeartbeat.objects.filter(heartbeat_at__gte=now - timedelta(seconds=5)).count()
-    healthy = bool(status.get("available")) and stale == 0
+    unreachable = outages.recent_failure()
+    healthy = bool(status.get("available")) and stale == 0 and unreachable is None
     return {
         **status,
         "status": OK if healthy else DEGRADED,
+        # The lanes' and the monitor's own experience of the terminal, not just its status call.
+        "recent_connection_failure": unreachable,
         "risk_monitors_alive": monitors,
         # Snapshots older than RISK_MAX_SNAPSHOT_AGE_MS never declare a breach: say so here.
         "accounts_with_stale_snapshot": stale,

@@ -24,6 +24,7 @@ from commands.lanes import Lane
 from commands.models import Command, CommandEvent
 from commands.services import command_enqueue
 from commands.states import State, check_transition
+from execution import outages
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
@@ -75,6 +76,7 @@ def _finish(command: Command, step: Step) -> None:
 
 
 def _record_attempt(command: Command, result: TradeResult) -> None:
+    outages.note_result(result)
     Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=timezone.now())
     command.attempts += 1
     CommandEvent.objects.create(
@@ -141,6 +143,7 @@ def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult],
     try:
         return EXECUTORS[command.command_type](ctx)
     except GatewayUnavailable as exc:
+        outages.note_failure(exc.message)
         return Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
 
 

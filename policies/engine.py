@@ -21,6 +21,7 @@ from bridgeproject import context
 from bridgeproject.jsonutil import jsonable, utc_iso
 from commands.models import Command, CommandType, Priority, Source
 from commands.services import command_create
+from execution import outages
 from execution.gateway import AccountSnapshot, Gateway, GatewayUnavailable
 from policies.models import AccountRisk, PolicySnapshot, ProtectiveAction, RiskSample, TradingAccount
 from policies.risk import rules
@@ -121,6 +122,7 @@ def risk_evaluate_account(*, account: TradingAccount, gateway: Gateway, now: dat
     try:
         mt5 = gateway.account_snapshot(account.login, account.server)
     except GatewayUnavailable as exc:
+        outages.note_failure(exc.message)
         return Outcome(False, reason=f"mt5 unavailable: {exc.message}")
     return risk_evaluate_snapshot(account=account, mt5=mt5, now=now)
 
@@ -191,6 +193,11 @@ def risk_evaluate_many(*, accounts: list[TradingAccount], gateway: Gateway, now:
     now = now or timezone.now()
     rows = {row.account_id: row for row in AccountRisk.objects.filter(account__in=accounts)}
     snapshots = gateway.account_snapshots([(a.login, a.server) for a in accounts])
+    failed = next((s for s in snapshots.values() if isinstance(s, GatewayUnavailable)), None)
+    if failed is not None and len(snapshots) == sum(isinstance(s, Exception) for s in snapshots.values()):
+        outages.note_failure(failed.message)  # every account unreadable: the terminal is gone
+    elif failed is None:
+        outages.note_success()
     refreshed: list[AccountRisk] = []
     samples: list[RiskSample] = []
     evaluated = breaches = actions = 0

@@ -359,3 +359,21 @@ def test_a_lost_answer_at_the_deadline_is_reconciled_before_saying_failed(trader
     assert command.result["reconciled"] is True
     assert command.attempts == 1
     assert positions() == []
+
+
+def test_health_is_degraded_while_the_terminal_drops_connections_and_ok_after_a_success(trader, client):
+    from django.core.cache import cache
+
+    from execution import outages
+
+    cache.delete(outages.KEY)
+    sim_inject_fault("no_connection", symbol="EURUSD", count=1)
+    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
+    Command.objects.filter(pk=command.pk).update(expires_at=timezone.now() + timedelta(milliseconds=30))
+    assert run(command).state == State.FAILED
+    mt5 = client.get("/api/v1/health").json()["checks"]["mt5"]
+    assert mt5["status"] == "degraded"
+    assert mt5["recent_connection_failure"]["seconds_ago"] >= 0
+    assert run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)).state == State.SUCCEEDED
+    mt5 = client.get("/api/v1/health").json()["checks"]["mt5"]
+    assert mt5["recent_connection_failure"] is None
