@@ -87,7 +87,11 @@ def forget_all() -> None:
     _remembered.clear()
 
 
-def _replay(stored_fingerprint: str, status: int, body: dict[str, Any], fingerprint_: str) -> Outcome:
+Stored = tuple[str, int, dict[str, Any]]  # fingerprint, status, body
+
+
+def _replay(stored: Stored, fingerprint_: str) -> Outcome:
+    stored_fingerprint, status, body = stored
     if stored_fingerprint != fingerprint_:
         raise BridgeError(
             422,
@@ -97,28 +101,20 @@ def _replay(stored_fingerprint: str, status: int, body: dict[str, Any], fingerpr
     return Outcome(status=status, body=body, replayed=True)
 
 
-def _stored(tenant: Tenant, key: str) -> IdempotencyRecord | None:
+def _load(tenant: Tenant, key: str) -> Stored | None:
+    """The committed record for this key, read from the database and remembered."""
     found = IdempotencyRecord.objects.filter(tenant=tenant, key=key)[:1]
     if not found:
         return None
     record = found[0]
     _remember(tenant.pk, key, record.fingerprint, record.status_code or 200, record.response_body or {})
-    return record
+    return _remembered[(tenant.pk, key)]
 
 
-def find_replay(*, tenant: Tenant, key: str, fingerprint_: str, query: bool = True) -> Outcome | None:
-    """The stored outcome for this key, or None when it is new (or, with query=False, not in memory)."""
+def find_replay(*, tenant: Tenant, key: str, fingerprint_: str) -> Outcome | None:
+    """The outcome this process remembers for the key, or None (run_once settles the rest)."""
     remembered = _remembered.get((tenant.pk, key))
-    if remembered is not None:
-        return _replay(remembered[0], remembered[1], remembered[2], fingerprint_)
-    if not query:
-        return None
-    record = _stored(tenant, key)
-    return (
-        None
-        if record is None
-        else _replay(record.fingerprint, record.status_code or 200, record.response_body or {}, fingerprint_)
-    )
+    return None if remembered is None else _replay(remembered, fingerprint_)
 
 
 def run_once(
@@ -158,10 +154,10 @@ def run_once(
                 expires_at=now + timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS),
             )
     except (IntegrityError, BridgeError):
-        record = _stored(tenant, key)
-        if record is None:
+        stored = _load(tenant, key)
+        if stored is None:
             raise
-        return _replay(record.fingerprint, record.status_code or 200, record.response_body or {}, fingerprint_)
+        return _replay(stored, fingerprint_)
     _remember(tenant.pk, key, fingerprint_, status, body)
     return Outcome(status=status, body=body, replayed=False)
 

@@ -154,7 +154,7 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
 
     fingerprint = idempotency.fingerprint(body)
     # A retry this process has seen costs nothing more; others are caught by run_once's insert.
-    replay = idempotency.find_replay(tenant=tenant, key=key, fingerprint_=fingerprint, query=False)
+    replay = idempotency.find_replay(tenant=tenant, key=key, fingerprint_=fingerprint)
     if replay is not None:
         return _respond(replay)
 
