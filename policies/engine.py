@@ -240,17 +240,17 @@ FIGURE_FIELDS = [
 ]
 
 
-def _close_all_commands(action: ProtectiveAction) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (
-            CommandType.CLOSE_POSITIONS,
-            {
-                "target": {"mode": "all_positions"},
-                "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
-            },
-        ),
-        (CommandType.CANCEL_ORDERS, {}),
-    ]
+# RISK_RULES.md "close all positions and cancel pending orders": two fast-lane commands.
+CLOSE_ALL_COMMANDS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        CommandType.CLOSE_POSITIONS,
+        {
+            "target": {"mode": "all_positions"},
+            "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
+        },
+    ),
+    (CommandType.CANCEL_ORDERS, {}),
+)
 
 
 def protective_action_raise(
@@ -292,7 +292,7 @@ def protective_action_raise(
         if breach.action == "close_position":
             specs = [(CommandType.CLOSE_POSITION, {"ticket": breach.ticket})]
         else:
-            specs = _close_all_commands(action)
+            specs = list(CLOSE_ALL_COMMANDS)
         for index, (command_type, specific) in enumerate(specs):
             command = command_create(
                 tenant=account.tenant,

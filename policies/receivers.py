@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from bridgeproject.jsonutil import utc_iso
 from commands.models import Command, Source
 from policies.models import AccountRisk, PolicySnapshot, ProtectiveAction, TradingAccount
 
@@ -19,8 +20,6 @@ def on_policy_applied(sender: Any, account: TradingAccount, snapshot: PolicySnap
 
 
 def command_result_payload(command: Command) -> dict[str, Any]:
-    from bridgeproject.jsonutil import utc_iso
-
     result = command.result or {}
     return {
         "command_id": command.command_id,
