@@ -117,17 +117,31 @@ def find_replay(*, tenant: Tenant, key: str, fingerprint_: str) -> Outcome | Non
     return None if remembered is None else _replay(remembered, fingerprint_)
 
 
-def run_once(
-    *,
-    tenant: Tenant,
-    key: str,
-    fingerprint_: str,
-    method: str,
-    path: str,
-    request_type: str,
-    correlation_id: str,
-    process: Callable[[], tuple[int, dict[str, Any]]],
-) -> Outcome:
+def new_record(
+    *, tenant: Tenant, key: str, fingerprint_: str, method: str, path: str, request_type: str, correlation_id: str
+) -> IdempotencyRecord:
+    """The record of a first request with this key, unsaved until its response is known."""
+    now = timezone.now()
+    return IdempotencyRecord(
+        tenant=tenant,
+        key=key,
+        fingerprint=fingerprint_,
+        method=method,
+        path=path,
+        request_type=request_type,
+        correlation_id=correlation_id,
+        created_at=now,
+        expires_at=now + timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS),
+    )
+
+
+def complete(record: IdempotencyRecord, status: int, body: dict[str, Any], *, at: Any = None) -> IdempotencyRecord:
+    """Fill in the response a record stores; the caller saves it with the request's effects."""
+    record.status_code, record.response_body, record.completed_at = status, body, at or timezone.now()
+    return record
+
+
+def run_once(*, record: IdempotencyRecord, process: Callable[[], tuple[int, dict[str, Any]]]) -> Outcome:
     """Run `process` at most once per (tenant, key); its effects commit with the stored response.
 
     The record is inserted last, with the response, in the same transaction. A concurrent
@@ -135,30 +149,33 @@ def run_once(
     account's lock) or on the record's unique index, and then finds the committed record: it
     replays that response instead of reporting its own conflict.
     """
-    now = timezone.now()
-    try:
+
+    def attempt() -> tuple[int, dict[str, Any]]:
         with transaction.atomic():
             status, body = process()
-            IdempotencyRecord.objects.create(
-                tenant=tenant,
-                key=key,
-                fingerprint=fingerprint_,
-                method=method,
-                path=path,
-                request_type=request_type,
-                status_code=status,
-                response_body=body,
-                correlation_id=correlation_id,
-                created_at=now,
-                completed_at=timezone.now(),
-                expires_at=now + timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS),
-            )
+            complete(record, status, body).save(force_insert=True)
+        return status, body
+
+    return _settle(record, attempt)
+
+
+def run_once_storing(
+    *, record: IdempotencyRecord, process: Callable[[IdempotencyRecord], tuple[int, dict[str, Any]]]
+) -> Outcome:
+    """`run_once` for a process that completes and stores the record itself, atomically with its
+    effects (the command intake does it in one statement); conflicts settle the same way."""
+    return _settle(record, lambda: process(record))
+
+
+def _settle(record: IdempotencyRecord, attempt: Callable[[], tuple[int, dict[str, Any]]]) -> Outcome:
+    try:
+        status, body = attempt()
     except (IntegrityError, BridgeError):
-        stored = _load(tenant, key)
+        stored = _load(record.tenant, record.key)
         if stored is None:
             raise
-        return _replay(stored, fingerprint_)
-    _remember(tenant.pk, key, fingerprint_, status, body)
+        return _replay(stored, record.fingerprint)
+    _remember(record.tenant.pk, record.key, record.fingerprint, status, body)
     return Outcome(status=status, body=body, replayed=False)
 
 

@@ -6,7 +6,6 @@ auth (401) → protocol version (400) → JSON (415/400) → idempotency key (40
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rest_framework import serializers
@@ -23,8 +22,8 @@ from commands.envelope import (
     validate_command_payload,
     validate_with,
 )
-from commands.models import Source
-from commands.services import accepted_body, command_create
+from commands.models import IdempotencyRecord
+from commands.services import command_accept
 from policies.models import TradingAccount
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
 from tenancy.auth import Principal
@@ -92,7 +91,12 @@ def _account_for_command(tenant: Tenant, login: int, server: str | None) -> Trad
 
 
 def _accept_command(
-    tenant: Tenant, login: int, server: str | None, command_fields: dict[str, Any], body: dict[str, Any], key: str
+    tenant: Tenant,
+    login: int,
+    server: str | None,
+    command_fields: dict[str, Any],
+    body: dict[str, Any],
+    record: IdempotencyRecord,
 ) -> tuple[int, dict[str, Any]]:
     account = _account_for_command(tenant, login, server)
     context.bind(account=login)
@@ -101,17 +105,15 @@ def _accept_command(
     except serializers.ValidationError as exc:
         raise _as_validation_error(exc) from exc
     context.bind(command_id=common["command_id"])
-    command = command_create(
+    return command_accept(
         tenant=tenant,
         account=account,
         common=common,
         specific=specific,
         envelope=body,
         correlation_id=context.current().get("correlation_id", ""),
-        idempotency_key=key,
-        source=Source.API,
+        record=record,
     )
-    return 202, accepted_body(command)
 
 
 def _apply_policy(
@@ -158,7 +160,15 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
     if replay is not None:
         return _respond(replay)
 
-    process: Callable[[], tuple[int, dict[str, Any]]]
+    record = idempotency.new_record(
+        tenant=tenant,
+        key=key,
+        fingerprint_=fingerprint,
+        method=request.method or "POST",
+        path=request.path,
+        request_type="command",
+        correlation_id=request._request.correlation_id,
+    )
     if flat:
         try:
             flat_fields = validate_with(LegacyFlatCommandSerializer, body, "")
@@ -169,42 +179,35 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
             "command_id": flat_fields["command_id"],
             "command_type": flat_fields["command_type"],
         }
-        request_type = "command"
-
-        def process() -> tuple[int, dict[str, Any]]:
-            return _accept_command(tenant, flat_fields["account_id"], None, command_fields, body, key)
-
-    else:
-        try:
-            envelope = validate_with(EnvelopeSerializer, body, "")
-        except serializers.ValidationError as exc:
-            raise _as_validation_error(exc) from exc
-        request_type = envelope["request"]["type"]
-        if request_type not in request_types:
-            raise validation_error(
-                [{"field": "request.type", "message": f"This endpoint takes {', '.join(sorted(request_types))}."}]
+        return _respond(
+            idempotency.run_once_storing(
+                record=record,
+                process=lambda record: _accept_command(
+                    tenant, flat_fields["account_id"], None, command_fields, body, record
+                ),
             )
-        actor = envelope["actor"]
-        if request_type == "command":
+        )
 
-            def process() -> tuple[int, dict[str, Any]]:
-                return _accept_command(tenant, actor["account_login"], actor["server"], envelope["payload"], body, key)
-
-        else:
-
-            def process() -> tuple[int, dict[str, Any]]:
-                return _apply_policy(tenant, envelope, body, key)
-
-    outcome = idempotency.run_once(
-        tenant=tenant,
-        key=key,
-        fingerprint_=fingerprint,
-        method=request.method or "POST",
-        path=request.path,
-        request_type=request_type,
-        correlation_id=request._request.correlation_id,
-        process=process,
-    )
+    try:
+        envelope = validate_with(EnvelopeSerializer, body, "")
+    except serializers.ValidationError as exc:
+        raise _as_validation_error(exc) from exc
+    request_type = envelope["request"]["type"]
+    if request_type not in request_types:
+        raise validation_error(
+            [{"field": "request.type", "message": f"This endpoint takes {', '.join(sorted(request_types))}."}]
+        )
+    record.request_type = request_type
+    actor = envelope["actor"]
+    if request_type == "command":
+        outcome = idempotency.run_once_storing(
+            record=record,
+            process=lambda record: _accept_command(
+                tenant, actor["account_login"], actor["server"], envelope["payload"], body, record
+            ),
+        )
+    else:
+        outcome = idempotency.run_once(record=record, process=lambda: _apply_policy(tenant, envelope, body, key))
     return _respond(outcome)
 
 

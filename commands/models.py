@@ -37,8 +37,10 @@ class Source(models.TextChoices):
 class Command(models.Model):
     """One trading command: its request, its lane, its place in the state machine and its MT5 result."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="commands")
-    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="commands")
+    # No single-column indexes on the two keys: the composite indexes below lead with them, and
+    # every index is one more write on the intake's hot path.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="commands", db_index=False)
+    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="commands", db_index=False)
     command_id = models.CharField(max_length=255)
     command_type = models.CharField(max_length=32, choices=CommandType.choices)
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
@@ -108,7 +110,7 @@ class CommandEvent(models.Model):
         TRANSITION = "transition"
         ATTEMPT = "attempt"
 
-    command = models.ForeignKey(Command, on_delete=models.CASCADE, related_name="events")
+    command = models.ForeignKey(Command, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
     from_state = models.CharField(max_length=24, blank=True)
@@ -126,7 +128,7 @@ class CommandEvent(models.Model):
 class IdempotencyRecord(models.Model):
     """One idempotency key of one tenant: the fingerprint of its request and the response it got."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="idempotency_records")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="idempotency_records", db_index=False)
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     method = models.CharField(max_length=8)

@@ -1,25 +1,31 @@
-"""Writes for commands: acceptance (row + timeline + enqueue in one transaction) and transitions."""
+"""Writes for commands: acceptance (row + timeline + task + idempotency record, all or nothing)."""
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
-from django_q.tasks import async_task
+from django_q.conf import Conf
+from django_q.humanhash import uuid
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from bridgeproject.errors import BridgeError
 from bridgeproject.jsonutil import jsonable, utc_iso
+from commands.idempotency import complete
 from commands.lanes import CLUSTER_FOR_LANE, lane_for
-from commands.models import Command, CommandEvent, Source
+from commands.models import Command, CommandEvent, IdempotencyRecord, Source
 from commands.states import State
 from policies.models import TradingAccount
 from tenancy.models import Tenant
 
 EXECUTE_TASK = "execution.tasks.execute_command"
-
+COMMAND_ID_UNIQUE = "command_tenant_command_id_unique"
 
 _brokers: dict[str, Broker] = {}
 
@@ -32,20 +38,36 @@ def _broker(lane: str) -> Broker:
     return broker
 
 
+def task_package(command: Command) -> str:
+    """The signed task django-q2's `async_task(EXECUTE_TASK, command.pk)` would enqueue on the lane."""
+    _human, task_id = uuid()
+    task: dict[str, Any] = {
+        "id": task_id,
+        "name": f"{command.command_type}:{command.command_id}"[:100],
+        "func": EXECUTE_TASK,
+        "args": (command.pk,),
+        "group": command.lane,
+        "cluster": CLUSTER_FOR_LANE[command.lane],
+        "kwargs": {},
+        "started": timezone.now(),
+    }
+    if Conf.ACK_FAILURES:
+        task["ack_failure"] = True
+    return SignedPackage.dumps(task)
+
+
 def command_enqueue(*, command: Command) -> None:
     """Ring the lane's doorbell. With the ORM broker this row commits or rolls back with the caller."""
-    async_task(
-        EXECUTE_TASK,
-        command.pk,
-        broker=_broker(command.lane),
-        cluster=CLUSTER_FOR_LANE[command.lane],
-        task_name=f"{command.command_type}:{command.command_id}"[:100],
-        group=command.lane,
+    _broker(command.lane).enqueue(task_package(command))
+
+
+def _duplicate_command_id(command: Command) -> BridgeError:
+    return BridgeError(
+        409, "duplicate_command_id", f"command_id {command.command_id!r} was already used with another idempotency key."
     )
 
 
-@transaction.atomic
-def command_create(
+def _new_command(
     *,
     tenant: Tenant,
     account: TradingAccount,
@@ -54,15 +76,14 @@ def command_create(
     envelope: dict[str, Any],
     correlation_id: str,
     idempotency_key: str,
-    source: str = Source.API,
-    received_at: datetime | None = None,
+    source: str,
+    now: datetime,
 ) -> Command:
-    """Create a command, queue it on its lane, and enqueue its task — all or nothing."""
-    now = received_at or timezone.now()
+    """The command row as accepted: queued on its lane at once (it is never seen as merely received)."""
     lane = lane_for(
         priority=common["priority"], fast_lane=common["fast_lane"], raised_by_bridge=source == Source.BRIDGE
     )
-    command = Command(
+    return Command(
         tenant=tenant,
         account=account,
         command_id=common["command_id"],
@@ -78,34 +99,113 @@ def command_create(
         expires_at=common.get("expires_at_utc"),
         received_at=now,
         updated_at=now,
-        # Accepted and queued in the same transaction: the row is never seen as merely received.
         state=State.QUEUED,
         queued_at=now,
     )
+
+
+def _timeline(command: Command) -> list[CommandEvent]:
+    at = command.received_at
+    return [
+        CommandEvent(command=command, kind=CommandEvent.Kind.TRANSITION, to_state=State.RECEIVED, at=at),
+        CommandEvent(
+            command=command,
+            kind=CommandEvent.Kind.TRANSITION,
+            from_state=State.RECEIVED,
+            to_state=State.QUEUED,
+            note=f"lane {command.lane}",
+            at=at,
+        ),
+    ]
+
+
+@transaction.atomic(savepoint=False)
+def _store(command: Command) -> None:
     try:
         # No savepoint: a duplicate aborts the whole transaction, which the BridgeError rolls back.
         command.save(force_insert=True)
     except IntegrityError as exc:
-        raise BridgeError(
-            409,
-            "duplicate_command_id",
-            f"command_id {command.command_id!r} was already used with another idempotency key.",
-        ) from exc
-    CommandEvent.objects.bulk_create(
-        [
-            CommandEvent(command=command, kind=CommandEvent.Kind.TRANSITION, to_state=State.RECEIVED, at=now),
-            CommandEvent(
-                command=command,
-                kind=CommandEvent.Kind.TRANSITION,
-                from_state=State.RECEIVED,
-                to_state=State.QUEUED,
-                note=f"lane {lane}",
-                at=now,
-            ),
-        ]
-    )
+        raise _duplicate_command_id(command) from exc
+    CommandEvent.objects.bulk_create(_timeline(command))
     command_enqueue(command=command)
+
+
+def command_create(
+    *,
+    tenant: Tenant,
+    account: TradingAccount,
+    common: dict[str, Any],
+    specific: dict[str, Any],
+    envelope: dict[str, Any],
+    correlation_id: str,
+    idempotency_key: str,
+    source: str = Source.API,
+    received_at: datetime | None = None,
+) -> Command:
+    """Create a command, queue it on its lane, and enqueue its task — all or nothing."""
+    command = _new_command(
+        tenant=tenant,
+        account=account,
+        common=common,
+        specific=specific,
+        envelope=envelope,
+        correlation_id=correlation_id,
+        idempotency_key=idempotency_key,
+        source=source,
+        now=received_at or timezone.now(),
+    )
+    _store(command)
     return command
+
+
+def command_accept(
+    *,
+    tenant: Tenant,
+    account: TradingAccount,
+    common: dict[str, Any],
+    specific: dict[str, Any],
+    envelope: dict[str, Any],
+    correlation_id: str,
+    record: IdempotencyRecord,
+) -> tuple[int, dict[str, Any]]:
+    """Accept an API command and store its 202 under the idempotency key — all or nothing.
+
+    The command row, its timeline, its task and the completed idempotency record commit
+    together: in one statement on PostgreSQL (the intake's hot path: two round trips instead of
+    eight), in one transaction elsewhere. Both write the same rows; a test holds them equal.
+    """
+    command = _new_command(
+        tenant=tenant,
+        account=account,
+        common=common,
+        specific=specific,
+        envelope=envelope,
+        correlation_id=correlation_id,
+        idempotency_key=record.key,
+        source=Source.API,
+        now=record.created_at,
+    )
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            _store(command)
+            body = accepted_body(command)
+            complete(record, 202, body, at=command.received_at).save(force_insert=True)
+        return 202, body
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_COMMAND_PK)
+        command.pk = cursor.fetchone()[0]
+        body = accepted_body(command)
+        complete(record, 202, body, at=command.received_at)
+        try:
+            # Inside a caller's transaction the statement gets a savepoint, so a conflict there
+            # leaves the caller's transaction usable for the replay lookup.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                cursor.execute(_ACCEPT, _accept_params(command, record))
+        except IntegrityError as exc:
+            if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == COMMAND_ID_UNIQUE:
+                raise _duplicate_command_id(command) from exc
+            raise
+    return 202, body
 
 
 def accepted_body(command: Command) -> dict[str, Any]:
@@ -118,4 +218,72 @@ def accepted_body(command: Command) -> dict[str, Any]:
         "correlation_id": command.correlation_id,
         "idempotency_key": command.idempotency_key,
         "received_at_utc": utc_iso(command.received_at),
+    }
+
+
+# The same rows _store and the idempotency record's save write, as one PostgreSQL statement.
+_NEXT_COMMAND_PK = f"SELECT nextval(pg_get_serial_sequence('{Command._meta.db_table}', 'id'))"
+# Table names come from the models; every value is a bound parameter.
+_ACCEPT = f"""
+WITH command AS (
+    INSERT INTO {Command._meta.db_table} (
+        id, tenant_id, account_id, command_id, command_type, priority, lane, state, source, reason,
+        payload, envelope, correlation_id, idempotency_key, expires_at, attempts, error_code,
+        error_message, received_at, queued_at, updated_at
+    ) VALUES (
+        %(id)s, %(tenant_id)s, %(account_id)s, %(command_id)s, %(command_type)s, %(priority)s, %(lane)s,
+        %(state)s, %(source)s, %(reason)s, %(payload)s::jsonb, %(envelope)s::jsonb, %(correlation_id)s,
+        %(idempotency_key)s, %(expires_at)s, 0, '', '', %(at)s, %(at)s, %(at)s
+    ) RETURNING id
+), timeline AS (
+    INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
+    SELECT id, %(transition)s, %(at)s::timestamptz, '', %(received)s, '' FROM command
+    UNION ALL
+    SELECT id, %(transition)s, %(at)s::timestamptz, %(received)s, %(state)s, %(lane_note)s FROM command
+), task AS (
+    INSERT INTO {OrmQ._meta.db_table} (key, payload, lock) SELECT %(queue)s, %(task)s, %(at)s::timestamptz FROM command
+)
+INSERT INTO {IdempotencyRecord._meta.db_table} (
+    tenant_id, key, fingerprint, method, path, request_type, status_code, response_body,
+    correlation_id, created_at, completed_at, expires_at
+)
+SELECT %(tenant_id)s, %(idempotency_key)s, %(fingerprint)s, %(method)s, %(path)s, %(request_type)s,
+    %(status_code)s, %(response_body)s::jsonb, %(record_correlation_id)s, %(at)s::timestamptz,
+    %(completed_at)s::timestamptz, %(record_expires_at)s::timestamptz
+FROM command
+"""  # noqa: S608
+
+
+def _accept_params(command: Command, record: IdempotencyRecord) -> dict[str, Any]:
+    return {
+        "id": command.pk,
+        "tenant_id": command.tenant_id,
+        "account_id": command.account_id,
+        "command_id": command.command_id,
+        "command_type": command.command_type,
+        "priority": command.priority,
+        "lane": command.lane,
+        "state": command.state,
+        "source": command.source,
+        "reason": command.reason,
+        "payload": json.dumps(command.payload),
+        "envelope": json.dumps(command.envelope),
+        "correlation_id": command.correlation_id,
+        "idempotency_key": command.idempotency_key,
+        "expires_at": command.expires_at,
+        "at": command.received_at,
+        "transition": CommandEvent.Kind.TRANSITION.value,
+        "received": State.RECEIVED.value,
+        "lane_note": f"lane {command.lane}",
+        "queue": _broker(command.lane).list_key,
+        "task": task_package(command),
+        "fingerprint": record.fingerprint,
+        "method": record.method,
+        "path": record.path,
+        "request_type": record.request_type,
+        "status_code": record.status_code,
+        "response_body": json.dumps(record.response_body),
+        "record_correlation_id": record.correlation_id,
+        "completed_at": record.completed_at,
+        "record_expires_at": record.expires_at,
     }

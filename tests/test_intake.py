@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from typing import Any
 
 import pytest
+from django.forms.models import model_to_dict
 
 from commands import examples
 from commands.models import Command, CommandEvent, IdempotencyRecord
@@ -577,3 +579,60 @@ def test_a_policy_replay_from_another_process_returns_the_first_answer(alice):
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["status"] == "applied"
     assert PolicySnapshot.objects.count() == 2
+
+
+def _accepted_rows(command_id: str) -> dict[str, Any]:
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    from commands.models import Command, IdempotencyRecord
+
+    command = Command.objects.get(command_id=command_id)
+    row = {
+        k: v
+        for k, v in model_to_dict(command).items()
+        if k not in {"id", "command_id", "idempotency_key", "envelope", "received_at", "queued_at", "updated_at"}
+    }
+    events = list(command.events.values("kind", "from_state", "to_state", "note", "attempt", "request", "response"))
+    times = {command.received_at, command.queued_at, command.updated_at, *command.events.values_list("at", flat=True)}
+    record = IdempotencyRecord.objects.get(key=command.idempotency_key)
+    stored = model_to_dict(record, exclude=["id", "key", "fingerprint", "created_at", "completed_at", "expires_at"])
+    own = {"command_id", "idempotency_key", "received_at_utc"}
+    stored["response_body"] = {k: v for k, v in record.response_body.items() if k not in own}
+    tasks = [(row.key, SignedPackage.loads(row.payload)) for row in OrmQ.objects.all()]
+    (task,) = [(key, task) for key, task in tasks if task["args"] == (command.pk,)]
+    task = (task[0], {k: v for k, v in task[1].items() if k not in {"id", "name", "started", "args"}})
+    return {"command": row, "events": events, "one_time": len(times), "record": stored, "task": task}
+
+
+@pytest.mark.parametrize("lane", ["fast", "normal"])
+def test_the_single_statement_acceptance_writes_what_the_transaction_writes(alice, account_1, monkeypatch, lane):
+    from django.db import connection
+
+    body = examples.example("close_positions")
+    if lane == "normal":
+        body["payload"].update(priority="normal", fast_lane=False)
+    body["payload"]["command_id"] = "one-statement"
+    body["meta"]["idempotency_key"] = "one-statement"
+    assert alice.post("mt5/commands", body).status_code == 202
+    monkeypatch.setattr(connection, "vendor", "sqlite")  # the embedded default's path: ORM writes in a transaction
+    body["payload"]["command_id"] = "one-transaction"
+    body["meta"]["idempotency_key"] = "one-transaction"
+    assert alice.post("mt5/commands", body).status_code == 202
+    monkeypatch.undo()
+
+    statement, orm = _accepted_rows("one-statement"), _accepted_rows("one-transaction")
+    assert statement == orm
+    assert statement["one_time"] == 1
+    assert statement["command"]["lane"] == lane
+    assert [e["to_state"] for e in statement["events"]] == ["received", "queued"]
+
+
+def test_a_command_id_reused_under_another_key_is_409_on_the_single_statement_path(alice, account_1):
+    body = examples.example("close_positions")
+    assert alice.post("mt5/commands", body).status_code == 202
+    body["meta"]["idempotency_key"] = "another-key"
+    response = alice.post("mt5/commands", body)
+    assert response.status_code == 409
+    assert response.json()["code"] == "duplicate_command_id"
+    assert Command.objects.filter(command_id=body["payload"]["command_id"]).count() == 1
