@@ -80,12 +80,20 @@ def _wrk(path: str, body: str, *, unique: bool, seconds: int, connections: int) 
     data = json.loads(line[5:])
     seconds_run = data["duration_us"] / 1e6
     return {
+        "seconds": seconds_run,
         "rps": (data["requests"] - data["non2xx"]) / seconds_run,
         "p50_ms": data["p50_us"] / 1000,
         "p99_ms": data["p99_us"] / 1000,
         "non2xx": data["non2xx"],
         "errors": data["errors"],
     }
+
+
+def _commands(database_url: str) -> int:
+    """How many command rows the database holds: every 202 of a fresh key must have made one."""
+    query = ["psql", database_url, "-Atc", "SELECT count(*) FROM commands_command"]
+    out = subprocess.run(query, check=True, capture_output=True, text=True)
+    return int(out.stdout.strip())
 
 
 def main() -> None:
@@ -138,7 +146,9 @@ def main() -> None:
         _wrk("/api/v1/mt5/commands", new_body, unique=True, **warm)
         run = dict(seconds=args.seconds, connections=args.connections)
         bare = _wrk("/bench/bare", new_body, unique=False, **run)
+        before = _commands(database_url)
         new = _wrk("/api/v1/mt5/commands", new_body, unique=True, **run)
+        created = _commands(database_url) - before
         replays = _wrk("/api/v1/mt5/commands", replay_body, unique=False, **run)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -160,6 +170,8 @@ def main() -> None:
             f"{figures['non2xx']:>7} |"
         )
     print(f"\nratio new commands / bare view: {new['rps'] / bare['rps']:.2f}")
+    accepted = round(new["rps"] * new["seconds"])
+    print(f"command rows created during the new-commands run: {created} (202s answered: {accepted})")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ local template = f:read("*a")
 f:close()
 local token = os.getenv("BENCH_TOKEN") or "test_token_123"
 local counter = 0
-local thread_id = 0
+-- thread_id is a global: setup() sets it in each thread's own Lua state (a local here would hide it).
 local threads = {}
 
 function setup(thread)
@@ -15,7 +15,7 @@ function setup(thread)
 end
 
 function init(args)
-  math.randomseed(os.time() + thread_id * 7919)
+  math.randomseed(os.time() + (thread_id or 0) * 7919)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. token
@@ -26,7 +26,7 @@ function request()
     return wrk.format(nil, nil, nil, template)
   end
   counter = counter + 1
-  local id = string.format("b%d-%d-%d-%d", os.time(), thread_id, counter, math.random(1, 1e9))
+  local id = string.format("b%d-%d-%d-%d", os.time(), thread_id or 0, counter, math.random(1, 1e9))
   local body = template:gsub("__ID__", id)
   return wrk.format(nil, nil, nil, body)
 end
