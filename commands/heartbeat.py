@@ -17,6 +17,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from commands.lanes import Lane
@@ -55,11 +57,33 @@ def on_worker_spawned(sender: Any, proc_name: str, **kwargs: Any) -> None:
         # Normal work yields the CPU to the fast lane and the risk monitor: on a small machine a
         # normal backlog must not slow a protective close (the lane rule, applied to the CPU).
         os.nice(settings.NORMAL_LANE_NICE)
+        connection_created.connect(_database_work_yields_too, dispatch_uid="normal-lane-backend-nice")
     try:
         beat(lane)
     except Exception:  # never stop a worker from starting over a heartbeat
         logger.warning("lane heartbeat failed", exc_info=True)
     threading.Thread(target=_loop, args=(lane,), name="lane-heartbeat", daemon=True).start()
+
+
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+def _database_work_yields_too(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """A normal worker's PostgreSQL backend gets the worker's lower priority when it runs on this host.
+
+    Half of a command's CPU is spent in its backend; a niced worker whose backend is not would
+    still take the fast lane's core. Best effort: a server on another host, or one this user may
+    not renice, keeps its priority.
+    """
+    if connection.vendor != "postgresql" or connection.settings_dict.get("HOST", "") not in _LOCAL_HOSTS:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (backend,) = cursor.fetchone()
+        os.setpriority(os.PRIO_PROCESS, backend, settings.NORMAL_LANE_NICE)
+    except Exception:  # never fail a connection over a priority
+        logger.debug("could not lower the backend's priority", exc_info=True)
 
 
 def workers_alive(lane: str) -> int:

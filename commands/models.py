@@ -88,16 +88,21 @@ class Command(models.Model):
         previous = self.state
         self.state = target
         self.updated_at = now
+        changed = ["state", "updated_at", *fields]
         if target == State.QUEUED:
             self.queued_at = now
+            changed.append("queued_at")
         elif target == State.EXECUTING:
             self.started_at = now
+            changed.append("started_at")
         elif target in TERMINAL:
             self.finished_at = now
+            changed.append("finished_at")
         for name, value in fields.items():
             setattr(self, name, value)
         if save:
-            self.save()
+            # Only what changed: the request and its envelope are written once, at acceptance.
+            self.save(update_fields=changed)
             CommandEvent.objects.create(
                 command=self, kind=CommandEvent.Kind.TRANSITION, from_state=previous, to_state=target, note=note, at=now
             )

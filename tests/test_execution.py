@@ -261,11 +261,19 @@ def test_sync_account_remembers_the_snapshot(trader, account_1):
     assert account_1.last_snapshot["balance"] == "100000.00"
 
 
-def test_a_task_delivered_twice_executes_once(trader):
+@pytest.mark.parametrize("path", ["one statement (PostgreSQL)", "a transaction (SQLite)"])
+def test_a_task_delivered_twice_executes_once(trader, monkeypatch, path):
+    from django.db import connection
+
+    if path.startswith("a transaction"):
+        monkeypatch.setattr(connection, "vendor", "sqlite")
     command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
     assert command_execute(command.pk) == State.SUCCEEDED
     assert command_execute(command.pk) is None
     assert len(positions()) == 1
+    transitions = command.events.filter(kind="transition").values_list("from_state", "to_state")
+    assert ("queued", "executing") in transitions
+    assert [to for _, to in transitions].count("executing") == 1
 
 
 def test_a_normal_command_older_than_the_ttl_expires(trader, settings):
