@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, Min
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from bridgeproject.jsonutil import jsonable, utc_iso
@@ -72,6 +73,9 @@ def callback_envelope(
     }
 
 
+_INSERT_FIELDS = [f for f in CallbackDelivery._meta.concrete_fields if not f.primary_key]
+
+
 def callback_enqueue(
     *,
     tenant: Tenant,
@@ -95,9 +99,6 @@ def callback_enqueue(
         raise ValueError("a callback's account must belong to its tenant")
     if not 1 <= len(idempotency_key) <= 255:
         raise ValueError("a callback needs an idempotency key of 1 to 255 characters")
-    existing = CallbackDelivery.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
     now = timezone.now()
     request_id = uuid.uuid4()
     correlation_id = correlation_id or str(uuid.uuid4())
@@ -127,13 +128,20 @@ def callback_enqueue(
         next_attempt_at=now,
         created_at=now,
     )
-    try:
-        # A savepoint: losing the race to a concurrent enqueue of the same key must not poison the
-        # caller's transaction.
-        with transaction.atomic():
-            delivery.save(force_insert=True)
-    except IntegrityError:
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip, and a key already owed (a
+    # retried event, or a concurrent enqueue that won the race) leaves the caller's transaction
+    # intact and returns the first row. Django's bulk_create cannot both ignore conflicts and
+    # return the id, so this is the manager's own insert with both options.
+    inserted = CallbackDelivery._base_manager._insert(
+        [delivery],
+        fields=_INSERT_FIELDS,
+        returning_fields=[CallbackDelivery._meta.pk],
+        on_conflict=OnConflict.IGNORE,
+    )
+    if not inserted or inserted[0] is None:  # nothing returned: the key was already owed
         return CallbackDelivery.objects.get(tenant=tenant, idempotency_key=idempotency_key)
+    (delivery.pk,) = inserted[0]
+    delivery._state.adding = False
     logger.info(
         "callback enqueued",
         extra={"callback_id": delivery.pk, "request_type": request_type, "idempotency_key": idempotency_key},

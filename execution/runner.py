@@ -7,6 +7,7 @@ sweeper sends it back to its lane, where the next attempt reconciles with MT5 be
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -102,16 +103,47 @@ def _finish(command: Command, step: Step) -> None:
 
 def _record_attempt(command: Command, result: TradeResult) -> None:
     outages.note_result(result)
-    Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=timezone.now())
+    now = timezone.now()
+    note = f"{result.retcode_name}: {result.message}"
+    response = result.as_json()
     command.attempts += 1
+    if connection.vendor == "postgresql":
+        # One statement: the count and the attempt's timeline entry (with what was sent and answered).
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(
+                _RECORD_ATTEMPT,
+                {
+                    "pk": command.pk,
+                    "now": now,
+                    "kind": CommandEvent.Kind.ATTEMPT.value,
+                    "note": note,
+                    "request": None if result.request is None else json.dumps(result.request),
+                    "response": None if response is None else json.dumps(response),
+                },
+            )
+            (command.attempts,) = cursor.fetchone()
+        return
+    Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=now)
     CommandEvent.objects.create(
         command=command,
         kind=CommandEvent.Kind.ATTEMPT,
         attempt=command.attempts,
-        note=f"{result.retcode_name}: {result.message}",
+        note=note,
         request=result.request,
-        response=result.as_json(),
+        response=response,
+        at=now,
     )
+
+
+_RECORD_ATTEMPT = f"""
+WITH counted AS (
+    UPDATE {Command._meta.db_table} SET attempts = attempts + 1, updated_at = %(now)s WHERE id = %(pk)s
+    RETURNING id, attempts
+)
+INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, attempt, note, request, response)
+SELECT id, %(kind)s, %(now)s, '', '', attempts, %(note)s, %(request)s::jsonb, %(response)s::jsonb FROM counted
+RETURNING attempt
+"""  # noqa: S608
 
 
 def command_execute(pk: int) -> str | None:
