@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -131,6 +132,8 @@ COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
 COMMAND_EXECUTING_LEASE_SECONDS = env.int("COMMAND_EXECUTING_LEASE_SECONDS", default=90)
 # A command `queued` longer than this may have lost its task (Redis broker); rung again.
 COMMAND_QUEUED_GRACE_SECONDS = env.int("COMMAND_QUEUED_GRACE_SECONDS", default=600)
+# The same for a fast command when its broker is Redis (a doorbell can be lost there).
+COMMAND_FAST_QUEUED_GRACE_SECONDS = env.int("COMMAND_FAST_QUEUED_GRACE_SECONDS", default=3)
 # Pauses between attempts after a retryable MT5 answer; the command's deadline bounds them all.
 COMMAND_RETRY_BACKOFF_SECONDS = [
     float(x)
@@ -158,11 +161,21 @@ CACHES = {
     }
 }
 
-# --- Queues: two django-q2 clusters on the ORM broker ----------------------------------------
+# --- Queues: two django-q2 clusters ----------------------------------------------------------
 # `normal` is the default cluster; `Q_CLUSTER_NAME=fastlane` selects the fast lane's own
 # workers. Both share `name` (the signing salt) and SECRET_KEY. The ORM broker enqueues inside
 # the command's transaction: a command row never exists without its task, nor a task without
 # its row. `retry` stays above `timeout` so a running task is never redelivered.
+REDIS_URL = env.str("REDIS_URL", default="")
+# The fast lane's broker: `redis` (the default when REDIS_URL is set) wakes a worker the moment a
+# task arrives (BLPOP) instead of polling the database. Redis has no delivery receipts, so the
+# doorbell is rung after the command commits, and the sweeper rings again for a fast command
+# still queued after COMMAND_FAST_QUEUED_GRACE_SECONDS. `orm`: the database, like the normal lane.
+FAST_LANE_BROKER = env.str("FAST_LANE_BROKER", default="") or ("redis" if REDIS_URL else "orm")
+if FAST_LANE_BROKER not in {"redis", "orm"}:
+    raise ImproperlyConfigured(f"FAST_LANE_BROKER must be redis or orm, not {FAST_LANE_BROKER!r}")
+if FAST_LANE_BROKER == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("FAST_LANE_BROKER=redis needs REDIS_URL")
 Q_NORMAL_WORKERS = env.int("Q_NORMAL_WORKERS", default=2)
 Q_FAST_WORKERS = env.int("Q_FAST_WORKERS", default=2)
 # Normal-lane workers run at this lower CPU priority (nice), so they never slow the fast lane
@@ -189,6 +202,7 @@ Q_CLUSTER = {
             "retry": 60,
             "poll": env.float("Q_FAST_POLL", default=0.005),
             "bulk": 1,
+            **({"orm": None, "redis": REDIS_URL} if FAST_LANE_BROKER == "redis" else {}),
         },
     },
 }
@@ -273,7 +287,7 @@ AUTH_FAILURE_WINDOW_SECONDS = env.int("AUTH_FAILURE_WINDOW_SECONDS", default=60)
 # believed and the client is the peer address; N: the client is the Nth address from the right.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # The failure counters live in Redis when REDIS_URL is set (exact), else in the "default" cache.
-RATE_LIMIT_REDIS_URL = env.str("REDIS_URL", default="")
+RATE_LIMIT_REDIS_URL = REDIS_URL
 # Problem responses are documented as application/problem+json, as they are sent.
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",

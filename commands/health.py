@@ -21,6 +21,9 @@ from rest_framework.views import APIView
 from callbacks.services import callbacks_health
 from commands.heartbeat import workers_alive
 from commands.lanes import QUEUE_KEY_FOR_LANE, Lane
+from commands.models import Command
+from commands.services import lane_broker, rings_with_the_commit
+from commands.states import State
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 # A lane whose oldest task has waited this long is not keeping up.
@@ -37,15 +40,31 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     broker = get_broker()
-    return {"status": OK if broker.ping() else DOWN, "broker": broker.info()}
+    result = {"status": OK if broker.ping() else DOWN, "broker": broker.info()}
+    if not rings_with_the_commit(Lane.FAST):
+        fast = lane_broker(Lane.FAST)
+        try:
+            fast_ok = fast.ping()
+            result["fast_lane_broker"] = fast.info()
+        except Exception as exc:  # Redis down: the fast lane cannot be rung (the sweeper will)
+            fast_ok = False
+            result["fast_lane_broker"] = f"unreachable: {exc.__class__.__name__}"
+        if not fast_ok:
+            result["status"] = DOWN
+    return result
 
 
 def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
     def check() -> dict[str, Any]:
-        key = QUEUE_KEY_FOR_LANE[lane]
-        queued = OrmQ.objects.filter(key=key)
-        depth = queued.count()
-        oldest = queued.aggregate(oldest=Min("lock"))["oldest"] if depth else None
+        if rings_with_the_commit(lane):
+            queued = OrmQ.objects.filter(key=QUEUE_KEY_FOR_LANE[lane])
+            depth = queued.count()
+            oldest = queued.aggregate(oldest=Min("lock"))["oldest"] if depth else None
+        else:
+            # Redis holds the doorbells; the commands themselves say how long they have waited.
+            depth = lane_broker(lane).queue_size()
+            waiting = Command.objects.filter(lane=lane, state=State.QUEUED)
+            oldest = waiting.aggregate(oldest=Min("queued_at"))["oldest"]
         age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
         workers = workers_alive(lane)
         status = OK

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
+import redis
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django_q.brokers import Broker, get_broker
+from django_q.brokers import Broker
+from django_q.brokers.orm import ORM as OrmBroker
+from django_q.brokers.redis_broker import Redis as RedisBroker
 from django_q.conf import Conf
 from django_q.humanhash import uuid
 from django_q.models import OrmQ
@@ -18,24 +23,41 @@ from django_q.signing import SignedPackage
 from bridgeproject.errors import BridgeError
 from bridgeproject.jsonutil import jsonable, utc_iso
 from commands.idempotency import complete
-from commands.lanes import CLUSTER_FOR_LANE, lane_for
+from commands.lanes import CLUSTER_FOR_LANE, QUEUE_KEY_FOR_LANE, Lane, lane_for
 from commands.models import Command, CommandEvent, IdempotencyRecord, Source
 from commands.states import State
 from policies.models import TradingAccount
 from tenancy.models import Tenant
 
+logger = logging.getLogger("bridge.commands")
+
 EXECUTE_TASK = "execution.tasks.execute_command"
 COMMAND_ID_UNIQUE = "command_tenant_command_id_unique"
 
-_brokers: dict[str, Broker] = {}
+_brokers: dict[tuple[str, str], Broker] = {}
 
 
-def _broker(lane: str) -> Broker:
-    """The lane's broker, built once per process (django-q2 builds one per call otherwise)."""
-    broker = _brokers.get(lane)
+def lane_broker(lane: str) -> Broker:
+    """The lane's broker, built once per process (django-q2 builds one per call otherwise).
+
+    Built here rather than by django-q2's get_broker, which picks the broker of the cluster the
+    calling process runs in: the web, the monitor and either lane must all ring the right one.
+    """
+    kind = settings.FAST_LANE_BROKER if lane == Lane.FAST else "orm"
+    broker = _brokers.get((lane, kind))
     if broker is None:
-        broker = _brokers[lane] = get_broker(CLUSTER_FOR_LANE[lane])
+        if kind == "redis":
+            broker = RedisBroker(list_key=QUEUE_KEY_FOR_LANE[lane])
+            broker.connection = redis.from_url(settings.REDIS_URL)
+        else:
+            broker = OrmBroker(list_key=QUEUE_KEY_FOR_LANE[lane])
+        _brokers[(lane, kind)] = broker
     return broker
+
+
+def rings_with_the_commit(lane: str) -> bool:
+    """Whether the lane's doorbell is a row written in the command's own transaction (ORM broker)."""
+    return isinstance(lane_broker(lane), OrmBroker)
 
 
 def task_package(command: Command) -> str:
@@ -57,8 +79,20 @@ def task_package(command: Command) -> str:
 
 
 def command_enqueue(*, command: Command) -> None:
-    """Ring the lane's doorbell. With the ORM broker this row commits or rolls back with the caller."""
-    _broker(command.lane).enqueue(task_package(command))
+    """Ring the lane's doorbell. With the ORM broker this row commits or rolls back with the caller;
+    Redis is rung once the caller's transaction has committed (at once outside one)."""
+    broker, package = lane_broker(command.lane), task_package(command)
+    if rings_with_the_commit(command.lane):
+        broker.enqueue(package)
+    else:
+        transaction.on_commit(lambda: _ring(broker, package))
+
+
+def _ring(broker: Broker, package: str) -> None:
+    try:
+        broker.enqueue(package)
+    except Exception:  # the command is committed: the sweeper rings again; never fail the request
+        logger.exception("could not ring the lane's doorbell; the sweeper will")
 
 
 def _duplicate_command_id(command: Command) -> BridgeError:
@@ -191,6 +225,7 @@ def command_accept(
             body = accepted_body(command)
             complete(record, 202, body, at=command.received_at).save(force_insert=True)
         return 202, body
+    with_task = rings_with_the_commit(command.lane)
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_COMMAND_PK)
         command.pk = cursor.fetchone()[0]
@@ -200,7 +235,11 @@ def command_accept(
             # Inside a caller's transaction the statement gets a savepoint, so a conflict there
             # leaves the caller's transaction usable for the replay lookup.
             with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                cursor.execute(_ACCEPT, _accept_params(command, record))
+                cursor.execute(
+                    _ACCEPT_WITH_TASK if with_task else _ACCEPT, _accept_params(command, record, with_task=with_task)
+                )
+                if not with_task:
+                    command_enqueue(command=command)  # Redis: rung after the commit
         except IntegrityError as exc:
             if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == COMMAND_ID_UNIQUE:
                 raise _duplicate_command_id(command) from exc
@@ -224,7 +263,7 @@ def accepted_body(command: Command) -> dict[str, Any]:
 # The same rows _store and the idempotency record's save write, as one PostgreSQL statement.
 _NEXT_COMMAND_PK = f"SELECT nextval(pg_get_serial_sequence('{Command._meta.db_table}', 'id'))"
 # Table names come from the models; every value is a bound parameter.
-_ACCEPT = f"""
+_ACCEPT_TEMPLATE = f"""
 WITH command AS (
     INSERT INTO {Command._meta.db_table} (
         id, tenant_id, account_id, command_id, command_type, priority, lane, state, source, reason,
@@ -240,9 +279,7 @@ WITH command AS (
     SELECT id, %(transition)s, %(at)s::timestamptz, '', %(received)s, '' FROM command
     UNION ALL
     SELECT id, %(transition)s, %(at)s::timestamptz, %(received)s, %(state)s, %(lane_note)s FROM command
-), task AS (
-    INSERT INTO {OrmQ._meta.db_table} (key, payload, lock) SELECT %(queue)s, %(task)s, %(at)s::timestamptz FROM command
-)
+){{task}}
 INSERT INTO {IdempotencyRecord._meta.db_table} (
     tenant_id, key, fingerprint, method, path, request_type, status_code, response_body,
     correlation_id, created_at, completed_at, expires_at
@@ -252,10 +289,18 @@ SELECT %(tenant_id)s, %(idempotency_key)s, %(fingerprint)s, %(method)s, %(path)s
     %(completed_at)s::timestamptz, %(record_expires_at)s::timestamptz
 FROM command
 """  # noqa: S608
+# The doorbell as a row of the same statement, for a lane on the ORM broker.
+_TASK = f""", task AS (
+    INSERT INTO {OrmQ._meta.db_table} (key, payload, lock) SELECT %(queue)s, %(task)s, %(at)s::timestamptz FROM command
+)"""  # noqa: S608
+_ACCEPT = _ACCEPT_TEMPLATE.replace("{task}", "")
+_ACCEPT_WITH_TASK = _ACCEPT_TEMPLATE.replace("{task}", _TASK)
 
 
-def _accept_params(command: Command, record: IdempotencyRecord) -> dict[str, Any]:
+def _accept_params(command: Command, record: IdempotencyRecord, *, with_task: bool) -> dict[str, Any]:
+    task = {"queue": lane_broker(command.lane).list_key, "task": task_package(command)} if with_task else {}
     return {
+        **task,
         "id": command.pk,
         "tenant_id": command.tenant_id,
         "account_id": command.account_id,
@@ -275,8 +320,6 @@ def _accept_params(command: Command, record: IdempotencyRecord) -> dict[str, Any
         "transition": CommandEvent.Kind.TRANSITION.value,
         "received": State.RECEIVED.value,
         "lane_note": f"lane {command.lane}",
-        "queue": _broker(command.lane).list_key,
-        "task": task_package(command),
         "fingerprint": record.fingerprint,
         "method": record.method,
         "path": record.path,

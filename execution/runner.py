@@ -17,14 +17,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
 from bridgeproject import context
 from commands.lanes import Lane
 from commands.models import Command, CommandEvent
-from commands.services import command_enqueue
+from commands.services import command_enqueue, rings_with_the_commit
 from commands.states import State, check_transition
 from execution import outages
 from execution.executors import EXECUTORS, Context, Step
@@ -244,7 +244,14 @@ def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timed
             command.transition(State.QUEUED, note="re-queued by the sweeper: the worker stopped answering")
             command_enqueue(command=command)
             requeued += 1
-    forgotten = Command.objects.filter(state=State.QUEUED, updated_at__lt=now - grace)[:500]
+    forgotten = Command.objects.filter(state=State.QUEUED, updated_at__lt=now - grace)
+    if not rings_with_the_commit(Lane.FAST):
+        # Redis may lose a doorbell (no delivery receipts): a fast command is rung again soon.
+        fast_grace = timedelta(seconds=settings.COMMAND_FAST_QUEUED_GRACE_SECONDS)
+        forgotten = Command.objects.filter(
+            Q(updated_at__lt=now - grace) | Q(lane=Lane.FAST, updated_at__lt=now - fast_grace), state=State.QUEUED
+        )
+    forgotten = forgotten[:500]
     for command in forgotten:
         with transaction.atomic():
             if Command.objects.filter(pk=command.pk, state=State.QUEUED).update(updated_at=timezone.now()):

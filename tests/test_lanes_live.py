@@ -120,3 +120,77 @@ def test_health_sees_each_lanes_workers_only_while_they_run(account, client):
     with running(lane("fastlane")):
         assert wait_for(lambda: workers("fast_lane") >= 1, 30)
         assert workers("normal_lane") == 0
+
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def redis_fast_lane(settings):
+    """The fast lane on the Redis broker, in this process and in the lanes it starts."""
+    import redis
+
+    redis.from_url(REDIS_TEST_URL).flushdb()
+    settings.REDIS_URL = REDIS_TEST_URL
+    settings.FAST_LANE_BROKER = "redis"
+    yield {"REDIS_URL": REDIS_TEST_URL, "FAST_LANE_BROKER": "redis"}
+    redis.from_url(REDIS_TEST_URL).flushdb()
+
+
+def test_on_the_redis_broker_a_fast_command_completes_while_normal_commands_wait(account, redis_fast_lane):
+    import redis
+
+    backlog = [create(account, "sync_account", f"normal-{i}") for i in range(300)]
+    ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
+    with running(lane("normal", **redis_fast_lane), lane("fastlane", **redis_fast_lane)):
+        assert wait_for(
+            lambda: Command.objects.filter(pk__in=[c.pk for c in backlog[:5]], state=State.SUCCEEDED).exists(), 60
+        )
+        fast = create(account, "close_position", "fast-close-redis", fast=True, ticket=ticket)
+        assert fast.lane == "fast"
+        assert wait_for(lambda: state_of(fast) == State.SUCCEEDED, 60)
+        waiting = Command.objects.filter(pk__in=[c.pk for c in backlog], state=State.QUEUED).count()
+    assert waiting > 0, "the fast command waited for the normal backlog"
+    # The doorbell went through Redis, not the database queue.
+    from django_q.models import OrmQ
+
+    assert not OrmQ.objects.filter(key="fastlane").exists()
+    assert redis.from_url(REDIS_TEST_URL).llen("django_q:fastlane:q") == 0
+
+
+def test_on_the_redis_broker_a_lost_doorbell_is_rung_again_by_the_sweeper(account, redis_fast_lane, settings):
+    import redis
+
+    ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
+    fast = create(account, "close_position", "fast-lost", fast=True, ticket=ticket)
+    queue = redis.from_url(REDIS_TEST_URL)
+    assert queue.llen("django_q:fastlane:q") == 1
+    queue.delete("django_q:fastlane:q")  # Redis lost it: no delivery receipts
+    assert sweep_stuck() == 0  # still within the fast grace
+    Command.objects.filter(pk=fast.pk).update(
+        updated_at=timezone.now() - timedelta(seconds=settings.COMMAND_FAST_QUEUED_GRACE_SECONDS + 1)
+    )
+    assert sweep_stuck() == 1
+    assert queue.llen("django_q:fastlane:q") == 1
+    with running(lane("fastlane", **redis_fast_lane)):
+        assert wait_for(lambda: state_of(fast) == State.SUCCEEDED, 60)
+
+
+def test_on_the_redis_broker_health_counts_the_fast_queue_in_redis_and_pings_it(account, redis_fast_lane, client):
+    create(account, "sync_account", "fast-waiting", fast=True)
+    checks = client.get("/api/v1/health").json()["checks"]
+    assert checks["broker"]["fast_lane_broker"].startswith("Redis")
+    assert checks["fast_lane"]["queue_depth"] == 1
+    assert checks["fast_lane"]["oldest_task_age_s"] >= 0
+    redis_fast_lane_down = "redis://127.0.0.1:1/0"
+    from django.conf import settings
+
+    from commands import services
+
+    settings.REDIS_URL = redis_fast_lane_down
+    services._brokers.clear()
+    body = client.get("/api/v1/health")
+    services._brokers.clear()
+    assert body.json()["status"] == "degraded"  # commands are still taken; the fast lane is not rung
+    assert body.json()["checks"]["broker"]["status"] == "down"
+    assert body.json()["checks"]["broker"]["fast_lane_broker"].startswith("unreachable")
