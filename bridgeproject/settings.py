@@ -180,7 +180,7 @@ Q_NORMAL_WORKERS = env.int("Q_NORMAL_WORKERS", default=2)
 Q_FAST_WORKERS = env.int("Q_FAST_WORKERS", default=2)
 # Normal-lane workers run at this lower CPU priority (nice), so they never slow the fast lane
 # or the risk monitor on a busy machine. 0 leaves them as they are.
-NORMAL_LANE_NICE = env.int("NORMAL_LANE_NICE", default=10)
+NORMAL_LANE_NICE = env.int("NORMAL_LANE_NICE", default=19)
 Q_CLUSTER = {
     "name": "normal",
     "orm": "default",

@@ -213,7 +213,7 @@ def test_the_big_tables_are_never_counted(root: User, world: World, label: str) 
     assert not [q for q in sql if "COUNT(" in q.upper() and (table is None or table in q)]
 
 
-def test_every_filter_and_search_of_the_commands_list_has_an_index(db: None) -> None:
+def test_every_search_and_selective_filter_of_the_commands_list_has_an_index(db: None) -> None:
     with connection.cursor() as cursor:
         indexes = {
             index: definition
@@ -229,12 +229,14 @@ def test_every_filter_and_search_of_the_commands_list_has_an_index(db: None) -> 
         ("correlation_id",),
         ("idempotency_key",),
         ("state", "received_at"),
-        ("lane", "received_at"),
-        ("command_type", "received_at"),
         ("tenant_id", "received_at", "id"),
         ("received_at", "id"),
     ):
         assert columns in covered, columns
+    # Lane (two values) and type (eight, all common) read the newest-first index and stop after a
+    # page: an index of their own would cost every accepted command two more writes.
+    assert ("lane", "received_at") not in covered
+    assert ("command_type", "received_at") not in covered
 
 
 def test_a_search_matches_the_indexed_columns_exactly(root: User, world: World) -> None:
