@@ -14,6 +14,7 @@ from commands import examples
 from commands.envelope import PolicyPayloadSerializer, validate_with
 from commands.idempotency import forget_all
 from commands.intake import _accounts, _tenants
+from policies.engine import forget_caches
 from policies.models import TradingAccount
 from policies.services import policy_apply
 from tenancy.auth import token_cache
@@ -30,6 +31,7 @@ def _fresh_caches() -> Iterator[None]:
     _tenants.clear()
     _accounts.clear()
     forget_all()
+    forget_caches()
     yield
     token_cache.clear()
     _tenants.clear()

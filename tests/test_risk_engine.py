@@ -338,3 +338,199 @@ def test_a_new_day_without_a_snapshot_uses_the_observed_balance_until_laravels_a
     assert risk.daily_reference == Decimal("99000")
     body = alice.get(f"mt5/accounts/{LOGIN}").json()
     assert Decimal(body["risk"]["daily_floor"]) == Decimal("94050")  # 99,000 − 5 % × 99,000
+
+
+# --- the monitor's cycle: cached accounts, the quiet path, the cadence ---------------------
+
+
+def watching(monitor: Monitor) -> list:
+    return monitor.my_accounts(monitor.heartbeat(0, 0))
+
+
+def test_a_new_policy_is_watched_on_the_next_cycle_without_a_restart(trader):
+    monitor = Monitor(monitor_id="solo")
+    (watched,) = watching(monitor)
+    assert watched.policy.policy_version == 13
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.07000")  # about -1,500: inside the 2 % (2,000) single-trade limit
+    monitor.cycle(monitor.heartbeat(0, 0))
+    assert not ProtectiveAction.objects.exists()
+    send_policy(trader, policy_version=14, max_single_trade_loss_pct=1)  # 1,000: now a breach
+    monitor.cycle(monitor.heartbeat(0, 0))
+    (watched,) = watching(monitor)
+    assert watched.policy.policy_version == 14
+    action = ProtectiveAction.objects.get()
+    assert (action.rule_key, action.policy_version, action.threshold_used) == ("single_trade_loss", 14, Decimal(1))
+
+
+def test_a_newly_registered_account_is_watched_on_the_next_cycle_and_a_removed_one_no_longer(trader, tenant_1):
+    monitor = Monitor(monitor_id="solo")
+    assert [a.login for a in watching(monitor)] == [LOGIN]
+    sim_account_create(login=4242, balance=100000, server=SERVER)
+    register_account(tenant_1, login=4242, server=SERVER)
+    assert [a.login for a in watching(monitor)] == [LOGIN, 4242]
+    TradingAccount.objects.filter(login=LOGIN).delete()
+    assert [a.login for a in watching(monitor)] == [4242]
+
+
+def test_the_account_list_is_not_read_again_while_policies_are_unchanged(trader):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monitor = Monitor(monitor_id="solo")
+    live = monitor.heartbeat(0, 0)
+    monitor.cycle(live)
+    with CaptureQueriesContext(connection) as queries:
+        monitor.cycle(live)
+    sql = [q["sql"] for q in queries.captured_queries]
+    on_accounts = [s for s in sql if 'FROM "policies_tradingaccount"' in s]
+    assert len(on_accounts) == 1 and "COUNT(" in on_accounts[0]  # the fingerprint, nothing else
+    assert not [s for s in sql if "policies_policysnapshot" in s]
+
+
+def test_a_quiet_cycle_costs_as_many_queries_for_twenty_accounts_as_for_one(trader, tenant_1):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def quiet_cycle_queries() -> int:
+        monitor = Monitor(monitor_id="solo")
+        live = monitor.heartbeat(0, 0)
+        monitor.cycle(live)
+        AccountRisk.objects.update(evaluated_at=timezone.now())  # figures fresh: none due
+        monitor.cycle(live)  # reads the rows the update above changed
+        with CaptureQueriesContext(connection) as queries:
+            monitor.cycle(live)
+        return len(queries.captured_queries)
+
+    one = quiet_cycle_queries()
+    for login in range(3000, 3019):
+        sim_account_create(login=login, balance=100000, server=SERVER)
+        register_account(tenant_1, login=login, server=SERVER)
+    assert quiet_cycle_queries() == one <= 6
+
+
+def test_a_breach_already_recorded_is_seen_again_without_a_transaction(trader, django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    send_policy(trader, policy_version=14, enforcement_flags={"close_all_on_daily_dd": False})
+    open_buy(trader, 2.0)
+    sim_set_price("EURUSD", "1.05300")  # below the daily floor, and nothing closes the position
+    monitor = Monitor(monitor_id="solo")
+    live = monitor.heartbeat(0, 0)
+    with django_capture_on_commit_callbacks(execute=True):  # the actions commit
+        monitor.cycle(live)
+    assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").count() == 1
+    monitor.cycle(live)  # reads the risk row the breach changed
+    with CaptureQueriesContext(connection) as queries:
+        assert monitor.cycle(live)[1] >= 1  # the breach is still seen
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "SAVEPOINT" not in sql and "FOR UPDATE" not in sql
+    assert "policies_protectiveaction" not in sql
+    assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").count() == 1
+
+
+def test_a_breach_is_acted_on_before_the_other_accounts_are_judged(trader, tenant_1):
+    from policies import engine
+
+    for login in range(5000, 5005):
+        sim_account_create(login=login, balance=100000, server=SERVER)
+        register_account(tenant_1, login=login, server=SERVER)
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    accounts = engine.watched_accounts()
+    seen: list[tuple[int, int]] = []
+
+    def reading():
+        for key, snapshot in engine.read_accounts(get_gateway(), [(a.login, a.server) for a in accounts]):
+            seen.append((key[0], ProtectiveAction.objects.count()))
+            yield key, snapshot
+
+    engine.risk_evaluate_snapshots(accounts=accounts, snapshots=reading())
+    # The breached account is the first one read: its action exists before the next is converted.
+    assert seen[0] == (LOGIN, 0)
+    assert seen[1][1] == 1
+
+
+def test_a_bulk_read_is_dated_when_it_returned_not_when_each_account_is_converted(trader, tenant_1):
+    from datetime import UTC, datetime
+
+    for login in range(6000, 6003):
+        sim_account_create(login=login, balance=100000, server=SERVER)
+    keys = [(LOGIN, SERVER), *((login, SERVER) for login in range(6000, 6003))]
+    before = datetime.now(UTC)
+    stream = get_gateway().account_snapshots_stream(keys)
+    returned = datetime.now(UTC)
+    snapshots = [snapshot for _, snapshot in stream]
+    assert len({s.observed_at for s in snapshots}) == 1
+    assert before <= snapshots[0].observed_at <= returned
+
+
+def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_stale(settings):
+    from datetime import UTC, datetime
+
+    from policies.engine import _due, figures_every
+
+    settings.RISK_MAX_SNAPSHOT_AGE_MS = 5000
+    every = figures_every()
+    assert every <= timedelta(milliseconds=2500)  # health calls a snapshot older than 5 s stale
+    last = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+    now = last + timedelta(milliseconds=500)  # one cycle later
+    due = sum(_due(pk, last, now, every) for pk in range(1, 2001))
+    assert 0.1 * 2000 < due < 0.3 * 2000  # about a fifth of the accounts in each half-second cycle
+    assert all(_due(pk, last, last + every, every) for pk in range(1, 2001))
+    assert all(_due(pk, None, now, every) for pk in range(1, 11))
+    # Each account once per period, however often it is looked at.
+    times = [last + timedelta(milliseconds=100 * i) for i in range(1, 51)]
+    for pk in range(1, 51):
+        refreshed, at = 0, last
+        for t in times:
+            if _due(pk, at, t, every):
+                refreshed, at = refreshed + 1, t
+        assert refreshed in (2, 3)  # five seconds of 100 ms looks at a 2.5 s period
+
+
+def test_figures_are_not_written_over_a_risk_row_written_since_it_was_read(trader):
+    from policies import engine
+
+    account = TradingAccount.objects.get(login=LOGIN)
+    (row,) = engine._risk_rows([account.pk]).values()
+    AccountRisk.objects.filter(pk=row.pk).update(equity=Decimal("123"), updated_at=timezone.now())
+    now = timezone.now()
+    figures = engine._Figures(row.pk, row.version, Decimal(1), Decimal(2), Decimal(3), Decimal(4), "", now)
+    engine._write_figures([figures], now)
+    assert AccountRisk.objects.get(pk=row.pk).equity == Decimal("123")
+    (row,) = engine._risk_rows([account.pk]).values()
+    engine._write_figures([figures._replace(version=row.version)], now)
+    assert AccountRisk.objects.get(pk=row.pk).equity == Decimal(3)
+
+
+def test_cycles_start_on_a_cadence_that_leaves_room_for_the_read_and_an_overrun_is_followed_at_once():
+    monitor = Monitor(monitor_id="solo", interval=0.5)
+    # Nothing read yet: one interval, start to start.
+    assert monitor.next_start(due=100.0, finished=100.1) == pytest.approx(100.5)
+    # Reads began 10 ms after the cycle was due and took up to 40 ms: the next read ends at most
+    # one interval after this one began.
+    monitor._first_read, monitor._longest_read = 100.01, 0.04
+    monitor._lags.extend([0.03, 0.05])
+    start = monitor.next_start(due=100.0, finished=100.1)
+    assert start == pytest.approx(100.01 + 0.5 - 0.05)
+    assert start + 0.05 - monitor._first_read <= 0.5
+    # A cycle that overran starts the next at once.
+    assert monitor.next_start(due=100.0, finished=100.9) == pytest.approx(100.9)
+    # However slow the reads, never closer than half an interval.
+    monitor._lags.append(0.45)
+    assert monitor.next_start(due=100.0, finished=100.1) == pytest.approx(100.25)
+
+
+def test_answering_a_finished_command_never_delays_the_next_cycle(monkeypatch):
+    import time
+
+    monitor = Monitor(monitor_id="solo", interval=0.5)
+    calls: list[float] = []
+    monkeypatch.setattr(monitor, "requested", lambda monitors: calls.append(time.monotonic()) or 0)
+    monitor._answers.append(0.05)  # answering takes up to 50 ms
+    deadline = time.monotonic() + 0.12
+    monitor.wait_until(deadline)
+    assert calls and all(deadline - at > 0.05 for at in calls)
+    assert time.monotonic() >= deadline

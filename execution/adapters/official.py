@@ -21,7 +21,7 @@ account is shared state.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -109,8 +109,12 @@ def _dec(value: float | int) -> Decimal:
     return Decimal(repr(float(value)))
 
 
+# 10**-digits for the usual currency digits: _money runs for every figure of every snapshot.
+_QUANTA = {digits: Decimal(1).scaleb(-digits) for digits in range(9)}
+
+
 def _money(value: float, digits: int) -> Decimal:
-    return _dec(value).quantize(Decimal(1).scaleb(-digits))
+    return _dec(value).quantize(_QUANTA.get(digits) or Decimal(1).scaleb(-digits))
 
 
 def _optional_price(value: float) -> Decimal | None:
@@ -367,14 +371,16 @@ class OfficialGateway(Gateway):
                     found[position_id] = (fee + _dec(deal.commission), lots + _dec(deal.volume))
             for ticket in wanted:
                 known[ticket] = found.get(ticket, (Decimal(0), Decimal(0)))
-        # Keep only the open positions' entries, so closed ones do not pile up.
-        known = {int(p.ticket): known[int(p.ticket)] for p in positions}
-        self._entry_costs[(login, server)] = known
+        if missing or len(known) != len(positions):
+            # Keep only the open positions' entries, so closed ones do not pile up.
+            known = {int(p.ticket): known[int(p.ticket)] for p in positions}
+            self._entry_costs[(login, server)] = known
+        quantum = _QUANTA.get(digits) or Decimal(1).scaleb(-digits)
         result = {}
         for p in positions:
             fee, lots = known[int(p.ticket)]
             share = fee * _dec(p.volume) / lots if lots else fee
-            result[int(p.ticket)] = share.quantize(Decimal(1).scaleb(-digits))
+            result[int(p.ticket)] = share.quantize(quantum)
         return result
 
     def account_snapshot(self, login: int, server: str) -> AccountSnapshot:
@@ -394,27 +400,64 @@ class OfficialGateway(Gateway):
         self, accounts: Iterable[tuple[int, str]]
     ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
         """Many accounts at once: one pass when the module can read them together (the simulator)."""
+        return dict(self.account_snapshots_stream(accounts))
+
+    def account_snapshots_stream(
+        self, accounts: Iterable[tuple[int, str]]
+    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+        """``account_snapshots`` in order, for a caller that acts on each account as it comes (the
+        risk monitor): read together now when the module can (the simulator), each converted only
+        when its turn comes; otherwise each read when its turn comes. An account that cannot be
+        read comes as its exception, and the others still come."""
         keys = list(accounts)
         bulk = getattr(self.mt5, "sim_bulk_state", None)
         if bulk is None:
-            return super().account_snapshots(keys)
+            return self._read_one_by_one(keys)
         with self._lock:
             states = bulk(keys)
-            out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
-            for key in keys:
-                state = states.get(key)
-                if state is None:
-                    out[key] = GatewayUnavailable(f"no account {key[0]}@{key[1]} on the terminal")
-                    continue
-                info, raw_positions, raw_orders = state
-                out[key] = self._snapshot(key[0], key[1], info, raw_positions, raw_orders)
-            return out
+        # One read, one time: when it returned. Every account in it was read by then; a time
+        # taken as each is converted would be later than the read, by the others' conversion.
+        return self._converted(keys, states, datetime.now(UTC))
 
-    def _snapshot(self, login: int, server: str, info: Any, raw_positions: Any, raw_orders: Any) -> AccountSnapshot:
+    def _read_one_by_one(
+        self, keys: list[tuple[int, str]]
+    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+        for login, server in keys:
+            try:
+                yield (login, server), self.account_snapshot(login, server)
+            except GatewayUnavailable as exc:
+                yield (login, server), exc
+
+    def _converted(
+        self, keys: list[tuple[int, str]], states: dict[tuple[int, str], Any], observed_at: datetime
+    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+        for key in keys:
+            state = states.get(key)
+            if state is None:
+                yield key, GatewayUnavailable(f"no account {key[0]}@{key[1]} on the terminal")
+                continue
+            info, raw_positions, raw_orders = state
+            try:
+                with self._lock:  # a new position's entry commission is read from the terminal
+                    snapshot = self._snapshot(key[0], key[1], info, raw_positions, raw_orders, observed_at)
+            except GatewayUnavailable as exc:
+                yield key, exc
+                continue
+            yield key, snapshot
+
+    def _snapshot(
+        self,
+        login: int,
+        server: str,
+        info: Any,
+        raw_positions: Any,
+        raw_orders: Any,
+        observed_at: datetime | None = None,
+    ) -> AccountSnapshot:
         digits = int(info.currency_digits)
         self._digits[(login, server)] = digits
         commissions = self._commissions(login, server, raw_positions, digits)
-        observed_at = datetime.now(UTC)
+        observed_at = observed_at or datetime.now(UTC)
 
         def money(value: float) -> Decimal:
             return _money(value, digits)

@@ -120,6 +120,27 @@ class _PositionRow(NamedTuple):
     symbol: _SymbolRow
 
 
+class _BulkAccountRow(NamedTuple):
+    """The account columns sim_bulk_state reads (duck-types SimAccount for ``_account_tuple``)."""
+
+    id: int
+    login: int
+    server: str
+    name: str
+    company: str
+    currency: str
+    currency_digits: int
+    leverage: int
+    balance: Decimal
+    credit: Decimal
+    trade_mode: int
+    trade_allowed: bool
+    trade_expert: bool
+    limit_orders: int
+    margin_so_call: Decimal
+    margin_so_so: Decimal
+
+
 _POSITION_COLUMNS = _PositionRow._fields[:-1]
 _SYMBOL_COLUMNS = tuple("symbol_id" if f == "pk" else f"symbol__{f}" for f in _SymbolRow._fields)
 
@@ -498,26 +519,33 @@ class SimulatedMetaTrader5:
     ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]]:
         """Not in the MetaTrader5 API: what account_info, positions_get and orders_get would return
         for each account, read in three queries — the simulator's stand-in for one terminal per
-        account group, so the risk monitor's cycle over thousands of accounts stays short."""
+        account group, so the risk monitor's cycle over thousands of accounts stays short.
+
+        Rows are read as plain values (model instances would cost more than the arithmetic) and
+        each position is valued once, for both its tuple and the account's equity and margin."""
         wanted = set(keys)
         accounts = [
-            a for a in SimAccount.objects.filter(login__in={k[0] for k in keys}) if (a.login, a.server) in wanted
+            row
+            for row in self._any_of(SimAccount.objects.all(), "login", list({k[0] for k in keys})).values_list(
+                *_BulkAccountRow._fields
+            )
+            if (row[1], row[2]) in wanted
         ]
-        by_id = {a.pk: a for a in accounts}
-        owners = dict(SimPosition.objects.filter(account_id__in=by_id).values_list("ticket", "account_id"))
-        positions: dict[int, list[_PositionRow]] = {pk: [] for pk in by_id}
-        rows = _position_rows(SimPosition.objects.filter(account_id__in=by_id).order_by("time_msc", "ticket"))
-        for row in rows:
-            if row.ticket in owners:
-                positions[owners[row.ticket]].append(row)
-        orders: dict[int, list[SimOrder]] = {pk: [] for pk in by_id}
-        for order in SimOrder.objects.filter(account_id__in=by_id, is_open=True).select_related("symbol"):
+        ids = [row[0] for row in accounts]
+        positions: dict[int, list[_PositionRow]] = {pk: [] for pk in ids}
+        rows = self._bulk_position_rows(
+            self._any_of(SimPosition.objects.all(), "account_id", ids).order_by("time_msc", "ticket"), positions
+        )
+        orders: dict[int, list[SimOrder]] = {pk: [] for pk in ids}
+        open_orders = self._any_of(SimOrder.objects.filter(is_open=True), "account_id", ids)
+        for order in open_orders.select_related("symbol").order_by("time_setup_msc", "ticket"):
             orders[order.account_id].append(order)
         quotes = self._quotes(row.symbol for row in rows)
         saved = self._currency, self._currency_digits, self._leverage
         out = {}
         try:
-            for pk, account in by_id.items():
+            for values in accounts:
+                account = _BulkAccountRow(*values)
                 self._currency, self._currency_digits, self._leverage = (
                     account.currency,
                     account.currency_digits,
@@ -525,21 +553,62 @@ class SimulatedMetaTrader5:
                 )
                 floating = margin = ZERO
                 tuples = []
-                for position in positions[pk]:
+                for position in positions[account.id]:
                     current, value = self._valuate(position, quotes)
                     floating += value + position.swap
                     margin += self._margin(position.symbol, position.volume, current, quotes)
-                    tuples.append(self._position_tuple(position, quotes))
-                info = self._account_tuple(account, floating, margin)
+                    tuples.append(self._bulk_position_tuple(position, current, value))
+                info = self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
                 out[(account.login, account.server)] = (
                     info,
                     tuple(tuples),
-                    tuple(self._order_tuple(o) for o in orders[pk]),
+                    tuple(self._order_tuple(o) for o in orders[account.id]),
                 )
         finally:
             self._currency, self._currency_digits, self._leverage = saved
         self._ok()
         return out
+
+    @staticmethod
+    def _any_of(queryset: Any, column: str, values: list[int]) -> Any:
+        """``column IN values`` for sim_bulk_state; on PostgreSQL one array parameter, because a
+        thousand placeholders cost the driver and the ORM more than the query itself."""
+        from django.db import connections
+        from django.db.models import BooleanField
+        from django.db.models.expressions import RawSQL
+
+        if connections[queryset.db].vendor != "postgresql":
+            return queryset.filter(**{f"{column}__in": values})
+        # The array as one text literal: the driver's client-side quoting of a list is slower.
+        sql = f'"{queryset.model._meta.db_table}"."{column}" = ANY(%s::bigint[])'
+        literal = "{" + ",".join(map(str, map(int, values))) + "}"
+        return queryset.filter(RawSQL(sql, (literal,), output_field=BooleanField()))  # noqa: S611 - names are the model's
+
+    @staticmethod
+    def _bulk_position_rows(queryset: Any, by_account: dict[int, list[_PositionRow]]) -> list[_PositionRow]:
+        """``_position_rows`` with each row's account: appended to ``by_account``, and all returned."""
+        symbols: dict[int, _SymbolRow] = {}
+        rows = []
+        split = len(_POSITION_COLUMNS) + 1
+        for values in queryset.values_list("account_id", *_POSITION_COLUMNS, *_SYMBOL_COLUMNS):
+            symbol = symbols.get(values[split])
+            if symbol is None:
+                symbol = symbols[values[split]] = _SymbolRow(*values[split:])
+            row = _PositionRow(*values[1:split], symbol)
+            rows.append(row)
+            by_account[values[0]].append(row)
+        return rows
+
+    @staticmethod
+    def _bulk_position_tuple(p: _PositionRow, current: Decimal, value: Decimal) -> TradePosition:
+        """``_position_tuple`` for a position sim_bulk_state has valued already."""
+        return TradePosition(
+            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
+            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
+            price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
+            comment=p.comment, external_id=p.external_id,
+        )  # fmt: skip
 
     # --- symbols ----------------------------------------------------------------------------
     def _symbols(self, **filters: Any) -> list[SimSymbol]:

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from policies.monitor import Monitor
+from policies.monitor import Monitor, tune_gc
 
 
 class Command(BaseCommand):
@@ -23,4 +23,5 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         self.stdout.write(f"risk monitor {monitor.monitor_id} every {monitor.interval * 1000:.0f} ms")
+        tune_gc()
         monitor.run(iterations=options["iterations"])
