@@ -62,7 +62,21 @@ def on_worker_spawned(sender: Any, proc_name: str, **kwargs: Any) -> None:
         beat(lane)
     except Exception:  # never stop a worker from starting over a heartbeat
         logger.warning("lane heartbeat failed", exc_info=True)
+    if lane == Lane.FAST:
+        _warm_up()
     threading.Thread(target=_loop, args=(lane,), name="lane-heartbeat", daemon=True).start()
+
+
+def _warm_up() -> None:
+    """Load what executing a command needs before the first protective close arrives: the
+    executors, the gateway and its terminal connection (the first close otherwise pays for them)."""
+    try:
+        from execution import runner  # noqa: F401 - imports the executors and the gateway
+        from execution.gateways import get_gateway
+
+        get_gateway().status()
+    except Exception:  # a terminal that is down now is retried by the first command
+        logger.warning("fast-lane warm-up failed", exc_info=True)
 
 
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})

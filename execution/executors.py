@@ -187,8 +187,7 @@ def close_position(ctx: Context) -> Step:
     closed = _closed_by_this_command(ctx)
     if ticket in closed:
         return Step(State.SUCCEEDED, _deal_json(closed[ticket]))
-    snapshot = ctx.gateway.account_snapshot(ctx.login, ctx.server)
-    position = next((p for p in snapshot.positions if p.ticket == ticket), None)
+    position = ctx.gateway.position(ctx.login, ctx.server, ticket)
     if position is None:
         return Step(State.REJECTED, error_code="position_not_found", error_message=f"No open position {ticket}.")
     volume = _dec(payload.get("volume"))

@@ -311,6 +311,10 @@ class Gateway(ABC):
                 out[(login, server)] = exc
         return out
 
+    def position(self, login: int, server: str, ticket: int) -> Position | None:
+        """One open position, or None; a backend that can read just that one overrides this."""
+        return next((p for p in self.account_snapshot(login, server).positions if p.ticket == ticket), None)
+
     @abstractmethod
     def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None: ...
 

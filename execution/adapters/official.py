@@ -494,6 +494,16 @@ class OfficialGateway(Gateway):
             history = self._read_list(login, server, "history_orders_get", *_window(since))
         return tuple(self._order(o) for o in (*live, *history) if o.comment == tag and int(o.magic) == self.magic)
 
+    def position(self, login: int, server: str, ticket: int) -> Position | None:
+        """positions_get(ticket=...): a close needs its position, not the whole account."""
+        with self._lock:
+            digits = self._account_digits(login, server)
+            raw = self._read_list(login, server, "positions_get", ticket=ticket)
+            if not raw:
+                return None
+            commissions = self._commissions(login, server, raw[:1], digits)
+        return self._position(raw[0], digits, commissions[int(raw[0].ticket)])
+
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]:
         with self._lock:
             digits = self._account_digits(login, server)
