@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -80,7 +81,6 @@ class Monitor:
     monitor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     gateway_factory: Callable[[], Gateway] = get_gateway
     interval: float = field(default_factory=lambda: settings.RISK_POLL_INTERVAL_MS / 1000)
-    last_sweep: float = 0.0
     stopping: bool = False
     # The live monitors as of our last heartbeat (us included), sorted.
     monitors: list[str] = field(default_factory=list)
@@ -213,20 +213,33 @@ class Monitor:
                 if self._first_read:
                     self._lags.append(self._first_read - due + self._longest_read)
                 self.monitors = self.heartbeat(watched, cycle_ms)
-                if time.monotonic() - self.last_sweep > SWEEP_EVERY.total_seconds():
-                    self.last_sweep = time.monotonic()
-                    requeued = sweep_stuck()
-                    if requeued:
-                        logger.warning("sweeper re-queued commands", extra={"count": requeued})
                 finished = time.monotonic()
                 cycle_ms = (finished - started) * 1000  # reported with the next heartbeat
                 due = self.next_start(due, finished)
             except DatabaseError:
                 # PostgreSQL restarting, a deadlock: drop the connection, wait, go on. Exiting here would
-                # stop the sweeper too, and runbridge stops every process when one exits.
+                # stop the sweeper's thread too, and runbridge stops every process when one exits.
                 logger.exception("database error; the monitor carries on")
                 connection.close()
                 time.sleep(1.0)
                 due = time.monotonic()
             count += 1
         MonitorHeartbeat.objects.filter(monitor_id=self.monitor_id).delete()
+
+
+def sweep_forever(stop: threading.Event, *, every: float = SWEEP_EVERY.total_seconds()) -> None:
+    """The sweeper (`execution.runner.sweep_stuck`) on its own thread and database connection.
+
+    Re-ringing a backlog's commands takes one transaction each: on the monitor's own loop that
+    could hold a cycle up for seconds, and with it the detection of a breach.
+    """
+    while not stop.wait(every):
+        try:
+            close_old_connections()
+            requeued = sweep_stuck()
+            if requeued:
+                logger.warning("sweeper re-queued commands", extra={"count": requeued})
+        except Exception:  # PostgreSQL restarting: drop the connection and try on the next turn
+            logger.exception("the sweeper failed; it tries again")
+            connection.close()
+    connection.close()

@@ -194,3 +194,25 @@ def test_on_the_redis_broker_health_counts_the_fast_queue_in_redis_and_pings_it(
     assert body.json()["status"] == "degraded"  # commands are still taken; the fast lane is not rung
     assert body.json()["checks"]["broker"]["status"] == "down"
     assert body.json()["checks"]["broker"]["fast_lane_broker"].startswith("unreachable")
+
+
+def test_the_monitors_sweeper_thread_rings_a_forgotten_command_again_on_its_own_connection(account):
+    import threading
+
+    from policies.monitor import sweep_forever
+
+    command = create(account, "sync_account", "forgotten")
+    Command.objects.filter(pk=command.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    from django_q.models import OrmQ
+
+    OrmQ.objects.all().delete()  # the doorbell was lost
+    stop = threading.Event()
+    sweeper = threading.Thread(target=sweep_forever, args=(stop,), kwargs={"every": 0.05}, daemon=True)
+    sweeper.start()
+    try:
+        assert wait_for(lambda: OrmQ.objects.count() == 1, 10)
+    finally:
+        stop.set()
+        sweeper.join(timeout=5)
+    assert not sweeper.is_alive()
+    assert command.events.filter(note__contains="rung again").count() >= 1

@@ -1,27 +1,36 @@
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from policies.monitor import Monitor, tune_gc
+from policies.monitor import Monitor, sweep_forever, tune_gc
 
 
 class Command(BaseCommand):
-    help = "Watch every account against its policy (RISK_RULES.md) and act on breaches; also sweeps stuck commands."
+    help = "Watch every account against its policy (RISK_RULES.md) and act on breaches; a thread sweeps stuck commands."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--iterations", type=int, default=None, help="stop after N cycles (tests)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         monitor = Monitor()
+        stopped = threading.Event()
 
         def stop(*_: Any) -> None:
             monitor.stopping = True
+            stopped.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         self.stdout.write(f"risk monitor {monitor.monitor_id} every {monitor.interval * 1000:.0f} ms")
         tune_gc()
-        monitor.run(iterations=options["iterations"])
+        sweeper = threading.Thread(target=sweep_forever, args=(stopped,), name="sweeper", daemon=True)
+        sweeper.start()
+        try:
+            monitor.run(iterations=options["iterations"])
+        finally:
+            stopped.set()
+            sweeper.join(timeout=5)
