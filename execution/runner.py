@@ -17,7 +17,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -63,7 +64,7 @@ def command_claim(pk: int) -> Command | None:
     else:
         with transaction.atomic():
             claimed = Command.objects.filter(pk=pk, state=State.QUEUED).update(
-                state=State.EXECUTING, started_at=now, updated_at=now
+                state=State.EXECUTING, started_at=Coalesce("started_at", Value(now)), updated_at=now
             )
             if not claimed:
                 return None
@@ -75,13 +76,18 @@ def command_claim(pk: int) -> Command | None:
                 at=now,
             )
     # The policy is read only by the executors that need it (open_position asks for it).
-    return Command.objects.select_related("account", "tenant").get(pk=pk)
+    command = Command.objects.select_related("account", "tenant").get(pk=pk)
+    # `started_at` is the first claim's. A command claimed before (its worker vanished and the
+    # sweeper sent it back) may have reached MT5 with no attempt recorded: a worker can die
+    # between sending and recording. It reconciles before sending, like any later attempt.
+    command.claimed_before = command.started_at is not None and command.started_at < now
+    return command
 
 
 # command_claim's two writes as one PostgreSQL statement (table names from the models).
 _CLAIM = f"""
 WITH claimed AS (
-    UPDATE {Command._meta.db_table} SET state = %(to)s, started_at = %(now)s, updated_at = %(now)s
+    UPDATE {Command._meta.db_table} SET state = %(to)s, started_at = COALESCE(started_at, %(now)s), updated_at = %(now)s
     WHERE id = %(pk)s AND state = %(from)s RETURNING id
 )
 INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
@@ -169,7 +175,7 @@ def _run(command: Command) -> str:
         return step.state
     gateway = get_gateway()
     # Anything sent before (an earlier delivery) must be found before anything is sent again.
-    reconcile = command.attempts > 0
+    reconcile = command.attempts > 0 or getattr(command, "claimed_before", False)
     maybe_sent = False
 
     def record(result: TradeResult) -> None:

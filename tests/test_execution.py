@@ -276,6 +276,29 @@ def test_a_task_delivered_twice_executes_once(trader, monkeypatch, path):
     assert [to for _, to in transitions].count("executing") == 1
 
 
+@pytest.mark.parametrize("path", ["one statement (PostgreSQL)", "a transaction (SQLite)"])
+def test_a_worker_that_died_between_sending_and_recording_is_reconciled_not_sent_twice(trader, monkeypatch, path):
+    from django.db import connection
+
+    from execution.runner import command_claim
+
+    if path.startswith("a transaction"):
+        monkeypatch.setattr(connection, "vendor", "sqlite")
+    command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
+    claimed = command_claim(command.pk)
+    assert claimed is not None and not claimed.claimed_before
+    # The order reached MT5, then the worker died before recording any attempt.
+    tag = order_tag(command.command_id)
+    get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=0.1, tag=tag)
+    Command.objects.filter(pk=command.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    assert Command.objects.get(pk=command.pk).attempts == 0
+    assert sweep_stuck() == 1
+    command = run(command)
+    assert command.state == State.SUCCEEDED
+    assert command.result["reconciled"] is True
+    assert len(positions()) == 1
+
+
 def test_a_normal_command_older_than_the_ttl_expires(trader, settings):
     command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
     Command.objects.filter(pk=command.pk).update(
