@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -186,3 +186,19 @@ def callbacks_health(*, now: datetime | None = None) -> dict[str, Any]:
         "dead_letters": dead,
         "configured": configured,
     }
+
+
+def callbacks_prune_delivered(*, now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete delivered callbacks (and their attempts) past CALLBACK_RETENTION_DAYS; returns how many.
+
+    Only delivered rows go: a dead letter waits for an operator, an open row is still owed. Deleted
+    in batches, so a large outbox never holds one long transaction.
+    """
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CALLBACK_RETENTION_DAYS)
+    old = CallbackDelivery.objects.filter(status=DeliveryStatus.DELIVERED, delivered_at__lt=cutoff)
+    pruned = 0
+    while ids := list(old.values_list("pk", flat=True)[:batch]):
+        with transaction.atomic():
+            CallbackDelivery.objects.filter(pk__in=ids).delete()
+        pruned += len(ids)
+    return pruned

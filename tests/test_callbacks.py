@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -708,3 +709,24 @@ def test_delivercallbacks_stops_cleanly_on_sigterm(settings: Any) -> None:
     killer.join(timeout=5)
     assert time.monotonic() - started < 5
     assert signal.getsignal(signal.SIGTERM) is original
+
+
+def test_pruning_deletes_only_delivered_callbacks_past_their_retention(
+    account_1: TradingAccount, settings: Any
+) -> None:  # noqa: E501
+    settings.CALLBACK_RETENTION_DAYS = 30
+    now = timezone.now()
+    old_delivered, recent_delivered, dead, pending = (report(account_1, key) for key in ("a", "b", "c", "d"))
+    CallbackDelivery.objects.filter(pk=old_delivered.pk).update(
+        status=DeliveryStatus.DELIVERED, delivered_at=now - timedelta(days=31)
+    )
+    CallbackAttempt.objects.create(delivery=old_delivered, number=1, outcome=CallbackAttempt.Outcome.DELIVERED)
+    CallbackDelivery.objects.filter(pk=recent_delivered.pk).update(
+        status=DeliveryStatus.DELIVERED, delivered_at=now - timedelta(days=29)
+    )
+    CallbackDelivery.objects.filter(pk=dead.pk).update(status=DeliveryStatus.DEAD, created_at=now - timedelta(days=90))
+    call_command("prune_callbacks", stdout=io.StringIO())
+    left = set(CallbackDelivery.objects.values_list("idempotency_key", flat=True))
+    assert left == {"b", "c", "d"}
+    assert not CallbackAttempt.objects.filter(delivery_id=old_delivered.pk).exists()
+    assert pending.pk in set(CallbackDelivery.objects.values_list("pk", flat=True))
