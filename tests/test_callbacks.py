@@ -713,7 +713,7 @@ def test_delivercallbacks_stops_cleanly_on_sigterm(settings: Any) -> None:
 
 def test_pruning_deletes_only_delivered_callbacks_past_their_retention(
     account_1: TradingAccount, settings: Any
-) -> None:  # noqa: E501
+) -> None:
     settings.CALLBACK_RETENTION_DAYS = 30
     now = timezone.now()
     old_delivered, recent_delivered, dead, pending = (report(account_1, key) for key in ("a", "b", "c", "d"))
