@@ -1,10 +1,12 @@
 """Fast-lane latency with an idle and with a backlogged normal lane, and normal-lane throughput.
 
-    python bench/bench_lanes.py [--fast 200] [--backlog 10000] [--normal-workers 2]
+    python bench/bench_lanes.py [--fast 200] [--backlog 10000] [--normal-workers 2] [--backlog-accounts 1]
 
 Real qcluster processes (both lanes) on PostgreSQL and the simulator. Latency is the command's
 own record: `received_at` (accepted) → `finished_at` (the terminal confirmed), so it includes
-the broker poll, the claim, the MT5 round trip and the bookkeeping.
+the broker poll, the claim, the MT5 round trip and the bookkeeping. The backlog is on the fast
+commands' own account by default (they then share its row lock); `--backlog-accounts N` spreads it
+over N other accounts instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     parser.add_argument("--fast", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--normal-workers", type=int, default=2)
+    parser.add_argument("--backlog-accounts", type=int, default=1, help="1: the fast commands' account")
     args = parser.parse_args()
 
     url = fresh_database("bridge_bench_lanes")
@@ -42,13 +45,25 @@ def main() -> None:
         account.login, account.server, symbol="EURUSD", side="buy", volume=0.1, tag="bench"
     ).position
     counter = iter(range(10**9))
+    others: list[tuple[TradingAccount, int]] = []
+    if args.backlog_accounts > 1:
+        from execution.simulator.service import sim_account_create
+        from tests.conftest import register_account
+
+        for i in range(args.backlog_accounts):
+            login = 70_000_000 + i
+            sim_account_create(login=login, balance=100000, server=account.server)
+            other = register_account(account.tenant, login=login, server=account.server)
+            position = gateway.open_position(login, account.server, symbol="EURUSD", side="buy", volume=0.1, tag="b")
+            others.append((other, position.position))
 
     def create(fast: bool, command_type: str = "modify_position") -> Command:
         n = next(counter)
         sl = f"1.0{700 + n % 50}"
+        target, target_ticket = (account, ticket) if fast or not others else others[n % len(others)]
         return command_create(
-            tenant=account.tenant,
-            account=account,
+            tenant=target.tenant,
+            account=target,
             common={
                 "command_id": f"{'f' if fast else 'n'}-{n}",
                 "command_type": command_type,
@@ -57,7 +72,7 @@ def main() -> None:
                 "reason": "bench",
                 "expires_at_utc": None,
             },
-            specific={"ticket": ticket, "stop_loss": sl},
+            specific={"ticket": target_ticket, "stop_loss": sl},
             envelope={},
             correlation_id="bench",
             idempotency_key=f"k-{n}",
@@ -137,7 +152,9 @@ def main() -> None:
     cores = os.cpu_count()
     print(f"\nFast lane, accepted → terminal confirmed (modify_position, simulator, PostgreSQL, {cores} cores)")
     print(f"  idle normal lane:                 {summary(idle)}")
+    where = "the same account" if not others else f"{len(others)} other accounts"
     print(f"  {args.backlog} normal backlogged:      {summary(loaded)}  ({waiting} normal still queued at the end)")
+    print(f"  (the backlog is on {where})")
     print(f"  loaded/idle p99 ratio:            {percentile(loaded, 99) / percentile(idle, 99):.2f}")
     print(
         f"\nNormal lane ({args.normal_workers} workers): {args.backlog} commands created in {created_s:.1f}s; "
