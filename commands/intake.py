@@ -174,41 +174,39 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
             flat_fields = validate_with(LegacyFlatCommandSerializer, body, "")
         except serializers.ValidationError as exc:
             raise _as_validation_error(exc) from exc
+        login, server = flat_fields["account_id"], None
         command_fields = {
             **flat_fields["payload"],
             "command_id": flat_fields["command_id"],
             "command_type": flat_fields["command_type"],
         }
-        return _respond(
-            idempotency.run_once_storing(
-                record=record,
-                process=lambda record: _accept_command(
-                    tenant, flat_fields["account_id"], None, command_fields, body, record
-                ),
+    else:
+        try:
+            envelope = validate_with(EnvelopeSerializer, body, "")
+        except serializers.ValidationError as exc:
+            raise _as_validation_error(exc) from exc
+        request_type = envelope["request"]["type"]
+        if request_type not in request_types:
+            raise validation_error(
+                [{"field": "request.type", "message": f"This endpoint takes {', '.join(sorted(request_types))}."}]
             )
+        record.request_type = request_type
+        if request_type != "command":
+            return _respond(
+                idempotency.run_once(record=record, process=lambda: _apply_policy(tenant, envelope, body, key))
+            )
+        login, server, command_fields = (
+            envelope["actor"]["account_login"],
+            envelope["actor"]["server"],
+            envelope["payload"],
         )
 
-    try:
-        envelope = validate_with(EnvelopeSerializer, body, "")
-    except serializers.ValidationError as exc:
-        raise _as_validation_error(exc) from exc
-    request_type = envelope["request"]["type"]
-    if request_type not in request_types:
-        raise validation_error(
-            [{"field": "request.type", "message": f"This endpoint takes {', '.join(sorted(request_types))}."}]
-        )
-    record.request_type = request_type
-    actor = envelope["actor"]
-    if request_type == "command":
-        outcome = idempotency.run_once_storing(
+    return _respond(
+        idempotency.run_once_storing(
             record=record,
-            process=lambda record: _accept_command(
-                tenant, actor["account_login"], actor["server"], envelope["payload"], body, record
-            ),
+            process=lambda record: _accept_command(tenant, login, server, command_fields, body, record),
         )
-    else:
-        outcome = idempotency.run_once(record=record, process=lambda: _apply_policy(tenant, envelope, body, key))
-    return _respond(outcome)
+    )
 
 
 def _respond(outcome: idempotency.Outcome) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from django_q.humanhash import uuid
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
+from bridgeproject.dbutil import one_statement
 from bridgeproject.errors import BridgeError
 from bridgeproject.jsonutil import jsonable, utc_iso
 from commands.idempotency import complete
@@ -138,6 +138,10 @@ def _new_command(
     )
 
 
+def _queued_note(command: Command) -> str:
+    return f"lane {command.lane}"
+
+
 def _timeline(command: Command) -> list[CommandEvent]:
     at = command.received_at
     return [
@@ -147,7 +151,7 @@ def _timeline(command: Command) -> list[CommandEvent]:
             kind=CommandEvent.Kind.TRANSITION,
             from_state=State.RECEIVED,
             to_state=State.QUEUED,
-            note=f"lane {command.lane}",
+            note=_queued_note(command),
             at=at,
         ),
     ]
@@ -232,9 +236,8 @@ def command_accept(
         body = accepted_body(command)
         complete(record, 202, body, at=command.received_at)
         try:
-            # Inside a caller's transaction the statement gets a savepoint, so a conflict there
-            # leaves the caller's transaction usable for the replay lookup.
-            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            # Inside a caller's transaction a conflict leaves it usable for the replay lookup.
+            with one_statement():
                 cursor.execute(
                     _ACCEPT_WITH_TASK if with_task else _ACCEPT, _accept_params(command, record, with_task=with_task)
                 )
@@ -319,7 +322,7 @@ def _accept_params(command: Command, record: IdempotencyRecord, *, with_task: bo
         "at": command.received_at,
         "transition": CommandEvent.Kind.TRANSITION.value,
         "received": State.RECEIVED.value,
-        "lane_note": f"lane {command.lane}",
+        "lane_note": _queued_note(command),
         "fingerprint": record.fingerprint,
         "method": record.method,
         "path": record.path,

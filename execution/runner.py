@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +22,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from bridgeproject import context
+from bridgeproject.dbutil import one_statement
 from commands.lanes import Lane
 from commands.models import Command, CommandEvent
 from commands.services import command_enqueue, rings_with_the_commit
@@ -57,7 +57,7 @@ def command_claim(pk: int) -> Command | None:
     if connection.vendor == "postgresql":
         # One statement: the conditional update and its timeline entry, no transaction round trips.
         params = {"pk": pk, "now": now, "from": State.QUEUED.value, "to": State.EXECUTING.value}
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        with one_statement(), connection.cursor() as cursor:
             cursor.execute(_CLAIM, {**params, "kind": CommandEvent.Kind.TRANSITION.value})
             if cursor.fetchone() is None:
                 return None
@@ -115,7 +115,7 @@ def _record_attempt(command: Command, result: TradeResult) -> None:
     command.attempts += 1
     if connection.vendor == "postgresql":
         # One statement: the count and the attempt's timeline entry (with what was sent and answered).
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        with one_statement(), connection.cursor() as cursor:
             cursor.execute(
                 _RECORD_ATTEMPT,
                 {
@@ -250,14 +250,12 @@ def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timed
             command.transition(State.QUEUED, note="re-queued by the sweeper: the worker stopped answering")
             command_enqueue(command=command)
             requeued += 1
-    forgotten = Command.objects.filter(state=State.QUEUED, updated_at__lt=now - grace)
+    waited_too_long = Q(updated_at__lt=now - grace)
     if not rings_with_the_commit(Lane.FAST):
         # Redis may lose a doorbell (no delivery receipts): a fast command is rung again soon.
         fast_grace = timedelta(seconds=settings.COMMAND_FAST_QUEUED_GRACE_SECONDS)
-        forgotten = Command.objects.filter(
-            Q(updated_at__lt=now - grace) | Q(lane=Lane.FAST, updated_at__lt=now - fast_grace), state=State.QUEUED
-        )
-    forgotten = forgotten[:500]
+        waited_too_long |= Q(lane=Lane.FAST, updated_at__lt=now - fast_grace)
+    forgotten = Command.objects.filter(waited_too_long, state=State.QUEUED)[:500]
     for command in forgotten:
         with transaction.atomic():
             if Command.objects.filter(pk=command.pk, state=State.QUEUED).update(updated_at=timezone.now()):
