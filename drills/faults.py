@@ -79,6 +79,16 @@ def _orm() -> Any:
     return Command, IdempotencyRecord
 
 
+def wait_until_finished(command_ids: list[str], timeout: float) -> bool:
+    """Whether every one of these commands reached a terminal state within the timeout."""
+
+    def finished() -> bool:
+        Command, _ = _orm()
+        return not Command.objects.filter(command_id__in=command_ids).exclude(state__in=TERMINAL_STATES).exists()
+
+    return wait_for(finished, timeout, 0.5)
+
+
 def post_until_answered(
     client: httpx.Client, body: dict, token: str, *, give_up_after: float = 90.0
 ) -> tuple[httpx.Response | None, int]:
@@ -308,14 +318,7 @@ def drill_pg_restart(url: str, *, seconds: float = 30.0, clients: int = 6) -> di
             stop.set()
             for thread in threads:
                 thread.join(timeout=100)
-            Command, _ = _orm()
-            ids = list(accepted.values())
-
-            def all_finished() -> bool:
-                _orm()
-                return not Command.objects.filter(command_id__in=ids).exclude(state__in=TERMINAL_STATES).exists()
-
-            drained = wait_for(all_finished, 120, 0.5)
+            drained = wait_until_finished(list(accepted.values()), 120)
             alive = {service.name: service.alive for service in services}
     finally:
         stop.set()

@@ -26,7 +26,7 @@ import httpx
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from drills.faults import TERMINAL_STATES, Receiver, _orm, register_accounts
+from drills.faults import Receiver, _orm, register_accounts, wait_until_finished
 from drills.harness import (
     DEMO_TOKEN,
     LOGIN_1,
@@ -44,7 +44,6 @@ from drills.harness import (
     print_figures,
     running,
     setup_django,
-    wait_for,
     wait_http,
     write_result,
 )
@@ -147,14 +146,7 @@ def drill_load(url: str, *, seconds: float, rate: float, clients: int) -> dict[s
                 stop.set()
                 for thread in threads:
                     thread.join(timeout=60)
-                Command, _ = _orm()
-                ids = list(accepted)
-
-                def drained() -> bool:
-                    _orm()
-                    return not Command.objects.filter(command_id__in=ids).exclude(state__in=TERMINAL_STATES).exists()
-
-                all_done = wait_for(drained, 180, 0.5)
+                all_done = wait_until_finished(list(accepted), 180)
             alive = {service.name: service.alive for service in services}
     finally:
         stop.set()
