@@ -130,6 +130,9 @@ CALLBACK_RETENTION_DAYS = env.int("CALLBACK_RETENTION_DAYS", default=30)
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
 COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
+# A normal-lane worker answering a doorbell goes on with the lane's next queued commands for up
+# to this long (checked before each claim), paying django-q2's per-task cost once for many.
+NORMAL_LANE_DRAIN_SECONDS = env.float("NORMAL_LANE_DRAIN_SECONDS", default=2.0)
 # A command `executing` longer than this lost its worker; the sweeper re-queues it.
 COMMAND_EXECUTING_LEASE_SECONDS = env.int("COMMAND_EXECUTING_LEASE_SECONDS", default=90)
 # A command `queued` longer than this may have lost its task (Redis broker); rung again.
@@ -190,7 +193,9 @@ Q_CLUSTER = {
     "timeout": 60,
     "retry": 120,
     "poll": env.float("Q_NORMAL_POLL", default=0.05),
-    "bulk": 10,
+    # One doorbell at a time: a worker answering one drains the lane, so doorbells fetched ahead
+    # would find their commands already run.
+    "bulk": 1,
     # The command row is the record; successful task results are not stored again (failures are).
     "save_limit": -1,
     "catch_up": False,

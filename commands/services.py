@@ -31,7 +31,9 @@ from tenancy.models import Tenant
 
 logger = logging.getLogger("bridge.commands")
 
-EXECUTE_TASK = "execution.tasks.execute_command"
+# A doorbell names its lane, not a command: whichever worker answers takes the lane's oldest
+# queued command(s) (execution.runner.lane_run), so any doorbell serves any command of the lane.
+LANE_TASK = "execution.tasks.run_lane"
 COMMAND_ID_UNIQUE = "command_tenant_command_id_unique"
 
 _brokers: dict[tuple[str, str], Broker] = {}
@@ -60,16 +62,16 @@ def rings_with_the_commit(lane: str) -> bool:
     return isinstance(lane_broker(lane), OrmBroker)
 
 
-def task_package(command: Command) -> str:
-    """The signed task django-q2's `async_task(EXECUTE_TASK, command.pk)` would enqueue on the lane."""
+def task_package(lane: str) -> str:
+    """The signed task django-q2's `async_task(LANE_TASK, lane)` would enqueue on the lane."""
     _human, task_id = uuid()
     task: dict[str, Any] = {
         "id": task_id,
-        "name": f"{command.command_type}:{command.command_id}"[:100],
-        "func": EXECUTE_TASK,
-        "args": (command.pk,),
-        "group": command.lane,
-        "cluster": CLUSTER_FOR_LANE[command.lane],
+        "name": f"{lane} lane",
+        "func": LANE_TASK,
+        "args": (lane,),
+        "group": lane,
+        "cluster": CLUSTER_FOR_LANE[lane],
         "kwargs": {},
         "started": timezone.now(),
     }
@@ -81,7 +83,7 @@ def task_package(command: Command) -> str:
 def command_enqueue(*, command: Command) -> None:
     """Ring the lane's doorbell. With the ORM broker this row commits or rolls back with the caller;
     Redis is rung once the caller's transaction has committed (at once outside one)."""
-    broker, package = lane_broker(command.lane), task_package(command)
+    broker, package = lane_broker(command.lane), task_package(command.lane)
     if rings_with_the_commit(command.lane):
         broker.enqueue(package)
     else:
@@ -209,7 +211,7 @@ def command_accept(
     """Accept an API command and store its 202 under the idempotency key — all or nothing.
 
     The command row, its timeline, its task and the completed idempotency record commit
-    together: in one statement on PostgreSQL (the intake's hot path: two round trips instead of
+    together: in one statement on PostgreSQL (the intake's hot path: one round trip instead of
     eight), in one transaction elsewhere. Both write the same rows; a test holds them equal.
     """
     command = _new_command(
@@ -230,23 +232,21 @@ def command_accept(
             complete(record, 202, body, at=command.received_at).save(force_insert=True)
         return 202, body
     with_task = rings_with_the_commit(command.lane)
-    with connection.cursor() as cursor:
-        cursor.execute(_NEXT_COMMAND_PK)
-        command.pk = cursor.fetchone()[0]
-        body = accepted_body(command)
-        complete(record, 202, body, at=command.received_at)
-        try:
-            # Inside a caller's transaction a conflict leaves it usable for the replay lookup.
-            with one_statement():
-                cursor.execute(
-                    _ACCEPT_WITH_TASK if with_task else _ACCEPT, _accept_params(command, record, with_task=with_task)
-                )
-                if not with_task:
-                    command_enqueue(command=command)  # Redis: rung after the commit
-        except IntegrityError as exc:
-            if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == COMMAND_ID_UNIQUE:
-                raise _duplicate_command_id(command) from exc
-            raise
+    body = accepted_body(command)
+    complete(record, 202, body, at=command.received_at)
+    try:
+        # Inside a caller's transaction a conflict leaves it usable for the replay lookup.
+        with one_statement(), connection.cursor() as cursor:
+            cursor.execute(
+                _ACCEPT_WITH_TASK if with_task else _ACCEPT, _accept_params(command, record, with_task=with_task)
+            )
+            command.pk = cursor.fetchone()[0]
+            if not with_task:
+                command_enqueue(command=command)  # Redis: rung after the commit
+    except IntegrityError as exc:
+        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == COMMAND_ID_UNIQUE:
+            raise _duplicate_command_id(command) from exc
+        raise
     return 202, body
 
 
@@ -263,17 +263,17 @@ def accepted_body(command: Command) -> dict[str, Any]:
     }
 
 
-# The same rows _store and the idempotency record's save write, as one PostgreSQL statement.
-_NEXT_COMMAND_PK = f"SELECT nextval(pg_get_serial_sequence('{Command._meta.db_table}', 'id'))"
+# The same rows _store and the idempotency record's save write, as one PostgreSQL statement. The
+# id comes from the column's default: nothing in the statement's values needs it beforehand.
 # Table names come from the models; every value is a bound parameter.
 _ACCEPT_TEMPLATE = f"""
 WITH command AS (
     INSERT INTO {Command._meta.db_table} (
-        id, tenant_id, account_id, command_id, command_type, priority, lane, state, source, reason,
+        tenant_id, account_id, command_id, command_type, priority, lane, state, source, reason,
         payload, envelope, correlation_id, idempotency_key, expires_at, attempts, error_code,
         error_message, received_at, queued_at, updated_at
     ) VALUES (
-        %(id)s, %(tenant_id)s, %(account_id)s, %(command_id)s, %(command_type)s, %(priority)s, %(lane)s,
+        %(tenant_id)s, %(account_id)s, %(command_id)s, %(command_type)s, %(priority)s, %(lane)s,
         %(state)s, %(source)s, %(reason)s, %(payload)s::jsonb, %(envelope)s::jsonb, %(correlation_id)s,
         %(idempotency_key)s, %(expires_at)s, 0, '', '', %(at)s, %(at)s, %(at)s
     ) RETURNING id
@@ -291,6 +291,7 @@ SELECT %(tenant_id)s, %(idempotency_key)s, %(fingerprint)s, %(method)s, %(path)s
     %(status_code)s, %(response_body)s::jsonb, %(record_correlation_id)s, %(at)s::timestamptz,
     %(completed_at)s::timestamptz, %(record_expires_at)s::timestamptz
 FROM command
+RETURNING (SELECT id FROM command)
 """  # noqa: S608
 # The doorbell as a row of the same statement, for a lane on the ORM broker.
 _TASK = f""", task AS (
@@ -301,10 +302,9 @@ _ACCEPT_WITH_TASK = _ACCEPT_TEMPLATE.replace("{task}", _TASK)
 
 
 def _accept_params(command: Command, record: IdempotencyRecord, *, with_task: bool) -> dict[str, Any]:
-    task = {"queue": lane_broker(command.lane).list_key, "task": task_package(command)} if with_task else {}
+    task = {"queue": lane_broker(command.lane).list_key, "task": task_package(command.lane)} if with_task else {}
     return {
         **task,
-        "id": command.pk,
         "tenant_id": command.tenant_id,
         "account_id": command.account_id,
         "command_id": command.command_id,

@@ -20,12 +20,13 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.dispatch import Signal
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from bridgeproject import context
 from bridgeproject.dbutil import one_statement
 from commands.lanes import Lane
 from commands.models import Command, CommandEvent
-from commands.services import command_enqueue, rings_with_the_commit
+from commands.services import command_enqueue, lane_broker, rings_with_the_commit
 from commands.states import State, check_transition
 from execution import outages
 from execution.executors import EXECUTORS, Context, Step
@@ -50,20 +51,46 @@ def deadline_of(command: Command) -> datetime:
     return command.received_at + timedelta(seconds=settings.COMMAND_NORMAL_TTL_SECONDS)
 
 
-def command_claim(pk: int) -> Command | None:
-    """Take a queued command for execution; None when another delivery already has it."""
+def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorbell: bool = False) -> Command | None:
+    """Take a queued command for execution: command `pk`, or the oldest queued one of `lane`.
+
+    None when there is nothing to take (another delivery already has it). With
+    `spare_doorbell`, the claim also deletes one waiting doorbell of the lane when its broker
+    is the database: a worker draining the lane takes, with each command after the first, the
+    doorbell rung for it, which would otherwise wake a worker for nothing.
+    """
     check_transition(State.QUEUED, State.EXECUTING)
     now = timezone.now()
     if connection.vendor == "postgresql":
-        # One statement: the conditional update and its timeline entry, no transaction round trips.
-        params = {"pk": pk, "now": now, "from": State.QUEUED.value, "to": State.EXECUTING.value}
+        # One statement: the conditional update, its timeline entry and the spare doorbell.
+        params: dict[str, Any] = {
+            "pk": pk,
+            "lane": lane,
+            "now": now,
+            "from": State.QUEUED.value,
+            "to": State.EXECUTING.value,
+            "kind": CommandEvent.Kind.TRANSITION.value,
+        }
+        if pk is not None:
+            sql = _CLAIM_ONE
+        elif spare_doorbell and rings_with_the_commit(lane):
+            sql, params["queue"] = _CLAIM_NEXT_AND_DOORBELL, lane_broker(lane).list_key
+        else:
+            sql = _CLAIM_NEXT
         with one_statement(), connection.cursor() as cursor:
-            cursor.execute(_CLAIM, {**params, "kind": CommandEvent.Kind.TRANSITION.value})
-            if cursor.fetchone() is None:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+            if row is None:
                 return None
+            pk = row[0]
     else:
         with transaction.atomic():
-            claimed = Command.objects.filter(pk=pk, state=State.QUEUED).update(
+            queued = Command.objects.filter(state=State.QUEUED)
+            if pk is None:
+                pk = queued.filter(lane=lane).order_by("updated_at").values_list("pk", flat=True).first()
+            if pk is None:
+                return None
+            claimed = queued.filter(pk=pk).update(
                 state=State.EXECUTING, started_at=Coalesce("started_at", Value(now)), updated_at=now
             )
             if not claimed:
@@ -75,6 +102,9 @@ def command_claim(pk: int) -> Command | None:
                 to_state=State.EXECUTING,
                 at=now,
             )
+            if spare_doorbell and rings_with_the_commit(lane):
+                spare = OrmQ.objects.filter(key=lane_broker(lane).list_key, lock__lt=now)
+                spare.filter(pk__in=list(spare.values_list("pk", flat=True)[:1])).delete()
     # The policy is read only by the executors that need it (open_position asks for it).
     command = Command.objects.select_related("account", "tenant").get(pk=pk)
     # `started_at` is the first claim's. A command claimed before (its worker vanished and the
@@ -84,15 +114,32 @@ def command_claim(pk: int) -> Command | None:
     return command
 
 
-# command_claim's two writes as one PostgreSQL statement (table names from the models).
-_CLAIM = f"""
+# command_claim's writes as one PostgreSQL statement (table names from the models). The lane's
+# oldest queued command comes from the (state, lane, updated_at) index, SKIP LOCKED so that
+# workers claiming at once take different commands instead of waiting on each other.
+_CLAIM_TEMPLATE = f"""
 WITH claimed AS (
     UPDATE {Command._meta.db_table} SET state = %(to)s, started_at = COALESCE(started_at, %(now)s), updated_at = %(now)s
-    WHERE id = %(pk)s AND state = %(from)s RETURNING id
-)
+    WHERE id = {{which}} AND state = %(from)s RETURNING id
+){{doorbell}}
 INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
 SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed RETURNING command_id
 """  # noqa: S608
+_NEXT_OF_LANE = f"""(
+    SELECT id FROM {Command._meta.db_table} WHERE state = %(from)s AND lane = %(lane)s
+    ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED
+)"""  # noqa: S608
+# One waiting doorbell of the lane goes with the command it was rung for (a doorbell still
+# waiting: one already handed to a worker has its lock in the future).
+_SPARE_DOORBELL = f""", doorbell AS (
+    DELETE FROM {OrmQ._meta.db_table} WHERE id = (
+        SELECT id FROM {OrmQ._meta.db_table} WHERE key = %(queue)s AND lock < %(now)s AND EXISTS (SELECT FROM claimed)
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+    )
+)"""  # noqa: S608
+_CLAIM_ONE = _CLAIM_TEMPLATE.replace("{which}", "%(pk)s").replace("{doorbell}", "")
+_CLAIM_NEXT = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", "")
+_CLAIM_NEXT_AND_DOORBELL = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", _SPARE_DOORBELL)
 
 
 def _finish(command: Command, step: Step) -> None:
@@ -155,8 +202,33 @@ RETURNING attempt
 def command_execute(pk: int) -> str | None:
     """Run one command to a terminal state; returns that state (None if not claimed)."""
     command = command_claim(pk)
-    if command is None:
-        return None
+    return None if command is None else _run_in_scope(command)
+
+
+def lane_run(lane: str) -> int:
+    """Answer one doorbell of `lane`: run its oldest queued command, and on the normal lane go on
+    with the next ones for up to NORMAL_LANE_DRAIN_SECONDS; returns how many commands ran.
+
+    Draining is what lets the normal lane keep up with a backlog: django-q2's own bookkeeping of
+    a task costs more than most commands, so a worker pays it once for many. The deadline is
+    checked before each claim, never during a command, so a doorbell's run stays far below the
+    cluster's task timeout. The fast lane runs one command a doorbell: each of its workers is
+    free for the next protective command at once.
+    """
+    drain = timedelta(seconds=settings.NORMAL_LANE_DRAIN_SECONDS if lane == Lane.NORMAL else 0)
+    until = timezone.now() + drain
+    ran = 0
+    while True:
+        command = command_claim(lane=lane, spare_doorbell=ran > 0)
+        if command is None:
+            return ran
+        _run_in_scope(command)
+        ran += 1
+        if timezone.now() >= until:
+            return ran
+
+
+def _run_in_scope(command: Command) -> str:
     with context.scope(
         correlation_id=command.correlation_id,
         tenant=command.tenant.tenant_id,

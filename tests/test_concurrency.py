@@ -56,3 +56,49 @@ def test_parallel_requests_with_distinct_keys_and_one_command_id_create_one_comm
 
     assert statuses == [202] + [409] * (PARALLEL - 1)
     assert Command.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_draining_one_lane_at_once_run_every_command_exactly_once(tenant_1):
+    from django.db import connection
+
+    from commands.services import command_create
+    from commands.states import State
+    from execution.runner import lane_run
+    from execution.simulator.service import sim_account_create
+
+    account = register_account(tenant_1)
+    sim_account_create(login=account.login, balance=100000, server=account.server)
+    commands = [
+        command_create(
+            tenant=tenant_1,
+            account=account,
+            common={
+                "command_id": f"sync-{i}",
+                "command_type": "sync_account",
+                "priority": "normal",
+                "fast_lane": False,
+                "reason": "",
+                "expires_at_utc": None,
+            },
+            specific={},
+            envelope={},
+            correlation_id="drain",
+            idempotency_key=f"k-{i}",
+        )
+        for i in range(40)
+    ]
+
+    def drain(_: int) -> int:
+        try:
+            return lane_run("normal")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ran = list(pool.map(drain, range(4)))
+
+    assert sum(ran) == 40
+    rows = Command.objects.filter(pk__in=[c.pk for c in commands])
+    assert set(rows.values_list("state", flat=True)) == {State.SUCCEEDED}
+    assert [c.events.filter(to_state=State.EXECUTING).count() for c in rows] == [1] * 40

@@ -408,3 +408,59 @@ def test_health_is_degraded_while_the_terminal_drops_connections_and_ok_after_a_
     assert run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)).state == State.SUCCEEDED
     mt5 = client.get("/api/v1/health").json()["checks"]["mt5"]
     assert mt5["recent_connection_failure"] is None
+
+
+def _waiting_doorbells(queue: str) -> int:
+    return OrmQ.objects.filter(key=queue, lock__lt=timezone.now()).count()
+
+
+@pytest.mark.parametrize("path", ["one statement (PostgreSQL)", "a transaction (SQLite)"])
+def test_one_normal_doorbell_drains_the_lane_oldest_first_and_takes_the_spare_doorbells(trader, monkeypatch, path):
+    from django.db import connection
+
+    from execution.tasks import run_lane
+
+    commands = [submit(trader, "sync_account", f"sync-{i}") for i in range(5)]
+    assert _waiting_doorbells("normal") == 5
+    if path.startswith("a transaction"):
+        monkeypatch.setattr(connection, "vendor", "sqlite")
+    assert run_lane("normal") == 5
+    finished = Command.objects.filter(pk__in=[c.pk for c in commands]).order_by("started_at")
+    assert [c.command_id for c in finished] == [f"sync-{i}" for i in range(5)]
+    assert {c.state for c in finished} == {State.SUCCEEDED}
+    # The doorbell being answered stays for django-q2 to acknowledge; the other four went with their commands.
+    assert _waiting_doorbells("normal") == 1
+    assert run_lane("normal") == 0
+
+
+def test_a_drain_stops_claiming_once_its_time_is_up(trader, settings):
+    from execution.runner import lane_run
+
+    settings.NORMAL_LANE_DRAIN_SECONDS = 0
+    for i in range(3):
+        submit(trader, "sync_account", f"sync-{i}")
+    assert lane_run("normal") == 1
+    assert Command.objects.filter(state=State.QUEUED).count() == 2
+    assert _waiting_doorbells("normal") == 3  # nothing taken but the answered doorbell's own command
+
+
+def test_a_fast_doorbell_runs_one_command_and_leaves_the_next_to_its_own_doorbell(trader):
+    from execution.runner import lane_run
+
+    first = submit(trader, "sync_account", "fast-1", priority="critical")
+    submit(trader, "sync_account", "fast-2", priority="critical")
+    submit(trader, "sync_account", "normal-1")
+    assert lane_run("fast") == 1
+    assert Command.objects.get(pk=first.pk).state == State.SUCCEEDED
+    assert set(Command.objects.filter(state=State.QUEUED).values_list("command_id", flat=True)) == {
+        "fast-2",
+        "normal-1",
+    }
+
+
+def test_a_doorbell_rung_for_one_command_before_the_upgrade_still_runs_it(trader):
+    from execution.tasks import execute_command
+
+    command = submit(trader, "sync_account")
+    assert execute_command(command.pk) == State.SUCCEEDED
+    assert execute_command(command.pk) is None

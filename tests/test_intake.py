@@ -581,10 +581,14 @@ def test_a_policy_replay_from_another_process_returns_the_first_answer(alice):
     assert PolicySnapshot.objects.count() == 2
 
 
-def _accepted_rows(command_id: str) -> dict[str, Any]:
+def _doorbells() -> list[tuple[str, dict[str, Any]]]:
     from django_q.models import OrmQ
     from django_q.signing import SignedPackage
 
+    return [(row.key, SignedPackage.loads(row.payload)) for row in OrmQ.objects.order_by("id")]
+
+
+def _accepted_rows(command_id: str, doorbells: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     from commands.models import Command, IdempotencyRecord
 
     command = Command.objects.get(command_id=command_id)
@@ -599,10 +603,9 @@ def _accepted_rows(command_id: str) -> dict[str, Any]:
     stored = model_to_dict(record, exclude=["id", "key", "fingerprint", "created_at", "completed_at", "expires_at"])
     own = {"command_id", "idempotency_key", "received_at_utc"}
     stored["response_body"] = {k: v for k, v in record.response_body.items() if k not in own}
-    tasks = [(row.key, SignedPackage.loads(row.payload)) for row in OrmQ.objects.all()]
-    (task,) = [(key, task) for key, task in tasks if task["args"] == (command.pk,)]
-    task = (task[0], {k: v for k, v in task[1].items() if k not in {"id", "name", "started", "args"}})
-    return {"command": row, "events": events, "one_time": len(times), "record": stored, "task": task}
+    # The doorbells its acceptance rang (on the ORM broker): they name the command's lane.
+    tasks = [(key, {k: v for k, v in task.items() if k not in {"id", "started"}}) for key, task in doorbells]
+    return {"command": row, "events": events, "one_time": len(times), "record": stored, "tasks": tasks}
 
 
 @pytest.mark.parametrize("lane", ["fast", "normal"])
@@ -615,17 +618,35 @@ def test_the_single_statement_acceptance_writes_what_the_transaction_writes(alic
     body["payload"]["command_id"] = "one-statement"
     body["meta"]["idempotency_key"] = "one-statement"
     assert alice.post("mt5/commands", body).status_code == 202
+    rung_by_statement = _doorbells()
     monkeypatch.setattr(connection, "vendor", "sqlite")  # the embedded default's path: ORM writes in a transaction
     body["payload"]["command_id"] = "one-transaction"
     body["meta"]["idempotency_key"] = "one-transaction"
     assert alice.post("mt5/commands", body).status_code == 202
     monkeypatch.undo()
+    rung_by_transaction = _doorbells()[len(rung_by_statement) :]
 
-    statement, orm = _accepted_rows("one-statement"), _accepted_rows("one-transaction")
+    statement = _accepted_rows("one-statement", rung_by_statement)
+    orm = _accepted_rows("one-transaction", rung_by_transaction)
     assert statement == orm
     assert statement["one_time"] == 1
     assert statement["command"]["lane"] == lane
     assert [e["to_state"] for e in statement["events"]] == ["received", "queued"]
+    queue = {"fast": "fastlane", "normal": "normal"}[lane]
+    assert statement["tasks"] == [
+        (
+            queue,
+            {
+                "name": f"{lane} lane",
+                "func": "execution.tasks.run_lane",
+                "args": (lane,),
+                "group": lane,
+                "cluster": "fastlane" if lane == "fast" else None,
+                "kwargs": {},
+                "ack_failure": True,
+            },
+        )
+    ]
 
 
 def test_a_command_id_reused_under_another_key_is_409_on_the_single_statement_path(alice, account_1):
