@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import DatabaseError, connection, models
 from django.utils import timezone
 
 from commands.lanes import Lane
@@ -100,12 +100,16 @@ class Command(models.Model):
             changed.append("finished_at")
         for name, value in fields.items():
             setattr(self, name, value)
-        if save:
-            # Only what changed: the request and its envelope are written once, at acceptance.
-            self.save(update_fields=changed)
-            CommandEvent.objects.create(
-                command=self, kind=CommandEvent.Kind.TRANSITION, from_state=previous, to_state=target, note=note, at=now
-            )
+        if not save:
+            return
+        # Only what changed: the request and its envelope are written once, at acceptance.
+        if connection.vendor == "postgresql":
+            _transition_statement(self, changed, previous=previous, note=note, at=now)
+            return
+        self.save(update_fields=changed)
+        CommandEvent.objects.create(
+            command=self, kind=CommandEvent.Kind.TRANSITION, from_state=previous, to_state=target, note=note, at=now
+        )
 
 
 class CommandEvent(models.Model):
@@ -167,3 +171,27 @@ class LaneHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lane} worker {self.pid}@{self.host}"
+
+
+_transition_sql: dict[tuple[str, ...], str] = {}
+
+
+def _transition_statement(command: Command, changed: list[str], *, previous: str, note: str, at: Any) -> None:
+    """`save(update_fields=changed)` and the transition's timeline entry as one PostgreSQL statement
+    (the execution lanes' hot path), built once for each set of changed fields."""
+    names = tuple(changed)
+    sql = _transition_sql.get(names)
+    fields = [Command._meta.get_field(name) for name in names]
+    if sql is None:
+        assignments = ", ".join(f'"{field.column}" = %s' for field in fields)
+        sql = _transition_sql[names] = f"""
+WITH moved AS (UPDATE {Command._meta.db_table} SET {assignments} WHERE id = %s RETURNING id)
+INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
+SELECT id, %s, %s, %s, %s, %s FROM moved RETURNING id
+"""  # noqa: S608
+    values = [field.get_db_prep_save(getattr(command, field.attname), connection) for field in fields]
+    event = [CommandEvent.Kind.TRANSITION.value, at, previous, command.state, note]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, command.pk, *event])
+        if cursor.fetchone() is None:
+            raise DatabaseError("Save with update_fields did not affect any rows.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from bridgeproject import context
-from bridgeproject.dbutil import one_statement
+from bridgeproject.dbutil import RowReader, one_statement
 from commands.lanes import Lane
 from commands.models import Command, CommandEvent
 from commands.services import command_enqueue, lane_broker, rings_with_the_commit
@@ -32,6 +32,8 @@ from execution import outages
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
+from policies.models import TradingAccount
+from tenancy.models import Tenant
 
 logger = logging.getLogger("bridge.execution")
 
@@ -80,9 +82,9 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
         with one_statement(), connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
-            if row is None:
-                return None
-            pk = row[0]
+        if row is None:
+            return None
+        command = _claimed(row)
     else:
         with transaction.atomic():
             queued = Command.objects.filter(state=State.QUEUED)
@@ -105,8 +107,8 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             if spare_doorbell and rings_with_the_commit(lane):
                 spare = OrmQ.objects.filter(key=lane_broker(lane).list_key, lock__lt=now)
                 spare.filter(pk__in=list(spare.values_list("pk", flat=True)[:1])).delete()
-    # The policy is read only by the executors that need it (open_position asks for it).
-    command = Command.objects.select_related("account", "tenant").get(pk=pk)
+        # The policy is read only by the executors that need it (open_position asks for it).
+        command = Command.objects.select_related("account", "tenant").get(pk=pk)
     # `started_at` is the first claim's. A command claimed before (its worker vanished and the
     # sweeper sent it back) may have reached MT5 with no attempt recorded: a worker can die
     # between sending and recording. It reconciles before sending, like any later attempt.
@@ -114,16 +116,33 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
     return command
 
 
-# command_claim's writes as one PostgreSQL statement (table names from the models). The lane's
-# oldest queued command comes from the (state, lane, updated_at) index, SKIP LOCKED so that
-# workers claiming at once take different commands instead of waiting on each other.
+_COMMAND, _ACCOUNT, _TENANT = RowReader(Command, "c"), RowReader(TradingAccount, "a"), RowReader(Tenant, "t")
+
+
+def _claimed(row: Sequence[Any]) -> Command:
+    """The claimed command, its account and its tenant, from the claim statement's one row."""
+    command = _COMMAND.read(row[: _COMMAND.width])
+    command.account = _ACCOUNT.read(row[_COMMAND.width : _COMMAND.width + _ACCOUNT.width])
+    command.tenant = _TENANT.read(row[_COMMAND.width + _ACCOUNT.width :])
+    return command
+
+
+# command_claim's writes as one PostgreSQL statement (table names from the models), which also
+# returns the claimed row with its account and tenant. The lane's oldest queued command comes
+# from the (state, lane, updated_at) index, SKIP LOCKED so that workers claiming at once take
+# different commands instead of waiting on each other.
 _CLAIM_TEMPLATE = f"""
 WITH claimed AS (
     UPDATE {Command._meta.db_table} SET state = %(to)s, started_at = COALESCE(started_at, %(now)s), updated_at = %(now)s
-    WHERE id = {{which}} AND state = %(from)s RETURNING id
-){{doorbell}}
-INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed RETURNING command_id
+    WHERE id = {{which}} AND state = %(from)s RETURNING *
+){{doorbell}}, timeline AS (
+    INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
+    SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed
+)
+SELECT {_COMMAND.columns}, {_ACCOUNT.columns}, {_TENANT.columns}
+FROM claimed c
+JOIN {TradingAccount._meta.db_table} a ON a.id = c.account_id
+JOIN {Tenant._meta.db_table} t ON t.id = c.tenant_id
 """  # noqa: S608
 _NEXT_OF_LANE = f"""(
     SELECT id FROM {Command._meta.db_table} WHERE state = %(from)s AND lane = %(lane)s

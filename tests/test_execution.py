@@ -464,3 +464,19 @@ def test_a_doorbell_rung_for_one_command_before_the_upgrade_still_runs_it(trader
     command = submit(trader, "sync_account")
     assert execute_command(command.pk) == State.SUCCEEDED
     assert execute_command(command.pk) is None
+
+
+def test_the_claim_statement_reads_the_command_its_account_and_tenant_as_the_orm_does(trader):
+    from django.forms.models import model_to_dict
+
+    from execution.runner import command_claim
+
+    command = submit(trader, "modify_position", ticket=7, stop_loss=1.07, expires_at_utc="2030-01-01T02:00:00+02:00")
+    claimed = command_claim(lane="normal")
+    assert claimed is not None and claimed.pk == command.pk
+    fresh_read = Command.objects.select_related("account", "tenant").get(pk=command.pk)
+    for got, want in [(claimed, fresh_read), (claimed.account, fresh_read.account), (claimed.tenant, fresh_read.tenant)]:
+        assert model_to_dict(got) == model_to_dict(want)
+    assert claimed.payload == {"ticket": 7, "stop_loss": "1.07"}
+    assert claimed.expires_at.utcoffset() == timedelta(0)
+    assert not claimed._state.adding
