@@ -135,25 +135,10 @@ def _compile_check(validator: Any) -> Check:
                     raise _DECLINE
 
         return check
-    if kind is django_validators.ProhibitNullCharactersValidator:
-
-        def check(value: Any) -> None:
-            if "\x00" in (value if type(value) is str else str(value)):
-                raise _DECLINE
-
-        return check
-    if kind is ProhibitSurrogateCharactersValidator:
-        # DRF walks the string a character at a time in Python; an ASCII string has none.
-        def check(value: Any) -> None:
-            text = value if type(value) is str else str(value)
-            if not text.isascii() and _SURROGATE.search(text):
-                raise _DECLINE
-
-        return check
     if getattr(validator, "requires_context", False) or not callable(validator):
         raise NotCompilable(f"validator {validator!r} needs the field")
     # Any other validator (e.g. envelope._printable) is called as DRF calls it: its error, if
-    # any, declines.
+    # any, declines. CharField inlines its NUL and surrogate validators in _char.
     return validator
 
 
