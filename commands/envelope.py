@@ -331,9 +331,9 @@ def fast_validate(serializer_class: type[serializers.Serializer], data: Any) -> 
         return None
     try:
         result = validator(data)
+        return result if type(result) is dict else dict(result)
     except Exception:  # whatever the fast path trips on, DRF decides and reports
         return None
-    return result if type(result) is dict else dict(result)
 
 
 def drf_validate_with(serializer_class: type[serializers.Serializer], data: Any, prefix: str) -> dict[str, Any]:

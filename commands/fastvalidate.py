@@ -59,12 +59,7 @@ class Decline(Exception):
     """The fast path does not vouch for this input; DRF must look at it."""
 
 
-_DECLINE = Decline()
 _MISSING = object()
-
-
-def _decline() -> None:
-    raise _DECLINE
 
 
 # --- Registry --------------------------------------------------------------------------------
@@ -114,12 +109,12 @@ def _compile_check(validator: Any) -> Check:
 
             def check(value: Any) -> None:
                 if len(value) > limit:
-                    raise _DECLINE
+                    raise Decline
         else:
 
             def check(value: Any) -> None:
                 if len(value) < limit:
-                    raise _DECLINE
+                    raise Decline
 
         return check
     if kind in (django_validators.MaxValueValidator, django_validators.MinValueValidator) and not callable(limit):
@@ -127,12 +122,12 @@ def _compile_check(validator: Any) -> Check:
 
             def check(value: Any) -> None:
                 if value > limit:
-                    raise _DECLINE
+                    raise Decline
         else:
 
             def check(value: Any) -> None:
                 if value < limit:
-                    raise _DECLINE
+                    raise Decline
 
         return check
     if getattr(validator, "requires_context", False) or not callable(validator):
@@ -207,19 +202,19 @@ def _char(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
             if not value:
                 if allow_blank:
                     return ""
-                raise _DECLINE
+                raise Decline
         elif kind is int or kind is float:
             # DRF's leniency: a JSON number becomes its str().
             value = str(value)
         else:
-            raise _DECLINE
+            raise Decline
         if (
             (max_length is not None and len(value) > max_length)
             or (min_length is not None and len(value) < min_length)
             or (no_nul and "\x00" in value)
             or (no_surrogates and not value.isascii() and _SURROGATE.search(value))
         ):
-            raise _DECLINE
+            raise Decline
         for check in rest:
             check(value)
         return value
@@ -241,9 +236,9 @@ def _choice(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
         elif kind is int or kind is float or kind is bool:
             result = choices.get(str(value), _MISSING)
         else:
-            raise _DECLINE
+            raise Decline
         if result is _MISSING:
-            raise _DECLINE
+            raise Decline
         return result
 
     return _run_checks(convert, checks)
@@ -257,7 +252,7 @@ def _uuid(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
             return uuid.UUID(hex=value)
         if kind is uuid.UUID:
             return value
-        raise _DECLINE
+        raise Decline
 
     return _run_checks(convert, checks)
 
@@ -266,7 +261,7 @@ def _integer(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
     # Only a JSON integer; DRF's string and float coercions are left to DRF.
     def convert(value: Any) -> Any:
         if type(value) is not int or value.bit_length() > _SAFE_INT_BITS:
-            raise _DECLINE
+            raise Decline
         return value
 
     return _run_checks(convert, checks)
@@ -275,7 +270,7 @@ def _integer(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
 def _boolean(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
     def convert(value: Any) -> Any:
         if type(value) is not bool:
-            raise _DECLINE
+            raise Decline
         return value
 
     return _run_checks(convert, checks)
@@ -295,10 +290,10 @@ def utc_datetime(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
 
     def convert(value: Any) -> Any:
         if type(value) is not str or not settings.USE_TZ:
-            raise _DECLINE
+            raise Decline
         parsed = parse_datetime(value)
         if parsed is None or parsed.utcoffset() is None or not 1 < parsed.year < 9999:
-            raise _DECLINE
+            raise Decline
         return parsed.astimezone(UTC)
 
     return _run_checks(convert, checks)
@@ -314,7 +309,7 @@ def _list(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
 
     def convert(value: Any) -> Any:
         if type(value) is not list or (not allow_empty and not value):
-            raise _DECLINE
+            raise Decline
         result = [child(item) for item in value]
         for check in checks:
             check(result)
@@ -330,7 +325,7 @@ def _dict(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
 
     def convert(value: Any) -> Any:
         if type(value) is not dict or (not allow_empty and not value):
-            raise _DECLINE
+            raise Decline
         if unvalidated:
             result = {str(key): item for key, item in value.items()}
         else:
@@ -374,7 +369,7 @@ def compile_field(field: fields.Field) -> Converter:
         if value is None:
             if allow_null:
                 return None
-            raise _DECLINE
+            raise Decline
         return converter(value)
 
     return convert
@@ -426,7 +421,7 @@ def compile_serializer_instance(serializer: serializers.Serializer) -> Converter
 
     def run(data: Any) -> Any:
         if type(data) is not dict:
-            raise _DECLINE
+            raise Decline
         result: dict[str, Any] = {}
         get = data.get
         for name, converter, missing, default, validate_field in steps:
@@ -435,7 +430,7 @@ def compile_serializer_instance(serializer: serializers.Serializer) -> Converter
                 if missing == _SKIP:
                     continue
                 if missing == _REQUIRED:
-                    raise _DECLINE
+                    raise Decline
                 value = default() if missing == _CALL else default
             else:
                 value = converter(value)
@@ -445,7 +440,7 @@ def compile_serializer_instance(serializer: serializers.Serializer) -> Converter
         if validate is not None:
             result = validate(result)
             if result is None:
-                raise _DECLINE
+                raise Decline
         return result
 
     return run
