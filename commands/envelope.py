@@ -359,7 +359,8 @@ def drf_validate_command_payload(payload: Any, prefix: str = "payload") -> tuple
     errors: dict[str, Any] = {} if common_ok else dict(common_serializer.errors)
     specific: dict[str, Any] = {}
     command_type = payload.get("command_type") if isinstance(payload, dict) else None
-    specific_class = PAYLOAD_SERIALIZERS.get(command_type)  # type: ignore[arg-type]
+    # A command_type that is no string (a list, say) is the common serializer's error to report.
+    specific_class = PAYLOAD_SERIALIZERS.get(command_type) if isinstance(command_type, str) else None
     if specific_class is not None:
         specific_serializer = bound(specific_class, payload)
         if specific_serializer.is_valid():

@@ -475,7 +475,8 @@ def test_the_claim_statement_reads_the_command_its_account_and_tenant_as_the_orm
     claimed = command_claim(lane="normal")
     assert claimed is not None and claimed.pk == command.pk
     fresh_read = Command.objects.select_related("account", "tenant").get(pk=command.pk)
-    for got, want in [(claimed, fresh_read), (claimed.account, fresh_read.account), (claimed.tenant, fresh_read.tenant)]:
+    pairs = [(claimed, fresh_read), (claimed.account, fresh_read.account), (claimed.tenant, fresh_read.tenant)]
+    for got, want in pairs:
         assert model_to_dict(got) == model_to_dict(want)
     assert claimed.payload == {"ticket": 7, "stop_loss": "1.07"}
     assert claimed.expires_at.utcoffset() == timedelta(0)

@@ -52,7 +52,7 @@ def outcome(call: Any, *args: Any) -> tuple[str, Any]:
     except serializers.ValidationError as exc:
         return "error", (exc.detail, exc.get_codes())
     except Exception as exc:
-        # DRF's own crashes (an unhashable command_type, for one) must stay what they were.
+        # Should DRF itself raise on some input, the public functions must raise the same.
         return "raised", (type(exc), str(exc))
 
 

@@ -211,6 +211,14 @@ def test_a_json_array_body_is_422(alice, account_1):
     problem(alice.post("mt5/commands", [1, 2]), 422, "validation_failed")
 
 
+@pytest.mark.parametrize("command_type", [["open_position"], {"a": 1}, 7, None])
+def test_a_command_type_that_is_no_string_is_one_validation_error_not_a_500(alice, account_1, command_type):
+    body = fresh("close_positions")
+    body["payload"]["command_type"] = command_type
+    response = problem(alice.post("mt5/commands", body), 422, "validation_failed")
+    assert [error["field"] for error in response["errors"]] == ["payload.command_type"]
+
+
 def test_another_protocol_major_version_is_400(alice, account_1):
     problem(
         alice.post("mt5/commands", fresh("close_positions"), {"X-Protocol-Version": "2"}),
