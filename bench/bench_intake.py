@@ -89,6 +89,19 @@ def _wrk(path: str, body: str, *, unique: bool, seconds: int, connections: int) 
     }
 
 
+def _server_command(server: str, workers: int) -> list[str]:
+    if server == "granian":
+        return [
+            *(sys.executable, "-m", "granian", "--interface", "wsgi", "bridgeproject.wsgi:application"),
+            *("--host", "127.0.0.1", "--port", str(PORT), "--workers", str(workers), "--blocking-threads", "1"),
+            *("--log-level", "warning", "--no-ws"),
+        ]
+    return [
+        *(sys.executable, "-m", "gunicorn", "bridgeproject.wsgi:application", "--bind", f"127.0.0.1:{PORT}"),
+        *("--workers", str(workers), "--log-level", "warning"),
+    ]
+
+
 def _commands(database_url: str) -> int:
     """How many command rows the database holds: every 202 of a fresh key must have made one."""
     query = ["psql", database_url, "-Atc", "SELECT count(*) FROM commands_command"]
@@ -101,28 +114,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
     args = parser.parse_args()
 
     database_url = _recreate_database("bridge_bench")
     env = _env(database_url)
     _manage(env, "migrate", "--noinput", "-v0")
     _manage(env, "seed_demo")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "bridgeproject.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{PORT}",
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
+    server = subprocess.Popen(_server_command(args.server, args.workers), env=env, cwd=ROOT)
     try:
         for _ in range(100):
             try:
@@ -155,7 +154,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     print(
-        f"\nPOST /api/v1/mt5/commands on PostgreSQL, gunicorn {args.workers} sync workers, "
+        f"\nPOST /api/v1/mt5/commands on PostgreSQL, {args.server} {args.workers} workers, "
         f"{args.connections} connections, {args.seconds}s each (wrk on the same {os.cpu_count()}-core machine)\n"
     )
     print(f"| {'endpoint':<28} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'non-2xx':>7} |")

@@ -62,7 +62,8 @@ def loads_strict(raw: bytes) -> Any:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ParseError(f"The body is not valid JSON: {exc}") from exc
-    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+    # Nesting needs an opening bracket a level: a body with fewer cannot be too deep.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise ParseError(f"The body nests deeper than {MAX_DEPTH} levels.")
     if _SUSPECT_ESCAPE.search(raw) and _has_unstorable_text(data):
         raise ParseError("The body has a string with a NUL character or an unpaired UTF-16 surrogate escape.")

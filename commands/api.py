@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,7 +27,17 @@ TENANT_PARAM = OpenApiParameter(
 )
 
 
+class JsonAnswers(DefaultContentNegotiation):
+    """The envelope endpoints answer JSON whatever Accept says (their only renderer), without
+    parsing Accept on every request; bodies are still matched against the JSON parser (415)."""
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
 class IngestView(APIView):
+    content_negotiation_class = JsonAnswers
+
     @extend_schema(
         operation_id="ingest",
         summary="Any inbound envelope, routed by request.type",
@@ -53,6 +64,8 @@ class CommandPagination(CursorPagination):
 
 
 class CommandsView(APIView):
+    content_negotiation_class = JsonAnswers
+
     @extend_schema(
         operation_id="command_create",
         summary="Submit a command (envelope, or the legacy flat body)",
@@ -114,6 +127,8 @@ class CommandDetailView(APIView):
 
 
 class PoliciesView(APIView):
+    content_negotiation_class = JsonAnswers
+
     @extend_schema(
         operation_id="policy_apply",
         summary="A policy snapshot",

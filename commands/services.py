@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,6 @@ from django_q.brokers import Broker
 from django_q.brokers.orm import ORM as OrmBroker
 from django_q.brokers.redis_broker import Redis as RedisBroker
 from django_q.conf import Conf
-from django_q.humanhash import uuid
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
@@ -64,9 +64,8 @@ def rings_with_the_commit(lane: str) -> bool:
 
 def task_package(lane: str) -> str:
     """The signed task django-q2's `async_task(LANE_TASK, lane)` would enqueue on the lane."""
-    _human, task_id = uuid()
     task: dict[str, Any] = {
-        "id": task_id,
+        "id": uuid.uuid4().hex,  # django-q2's own ids, without the human-readable name it drops here
         "name": f"{lane} lane",
         "func": LANE_TASK,
         "args": (lane,),

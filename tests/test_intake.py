@@ -207,6 +207,12 @@ def test_malformed_or_non_strict_json_is_400(alice, account_1, raw):
     problem(alice.post("mt5/commands", raw), 400, "malformed_json")
 
 
+@pytest.mark.parametrize(("depth", "status"), [(32, 422), (33, 400)])
+def test_nesting_is_allowed_to_32_levels(alice, account_1, depth, status):
+    nested = "[" * (depth - 1) + "{}" + "]" * (depth - 1)
+    assert alice.post("mt5/commands", nested).status_code == status
+
+
 def test_a_json_array_body_is_422(alice, account_1):
     problem(alice.post("mt5/commands", [1, 2]), 422, "validation_failed")
 
