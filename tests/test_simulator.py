@@ -534,3 +534,17 @@ def test_it_locks_the_account_before_the_position_like_a_terminal_serialising_it
         holder.close()
         probe.close()
     assert results == [c.TRADE_RETCODE_DONE]
+
+
+def test_it_narrows_history_by_position_ticket_window_and_group_as_before(terminal):
+    ticket = terminal.order_send(market_buy(terminal)).order
+    terminal.order_send(market_buy(terminal, "GBPUSD"))
+    close = {**market_buy(terminal), "type": c.ORDER_TYPE_SELL, "position": ticket, "price": 0.0}
+    terminal.order_send(close)
+    deals = terminal.history_deals_get(position=ticket)
+    assert [(d.entry, d.position_id) for d in deals] == [(c.DEAL_ENTRY_IN, ticket), (c.DEAL_ENTRY_OUT, ticket)]
+    assert terminal.history_deals_get(ticket=deals[1].ticket) == deals[1:]
+    assert [o.position_id for o in terminal.history_orders_get(position=ticket)] == [ticket, ticket]
+    assert [o.symbol for o in terminal.history_orders_get(FAR_PAST, far_future(), group="GBP*")] == ["GBPUSD"]
+    assert [d.symbol for d in terminal.history_deals_get(FAR_PAST, far_future(), group="GBP*")] == ["GBPUSD"]
+    assert terminal.history_deals_get(FAR_PAST, FAR_PAST) == ()

@@ -339,6 +339,101 @@ def _lock_account_and_position_select(db: BaseDatabaseWrapper) -> sql.Select:
     )
 
 
+class _QuoteRow(NamedTuple):
+    name: str
+    bid: Decimal
+    ask: Decimal
+
+
+class _OrderRow(NamedTuple):
+    """An order read as plain values with its symbol's quote (duck-types SimOrder for ``_order_tuple``)."""
+
+    ticket: int
+    time_setup_msc: int
+    time_done_msc: int
+    time_expiration: int
+    type: int
+    type_time: int
+    type_filling: int
+    state: int
+    magic: int
+    position_id: int
+    position_by_id: int
+    reason: int
+    volume_initial: Decimal
+    volume_current: Decimal
+    price_open: Decimal
+    sl: Decimal
+    tp: Decimal
+    price_stoplimit: Decimal
+    comment: str
+    external_id: str
+    is_open: bool
+    symbol: _QuoteRow
+
+
+_ORDER_COLUMNS = _OrderRow._fields[:-1]
+_DEAL_COLUMNS = TradeDeal._fields
+_DEAL_SYMBOL_AT = _DEAL_COLUMNS.index("symbol") - 1
+
+
+def _orders_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> sql.Select:
+    """An account's open or historical orders in (time_setup_msc, ticket) order; ``filters``
+    names the optional conditions: window, position, ticket, symbol."""
+    cols = sql.Columns(db).add(SimOrder, _ORDER_COLUMNS, "o").add(SimSymbol, _QuoteRow._fields, "s")
+    where = [
+        f"{sql.column(SimOrder, 'account_id', 'o')} = %(account)s",
+        f"{sql.column(SimOrder, 'is_open', 'o')} = %(is_open)s",
+    ]
+    conditions = {
+        "window": f"{sql.column(SimOrder, 'time_setup_msc', 'o')} BETWEEN %(since)s AND %(until)s",
+        "position": f"{sql.column(SimOrder, 'position_id', 'o')} = %(position)s",
+        "ticket": f"{sql.column(SimOrder, 'ticket', 'o')} = %(ticket)s",
+        "symbol": f"{sql.column(SimSymbol, 'name', 's')} = %(name)s",
+    }
+    where += [conditions[f] for f in filters]
+    return cols.select(
+        f"FROM {sql.table(SimOrder)} {sql.qn('o')} INNER JOIN {sql.table(SimSymbol)} {sql.qn('s')}"
+        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimOrder, 'symbol_id', 'o')}"
+        f" WHERE {' AND '.join(where)} ORDER BY {sql.column(SimOrder, 'time_setup_msc', 'o')},"
+        f" {sql.column(SimOrder, 'ticket', 'o')}"
+    )
+
+
+def _order_rows(account_id: int, *, is_open: bool, **filters: Any) -> list[_OrderRow]:
+    """The ORM's ``SimOrder.objects.filter(...).select_related("symbol")`` read, as plain rows;
+    ``filters`` are window=(since, until), position=, ticket=, symbol=, each only when not None."""
+    used = tuple(name for name in ("window", "position", "ticket", "symbol") if filters.get(name) is not None)
+    statement = sql.cached(f"orders:{','.join(used)}", lambda db: _orders_select(db, used))
+    params: dict[str, Any] = {"account": account_id, **sql.prep(SimOrder, {"is_open": is_open})}
+    if "window" in used:
+        params["since"], params["until"] = (
+            sql.prep(SimOrder, {"time_setup_msc": v})["time_setup_msc"] for v in filters["window"]
+        )
+    if "position" in used:
+        params["position"] = sql.prep(SimOrder, {"position_id": filters["position"]})["position_id"]
+    if "ticket" in used:
+        params["ticket"] = sql.prep(SimOrder, {"ticket": filters["ticket"]})["ticket"]
+    if "symbol" in used:
+        params["name"] = sql.prep(SimSymbol, {"name": filters["symbol"]})["name"]
+    split = len(_ORDER_COLUMNS)
+    return [_OrderRow(*row[:split], _QuoteRow(*row[split:])) for row in statement.rows(params)]
+
+
+def _deals_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> sql.Select:
+    cols = sql.Columns(db).add(SimDeal, _DEAL_COLUMNS[:2], "").add(SimDeal, _DEAL_COLUMNS[3:], "")
+    conditions = {
+        "window": f"{sql.column(SimDeal, 'time_msc')} BETWEEN %(since)s AND %(until)s",
+        "ticket": f"{sql.column(SimDeal, 'ticket')} = %(ticket)s",
+        "position": f"{sql.column(SimDeal, 'position_id')} = %(position)s",
+    }
+    where = [f"{sql.column(SimDeal, 'account_id')} = %(account)s", *(conditions[f] for f in filters)]
+    return cols.select(
+        f"FROM {sql.table(SimDeal)} WHERE {' AND '.join(where)}"
+        f" ORDER BY {sql.column(SimDeal, 'time_msc')}, {sql.column(SimDeal, 'ticket')}"
+    )
+
+
 class _InvalidArgument(Exception):
     """A request field of the wrong type: the real module rejects it before anything is sent."""
 
@@ -939,18 +1034,6 @@ class SimulatedMetaTrader5:
             comment=p.comment, external_id=p.external_id,
         )  # fmt: skip
 
-    @staticmethod
-    def _narrowed(qs: Any, symbol: str | None, ticket: int | None) -> Any:
-        if ticket is not None:
-            qs = qs.filter(ticket=ticket)
-        if symbol is not None:
-            qs = qs.filter(symbol__name=symbol)
-        return qs
-
-    def _filtered(self, qs: Any, symbol: str | None, group: str | None, ticket: int | None) -> list[Any]:
-        matches = _group_matcher(group)
-        return [row for row in self._narrowed(qs, symbol, ticket) if matches(row.symbol.name)]
-
     def positions_total(self) -> int | None:
         if not self._ready():
             return None
@@ -970,7 +1053,7 @@ class SimulatedMetaTrader5:
         self._ok()
         return tuple(self._position_tuple(p, quotes) for p in rows)
 
-    def _order_tuple(self, o: SimOrder) -> TradeOrder:
+    def _order_tuple(self, o: SimOrder | _OrderRow) -> TradeOrder:
         current = o.symbol.ask if o.type in BUY_TYPES else o.symbol.bid
         return TradeOrder(
             ticket=o.ticket, time_setup=o.time_setup_msc // 1000, time_setup_msc=o.time_setup_msc,
@@ -995,8 +1078,12 @@ class SimulatedMetaTrader5:
     ) -> tuple[TradeOrder, ...] | None:
         if not self._ready():
             return None
-        qs = SimOrder.objects.filter(account_id=self._account_id, is_open=True).select_related("symbol")
-        rows = self._filtered(qs.order_by("time_setup_msc", "ticket"), symbol, group, ticket)
+        matches = _group_matcher(group)
+        rows = [
+            row
+            for row in _order_rows(self._account_id, is_open=True, ticket=ticket, symbol=symbol)
+            if matches(row.symbol.name)
+        ]
         self._ok()
         return tuple(self._order_tuple(o) for o in rows)
 
@@ -1026,12 +1113,12 @@ class SimulatedMetaTrader5:
         except _InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        qs = SimOrder.objects.filter(account_id=self._account_id, is_open=False).select_related("symbol")
-        if window is not None:
-            qs = qs.filter(time_setup_msc__range=window)
-        if position is not None:
-            qs = qs.filter(position_id=position)
-        rows = self._filtered(qs.order_by("time_setup_msc", "ticket"), None, group, ticket)
+        matches = _group_matcher(group)
+        rows = [
+            row
+            for row in _order_rows(self._account_id, is_open=False, window=window, position=position, ticket=ticket)
+            if matches(row.symbol.name)
+        ]
         self._ok()
         return tuple(self._order_tuple(o) for o in rows)
 
@@ -1054,25 +1141,32 @@ class SimulatedMetaTrader5:
         except _InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        qs = SimDeal.objects.filter(account_id=self._account_id)
+        used = tuple(n for n, v in (("window", window), ("ticket", ticket), ("position", position)) if v is not None)
+        statement = sql.cached(f"deals:{','.join(used)}", lambda db: _deals_select(db, used))
+        params: dict[str, Any] = {"account": self._account_id}
         if window is not None:
-            qs = qs.filter(time_msc__range=window)
+            params["since"], params["until"] = (sql.prep(SimDeal, {"time_msc": v})["time_msc"] for v in window)
         if ticket is not None:
-            qs = qs.filter(ticket=ticket)
+            params["ticket"] = sql.prep(SimDeal, {"ticket": ticket})["ticket"]
         if position is not None:
-            qs = qs.filter(position_id=position)
+            params["position"] = sql.prep(SimDeal, {"position_id": position})["position_id"]
         matches = _group_matcher(group)
-        deals = tuple(self._deal_tuple(d) for d in qs.order_by("time_msc", "ticket") if not group or matches(d.symbol))
+        deals = tuple(
+            self._deal_tuple(row) for row in statement.rows(params) if not group or matches(row[_DEAL_SYMBOL_AT])
+        )
         self._ok()
         return deals
 
     @staticmethod
-    def _deal_tuple(d: SimDeal) -> TradeDeal:
+    def _deal_tuple(row: tuple[Any, ...]) -> TradeDeal:
+        """A row of ``_deals_select``: TradeDeal's columns in its order, ``time`` left out."""
+        (ticket, order, time_msc, type_, entry, magic, position_id, reason, volume, price, commission, swap, profit,
+         fee, symbol, comment, external_id) = row  # fmt: skip
         return TradeDeal(
-            ticket=d.ticket, order=d.order, time=d.time_msc // 1000, time_msc=d.time_msc, type=d.type, entry=d.entry,
-            magic=d.magic, position_id=d.position_id, reason=d.reason, volume=float(d.volume), price=float(d.price),
-            commission=float(d.commission), swap=float(d.swap), profit=float(d.profit), fee=float(d.fee),
-            symbol=d.symbol, comment=d.comment, external_id=d.external_id,
+            ticket=ticket, order=order, time=time_msc // 1000, time_msc=time_msc, type=type_, entry=entry,
+            magic=magic, position_id=position_id, reason=reason, volume=float(volume), price=float(price),
+            commission=float(commission), swap=float(swap), profit=float(profit), fee=float(fee), symbol=symbol,
+            comment=comment, external_id=external_id,
         )  # fmt: skip
 
     def history_deals_total(self, date_from: Any, date_to: Any) -> int | None:
