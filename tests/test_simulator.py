@@ -447,3 +447,104 @@ def test_concurrent_orders_on_one_account_get_unique_tickets_and_a_consistent_ba
     assert len(tickets) == len(set(tickets))
     # 60 entries of 0.1 lot at 3.50 per lot.
     assert SimAccount.objects.get(login=ALICE).balance == Decimal("100000") - Decimal("21.00")
+
+
+# --- the precompiled statements -------------------------------------------------------------------
+def test_it_keeps_the_plain_row_types_equal_to_the_models_columns():
+    from execution.simulator.mt5 import _LockedAccount, _LockedPosition, _Symbol
+
+    assert _Symbol._fields == tuple(f.attname for f in SimSymbol._meta.concrete_fields)
+    assert set(_LockedAccount._fields) - {"pending_faults"} <= {f.attname for f in SimAccount._meta.concrete_fields}
+    assert set(_LockedPosition._fields) - {"symbol"} <= {f.attname for f in SimPosition._meta.concrete_fields}
+
+
+def test_it_reads_a_symbols_quote_and_settings_afresh_on_every_call(terminal):
+    assert terminal.symbol_info("EURUSD").filling_mode == c.SYMBOL_FILLING_FOK | c.SYMBOL_FILLING_IOC
+    sim_set_price("EURUSD", "1.07000")
+    SimSymbol.objects.filter(name="EURUSD").update(filling_mode=c.SYMBOL_FILLING_IOC, trade_stops_level=7)
+    info = terminal.symbol_info("EURUSD")
+    assert (info.bid, info.filling_mode, info.trade_stops_level) == (1.07, c.SYMBOL_FILLING_IOC, 7)
+    assert terminal.symbol_info_tick("EURUSD").bid == 1.07
+    sim_set_market_open("EURUSD", False)
+    assert terminal.order_send(market_buy(terminal)).retcode == c.TRADE_RETCODE_MARKET_CLOSED
+
+
+def test_it_modifies_a_position_with_one_locking_read_and_one_update(terminal, django_assert_num_queries):
+    ticket = terminal.order_send(market_buy(terminal)).order
+    request = {"action": c.TRADE_ACTION_SLTP, "position": ticket, "symbol": "EURUSD", "sl": 1.08, "tp": 1.09}
+    # Inside the test's transaction the atomic block is a savepoint: SAVEPOINT, the read, the
+    # UPDATE, RELEASE SAVEPOINT.
+    with django_assert_num_queries(4):
+        assert terminal.order_send(request).retcode == c.TRADE_RETCODE_DONE
+    with django_assert_num_queries(1):
+        (position,) = terminal.positions_get(ticket=ticket)
+    assert (position.sl, position.tp) == (1.08, 1.09)
+
+
+def test_it_answers_a_position_read_with_the_ticket_or_symbol_narrowing_as_before(terminal):
+    ticket = terminal.order_send(market_buy(terminal)).order
+    terminal.order_send(market_buy(terminal, "GBPUSD"))
+    assert [p.ticket for p in terminal.positions_get(ticket=ticket)] == [ticket]
+    assert [p.symbol for p in terminal.positions_get(symbol="GBPUSD")] == ["GBPUSD"]
+    assert terminal.positions_get(ticket=ticket, symbol="GBPUSD") == ()
+    assert [p.symbol for p in terminal.positions_get(group="*USD,!GBP*")] == ["EURUSD"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_it_locks_the_account_before_the_position_like_a_terminal_serialising_its_trades():
+    import psycopg
+
+    sim_account_create(ALICE, 100000, server=SERVER)
+    mt5 = SimulatedMetaTrader5()
+    mt5.initialize(login=ALICE)
+    ticket = mt5.order_send(market_buy(mt5)).order
+    position = SimPosition.objects.get(ticket=ticket)
+    settings = connection.settings_dict
+    dsn = {"dbname": settings["NAME"], "host": settings["HOST"], "user": settings["USER"], "port": settings["PORT"]}
+    holder, probe = psycopg.connect(**dsn), psycopg.connect(**dsn)
+    holder.execute(f"SELECT 1 FROM {SimPosition._meta.db_table} WHERE id = %s FOR UPDATE", [position.pk])
+    results: list[int] = []
+
+    def modify() -> None:
+        try:
+            sender = SimulatedMetaTrader5()
+            sender.initialize(login=ALICE)
+            request = {"action": c.TRADE_ACTION_SLTP, "position": ticket, "symbol": "EURUSD", "sl": 1.08}
+            results.append(sender.order_send(request).retcode)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=modify)
+    thread.start()
+    try:
+        # The sender waits on the position; it must already hold the account by then.
+        deadline = datetime.now(UTC) + timedelta(seconds=5)
+        while True:
+            try:
+                probe.execute(f"SELECT 1 FROM {SimAccount._meta.db_table} WHERE login = %s FOR UPDATE NOWAIT", [ALICE])
+            except psycopg.errors.LockNotAvailable:
+                break
+            probe.rollback()
+            assert datetime.now(UTC) < deadline, "the sender never took the account lock"
+        probe.rollback()
+    finally:
+        holder.rollback()
+        thread.join(10)
+        holder.close()
+        probe.close()
+    assert results == [c.TRADE_RETCODE_DONE]
+
+
+def test_it_narrows_history_by_position_ticket_window_and_group_as_before(terminal):
+    ticket = terminal.order_send(market_buy(terminal)).order
+    terminal.order_send(market_buy(terminal, "GBPUSD"))
+    close = {**market_buy(terminal), "type": c.ORDER_TYPE_SELL, "position": ticket, "price": 0.0}
+    terminal.order_send(close)
+    deals = terminal.history_deals_get(position=ticket)
+    assert [(d.entry, d.position_id) for d in deals] == [(c.DEAL_ENTRY_IN, ticket), (c.DEAL_ENTRY_OUT, ticket)]
+    assert terminal.history_deals_get(ticket=deals[1].ticket) == deals[1:]
+    assert [o.position_id for o in terminal.history_orders_get(position=ticket)] == [ticket, ticket]
+    assert [o.symbol for o in terminal.history_orders_get(FAR_PAST, far_future(), group="GBP*")] == ["GBPUSD"]
+    assert [d.symbol for d in terminal.history_deals_get(FAR_PAST, far_future(), group="GBP*")] == ["GBPUSD"]
+    assert terminal.history_deals_get(FAR_PAST, FAR_PAST) == ()

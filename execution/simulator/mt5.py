@@ -21,12 +21,14 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import transaction
-from django.db.models import DecimalField, Exists, F, Q, Sum
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import BooleanField, DecimalField, F, Model, Q, Sum
 
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
 from execution.simulator import constants as c
 from execution.simulator import pricing
 from execution.simulator import service as svc
+from execution.simulator import statements as sql
 from execution.simulator.types import (
     AccountInfo,
     OrderCheckResult,
@@ -141,20 +143,295 @@ class _BulkAccountRow(NamedTuple):
     margin_so_so: Decimal
 
 
+class _Symbol(NamedTuple):
+    """A whole SimSymbol row as plain values (duck-types SimSymbol for the trade checks and
+    ``_symbol_tuple``); a test keeps its fields equal to the model's columns."""
+
+    id: int
+    name: str
+    description: str
+    currency_base: str
+    currency_profit: str
+    currency_margin: str
+    digits: int
+    point: Decimal
+    trade_contract_size: Decimal
+    trade_calc_mode: int
+    trade_exemode: int
+    trade_mode: int
+    filling_mode: int
+    sessions_open: bool
+    volume_min: Decimal
+    volume_max: Decimal
+    volume_step: Decimal
+    typical_spread: int
+    trade_stops_level: int
+    swap_long: Decimal
+    swap_short: Decimal
+    commission_per_lot: Decimal
+    anchor: Decimal
+    bid: Decimal
+    ask: Decimal
+    price_time_msc: int
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+class _LockedAccount(NamedTuple):
+    """The account row ``order_send`` locks, and whether any injected fault is pending."""
+
+    id: int
+    login: int
+    server: str
+    name: str
+    company: str
+    currency: str
+    currency_digits: int
+    leverage: int
+    balance: Decimal
+    credit: Decimal
+    trade_mode: int
+    trade_allowed: bool
+    trade_expert: bool
+    limit_orders: int
+    margin_so_call: Decimal
+    margin_so_so: Decimal
+    pending_faults: bool
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+class _LockedPosition(NamedTuple):
+    """The position a close or an SL/TP change targets, read under its row lock."""
+
+    id: int
+    ticket: int
+    type: int
+    volume: Decimal
+    price_open: Decimal
+    sl: Decimal
+    tp: Decimal
+    swap: Decimal
+    symbol: _Symbol
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
 _POSITION_COLUMNS = _PositionRow._fields[:-1]
 _SYMBOL_COLUMNS = tuple("symbol_id" if f == "pk" else f"symbol__{f}" for f in _SymbolRow._fields)
+_ACCOUNT_COLUMNS = _LockedAccount._fields[:-1]
+_LOCKED_POSITION_COLUMNS = _LockedPosition._fields[:-1]
+_PG = "postgresql"
 
 
-def _position_rows(queryset: Any) -> list[_PositionRow]:
+def _positions_select(db: BaseDatabaseWrapper, *, ticket: bool, symbol: bool, ordered: bool) -> sql.Select:
+    """``_position_rows`` of an account's positions, optionally one ticket's or one symbol's."""
+    cols = sql.Columns(db).add(SimPosition, _POSITION_COLUMNS, "p")
+    cols.add(SimSymbol, ("id" if f == "pk" else f for f in _SymbolRow._fields), "s")
+    where = [f"{sql.column(SimPosition, 'account_id', 'p')} = %(account)s"]
+    if ticket:
+        where.append(f"{sql.column(SimPosition, 'ticket', 'p')} = %(ticket)s")
+    if symbol:
+        where.append(f"{sql.column(SimSymbol, 'name', 's')} = %(name)s")
+    order = (
+        f" ORDER BY {sql.column(SimPosition, 'time_msc', 'p')}, {sql.column(SimPosition, 'ticket', 'p')}"
+        if ordered
+        else ""
+    )
+    return cols.select(
+        f"FROM {sql.table(SimPosition)} {sql.qn('p')} INNER JOIN {sql.table(SimSymbol)} {sql.qn('s')}"
+        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimPosition, 'symbol_id', 'p')}"
+        f" WHERE {' AND '.join(where)}{order}"
+    )
+
+
+def _position_rows_of(account_id: int, *, ticket: int | None = None, symbol: str | None = None) -> list[_PositionRow]:
+    """``_position_rows`` over one account's positions in (time_msc, ticket) order."""
+    key = f"positions:{ticket is not None}:{symbol is not None}"
+    statement = sql.cached(
+        key, lambda db: _positions_select(db, ticket=ticket is not None, symbol=symbol is not None, ordered=True)
+    )
+    params = {
+        "account": account_id,
+        **sql.prep(SimPosition, {"ticket": ticket}),
+        **sql.prep(SimSymbol, {"name": symbol}),
+    }
+    return _rows_to_positions(statement.rows(params))
+
+
+def _rows_to_positions(values_rows: Iterable[tuple[Any, ...]]) -> list[_PositionRow]:
     symbols: dict[int, _SymbolRow] = {}
     rows = []
     split = len(_POSITION_COLUMNS)
-    for values in queryset.values_list(*_POSITION_COLUMNS, *_SYMBOL_COLUMNS):
+    for values in values_rows:
         symbol = symbols.get(values[split])
         if symbol is None:
             symbol = symbols[values[split]] = _SymbolRow(*values[split:])
         rows.append(_PositionRow(*values[:split], symbol))
     return rows
+
+
+def _symbols_select(db: BaseDatabaseWrapper, *, by_name: bool) -> sql.Select:
+    where = f" WHERE {sql.column(SimSymbol, 'name')} = %(name)s" if by_name else ""
+    return (
+        sql.Columns(db)
+        .add(SimSymbol, _Symbol._fields, "")
+        .select(f"FROM {sql.table(SimSymbol)}{where} ORDER BY {sql.column(SimSymbol, 'name')}")
+    )
+
+
+def _account_select(db: BaseDatabaseWrapper) -> sql.Select:
+    cols = sql.Columns(db).add(SimAccount, _BulkAccountRow._fields, "")
+    return cols.select(f"FROM {sql.table(SimAccount)} WHERE {sql.column(SimAccount, 'id')} = %(account)s")
+
+
+def _fault_exists_sql() -> str:
+    # The ORM's Exists(SimFault.objects.filter(remaining__gt=0)), as the account query had it.
+    return f"EXISTS(SELECT 1 FROM {sql.table(SimFault)} WHERE {sql.column(SimFault, 'remaining')} > 0 LIMIT 1)"  # noqa: S608
+
+
+def _lock_account_select(db: BaseDatabaseWrapper) -> sql.Select:
+    """The account row, locked: what serialises an account's trades across processes."""
+    cols = sql.Columns(db).add(SimAccount, _ACCOUNT_COLUMNS, "")
+    cols.add_expression(_fault_exists_sql(), BooleanField())
+    lock = " FOR UPDATE" if db.vendor == _PG else ""
+    return cols.select(f"FROM {sql.table(SimAccount)} WHERE {sql.column(SimAccount, 'id')} = %(account)s{lock}")
+
+
+def _lock_account_and_position_select(db: BaseDatabaseWrapper) -> sql.Select:
+    """The account row locked, then the target position (with its symbol) locked, in one round
+    trip. On PostgreSQL the account is locked in a materialised CTE and the position in a
+    LATERAL subquery that depends on it, so the locks are taken in the order the two separate
+    queries took them: account first. A position another transaction changed while this one
+    waited is read in its committed version (a locking read follows the update), and one it
+    deleted is not found, as before. SQLite has no row locks: its IMMEDIATE transaction already
+    holds the database's write lock."""
+    cols = sql.Columns(db).add(SimAccount, _ACCOUNT_COLUMNS, "a")
+    cols.add_expression(_fault_exists_sql(), BooleanField())
+    cols.add(SimPosition, _LOCKED_POSITION_COLUMNS, "p")
+    cols.add(SimSymbol, _Symbol._fields, "s")
+    a, p, s = sql.qn("a"), sql.qn("p"), sql.qn("s")
+    symbol_join = (
+        f" LEFT JOIN {sql.table(SimSymbol)} {s}"
+        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimPosition, 'symbol_id', 'p')}"
+    )
+    if db.vendor != _PG:
+        return cols.select(
+            f"FROM {sql.table(SimAccount)} {a} LEFT JOIN {sql.table(SimPosition)} {p}"
+            f" ON {sql.column(SimPosition, 'account_id', 'p')} = {sql.column(SimAccount, 'id', 'a')}"
+            f" AND {sql.column(SimPosition, 'ticket', 'p')} = %(ticket)s{symbol_join}"
+            f" WHERE {sql.column(SimAccount, 'id', 'a')} = %(account)s"
+        )
+    account_cols = ", ".join(sql.column(SimAccount, n) for n in _ACCOUNT_COLUMNS)
+    position_cols = ", ".join(sql.column(SimPosition, n) for n in (*_LOCKED_POSITION_COLUMNS, "symbol_id"))
+    return cols.select(
+        f"FROM {a} LEFT JOIN LATERAL (SELECT {position_cols} FROM {sql.table(SimPosition)}"  # noqa: S608
+        f" WHERE {sql.column(SimPosition, 'account_id')} = {sql.column(SimAccount, 'id', 'a')}"
+        f" AND {sql.column(SimPosition, 'ticket')} = %(ticket)s FOR UPDATE) {p} ON TRUE{symbol_join}",
+        prefix=f"WITH {a} AS MATERIALIZED (SELECT {account_cols} FROM {sql.table(SimAccount)}"  # noqa: S608
+        f" WHERE {sql.column(SimAccount, 'id')} = %(account)s FOR UPDATE) ",
+    )
+
+
+class _QuoteRow(NamedTuple):
+    name: str
+    bid: Decimal
+    ask: Decimal
+
+
+class _OrderRow(NamedTuple):
+    """An order read as plain values with its symbol's quote (duck-types SimOrder for ``_order_tuple``)."""
+
+    ticket: int
+    time_setup_msc: int
+    time_done_msc: int
+    time_expiration: int
+    type: int
+    type_time: int
+    type_filling: int
+    state: int
+    magic: int
+    position_id: int
+    position_by_id: int
+    reason: int
+    volume_initial: Decimal
+    volume_current: Decimal
+    price_open: Decimal
+    sl: Decimal
+    tp: Decimal
+    price_stoplimit: Decimal
+    comment: str
+    external_id: str
+    is_open: bool
+    symbol: _QuoteRow
+
+
+_ORDER_COLUMNS = _OrderRow._fields[:-1]
+_DEAL_COLUMNS = TradeDeal._fields
+_DEAL_SYMBOL_AT = _DEAL_COLUMNS.index("symbol") - 1
+
+
+def _orders_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> sql.Select:
+    """An account's open or historical orders in (time_setup_msc, ticket) order; ``filters``
+    names the optional conditions: window, position, ticket, symbol."""
+    cols = sql.Columns(db).add(SimOrder, _ORDER_COLUMNS, "o").add(SimSymbol, _QuoteRow._fields, "s")
+    where = [
+        f"{sql.column(SimOrder, 'account_id', 'o')} = %(account)s",
+        f"{sql.column(SimOrder, 'is_open', 'o')} = %(is_open)s",
+    ]
+    conditions = {
+        "window": f"{sql.column(SimOrder, 'time_setup_msc', 'o')} BETWEEN %(since)s AND %(until)s",
+        "position": f"{sql.column(SimOrder, 'position_id', 'o')} = %(position)s",
+        "ticket": f"{sql.column(SimOrder, 'ticket', 'o')} = %(ticket)s",
+        "symbol": f"{sql.column(SimSymbol, 'name', 's')} = %(name)s",
+    }
+    where += [conditions[f] for f in filters]
+    return cols.select(
+        f"FROM {sql.table(SimOrder)} {sql.qn('o')} INNER JOIN {sql.table(SimSymbol)} {sql.qn('s')}"
+        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimOrder, 'symbol_id', 'o')}"
+        f" WHERE {' AND '.join(where)} ORDER BY {sql.column(SimOrder, 'time_setup_msc', 'o')},"
+        f" {sql.column(SimOrder, 'ticket', 'o')}"
+    )
+
+
+def _order_rows(account_id: int, *, is_open: bool, **filters: Any) -> list[_OrderRow]:
+    """The ORM's ``SimOrder.objects.filter(...).select_related("symbol")`` read, as plain rows;
+    ``filters`` are window=(since, until), position=, ticket=, symbol=, each only when not None."""
+    used = tuple(name for name in ("window", "position", "ticket", "symbol") if filters.get(name) is not None)
+    statement = sql.cached(f"orders:{','.join(used)}", lambda db: _orders_select(db, used))
+    params: dict[str, Any] = {"account": account_id, **sql.prep(SimOrder, {"is_open": is_open})}
+    if "window" in used:
+        params["since"], params["until"] = (
+            sql.prep(SimOrder, {"time_setup_msc": v})["time_setup_msc"] for v in filters["window"]
+        )
+    if "position" in used:
+        params["position"] = sql.prep(SimOrder, {"position_id": filters["position"]})["position_id"]
+    if "ticket" in used:
+        params["ticket"] = sql.prep(SimOrder, {"ticket": filters["ticket"]})["ticket"]
+    if "symbol" in used:
+        params["name"] = sql.prep(SimSymbol, {"name": filters["symbol"]})["name"]
+    split = len(_ORDER_COLUMNS)
+    return [_OrderRow(*row[:split], _QuoteRow(*row[split:])) for row in statement.rows(params)]
+
+
+def _deals_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> sql.Select:
+    cols = sql.Columns(db).add(SimDeal, _DEAL_COLUMNS[:2], "").add(SimDeal, _DEAL_COLUMNS[3:], "")
+    conditions = {
+        "window": f"{sql.column(SimDeal, 'time_msc')} BETWEEN %(since)s AND %(until)s",
+        "ticket": f"{sql.column(SimDeal, 'ticket')} = %(ticket)s",
+        "position": f"{sql.column(SimDeal, 'position_id')} = %(position)s",
+    }
+    where = [f"{sql.column(SimDeal, 'account_id')} = %(account)s", *(conditions[f] for f in filters)]
+    return cols.select(
+        f"FROM {sql.table(SimDeal)} WHERE {' AND '.join(where)}"
+        f" ORDER BY {sql.column(SimDeal, 'time_msc')}, {sql.column(SimDeal, 'ticket')}"
+    )
 
 
 class _InvalidArgument(Exception):
@@ -295,6 +572,33 @@ def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
 
 def _dec(value: float) -> Decimal:
     return Decimal(repr(value))
+
+
+def _update(model: type[Model], pk: int, **values: Any) -> None:
+    """``model.objects.filter(pk=pk).update(**values)`` from an UPDATE built once."""
+    names = tuple(values)
+    statement = sql.cached(f"update:{model._meta.label}:{','.join(names)}", lambda db: sql.update_sql(model, names))
+    sql.execute(statement, {**sql.prep(model, values), "pk": pk})
+
+
+def _add_to_balance(account_id: int, amount: Decimal) -> None:
+    """``balance = balance + amount`` in the database, so the sum is taken under the row lock."""
+    statement = sql.cached(
+        "add_to_balance",
+        lambda db: (
+            f"UPDATE {sql.table(SimAccount)} SET {sql.column(SimAccount, 'balance')} ="  # noqa: S608
+            f" {sql.column(SimAccount, 'balance')} + %(amount)s WHERE {sql.column(SimAccount, 'id')} = %(pk)s"
+        ),
+    )
+    sql.execute(statement, {"amount": sql.prep(SimAccount, {"balance": amount})["balance"], "pk": account_id})
+
+
+def _delete_position(pk: int) -> None:
+    statement = sql.cached(
+        "delete_position",
+        lambda db: f"DELETE FROM {sql.table(SimPosition)} WHERE {sql.column(SimPosition, 'id')} = %(pk)s",  # noqa: S608
+    )
+    sql.execute(statement, {"pk": pk})
 
 
 class SimulatedMetaTrader5:
@@ -506,13 +810,17 @@ class SimulatedMetaTrader5:
     def account_info(self) -> AccountInfo | None:
         if not self._ready():
             return None
-        account = SimAccount.objects.filter(pk=self._account_id).first()
-        if account is None:
+        found = sql.cached("account", _account_select).rows({"account": self._account_id})
+        if not found:
             self._fail(c.RES_E_AUTH_FAILED)
             return None
-        floating, margin = self._exposure(_position_rows(SimPosition.objects.filter(account_id=self._account_id)))
+        account = _BulkAccountRow(*found[0])
+        positions = sql.cached(
+            "account_positions", lambda db: _positions_select(db, ticket=False, symbol=False, ordered=False)
+        )
+        floating, margin = self._exposure(_rows_to_positions(positions.rows({"account": self._account_id})))
         self._ok()
-        return self._account_tuple(account, floating, margin)
+        return self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
 
     def sim_bulk_state(
         self, keys: list[tuple[int, str]]
@@ -611,12 +919,20 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- symbols ----------------------------------------------------------------------------
-    def _symbols(self, **filters: Any) -> list[SimSymbol]:
-        rows = list(SimSymbol.objects.filter(**filters).order_by("name"))
+    def _symbols(self, **filters: Any) -> list[_Symbol]:
+        """Every symbol by name, or the one ``name=`` names: whole rows, read fresh each time
+        (the feed moves the quotes and the mt5sim CLI opens and closes sessions)."""
+        if filters:
+            statement = sql.cached("symbol", lambda db: _symbols_select(db, by_name=True))
+            params = sql.prep(SimSymbol, filters)
+        else:
+            statement = sql.cached("symbols", lambda db: _symbols_select(db, by_name=False))
+            params = {}
+        rows = statement.rows(params)
         if not rows and (not filters or filters.get("name") in svc.SEED_NAMES):
             svc.ensure_symbols()
-            rows = list(SimSymbol.objects.filter(**filters).order_by("name"))
-        return rows
+            rows = statement.rows(params)
+        return [_Symbol(*row) for row in rows]
 
     def _symbol_tuple(self, s: SimSymbol) -> SymbolInfo:
         bid, ask, point = float(s.bid), float(s.ask), float(s.point)
@@ -718,18 +1034,6 @@ class SimulatedMetaTrader5:
             comment=p.comment, external_id=p.external_id,
         )  # fmt: skip
 
-    @staticmethod
-    def _narrowed(qs: Any, symbol: str | None, ticket: int | None) -> Any:
-        if ticket is not None:
-            qs = qs.filter(ticket=ticket)
-        if symbol is not None:
-            qs = qs.filter(symbol__name=symbol)
-        return qs
-
-    def _filtered(self, qs: Any, symbol: str | None, group: str | None, ticket: int | None) -> list[Any]:
-        matches = _group_matcher(group)
-        return [row for row in self._narrowed(qs, symbol, ticket) if matches(row.symbol.name)]
-
     def positions_total(self) -> int | None:
         if not self._ready():
             return None
@@ -741,14 +1045,15 @@ class SimulatedMetaTrader5:
     ) -> tuple[TradePosition, ...] | None:
         if not self._ready():
             return None
-        qs = SimPosition.objects.filter(account_id=self._account_id).order_by("time_msc", "ticket")
         matches = _group_matcher(group)
-        rows = [row for row in _position_rows(self._narrowed(qs, symbol, ticket)) if matches(row.symbol.name)]
+        rows = [
+            row for row in _position_rows_of(self._account_id, ticket=ticket, symbol=symbol) if matches(row.symbol.name)
+        ]
         quotes = self._quotes(p.symbol for p in rows)
         self._ok()
         return tuple(self._position_tuple(p, quotes) for p in rows)
 
-    def _order_tuple(self, o: SimOrder) -> TradeOrder:
+    def _order_tuple(self, o: SimOrder | _OrderRow) -> TradeOrder:
         current = o.symbol.ask if o.type in BUY_TYPES else o.symbol.bid
         return TradeOrder(
             ticket=o.ticket, time_setup=o.time_setup_msc // 1000, time_setup_msc=o.time_setup_msc,
@@ -773,8 +1078,12 @@ class SimulatedMetaTrader5:
     ) -> tuple[TradeOrder, ...] | None:
         if not self._ready():
             return None
-        qs = SimOrder.objects.filter(account_id=self._account_id, is_open=True).select_related("symbol")
-        rows = self._filtered(qs.order_by("time_setup_msc", "ticket"), symbol, group, ticket)
+        matches = _group_matcher(group)
+        rows = [
+            row
+            for row in _order_rows(self._account_id, is_open=True, ticket=ticket, symbol=symbol)
+            if matches(row.symbol.name)
+        ]
         self._ok()
         return tuple(self._order_tuple(o) for o in rows)
 
@@ -804,12 +1113,12 @@ class SimulatedMetaTrader5:
         except _InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        qs = SimOrder.objects.filter(account_id=self._account_id, is_open=False).select_related("symbol")
-        if window is not None:
-            qs = qs.filter(time_setup_msc__range=window)
-        if position is not None:
-            qs = qs.filter(position_id=position)
-        rows = self._filtered(qs.order_by("time_setup_msc", "ticket"), None, group, ticket)
+        matches = _group_matcher(group)
+        rows = [
+            row
+            for row in _order_rows(self._account_id, is_open=False, window=window, position=position, ticket=ticket)
+            if matches(row.symbol.name)
+        ]
         self._ok()
         return tuple(self._order_tuple(o) for o in rows)
 
@@ -832,25 +1141,32 @@ class SimulatedMetaTrader5:
         except _InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        qs = SimDeal.objects.filter(account_id=self._account_id)
+        used = tuple(n for n, v in (("window", window), ("ticket", ticket), ("position", position)) if v is not None)
+        statement = sql.cached(f"deals:{','.join(used)}", lambda db: _deals_select(db, used))
+        params: dict[str, Any] = {"account": self._account_id}
         if window is not None:
-            qs = qs.filter(time_msc__range=window)
+            params["since"], params["until"] = (sql.prep(SimDeal, {"time_msc": v})["time_msc"] for v in window)
         if ticket is not None:
-            qs = qs.filter(ticket=ticket)
+            params["ticket"] = sql.prep(SimDeal, {"ticket": ticket})["ticket"]
         if position is not None:
-            qs = qs.filter(position_id=position)
+            params["position"] = sql.prep(SimDeal, {"position_id": position})["position_id"]
         matches = _group_matcher(group)
-        deals = tuple(self._deal_tuple(d) for d in qs.order_by("time_msc", "ticket") if not group or matches(d.symbol))
+        deals = tuple(
+            self._deal_tuple(row) for row in statement.rows(params) if not group or matches(row[_DEAL_SYMBOL_AT])
+        )
         self._ok()
         return deals
 
     @staticmethod
-    def _deal_tuple(d: SimDeal) -> TradeDeal:
+    def _deal_tuple(row: tuple[Any, ...]) -> TradeDeal:
+        """A row of ``_deals_select``: TradeDeal's columns in its order, ``time`` left out."""
+        (ticket, order, time_msc, type_, entry, magic, position_id, reason, volume, price, commission, swap, profit,
+         fee, symbol, comment, external_id) = row  # fmt: skip
         return TradeDeal(
-            ticket=d.ticket, order=d.order, time=d.time_msc // 1000, time_msc=d.time_msc, type=d.type, entry=d.entry,
-            magic=d.magic, position_id=d.position_id, reason=d.reason, volume=float(d.volume), price=float(d.price),
-            commission=float(d.commission), swap=float(d.swap), profit=float(d.profit), fee=float(d.fee),
-            symbol=d.symbol, comment=d.comment, external_id=d.external_id,
+            ticket=ticket, order=order, time=time_msc // 1000, time_msc=time_msc, type=type_, entry=entry,
+            magic=magic, position_id=position_id, reason=reason, volume=float(volume), price=float(price),
+            commission=float(commission), swap=float(swap), profit=float(profit), fee=float(fee), symbol=symbol,
+            comment=comment, external_id=external_id,
         )  # fmt: skip
 
     def history_deals_total(self, date_from: Any, date_to: Any) -> int | None:
@@ -990,35 +1306,40 @@ class SimulatedMetaTrader5:
         outcome.timed_out = fault == SimFaultKind.TIMEOUT_AFTER_FILL
         return outcome
 
-    def _resolve(self, req: _Request) -> tuple[SimAccount, SimSymbol, SimPosition | None, SimOrder | None]:
+    def _resolve(
+        self, req: _Request
+    ) -> tuple[_LockedAccount, _Symbol | SimSymbol, _LockedPosition | None, SimOrder | None]:
         """Lock the account (serialising its trades across processes) and find the request's target."""
-        account = (
-            SimAccount.objects.select_for_update(of=("self",))
-            .annotate(pending_faults=Exists(SimFault.objects.filter(remaining__gt=0)))
-            .filter(pk=self._account_id)
-            .first()
-        )
-        if account is None:
-            raise _Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
-        position: SimPosition | None = None
+        position: _LockedPosition | None = None
         order: SimOrder | None = None
         if req.action == c.TRADE_ACTION_SLTP or (req.action == c.TRADE_ACTION_DEAL and req.position):
-            position = (
-                SimPosition.objects.select_for_update(of=("self",))
-                .select_related("symbol")
-                .filter(account=account, ticket=req.position)
-                .first()
+            rows = sql.cached("lock_account_position", _lock_account_and_position_select).rows(
+                {"account": self._account_id, "ticket": req.position}
             )
-            if position is None:
-                if req.position and SimDeal.objects.filter(account=account, position_id=req.position).exists():
+            if not rows:
+                raise _Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
+            values = rows[0]
+            split = len(_LockedAccount._fields)
+            account = _LockedAccount(*values[:split])
+            if values[split] is None:
+                if req.position and SimDeal.objects.filter(account_id=account.id, position_id=req.position).exists():
                     raise _Outcome(c.TRADE_RETCODE_POSITION_CLOSED)
                 raise _Outcome(c.TRADE_RETCODE_INVALID, "Position not found")
-            symbol = position.symbol
-        elif req.action in (c.TRADE_ACTION_REMOVE, c.TRADE_ACTION_MODIFY):
+            symbol_at = split + len(_LOCKED_POSITION_COLUMNS)
+            symbol = _Symbol(*values[symbol_at:])
+            position = _LockedPosition(*values[split:symbol_at], symbol)
+            if req.symbol and req.symbol != symbol.name:
+                raise _Outcome(c.TRADE_RETCODE_INVALID, "Symbol does not match")
+            return account, symbol, position, order
+        rows = sql.cached("lock_account", _lock_account_select).rows({"account": self._account_id})
+        if not rows:
+            raise _Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
+        account = _LockedAccount(*rows[0])
+        if req.action in (c.TRADE_ACTION_REMOVE, c.TRADE_ACTION_MODIFY):
             order = (
                 SimOrder.objects.select_for_update(of=("self",))
                 .select_related("symbol")
-                .filter(account=account, ticket=req.order, is_open=True)
+                .filter(account_id=account.id, ticket=req.order, is_open=True)
                 .first()
             )
             if order is None:
@@ -1104,7 +1425,7 @@ class SimulatedMetaTrader5:
             raise _Outcome(c.TRADE_RETCODE_INVALID_FILL)
         return volume
 
-    def _open(self, account: SimAccount, symbol: SimSymbol, req: _Request, dry_run: bool) -> _Outcome:
+    def _open(self, account: _LockedAccount, symbol: _Symbol, req: _Request, dry_run: bool) -> _Outcome:
         if req.type not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             raise _Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         is_buy = req.type == c.ORDER_TYPE_BUY
@@ -1122,29 +1443,30 @@ class SimulatedMetaTrader5:
         order_ticket, deal_ticket = svc.allocate_tickets(2)
         stamp = svc.now_msc()
         sl, tp = _dec(req.sl), _dec(req.tp)
-        SimOrder.objects.create(
-            ticket=order_ticket, account=account, symbol=symbol, type=req.type, type_filling=req.type_filling,
-            state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO, price_open=price, sl=sl, tp=tp,
-            magic=req.magic, comment=req.comment, position_id=order_ticket, time_setup_msc=stamp, time_done_msc=stamp,
-        )  # fmt: skip
-        SimDeal.objects.create(
-            ticket=deal_ticket, account=account, order=order_ticket, symbol=symbol.name,
+        sql.insert(SimOrder, dict(
+            ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=req.type,
+            type_filling=req.type_filling, state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO,
+            price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, position_id=order_ticket,
+            time_setup_msc=stamp, time_done_msc=stamp,
+        ))  # fmt: skip
+        sql.insert(SimDeal, dict(
+            ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
             type=c.DEAL_TYPE_BUY if is_buy else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_IN, magic=req.magic,
             position_id=order_ticket, volume=volume, price=price, commission=commission, comment=req.comment,
             time_msc=stamp,
-        )  # fmt: skip
-        SimPosition.objects.create(
-            ticket=order_ticket, account=account, symbol=symbol, type=req.type, volume=volume, price_open=price,
-            sl=sl, tp=tp, magic=req.magic, comment=req.comment, commission=commission, time_msc=stamp,
-            time_update_msc=stamp,
-        )  # fmt: skip
+        ))  # fmt: skip
+        sql.insert(SimPosition, dict(
+            ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=req.type, volume=volume,
+            price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, commission=commission,
+            time_msc=stamp, time_update_msc=stamp,
+        ))  # fmt: skip
         if commission:
-            SimAccount.objects.filter(pk=account.pk).update(balance=F("balance") + commission)
+            _add_to_balance(account.pk, commission)
         return _Outcome(
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
 
-    def _close(self, account: SimAccount, position: SimPosition, req: _Request, dry_run: bool) -> _Outcome:
+    def _close(self, account: _LockedAccount, position: _LockedPosition, req: _Request, dry_run: bool) -> _Outcome:
         symbol = position.symbol
         closing_type = c.ORDER_TYPE_SELL if position.type == c.POSITION_TYPE_BUY else c.ORDER_TYPE_BUY
         if req.type != closing_type:
@@ -1168,30 +1490,31 @@ class SimulatedMetaTrader5:
         commission = -pricing.money(symbol.commission_per_lot * volume, digits)
         order_ticket, deal_ticket = svc.allocate_tickets(2)
         stamp = svc.now_msc()
-        SimOrder.objects.create(
-            ticket=order_ticket, account=account, symbol=symbol, type=closing_type, type_filling=req.type_filling,
-            state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO, price_open=price,
-            magic=req.magic, comment=req.comment, position_id=position.ticket, time_setup_msc=stamp,
-            time_done_msc=stamp,
-        )  # fmt: skip
-        SimDeal.objects.create(
-            ticket=deal_ticket, account=account, order=order_ticket, symbol=symbol.name,
+        sql.insert(SimOrder, dict(
+            ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=closing_type,
+            type_filling=req.type_filling, state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO,
+            price_open=price, magic=req.magic, comment=req.comment, position_id=position.ticket,
+            time_setup_msc=stamp, time_done_msc=stamp,
+        ))  # fmt: skip
+        sql.insert(SimDeal, dict(
+            ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
             type=c.DEAL_TYPE_BUY if closing_type == c.ORDER_TYPE_BUY else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_OUT,
             magic=req.magic, position_id=position.ticket, volume=volume, price=price, commission=commission,
             swap=swap, profit=realised, comment=req.comment, time_msc=stamp,
-        )  # fmt: skip
+        ))  # fmt: skip
         if full:
-            SimPosition.objects.filter(pk=position.pk).delete()
+            _delete_position(position.pk)
         else:
-            SimPosition.objects.filter(pk=position.pk).update(
-                volume=position.volume - volume, swap=position.swap - swap, time_update_msc=stamp
-            )
-        SimAccount.objects.filter(pk=account.pk).update(balance=F("balance") + realised + swap + commission)
+            _update(
+                SimPosition, position.pk, volume=position.volume - volume, swap=position.swap - swap,
+                time_update_msc=stamp,
+            )  # fmt: skip
+        _add_to_balance(account.pk, realised + swap + commission)
         return _Outcome(
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
 
-    def _modify_position(self, position: SimPosition, req: _Request, dry_run: bool) -> _Outcome:
+    def _modify_position(self, position: _LockedPosition, req: _Request, dry_run: bool) -> _Outcome:
         symbol = position.symbol
         is_buy = position.type == c.POSITION_TYPE_BUY
         sl, tp = _dec(req.sl), _dec(req.tp)
@@ -1199,7 +1522,7 @@ class SimulatedMetaTrader5:
             raise _Outcome(c.TRADE_RETCODE_NO_CHANGES)
         self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
         if not dry_run:
-            SimPosition.objects.filter(pk=position.pk).update(sl=sl, tp=tp, time_update_msc=svc.now_msc())
+            _update(SimPosition, position.pk, sl=sl, tp=tp, time_update_msc=svc.now_msc())
         return _Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
 
     @staticmethod
@@ -1220,16 +1543,17 @@ class SimulatedMetaTrader5:
         price = _dec(req.price)
         self._check_pending_price(symbol, req.type, price)
         self._check_stops(symbol, req.type in BUY_TYPES, req.sl, req.tp, price)
-        if SimOrder.objects.filter(account=account, is_open=True).count() >= account.limit_orders:
+        if SimOrder.objects.filter(account_id=account.pk, is_open=True).count() >= account.limit_orders:
             raise _Outcome(c.TRADE_RETCODE_LIMIT_ORDERS)
         if dry_run:
             return _Outcome(c.TRADE_RETCODE_PLACED)
         (ticket,) = svc.allocate_tickets(1)
         SimOrder.objects.create(
-            ticket=ticket, account=account, symbol=symbol, is_open=True, type=req.type, type_time=req.type_time,
-            type_filling=req.type_filling, state=c.ORDER_STATE_PLACED, volume_initial=volume, volume_current=volume,
-            price_open=price, price_stoplimit=_dec(req.stoplimit), sl=_dec(req.sl), tp=_dec(req.tp),
-            magic=req.magic, comment=req.comment, time_setup_msc=svc.now_msc(), time_expiration=req.expiration,
+            ticket=ticket, account_id=account.pk, symbol_id=symbol.pk, is_open=True, type=req.type,
+            type_time=req.type_time, type_filling=req.type_filling, state=c.ORDER_STATE_PLACED,
+            volume_initial=volume, volume_current=volume, price_open=price, price_stoplimit=_dec(req.stoplimit),
+            sl=_dec(req.sl), tp=_dec(req.tp), magic=req.magic, comment=req.comment, time_setup_msc=svc.now_msc(),
+            time_expiration=req.expiration,
         )  # fmt: skip
         return _Outcome(c.TRADE_RETCODE_PLACED, symbol=symbol, order=ticket, volume=volume, price=price)
 
