@@ -161,8 +161,10 @@ _CLAIM_NEXT = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbe
 _CLAIM_NEXT_AND_DOORBELL = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", _SPARE_DOORBELL)
 
 
-def _finish(command: Command, step: Step) -> None:
+def _finish(command: Command, step: Step, attempts: list[tuple[datetime, TradeResult]] | None = None) -> None:
+    """The command's terminal state, with the attempts not yet written, in one transaction."""
     with transaction.atomic():
+        _write_attempts(command, attempts or [])
         command.transition(
             step.state,
             note=step.error_message[:500],
@@ -173,38 +175,42 @@ def _finish(command: Command, step: Step) -> None:
         command_finished.send(sender=Command, command=command)
 
 
-def _record_attempt(command: Command, result: TradeResult) -> None:
-    outages.note_result(result)
-    now = timezone.now()
-    note = f"{result.retcode_name}: {result.message}"
-    response = result.as_json()
-    command.attempts += 1
-    if connection.vendor == "postgresql":
-        # One statement: the count and the attempt's timeline entry (with what was sent and answered).
-        with one_statement(), connection.cursor() as cursor:
-            cursor.execute(
-                _RECORD_ATTEMPT,
-                {
-                    "pk": command.pk,
-                    "now": now,
-                    "kind": CommandEvent.Kind.ATTEMPT.value,
-                    "note": note,
-                    "request": None if result.request is None else json.dumps(result.request),
-                    "response": None if response is None else json.dumps(response),
-                },
-            )
-            (command.attempts,) = cursor.fetchone()
-        return
-    Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=now)
-    CommandEvent.objects.create(
-        command=command,
-        kind=CommandEvent.Kind.ATTEMPT,
-        attempt=command.attempts,
-        note=note,
-        request=result.request,
-        response=response,
-        at=now,
-    )
+def _write_attempts(command: Command, attempts: list[tuple[datetime, TradeResult]]) -> None:
+    """Count the attempts and write each one's timeline entry (what was sent and answered).
+
+    Written with the command's next state (its finish, or before a pause to retry), not one
+    commit each: an attempt that reached MT5 and died with its worker unwritten is found by
+    reconciling, like any command claimed before.
+    """
+    first = command.attempts - len(attempts) + 1  # command.attempts counts them already
+    for number, (at, result) in enumerate(attempts, start=first):
+        note = f"{result.retcode_name}: {result.message}"
+        response = result.as_json()
+        if connection.vendor == "postgresql":
+            with one_statement(), connection.cursor() as cursor:
+                cursor.execute(
+                    _RECORD_ATTEMPT,
+                    {
+                        "pk": command.pk,
+                        "now": at,
+                        "kind": CommandEvent.Kind.ATTEMPT.value,
+                        "note": note,
+                        "request": None if result.request is None else json.dumps(result.request),
+                        "response": None if response is None else json.dumps(response),
+                    },
+                )
+            continue
+        Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=at)
+        CommandEvent.objects.create(
+            command=command,
+            kind=CommandEvent.Kind.ATTEMPT,
+            attempt=number,
+            note=note,
+            request=result.request,
+            response=response,
+            at=at,
+        )
+    attempts.clear()
 
 
 _RECORD_ATTEMPT = f"""
@@ -268,11 +274,14 @@ def _run(command: Command) -> str:
     # Anything sent before (an earlier delivery) must be found before anything is sent again.
     reconcile = command.attempts > 0 or getattr(command, "claimed_before", False)
     maybe_sent = False
+    unwritten: list[tuple[datetime, TradeResult]] = []
 
     def record(result: TradeResult) -> None:
         nonlocal maybe_sent
         maybe_sent = maybe_sent or result.maybe_executed
-        _record_attempt(command, result)
+        outages.note_result(result)
+        command.attempts += 1
+        unwritten.append((timezone.now(), result))
 
     for backoff in (*settings.COMMAND_RETRY_BACKOFF_SECONDS, None):
         step = _attempt(command, gateway, record, reconcile)
@@ -283,10 +292,11 @@ def _run(command: Command) -> str:
                 step = found if found.state == State.SUCCEEDED else step
             if step.retry and step.state != State.SUCCEEDED:
                 step.error_message = f"{step.error_message} (gave up after {command.attempts} attempts)".strip()
-            _finish(command, step)
+            _finish(command, step, unwritten)
             logger.info("command finished", extra={"state": step.state, "attempts": command.attempts})
             return step.state
         reconcile = True
+        _write_attempts(command, unwritten)  # visible while the command waits to retry
         logger.warning("retrying command", extra={"error": step.error_message, "backoff_s": backoff})
         time.sleep(backoff)
     raise AssertionError("unreachable")

@@ -174,14 +174,30 @@ def test_close_positions_by_tickets_and_close_only_profitable(trader):
     assert command.result["closed"] == 1
 
 
-def test_a_requote_is_retried_and_every_attempt_is_recorded(trader):
+@pytest.mark.parametrize("path", ["one statement (PostgreSQL)", "a transaction (SQLite)"])
+def test_a_requote_is_retried_and_every_attempt_is_recorded(trader, monkeypatch, path):
+    from django.db import connection
+
+    from execution import runner
+
+    seen_while_waiting = []
+    monkeypatch.setattr(
+        runner.time,
+        "sleep",
+        lambda seconds: seen_while_waiting.append(CommandEvent.objects.filter(kind="attempt").count()),
+    )
+    if path.startswith("a transaction"):
+        monkeypatch.setattr(connection, "vendor", "sqlite")
     sim_inject_fault("requote", symbol="EURUSD", count=2)
     command = run(submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1))
     assert command.state == State.SUCCEEDED
     assert command.attempts == 3
-    notes = list(command.events.filter(kind="attempt").values_list("note", flat=True))
-    assert notes[0].startswith("TRADE_RETCODE_REQUOTE")
-    assert notes[-1].startswith("TRADE_RETCODE_DONE")
+    attempts = list(command.events.filter(kind="attempt").values_list("attempt", "note"))
+    assert [number for number, _ in attempts] == [1, 2, 3]
+    assert attempts[0][1].startswith("TRADE_RETCODE_REQUOTE")
+    assert attempts[-1][1].startswith("TRADE_RETCODE_DONE")
+    # Each failed attempt is on the timeline before the pause that follows it.
+    assert seen_while_waiting == [1, 2]
 
 
 def test_market_closed_until_the_deadline_fails_with_the_retcode(trader):

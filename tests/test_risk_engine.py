@@ -271,6 +271,24 @@ def test_a_finished_command_asks_for_an_evaluation_and_the_monitor_answers_it(
     assert monitor.requested(live) == 0
 
 
+def test_a_request_already_pending_is_kept_and_the_next_after_the_monitors_answer_is_made(
+    trader, django_capture_on_commit_callbacks
+):
+    from policies.receivers import request_evaluation
+
+    with django_capture_on_commit_callbacks(execute=True):
+        open_buy(trader, 1.0)
+    risk = AccountRisk.objects.get()
+    first = risk.evaluate_requested_at
+    assert first is not None
+    request_evaluation(risk.account_id)  # the monitor has not answered yet: one request stands
+    assert AccountRisk.objects.get().evaluate_requested_at == first
+    monitor = Monitor(monitor_id="solo")
+    assert monitor.requested(monitor.heartbeat(0, 0)) == 1
+    request_evaluation(risk.account_id)  # a command finishing after the answer asks again
+    assert AccountRisk.objects.get().evaluate_requested_at > first
+
+
 def test_the_bulk_read_gives_the_same_snapshots_as_one_by_one(trader, tenant_1):
     sim_account_create(login=777, balance=5000, server="Other")
     open_buy(trader, 0.5)
