@@ -164,19 +164,23 @@ _CLAIM_NEXT_AND_DOORBELL = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).rep
 def _finish(command: Command, step: Step, attempts: list[tuple[datetime, TradeResult]] | None = None) -> None:
     """The command's terminal state, with the attempts not yet written, in one transaction."""
     with transaction.atomic():
-        _write_attempts(command, attempts or [])
+        _write_attempts(command, attempts or [], counted_by_caller=True)
         command.transition(
             step.state,
             note=step.error_message[:500],
             result=step.result or None,
             error_code=step.error_code,
             error_message=step.error_message,
+            attempts=command.attempts,  # the count in the same row update as the state
         )
         command_finished.send(sender=Command, command=command)
 
 
-def _write_attempts(command: Command, attempts: list[tuple[datetime, TradeResult]]) -> None:
-    """Count the attempts and write each one's timeline entry (what was sent and answered).
+def _write_attempts(
+    command: Command, attempts: list[tuple[datetime, TradeResult]], *, counted_by_caller: bool = False
+) -> None:
+    """Write each attempt's timeline entry (what was sent and answered) and count it on the
+    command, unless the caller's own update of the row writes the count.
 
     Written with the command's next state (its finish, or before a pause to retry), not one
     commit each: an attempt that reached MT5 and died with its worker unwritten is found by
@@ -189,8 +193,9 @@ def _write_attempts(command: Command, attempts: list[tuple[datetime, TradeResult
         if connection.vendor == "postgresql":
             with one_statement(), connection.cursor() as cursor:
                 cursor.execute(
-                    _RECORD_ATTEMPT,
+                    _ATTEMPT if counted_by_caller else _COUNTED_ATTEMPT,
                     {
+                        "number": number,
                         "pk": command.pk,
                         "now": at,
                         "kind": CommandEvent.Kind.ATTEMPT.value,
@@ -200,7 +205,8 @@ def _write_attempts(command: Command, attempts: list[tuple[datetime, TradeResult
                     },
                 )
             continue
-        Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=at)
+        if not counted_by_caller:
+            Command.objects.filter(pk=command.pk).update(attempts=F("attempts") + 1, updated_at=at)
         CommandEvent.objects.create(
             command=command,
             kind=CommandEvent.Kind.ATTEMPT,
@@ -213,14 +219,17 @@ def _write_attempts(command: Command, attempts: list[tuple[datetime, TradeResult
     attempts.clear()
 
 
-_RECORD_ATTEMPT = f"""
+_ATTEMPT = f"""
+INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, attempt, note, request, response)
+VALUES (%(pk)s, %(kind)s, %(now)s, '', '', %(number)s, %(note)s, %(request)s::jsonb, %(response)s::jsonb)
+"""  # noqa: S608
+_COUNTED_ATTEMPT = f"""
 WITH counted AS (
     UPDATE {Command._meta.db_table} SET attempts = attempts + 1, updated_at = %(now)s WHERE id = %(pk)s
     RETURNING id, attempts
 )
 INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, attempt, note, request, response)
 SELECT id, %(kind)s, %(now)s, '', '', attempts, %(note)s, %(request)s::jsonb, %(response)s::jsonb FROM counted
-RETURNING attempt
 """  # noqa: S608
 
 
