@@ -117,32 +117,27 @@ def main() -> None:
         created_s = time.monotonic() - started
         loaded_started = timezone.now()
         loaded = fast_latencies(args.fast)
-        waiting = Command.objects.filter(pk__in=backlog, state=State.QUEUED).count()
+        # The backlog's ids are one contiguous range of the normal lane: polling it by range
+        # keeps a 10,000-id IN list from loading the database the lane is measured on.
+        in_backlog = Command.objects.filter(lane="normal", pk__range=(backlog[0], backlog[-1]))
+        waiting = in_backlog.filter(state=State.QUEUED).count()
         # Normal-lane throughput: drain what is left of the backlog.
         drain_started = time.monotonic()
-        done_before = Command.objects.filter(pk__in=backlog).exclude(state=State.QUEUED).count()
+        done_before = in_backlog.exclude(state__in=[State.QUEUED, State.EXECUTING]).count()
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            remaining = Command.objects.filter(pk__in=backlog, state__in=[State.QUEUED, State.EXECUTING]).count()
+            remaining = in_backlog.filter(state__in=[State.QUEUED, State.EXECUTING]).count()
             if remaining == 0:
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
         drain_s = time.monotonic() - drain_started
-        done_after = Command.objects.filter(pk__in=backlog).exclude(state__in=[State.QUEUED, State.EXECUTING]).count()
-        succeeded = Command.objects.filter(pk__in=backlog, state=State.SUCCEEDED).count()
+        done_after = in_backlog.exclude(state__in=[State.QUEUED, State.EXECUTING]).count()
+        succeeded = in_backlog.filter(state=State.SUCCEEDED).count()
         first = (
-            Command.objects.filter(pk__in=backlog)
-            .exclude(finished_at=None)
-            .order_by("finished_at")
-            .values_list("finished_at", flat=True)
-            .first()
+            in_backlog.exclude(finished_at=None).order_by("finished_at").values_list("finished_at", flat=True).first()
         )
         last = (
-            Command.objects.filter(pk__in=backlog)
-            .exclude(finished_at=None)
-            .order_by("-finished_at")
-            .values_list("finished_at", flat=True)
-            .first()
+            in_backlog.exclude(finished_at=None).order_by("-finished_at").values_list("finished_at", flat=True).first()
         )
     finally:
         for proc in procs:
@@ -159,7 +154,12 @@ def main() -> None:
     print(
         f"\nNormal lane ({args.normal_workers} workers): {args.backlog} commands created in {created_s:.1f}s; "
         f"{succeeded} succeeded; throughput {len(backlog) / span:.0f} commands/s over {span:.1f}s "
-        f"(first to last finish; drain of the rest {drain_s:.1f}s, {done_after - done_before} commands)"
+        f"(first to last finish, while the backlog was still being created and the fast commands ran)"
+    )
+    drained = done_after - done_before
+    print(
+        f"  alone, once the rest was queued and the fast lane idle: {drained / drain_s:.0f} commands/s "
+        f"({drained} commands in {drain_s:.1f}s)"
     )
     print(f"  (loaded phase started {loaded_started:%H:%M:%S}Z)")
 

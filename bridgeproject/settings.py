@@ -133,6 +133,8 @@ COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
 # A normal-lane worker answering a doorbell goes on with the lane's next queued commands for up
 # to this long (checked before each claim), paying django-q2's per-task cost once for many.
 NORMAL_LANE_DRAIN_SECONDS = env.float("NORMAL_LANE_DRAIN_SECONDS", default=2.0)
+# Before each normal command, wait this long at most while fast commands are at work (0: never).
+NORMAL_LANE_YIELD_MS = env.int("NORMAL_LANE_YIELD_MS", default=50)
 # A command `executing` longer than this lost its worker; the sweeper re-queues it.
 COMMAND_EXECUTING_LEASE_SECONDS = env.int("COMMAND_EXECUTING_LEASE_SECONDS", default=90)
 # A command `queued` longer than this may have lost its task (Redis broker); rung again.

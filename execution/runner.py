@@ -249,10 +249,12 @@ def lane_run(lane: str) -> int:
     cluster's task timeout. The fast lane runs one command a doorbell: each of its workers is
     free for the next protective command at once.
     """
-    drain = timedelta(seconds=settings.NORMAL_LANE_DRAIN_SECONDS if lane == Lane.NORMAL else 0)
-    until = timezone.now() + drain
+    normal = lane == Lane.NORMAL
+    until = timezone.now() + timedelta(seconds=settings.NORMAL_LANE_DRAIN_SECONDS if normal else 0)
     ran = 0
     while True:
+        if normal:
+            yield_to_the_fast_lane()
         command = command_claim(lane=lane, spare_doorbell=ran > 0)
         if command is None:
             return ran
@@ -260,6 +262,44 @@ def lane_run(lane: str) -> int:
         ran += 1
         if timezone.now() >= until:
             return ran
+
+
+def yield_to_the_fast_lane() -> float:
+    """Before a normal command starts, wait while fast commands are at work, for at most
+    NORMAL_LANE_YIELD_MS; returns the seconds waited.
+
+    The lanes have their own workers, but they share the cores, the database and an account's
+    terminal lock: a protective close that starts while normal commands keep starting shares
+    all three with them. Waiting between commands, never inside one, keeps every normal
+    command's own work uninterrupted; the bound keeps a fast command that is retrying (or
+    whose worker died) from holding the normal lane up.
+    """
+    if not settings.NORMAL_LANE_YIELD_MS:
+        return 0.0
+    started = time.monotonic()
+    give_up = started + settings.NORMAL_LANE_YIELD_MS / 1000
+    while _fast_lane_at_work() and time.monotonic() < give_up:
+        time.sleep(0.002)
+    return time.monotonic() - started
+
+
+def _fast_lane_at_work() -> bool:
+    """A fast command is queued, or executing with a write in the last two seconds (one asleep
+    between retries, or whose worker vanished, stops counting once it has been quiet that long)."""
+    params = {"fast": Lane.FAST.value, "queued": State.QUEUED.value, "executing": State.EXECUTING.value}
+    with connection.cursor() as cursor:
+        cursor.execute(_FAST_AT_WORK, {**params, "recent": timezone.now() - timedelta(seconds=2)})
+        return cursor.fetchone()[0]
+
+
+# Two probes of the (state, lane, updated_at) index, whatever the size of the normal backlog.
+_FAST_AT_WORK = f"""
+SELECT EXISTS (SELECT FROM {Command._meta.db_table} WHERE state = %(queued)s AND lane = %(fast)s)
+    OR EXISTS (
+        SELECT FROM {Command._meta.db_table}
+        WHERE state = %(executing)s AND lane = %(fast)s AND updated_at >= %(recent)s
+    )
+"""  # noqa: S608
 
 
 def _run_in_scope(command: Command) -> str:

@@ -497,3 +497,25 @@ def test_the_claim_statement_reads_the_command_its_account_and_tenant_as_the_orm
     assert claimed.payload == {"ticket": 7, "stop_loss": "1.07"}
     assert claimed.expires_at.utcoffset() == timedelta(0)
     assert not claimed._state.adding
+
+
+def test_a_normal_command_waits_for_a_queued_fast_one_but_no_longer_than_the_bound(trader, settings):
+    from execution.runner import yield_to_the_fast_lane
+
+    settings.NORMAL_LANE_YIELD_MS = 40
+    assert yield_to_the_fast_lane() < 0.02  # nothing fast at work: no wait
+    submit(trader, "sync_account", "protect", priority="critical")
+    assert 0.04 <= yield_to_the_fast_lane() < 0.5
+    settings.NORMAL_LANE_YIELD_MS = 0
+    assert yield_to_the_fast_lane() == 0.0
+
+
+def test_a_fast_command_executing_but_quiet_for_seconds_no_longer_holds_the_normal_lane(trader, settings):
+    from execution.runner import yield_to_the_fast_lane
+
+    settings.NORMAL_LANE_YIELD_MS = 40
+    fast = submit(trader, "sync_account", "protect", priority="critical")
+    Command.objects.filter(pk=fast.pk).update(state=State.EXECUTING, updated_at=timezone.now())
+    assert yield_to_the_fast_lane() >= 0.04  # at work right now
+    Command.objects.filter(pk=fast.pk).update(updated_at=timezone.now() - timedelta(seconds=3))
+    assert yield_to_the_fast_lane() < 0.02  # asleep between retries, or its worker is gone
