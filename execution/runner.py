@@ -32,6 +32,7 @@ from execution import outages
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
+from execution.yielding import notice_sql, say, yield_to_the_fast_lane
 from policies.models import TradingAccount
 from tenancy.models import Tenant
 
@@ -123,7 +124,8 @@ def _claimed(row: Sequence[Any]) -> Command:
     """The claimed command, its account and its tenant, from the claim statement's one row."""
     command = _COMMAND.read(row[: _COMMAND.width])
     command.account = _ACCOUNT.read(row[_COMMAND.width : _COMMAND.width + _ACCOUNT.width])
-    command.tenant = _TENANT.read(row[_COMMAND.width + _ACCOUNT.width :])
+    tenant_at = _COMMAND.width + _ACCOUNT.width
+    command.tenant = _TENANT.read(row[tenant_at : tenant_at + _TENANT.width])
     return command
 
 
@@ -139,7 +141,8 @@ WITH claimed AS (
     INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
     SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed
 )
-SELECT {_COMMAND.columns}, {_ACCOUNT.columns}, {_TENANT.columns}
+SELECT {_COMMAND.columns}, {_ACCOUNT.columns}, {_TENANT.columns},
+    CASE WHEN c.lane = '{Lane.FAST.value}' THEN {notice_sql("busy")} END
 FROM claimed c
 JOIN {TradingAccount._meta.db_table} a ON a.id = c.account_id
 JOIN {Tenant._meta.db_table} t ON t.id = c.tenant_id
@@ -174,6 +177,8 @@ def _finish(command: Command, step: Step, attempts: list[tuple[datetime, TradeRe
             attempts=command.attempts,  # the count in the same row update as the state
         )
         command_finished.send(sender=Command, command=command)
+        if command.lane == Lane.FAST:
+            say("idle", command.pk)
 
 
 def _write_attempts(
@@ -264,44 +269,6 @@ def lane_run(lane: str) -> int:
             return ran
 
 
-def yield_to_the_fast_lane() -> float:
-    """Before a normal command starts, wait while fast commands are at work, for at most
-    NORMAL_LANE_YIELD_MS; returns the seconds waited.
-
-    The lanes have their own workers, but they share the cores, the database and an account's
-    terminal lock: a protective close that starts while normal commands keep starting shares
-    all three with them. Waiting between commands, never inside one, keeps every normal
-    command's own work uninterrupted; the bound keeps a fast command that is retrying (or
-    whose worker died) from holding the normal lane up.
-    """
-    if not settings.NORMAL_LANE_YIELD_MS:
-        return 0.0
-    started = time.monotonic()
-    give_up = started + settings.NORMAL_LANE_YIELD_MS / 1000
-    while _fast_lane_at_work() and time.monotonic() < give_up:
-        time.sleep(0.002)
-    return time.monotonic() - started
-
-
-def _fast_lane_at_work() -> bool:
-    """A fast command is queued, or executing with a write in the last two seconds (one asleep
-    between retries, or whose worker vanished, stops counting once it has been quiet that long)."""
-    params = {"fast": Lane.FAST.value, "queued": State.QUEUED.value, "executing": State.EXECUTING.value}
-    with connection.cursor() as cursor:
-        cursor.execute(_FAST_AT_WORK, {**params, "recent": timezone.now() - timedelta(seconds=2)})
-        return cursor.fetchone()[0]
-
-
-# Two probes of the (state, lane, updated_at) index, whatever the size of the normal backlog.
-_FAST_AT_WORK = f"""
-SELECT EXISTS (SELECT FROM {Command._meta.db_table} WHERE state = %(queued)s AND lane = %(fast)s)
-    OR EXISTS (
-        SELECT FROM {Command._meta.db_table}
-        WHERE state = %(executing)s AND lane = %(fast)s AND updated_at >= %(recent)s
-    )
-"""  # noqa: S608
-
-
 def _run_in_scope(command: Command) -> str:
     with context.scope(
         correlation_id=command.correlation_id,
@@ -346,6 +313,8 @@ def _run(command: Command) -> str:
             return step.state
         reconcile = True
         _write_attempts(command, unwritten)  # visible while the command waits to retry
+        if command.lane == Lane.FAST:
+            say("idle", command.pk)  # a pause is no work: the normal lane may go on meanwhile
         logger.warning("retrying command", extra={"error": step.error_message, "backoff_s": backoff})
         time.sleep(backoff)
     raise AssertionError("unreachable")

@@ -499,23 +499,35 @@ def test_the_claim_statement_reads_the_command_its_account_and_tenant_as_the_orm
     assert not claimed._state.adding
 
 
-def test_a_normal_command_waits_for_a_queued_fast_one_but_no_longer_than_the_bound(trader, settings):
-    from execution.runner import yield_to_the_fast_lane
+@pytest.mark.django_db(transaction=True)
+def test_a_normal_command_waits_while_a_fast_one_is_at_work_and_no_longer_than_the_bound(trader, settings):
+    from execution.runner import command_claim, command_execute
+    from execution.yielding import yield_to_the_fast_lane
 
-    settings.NORMAL_LANE_YIELD_MS = 40
-    assert yield_to_the_fast_lane() < 0.02  # nothing fast at work: no wait
-    submit(trader, "sync_account", "protect", priority="critical")
-    assert 0.04 <= yield_to_the_fast_lane() < 0.5
+    settings.NORMAL_LANE_YIELD_MS = 60
+    assert yield_to_the_fast_lane() < 0.03  # nothing fast at work: no wait
+    fast = submit(trader, "sync_account", "protect", priority="critical")
+    assert yield_to_the_fast_lane() < 0.03  # queued is not yet at work
+    command_claim(fast.pk)  # 'busy', from the claim statement
+    assert 0.06 <= yield_to_the_fast_lane() < 0.5
     settings.NORMAL_LANE_YIELD_MS = 0
     assert yield_to_the_fast_lane() == 0.0
+    settings.NORMAL_LANE_YIELD_MS = 60
+    Command.objects.filter(pk=fast.pk).update(state=State.QUEUED)
+    command_execute(fast.pk)  # claimed again and finished: 'idle' with the finish
+    assert yield_to_the_fast_lane() < 0.03
 
 
-def test_a_fast_command_executing_but_quiet_for_seconds_no_longer_holds_the_normal_lane(trader, settings):
-    from execution.runner import yield_to_the_fast_lane
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_fast_command_that_never_says_idle_stops_counting(trader, settings):
+    from execution import yielding
+    from execution.runner import command_claim
 
     settings.NORMAL_LANE_YIELD_MS = 40
+    assert yielding.yield_to_the_fast_lane() < 0.03  # a normal worker listens from its first claim on
     fast = submit(trader, "sync_account", "protect", priority="critical")
-    Command.objects.filter(pk=fast.pk).update(state=State.EXECUTING, updated_at=timezone.now())
-    assert yield_to_the_fast_lane() >= 0.04  # at work right now
-    Command.objects.filter(pk=fast.pk).update(updated_at=timezone.now() - timedelta(seconds=3))
-    assert yield_to_the_fast_lane() < 0.02  # asleep between retries, or its worker is gone
+    command_claim(fast.pk)  # its worker dies here: no 'idle' will come
+    assert yielding.yield_to_the_fast_lane() >= 0.04
+    for pk in yielding._at_work:  # as if it had said 'busy' longer ago than a command can take
+        yielding._at_work[pk] -= yielding.AT_WORK_AT_MOST_SECONDS + 1
+    assert yielding.yield_to_the_fast_lane() < 0.03
