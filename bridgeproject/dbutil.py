@@ -7,7 +7,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
+from django.db.models.constants import OnConflict
 
 
 def one_statement() -> AbstractContextManager[object]:
@@ -43,3 +44,33 @@ class RowReader:
             for convert in converters:
                 row[index] = convert(row[index], column, connection)
         return self.model.from_db(connection.alias, self.names, row)
+
+
+_insert_sql: dict[tuple[type[Model], tuple[str, ...]], str] = {}
+
+
+def insert_unless_conflicting(instance: Model, fields: Sequence[Field]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id for one instance: its new id, or None when a
+    unique constraint already holds the row. The statement is built once per model and field
+    list; the values are prepared by each field as the ORM's own insert prepares them. Where the
+    database is not PostgreSQL, the manager's insert does the same."""
+    model = type(instance)
+    if connection.vendor != "postgresql":
+        inserted = model._base_manager._insert(
+            [instance], fields=list(fields), returning_fields=[model._meta.pk], on_conflict=OnConflict.IGNORE
+        )
+        return inserted[0][0] if inserted and inserted[0] is not None else None
+    key = (model, tuple(field.attname for field in fields))
+    sql = _insert_sql.get(key)
+    if sql is None:
+        columns = ", ".join(f'"{field.column}"' for field in fields)
+        placeholders = ", ".join(["%s"] * len(fields))
+        sql = _insert_sql[key] = (
+            f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({placeholders}) '  # noqa: S608
+            f'ON CONFLICT DO NOTHING RETURNING "{model._meta.pk.column}"'
+        )
+    values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return None if row is None else row[0]

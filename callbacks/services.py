@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Min
-from django.db.models.constants import OnConflict
 from django.utils import timezone
 
+from bridgeproject.dbutil import insert_unless_conflicting
 from bridgeproject.jsonutil import jsonable, utc_iso
 from callbacks.models import OPEN_STATUSES, CallbackDelivery, DeliveryStatus, RequestType
 from policies.models import TradingAccount
@@ -130,17 +130,10 @@ def callback_enqueue(
     )
     # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip, and a key already owed (a
     # retried event, or a concurrent enqueue that won the race) leaves the caller's transaction
-    # intact and returns the first row. Django's bulk_create cannot both ignore conflicts and
-    # return the id, so this is the manager's own insert with both options.
-    inserted = CallbackDelivery._base_manager._insert(
-        [delivery],
-        fields=_INSERT_FIELDS,
-        returning_fields=[CallbackDelivery._meta.pk],
-        on_conflict=OnConflict.IGNORE,
-    )
-    if not inserted or inserted[0] is None:  # nothing returned: the key was already owed
+    # intact and returns the first row.
+    delivery.pk = insert_unless_conflicting(delivery, _INSERT_FIELDS)
+    if delivery.pk is None:  # the key was already owed
         return CallbackDelivery.objects.get(tenant=tenant, idempotency_key=idempotency_key)
-    (delivery.pk,) = inserted[0]
     delivery._state.adding = False
     logger.info(
         "callback enqueued",

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -196,7 +197,9 @@ def _write_attempts(
         note = f"{result.retcode_name}: {result.message}"
         response = result.as_json()
         if connection.vendor == "postgresql":
-            with one_statement(), connection.cursor() as cursor:
+            # Inside the finish's transaction no savepoint is wanted: a failure undoes the finish too.
+            written_with = nullcontext() if counted_by_caller else one_statement()
+            with written_with, connection.cursor() as cursor:
                 cursor.execute(
                     _ATTEMPT if counted_by_caller else _COUNTED_ATTEMPT,
                     {

@@ -555,8 +555,21 @@ def test_the_outbox_row_rolls_back_with_the_callers_transaction(account_1: Tradi
     assert not CallbackDelivery.objects.filter(idempotency_key="protect-rolled-back").exists()
 
 
-def test_enqueueing_the_same_key_twice_returns_the_first_row(account_1: TradingAccount, tenant_2: Tenant) -> None:
+@pytest.mark.parametrize("path", ["PostgreSQL statement", "the manager's insert (SQLite)"])
+def test_enqueueing_the_same_key_twice_returns_the_first_row(
+    account_1: TradingAccount, tenant_2: Tenant, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    from django.db import connection
+
+    if path.startswith("the manager"):
+        monkeypatch.setattr(connection, "vendor", "sqlite")
     first = report(account_1, "protect-same")
+    stored = CallbackDelivery.objects.get(pk=first.pk)
+    assert (stored.envelope, stored.status, stored.next_attempt_at) == (
+        first.envelope,
+        first.status,
+        first.next_attempt_at,
+    )
     again = report(account_1, "protect-same", symbol="GBPUSD")
     assert again.pk == first.pk
     assert again.envelope["payload"]["symbol"] == "EURUSD"
