@@ -96,9 +96,10 @@ def _server_command(server: str, workers: int) -> list[str]:
             *("--host", "127.0.0.1", "--port", str(PORT), "--workers", str(workers), "--blocking-threads", "1"),
             *("--log-level", "warning", "--no-ws"),
         ]
+    threaded = ("--worker-class", "gthread", "--threads", "2", "--keep-alive", "5") if server == "gthread" else ()
     return [
         *(sys.executable, "-m", "gunicorn", "bridgeproject.wsgi:application", "--bind", f"127.0.0.1:{PORT}"),
-        *("--workers", str(workers), "--log-level", "warning"),
+        *("--workers", str(workers), "--log-level", "warning", *threaded),
     ]
 
 
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
+    parser.add_argument("--server", choices=["gunicorn", "gthread", "granian"], default="gunicorn")
     args = parser.parse_args()
 
     database_url = _recreate_database("bridge_bench")
