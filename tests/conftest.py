@@ -123,3 +123,25 @@ def fresh(name: str, **meta: Any) -> dict[str, Any]:
         body["meta"]["idempotency_key"] = str(uuid.uuid4())
         body["meta"].update(meta)
     return body
+
+
+def queue_command(account: TradingAccount, command_type: str, command_id: str, *, fast: bool = False, **specific: Any):
+    """A command queued on its lane as the intake would queue it (normal, or critical and fast)."""
+    from commands.services import command_create
+
+    return command_create(
+        tenant=account.tenant,
+        account=account,
+        common={
+            "command_id": command_id,
+            "command_type": command_type,
+            "priority": "critical" if fast else "normal",
+            "fast_lane": fast,
+            "reason": "",
+            "expires_at_utc": None,
+        },
+        specific=specific,
+        envelope={},
+        correlation_id=f"corr-{command_id}",
+        idempotency_key=command_id,
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from commands import examples
 from commands.models import Command, IdempotencyRecord
-from tests.conftest import ALICE_TOKEN, register_account
+from tests.conftest import ALICE_TOKEN, queue_command, register_account
 
 PARALLEL = 24
 
@@ -62,32 +62,13 @@ def test_parallel_requests_with_distinct_keys_and_one_command_id_create_one_comm
 def test_workers_draining_one_lane_at_once_run_every_command_exactly_once(tenant_1):
     from django.db import connection
 
-    from commands.services import command_create
     from commands.states import State
     from execution.runner import lane_run
     from execution.simulator.service import sim_account_create
 
     account = register_account(tenant_1)
     sim_account_create(login=account.login, balance=100000, server=account.server)
-    commands = [
-        command_create(
-            tenant=tenant_1,
-            account=account,
-            common={
-                "command_id": f"sync-{i}",
-                "command_type": "sync_account",
-                "priority": "normal",
-                "fast_lane": False,
-                "reason": "",
-                "expires_at_utc": None,
-            },
-            specific={},
-            envelope={},
-            correlation_id="drain",
-            idempotency_key=f"k-{i}",
-        )
-        for i in range(40)
-    ]
+    commands = [queue_command(account, "sync_account", f"sync-{i}") for i in range(40)]
 
     def drain(_: int) -> int:
         try:

@@ -9,13 +9,13 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from commands.models import Command
-from commands.services import command_create, command_enqueue
+from commands.services import command_enqueue
 from commands.states import State
 from execution.gateway import order_tag
 from execution.gateways import get_gateway, reset_gateway
 from execution.runner import sweep_stuck
 from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
-from tests.conftest import register_account
+from tests.conftest import queue_command, register_account
 from tests.processes import lane, running, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -32,38 +32,19 @@ def account(tenant_1):
     return register_account(tenant_1)
 
 
-def create(account, command_type: str, command_id: str, *, fast: bool = False, **specific) -> Command:
-    return command_create(
-        tenant=account.tenant,
-        account=account,
-        common={
-            "command_id": command_id,
-            "command_type": command_type,
-            "priority": "critical" if fast else "normal",
-            "fast_lane": fast,
-            "reason": "",
-            "expires_at_utc": None,
-        },
-        specific=specific,
-        envelope={},
-        correlation_id=f"corr-{command_id}",
-        idempotency_key=command_id,
-    )
-
-
 def state_of(command: Command) -> str:
     close_old_connections()
     return Command.objects.values_list("state", flat=True).get(pk=command.pk)
 
 
 def test_a_fast_command_completes_while_a_thousand_normal_commands_wait(account):
-    backlog = [create(account, "sync_account", f"normal-{i}") for i in range(1000)]
+    backlog = [queue_command(account, "sync_account", f"normal-{i}") for i in range(1000)]
     ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
     with running(lane("normal"), lane("fastlane")):
         assert wait_for(
             lambda: Command.objects.filter(pk__in=[c.pk for c in backlog[:5]], state=State.SUCCEEDED).exists(), 60
         )
-        fast = create(account, "close_position", "fast-close", fast=True, ticket=ticket)
+        fast = queue_command(account, "close_position", "fast-close", fast=True, ticket=ticket)
         assert fast.lane == "fast"
         assert wait_for(lambda: state_of(fast) == State.SUCCEEDED, 60)
         waiting = Command.objects.filter(pk__in=[c.pk for c in backlog], state=State.QUEUED).count()
@@ -73,7 +54,9 @@ def test_a_fast_command_completes_while_a_thousand_normal_commands_wait(account)
 
 
 def test_a_task_delivered_twice_executes_once(account):
-    command = create(account, "open_position", "twice", fast=True, symbol="EURUSD", direction="buy", volume="0.1")
+    command = queue_command(
+        account, "open_position", "twice", fast=True, symbol="EURUSD", direction="buy", volume="0.1"
+    )
     command_enqueue(command=command)  # the second doorbell
     with running(lane("fastlane")):
         assert wait_for(lambda: state_of(command) == State.SUCCEEDED, 60)
@@ -86,7 +69,7 @@ def test_a_task_delivered_twice_executes_once(account):
 def test_kill_9_of_the_worker_mid_close_with_timeout_after_fill_then_restart_gives_one_deal(account):
     ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
     sim_inject_fault("timeout_after_fill", symbol="EURUSD", login=LOGIN, count=1)
-    command = create(account, "close_position", "close-crash", fast=True, ticket=ticket)
+    command = queue_command(account, "close_position", "close-crash", fast=True, ticket=ticket)
     tag = order_tag(command.command_id)
     since = timezone.now() - timedelta(minutes=1)
 
@@ -140,13 +123,13 @@ def redis_fast_lane(settings):
 def test_on_the_redis_broker_a_fast_command_completes_while_normal_commands_wait(account, redis_fast_lane):
     import redis
 
-    backlog = [create(account, "sync_account", f"normal-{i}") for i in range(300)]
+    backlog = [queue_command(account, "sync_account", f"normal-{i}") for i in range(300)]
     ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
     with running(lane("normal", **redis_fast_lane), lane("fastlane", **redis_fast_lane)):
         assert wait_for(
             lambda: Command.objects.filter(pk__in=[c.pk for c in backlog[:5]], state=State.SUCCEEDED).exists(), 60
         )
-        fast = create(account, "close_position", "fast-close-redis", fast=True, ticket=ticket)
+        fast = queue_command(account, "close_position", "fast-close-redis", fast=True, ticket=ticket)
         assert fast.lane == "fast"
         assert wait_for(lambda: state_of(fast) == State.SUCCEEDED, 60)
         waiting = Command.objects.filter(pk__in=[c.pk for c in backlog], state=State.QUEUED).count()
@@ -162,7 +145,7 @@ def test_on_the_redis_broker_a_lost_doorbell_is_rung_again_by_the_sweeper(accoun
     import redis
 
     ticket = get_gateway().open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=1, tag="manual").position
-    fast = create(account, "close_position", "fast-lost", fast=True, ticket=ticket)
+    fast = queue_command(account, "close_position", "fast-lost", fast=True, ticket=ticket)
     queue = redis.from_url(REDIS_TEST_URL)
     assert queue.llen("django_q:fastlane:q") == 1
     queue.delete("django_q:fastlane:q")  # Redis lost it: no delivery receipts
@@ -177,7 +160,7 @@ def test_on_the_redis_broker_a_lost_doorbell_is_rung_again_by_the_sweeper(accoun
 
 
 def test_on_the_redis_broker_health_counts_the_fast_queue_in_redis_and_pings_it(account, redis_fast_lane, client):
-    create(account, "sync_account", "fast-waiting", fast=True)
+    queue_command(account, "sync_account", "fast-waiting", fast=True)
     checks = client.get("/api/v1/health").json()["checks"]
     assert checks["broker"]["fast_lane_broker"].startswith("Redis")
     assert checks["fast_lane"]["queue_depth"] == 1
@@ -201,7 +184,7 @@ def test_the_monitors_sweeper_thread_rings_a_forgotten_command_again_on_its_own_
 
     from policies.monitor import sweep_forever
 
-    command = create(account, "sync_account", "forgotten")
+    command = queue_command(account, "sync_account", "forgotten")
     Command.objects.filter(pk=command.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     from django_q.models import OrmQ
 
