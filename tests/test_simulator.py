@@ -490,7 +490,6 @@ def test_it_answers_a_position_read_with_the_ticket_or_symbol_narrowing_as_befor
     assert [p.symbol for p in terminal.positions_get(group="*USD,!GBP*")] == ["EURUSD"]
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_it_locks_the_account_before_the_position_like_a_terminal_serialising_its_trades():
     import psycopg
