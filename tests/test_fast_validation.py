@@ -489,10 +489,12 @@ def test_the_fast_path_agrees_with_drf_on_generated_policy_payloads(payload: Any
 
 
 def test_the_fast_path_accepts_most_generated_bodies_drf_accepts() -> None:
-    # The agreement tests alone would pass with a fast path that declined everything.
+    # The agreement tests alone would pass with a fast path that declined everything. Most
+    # generated bodies are invalid, so the same 600 every run: a count of valid ones that depends
+    # on the draw made this test fail now and then (17 valid of 250 once).
     counts = {"drf": 0, "fast": 0}
 
-    @HYPOTHESIS
+    @settings(HYPOTHESIS, max_examples=600, derandomize=True)
     @given(
         st.one_of(
             serializer_bodies(_ENVELOPE, examples.example("close_positions")).map(lambda b: (EnvelopeSerializer, b)),
