@@ -59,13 +59,14 @@ def test_parallel_requests_with_distinct_keys_and_one_command_id_create_one_comm
 
 
 @pytest.mark.django_db(transaction=True)
-def test_workers_draining_one_lane_at_once_run_every_command_exactly_once(tenant_1):
+def test_workers_draining_one_lane_at_once_run_every_command_exactly_once(tenant_1, settings):
     from django.db import connection
 
     from commands.states import State
     from execution.runner import lane_run
     from execution.simulator.service import sim_account_create
 
+    settings.NORMAL_LANE_DRAIN_SECONDS = 60
     account = register_account(tenant_1)
     sim_account_create(login=account.login, balance=100000, server=account.server)
     commands = [queue_command(account, "sync_account", f"sync-{i}") for i in range(40)]

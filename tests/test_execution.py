@@ -431,11 +431,14 @@ def _waiting_doorbells(queue: str) -> int:
 
 
 @pytest.mark.parametrize("path", ["one statement (PostgreSQL)", "a transaction (SQLite)"])
-def test_one_normal_doorbell_drains_the_lane_oldest_first_and_takes_the_spare_doorbells(trader, monkeypatch, path):
+def test_one_normal_doorbell_drains_the_lane_oldest_first_and_takes_the_spare_doorbells(
+    trader, monkeypatch, settings, path
+):
     from django.db import connection
 
     from execution.tasks import run_lane
 
+    settings.NORMAL_LANE_DRAIN_SECONDS = 2
     commands = [submit(trader, "sync_account", f"sync-{i}") for i in range(5)]
     assert _waiting_doorbells("normal") == 5
     if path.startswith("a transaction"):
@@ -447,6 +450,16 @@ def test_one_normal_doorbell_drains_the_lane_oldest_first_and_takes_the_spare_do
     # The doorbell being answered stays for django-q2 to acknowledge; the other four went with their commands.
     assert _waiting_doorbells("normal") == 1
     assert run_lane("normal") == 0
+
+
+def test_by_default_a_normal_doorbell_runs_one_command_and_leaves_the_others_their_doorbells(trader):
+    from execution.tasks import run_lane
+
+    for i in range(3):
+        submit(trader, "sync_account", f"sync-{i}")
+    assert run_lane("normal") == 1
+    assert Command.objects.filter(state=State.QUEUED).count() == 2
+    assert _waiting_doorbells("normal") == 3
 
 
 def test_a_drain_stops_claiming_once_its_time_is_up(trader, settings):
