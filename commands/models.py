@@ -5,6 +5,7 @@ from typing import Any
 from django.db import DatabaseError, connection, models
 from django.utils import timezone
 
+from bridgeproject.dbutil import prepared_cursor
 from commands.lanes import Lane
 from commands.states import TERMINAL, State, check_transition
 from policies.models import TradingAccount
@@ -191,7 +192,7 @@ SELECT id, %s, %s, %s, %s, %s FROM moved RETURNING id
 """  # noqa: S608
     values = [field.get_db_prep_save(getattr(command, field.attname), connection) for field in fields]
     event = [CommandEvent.Kind.TRANSITION.value, at, previous, command.state, note]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [*values, command.pk, *event])
         if cursor.fetchone() is None:
             raise DatabaseError("Save with update_fields did not affect any rows.")

@@ -19,7 +19,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from bridgeproject.dbutil import one_statement
+from bridgeproject.dbutil import one_statement, prepared_cursor
 from bridgeproject.errors import BridgeError
 from bridgeproject.jsonutil import jsonable, utc_iso
 from commands.idempotency import complete
@@ -235,7 +235,7 @@ def command_accept(
     complete(record, 202, body, at=command.received_at)
     try:
         # Inside a caller's transaction a conflict leaves it usable for the replay lookup.
-        with one_statement(), connection.cursor() as cursor:
+        with one_statement(), prepared_cursor() as cursor:
             cursor.execute(
                 _ACCEPT_WITH_TASK if with_task else _ACCEPT, _accept_params(command, record, with_task=with_task)
             )
@@ -272,21 +272,23 @@ WITH command AS (
         payload, envelope, correlation_id, idempotency_key, expires_at, attempts, error_code,
         error_message, received_at, queued_at, updated_at
     ) VALUES (
-        %(tenant_id)s, %(account_id)s, %(command_id)s, %(command_type)s, %(priority)s, %(lane)s,
-        %(state)s, %(source)s, %(reason)s, %(payload)s::jsonb, %(envelope)s::jsonb, %(correlation_id)s,
-        %(idempotency_key)s, %(expires_at)s, 0, '', '', %(at)s, %(at)s, %(at)s
+        %(tenant_id)s::bigint, %(account_id)s, %(command_id)s, %(command_type)s, %(priority)s, %(lane)s,
+        %(state)s::varchar, %(source)s, %(reason)s, %(payload)s::jsonb, %(envelope)s::jsonb, %(correlation_id)s,
+        %(idempotency_key)s::varchar, %(expires_at)s, 0, '', '', %(at)s::timestamptz, %(at)s::timestamptz,
+        %(at)s::timestamptz
     ) RETURNING id
 ), timeline AS (
     INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-    SELECT id, %(transition)s, %(at)s::timestamptz, '', %(received)s, '' FROM command
+    SELECT id, %(transition)s::varchar, %(at)s::timestamptz, '', %(received)s::varchar, '' FROM command
     UNION ALL
-    SELECT id, %(transition)s, %(at)s::timestamptz, %(received)s, %(state)s, %(lane_note)s FROM command
+    SELECT id, %(transition)s::varchar, %(at)s::timestamptz, %(received)s::varchar, %(state)s::varchar,
+        %(lane_note)s::varchar FROM command
 ){{task}}
 INSERT INTO {IdempotencyRecord._meta.db_table} (
     tenant_id, key, fingerprint, method, path, request_type, status_code, response_body,
     correlation_id, created_at, completed_at, expires_at
 )
-SELECT %(tenant_id)s, %(idempotency_key)s, %(fingerprint)s, %(method)s, %(path)s, %(request_type)s,
+SELECT %(tenant_id)s::bigint, %(idempotency_key)s::varchar, %(fingerprint)s, %(method)s, %(path)s, %(request_type)s,
     %(status_code)s, %(response_body)s::jsonb, %(record_correlation_id)s, %(at)s::timestamptz,
     %(completed_at)s::timestamptz, %(record_expires_at)s::timestamptz
 FROM command

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from bridgeproject import context
-from bridgeproject.dbutil import RowReader, one_statement
+from bridgeproject.dbutil import RowReader, one_statement, prepared_cursor
 from commands.lanes import Lane
 from commands.models import Command, CommandEvent
 from commands.services import command_enqueue, lane_broker, rings_with_the_commit
@@ -81,7 +81,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             sql, params["queue"] = _CLAIM_NEXT_AND_DOORBELL, lane_broker(lane).list_key
         else:
             sql = _CLAIM_NEXT
-        with one_statement(), connection.cursor() as cursor:
+        with one_statement(), prepared_cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is None:
@@ -199,7 +199,7 @@ def _write_attempts(
         if connection.vendor == "postgresql":
             # Inside the finish's transaction no savepoint is wanted: a failure undoes the finish too.
             written_with = nullcontext() if counted_by_caller else one_statement()
-            with written_with, connection.cursor() as cursor:
+            with written_with, prepared_cursor() as cursor:
                 cursor.execute(
                     _ATTEMPT if counted_by_caller else _COUNTED_ATTEMPT,
                     {

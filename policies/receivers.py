@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from bridgeproject.dbutil import prepared_cursor
 from bridgeproject.jsonutil import utc_iso
 from commands.models import Command, Source
 from policies.models import AccountRisk, PolicySnapshot, ProtectiveAction, TradingAccount
@@ -72,7 +73,7 @@ def request_evaluation(account_pk: int) -> None:
     it reads the account, so a pending one is answered by a read that starts after this command.
     A request already pending then changes no row, and a commit that wrote nothing costs no WAL
     flush: a backlog draining on one account asks once per evaluation, not once per command."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_REQUEST_EVALUATION, [timezone.now(), account_pk])
 
 

@@ -18,6 +18,8 @@ from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, Value
 
+from bridgeproject.dbutil import prepared_cursor
+
 # (column index, Django converter, the expression it was made for)
 _Converter = tuple[int, Callable[[Any, Any, Any], Any], Any]
 
@@ -48,7 +50,7 @@ class Select:
     converters: tuple[_Converter, ...]
 
     def rows(self, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(self.sql, params)
             rows = cursor.fetchall()
         if not self.converters or not rows:
@@ -106,7 +108,7 @@ def cached(key: str, build: Callable[[BaseDatabaseWrapper], Any]) -> Any:
 
 def execute(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
     """Run a write; returns the row count."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 
