@@ -139,9 +139,9 @@ API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
 COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
 # A normal-lane worker answering a doorbell goes on with the lane's next queued commands for up
 # to this long (checked before each claim), paying django-q2's per-task cost once for many.
-# Off by default: draining doubled the normal lane's throughput here, but a lane that busy held
-# protective closes up (detection → close p99 135–328 ms with it, 87 ms without; README).
-NORMAL_LANE_DRAIN_SECONDS = env.float("NORMAL_LANE_DRAIN_SECONDS", default=0.0)
+# On by default: it nearly doubles the normal lane's throughput, and four interleaved runs of the
+# detection → close benchmark found protective closes no slower with it (README, Benchmarks).
+NORMAL_LANE_DRAIN_SECONDS = env.float("NORMAL_LANE_DRAIN_SECONDS", default=2.0)
 # Before each normal command, wait this long at most while fast commands are at work (0: never).
 NORMAL_LANE_YIELD_MS = env.int("NORMAL_LANE_YIELD_MS", default=50)
 # A command `executing` longer than this lost its worker; the sweeper re-queues it.

@@ -452,14 +452,14 @@ def test_one_normal_doorbell_drains_the_lane_oldest_first_and_takes_the_spare_do
     assert run_lane("normal") == 0
 
 
-def test_by_default_a_normal_doorbell_runs_one_command_and_leaves_the_others_their_doorbells(trader):
+def test_by_default_a_normal_doorbell_drains_the_lane_and_takes_the_spare_doorbells(trader):
     from execution.tasks import run_lane
 
     for i in range(3):
         submit(trader, "sync_account", f"sync-{i}")
-    assert run_lane("normal") == 1
-    assert Command.objects.filter(state=State.QUEUED).count() == 2
-    assert _waiting_doorbells("normal") == 3
+    assert run_lane("normal") == 3
+    assert Command.objects.filter(state=State.QUEUED).count() == 0
+    assert _waiting_doorbells("normal") == 1  # the answered one, for django-q2 to acknowledge
 
 
 def test_a_drain_stops_claiming_once_its_time_is_up(trader, settings):
