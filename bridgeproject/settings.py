@@ -142,6 +142,9 @@ COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
 # On by default: it nearly doubles the normal lane's throughput, and four interleaved runs of the
 # detection → close benchmark found protective closes no slower with it (README, Benchmarks).
 NORMAL_LANE_DRAIN_SECONDS = env.float("NORMAL_LANE_DRAIN_SECONDS", default=2.0)
+# The same on the fast lane, where it keeps a command whose doorbell a crash lost from waiting
+# for the sweeper: the next doorbell of the lane runs it (a doorbell runs the lane's oldest).
+FAST_LANE_DRAIN_SECONDS = env.float("FAST_LANE_DRAIN_SECONDS", default=1.0)
 # Before each normal command, wait this long at most while fast commands are at work (0: never).
 NORMAL_LANE_YIELD_MS = env.int("NORMAL_LANE_YIELD_MS", default=50)
 # A command `executing` longer than this lost its worker; the sweeper re-queues it.

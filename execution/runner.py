@@ -248,17 +248,22 @@ def command_execute(pk: int) -> str | None:
 
 
 def lane_run(lane: str) -> int:
-    """Answer one doorbell of `lane`: run its oldest queued command, and on the normal lane go on
-    with the next ones for up to NORMAL_LANE_DRAIN_SECONDS; returns how many commands ran.
+    """Answer one doorbell of `lane`: run its oldest queued command, and go on with the next ones
+    for up to NORMAL_LANE_DRAIN_SECONDS (FAST_LANE_DRAIN_SECONDS on the fast lane); returns how
+    many commands ran.
 
     Draining is what lets the normal lane keep up with a backlog: django-q2's own bookkeeping of
-    a task costs more than most commands, so a worker pays it once for many. The deadline is
-    checked before each claim, never during a command, so a doorbell's run stays far below the
-    cluster's task timeout. The fast lane runs one command a doorbell: each of its workers is
-    free for the next protective command at once.
+    a task costs more than most commands, so a worker pays it once for many. On the fast lane it
+    is what keeps a command from being stranded: a doorbell runs the lane's oldest command, not
+    the one it was rung for, so after a crash lost one doorbell, every command after the lost one
+    would otherwise wait for the sweeper's next ring. The other fast workers still answer their
+    own doorbells at once (claims skip each other's rows), so a drain never queues a protective
+    command behind another. The deadline is checked before each claim, never during a command,
+    so a doorbell's run stays far below the cluster's task timeout.
     """
     normal = lane == Lane.NORMAL
-    until = timezone.now() + timedelta(seconds=settings.NORMAL_LANE_DRAIN_SECONDS if normal else 0)
+    seconds = settings.NORMAL_LANE_DRAIN_SECONDS if normal else settings.FAST_LANE_DRAIN_SECONDS
+    until = timezone.now() + timedelta(seconds=seconds)
     ran = 0
     while True:
         if normal:

@@ -473,18 +473,36 @@ def test_a_drain_stops_claiming_once_its_time_is_up(trader, settings):
     assert _waiting_doorbells("normal") == 3  # nothing taken but the answered doorbell's own command
 
 
-def test_a_fast_doorbell_runs_one_command_and_leaves_the_next_to_its_own_doorbell(trader):
+def test_a_fast_doorbell_runs_the_fast_lane_oldest_first_and_leaves_the_normal_lane_alone(trader):
     from execution.runner import lane_run
 
     first = submit(trader, "sync_account", "fast-1", priority="critical")
-    submit(trader, "sync_account", "fast-2", priority="critical")
+    second = submit(trader, "sync_account", "fast-2", priority="critical")
     submit(trader, "sync_account", "normal-1")
+    assert lane_run("fast") == 2
+    finished = Command.objects.filter(pk__in=[first.pk, second.pk]).order_by("started_at")
+    assert [(c.command_id, c.state) for c in finished] == [("fast-1", State.SUCCEEDED), ("fast-2", State.SUCCEEDED)]
+    assert set(Command.objects.filter(state=State.QUEUED).values_list("command_id", flat=True)) == {"normal-1"}
+
+
+def test_a_fast_command_whose_doorbell_was_lost_runs_with_the_next_doorbell(trader):
+    from execution.tasks import run_lane
+
+    stranded = submit(trader, "sync_account", "fast-stranded", priority="critical")
+    OrmQ.objects.all().delete()  # a crash took its doorbell (and, with Redis, any doorbell may go)
+    later = submit(trader, "sync_account", "fast-later", priority="critical")
+    assert run_lane("fast") == 2
+    assert {c.state for c in Command.objects.filter(pk__in=[stranded.pk, later.pk])} == {State.SUCCEEDED}
+
+
+def test_with_fast_draining_off_a_fast_doorbell_runs_one_command(trader, settings):
+    from execution.runner import lane_run
+
+    settings.FAST_LANE_DRAIN_SECONDS = 0
+    submit(trader, "sync_account", "fast-1", priority="critical")
+    submit(trader, "sync_account", "fast-2", priority="critical")
     assert lane_run("fast") == 1
-    assert Command.objects.get(pk=first.pk).state == State.SUCCEEDED
-    assert set(Command.objects.filter(state=State.QUEUED).values_list("command_id", flat=True)) == {
-        "fast-2",
-        "normal-1",
-    }
+    assert list(Command.objects.filter(state=State.QUEUED).values_list("command_id", flat=True)) == ["fast-2"]
 
 
 def test_a_doorbell_rung_for_one_command_before_the_upgrade_still_runs_it(trader):
