@@ -7,7 +7,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from django.db import connection, transaction
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.constants import OnConflict
 
@@ -31,17 +33,18 @@ class PreparedCursor:
     alone: a parameter used in two places may need a cast.
     """
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, db: BaseDatabaseWrapper) -> None:
         self.raw = raw
+        self.db = db  # the wrapper itself: each `connection.x` is a thread-local lookup
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
         started = time.monotonic()
         try:
-            with connection.wrap_database_errors:
+            with self.db.wrap_database_errors:
                 self.raw.execute(sql, params, prepare=True)
         finally:
-            if connection.queries_logged:
-                connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+            if self.db.queries_logged:
+                self.db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
     def fetchone(self) -> tuple[Any, ...] | None:
         return self.raw.fetchone()
@@ -57,16 +60,15 @@ class PreparedCursor:
 @contextmanager
 def prepared_cursor() -> Iterator[Any]:
     """A PreparedCursor on PostgreSQL; Django's own cursor on any other database."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        with db.cursor() as cursor:
             yield cursor
         return
-    import psycopg
-
-    with connection.cursor():  # connects (and health-checks) as Django would
-        raw = psycopg.Cursor(connection.connection)
+    with db.cursor():  # connects (and health-checks) as Django would
+        raw = psycopg.Cursor(db.connection)
         try:
-            yield PreparedCursor(raw)
+            yield PreparedCursor(raw, db)
         finally:
             raw.close()
 
