@@ -219,8 +219,10 @@ Q_CLUSTER = {
     "ALT_CLUSTERS": {
         "fastlane": {
             "workers": Q_FAST_WORKERS,
-            "timeout": 30,
-            "retry": 60,
+            # A fast command stops retrying at its 30 s deadline; a doorbell's run is that, plus
+            # the drain's FAST_LANE_DRAIN_SECONDS and one last attempt, inside the timeout.
+            "timeout": 45,
+            "retry": 90,
             "poll": env.float("Q_FAST_POLL", default=0.005),
             "bulk": 1,
             **({"orm": None, "redis": REDIS_URL} if FAST_LANE_BROKER == "redis" else {}),
