@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import time
 
 import pytest
@@ -88,7 +89,9 @@ def test_a_connection_with_a_notification_waiting_gets_the_full_check_and_stays_
             cursor.execute("LISTEN bridge_test_channel")
         with notifier.cursor() as cursor:  # its own connection, in autocommit: sent at once
             cursor.execute("SELECT pg_notify('bridge_test_channel', 'hello')")
-        time.sleep(0.05)
+        # Wait for the notification itself to reach the listener's socket, not for a while.
+        readable, _, _ = select.select([listener.connection.fileno()], [], [], 5)
+        assert readable, "the notification never arrived"
         assert listener.is_usable() is True
     finally:
         listener.close()
