@@ -84,9 +84,11 @@ else:
         DATABASES["default"]["ENGINE"] = "bridgeproject.pgbackend"  # a health check without a round trip
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
-    # The hot paths' fixed statements run prepared (bridgeproject.dbutil.prepared_cursor): a
-    # threshold no other statement reaches lets them, and leaves Django's own queries as they
-    # are. Off (false) behind a pooler in transaction mode, which cannot keep prepared statements.
+    # The hot paths' fixed statements run prepared (bridgeproject.dbutil.prepared_cursor). psycopg
+    # prepares nothing while the threshold is None (Django's default), not even on request; Django's
+    # own cursors bind on the client and never prepare, and a threshold this high keeps psycopg from
+    # preparing anything else by itself. Off (false) behind a pooler in transaction mode, which
+    # cannot keep prepared statements.
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
     DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("TEST_DATABASE_NAME", default="test_bridge")
