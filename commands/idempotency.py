@@ -71,15 +71,22 @@ class Outcome:
 
 
 # A stored response never changes once committed, so a process may remember it: a client's
-# retries of a recent request then cost no query at all. Bounded, and emptied when full.
+# retries of a recent request then cost no query at all. Only the most recent responses are
+# kept (the oldest goes first): a retry comes within seconds, and an older key costs one
+# indexed read. The bound keeps a web worker's memory flat, about 1 kB an entry.
 _remembered: dict[tuple[int, str], tuple[str, int, dict[str, Any]]] = {}
-_REMEMBER_AT_MOST = 20_000
+REMEMBER_AT_MOST = 1_000
 
 
 def _remember(tenant_pk: int, key: str, fingerprint_: str, status: int, body: dict[str, Any]) -> None:
-    if len(_remembered) >= _REMEMBER_AT_MOST:
-        _remembered.clear()
     _remembered[(tenant_pk, key)] = (fingerprint_, status, body)
+    while len(_remembered) > REMEMBER_AT_MOST:
+        del _remembered[next(iter(_remembered))]
+
+
+def remembered_keys() -> list[tuple[int, str]]:
+    """The (tenant pk, key) pairs this process remembers, oldest first."""
+    return list(_remembered)
 
 
 def forget_all() -> None:

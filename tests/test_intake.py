@@ -579,6 +579,25 @@ def test_a_replay_served_by_another_process_still_replays_from_the_database(alic
     assert list(Command.objects.values_list("command_id", flat=True)) == ["cmd-10001"]
 
 
+def test_a_process_remembers_only_its_latest_responses_and_replays_older_keys_from_the_database(
+    alice, account_1, monkeypatch
+):
+    from commands import idempotency
+
+    monkeypatch.setattr(idempotency, "REMEMBER_AT_MOST", 2)
+    bodies = [fresh("close_positions") for _ in range(3)]
+    for body in bodies:
+        body["payload"]["command_id"] = body["meta"]["idempotency_key"]
+    answers = [alice.post("mt5/commands", body).json() for body in bodies]
+    keys = [body["meta"]["idempotency_key"] for body in bodies]
+    assert [key for _, key in idempotency.remembered_keys()] == keys[1:]
+    again = alice.post("mt5/commands", bodies[0])
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == answers[0]
+    assert [key for _, key in idempotency.remembered_keys()] == [keys[2], keys[0]]
+    assert Command.objects.count() == 3
+
+
 def test_a_policy_replay_from_another_process_returns_the_first_answer(alice):
     from commands.idempotency import forget_all
 
