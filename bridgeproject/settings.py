@@ -232,6 +232,20 @@ Q_CLUSTER = {
     },
 }
 
+# A doorbell's run (its drain, then one command's pauses between attempts) must end well inside
+# its cluster's task timeout, which kills the worker mid-command. Half the timeout is left for
+# the attempts themselves.
+for _cluster, _drain, _timeout in (
+    ("normal", NORMAL_LANE_DRAIN_SECONDS, Q_CLUSTER["timeout"]),
+    ("fastlane", FAST_LANE_DRAIN_SECONDS, Q_CLUSTER["ALT_CLUSTERS"]["fastlane"]["timeout"]),
+):
+    if _drain + sum(COMMAND_RETRY_BACKOFF_SECONDS) > _timeout / 2:
+        raise ImproperlyConfigured(
+            f"The {_cluster} cluster's drain ({_drain} s) and retry pauses ({sum(COMMAND_RETRY_BACKOFF_SECONDS)} s) "
+            f"must stay within half its task timeout ({_timeout} s): shorten COMMAND_RETRY_BACKOFF_SECONDS "
+            "or the drain."
+        )
+
 # --- REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.auth.BearerTokenAuthentication"],

@@ -1,0 +1,38 @@
+"""Settings refuse a configuration that would break the lanes, with a message that says why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_settings(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import bridgeproject.settings"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_default_retry_pauses_and_drains_fit_inside_both_lanes_task_timeouts() -> None:
+    assert _load_settings().returncode == 0
+
+
+def test_retry_pauses_longer_than_half_the_normal_task_timeout_are_refused() -> None:
+    loaded = _load_settings(COMMAND_RETRY_BACKOFF_SECONDS="10,10,10")
+    assert loaded.returncode != 0
+    assert "ImproperlyConfigured" in loaded.stderr
+    assert "normal cluster's drain (2.0 s) and retry pauses (30.0 s)" in loaded.stderr
+
+
+def test_a_fast_lane_drain_longer_than_half_its_task_timeout_is_refused() -> None:
+    loaded = _load_settings(FAST_LANE_DRAIN_SECONDS="20")
+    assert loaded.returncode != 0
+    assert "fastlane cluster's drain (20.0 s)" in loaded.stderr
