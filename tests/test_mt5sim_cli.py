@@ -64,6 +64,14 @@ def test_price_with_an_explicit_ask(db):
     assert (symbol.bid, symbol.ask) == (Decimal("150.100"), Decimal("150.130"))
 
 
+def test_price_prints_the_stop_it_set_off_after_the_quote(terminal):
+    opened = terminal.order_send(market_buy(terminal, sl=1.0800))
+    quote, fired = mt5sim("price", "--symbol", "EURUSD", "--bid", "1.0790")
+    assert quote["bid"] == "1.07900"
+    assert (fired["triggered"], fired["ticket"], fired["price"]) == ("sl", opened.order, "1.07900")
+    assert terminal.positions_total() == 0
+
+
 def test_price_for_an_unknown_symbol_is_a_command_error(db):
     with pytest.raises(CommandError, match="unknown symbol"):
         mt5sim("price", "--symbol", "NOPE", "--bid", "1")

@@ -340,6 +340,107 @@ def test_sltp_modifies_a_position_and_the_same_levels_again_give_no_changes(term
     assert terminal.order_send(modify).retcode == c.TRADE_RETCODE_NO_CHANGES
 
 
+# --- the trade server's triggers: stops and pending orders ----------------------------------
+def _pending(mt5: SimulatedMetaTrader5, order_type: int, price: float, volume: float = 0.2, **extra: object):
+    request = {
+        "action": c.TRADE_ACTION_PENDING, "symbol": "EURUSD", "volume": volume, "type": order_type, "price": price,
+        "type_filling": c.ORDER_FILLING_RETURN, "magic": MAGIC, "comment": "pending", **extra,
+    }  # fmt: skip
+    placed = mt5.order_send(request)
+    assert placed.retcode == c.TRADE_RETCODE_PLACED, placed
+    return placed
+
+
+def test_a_buy_whose_stop_loss_the_bid_gaps_through_closes_at_the_bid_with_reason_sl(terminal):
+    opened = terminal.order_send(market_buy(terminal, volume=1.0, sl=1.0800, tp=1.0900))
+    balance = terminal.account_info().balance
+    quote = sim_set_price("EURUSD", "1.07900", "1.07910")
+    assert [(t.kind, t.ticket) for t in quote.triggered] == [("sl", opened.order)]
+    assert terminal.positions_total() == 0
+    (out,) = [d for d in terminal.history_deals_get(position=opened.order) if d.entry == c.DEAL_ENTRY_OUT]
+    assert (out.reason, out.price, out.volume, out.magic) == (c.DEAL_REASON_SL, 1.079, 1.0, MAGIC)
+    assert out.comment == "[sl 1.08000]"
+    assert out.profit == -610.0  # filled at the bid past the stop: 61 pips, not 51
+    assert terminal.account_info().balance == balance - 610.0 + out.commission
+    closing = terminal.history_orders_get(ticket=out.order)[0]
+    assert (closing.reason, closing.type) == (c.ORDER_REASON_SL, c.ORDER_TYPE_SELL)
+
+
+def test_a_sell_whose_take_profit_the_ask_reaches_closes_with_reason_tp(terminal):
+    opened = terminal.order_send(market_buy(terminal, volume=0.5, type=c.ORDER_TYPE_SELL, sl=1.0900, tp=1.0800))
+    quote = sim_set_price("EURUSD", "1.07990", "1.08000")
+    assert [(t.kind, t.ticket, t.price) for t in quote.triggered] == [("tp", opened.order, Decimal("1.08000"))]
+    (out,) = [d for d in terminal.history_deals_get(position=opened.order) if d.entry == c.DEAL_ENTRY_OUT]
+    assert (out.reason, out.price, out.profit, out.comment) == (c.DEAL_REASON_TP, 1.08, 250.0, "[tp 1.08000]")
+
+
+def test_a_quote_short_of_every_level_sets_nothing_off(terminal):
+    terminal.order_send(market_buy(terminal, sl=1.0800, tp=1.0900))
+    _pending(terminal, c.ORDER_TYPE_BUY_LIMIT, 1.0800)
+    _pending(terminal, c.ORDER_TYPE_SELL_STOP, 1.0700)
+    assert sim_set_price("EURUSD", "1.08010", "1.08020").triggered == ()
+    assert (terminal.positions_total(), terminal.orders_total()) == (1, 2)
+
+
+def test_other_symbols_quotes_leave_a_position_alone(terminal):
+    terminal.order_send(market_buy(terminal, sl=1.0800))
+    assert sim_set_price("GBPUSD", "1.20000").triggered == ()
+    assert terminal.positions_total() == 1
+
+
+def test_a_buy_limit_the_ask_reaches_fills_into_a_position_with_its_ticket_and_stops(terminal):
+    placed = _pending(terminal, c.ORDER_TYPE_BUY_LIMIT, 1.0800, sl=1.0700, tp=1.0950)
+    quote = sim_set_price("EURUSD", "1.07960", "1.07970")
+    assert [(t.kind, t.ticket, t.price) for t in quote.triggered] == [("filled", placed.order, Decimal("1.07970"))]
+    assert terminal.orders_total() == 0
+    (position,) = terminal.positions_get()
+    assert (position.ticket, position.price_open, position.volume) == (placed.order, 1.0797, 0.2)
+    assert (position.sl, position.tp, position.magic, position.comment) == (1.07, 1.095, MAGIC, "pending")
+    (history,) = terminal.history_orders_get(FAR_PAST, far_future(), ticket=placed.order)
+    assert (history.state, history.volume_current, history.position_id) == (c.ORDER_STATE_FILLED, 0.0, placed.order)
+    (deal,) = terminal.history_deals_get(position=placed.order)
+    assert (deal.entry, deal.order, deal.price) == (c.DEAL_ENTRY_IN, placed.order, 1.0797)
+
+
+def test_a_sell_stop_the_bid_reaches_fills_at_the_bid(terminal):
+    placed = _pending(terminal, c.ORDER_TYPE_SELL_STOP, 1.0800)
+    quote = sim_set_price("EURUSD", "1.07950", "1.07960")
+    assert [(t.kind, t.price) for t in quote.triggered] == [("filled", Decimal("1.07950"))]
+    (position,) = terminal.positions_get()
+    assert (position.ticket, position.type, position.price_open) == (placed.order, c.POSITION_TYPE_SELL, 1.0795)
+
+
+def test_a_pending_order_without_the_margin_when_reached_is_rejected_into_history(terminal):
+    placed = _pending(terminal, c.ORDER_TYPE_BUY_LIMIT, 1.0800, volume=50.0)
+    SimAccount.objects.filter(login=ALICE).update(balance=Decimal("1000"))
+    quote = sim_set_price("EURUSD", "1.07990", "1.08000")
+    assert [(t.kind, t.ticket) for t in quote.triggered] == [("rejected", placed.order)]
+    assert (terminal.positions_total(), terminal.orders_total()) == (0, 0)
+    (history,) = terminal.history_orders_get(FAR_PAST, far_future(), ticket=placed.order)
+    assert history.state == c.ORDER_STATE_REJECTED
+
+
+def test_a_closed_session_fires_no_stops_until_it_opens(terminal):
+    terminal.order_send(market_buy(terminal, sl=1.0800))
+    sim_set_market_open("EURUSD", False)
+    assert sim_set_price("EURUSD", "1.07000").triggered == ()
+    sim_set_market_open("EURUSD", True)
+    assert [t.kind for t in sim_set_price("EURUSD", "1.07000").triggered] == ["sl"]
+
+
+def test_the_random_walk_fires_the_stops_its_quotes_reach(terminal):
+    opened = terminal.order_send(market_buy(terminal, sl=1.0849))  # the bid is 1.0850
+    assert opened.retcode == c.TRADE_RETCODE_DONE
+    rng = random.Random(3)
+    fired = []
+    for _ in range(500):
+        fired += [t for q in sim_random_walk_step(["EURUSD"], rng=rng) for t in q.triggered]
+        if fired:
+            break
+    assert [(t.kind, t.ticket) for t in fired] == [("sl", opened.order)]
+    assert terminal.positions_total() == 0
+
+
 # --- faults -----------------------------------------------------------------------------------
 def test_a_requote_fault_fills_nothing_and_is_consumed_once(terminal):
     sim_inject_fault("requote")

@@ -546,6 +546,25 @@ def _group_matcher(group: str | None) -> Any:
     return matches
 
 
+class Triggered(NamedTuple):
+    """What a quote set off: ``sl``/``tp`` (a position closed), ``filled``/``rejected`` (an order)."""
+
+    kind: str
+    symbol: str
+    ticket: int
+    deal: int
+    price: Decimal
+
+
+def _filling_for(symbol: _Symbol) -> int:
+    """A filling mode the symbol accepts for a market order (what the server's own orders use)."""
+    if symbol.filling_mode & c.SYMBOL_FILLING_FOK:
+        return c.ORDER_FILLING_FOK
+    if symbol.filling_mode & c.SYMBOL_FILLING_IOC:
+        return c.ORDER_FILLING_IOC
+    return c.ORDER_FILLING_RETURN
+
+
 def _volume_ok(volume: Decimal, symbol: SimSymbol) -> bool:
     if volume <= 0 or volume < symbol.volume_min or volume > symbol.volume_max:
         return False
@@ -1438,8 +1457,6 @@ class SimulatedMetaTrader5:
             raise _Outcome(c.TRADE_RETCODE_NO_MONEY)
         if dry_run:
             return _Outcome(c.TRADE_RETCODE_DONE)
-        # MT5 charges the entry commission to the balance at once; the deal records it.
-        commission = -pricing.money(symbol.commission_per_lot * volume, account.currency_digits)
         order_ticket, deal_ticket = svc.allocate_tickets(2)
         stamp = svc.now_msc()
         sl, tp = _dec(req.sl), _dec(req.tp)
@@ -1449,24 +1466,40 @@ class SimulatedMetaTrader5:
             price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, position_id=order_ticket,
             time_setup_msc=stamp, time_done_msc=stamp,
         ))  # fmt: skip
-        sql.insert(SimDeal, dict(
-            ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
-            type=c.DEAL_TYPE_BUY if is_buy else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_IN, magic=req.magic,
-            position_id=order_ticket, volume=volume, price=price, commission=commission, comment=req.comment,
-            time_msc=stamp,
-        ))  # fmt: skip
-        sql.insert(SimPosition, dict(
-            ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=req.type, volume=volume,
-            price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, commission=commission,
-            time_msc=stamp, time_update_msc=stamp,
-        ))  # fmt: skip
-        if commission:
-            _add_to_balance(account.pk, commission)
+        self._enter(
+            account, symbol, order_ticket=order_ticket, deal_ticket=deal_ticket, is_buy=is_buy, volume=volume,
+            price=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, stamp=stamp,
+        )  # fmt: skip
         return _Outcome(
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
 
-    def _close(self, account: _LockedAccount, position: _LockedPosition, req: _Request, dry_run: bool) -> _Outcome:
+    @staticmethod
+    def _enter(
+        account: _LockedAccount, symbol: _Symbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
+        volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int,
+    ) -> None:  # fmt: skip
+        """The entry deal and the position an executed order opens (its ticket is the order's)."""
+        # MT5 charges the entry commission to the balance at once; the deal records it.
+        commission = -pricing.money(symbol.commission_per_lot * volume, account.currency_digits)
+        sql.insert(SimDeal, dict(
+            ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
+            type=c.DEAL_TYPE_BUY if is_buy else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_IN, magic=magic,
+            position_id=order_ticket, volume=volume, price=price, commission=commission, comment=comment,
+            time_msc=stamp,
+        ))  # fmt: skip
+        sql.insert(SimPosition, dict(
+            ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk,
+            type=c.POSITION_TYPE_BUY if is_buy else c.POSITION_TYPE_SELL, volume=volume, price_open=price, sl=sl,
+            tp=tp, magic=magic, comment=comment, commission=commission, time_msc=stamp, time_update_msc=stamp,
+        ))  # fmt: skip
+        if commission:
+            _add_to_balance(account.pk, commission)
+
+    def _close(
+        self, account: _LockedAccount, position: _LockedPosition, req: _Request, dry_run: bool,
+        reason: int = c.DEAL_REASON_EXPERT,
+    ) -> _Outcome:  # fmt: skip
         symbol = position.symbol
         closing_type = c.ORDER_TYPE_SELL if position.type == c.POSITION_TYPE_BUY else c.ORDER_TYPE_BUY
         if req.type != closing_type:
@@ -1494,13 +1527,13 @@ class SimulatedMetaTrader5:
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=closing_type,
             type_filling=req.type_filling, state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO,
             price_open=price, magic=req.magic, comment=req.comment, position_id=position.ticket,
-            time_setup_msc=stamp, time_done_msc=stamp,
+            reason=reason, time_setup_msc=stamp, time_done_msc=stamp,
         ))  # fmt: skip
         sql.insert(SimDeal, dict(
             ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
             type=c.DEAL_TYPE_BUY if closing_type == c.ORDER_TYPE_BUY else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_OUT,
-            magic=req.magic, position_id=position.ticket, volume=volume, price=price, commission=commission,
-            swap=swap, profit=realised, comment=req.comment, time_msc=stamp,
+            magic=req.magic, position_id=position.ticket, reason=reason, volume=volume, price=price,
+            commission=commission, swap=swap, profit=realised, comment=req.comment, time_msc=stamp,
         ))  # fmt: skip
         if full:
             _delete_position(position.pk)
@@ -1575,6 +1608,105 @@ class SimulatedMetaTrader5:
         if not dry_run:
             SimOrder.objects.filter(pk=order.pk).update(price_open=price, sl=sl, tp=tp)
         return _Outcome(c.TRADE_RETCODE_DONE, symbol=order.symbol, order=order.ticket)
+
+    # --- the trade server's triggers: what a new quote sets off -----------------------------
+    @classmethod
+    def fire_triggers(cls, symbols: Iterable[str] | None = None) -> list[Triggered]:
+        """Close each position whose SL or TP the quote reached, and fill each pending order it
+        reached, as the trade server does on every tick. A stop becomes a market order: it fills
+        at the quote, so a gap past the stop fills worse than the stop. A limit fills at its price
+        or the better quote; a stop order at the quote. Each runs in its own transaction with the
+        account locked, like ``order_send``; one a client closed or cancelled first is skipped."""
+        quote_reached = Q(symbol__sessions_open=True) & (Q(symbol__name__in=list(symbols)) if symbols else Q())
+        buy, sell = Q(type=c.POSITION_TYPE_BUY), Q(type=c.POSITION_TYPE_SELL)
+        stops = SimPosition.objects.filter(quote_reached).filter(
+            (buy & Q(sl__gt=0, symbol__bid__lte=F("sl")))
+            | (buy & Q(tp__gt=0, symbol__bid__gte=F("tp")))
+            | (sell & Q(sl__gt=0, symbol__ask__gte=F("sl")))
+            | (sell & Q(tp__gt=0, symbol__ask__lte=F("tp")))
+        )
+        orders = SimOrder.objects.filter(quote_reached, is_open=True).filter(
+            Q(type=c.ORDER_TYPE_BUY_LIMIT, symbol__ask__lte=F("price_open"))
+            | Q(type=c.ORDER_TYPE_SELL_LIMIT, symbol__bid__gte=F("price_open"))
+            | Q(type=c.ORDER_TYPE_BUY_STOP, symbol__ask__gte=F("price_open"))
+            | Q(type=c.ORDER_TYPE_SELL_STOP, symbol__bid__lte=F("price_open"))
+        )
+        fired: list[Triggered] = []
+        for account_id, ticket, magic in stops.order_by("ticket").values_list("account_id", "ticket", "magic"):
+            with transaction.atomic():
+                fired.extend(cls._server(account_id)._fire_stop(ticket, magic))
+        for account_id, ticket in orders.order_by("ticket").values_list("account_id", "ticket"):
+            with transaction.atomic():
+                fired.extend(cls._server(account_id)._fill_pending(ticket))
+        return fired
+
+    @classmethod
+    def _server(cls, account_id: int) -> SimulatedMetaTrader5:
+        """The trade server acting on one account (no terminal, no client checks)."""
+        server = cls()
+        server._connected, server._account_id = True, account_id
+        return server
+
+    def _fire_stop(self, ticket: int, magic: int) -> list[Triggered]:
+        try:
+            account, symbol, position, _ = self._resolve(_Request(action=c.TRADE_ACTION_DEAL, position=ticket))
+        except _Outcome:
+            return []  # closed meanwhile
+        assert isinstance(symbol, _Symbol) and position is not None
+        is_buy = position.type == c.POSITION_TYPE_BUY
+        market = symbol.bid if is_buy else symbol.ask
+        if position.sl and (market <= position.sl if is_buy else market >= position.sl):
+            kind, reason, level = "sl", c.DEAL_REASON_SL, position.sl
+        elif position.tp and (market >= position.tp if is_buy else market <= position.tp):
+            kind, reason, level = "tp", c.DEAL_REASON_TP, position.tp
+        else:
+            return []  # moved meanwhile
+        req = _Request(
+            action=c.TRADE_ACTION_DEAL, magic=magic, symbol=symbol.name, volume=float(position.volume),
+            price=float(market), type=c.ORDER_TYPE_SELL if is_buy else c.ORDER_TYPE_BUY,
+            type_filling=_filling_for(symbol), position=ticket, comment=f"[{kind} {level:.{symbol.digits}f}]",
+        )  # fmt: skip
+        outcome = self._close(account, position, req, dry_run=False, reason=reason)
+        return [Triggered(kind, symbol.name, ticket, outcome.deal, pricing.price_round(market, symbol.digits))]
+
+    def _fill_pending(self, ticket: int) -> list[Triggered]:
+        rows = sql.cached("lock_account", _lock_account_select).rows({"account": self._account_id})
+        order = (
+            SimOrder.objects.select_for_update(of=("self",)).filter(ticket=ticket, is_open=True).first()
+            if rows
+            else None
+        )
+        if order is None:
+            return []  # cancelled or filled meanwhile
+        account = _LockedAccount(*rows[0])
+        self._txn_symbols = {s.pk: s for s in self._symbols()}
+        symbol = self._txn_symbols[order.symbol_id]
+        is_buy = order.type in BUY_TYPES
+        market = symbol.ask if is_buy else symbol.bid
+        limit = order.type in (c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_SELL_LIMIT)
+        if limit and (market > order.price_open if is_buy else market < order.price_open):
+            return []  # moved meanwhile
+        if not limit and (market < order.price_open if is_buy else market > order.price_open):
+            return []
+        price = min(market, order.price_open) if limit and is_buy else market
+        price = max(market, order.price_open) if limit and not is_buy else price
+        stamp = svc.now_msc()
+        floating, used = self._aggregate_exposure(account, self._txn_symbols)
+        needed = self._margin(symbol, order.volume_current, price, self._quotes([symbol]))
+        if account.balance + account.credit + floating - used - needed < 0:
+            _update(SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_REJECTED, time_done_msc=stamp)
+            return [Triggered("rejected", symbol.name, ticket, 0, pricing.price_round(price, symbol.digits))]
+        (deal_ticket,) = svc.allocate_tickets(1)
+        _update(
+            SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_FILLED, volume_current=ZERO,
+            position_id=order.ticket, time_done_msc=stamp,
+        )  # fmt: skip
+        self._enter(
+            account, symbol, order_ticket=order.ticket, deal_ticket=deal_ticket, is_buy=is_buy,
+            volume=order.volume_current, price=price, sl=order.sl, tp=order.tp, magic=order.magic,
+            comment=order.comment, stamp=stamp,
+        )  # fmt: skip
+        return [Triggered("filled", symbol.name, ticket, deal_ticket, pricing.price_round(price, symbol.digits))]
 
     # --- unsupported market data (the module has them; the bridge does not need them) ----------
     def _unsupported(self, *args: Any, **kwargs: Any) -> None:

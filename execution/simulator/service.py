@@ -148,6 +148,8 @@ class Quote:
     bid: Decimal
     ask: Decimal
     time_msc: int
+    # What the new quote set off: stops hit, pending orders filled (``SimulatedMetaTrader5.fire_triggers``).
+    triggered: tuple[Any, ...] = ()
 
 
 def _symbol_row(name: str) -> SimSymbol:
@@ -172,7 +174,15 @@ def sim_set_price(symbol: str, bid: Decimal | float | str, ask: Decimal | float 
         raise ValueError(f"invalid quote for {symbol}: bid {new_bid}, ask {new_ask}")
     stamp = now_msc()
     SimSymbol.objects.filter(pk=row.pk).update(bid=new_bid, ask=new_ask, price_time_msc=stamp)
-    return Quote(row.name, new_bid, new_ask, stamp)
+    return Quote(row.name, new_bid, new_ask, stamp, tuple(sim_fire_triggers([row.name])))
+
+
+def sim_fire_triggers(symbols: list[str] | None = None) -> list[Any]:
+    """Close the positions whose SL/TP the symbols' quotes reached and fill the pending orders
+    they reached, each in its own transaction (after the quote's own has committed)."""
+    from execution.simulator.mt5 import SimulatedMetaTrader5  # the trade server; it imports this module
+
+    return SimulatedMetaTrader5.fire_triggers(symbols)
 
 
 def sim_set_market_open(symbol: str, is_open: bool) -> None:
@@ -180,15 +190,24 @@ def sim_set_market_open(symbol: str, is_open: bool) -> None:
     SimSymbol.objects.filter(pk=_symbol_row(symbol).pk).update(sessions_open=is_open)
 
 
-@transaction.atomic
 def sim_random_walk_step(
     symbols: list[str] | None = None, *, rng: random.Random | None = None, reversion: float = 0.01
 ) -> list[Quote]:
-    """Move every quote one step of a mean-reverting random walk around its anchor.
+    """Move every quote one step of a mean-reverting random walk around its anchor, then fire
+    what the new quotes reached (stops, pending orders).
 
     Mean reversion keeps the demo's prices near the panel's examples (EURUSD ~1.0850, so the
     quick test's SL 1.0800 / TP 1.0900 stay valid), while the noise keeps P/L moving.
     """
+    quotes = _random_walk(symbols, rng=rng, reversion=reversion)
+    triggered = sim_fire_triggers([q.symbol for q in quotes])
+    return [
+        Quote(q.symbol, q.bid, q.ask, q.time_msc, tuple(t for t in triggered if t.symbol == q.symbol)) for q in quotes
+    ]
+
+
+@transaction.atomic
+def _random_walk(symbols: list[str] | None, *, rng: random.Random | None, reversion: float) -> list[Quote]:
     ensure_symbols()
     rng = rng or random.Random()
     rows = list(SimSymbol.objects.filter(name__in=symbols) if symbols else SimSymbol.objects.all())

@@ -120,6 +120,8 @@ class Command(BaseCommand):
     def do_price(self, options: dict[str, Any]) -> None:
         quote = sim_set_price(options["symbol"], options["bid"], options["ask"])
         self.emit({"symbol": quote.symbol, "bid": str(quote.bid), "ask": str(quote.ask), "time_msc": quote.time_msc})
+        for fired in quote.triggered:
+            self.emit({"triggered": fired.kind, "ticket": fired.ticket, "deal": fired.deal, "price": str(fired.price)})
 
     def do_positions(self, options: dict[str, Any]) -> None:
         terminal = SimulatedMetaTrader5()
@@ -175,9 +177,11 @@ class Command(BaseCommand):
                     close_old_connections()
                 quotes = sim_random_walk_step(options["symbols"], rng=rng)
                 done += 1
-                if verbose:
-                    for q in quotes:
+                for q in quotes:
+                    if verbose:
                         self.emit({"symbol": q.symbol, "bid": str(q.bid), "ask": str(q.ask)})
+                    for fired in q.triggered:
+                        self.emit({"triggered": fired.kind, "ticket": fired.ticket, "price": str(fired.price)})
                 if not iterations or done < iterations:
                     time.sleep(interval)
         except KeyboardInterrupt:
