@@ -133,7 +133,8 @@ def manage(name: str, url: str, *args: str, **env: str) -> Service:
     return Service(name, [sys.executable, str(ROOT / "manage.py"), *args], bridge_env(url, **env))
 
 
-def web(url: str, port: int, *, workers: int = 2, threads: int = 4, name: str = "web", **env: str) -> Service:
+def web(url: str, port: int, *, workers: int = 4, threads: int = 1, name: str = "web", **env: str) -> Service:
+    """gunicorn as `runbridge` runs it: sync workers, two per core."""
     argv = [
         sys.executable,
         "-m",

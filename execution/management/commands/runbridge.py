@@ -16,11 +16,12 @@ def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[st
     """The processes of ARCHITECTURE.md, as (command line, extra environment)."""
     python = shlex.quote(sys.executable)
     manage = f"{python} {shlex.quote(str(settings.BASE_DIR / 'manage.py'))}"
-    web_workers = os.environ.get("WEB_WORKERS", "2")
+    # Sync workers, two per core: under load their p99 is a third of gthread's (README, Benchmarks).
+    web_workers = os.environ.get("WEB_WORKERS", "4")
     processes: dict[str, tuple[str, dict[str, str]]] = {
         "web": (
             f"{python} -m gunicorn bridgeproject.wsgi:application --bind {host}:{port} "
-            f"--workers {web_workers} --threads 4 --access-logfile - --log-level warning",
+            f"--workers {web_workers} --access-logfile - --log-level warning",
             {},
         ),
         "normal": (f"{manage} qcluster", {}),

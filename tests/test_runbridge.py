@@ -1,0 +1,22 @@
+"""`runbridge`'s process table: every process of ARCHITECTURE.md, web on sync workers."""
+
+from __future__ import annotations
+
+from execution.management.commands.runbridge import process_table
+
+
+def test_it_runs_web_both_lanes_the_monitor_the_callbacks_and_the_simulators_feed(settings):
+    settings.MT5_BACKEND = "simulator"
+    table = process_table(host="127.0.0.1", port=8000, sim_feed=True)
+    assert set(table) == {"web", "normal", "fastlane", "risk", "callbacks", "simfeed"}
+    assert table["fastlane"][1] == {"Q_CLUSTER_NAME": "fastlane"}
+    assert process_table(host="127.0.0.1", port=8000, sim_feed=False).keys() == table.keys() - {"simfeed"}
+
+
+def test_web_runs_four_sync_workers_unless_web_workers_says_otherwise(monkeypatch):
+    monkeypatch.delenv("WEB_WORKERS", raising=False)
+    web = process_table(host="0.0.0.0", port=9000, sim_feed=False)["web"][0]
+    assert "--bind 0.0.0.0:9000 --workers 4 " in web
+    assert "--threads" not in web and "gthread" not in web
+    monkeypatch.setenv("WEB_WORKERS", "6")
+    assert "--workers 6 " in process_table(host="0.0.0.0", port=9000, sim_feed=False)["web"][0]
