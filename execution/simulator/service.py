@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -18,6 +18,9 @@ from django.db.models import F
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol, SimTicketSequence
 from execution.simulator import constants as c
 from execution.simulator.pricing import price_round
+
+if TYPE_CHECKING:
+    from execution.simulator.mt5 import Triggered
 
 # Tickets start high, like a real server's, so they never look like row ids.
 TICKET_START = 50_000_000
@@ -149,7 +152,7 @@ class Quote:
     ask: Decimal
     time_msc: int
     # What the new quote set off: stops hit, pending orders filled (``SimulatedMetaTrader5.fire_triggers``).
-    triggered: tuple[Any, ...] = ()
+    triggered: tuple[Triggered, ...] = ()
 
 
 def _symbol_row(name: str) -> SimSymbol:
@@ -177,7 +180,7 @@ def sim_set_price(symbol: str, bid: Decimal | float | str, ask: Decimal | float 
     return Quote(row.name, new_bid, new_ask, stamp, tuple(sim_fire_triggers([row.name])))
 
 
-def sim_fire_triggers(symbols: list[str] | None = None) -> list[Any]:
+def sim_fire_triggers(symbols: list[str] | None = None) -> list[Triggered]:
     """Close the positions whose SL/TP the symbols' quotes reached and fill the pending orders
     they reached, each in its own transaction (after the quote's own has committed)."""
     from execution.simulator.mt5 import SimulatedMetaTrader5  # the trade server; it imports this module
