@@ -139,6 +139,8 @@ CALLBACK_RETENTION_DAYS = env.int("CALLBACK_RETENTION_DAYS", default=30)
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
 COMMAND_NORMAL_TTL_SECONDS = env.int("COMMAND_NORMAL_TTL_SECONDS", default=300)
+# A fast command is attempted for this long after it was received, unless it names its own expiry.
+FAST_LANE_DEADLINE_SECONDS = 30
 # A normal-lane worker answering a doorbell goes on with the lane's next queued commands for up
 # to this long (checked before each claim), paying django-q2's per-task cost once for many.
 # On by default: it nearly doubles the normal lane's throughput, and four interleaved runs of the
@@ -232,18 +234,18 @@ Q_CLUSTER = {
     },
 }
 
-# A doorbell's run (its drain, then one command's pauses between attempts) must end well inside
-# its cluster's task timeout, which kills the worker mid-command. Half the timeout is left for
-# the attempts themselves.
-for _cluster, _drain, _timeout in (
-    ("normal", NORMAL_LANE_DRAIN_SECONDS, Q_CLUSTER["timeout"]),
-    ("fastlane", FAST_LANE_DRAIN_SECONDS, Q_CLUSTER["ALT_CLUSTERS"]["fastlane"]["timeout"]),
+# A doorbell's run is its drain, then one command's pauses between attempts (cut short by the
+# command's deadline: the normal TTL, the fast lane's 30 s), then its attempts. It must end inside
+# its cluster's task timeout, which kills the worker mid-command; 5 s are left for the attempts.
+for _cluster, _drain, _deadline, _timeout in (
+    ("normal", NORMAL_LANE_DRAIN_SECONDS, COMMAND_NORMAL_TTL_SECONDS, Q_CLUSTER["timeout"]),
+    ("fastlane", FAST_LANE_DRAIN_SECONDS, FAST_LANE_DEADLINE_SECONDS, Q_CLUSTER["ALT_CLUSTERS"]["fastlane"]["timeout"]),
 ):
-    if _drain + sum(COMMAND_RETRY_BACKOFF_SECONDS) > _timeout / 2:
+    _pauses = min(sum(COMMAND_RETRY_BACKOFF_SECONDS), _deadline)
+    if _drain + _pauses > _timeout - 5:
         raise ImproperlyConfigured(
-            f"The {_cluster} cluster's drain ({_drain} s) and retry pauses ({sum(COMMAND_RETRY_BACKOFF_SECONDS)} s) "
-            f"must stay within half its task timeout ({_timeout} s): shorten COMMAND_RETRY_BACKOFF_SECONDS "
-            "or the drain."
+            f"The {_cluster} cluster's drain ({_drain} s) and retry pauses ({_pauses} s) must end 5 s "
+            f"inside its task timeout ({_timeout} s): shorten COMMAND_RETRY_BACKOFF_SECONDS or the drain."
         )
 
 # --- REST framework ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ logger = logging.getLogger("bridge.execution")
 # callback outbox and the risk engine listen).
 command_finished = Signal()
 
-FAST_LANE_DEADLINE = timedelta(seconds=30)
+FAST_LANE_DEADLINE = timedelta(seconds=settings.FAST_LANE_DEADLINE_SECONDS)
 
 
 def deadline_of(command: Command) -> datetime:
