@@ -31,7 +31,9 @@ from policies.risk import rules
 
 logger = logging.getLogger("bridge.risk")
 
-_policies: dict[int, rules.Policy] = {}
+# The parsed policy of each account's latest snapshot seen here, by account: a newer snapshot
+# replaces its account's entry, so a process remembers one policy an account, never its history.
+_policies: dict[int, tuple[int, rules.Policy]] = {}  # account pk -> (snapshot pk, policy)
 # A chart point per account every SAMPLE_EVERY, and at every new breach.
 SAMPLE_EVERY = timedelta(seconds=5)
 
@@ -42,19 +44,24 @@ def figures_every() -> timedelta:
     return min(SAMPLE_EVERY, timedelta(milliseconds=settings.RISK_MAX_SNAPSHOT_AGE_MS) / 2)
 
 
-def _policy_parsed(pk: int, payload: dict[str, Any]) -> rules.Policy:
-    policy = _policies.get(pk)
+def _remembered_policy(account_pk: int, snapshot_pk: int) -> rules.Policy | None:
+    remembered = _policies.get(account_pk)
+    return remembered[1] if remembered is not None and remembered[0] == snapshot_pk else None
+
+
+def _policy_parsed(account_pk: int, snapshot_pk: int, payload: dict[str, Any]) -> rules.Policy:
+    policy = _remembered_policy(account_pk, snapshot_pk)
     if policy is None:
         policy = rules.Policy.from_payload(payload)
-        if len(_policies) > 50_000:
-            _policies.clear()
-        _policies[pk] = policy
+        remembered = _policies.get(account_pk)
+        if remembered is None or remembered[0] < snapshot_pk:  # a newer snapshot has a higher id
+            _policies[account_pk] = (snapshot_pk, policy)
     return policy
 
 
 def policy_of(snapshot: PolicySnapshot) -> rules.Policy:
     """The parsed policy of a stored snapshot (snapshots never change, so parse once)."""
-    return _policy_parsed(snapshot.pk, snapshot.payload)
+    return _policy_parsed(snapshot.account_id, snapshot.pk, snapshot.payload)
 
 
 def forget_caches() -> None:
@@ -262,14 +269,14 @@ def watched_version() -> tuple[int, int, int]:
 def watched_accounts() -> list[WatchedAccount]:
     """Every account with a policy, with its policy parsed (snapshots are parsed once per process)."""
     rows = list(_watched_queryset().order_by("pk").values_list("pk", "login", "server", "current_policy_id"))
-    policies = {row[3]: _policies[row[3]] for row in rows if row[3] in _policies}
+    policies = {row[3]: policy for row in rows if (policy := _remembered_policy(row[0], row[3])) is not None}
     missing = sorted({row[3] for row in rows} - policies.keys())
     for start in range(0, len(missing), 1000):
-        for pk, payload in PolicySnapshot.objects.filter(pk__in=missing[start : start + 1000]).values_list(
-            "pk", "payload"
+        for pk, account_pk, payload in PolicySnapshot.objects.filter(pk__in=missing[start : start + 1000]).values_list(
+            "pk", "account_id", "payload"
         ):
             try:
-                policies[pk] = _policy_parsed(pk, payload)
+                policies[pk] = _policy_parsed(account_pk, pk, payload)
             except rules.PolicyError:
                 logger.exception("unreadable policy snapshot", extra={"snapshot": pk})
     return [

@@ -381,6 +381,19 @@ def test_a_new_policy_is_watched_on_the_next_cycle_without_a_restart(trader):
     assert (action.rule_key, action.policy_version, action.threshold_used) == ("single_trade_loss", 14, Decimal(1))
 
 
+def test_a_process_remembers_one_parsed_policy_an_account_never_its_history(trader):
+    from policies import engine
+    from policies.models import PolicySnapshot
+
+    for version in (14, 15, 16):
+        send_policy(trader, policy_version=version)
+    assert list(engine._policies) == [account().pk]
+    assert engine.watched_accounts()[0].policy.policy_version == 16
+    oldest = PolicySnapshot.objects.get(account=account(), policy_version=13)
+    assert engine.policy_of(oldest).policy_version == 13  # parsed when asked, not remembered
+    assert [policy.policy_version for _, policy in engine._policies.values()] == [16]
+
+
 def test_a_newly_registered_account_is_watched_on_the_next_cycle_and_a_removed_one_no_longer(trader, tenant_1):
     monitor = Monitor(monitor_id="solo")
     assert [a.login for a in watching(monitor)] == [LOGIN]
