@@ -63,6 +63,11 @@ class CommandPagination(CursorPagination):
         return super().get_page_size(request)
 
 
+# The command list's query parameters: any other is refused, so a misspelt filter never
+# silently lists everything.
+LIST_QUERY_PARAMETERS = frozenset({"account_login", "state", "since", "cursor", "page_size"})
+
+
 class CommandsView(APIView):
     content_negotiation_class = JsonAnswers
 
@@ -93,7 +98,10 @@ class CommandsView(APIView):
     def get(self, request: Request) -> Response:
         tenant = read_tenant(request)
         params = request.query_params
-        errors = []
+        errors = [
+            {"field": name or "(empty name)", "message": "Not a query parameter of this endpoint."}
+            for name in sorted(set(params) - LIST_QUERY_PARAMETERS)
+        ]
         login = params.get("account_login")
         if login is not None and not login.isdigit():
             errors.append({"field": "account_login", "message": "Must be an integer."})

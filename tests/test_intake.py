@@ -530,6 +530,15 @@ def test_the_list_is_newest_first_filtered_and_cursor_paginated(alice, account_1
     problem(alice.get("mt5/commands", since="yesterday"), 422, "validation_failed")
 
 
+def test_an_unknown_or_misspelt_list_filter_is_422_naming_it_instead_of_listing_everything(alice, account_1):
+    alice.post("mt5/commands", examples.CLOSE_POSITIONS)
+    body = problem(alice.get("mt5/commands", acount_login=50040367), 422, "validation_failed")
+    assert body["errors"] == [{"field": "acount_login", "message": "Not a query parameter of this endpoint."}]
+    empty_name = alice.client.get("/api/v1/mt5/commands?=false", headers=alice.headers())
+    assert problem(empty_name, 422, "validation_failed")["errors"][0]["field"] == "(empty name)"
+    assert len(alice.get("mt5/commands", account_login=50040367).json()["results"]) == 1
+
+
 def test_health_reports_each_check_and_queue_depth(alice, account_1):
     alice.post("mt5/commands", examples.CLOSE_POSITIONS)
     response = alice.client.get("/api/v1/health")
