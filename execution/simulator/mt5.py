@@ -1451,9 +1451,7 @@ class SimulatedMetaTrader5:
         volume = self._check_volume_and_filling(symbol, req, pending=False)
         price = self._check_market_price(symbol, req, is_buy)
         self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
-        floating, used = self._aggregate_exposure(account, self._txn_symbols)
-        needed = self._margin(symbol, volume, price, self._quotes([symbol]))
-        if account.balance + account.credit + floating - used - needed < 0:
+        if self._lacks_margin(account, symbol, volume, price):
             raise _Outcome(c.TRADE_RETCODE_NO_MONEY)
         if dry_run:
             return _Outcome(c.TRADE_RETCODE_DONE)
@@ -1473,6 +1471,12 @@ class SimulatedMetaTrader5:
         return _Outcome(
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
+
+    def _lacks_margin(self, account: _LockedAccount, symbol: _Symbol, volume: Decimal, price: Decimal) -> bool:
+        """Would opening ``volume`` at ``price`` leave the account's free margin below zero?"""
+        floating, used = self._aggregate_exposure(account, self._txn_symbols)
+        needed = self._margin(symbol, volume, price, self._quotes([symbol]))
+        return account.balance + account.credit + floating - used - needed < 0
 
     @staticmethod
     def _enter(
@@ -1559,14 +1563,19 @@ class SimulatedMetaTrader5:
         return _Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
 
     @staticmethod
-    def _check_pending_price(symbol: SimSymbol, order_type: int, price: Decimal) -> None:
-        ok = price > 0 and {
-            c.ORDER_TYPE_BUY_LIMIT: price < symbol.ask,
-            c.ORDER_TYPE_SELL_LIMIT: price > symbol.bid,
-            c.ORDER_TYPE_BUY_STOP: price > symbol.ask,
-            c.ORDER_TYPE_SELL_STOP: price < symbol.bid,
+    def _pending_reached(symbol: SimSymbol | _Symbol, order_type: int, price: Decimal) -> bool:
+        """Has the quote reached a pending order's price (it would fill now)? Unknown types: no."""
+        return {
+            c.ORDER_TYPE_BUY_LIMIT: symbol.ask <= price,
+            c.ORDER_TYPE_SELL_LIMIT: symbol.bid >= price,
+            c.ORDER_TYPE_BUY_STOP: symbol.ask >= price,
+            c.ORDER_TYPE_SELL_STOP: symbol.bid <= price,
         }.get(order_type, False)
-        if not ok:
+
+    @classmethod
+    def _check_pending_price(cls, symbol: SimSymbol, order_type: int, price: Decimal) -> None:
+        """A pending order is placed only where the quote has not reached it yet."""
+        if not (price > 0 and order_type in PENDING_TYPES and not cls._pending_reached(symbol, order_type, price)):
             raise _Outcome(c.TRADE_RETCODE_INVALID_PRICE)
 
     def _place_pending(self, account: SimAccount, symbol: SimSymbol, req: _Request, dry_run: bool) -> _Outcome:
@@ -1617,15 +1626,15 @@ class SimulatedMetaTrader5:
         at the quote, so a gap past the stop fills worse than the stop. A limit fills at its price
         or the better quote; a stop order at the quote. Each runs in its own transaction with the
         account locked, like ``order_send``; one a client closed or cancelled first is skipped."""
-        quote_reached = Q(symbol__sessions_open=True) & (Q(symbol__name__in=list(symbols)) if symbols else Q())
+        in_session = Q(symbol__sessions_open=True) & (Q(symbol__name__in=list(symbols)) if symbols else Q())
         buy, sell = Q(type=c.POSITION_TYPE_BUY), Q(type=c.POSITION_TYPE_SELL)
-        stops = SimPosition.objects.filter(quote_reached).filter(
+        stops = SimPosition.objects.filter(in_session).filter(
             (buy & Q(sl__gt=0, symbol__bid__lte=F("sl")))
             | (buy & Q(tp__gt=0, symbol__bid__gte=F("tp")))
             | (sell & Q(sl__gt=0, symbol__ask__gte=F("sl")))
             | (sell & Q(tp__gt=0, symbol__ask__lte=F("tp")))
         )
-        orders = SimOrder.objects.filter(quote_reached, is_open=True).filter(
+        orders = SimOrder.objects.filter(in_session, is_open=True).filter(
             Q(type=c.ORDER_TYPE_BUY_LIMIT, symbol__ask__lte=F("price_open"))
             | Q(type=c.ORDER_TYPE_SELL_LIMIT, symbol__bid__gte=F("price_open"))
             | Q(type=c.ORDER_TYPE_BUY_STOP, symbol__ask__gte=F("price_open"))
@@ -1681,19 +1690,15 @@ class SimulatedMetaTrader5:
         account = _LockedAccount(*rows[0])
         self._txn_symbols = {s.pk: s for s in self._symbols()}
         symbol = self._txn_symbols[order.symbol_id]
+        if not self._pending_reached(symbol, order.type, order.price_open):
+            return []  # moved meanwhile
         is_buy = order.type in BUY_TYPES
         market = symbol.ask if is_buy else symbol.bid
-        limit = order.type in (c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_SELL_LIMIT)
-        if limit and (market > order.price_open if is_buy else market < order.price_open):
-            return []  # moved meanwhile
-        if not limit and (market < order.price_open if is_buy else market > order.price_open):
-            return []
-        price = min(market, order.price_open) if limit and is_buy else market
-        price = max(market, order.price_open) if limit and not is_buy else price
+        price = market  # a stop fills at the quote; a limit at its price or the better quote
+        if order.type in (c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_SELL_LIMIT):
+            price = min(market, order.price_open) if is_buy else max(market, order.price_open)
         stamp = svc.now_msc()
-        floating, used = self._aggregate_exposure(account, self._txn_symbols)
-        needed = self._margin(symbol, order.volume_current, price, self._quotes([symbol]))
-        if account.balance + account.credit + floating - used - needed < 0:
+        if self._lacks_margin(account, symbol, order.volume_current, price):
             _update(SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_REJECTED, time_done_msc=stamp)
             return [Triggered("rejected", symbol.name, ticket, 0, pricing.price_round(price, symbol.digits))]
         (deal_ticket,) = svc.allocate_tickets(1)
