@@ -26,6 +26,7 @@ from django.db import close_old_connections, connection
 from execution.models import SimFaultKind, SimSymbol
 from execution.simulator.mt5 import SimulatedMetaTrader5
 from execution.simulator.service import (
+    Quote,
     ensure_symbols,
     sim_account_create,
     sim_inject_fault,
@@ -117,11 +118,15 @@ class Command(BaseCommand):
             }
         )
 
+    def emit_triggered(self, quote: Quote) -> None:
+        """One line for each stop or pending order the quote set off."""
+        for fired in quote.triggered:
+            self.emit({"triggered": fired.kind, "ticket": fired.ticket, "deal": fired.deal, "price": str(fired.price)})
+
     def do_price(self, options: dict[str, Any]) -> None:
         quote = sim_set_price(options["symbol"], options["bid"], options["ask"])
         self.emit({"symbol": quote.symbol, "bid": str(quote.bid), "ask": str(quote.ask), "time_msc": quote.time_msc})
-        for fired in quote.triggered:
-            self.emit({"triggered": fired.kind, "ticket": fired.ticket, "deal": fired.deal, "price": str(fired.price)})
+        self.emit_triggered(quote)
 
     def do_positions(self, options: dict[str, Any]) -> None:
         terminal = SimulatedMetaTrader5()
@@ -180,8 +185,7 @@ class Command(BaseCommand):
                 for q in quotes:
                     if verbose:
                         self.emit({"symbol": q.symbol, "bid": str(q.bid), "ask": str(q.ask)})
-                    for fired in q.triggered:
-                        self.emit({"triggered": fired.kind, "ticket": fired.ticket, "price": str(fired.price)})
+                    self.emit_triggered(q)
                 if not iterations or done < iterations:
                     time.sleep(interval)
         except KeyboardInterrupt:
