@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policies.risk.rules import (
+from risk.rules import (
     AccountView,
     Policy,
     PositionView,

@@ -30,9 +30,10 @@ INSTALLED_APPS = [
     "django_q",
     "tenancy",
     "policies",
+    "callbacks",
     "commands",
     "execution",
-    "callbacks",
+    "risk",
     "panel",
 ]
 

@@ -1,6 +1,23 @@
+"""The URL wiring, on top of every app: each app's routes, composed here and nowhere else."""
+
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from execution.health import HealthView
+from risk.api import AccountView, ProtectiveActionsView
+
+api_v1 = [
+    path("", include("commands.urls")),
+    path("mt5/accounts/<int:account_login>", AccountView.as_view(), name="account"),
+    path(
+        "mt5/accounts/<int:account_login>/protective-actions",
+        ProtectiveActionsView.as_view(),
+        name="account-protective-actions",
+    ),
+    path("health", HealthView.as_view(), name="health"),
+    path("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+]
 
 urlpatterns = [
     path("admin/panel/", include("panel.urls")),
@@ -10,7 +27,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="api-docs",
     ),
-    path("api/v1/", include("commands.urls")),
+    path("api/v1/", include(api_v1)),
 ]
 
 handler404 = "bridgeproject.errors.handler404"

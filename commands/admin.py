@@ -16,8 +16,8 @@ from django.utils.safestring import SafeString
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
-from commands.heartbeat import ALIVE_WITHIN_SECONDS
 from commands.models import Command, CommandEvent, IdempotencyRecord, LaneHeartbeat
+from execution.heartbeat import ALIVE_WITHIN_SECONDS
 from panel.admin_base import (
     STATE_LABELS,
     BigTableMixin,

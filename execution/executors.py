@@ -15,6 +15,7 @@ from typing import Any
 
 from commands.models import Command, CommandType
 from commands.states import State
+from execution import hooks
 from execution.gateway import (
     DONE,
     RETRY,
@@ -125,15 +126,10 @@ def _blocked_from_trading(ctx: Context) -> Step | None:
             error_code="account_not_active",
             error_message=f"account_status is {account.account_status!r}.",
         )
-    for guard in OPEN_POSITION_GUARDS:
-        reason = guard(account)
-        if reason is not None:
-            return Step(State.REJECTED, error_code=reason[0], error_message=reason[1])
+    reason = hooks.open_position_guard(account)
+    if reason is not None:
+        return Step(State.REJECTED, error_code=reason[0], error_message=reason[1])
     return None
-
-
-# The risk engine adds its guard here: (account) -> (code, message) | None.
-OPEN_POSITION_GUARDS: list[Callable[[TradingAccount], tuple[str, str] | None]] = []
 
 
 def open_position(ctx: Context) -> Step:

@@ -19,7 +19,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
-from django.dispatch import Signal
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -33,15 +32,12 @@ from execution import outages
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
+from execution.results import command_finished
 from execution.yielding import notice_sql, say, yield_to_the_fast_lane
 from policies.models import TradingAccount
 from tenancy.models import Tenant
 
 logger = logging.getLogger("bridge.execution")
-
-# Sent after a command reaches a terminal state, inside the transaction that records it (the
-# callback outbox and the risk engine listen).
-command_finished = Signal()
 
 FAST_LANE_DEADLINE = timedelta(seconds=settings.FAST_LANE_DEADLINE_SECONDS)
 
@@ -177,7 +173,7 @@ def _finish(command: Command, step: Step, attempts: list[tuple[datetime, TradeRe
             error_message=step.error_message,
             attempts=command.attempts,  # the count in the same row update as the state
         )
-        command_finished.send(sender=Command, command=command)
+        command_finished(command)
         if command.lane == Lane.FAST:
             say("idle", command.pk)
 

@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from commands.health import run_checks
 from commands.intake import SUPPORTED_PROTOCOL_MAJOR
+from execution.health import run_checks
 from panel.payloads import PROTOCOL_VERSION, REQUIRED_HEADERS
 from panel.scoping import scope_queryset
 

@@ -212,11 +212,11 @@ def command_cancel(*, user: Any, command: Command) -> bool:
         error_code="cancelled",
         error_message=f"Cancelled by {user.get_username()} in the operational panel.",
     )
-    # The same signal an executed command sends: Laravel gets its command_result, a protective
-    # action its outcome.
-    from execution.runner import command_finished
+    # What an executed command does when it finishes: Laravel gets its command_result, a
+    # protective action its outcome.
+    from execution.results import command_finished
 
-    command_finished.send(sender=Command, command=locked)
+    command_finished(locked)
     return True
 
 

@@ -35,7 +35,7 @@ from panel.admin_base import (
 )
 from panel.charts import DEFAULT_RANGE, RANGES, risk_series
 from policies.models import AccountRisk, MonitorHeartbeat, PolicySnapshot, ProtectiveAction, RiskSample, TradingAccount
-from policies.risk.rules import RULES
+from risk.rules import RULES
 
 
 def _money(value: Decimal | None) -> str:
@@ -625,6 +625,6 @@ class MonitorHeartbeatAdmin(ReadOnlyMixin, ScopedAdmin):
 
     @display(description="alive", boolean=True)
     def alive(self, obj: MonitorHeartbeat) -> bool:
-        # The monitors' own staleness rule (policies.monitor): three poll intervals, at least 2 s.
+        # The monitors' own staleness rule (risk.monitor): three poll intervals, at least 2 s.
         stale_after = max(3 * settings.RISK_POLL_INTERVAL_MS / 1000, 2.0)
         return timezone.now() - obj.heartbeat_at < timedelta(seconds=stale_after)

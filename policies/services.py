@@ -6,15 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.dispatch import Signal
 
 from bridgeproject.errors import BridgeError
 from bridgeproject.jsonutil import jsonable, sha256_of
+from policies import hooks
 from policies.models import PolicySnapshot, TradingAccount
 from tenancy.models import Tenant
-
-# Sent inside the snapshot's transaction, so the risk engine's reaction commits with it.
-policy_applied = Signal()
 
 
 def tenant_forbidden(detail: str = "This account belongs to another tenant.") -> BridgeError:
@@ -110,5 +107,5 @@ def policy_apply(
     if actor.get("trading_account_id") and account.trading_account_id != actor["trading_account_id"]:
         account.trading_account_id = actor["trading_account_id"]
     account.save(update_fields=["current_policy", "trading_account_id"])
-    policy_applied.send(sender=PolicySnapshot, account=account, snapshot=snapshot)
+    hooks.policy_applied(account=account, snapshot=snapshot)
     return PolicyResult(status="applied", account=account, snapshot=snapshot)

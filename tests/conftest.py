@@ -14,9 +14,9 @@ from commands import examples
 from commands.envelope import PolicyPayloadSerializer, validate_with
 from commands.idempotency import forget_all
 from commands.intake import _accounts, _tenants
-from policies.engine import forget_caches
 from policies.models import TradingAccount
 from policies.services import policy_apply
+from risk.engine import forget_caches
 from tenancy.auth import token_cache
 from tenancy.models import Tenant
 from tenancy.services import token_create

@@ -182,7 +182,7 @@ def test_on_the_redis_broker_health_counts_the_fast_queue_in_redis_and_pings_it(
 def test_the_monitors_sweeper_thread_rings_a_forgotten_command_again_on_its_own_connection(account):
     import threading
 
-    from policies.monitor import sweep_forever
+    from risk.monitor import sweep_forever
 
     command = queue_command(account, "sync_account", "forgotten")
     Command.objects.filter(pk=command.pk).update(updated_at=timezone.now() - timedelta(hours=1))

@@ -14,9 +14,9 @@ from commands.states import State
 from execution.gateways import get_gateway, reset_gateway
 from execution.runner import command_execute
 from execution.simulator.service import sim_account_create, sim_set_price
-from policies.engine import risk_evaluate_account
 from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, TradingAccount
-from policies.monitor import Monitor, owner_of
+from risk.engine import risk_evaluate_account
+from risk.monitor import Monitor, owner_of
 from tests.conftest import fresh, register_account
 
 pytestmark = pytest.mark.django_db
@@ -274,7 +274,7 @@ def test_a_finished_command_asks_for_an_evaluation_and_the_monitor_answers_it(
 def test_a_request_already_pending_is_kept_and_the_next_after_the_monitors_answer_is_made(
     trader, django_capture_on_commit_callbacks
 ):
-    from policies.receivers import request_evaluation
+    from risk.receivers import request_evaluation
 
     with django_capture_on_commit_callbacks(execute=True):
         open_buy(trader, 1.0)
@@ -308,7 +308,7 @@ def test_a_monitor_cycle_acts_on_a_breach_and_leaves_quiet_accounts_alone(trader
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from policies.engine import risk_evaluate_many
+    from risk.engine import risk_evaluate_many
 
     for login in range(2000, 2010):
         sim_account_create(login=login, balance=100000, server=SERVER)
@@ -382,8 +382,8 @@ def test_a_new_policy_is_watched_on_the_next_cycle_without_a_restart(trader):
 
 
 def test_a_process_remembers_one_parsed_policy_an_account_never_its_history(trader):
-    from policies import engine
     from policies.models import PolicySnapshot
+    from risk import engine
 
     for version in (14, 15, 16):
         send_policy(trader, policy_version=version)
@@ -423,7 +423,7 @@ def test_a_quiet_cycle_costs_as_many_queries_for_twenty_accounts_as_for_one(trad
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from policies import engine
+    from risk import engine
 
     # Refreshes are staggered by account over time: with the periods at an hour, none falls due
     # between the cycles below however slowly they run (else a due refresh adds its two writes).
@@ -469,7 +469,7 @@ def test_a_breach_already_recorded_is_seen_again_without_a_transaction(trader, d
 
 
 def test_a_breach_is_acted_on_before_the_other_accounts_are_judged(trader, tenant_1):
-    from policies import engine
+    from risk import engine
 
     for login in range(5000, 5005):
         sim_account_create(login=login, balance=100000, server=SERVER)
@@ -507,7 +507,7 @@ def test_a_bulk_read_is_dated_when_it_returned_not_when_each_account_is_converte
 def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_stale(settings):
     from datetime import UTC, datetime
 
-    from policies.engine import _due, figures_every
+    from risk.engine import _due, figures_every
 
     settings.RISK_MAX_SNAPSHOT_AGE_MS = 5000
     every = figures_every()
@@ -529,17 +529,17 @@ def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_sta
 
 
 def test_figures_are_not_written_over_a_risk_row_written_since_it_was_read(trader):
-    from policies import engine
+    from risk import sql
 
     account = TradingAccount.objects.get(login=LOGIN)
-    (row,) = engine._risk_rows([account.pk]).values()
+    (row,) = sql.risk_rows([account.pk]).values()
     AccountRisk.objects.filter(pk=row.pk).update(equity=Decimal("123"), updated_at=timezone.now())
     now = timezone.now()
-    figures = engine._Figures(row.pk, row.version, Decimal(1), Decimal(2), Decimal(3), Decimal(4), "", now)
-    engine._write_figures([figures], now)
+    figures = sql.Figures(row.pk, row.version, Decimal(1), Decimal(2), Decimal(3), Decimal(4), "", now)
+    sql.write_figures([figures], now)
     assert AccountRisk.objects.get(pk=row.pk).equity == Decimal("123")
-    (row,) = engine._risk_rows([account.pk]).values()
-    engine._write_figures([figures._replace(version=row.version)], now)
+    (row,) = sql.risk_rows([account.pk]).values()
+    sql.write_figures([figures._replace(version=row.version)], now)
     assert AccountRisk.objects.get(pk=row.pk).equity == Decimal(3)
 
 

@@ -1,4 +1,4 @@
-"""RISK_RULES.md, number by number, against `policies.risk.rules` (no Django needed).
+"""RISK_RULES.md, number by number, against `risk.rules` (no Django needed).
 
 The account is the panel's: policy snapshot version 12 (I = 100,000, D = 98,500 for
 2026-05-29, 5 % daily, 10 % total, 2 % single trade, equity, trailing lock on, one violation
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from commands import examples
-from policies.risk.rules import (
+from risk.rules import (
     RULES,
     AccountView,
     Breach,

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from policies.monitor import Monitor, sweep_forever, tune_gc
+from risk.monitor import Monitor, sweep_forever, tune_gc
 
 
 class Command(BaseCommand):

@@ -8,9 +8,9 @@ from django.db.models import QuerySet
 
 from bridgeproject.jsonutil import jsonable
 from execution.gateway import AccountSnapshot
-from policies.engine import account_view, policy_of, state_from_row
 from policies.models import AccountRisk, ProtectiveAction, TradingAccount
-from policies.risk import rules
+from risk import rules
+from risk.engine import account_view, policy_of, state_from_row
 
 
 def risk_summary(account: TradingAccount, live: AccountSnapshot | None = None) -> dict[str, Any] | None:

@@ -1,8 +1,9 @@
 """The risk engine: evaluate an account against its policy, persist the state, act on breaches.
 
-Pure rules live in `policies.risk.rules`; this module is the I/O around them. Exactly one
-protective action per (account, rule, scope, policy_version) is guaranteed by a unique
-constraint, so repeated evaluations, restarts and several monitors can all see the same breach.
+Pure rules live in `risk.rules`; this module is the I/O around them: which accounts are
+watched, their parsed policies, evaluating snapshots and persisting the state. The bulk
+statements are in `risk.sql`, and what a breach sets off (the protective action) in
+`risk.protection`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,17 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
-from django.db.models import BooleanField, Count, Max, QuerySet, Sum
-from django.db.models.expressions import RawSQL
+from django.db import transaction
+from django.db.models import Count, Max, QuerySet, Sum
 from django.utils import timezone
 
-from bridgeproject import context
-from bridgeproject.jsonutil import jsonable, utc_iso
-from commands.models import Command, CommandType, Priority, Source
-from commands.services import command_create
 from execution import outages
 from execution.gateway import AccountSnapshot, Gateway, GatewayUnavailable
-from policies.models import AccountRisk, PolicySnapshot, ProtectiveAction, RiskSample, TradingAccount
-from policies.risk import rules
+from policies.models import AccountRisk, PolicySnapshot, RiskSample, TradingAccount
+from risk import protection, rules, sql
 
 logger = logging.getLogger("bridge.risk")
 
@@ -67,19 +62,8 @@ def policy_of(snapshot: PolicySnapshot) -> rules.Policy:
 def forget_caches() -> None:
     """Drop what this process remembers of policies, risk states and recorded breaches (tests)."""
     _policies.clear()
-    _states.clear()
-    _recorded.clear()
-
-
-def _any_of(queryset: QuerySet[Any], column: str, values: list[int]) -> QuerySet[Any]:
-    """`column IN values`; on PostgreSQL one array parameter, because a thousand placeholders
-    cost the driver and the ORM more than the query itself."""
-    if connections[queryset.db].vendor != "postgresql":
-        return queryset.filter(**{f"{column}__in": values})
-    # The array as one text literal: the driver's client-side quoting of a list is slower.
-    sql = f'"{queryset.model._meta.db_table}"."{column}" = ANY(%s::bigint[])'
-    literal = "{" + ",".join(map(str, map(int, values))) + "}"
-    return queryset.filter(RawSQL(sql, (literal,), output_field=BooleanField()))  # noqa: S611 - names are the model's
+    sql.forget()
+    protection.forget()
 
 
 def state_from_row(row: AccountRisk) -> rules.RiskState:
@@ -221,7 +205,7 @@ def risk_evaluate_snapshot(*, account: TradingAccount, mt5: AccountSnapshot, now
         actions = sum(
             1
             for breach in evaluation.breaches
-            if protective_action_raise(account=account, breach=breach, snapshot=mt5, policy=policy)
+            if protection.protective_action_raise(account=account, breach=breach, snapshot=mt5, policy=policy)
         )
     return Outcome(True, breaches=len(evaluation.breaches), actions=actions)
 
@@ -286,81 +270,6 @@ def watched_accounts() -> list[WatchedAccount]:
     ]
 
 
-# The durable state as the rules see it, per account, with the row version it was read at.
-STATE_FIELDS = (
-    "policy_version",
-    "initial_balance",
-    "high_water_mark",
-    "total_floor",
-    "daily_reference",
-    "daily_reference_date",
-    "daily_reference_source",
-    "violation_count",
-    "breached_tickets",
-    "hard_breached",
-    "trading_disabled_until",
-)
-# (account, rule_key, scope, policy_version) of breaches whose protective action is committed:
-# seeing one again needs no transaction (the unique constraint would refuse it anyway).
-_recorded: set[tuple[int, str, str, int]] = set()
-
-
-class _RiskRow(NamedTuple):
-    pk: int
-    # The row's version when read: PostgreSQL's xmin (every write makes a new one), elsewhere
-    # updated_at (every write of the risk engine sets it). Figures are written only over it.
-    version: Any
-    evaluated_at: datetime | None
-    state: rules.RiskState
-
-
-_states: dict[int, _RiskRow] = {}
-
-
-def _state_from_values(values: tuple[Any, ...]) -> rules.RiskState:
-    (version, initial, hwm, floor, reference, reference_date, source, count, tickets, hard, until) = values
-    return rules.RiskState(
-        policy_version=version,
-        initial_balance=initial,
-        high_water_mark=hwm,
-        total_floor=floor,
-        daily_reference=reference,
-        daily_reference_date=reference_date,
-        daily_reference_source=source,
-        violation_count=count,
-        breached_tickets=frozenset(tickets),
-        hard_breached=hard,
-        trading_disabled_until=until,
-    )
-
-
-def _versioned() -> bool:
-    return connections[AccountRisk.objects.db].vendor == "postgresql"
-
-
-def _risk_rows(account_pks: list[int]) -> dict[int, _RiskRow]:
-    """The risk rows of these accounts. On PostgreSQL only their versions are read each cycle, and
-    whole rows only where the version moved: a thousand quiet accounts cost a thousand integers."""
-    if len(_states) > 200_000:
-        _states.clear()
-    risk = AccountRisk.objects.all()
-    if _versioned():
-        version = RawSQL(f'"{AccountRisk._meta.db_table}"."xmin"::text', ())  # noqa: S611 - no input
-        versions = dict(_any_of(risk, "account_id", account_pks).annotate(v=version).values_list("account_id", "v"))
-        stale = [pk for pk, v in versions.items() if pk not in _states or _states[pk].version != v]
-        fields: tuple[str, ...] = ("account_id", "pk", "v", "evaluated_at", *STATE_FIELDS)
-        changed = _any_of(risk, "account_id", stale).annotate(v=version) if stale else None
-    else:
-        versions = None
-        fields = ("account_id", "pk", "updated_at", "evaluated_at", *STATE_FIELDS)
-        changed = _any_of(risk, "account_id", account_pks)
-    if changed is not None:
-        for values in changed.values_list(*fields):
-            _states[values[0]] = _RiskRow(values[1], values[2], values[3], _state_from_values(values[4:]))
-    present = versions.keys() if versions is not None else account_pks
-    return {pk: _states[pk] for pk in present if pk in _states}
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -385,77 +294,6 @@ def _due(account_pk: int, last: datetime | None, now: datetime, every: timedelta
     """True once per `every` for each account, at its own phase: the figures of a thousand quiet
     accounts are written a few at a time, never all in one cycle."""
     return last is None or _slot_changed(_spread(account_pk), _micros(last), _micros(now), every // _MICROSECOND)
-
-
-class _Figures(NamedTuple):
-    risk_pk: int
-    version: Any  # the row's version when read: written only if nobody wrote it since
-    measured: Decimal
-    balance: Decimal
-    equity: Decimal
-    daily_floor: Decimal
-    trading_block: str
-    snapshot_at: datetime
-
-
-def _element(value: object) -> str:
-    if value is None:
-        return "NULL"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def _array(values: Iterable[object]) -> str:
-    """A PostgreSQL array literal of plain values (ids, numbers, times, short words): one text
-    parameter costs the driver far less than a list of a thousand values."""
-    return "{" + ",".join(map(_element, values)) + "}"
-
-
-def _write_figures(figures: list[_Figures], now: datetime) -> None:
-    """Refresh the figures of quiet accounts in one statement, in primary key order (two monitors
-    overlapping for a cycle lock rows in one order). A row written since it was read (a policy,
-    a breach) is left alone: its own figures are newer."""
-    figures = sorted(figures)
-    if not _versioned():
-        with transaction.atomic():
-            for f in figures:
-                AccountRisk.objects.filter(pk=f.risk_pk, updated_at=f.version).update(
-                    measured=f.measured,
-                    balance=f.balance,
-                    equity=f.equity,
-                    daily_floor=f.daily_floor,
-                    trading_block=f.trading_block,
-                    snapshot_at=f.snapshot_at,
-                    evaluated_at=now,
-                    updated_at=now,
-                )
-        return
-    sql = f"""
-        UPDATE "{AccountRisk._meta.db_table}" AS r
-        SET measured = v.measured, balance = v.balance, equity = v.equity, daily_floor = v.daily_floor,
-            trading_block = v.trading_block, snapshot_at = v.snapshot_at, evaluated_at = %s, updated_at = %s
-        FROM unnest(%s::bigint[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],
-                    %s::numeric[], %s::varchar[], %s::timestamptz[])
-             AS v(id, version, measured, balance, equity, daily_floor, trading_block, snapshot_at)
-        WHERE r.id = v.id AND r.xmin::text = v.version
-    """  # noqa: S608 - the table name is the model's; every value is a parameter
-    with connections[AccountRisk.objects.db].cursor() as cursor:
-        cursor.execute(sql, [now, now, *(_array(column) for column in zip(*figures, strict=True))])
-
-
-def _write_samples(samples: list[RiskSample]) -> None:
-    """Chart points, in one statement."""
-    if not _versioned():
-        RiskSample.objects.bulk_create(samples)
-        return
-    columns = ("account_id", "at", "balance", "equity", "daily_floor", "total_floor")
-    sql = f"""
-        INSERT INTO "{RiskSample._meta.db_table}" ({", ".join(columns)})
-        SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::numeric[], %s::numeric[], %s::numeric[],
-                             %s::numeric[])
-    """  # noqa: S608 - the table and columns are the model's; every value is a parameter
-    with connections[RiskSample.objects.db].cursor() as cursor:
-        cursor.execute(sql, [_array(getattr(sample, column) for sample in samples) for column in columns])
 
 
 Reading = Iterable[tuple[tuple[int, str], AccountSnapshot | Exception]]
@@ -495,11 +333,11 @@ def risk_evaluate_snapshots(
     `risk_evaluate_snapshot` with the account read afresh, under the row lock: a new breach at
     once, before the rest of the accounts are judged; a change of state after them."""
     now = now or timezone.now()
-    rows = _risk_rows([w.pk for w in accounts])
+    rows = sql.risk_rows([w.pk for w in accounts])
     max_age = timedelta(milliseconds=settings.RISK_MAX_SNAPSHOT_AGE_MS)
     now_us = _micros(now)
     sample_period, figures_period = SAMPLE_EVERY // _MICROSECOND, figures_every() // _MICROSECOND
-    refreshed: list[_Figures] = []
+    refreshed: list[sql.Figures] = []
     samples: list[RiskSample] = []
     changed: list[tuple[int, AccountSnapshot]] = []
     evaluated = breaches = actions = 0
@@ -534,7 +372,8 @@ def risk_evaluate_snapshots(
             continue
         evaluation = rules.evaluate(account_view(mt5), policy, row.state)
         if evaluation.breaches and any(
-            (account.pk, b.rule_key, b.scope, policy.policy_version) not in _recorded for b in evaluation.breaches
+            not protection.is_recorded((account.pk, b.rule_key, b.scope, policy.policy_version))
+            for b in evaluation.breaches
         ):
             judge(fresh.in_bulk([account.pk]), mt5, account.pk)
             continue
@@ -551,7 +390,7 @@ def risk_evaluate_snapshots(
             figures = sample or _slot_changed(spread, last, now_us, figures_period)
         if figures:
             refreshed.append(
-                _Figures(
+                sql.Figures(
                     row.pk,
                     row.version,
                     evaluation.measured,
@@ -573,184 +412,10 @@ def risk_evaluate_snapshots(
         for pk, mt5 in changed:
             judge(current, mt5, pk)
     if refreshed:
-        _write_figures(refreshed, now)
+        sql.write_figures(refreshed, now)
     if samples:
-        _write_samples(samples)
+        sql.write_samples(samples)
     return Outcome(evaluated > 0, breaches=breaches, actions=actions, reason=f"{evaluated} evaluated")
-
-
-# RISK_RULES.md "close all positions and cancel pending orders": two fast-lane commands.
-CLOSE_ALL_COMMANDS: tuple[tuple[str, dict[str, Any]], ...] = (
-    (
-        CommandType.CLOSE_POSITIONS,
-        {
-            "target": {"mode": "all_positions"},
-            "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
-        },
-    ),
-    (CommandType.CANCEL_ORDERS, {}),
-)
-
-
-def protective_action_raise(
-    *, account: TradingAccount, breach: rules.Breach, snapshot: AccountSnapshot, policy: rules.Policy
-) -> bool:
-    """Record the breach once and start its action on the fast lane; False when already recorded."""
-    position = next((p for p in snapshot.positions if p.ticket == breach.ticket), None) if breach.ticket else None
-    action = ProtectiveAction(
-        tenant_id=account.tenant_id,
-        account=account,
-        rule_key=breach.rule_key,
-        scope=breach.scope,
-        policy_version=policy.policy_version,
-        action=breach.action,
-        enabled=breach.enabled,
-        hard=breach.hard,
-        ticket=breach.ticket,
-        symbol=position.symbol if position else "",
-        volume=position.volume if position else None,
-        floating_pnl=breach.measured if breach.ticket else snapshot.profit,
-        equity=snapshot.equity,
-        balance=snapshot.balance,
-        threshold_used=breach.threshold_used,
-        floor_or_limit=breach.floor_or_limit,
-        measured=breach.measured,
-        violation_count=breach.violation_count,
-        detection_timestamp=snapshot.observed_at,
-    )
-    # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
-    # sees this breach again without a transaction.
-    key = (account.pk, breach.rule_key, breach.scope, policy.policy_version)
-    if len(_recorded) > 200_000:
-        _recorded.clear()
-    try:
-        with transaction.atomic():
-            action.save(force_insert=True)
-    except IntegrityError:
-        transaction.on_commit(lambda: _recorded.add(key))
-        return False
-    transaction.on_commit(lambda: _recorded.add(key))
-    with context.scope(correlation_id=f"risk-{action.pk}", tenant=account.tenant.tenant_id, account=account.login):
-        logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
-        if not breach.enabled or breach.action == "none":
-            _finish_without_command(action, policy)
-            return True
-        if breach.action == "close_position":
-            specs = [(CommandType.CLOSE_POSITION, {"ticket": breach.ticket})]
-        else:
-            specs = list(CLOSE_ALL_COMMANDS)
-        for index, (command_type, specific) in enumerate(specs):
-            command = command_create(
-                tenant=account.tenant,
-                account=account,
-                common={
-                    "command_id": f"pa-{action.pk}-{index}",
-                    "command_type": command_type,
-                    "priority": Priority.CRITICAL,
-                    "fast_lane": True,
-                    "reason": f"{breach.rule_key}:{breach.scope}",
-                    "expires_at_utc": None,
-                },
-                specific=specific,
-                envelope={"raised_by": "risk_engine", "protective_action": action.pk},
-                correlation_id=f"risk-{action.pk}",
-                idempotency_key=f"protective-action-{action.pk}-{index}",
-                source=Source.BRIDGE,
-            )
-            if index == 0:
-                action.command = command
-        action.save(update_fields=["command"])
-    return True
-
-
-def _finish_without_command(action: ProtectiveAction, policy: rules.Policy) -> None:
-    if action.action == "none" and action.enabled:
-        # The escalation acts by disabling trading, when the policy says so.
-        status = (
-            ProtectiveAction.Status.SUCCESS if policy.disable_trading_on_breach else ProtectiveAction.Status.SKIPPED
-        )
-        response = "trading disabled" if policy.disable_trading_on_breach else "disable_trading_on_breach is off"
-    else:
-        status = ProtectiveAction.Status.SKIPPED
-        response = "enforcement flag is off: recorded, no action taken"
-    action.execution_status = status
-    action.mt5_response = response
-    action.execution_timestamp = timezone.now()
-    action.save(update_fields=["execution_status", "mt5_response", "execution_timestamp"])
-    protective_action_report(action=action)
-
-
-_STATUS_FOR_STATE = {
-    "succeeded": ProtectiveAction.Status.SUCCESS,
-    "partially_succeeded": ProtectiveAction.Status.PARTIAL,
-}
-
-
-def protective_action_complete(*, action: ProtectiveAction, command: Command) -> None:
-    """The fast-lane command of an action finished: record what MT5 said and report it."""
-    status = _STATUS_FOR_STATE.get(command.state, ProtectiveAction.Status.FAILED)
-    result = command.result or {}
-    positions = result.get("positions") or []
-    closed = positions if positions else [result]
-    closed_pnl = sum(
-        (Decimal(str(p.get("profit") or "0")) for p in closed if p.get("status", "closed") == "closed"), Decimal(0)
-    )
-    action.execution_status = status
-    action.execution_timestamp = command.finished_at
-    action.positions = positions
-    action.closed_pnl = closed_pnl
-    action.mt5_response = f"{result.get('retcode_name', '')} {result.get('message', '')}".strip() or (
-        "positions closed" if status == ProtectiveAction.Status.SUCCESS else ""
-    )
-    if status == ProtectiveAction.Status.SUCCESS and action.action == "close_position":
-        action.mt5_response = "position closed successfully"
-    action.error_message = command.error_message
-    action.save()
-    protective_action_report(action=action)
-
-
-def report_payload(action: ProtectiveAction) -> dict[str, Any]:
-    """The panel's protective_action_report payload, plus violation_count and positions."""
-    payload: dict[str, Any] = {
-        "rule_key": action.rule_key,
-        "policy_version": action.policy_version,
-        "position_id": str(action.ticket) if action.ticket else None,
-        "ticket": action.ticket,
-        "symbol": action.symbol or None,
-        "volume": float(action.volume) if action.volume is not None else None,
-        "floating_pnl": float(action.floating_pnl) if action.floating_pnl is not None else None,
-        "closed_pnl": float(action.closed_pnl),
-        "equity": float(action.equity),
-        "balance": float(action.balance),
-        "threshold_used": float(action.threshold_used),
-        "detection_timestamp": utc_iso(action.detection_timestamp),
-        "execution_timestamp": utc_iso(action.execution_timestamp) if action.execution_timestamp else None,
-        "execution_status": action.execution_status,
-        "mt5_response": action.mt5_response,
-        "error_message": action.error_message or None,
-        "violation_count": action.violation_count,
-    }
-    if action.action == "close_all":
-        payload["positions"] = jsonable(action.positions)
-    return payload
-
-
-def protective_action_report(*, action: ProtectiveAction) -> None:
-    """Write the report to the outbox, in the caller's transaction."""
-    from callbacks.services import callback_enqueue
-
-    callback_enqueue(
-        tenant=action.tenant,
-        account=action.account,
-        request_type="protective_action_report",
-        payload=report_payload(action),
-        idempotency_key=f"protective-action-{action.pk}",
-        correlation_id=f"risk-{action.pk}",
-        session_id="risk-engine",
-        correlation_group="protective-action",
-        source_kind="protective_action",
-        source_id=str(action.pk),
-    )
 
 
 def open_position_guard(account: TradingAccount) -> tuple[str, str] | None:

@@ -19,11 +19,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbacks.services import callbacks_health
-from commands.heartbeat import workers_alive
 from commands.lanes import QUEUE_KEY_FOR_LANE, Lane
 from commands.models import Command
 from commands.services import lane_broker, rings_with_the_commit
 from commands.states import State
+from execution.heartbeat import workers_alive
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 # A lane whose oldest task has waited this long is not keeping up.

@@ -35,7 +35,8 @@ from django.utils import timezone
 from execution.gateway import Gateway
 from execution.gateways import get_gateway
 from execution.runner import sweep_stuck
-from policies.engine import (
+from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
+from risk.engine import (
     WatchedAccount,
     read_accounts,
     risk_evaluate_account,
@@ -43,7 +44,6 @@ from policies.engine import (
     watched_accounts,
     watched_version,
 )
-from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
 
 logger = logging.getLogger("bridge.risk")
 

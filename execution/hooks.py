@@ -1,0 +1,25 @@
+"""The points where `execution` lets a higher layer react. Connected by `risk.apps.RiskConfig.ready`."""
+
+from __future__ import annotations
+
+from bridgeproject.hooks import Hook
+from commands.models import Command
+from policies.models import TradingAccount
+
+
+def _nothing(command: Command) -> None:
+    return None
+
+
+def _no_objection(account: TradingAccount) -> tuple[str, str] | None:
+    return None
+
+
+# A command reached a terminal state, inside the transaction that records it, after its
+# command_result callback is in the outbox: the risk engine completes the protective action the
+# command served and asks for the account to be evaluated again.
+command_finished: Hook[[Command], None] = Hook("command_finished", default=_nothing)
+
+# Before a new position is sent to MT5: (account) -> (error_code, message) to refuse it, or None.
+# The risk engine refuses a position on an account its rules have blocked.
+open_position_guard: Hook[[TradingAccount], tuple[str, str] | None] = Hook("open_position_guard", default=_no_objection)
