@@ -30,8 +30,9 @@ def main() -> None:
     from django.db import close_old_connections
 
     from commands import examples
-    from commands.envelope import PolicyPayloadSerializer, validate_with
+    from commands.envelope import PolicyPayloadSerializer
     from commands.services import command_create
+    from commands.validation import validate_with
     from execution.gateways import get_gateway
     from execution.simulator.service import sim_account_create, sim_set_price
     from policies.models import MonitorHeartbeat, ProtectiveAction, TradingAccount

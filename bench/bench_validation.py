@@ -28,7 +28,7 @@ import django
 
 django.setup()
 
-from commands import envelope  # noqa: E402
+from commands import envelope, validation  # noqa: E402
 from commands.examples import example  # noqa: E402
 
 
@@ -97,8 +97,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5000)
     args = parser.parse_args()
 
-    drf = (envelope.drf_validate_with, envelope.drf_validate_command_payload)
-    fast = (envelope.validate_with, envelope.validate_command_payload)
+    drf = (validation.drf_validate_with, validation.drf_validate_command_payload)
+    fast = (validation.validate_with, validation.validate_command_payload)
     cases = {
         "close_positions envelope + payload": close_positions,
         "flat open_position + payload": flat_open_position,
@@ -108,9 +108,9 @@ def main() -> None:
     for build in cases.values():
         assert build(*drf)() == build(*fast)(), "the fast path and DRF disagree on an example"
     # Figures for a fast path that quietly declined would only time DRF twice.
-    assert envelope.fast_validate(envelope.EnvelopeSerializer, example("close_positions")) is not None
-    assert envelope.fast_validate(envelope.LegacyFlatCommandSerializer, example("legacy_open_position")) is not None
-    assert envelope.fast_validate(envelope.PolicyPayloadSerializer, example("policy_snapshot")["payload"]) is not None
+    assert validation.fast_validate(envelope.EnvelopeSerializer, example("close_positions")) is not None
+    assert validation.fast_validate(envelope.LegacyFlatCommandSerializer, example("legacy_open_position")) is not None
+    assert validation.fast_validate(envelope.PolicyPayloadSerializer, example("policy_snapshot")["payload"]) is not None
 
     print(f"{'CPU µs per call':40} {'DRF':>9} {'fast':>9} {'ratio':>7}")
     for name, build in cases.items():

@@ -15,15 +15,10 @@ from rest_framework.response import Response
 from bridgeproject import context
 from bridgeproject.errors import BridgeError, flatten_errors, validation_error
 from commands import idempotency
-from commands.envelope import (
-    EnvelopeSerializer,
-    LegacyFlatCommandSerializer,
-    PolicyPayloadSerializer,
-    validate_command_payload,
-    validate_with,
-)
+from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, PolicyPayloadSerializer
 from commands.models import IdempotencyRecord
 from commands.services import command_accept
+from commands.validation import validate_command_payload, validate_with
 from policies.models import TradingAccount
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
 from tenancy.auth import Principal

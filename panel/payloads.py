@@ -20,14 +20,9 @@ from rest_framework import serializers
 
 from bridgeproject.errors import flatten_errors
 from commands import examples
-from commands.envelope import (
-    EnvelopeSerializer,
-    LegacyFlatCommandSerializer,
-    PolicyPayloadSerializer,
-    validate_command_payload,
-    validate_with,
-)
+from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, PolicyPayloadSerializer
 from commands.intake import SUPPORTED_PROTOCOL_MAJOR
+from commands.validation import validate_command_payload, validate_with
 
 PROTOCOL_VERSION = f"{SUPPORTED_PROTOCOL_MAJOR}.0"
 

@@ -11,9 +11,10 @@ import pytest
 from django.test import Client
 
 from commands import examples
-from commands.envelope import PolicyPayloadSerializer, validate_with
+from commands.envelope import PolicyPayloadSerializer
 from commands.idempotency import forget_all
 from commands.intake import _accounts, _tenants
+from commands.validation import validate_with
 from policies.models import TradingAccount
 from policies.services import policy_apply
 from risk.engine import forget_caches

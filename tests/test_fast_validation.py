@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework import fields, serializers
 
-from commands import envelope, examples, fastvalidate
+from commands import envelope, examples, fastvalidate, validation
 from commands.envelope import (
     PAYLOAD_SERIALIZERS,
     CommandCommonSerializer,
@@ -66,23 +66,23 @@ def same_outcome(left: tuple[str, Any], right: tuple[str, Any]) -> bool:
 
 def agrees(serializer_class: type[serializers.Serializer], data: Any, prefix: str = "") -> bool:
     """Check one body; True when the fast path accepted it."""
-    drf = outcome(envelope.drf_validate_with, serializer_class, copy.deepcopy(data), prefix)
-    fast = envelope.fast_validate(serializer_class, copy.deepcopy(data))
+    drf = outcome(validation.drf_validate_with, serializer_class, copy.deepcopy(data), prefix)
+    fast = validation.fast_validate(serializer_class, copy.deepcopy(data))
     if fast is not None:
         assert drf[0] == "ok", f"the fast path accepted what DRF rejects: {drf[1]}"
         assert same(fast, drf[1]), (fast, drf[1])
-    public = outcome(envelope.validate_with, serializer_class, copy.deepcopy(data), prefix)
+    public = outcome(validation.validate_with, serializer_class, copy.deepcopy(data), prefix)
     assert same_outcome(public, drf), (public, drf)
     return fast is not None
 
 
 def command_agrees(payload: Any) -> bool:
-    drf = outcome(envelope.drf_validate_command_payload, copy.deepcopy(payload))
-    fast = envelope.fast_validate_command_payload(copy.deepcopy(payload))
+    drf = outcome(validation.drf_validate_command_payload, copy.deepcopy(payload))
+    fast = validation.fast_validate_command_payload(copy.deepcopy(payload))
     if fast is not None:
         assert drf[0] == "ok", f"the fast path accepted what DRF rejects: {drf[1]}"
         assert same(list(fast), list(drf[1])), (fast, drf[1])
-    public = outcome(envelope.validate_command_payload, copy.deepcopy(payload))
+    public = outcome(validation.validate_command_payload, copy.deepcopy(payload))
     if public[0] == "ok":
         public = ("ok", list(public[1]))
     assert same_outcome(public, ("ok", list(drf[1])) if drf[0] == "ok" else drf), (public, drf)
@@ -137,15 +137,15 @@ def test_the_fast_path_accepts_what_the_panel_builder_builds(command_type: str) 
 
 def test_the_fast_path_fills_in_defaults_with_drfs_types() -> None:
     legacy = examples.example("legacy_open_position")
-    common, specific = envelope.validate_command_payload(_flat_command(legacy))
+    common, specific = validation.validate_command_payload(_flat_command(legacy))
     assert type(common["priority"]) is type(CommandCommonSerializer().fields["priority"].default)
     assert common["fast_lane"] is False and common["reason"] == "" and common["expires_at_utc"] is None
     assert specific["volume"] == Decimal("0.1") and type(specific["volume"]) is Decimal
     assert "max_slippage_points" not in specific
     assert not agrees(LegacyFlatCommandSerializer, {**legacy, "payload": None})
     without_payload = {key: value for key, value in legacy.items() if key != "payload"}
-    first = envelope.fast_validate(LegacyFlatCommandSerializer, without_payload)
-    second = envelope.fast_validate(LegacyFlatCommandSerializer, without_payload)
+    first = validation.fast_validate(LegacyFlatCommandSerializer, without_payload)
+    second = validation.fast_validate(LegacyFlatCommandSerializer, without_payload)
     assert first is not None and second is not None
     assert first["payload"] == {} and first["payload"] is not second["payload"]
 
@@ -224,12 +224,14 @@ def test_a_serializer_with_an_unknown_field_type_is_not_compiled(
 ) -> None:
     with pytest.raises(fastvalidate.NotCompilable):
         fastvalidate.compile_serializer(serializer_class)
-    assert envelope.fast_validator(serializer_class) is None
+    assert validation.fast_validator(serializer_class) is None
     # The public function still validates it, through DRF alone.
     data = {"name": "n", "opaque": 1, "inner": {"name": "m", "opaque": 2}, "ratio": 0.5}
-    assert envelope.validate_with(serializer_class, data, "") == envelope.drf_validate_with(serializer_class, data, "")
+    assert validation.validate_with(serializer_class, data, "") == validation.drf_validate_with(
+        serializer_class, data, ""
+    )
     with pytest.raises(serializers.ValidationError):
-        envelope.validate_with(serializer_class, {}, "")
+        validation.validate_with(serializer_class, {}, "")
 
 
 def test_a_field_added_to_a_serializer_is_compiled_from_its_declaration() -> None:
@@ -237,7 +239,7 @@ def test_a_field_added_to_a_serializer_is_compiled_from_its_declaration() -> Non
         note = Text(max_length=3, required=False)
         when = serializers.DateField(required=False)
 
-    assert envelope.fast_validator(Extended) is not None
+    assert validation.fast_validator(Extended) is not None
     assert agrees(Extended, {"ticket": 1, "note": "abc", "when": "2026-05-29"})
     assert not agrees(Extended, {"ticket": 1, "note": "abcd"})
     assert not agrees(Extended, {"ticket": 1, "when": "2026-02-30"})
@@ -251,7 +253,7 @@ def test_every_serializer_the_intake_uses_is_compiled() -> None:
         PolicyPayloadSerializer,
         *PAYLOAD_SERIALIZERS.values(),
     ):
-        assert envelope.fast_validator(serializer_class) is not None, serializer_class.__name__
+        assert validation.fast_validator(serializer_class) is not None, serializer_class.__name__
 
 
 # --- Generated bodies --------------------------------------------------------------------------
@@ -505,7 +507,7 @@ def test_the_fast_path_accepts_most_generated_bodies_drf_accepts() -> None:
     )
     def count(case: tuple[type[serializers.Serializer], Any]) -> None:
         serializer_class, body = case
-        if outcome(envelope.drf_validate_with, serializer_class, copy.deepcopy(body), "")[0] == "ok":
+        if outcome(validation.drf_validate_with, serializer_class, copy.deepcopy(body), "")[0] == "ok":
             counts["drf"] += 1
             counts["fast"] += agrees(serializer_class, body)
 

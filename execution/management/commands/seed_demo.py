@@ -7,7 +7,8 @@ from django.db import transaction
 
 from bridgeproject.errors import BridgeError
 from commands import examples
-from commands.envelope import PolicyPayloadSerializer, validate_with
+from commands.envelope import PolicyPayloadSerializer
+from commands.validation import validate_with
 from policies.services import policy_apply
 from tenancy.services import token_create
 
