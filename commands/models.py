@@ -78,10 +78,6 @@ class Command(models.Model):
     def __str__(self) -> str:
         return f"{self.command_id} ({self.command_type}, {self.state})"
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL
-
     def transition(self, target: str, *, note: str = "", save: bool = True, **fields: Any) -> None:
         """Move to `target` if the state machine allows it, and record the change on the timeline."""
         check_transition(self.state, target)
@@ -174,25 +170,16 @@ class LaneHeartbeat(models.Model):
         return f"{self.lane} worker {self.pid}@{self.host}"
 
 
-_transition_sql: dict[tuple[str, ...], str] = {}
-
-
 def _transition_statement(command: Command, changed: list[str], *, previous: str, note: str, at: Any) -> None:
     """`save(update_fields=changed)` and the transition's timeline entry as one PostgreSQL statement
-    (the execution lanes' hot path), built once for each set of changed fields."""
-    names = tuple(changed)
-    sql = _transition_sql.get(names)
-    fields = [Command._meta.get_field(name) for name in names]
-    if sql is None:
-        assignments = ", ".join(f'"{field.column}" = %s' for field in fields)
-        sql = _transition_sql[names] = f"""
-WITH moved AS (UPDATE {Command._meta.db_table} SET {assignments} WHERE id = %s RETURNING id)
-INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-SELECT id, %s, %s, %s, %s, %s FROM moved RETURNING id
-"""  # noqa: S608
+    (the execution lanes' hot path)."""
+    from commands import sql  # the statements name this module's tables
+
+    fields = [Command._meta.get_field(name) for name in changed]
+    statement = sql.transition(tuple(changed))
     values = [field.get_db_prep_save(getattr(command, field.attname), connection) for field in fields]
     event = [CommandEvent.Kind.TRANSITION.value, at, previous, command.state, note]
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [*values, command.pk, *event])
+        cursor.execute(statement, [*values, command.pk, *event])
         if cursor.fetchone() is None:
             raise DatabaseError("Save with update_fields did not affect any rows.")

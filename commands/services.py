@@ -16,12 +16,12 @@ from django_q.brokers import Broker
 from django_q.brokers.orm import ORM as OrmBroker
 from django_q.brokers.redis_broker import Redis as RedisBroker
 from django_q.conf import Conf
-from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from bridgeproject.dbutil import one_statement, prepared_cursor
 from bridgeproject.errors import BridgeError
 from bridgeproject.jsonutil import jsonable, utc_iso
+from commands import sql
 from commands.idempotency import complete
 from commands.lanes import CLUSTER_FOR_LANE, QUEUE_KEY_FOR_LANE, Lane, lane_for
 from commands.models import Command, CommandEvent, IdempotencyRecord, Source
@@ -237,7 +237,7 @@ def command_accept(
         # Inside a caller's transaction a conflict leaves it usable for the replay lookup.
         with one_statement(), prepared_cursor() as cursor:
             cursor.execute(
-                _ACCEPT_WITH_TASK if with_task else _ACCEPT, _accept_params(command, record, with_task=with_task)
+                sql.ACCEPT_WITH_TASK if with_task else sql.ACCEPT, _accept_params(command, record, with_task=with_task)
             )
             command.pk = cursor.fetchone()[0]
             if not with_task:
@@ -260,46 +260,6 @@ def accepted_body(command: Command) -> dict[str, Any]:
         "idempotency_key": command.idempotency_key,
         "received_at_utc": utc_iso(command.received_at),
     }
-
-
-# The same rows _store and the idempotency record's save write, as one PostgreSQL statement. The
-# id comes from the column's default: nothing in the statement's values needs it beforehand.
-# Table names come from the models; every value is a bound parameter.
-_ACCEPT_TEMPLATE = f"""
-WITH command AS (
-    INSERT INTO {Command._meta.db_table} (
-        tenant_id, account_id, command_id, command_type, priority, lane, state, source, reason,
-        payload, envelope, correlation_id, idempotency_key, expires_at, attempts, error_code,
-        error_message, received_at, queued_at, updated_at
-    ) VALUES (
-        %(tenant_id)s::bigint, %(account_id)s, %(command_id)s, %(command_type)s, %(priority)s, %(lane)s,
-        %(state)s::varchar, %(source)s, %(reason)s, %(payload)s::jsonb, %(envelope)s::jsonb, %(correlation_id)s,
-        %(idempotency_key)s::varchar, %(expires_at)s, 0, '', '', %(at)s::timestamptz, %(at)s::timestamptz,
-        %(at)s::timestamptz
-    ) RETURNING id
-), timeline AS (
-    INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-    SELECT id, %(transition)s::varchar, %(at)s::timestamptz, '', %(received)s::varchar, '' FROM command
-    UNION ALL
-    SELECT id, %(transition)s::varchar, %(at)s::timestamptz, %(received)s::varchar, %(state)s::varchar,
-        %(lane_note)s::varchar FROM command
-){{task}}
-INSERT INTO {IdempotencyRecord._meta.db_table} (
-    tenant_id, key, fingerprint, method, path, request_type, status_code, response_body,
-    correlation_id, created_at, completed_at, expires_at
-)
-SELECT %(tenant_id)s::bigint, %(idempotency_key)s::varchar, %(fingerprint)s, %(method)s, %(path)s, %(request_type)s,
-    %(status_code)s, %(response_body)s::jsonb, %(record_correlation_id)s, %(at)s::timestamptz,
-    %(completed_at)s::timestamptz, %(record_expires_at)s::timestamptz
-FROM command
-RETURNING (SELECT id FROM command)
-"""  # noqa: S608
-# The doorbell as a row of the same statement, for a lane on the ORM broker.
-_TASK = f""", task AS (
-    INSERT INTO {OrmQ._meta.db_table} (key, payload, lock) SELECT %(queue)s, %(task)s, %(at)s::timestamptz FROM command
-)"""  # noqa: S608
-_ACCEPT = _ACCEPT_TEMPLATE.replace("{task}", "")
-_ACCEPT_WITH_TASK = _ACCEPT_TEMPLATE.replace("{task}", _TASK)
 
 
 def _accept_params(command: Command, record: IdempotencyRecord, *, with_task: bool) -> dict[str, Any]:

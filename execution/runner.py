@@ -23,19 +23,17 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from bridgeproject import context
-from bridgeproject.dbutil import RowReader, one_statement, prepared_cursor
+from bridgeproject.dbutil import one_statement, prepared_cursor
 from commands.lanes import Lane
 from commands.models import Command, CommandEvent
 from commands.services import command_enqueue, lane_broker, rings_with_the_commit
 from commands.states import State, check_transition
-from execution import outages
+from execution import outages, sql
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
 from execution.results import command_finished
-from execution.yielding import notice_sql, say, yield_to_the_fast_lane
-from policies.models import TradingAccount
-from tenancy.models import Tenant
+from execution.yielding import say, yield_to_the_fast_lane
 
 logger = logging.getLogger("bridge.execution")
 
@@ -72,13 +70,13 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             "kind": CommandEvent.Kind.TRANSITION.value,
         }
         if pk is not None:
-            sql = _CLAIM_ONE
+            statement = sql.CLAIM_ONE
         elif spare_doorbell and rings_with_the_commit(lane):
-            sql, params["queue"] = _CLAIM_NEXT_AND_DOORBELL, lane_broker(lane).list_key
+            statement, params["queue"] = sql.CLAIM_NEXT_AND_DOORBELL, lane_broker(lane).list_key
         else:
-            sql = _CLAIM_NEXT
+            statement = sql.CLAIM_NEXT
         with one_statement(), prepared_cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(statement, params)
             row = cursor.fetchone()
         if row is None:
             return None
@@ -114,51 +112,13 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
     return command
 
 
-_COMMAND, _ACCOUNT, _TENANT = RowReader(Command, "c"), RowReader(TradingAccount, "a"), RowReader(Tenant, "t")
-
-
 def _claimed(row: Sequence[Any]) -> Command:
     """The claimed command, its account and its tenant, from the claim statement's one row."""
-    command = _COMMAND.read(row[: _COMMAND.width])
-    command.account = _ACCOUNT.read(row[_COMMAND.width : _COMMAND.width + _ACCOUNT.width])
-    tenant_at = _COMMAND.width + _ACCOUNT.width
-    command.tenant = _TENANT.read(row[tenant_at : tenant_at + _TENANT.width])
+    command = sql.COMMAND.read(row[: sql.COMMAND.width])
+    command.account = sql.ACCOUNT.read(row[sql.COMMAND.width : sql.COMMAND.width + sql.ACCOUNT.width])
+    tenant_at = sql.COMMAND.width + sql.ACCOUNT.width
+    command.tenant = sql.TENANT.read(row[tenant_at : tenant_at + sql.TENANT.width])
     return command
-
-
-# command_claim's writes as one PostgreSQL statement (table names from the models), which also
-# returns the claimed row with its account and tenant. The lane's oldest queued command comes
-# from the (state, lane, updated_at) index, SKIP LOCKED so that workers claiming at once take
-# different commands instead of waiting on each other.
-_CLAIM_TEMPLATE = f"""
-WITH claimed AS (
-    UPDATE {Command._meta.db_table} SET state = %(to)s, started_at = COALESCE(started_at, %(now)s), updated_at = %(now)s
-    WHERE id = {{which}} AND state = %(from)s RETURNING *
-){{doorbell}}, timeline AS (
-    INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-    SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed
-)
-SELECT {_COMMAND.columns}, {_ACCOUNT.columns}, {_TENANT.columns},
-    CASE WHEN c.lane = '{Lane.FAST.value}' THEN {notice_sql("busy")} END
-FROM claimed c
-JOIN {TradingAccount._meta.db_table} a ON a.id = c.account_id
-JOIN {Tenant._meta.db_table} t ON t.id = c.tenant_id
-"""  # noqa: S608
-_NEXT_OF_LANE = f"""(
-    SELECT id FROM {Command._meta.db_table} WHERE state = %(from)s AND lane = %(lane)s
-    ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED
-)"""  # noqa: S608
-# One waiting doorbell of the lane goes with the command it was rung for (a doorbell still
-# waiting: one already handed to a worker has its lock in the future).
-_SPARE_DOORBELL = f""", doorbell AS (
-    DELETE FROM {OrmQ._meta.db_table} WHERE id = (
-        SELECT id FROM {OrmQ._meta.db_table} WHERE key = %(queue)s AND lock < %(now)s AND EXISTS (SELECT FROM claimed)
-        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
-    )
-)"""  # noqa: S608
-_CLAIM_ONE = _CLAIM_TEMPLATE.replace("{which}", "%(pk)s").replace("{doorbell}", "")
-_CLAIM_NEXT = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", "")
-_CLAIM_NEXT_AND_DOORBELL = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", _SPARE_DOORBELL)
 
 
 def _finish(command: Command, step: Step, attempts: list[tuple[datetime, TradeResult]] | None = None) -> None:
@@ -197,7 +157,7 @@ def _write_attempts(
             written_with = nullcontext() if counted_by_caller else one_statement()
             with written_with, prepared_cursor() as cursor:
                 cursor.execute(
-                    _ATTEMPT if counted_by_caller else _COUNTED_ATTEMPT,
+                    sql.ATTEMPT if counted_by_caller else sql.COUNTED_ATTEMPT,
                     {
                         "number": number,
                         "pk": command.pk,
@@ -221,20 +181,6 @@ def _write_attempts(
             at=at,
         )
     attempts.clear()
-
-
-_ATTEMPT = f"""
-INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, attempt, note, request, response)
-VALUES (%(pk)s, %(kind)s, %(now)s, '', '', %(number)s, %(note)s, %(request)s::jsonb, %(response)s::jsonb)
-"""  # noqa: S608
-_COUNTED_ATTEMPT = f"""
-WITH counted AS (
-    UPDATE {Command._meta.db_table} SET attempts = attempts + 1, updated_at = %(now)s WHERE id = %(pk)s
-    RETURNING id, attempts
-)
-INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, attempt, note, request, response)
-SELECT id, %(kind)s, %(now)s, '', '', attempts, %(note)s, %(request)s::jsonb, %(response)s::jsonb FROM counted
-"""  # noqa: S608
 
 
 def command_execute(pk: int) -> str | None:

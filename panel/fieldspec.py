@@ -95,10 +95,6 @@ def policy_spec() -> list[dict[str, Any]]:
     return serializer_spec(env.PolicyPayloadSerializer)
 
 
-def envelope_spec() -> list[dict[str, Any]]:
-    return serializer_spec(env.EnvelopeSerializer)
-
-
 def flat_spec() -> list[dict[str, Any]]:
     return serializer_spec(env.LegacyFlatCommandSerializer)
 

@@ -7,7 +7,8 @@ from django.utils import timezone
 
 from bridgeproject.dbutil import prepared_cursor
 from commands.models import Command, Source
-from policies.models import AccountRisk, PolicySnapshot, ProtectiveAction, TradingAccount
+from policies.models import PolicySnapshot, ProtectiveAction, TradingAccount
+from risk import sql
 
 
 def on_policy_applied(*, account: TradingAccount, snapshot: PolicySnapshot) -> None:
@@ -38,11 +39,4 @@ def request_evaluation(account_pk: int) -> None:
     A request already pending then changes no row, and a commit that wrote nothing costs no WAL
     flush: a backlog draining on one account asks once per evaluation, not once per command."""
     with prepared_cursor() as cursor:
-        cursor.execute(_REQUEST_EVALUATION, [timezone.now(), account_pk])
-
-
-# The statement every finished command runs, written once rather than compiled each time.
-_REQUEST_EVALUATION = (
-    f"UPDATE {AccountRisk._meta.db_table} SET evaluate_requested_at = %s "  # noqa: S608
-    "WHERE account_id = %s AND evaluate_requested_at IS NULL"
-)
+        cursor.execute(sql.REQUEST_EVALUATION, [timezone.now(), account_pk])

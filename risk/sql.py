@@ -177,3 +177,10 @@ def write_samples(samples: list[RiskSample]) -> None:
 def forget() -> None:
     """Drop the risk rows this process remembers."""
     _states.clear()
+
+
+# receivers.request_evaluation's statement, run by every finished command: written once, not compiled each time.
+REQUEST_EVALUATION = (
+    f"UPDATE {AccountRisk._meta.db_table} SET evaluate_requested_at = %s "  # noqa: S608
+    "WHERE account_id = %s AND evaluate_requested_at IS NULL"
+)
