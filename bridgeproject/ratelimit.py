@@ -167,5 +167,8 @@ class FailureLimiter:
         with self._lock:
             self._blocked.clear()
 
+    def __len__(self) -> int:
+        return len(self._blocked)
+
 
 auth_failures = FailureLimiter()

@@ -59,13 +59,6 @@ def policy_of(snapshot: PolicySnapshot) -> rules.Policy:
     return _policy_parsed(snapshot.account_id, snapshot.pk, snapshot.payload)
 
 
-def forget_caches() -> None:
-    """Drop what this process remembers of policies, risk states and recorded breaches (tests)."""
-    _policies.clear()
-    sql.forget()
-    protection.forget()
-
-
 def state_from_row(row: AccountRisk) -> rules.RiskState:
     return rules.RiskState(
         policy_version=row.policy_version,

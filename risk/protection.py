@@ -36,11 +36,6 @@ def is_recorded(key: tuple[int, str, str, int]) -> bool:
     return key in _recorded
 
 
-def forget() -> None:
-    """Drop the breaches this process remembers as recorded."""
-    _recorded.clear()
-
-
 # RISK_RULES.md "close all positions and cancel pending orders": two fast-lane commands.
 CLOSE_ALL_COMMANDS: tuple[tuple[str, dict[str, Any]], ...] = (
     (

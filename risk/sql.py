@@ -55,7 +55,7 @@ class RiskRow(NamedTuple):
 
 
 # The latest risk row read per account, with its version: a cycle re-reads only rows whose
-# version moved. Bounded at 200,000 accounts (emptied past it); forget() empties it.
+# version moved. Bounded at 200,000 accounts (emptied past it); declared in bridgeproject.caches.
 _states: dict[int, RiskRow] = {}
 
 
@@ -172,11 +172,6 @@ def write_samples(samples: list[RiskSample]) -> None:
     """  # noqa: S608 - the table and columns are the model's; every value is a parameter
     with connections[RiskSample.objects.db].cursor() as cursor:
         cursor.execute(sql, [_array(getattr(sample, column) for sample in samples) for column in columns])
-
-
-def forget() -> None:
-    """Drop the risk rows this process remembers."""
-    _states.clear()
 
 
 # receivers.request_evaluation's statement, run by every finished command: written once, not compiled each time.

@@ -58,6 +58,9 @@ class _TokenCache:
             self._entries.clear()
             self._last_used.clear()
 
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._last_used)
+
     def should_touch(self, token_id: int) -> bool:
         now = time.monotonic()
         with self._lock:

@@ -10,15 +10,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from bridgeproject import caches
 from commands import examples
 from commands.envelope import PolicyPayloadSerializer
-from commands.idempotency import forget_all
-from commands.intake import _accounts, _tenants
 from commands.validation import validate_with
 from policies.models import TradingAccount
 from policies.services import policy_apply
-from risk.engine import forget_caches
-from tenancy.auth import token_cache
 from tenancy.models import Tenant
 from tenancy.services import token_create
 
@@ -28,15 +25,9 @@ BOB_TOKEN = "bob-token-tenant-2"
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
-    token_cache.clear()
-    _tenants.clear()
-    _accounts.clear()
-    forget_all()
-    forget_caches()
+    caches.forget_all()
     yield
-    token_cache.clear()
-    _tenants.clear()
-    _accounts.clear()
+    caches.forget_all()
 
 
 class Api:
