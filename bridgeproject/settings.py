@@ -145,7 +145,7 @@ FAST_LANE_DEADLINE_SECONDS = 30
 # A normal-lane worker answering a doorbell goes on with the lane's next queued commands for up
 # to this long (checked before each claim), paying django-q2's per-task cost once for many.
 # On by default: it nearly doubles the normal lane's throughput, and four interleaved runs of the
-# detection → close benchmark found protective closes no slower with it (README, Benchmarks).
+# detection → close benchmark found protective closes no slower with it (docs/benchmarks.md).
 NORMAL_LANE_DRAIN_SECONDS = env.float("NORMAL_LANE_DRAIN_SECONDS", default=2.0)
 # The same on the fast lane, where it keeps a command whose doorbell a crash lost from waiting
 # for the sweeper: the next doorbell of the lane runs it (a doorbell runs the lane's oldest).
@@ -286,7 +286,7 @@ LOGGING = {
 }
 
 # --- Operational panel ----------------------------------------------------------------------
-# The admin is themed with django-unfold (README "Operational panel"). Every sidebar link is
+# The admin is themed with django-unfold (docs/operations.md, "The panel"). Every sidebar link is
 # checked against the user's permissions in panel.navigation; rows are scoped to the user's
 # tenants by panel.scoping.
 UNFOLD = {

@@ -2,7 +2,7 @@
 
 Figures are the drills' business (they print them); these tests assert only the outcomes: nothing
 lost, nothing doubled, everything delivered, no attempt past a deadline. The long versions, the
-PostgreSQL restart and the load run are `drills/report.py` (README "Reliability drills").
+PostgreSQL restart and the load run are `drills/report.py` (docs/drills.md).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[st
     """The processes of ARCHITECTURE.md, as (command line, extra environment)."""
     python = shlex.quote(sys.executable)
     manage = f"{python} {shlex.quote(str(settings.BASE_DIR / 'manage.py'))}"
-    # Sync workers, two per core: under load their p99 is a third of gthread's (README, Benchmarks).
+    # Sync workers, two per core: under load their p99 is a third of gthread's (docs/benchmarks.md).
     web_workers = os.environ.get("WEB_WORKERS", "4")
     processes: dict[str, tuple[str, dict[str, str]]] = {
         "web": (
