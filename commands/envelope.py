@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -77,7 +77,8 @@ class NumberField(serializers.Field):
             raise serializers.ValidationError(f"Must be at least {self.min_value}.")
         if self.max_value is not None and value > self.max_value:
             raise serializers.ValidationError(f"Must be at most {self.max_value}.")
-        if -value.as_tuple().exponent > self.decimal_places:  # type: ignore[operator]
+        # A finite Decimal's exponent is an int (only NaN and infinities have a letter there).
+        if -cast(int, value.as_tuple().exponent) > self.decimal_places:
             raise serializers.ValidationError(f"At most {self.decimal_places} decimal places.")
         return value
 
@@ -85,10 +86,9 @@ class NumberField(serializers.Field):
         return value
 
 
-def _printable(value: str) -> str:
+def _printable(value: str) -> None:
     if not value.isprintable():
         raise serializers.ValidationError("Must not contain control characters.")
-    return value
 
 
 class Text(serializers.CharField):
@@ -109,7 +109,7 @@ class MetaSerializer(serializers.Serializer):
     idempotency_key = Text(required=False)
     tenant_id = Text(max_length=64)
     environment = Text(max_length=32)
-    source = Text(max_length=32)
+    source = Text(max_length=32)  # type: ignore[assignment]  # a declared field, not Field.source: DRF's metaclass moves it into _declared_fields
     sent_at_utc = UtcDateTimeField()
 
     def validate_protocol_version(self, value: str) -> str:
@@ -140,9 +140,9 @@ class RequestSerializer(serializers.Serializer):
 class EnvelopeSerializer(serializers.Serializer):
     meta = MetaSerializer()
     actor = ActorSerializer()
-    context = ContextSerializer()
+    context = ContextSerializer()  # type: ignore[assignment]  # a declared field, not Field.context: DRF's metaclass moves it into _declared_fields
     request = RequestSerializer()
-    payload = serializers.DictField()
+    payload: serializers.Field = serializers.DictField()  # the documentation subclasses declare it precisely
 
 
 # --- Command payloads (PROTOCOL.md §5) --------------------------------------------------------
@@ -395,11 +395,12 @@ def validate_command_payload(payload: Any, prefix: str = "payload") -> tuple[dic
 
 
 # Compiled at import, so a serializer the compiler refuses is logged once at start-up.
-for _serializer_class in (
+_COMPILED_AT_IMPORT: tuple[type[serializers.Serializer], ...] = (
     EnvelopeSerializer,
     LegacyFlatCommandSerializer,
     CommandCommonSerializer,
     PolicyPayloadSerializer,
     *PAYLOAD_SERIALIZERS.values(),
-):
+)
+for _serializer_class in _COMPILED_AT_IMPORT:
     fast_validator(_serializer_class)

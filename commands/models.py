@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import DatabaseError, connection, models
 from django.utils import timezone
@@ -74,6 +74,9 @@ class Command(models.Model):
             models.Index(fields=["state", "lane", "updated_at"], name="command_state_lane"),
         ]
         ordering = ["-received_at", "-id"]
+
+    # Not a column: execution.runner.command_claim sets it on the instance it hands a worker.
+    claimed_before: bool
 
     def __str__(self) -> str:
         return f"{self.command_id} ({self.command_type}, {self.state})"
@@ -182,7 +185,8 @@ def _transition_statement(command: Command, changed: list[str], *, previous: str
     (the execution lanes' hot path), built once for each set of changed fields."""
     names = tuple(changed)
     sql = _transition_sql.get(names)
-    fields = [Command._meta.get_field(name) for name in names]
+    # update_fields names concrete columns of Command, never a relation's reverse side.
+    fields = cast("list[models.Field]", [Command._meta.get_field(name) for name in names])
     if sql is None:
         assignments = ", ".join(f'"{field.column}" = %s' for field in fields)
         sql = _transition_sql[names] = f"""
