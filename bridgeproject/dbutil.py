@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
@@ -73,12 +73,15 @@ def prepared_cursor() -> Iterator[Any]:
             raw.close()
 
 
-class RowReader:
+_M = TypeVar("_M", bound=Model)
+
+
+class RowReader(Generic[_M]):
     """A model's columns for a hand-written statement, and its instances from the rows it returns,
     converted as the ORM converts them (JSON decoded, time zones applied): the hot paths select
     what they need in the statement that writes, instead of building and running a queryset."""
 
-    def __init__(self, model: type[Model], alias: str) -> None:
+    def __init__(self, model: type[_M], alias: str) -> None:
         self.model = model
         self.fields = model._meta.concrete_fields
         self.names = [field.attname for field in self.fields]
@@ -86,7 +89,7 @@ class RowReader:
         self.width = len(self.fields)
         self._converters: list[tuple[int, list[Any], Any]] | None = None
 
-    def read(self, values: Sequence[Any]) -> Model:
+    def read(self, values: Sequence[Any]) -> _M:
         if self._converters is None:
             self._converters = []
             for index, field in enumerate(self.fields):
@@ -111,7 +114,7 @@ def insert_unless_conflicting(instance: Model, fields: Sequence[Field]) -> int |
     database is not PostgreSQL, the manager's insert does the same."""
     model = type(instance)
     if connection.vendor != "postgresql":
-        inserted = model._base_manager._insert(
+        inserted = model._base_manager._insert(  # type: ignore[attr-defined]  # QuerySet._insert (private, proxied onto managers) is not in django-stubs
             [instance], fields=list(fields), returning_fields=[model._meta.pk], on_conflict=OnConflict.IGNORE
         )
         return inserted[0][0] if inserted and inserted[0] is not None else None

@@ -114,7 +114,7 @@ def _from_drf(exc: drf.APIException) -> BridgeError:
     if isinstance(exc, drf.NotFound):
         return BridgeError(404, "not_found", str(exc.detail))
     if isinstance(exc, drf.Throttled):
-        wait = int(exc.wait or 1)
+        wait = int(exc.wait or 1)  # type: ignore[attr-defined]  # set by Throttled.__init__, absent from djangorestframework-stubs
         return BridgeError(429, "rate_limited", str(exc.detail), headers={"Retry-After": str(wait)})
     return BridgeError(exc.status_code, exc.default_code, str(exc.detail))
 
@@ -176,7 +176,9 @@ def document_problem_content_type(result: dict[str, Any], generator: Any, reques
                 continue
             for response in operation.get("responses", {}).values():
                 content = response.get("content") if isinstance(response, dict) else None
-                media = content.get("application/json") if isinstance(content, dict) else None
+                if not isinstance(content, dict):
+                    continue
+                media = content.get("application/json")
                 if media and media.get("schema", {}).get("$ref", "").endswith("/Problem"):
                     content[PROBLEM_CONTENT_TYPE] = content.pop("application/json")
     return result

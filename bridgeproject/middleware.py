@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from typing import TypeGuard, cast
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -17,7 +18,7 @@ _MAX_CORRELATION_LENGTH = 128
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
-def is_clean_correlation_id(raw: object) -> bool:
+def is_clean_correlation_id(raw: object) -> TypeGuard[str]:
     """Fit to travel in a header: 1–128 printable ASCII characters."""
     return isinstance(raw, str) and 0 < len(raw) <= _MAX_CORRELATION_LENGTH and raw.isprintable() and raw.isascii()
 
@@ -26,18 +27,30 @@ def _clean_correlation_id(raw: str | None) -> str:
     return raw if is_clean_correlation_id(raw) else str(uuid.uuid4())
 
 
+class CorrelatedRequest(HttpRequest):
+    """For type checking: an HttpRequest that CorrelationIdMiddleware has given its correlation id
+    (Django's HttpRequest declares no such attribute). No instance is ever made of it."""
+
+    correlation_id: str
+
+
+def correlated(request: HttpRequest) -> CorrelatedRequest:
+    """`request` as the middleware left it: every request it passed carries `correlation_id`."""
+    return cast(CorrelatedRequest, request)
+
+
 class CorrelationIdMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         correlation_id = _clean_correlation_id(request.headers.get(CORRELATION_HEADER))
-        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        correlated(request).correlation_id = correlation_id
         with context.scope(correlation_id=correlation_id):
             response = self._guarded(request)
         # The view may adopt meta.correlation_id when the header was absent; one that cannot be a
         # header value (control characters, non-ASCII) is not echoed: that was a 500.
-        adopted = request.correlation_id  # type: ignore[attr-defined]
+        adopted = correlated(request).correlation_id
         response[CORRELATION_HEADER] = adopted if is_clean_correlation_id(adopted) else correlation_id
         return response
 

@@ -1,13 +1,13 @@
 """The URL wiring, on top of every app: each app's routes, composed here and nowhere else."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from execution.health import HealthView
 from risk.api import AccountView, ProtectiveActionsView
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("commands.urls")),
     path("mt5/accounts/<int:account_login>", AccountView.as_view(), name="account"),
     path(

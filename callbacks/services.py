@@ -27,7 +27,7 @@ HEALTH_MAX_PENDING_AGE_SECONDS = 60.0
 
 def callback_path(request_type: str) -> str:
     """The Laravel path a callback type is posted to (configurable per type)."""
-    paths = {
+    paths: dict[str, str] = {
         RequestType.PROTECTIVE_ACTION_REPORT: settings.LARAVEL_PROTECTIVE_ACTIONS_PATH,
         RequestType.COMMAND_RESULT: settings.LARAVEL_COMMAND_RESULTS_PATH,
     }

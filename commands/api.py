@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,8 +34,11 @@ class JsonAnswers(DefaultContentNegotiation):
     """The envelope endpoints answer JSON whatever Accept says (their only renderer), without
     parsing Accept on every request; bodies are still matched against the JSON parser (415)."""
 
-    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> tuple:
-        return renderers[0], renderers[0].media_type
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class IngestView(APIView):
@@ -56,7 +62,7 @@ class CommandPagination(CursorPagination):
     max_page_size = 200
     page_size_query_param = "page_size"
 
-    def get_page_size(self, request: Request) -> int:
+    def get_page_size(self, request: Request) -> int | None:
         raw = request.query_params.get(self.page_size_query_param)
         if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= self.max_page_size):
             raise validation_error([{"field": "page_size", "message": f"An integer from 1 to {self.max_page_size}."}])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -72,7 +72,8 @@ class NumberField(serializers.Field):
             raise serializers.ValidationError(f"Must be at least {self.min_value}.")
         if self.max_value is not None and value > self.max_value:
             raise serializers.ValidationError(f"Must be at most {self.max_value}.")
-        if -value.as_tuple().exponent > self.decimal_places:  # type: ignore[operator]
+        # A finite Decimal's exponent is an int (only NaN and infinities have a letter there).
+        if -cast(int, value.as_tuple().exponent) > self.decimal_places:
             raise serializers.ValidationError(f"At most {self.decimal_places} decimal places.")
         return value
 
@@ -80,10 +81,9 @@ class NumberField(serializers.Field):
         return value
 
 
-def _printable(value: str) -> str:
+def _printable(value: str) -> None:
     if not value.isprintable():
         raise serializers.ValidationError("Must not contain control characters.")
-    return value
 
 
 class Text(serializers.CharField):
@@ -104,7 +104,7 @@ class MetaSerializer(serializers.Serializer):
     idempotency_key = Text(required=False)
     tenant_id = Text(max_length=64)
     environment = Text(max_length=32)
-    source = Text(max_length=32)
+    source = Text(max_length=32)  # type: ignore[assignment]  # a declared field, not Field.source: DRF's metaclass moves it into _declared_fields
     sent_at_utc = UtcDateTimeField()
 
     def validate_protocol_version(self, value: str) -> str:
@@ -135,9 +135,9 @@ class RequestSerializer(serializers.Serializer):
 class EnvelopeSerializer(serializers.Serializer):
     meta = MetaSerializer()
     actor = ActorSerializer()
-    context = ContextSerializer()
+    context = ContextSerializer()  # type: ignore[assignment]  # a declared field, not Field.context: DRF's metaclass moves it into _declared_fields
     request = RequestSerializer()
-    payload = serializers.DictField()
+    payload: serializers.Field = serializers.DictField()  # the documentation subclasses declare it precisely
 
 
 # --- Command payloads (PROTOCOL.md §5) --------------------------------------------------------

@@ -19,7 +19,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import rest_framework
 from django.conf import settings
@@ -32,6 +32,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 Converter = Callable[[Any], Any]
 Check = Callable[[Any], None]
 HandlerFactory = Callable[[fields.Field, tuple[Check, ...]], Converter]
+_FieldT = TypeVar("_FieldT", bound=fields.Field)
 
 # The inline handlers below restate DRF 3.18's own code; another series may validate differently.
 DRF_SERIES = "3.18"
@@ -67,8 +68,10 @@ _MISSING = object()
 _HANDLERS: dict[type, HandlerFactory] = {}
 
 
-def register(field_class: type[fields.Field], factory: HandlerFactory) -> None:
-    _HANDLERS[field_class] = factory
+def register(field_class: type[_FieldT], factory: Callable[[_FieldT, tuple[Check, ...]], Converter]) -> None:
+    # `_handler_for` only hands a factory the instances of the class it was registered for (or of a
+    # subclass), so a factory typed for that class is safe to store among the general ones.
+    _HANDLERS[field_class] = cast(HandlerFactory, factory)
 
 
 def register_by_to_internal_value(*field_classes: type[fields.Field]) -> None:
@@ -103,7 +106,8 @@ def _handler_for(field: fields.Field) -> HandlerFactory:
 
 def _compile_check(validator: Any) -> Check:
     kind = type(validator)
-    limit = getattr(validator, "limit_value", None)
+    # BaseValidator.limit_value is typed Any (a value or a callable); None for other validators.
+    limit: Any = getattr(validator, "limit_value", None)
     if kind in (django_validators.MaxLengthValidator, django_validators.MinLengthValidator) and not callable(limit):
         if kind is django_validators.MaxLengthValidator:
 
@@ -170,7 +174,7 @@ def _by_to_internal_value(field: fields.Field, checks: tuple[Check, ...]) -> Con
     return _run_checks(field.to_internal_value, checks)
 
 
-def _char(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
+def _char(field: fields.CharField, checks: tuple[Check, ...]) -> Converter:
     # CharField.run_validation: a blank value returns '' before the validators run. The length,
     # NUL and surrogate validators every CharField carries are done here without a call each.
     allow_blank: bool = field.allow_blank
@@ -222,7 +226,7 @@ def _char(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
     return convert
 
 
-def _choice(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
+def _choice(field: fields.ChoiceField, checks: tuple[Check, ...]) -> Converter:
     # The same str -> declared value map DRF looks up, so a TextChoices member comes back as such.
     choices: dict[str, Any] = dict(field.choice_strings_to_values)
     allow_blank: bool = field.allow_blank
@@ -303,7 +307,7 @@ def _unvalidated(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
     return _run_checks(lambda value: value, checks)
 
 
-def _list(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
+def _list(field: fields.ListField, checks: tuple[Check, ...]) -> Converter:
     child = compile_field(field.child)
     allow_empty: bool = field.allow_empty
 
@@ -318,7 +322,7 @@ def _list(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
     return convert
 
 
-def _dict(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
+def _dict(field: fields.DictField, checks: tuple[Check, ...]) -> Converter:
     child = compile_field(field.child)
     allow_empty: bool = field.allow_empty
     unvalidated = type(field.child) is fields._UnvalidatedField and not field.child.validators
@@ -337,10 +341,10 @@ def _dict(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
     return convert
 
 
-def _nested(field: fields.Field, checks: tuple[Check, ...]) -> Converter:
+def _nested(field: serializers.Serializer, checks: tuple[Check, ...]) -> Converter:
     if checks:
         raise NotCompilable(f"{type(field).__name__} has serializer-level validators")
-    return compile_serializer_instance(field)  # type: ignore[arg-type]
+    return compile_serializer_instance(field)
 
 
 register(fields.CharField, _char)

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from bridgeproject import context
 from bridgeproject.errors import BridgeError, flatten_errors, validation_error
+from bridgeproject.middleware import correlated
 from commands import idempotency
 from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, PolicyPayloadSerializer
 from commands.models import IdempotencyRecord
@@ -21,7 +22,7 @@ from commands.services import command_accept
 from commands.validation import validate_command_payload, validate_with
 from policies.models import TradingAccount
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
-from tenancy.auth import Principal
+from tenancy.auth import Principal, principal_of
 from tenancy.models import Tenant
 
 SUPPORTED_PROTOCOL_MAJOR = "1"
@@ -57,7 +58,7 @@ def tenant_for(principal: Principal, tenant_id: Any) -> Tenant:
 
 def read_tenant(request: Request) -> Tenant:
     """The tenant of a GET: the token's only tenant, or X-Tenant-ID for a multi-tenant token."""
-    principal: Principal = request.user
+    principal = principal_of(request)
     wanted = request.headers.get("X-Tenant-ID")
     if not wanted:  # absent or empty
         if len(principal.tenant_ids) != 1:
@@ -143,11 +144,14 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
         raise validation_error([{"field": "body", "message": "The body must be a JSON object."}])
     flat = allow_flat and "meta" not in body and "command_id" in body
     key = idempotency.resolve_key(header=request.headers.get("X-Idempotency-Key"), body=body, legacy_flat=flat)
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-    tenant = tenant_for(request.user, body.get("tenant_id") if flat else meta.get("tenant_id"))
+    meta = body.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
+    tenant = tenant_for(principal_of(request), body.get("tenant_id") if flat else meta.get("tenant_id"))
     if request.headers.get("X-Correlation-ID") is None and isinstance(meta.get("correlation_id"), str):
-        request._request.correlation_id = meta["correlation_id"][:128]
-    context.bind(tenant=tenant.tenant_id, correlation_id=request._request.correlation_id, idempotency_key=key)
+        correlated(request._request).correlation_id = meta["correlation_id"][:128]
+    correlation_id = correlated(request._request).correlation_id
+    context.bind(tenant=tenant.tenant_id, correlation_id=correlation_id, idempotency_key=key)
 
     fingerprint = idempotency.fingerprint(body)
     # A retry this process has seen costs nothing more; others are caught by run_once's insert.
@@ -162,7 +166,7 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
         method=request.method or "POST",
         path=request.path,
         request_type="command",
-        correlation_id=request._request.correlation_id,
+        correlation_id=correlation_id,
     )
     if flat:
         try:

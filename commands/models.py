@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import DatabaseError, connection, models
 from django.utils import timezone
@@ -74,6 +74,9 @@ class Command(models.Model):
             models.Index(fields=["state", "lane", "updated_at"], name="command_state_lane"),
         ]
         ordering = ["-received_at", "-id"]
+
+    # Not a column: execution.runner.command_claim sets it on the instance it hands a worker.
+    claimed_before: bool
 
     def __str__(self) -> str:
         return f"{self.command_id} ({self.command_type}, {self.state})"
@@ -175,7 +178,8 @@ def _transition_statement(command: Command, changed: list[str], *, previous: str
     (the execution lanes' hot path)."""
     from commands import sql  # the statements name this module's tables
 
-    fields = [Command._meta.get_field(name) for name in changed]
+    # update_fields names concrete columns of Command, never a relation's reverse side.
+    fields = cast("list[models.Field]", [Command._meta.get_field(name) for name in changed])
     statement = sql.transition(tuple(changed))
     values = [field.get_db_prep_save(getattr(command, field.attname), connection) for field in fields]
     event = [CommandEvent.Kind.TRANSITION.value, at, previous, command.state, note]

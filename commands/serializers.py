@@ -23,7 +23,7 @@ class ProblemSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
     correlation_id = serializers.CharField(allow_null=True)
-    errors = ProblemFieldSerializer(many=True)
+    errors = ProblemFieldSerializer(many=True)  # type: ignore[assignment]  # a declared field, not Serializer.errors: DRF's metaclass moves it into _declared_fields
 
 
 class AcceptedSerializer(serializers.Serializer):

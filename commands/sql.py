@@ -7,6 +7,9 @@ a bound parameter. The ORM path beside each, for SQLite, is in `commands.service
 
 from __future__ import annotations
 
+from typing import cast
+
+from django.db import models
 from django_q.models import OrmQ
 
 from commands.models import Command, CommandEvent, IdempotencyRecord
@@ -60,7 +63,9 @@ def transition(names: tuple[str, ...]) -> str:
     """UPDATE the command's `names` columns and INSERT the transition's timeline entry."""
     statement = _transitions.get(names)
     if statement is None:
-        assignments = ", ".join(f'"{Command._meta.get_field(name).column}" = %s' for name in names)
+        # update_fields names concrete columns of Command, never a relation's reverse side.
+        columns = [cast("models.Field", Command._meta.get_field(name)).column for name in names]
+        assignments = ", ".join(f'"{column}" = %s' for column in columns)
         statement = _transitions[names] = f"""
 WITH moved AS (UPDATE {Command._meta.db_table} SET {assignments} WHERE id = %s RETURNING id)
 INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)

@@ -145,11 +145,12 @@ def validate_command_payload(payload: Any, prefix: str = "payload") -> tuple[dic
 
 
 # Compiled at import, so a serializer the compiler refuses is logged once at start-up.
-for _serializer_class in (
+_COMPILED_AT_IMPORT: tuple[type[serializers.Serializer], ...] = (
     EnvelopeSerializer,
     LegacyFlatCommandSerializer,
     CommandCommonSerializer,
     PolicyPayloadSerializer,
     *PAYLOAD_SERIALIZERS.values(),
-):
+)
+for _serializer_class in _COMPILED_AT_IMPORT:
     fast_validator(_serializer_class)

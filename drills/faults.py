@@ -434,7 +434,7 @@ def drill_receiver_down(url: str, *, events: int = 40, down: float = 30.0, busy:
                     )
                     body = command_body("sync_account", tenant=tenant, login=login, fast=n % 4 == 0)
                     response, _ = post_until_answered(client, body, token)
-                    command_ids.append(response.json()["command_id"])  # type: ignore[union-attr]
+                    command_ids.append(response.json()["command_id"])  # type: ignore[union-attr]  # None only once 90 s of retries gave up: the drill fails here
             Command, _ = _orm()
             wait_for(
                 lambda: (
@@ -574,7 +574,7 @@ def drill_terminal_down(url: str, *, down: float = 30.0) -> dict[str, Any]:
                         stop_loss=round(1.0 + n / 100, 5),
                     )
                     response, _ = post_until_answered(client, body, DEMO_TOKEN)
-                    sent.append((response.json()["command_id"], expires))  # type: ignore[union-attr]
+                    sent.append((response.json()["command_id"], expires))  # type: ignore[union-attr]  # None only once retries gave up: the drill fails here
             time.sleep(max(0.0, down - (time.monotonic() - cut_at)))
             _orm()
             sim_clear_faults()

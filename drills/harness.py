@@ -100,29 +100,29 @@ class Service:
 
     def pids(self) -> list[int]:
         """This process and all its descendants."""
-        if not self.alive:
+        if self.popen is None or not self.alive:
             return []
         import psutil
 
         try:
-            root = psutil.Process(self.popen.pid)  # type: ignore[union-attr]
+            root = psutil.Process(self.popen.pid)
             return [root.pid, *(child.pid for child in root.children(recursive=True))]
         except psutil.NoSuchProcess:
             return []
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.alive:
+        if self.popen is not None and self.alive:
             try:
-                os.killpg(self.popen.pid, sig)  # type: ignore[union-attr]
+                os.killpg(self.popen.pid, sig)
             except ProcessLookupError:
                 pass
-            self.popen.wait(timeout=30)  # type: ignore[union-attr]
+            self.popen.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.alive:
+        if self.popen is not None and self.alive:
             try:
-                os.killpg(self.popen.pid, signal.SIGTERM)  # type: ignore[union-attr]
-                self.popen.wait(timeout=20)  # type: ignore[union-attr]
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
             except ProcessLookupError:

@@ -27,7 +27,7 @@ from execution.heartbeat import workers_alive
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 # A lane whose oldest task has waited this long is not keeping up.
-LANE_MAX_AGE_SECONDS = {Lane.NORMAL: 60.0, Lane.FAST: 2.0}
+LANE_MAX_AGE_SECONDS: dict[str, float] = {Lane.NORMAL: 60.0, Lane.FAST: 2.0}
 
 
 def check_database() -> dict[str, Any]:

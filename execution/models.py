@@ -9,14 +9,23 @@ bridge's own records. Times are stored as epoch milliseconds, as MT5 reports the
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TypedDict
 
 from django.db import models
 
 from execution.simulator import constants as c
 
-MONEY = {"max_digits": 20, "decimal_places": 2}
-PRICE = {"max_digits": 20, "decimal_places": 6}
-VOLUME = {"max_digits": 14, "decimal_places": 4}
+
+class _Digits(TypedDict):
+    """The precision arguments of a ``DecimalField``, typed so ``**MONEY`` type-checks."""
+
+    max_digits: int
+    decimal_places: int
+
+
+MONEY: _Digits = {"max_digits": 20, "decimal_places": 2}
+PRICE: _Digits = {"max_digits": 20, "decimal_places": 6}
+VOLUME: _Digits = {"max_digits": 14, "decimal_places": 4}
 ZERO = Decimal("0")
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -71,7 +71,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
         }
         if pk is not None:
             statement = sql.CLAIM_ONE
-        elif spare_doorbell and rings_with_the_commit(lane):
+        elif spare_doorbell and lane is not None and rings_with_the_commit(lane):
             statement, params["queue"] = sql.CLAIM_NEXT_AND_DOORBELL, lane_broker(lane).list_key
         else:
             statement = sql.CLAIM_NEXT
@@ -100,7 +100,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
                 to_state=State.EXECUTING,
                 at=now,
             )
-            if spare_doorbell and rings_with_the_commit(lane):
+            if spare_doorbell and lane is not None and rings_with_the_commit(lane):
                 spare = OrmQ.objects.filter(key=lane_broker(lane).list_key, lock__lt=now)
                 spare.filter(pk__in=list(spare.values_list("pk", flat=True)[:1])).delete()
         # The policy is read only by the executors that need it (open_position asks for it).
@@ -254,7 +254,8 @@ def _run(command: Command) -> str:
         if not step.retry or backoff is None or timezone.now() + timedelta(seconds=backoff) > deadline:
             if step.retry and maybe_sent:
                 # The last answer was lost: look once more, sending nothing, before saying failed.
-                found = _attempt(command, ReadOnlyGateway(gateway), record, reconcile=True)
+                # ReadOnlyGateway answers every Gateway method through __getattr__ (it wraps, not subclasses).
+                found = _attempt(command, cast(Gateway, ReadOnlyGateway(gateway)), record, reconcile=True)
                 step = found if found.state == State.SUCCEEDED else step
             if step.retry and step.state != State.SUCCEEDED:
                 step.error_message = f"{step.error_message} (gave up after {command.attempts} attempts)".strip()

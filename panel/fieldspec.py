@@ -71,7 +71,7 @@ def field_spec(name: str, field: serializers.Field) -> dict[str, Any]:
         spec["child"] = field_spec("item", field.child)
         if field.max_length is not None:
             spec["max_items"] = field.max_length
-    if isinstance(field, serializers.BaseSerializer):
+    if isinstance(field, serializers.Serializer):
         spec["fields"] = serializer_spec(type(field))
     return spec
 
@@ -103,7 +103,11 @@ def default_lane(command_type: str) -> str:
     """The lane a command of this type takes with the default priority and no fast_lane flag."""
     common = env.CommandCommonSerializer().fields
     return str(
-        lane_for(priority=common["priority"].default, fast_lane=common["fast_lane"].default, raised_by_bridge=False)
+        lane_for(
+            priority=str(common["priority"].default),
+            fast_lane=bool(common["fast_lane"].default),
+            raised_by_bridge=False,
+        )
     )
 
 

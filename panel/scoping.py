@@ -10,7 +10,7 @@ to users who see every tenant: they describe the whole bridge, not one tenant.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Model, Q, QuerySet
@@ -51,7 +51,7 @@ def visible_tenant_pks(user: Any) -> frozenset[int] | None:
     """The primary keys of the tenants the user may see, or ALL (None). Cached on the user object."""
     cached = getattr(user, "_panel_tenant_pks", False)
     if cached is not False:
-        return cached
+        return cast("frozenset[int] | None", cached)  # only this function sets the attribute
     result: frozenset[int] | None
     if not getattr(user, "is_active", False) or not getattr(user, "is_staff", False):
         result = frozenset()

@@ -68,7 +68,7 @@ def api_call(
 ) -> ApiResult:
     """Run one API request in-process through the real view; the caller has checked the user may act for the tenant."""
     sent_headers = {"Content-Type": "application/json", "X-Protocol-Version": "1", **(headers or {})}
-    meta = {
+    meta: dict[str, Any] = {
         f"HTTP_{name.upper().replace('-', '_')}": value
         for name, value in sent_headers.items()
         if name != "Content-Type"
@@ -76,10 +76,9 @@ def api_call(
     if method == "GET":
         request = _factory.get(path, **meta)
     else:
-        request = _factory.generic(
-            method, path, data=json.dumps(body).encode(), content_type="application/json", **meta
-        )
-    force_authenticate(request, user=panel_principal(username=username, tenant_id=tenant_id))
+        request = _factory.generic(method, path, data=json.dumps(body), content_type="application/json", **meta)
+    principal = panel_principal(username=username, tenant_id=tenant_id)
+    force_authenticate(request, user=principal)  # type: ignore[arg-type]  # DRF takes any user object; the API's is a Principal
     match = resolve(path)
     response = CorrelationIdMiddleware(lambda req: match.func(req, *match.args, **match.kwargs))(request)
     if hasattr(response, "render"):

@@ -132,7 +132,7 @@ def payload_replay(
     elif payload.kind == kind.PROTECTIVE_ACTION_REPORT:
         result, key = _enqueue_report(payload=payload, tenant=tenant, base=base or {}, same_key=same_key, last=last)
     elif payload.kind == kind.FLAT_COMMAND:
-        body = copy.deepcopy(base) if last is not None else _prepare_flat(base or {}, tenant, fresh=not same_key)
+        body = copy.deepcopy(base or {}) if last is not None else _prepare_flat(base or {}, tenant, fresh=not same_key)
         body["tenant_id"] = tenant.tenant_id
         key = str(body.get("command_id") or "")
         result = api_call(username=username, tenant_id=tenant.tenant_id, method="POST", path=payload.path, body=body)
@@ -154,10 +154,15 @@ def _enqueue_report(
     from callbacks.services import callback_enqueue
 
     actor = base.get("actor") or {}
-    account = TradingAccount.objects.filter(
-        tenant=tenant, login=actor.get("account_login"), server=actor.get("server", "")
-    ).first()
+    login = actor.get("account_login")
+    # No login matches no account (filtering on login=None would find none either).
+    account = (
+        None
+        if login is None
+        else TradingAccount.objects.filter(tenant=tenant, login=login, server=actor.get("server", "")).first()
+    )
     path = payload.path
+    body: dict[str, Any]
     if account is None:
         body = {"detail": f"Account {actor.get('account_login')}@{actor.get('server')} is not registered for {tenant}."}
         return ApiResult("OUTBOX", path, {}, base, 404, {}, body), ""

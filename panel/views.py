@@ -79,6 +79,12 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
+def _object(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """`data[name]` when it is a JSON object, else None."""
+    value = data.get(name)
+    return value if isinstance(value, dict) else None
+
+
 # --- Payload builder ------------------------------------------------------------------------------
 
 
@@ -149,15 +155,15 @@ def builder_preview(request: HttpRequest) -> JsonResponse:
         request_type in ("command", "flat_command") and command_type not in fieldspec.COMMAND_TYPES
     ):
         return JsonResponse({"error": "Pick a request type and a command type."}, status=400)
-    account = data.get("account") if isinstance(data.get("account"), dict) else {}
+    account = _object(data, "account") or {}
     built = build_request(
         request_type=request_type,
         tenant_id=tenant.tenant_id,
         account=account,
         command_type=command_type,
-        fields=data.get("fields") if isinstance(data.get("fields"), dict) else {},
-        ids=data.get("ids") if isinstance(data.get("ids"), dict) else None,
-        context=data.get("context") if isinstance(data.get("context"), dict) else None,
+        fields=_object(data, "fields") or {},
+        ids=_object(data, "ids"),
+        context=_object(data, "context"),
     )
     result = built.as_dict()
     result["warnings"] = _account_warnings(request_type, tenant, account)
@@ -190,7 +196,7 @@ def builder_send(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"error": "The builder sends only to the commands, policies and account paths."}, status=400
         )
-    raw_headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
+    raw_headers = _object(data, "headers") or {}
     headers = {name: str(raw_headers[name]) for name in SENDABLE_HEADERS if raw_headers.get(name)}
     try:
         result, send = panel_send(

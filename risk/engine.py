@@ -9,10 +9,10 @@ statements are in `risk.sql`, and what a breach sets off (the protective action)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -67,7 +67,8 @@ def state_from_row(row: AccountRisk) -> rules.RiskState:
         total_floor=row.total_floor,
         daily_reference=row.daily_reference,
         daily_reference_date=row.daily_reference_date,
-        daily_reference_source=row.daily_reference_source,  # type: ignore[arg-type]
+        # A plain CharField in the table; only _state_to_row writes it, from a RiskState.
+        daily_reference_source=cast(rules.ReferenceSource, row.daily_reference_source),
         violation_count=row.violation_count,
         breached_tickets=frozenset(row.breached_tickets),
         hard_breached=row.hard_breached,
@@ -97,7 +98,8 @@ def risk_state_apply_policy(*, account: TradingAccount, snapshot: PolicySnapshot
     try:
         state = rules.RiskState.apply_policy(old, policy)
     except rules.StalePolicyError:
-        return row  # type: ignore[return-value]
+        # Only a stored state can be newer than the policy: the row exists.
+        return cast(AccountRisk, row)
     row = row or AccountRisk(account=account)
     _state_to_row(state, row)
     row.trading_block = rules.open_position_block(policy, state, timezone.now()) or ""
@@ -296,9 +298,9 @@ def read_accounts(gateway: Gateway, keys: list[tuple[int, str]]) -> Reading:
     """The accounts' MT5 snapshots in `keys` order. A gateway that can hand them over one by one
     (read together, each converted when its turn comes) lets the monitor act on a breach without
     waiting for every other account's conversion first."""
-    stream = getattr(gateway, "account_snapshots_stream", None)
+    stream: Callable[[list[tuple[int, str]]], Reading] | None = getattr(gateway, "account_snapshots_stream", None)
     if stream is not None:
-        return stream(keys)  # type: ignore[no-any-return]
+        return stream(keys)
     return gateway.account_snapshots(keys).items()
 
 

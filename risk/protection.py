@@ -92,6 +92,7 @@ def protective_action_raise(
         if not breach.enabled or breach.action == "none":
             _finish_without_command(action, policy)
             return True
+        specs: list[tuple[str, dict[str, Any]]]
         if breach.action == "close_position":
             specs = [(CommandType.CLOSE_POSITION, {"ticket": breach.ticket})]
         else:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 __all__ = [
     "RULES",
@@ -221,10 +221,11 @@ class Policy:
             daily_starting_balance_date=_date(payload, "daily_starting_balance_date"),
             max_daily_dd_pct=_decimal(payload, "max_daily_dd_pct"),
             max_total_dd_pct=_decimal(payload, "max_total_dd_pct"),
-            drawdown_type=_str(payload, "drawdown_type"),  # type: ignore[arg-type]
+            # The two Literal fields are cast: __post_init__ (_validate) refuses any other string.
+            drawdown_type=cast(DrawdownType, _str(payload, "drawdown_type")),
             lock_trailing_drawdown=_bool(payload, "lock_trailing_drawdown", default=False),
             trailing_drawdown=None if trailing is None else _bool(payload, "trailing_drawdown"),
-            daily_dd_base=_str(payload, "daily_dd_base", default="starting_balance"),  # type: ignore[arg-type]
+            daily_dd_base=cast(DailyBase, _str(payload, "daily_dd_base", default="starting_balance")),
             daily_reset_time_utc=_time(payload, "daily_reset_time_utc", default=time(0, 0)),
             max_single_trade_loss_pct=_decimal(payload, "max_single_trade_loss_pct"),
             max_single_trade_loss_violations_allowed=_int(payload, "max_single_trade_loss_violations_allowed"),

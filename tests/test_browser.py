@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.apps import apps
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def panel_data(transactional_db: None) -> dict[str, object]:
+def panel_data(transactional_db: None) -> dict[str, Any]:
     """What the first migrate creates, again: transactional tests before this one flushed it."""
     sync_roles(apps)
     importlib.import_module("panel.migrations.0002_roles_and_example_payloads").forwards(apps, None)
@@ -93,7 +94,7 @@ class Visit:
 
 
 def test_an_operator_builds_the_close_positions_example_sends_it_and_finds_it_in_the_command_list(
-    live_server: object, panel_data: dict[str, object], browser: Browser
+    live_server: object, panel_data: dict[str, Any], browser: Browser
 ) -> None:
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     visit = Visit(page, str(live_server))
@@ -144,9 +145,9 @@ def test_an_operator_builds_the_close_positions_example_sends_it_and_finds_it_in
         ("environment", "/admin/panel/environment/"),
         ("catalogue", "/admin/panel/catalogue/"),
         ("accounts", "/admin/policies/tradingaccount/"),
-        ("account-risk", f"/admin/policies/tradingaccount/{account.pk}/risk/?range=1h"),  # type: ignore[attr-defined]
+        ("account-risk", f"/admin/policies/tradingaccount/{account.pk}/risk/?range=1h"),
         ("test-payloads", "/admin/panel/librarypayload/"),
-        ("replay", f"/admin/panel/librarypayload/{panel_data['example'].pk}/replay/"),  # type: ignore[attr-defined]
+        ("replay", f"/admin/panel/librarypayload/{panel_data['example'].pk}/replay/"),
         ("openapi", "/api/v1/docs"),
     ):
         visit.go(path)

@@ -10,7 +10,7 @@ call, so ``OfficialGateway``'s reconnect and duplicate-order logic applies uncha
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from execution.adapters.official import OfficialGateway, PasswordFor
 from execution.gateway import GatewayUnavailable
@@ -61,7 +61,10 @@ class Mt5LinuxModule:
         if self._transport_error is not None:
             return self._transport_error
         error = self._call("last_error")
-        return self._transport_error if error is None else tuple(error)  # type: ignore[return-value]
+        if error is None:
+            # _call failed and has just recorded why (mypy still holds the attribute narrowed to None).
+            return cast("tuple[int, str]", self._transport_error)
+        return cast("tuple[int, str]", tuple(error))  # MT5's (code, description), copied out of the RPyC proxy
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
