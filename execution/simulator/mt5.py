@@ -1728,17 +1728,6 @@ class SimulatedMetaTrader5:
         self._fail(c.RES_E_UNSUPPORTED)
         return False
 
-    # --- price helpers for the CLI, the feed and tests ----------------------------------------
-    def set_price(self, symbol: str, bid: float | Decimal | str, ask: float | Decimal | str | None = None) -> Tick:
-        quote = svc.sim_set_price(symbol, bid, ask)
-        return Tick(quote.time_msc // 1000, float(quote.bid), float(quote.ask), 0.0, 0, quote.time_msc, 6, 0.0)
-
-    def random_walk_step(self, symbols: list[str] | None = None, **kwargs: Any) -> list[Tick]:
-        return [
-            Tick(q.time_msc // 1000, float(q.bid), float(q.ask), 0.0, 0, q.time_msc, 6, 0.0)
-            for q in svc.sim_random_walk_step(symbols, **kwargs)
-        ]
-
 
 for _name in c.MODULE_CONSTANTS:
     setattr(SimulatedMetaTrader5, _name, getattr(c, _name))
