@@ -26,9 +26,8 @@ from django.db.models import BooleanField, DecimalField, F, Model, Q, Sum
 
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
 from execution.simulator import constants as c
-from execution.simulator import pricing
+from execution.simulator import pricing, sql
 from execution.simulator import service as svc
-from execution.simulator import statements as sql
 from execution.simulator.types import (
     AccountInfo,
     OrderCheckResult,
