@@ -21,8 +21,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import BooleanField, DecimalField, F, Model, Q, Sum
+from django.db.models import DecimalField, F, Q, Sum
 
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
 from execution.simulator import constants as c
@@ -86,351 +85,6 @@ PENDING_TYPES = frozenset(
 
 _INT_FIELDS = ("action", "magic", "order", "deviation", "type", "type_filling", "type_time", "position", "position_by")
 _FLOAT_FIELDS = ("volume", "price", "stoplimit", "sl", "tp")
-
-
-class _SymbolRow(NamedTuple):
-    """The symbol columns position valuation needs (duck-types SimSymbol for pricing)."""
-
-    pk: int
-    name: str
-    bid: Decimal
-    ask: Decimal
-    currency_profit: str
-    currency_margin: str
-    trade_contract_size: Decimal
-    trade_calc_mode: int
-
-
-class _PositionRow(NamedTuple):
-    """An open position read as plain values: the read paths value hundreds of positions per
-    snapshot, and model instances would cost more than the arithmetic."""
-
-    ticket: int
-    type: int
-    volume: Decimal
-    price_open: Decimal
-    sl: Decimal
-    tp: Decimal
-    magic: int
-    comment: str
-    reason: int
-    swap: Decimal
-    time_msc: int
-    time_update_msc: int
-    external_id: str
-    symbol: _SymbolRow
-
-
-class _BulkAccountRow(NamedTuple):
-    """The account columns sim_bulk_state reads (duck-types SimAccount for ``_account_tuple``)."""
-
-    id: int
-    login: int
-    server: str
-    name: str
-    company: str
-    currency: str
-    currency_digits: int
-    leverage: int
-    balance: Decimal
-    credit: Decimal
-    trade_mode: int
-    trade_allowed: bool
-    trade_expert: bool
-    limit_orders: int
-    margin_so_call: Decimal
-    margin_so_so: Decimal
-
-
-class _Symbol(NamedTuple):
-    """A whole SimSymbol row as plain values (duck-types SimSymbol for the trade checks and
-    ``_symbol_tuple``); a test keeps its fields equal to the model's columns."""
-
-    id: int
-    name: str
-    description: str
-    currency_base: str
-    currency_profit: str
-    currency_margin: str
-    digits: int
-    point: Decimal
-    trade_contract_size: Decimal
-    trade_calc_mode: int
-    trade_exemode: int
-    trade_mode: int
-    filling_mode: int
-    sessions_open: bool
-    volume_min: Decimal
-    volume_max: Decimal
-    volume_step: Decimal
-    typical_spread: int
-    trade_stops_level: int
-    swap_long: Decimal
-    swap_short: Decimal
-    commission_per_lot: Decimal
-    anchor: Decimal
-    bid: Decimal
-    ask: Decimal
-    price_time_msc: int
-
-    @property
-    def pk(self) -> int:
-        return self.id
-
-
-class _LockedAccount(NamedTuple):
-    """The account row ``order_send`` locks, and whether any injected fault is pending."""
-
-    id: int
-    login: int
-    server: str
-    name: str
-    company: str
-    currency: str
-    currency_digits: int
-    leverage: int
-    balance: Decimal
-    credit: Decimal
-    trade_mode: int
-    trade_allowed: bool
-    trade_expert: bool
-    limit_orders: int
-    margin_so_call: Decimal
-    margin_so_so: Decimal
-    pending_faults: bool
-
-    @property
-    def pk(self) -> int:
-        return self.id
-
-
-class _LockedPosition(NamedTuple):
-    """The position a close or an SL/TP change targets, read under its row lock."""
-
-    id: int
-    ticket: int
-    type: int
-    volume: Decimal
-    price_open: Decimal
-    sl: Decimal
-    tp: Decimal
-    swap: Decimal
-    symbol: _Symbol
-
-    @property
-    def pk(self) -> int:
-        return self.id
-
-
-_POSITION_COLUMNS = _PositionRow._fields[:-1]
-_SYMBOL_COLUMNS = tuple("symbol_id" if f == "pk" else f"symbol__{f}" for f in _SymbolRow._fields)
-_ACCOUNT_COLUMNS = _LockedAccount._fields[:-1]
-_LOCKED_POSITION_COLUMNS = _LockedPosition._fields[:-1]
-_PG = "postgresql"
-
-
-def _positions_select(db: BaseDatabaseWrapper, *, ticket: bool, symbol: bool, ordered: bool) -> sql.Select:
-    """``_position_rows`` of an account's positions, optionally one ticket's or one symbol's."""
-    cols = sql.Columns(db).add(SimPosition, _POSITION_COLUMNS, "p")
-    cols.add(SimSymbol, ("id" if f == "pk" else f for f in _SymbolRow._fields), "s")
-    where = [f"{sql.column(SimPosition, 'account_id', 'p')} = %(account)s"]
-    if ticket:
-        where.append(f"{sql.column(SimPosition, 'ticket', 'p')} = %(ticket)s")
-    if symbol:
-        where.append(f"{sql.column(SimSymbol, 'name', 's')} = %(name)s")
-    order = (
-        f" ORDER BY {sql.column(SimPosition, 'time_msc', 'p')}, {sql.column(SimPosition, 'ticket', 'p')}"
-        if ordered
-        else ""
-    )
-    return cols.select(
-        f"FROM {sql.table(SimPosition)} {sql.qn('p')} INNER JOIN {sql.table(SimSymbol)} {sql.qn('s')}"
-        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimPosition, 'symbol_id', 'p')}"
-        f" WHERE {' AND '.join(where)}{order}"
-    )
-
-
-def _position_rows_of(account_id: int, *, ticket: int | None = None, symbol: str | None = None) -> list[_PositionRow]:
-    """``_position_rows`` over one account's positions in (time_msc, ticket) order."""
-    key = f"positions:{ticket is not None}:{symbol is not None}"
-    statement = sql.cached(
-        key, lambda db: _positions_select(db, ticket=ticket is not None, symbol=symbol is not None, ordered=True)
-    )
-    params = {
-        "account": account_id,
-        **sql.prep(SimPosition, {"ticket": ticket}),
-        **sql.prep(SimSymbol, {"name": symbol}),
-    }
-    return _rows_to_positions(statement.rows(params))
-
-
-def _rows_to_positions(values_rows: Iterable[tuple[Any, ...]]) -> list[_PositionRow]:
-    symbols: dict[int, _SymbolRow] = {}
-    rows = []
-    split = len(_POSITION_COLUMNS)
-    for values in values_rows:
-        symbol = symbols.get(values[split])
-        if symbol is None:
-            symbol = symbols[values[split]] = _SymbolRow(*values[split:])
-        rows.append(_PositionRow(*values[:split], symbol))
-    return rows
-
-
-def _symbols_select(db: BaseDatabaseWrapper, *, by_name: bool) -> sql.Select:
-    where = f" WHERE {sql.column(SimSymbol, 'name')} = %(name)s" if by_name else ""
-    return (
-        sql.Columns(db)
-        .add(SimSymbol, _Symbol._fields, "")
-        .select(f"FROM {sql.table(SimSymbol)}{where} ORDER BY {sql.column(SimSymbol, 'name')}")
-    )
-
-
-def _account_select(db: BaseDatabaseWrapper) -> sql.Select:
-    cols = sql.Columns(db).add(SimAccount, _BulkAccountRow._fields, "")
-    return cols.select(f"FROM {sql.table(SimAccount)} WHERE {sql.column(SimAccount, 'id')} = %(account)s")
-
-
-def _fault_exists_sql() -> str:
-    # The ORM's Exists(SimFault.objects.filter(remaining__gt=0)), as the account query had it.
-    return f"EXISTS(SELECT 1 FROM {sql.table(SimFault)} WHERE {sql.column(SimFault, 'remaining')} > 0 LIMIT 1)"  # noqa: S608
-
-
-def _lock_account_select(db: BaseDatabaseWrapper) -> sql.Select:
-    """The account row, locked: what serialises an account's trades across processes."""
-    cols = sql.Columns(db).add(SimAccount, _ACCOUNT_COLUMNS, "")
-    cols.add_expression(_fault_exists_sql(), BooleanField())
-    lock = " FOR UPDATE" if db.vendor == _PG else ""
-    return cols.select(f"FROM {sql.table(SimAccount)} WHERE {sql.column(SimAccount, 'id')} = %(account)s{lock}")
-
-
-def _lock_account_and_position_select(db: BaseDatabaseWrapper) -> sql.Select:
-    """The account row locked, then the target position (with its symbol) locked, in one round
-    trip. On PostgreSQL the account is locked in a materialised CTE and the position in a
-    LATERAL subquery that depends on it, so the locks are taken in the order the two separate
-    queries took them: account first. A position another transaction changed while this one
-    waited is read in its committed version (a locking read follows the update), and one it
-    deleted is not found, as before. SQLite has no row locks: its IMMEDIATE transaction already
-    holds the database's write lock."""
-    cols = sql.Columns(db).add(SimAccount, _ACCOUNT_COLUMNS, "a")
-    cols.add_expression(_fault_exists_sql(), BooleanField())
-    cols.add(SimPosition, _LOCKED_POSITION_COLUMNS, "p")
-    cols.add(SimSymbol, _Symbol._fields, "s")
-    a, p, s = sql.qn("a"), sql.qn("p"), sql.qn("s")
-    symbol_join = (
-        f" LEFT JOIN {sql.table(SimSymbol)} {s}"
-        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimPosition, 'symbol_id', 'p')}"
-    )
-    if db.vendor != _PG:
-        return cols.select(
-            f"FROM {sql.table(SimAccount)} {a} LEFT JOIN {sql.table(SimPosition)} {p}"
-            f" ON {sql.column(SimPosition, 'account_id', 'p')} = {sql.column(SimAccount, 'id', 'a')}"
-            f" AND {sql.column(SimPosition, 'ticket', 'p')} = %(ticket)s{symbol_join}"
-            f" WHERE {sql.column(SimAccount, 'id', 'a')} = %(account)s"
-        )
-    account_cols = ", ".join(sql.column(SimAccount, n) for n in _ACCOUNT_COLUMNS)
-    position_cols = ", ".join(sql.column(SimPosition, n) for n in (*_LOCKED_POSITION_COLUMNS, "symbol_id"))
-    return cols.select(
-        f"FROM {a} LEFT JOIN LATERAL (SELECT {position_cols} FROM {sql.table(SimPosition)}"  # noqa: S608
-        f" WHERE {sql.column(SimPosition, 'account_id')} = {sql.column(SimAccount, 'id', 'a')}"
-        f" AND {sql.column(SimPosition, 'ticket')} = %(ticket)s FOR UPDATE) {p} ON TRUE{symbol_join}",
-        prefix=f"WITH {a} AS MATERIALIZED (SELECT {account_cols} FROM {sql.table(SimAccount)}"  # noqa: S608
-        f" WHERE {sql.column(SimAccount, 'id')} = %(account)s FOR UPDATE) ",
-    )
-
-
-class _QuoteRow(NamedTuple):
-    name: str
-    bid: Decimal
-    ask: Decimal
-
-
-class _OrderRow(NamedTuple):
-    """An order read as plain values with its symbol's quote (duck-types SimOrder for ``_order_tuple``)."""
-
-    ticket: int
-    time_setup_msc: int
-    time_done_msc: int
-    time_expiration: int
-    type: int
-    type_time: int
-    type_filling: int
-    state: int
-    magic: int
-    position_id: int
-    position_by_id: int
-    reason: int
-    volume_initial: Decimal
-    volume_current: Decimal
-    price_open: Decimal
-    sl: Decimal
-    tp: Decimal
-    price_stoplimit: Decimal
-    comment: str
-    external_id: str
-    is_open: bool
-    symbol: _QuoteRow
-
-
-_ORDER_COLUMNS = _OrderRow._fields[:-1]
-_DEAL_COLUMNS = TradeDeal._fields
-_DEAL_SYMBOL_AT = _DEAL_COLUMNS.index("symbol") - 1
-
-
-def _orders_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> sql.Select:
-    """An account's open or historical orders in (time_setup_msc, ticket) order; ``filters``
-    names the optional conditions: window, position, ticket, symbol."""
-    cols = sql.Columns(db).add(SimOrder, _ORDER_COLUMNS, "o").add(SimSymbol, _QuoteRow._fields, "s")
-    where = [
-        f"{sql.column(SimOrder, 'account_id', 'o')} = %(account)s",
-        f"{sql.column(SimOrder, 'is_open', 'o')} = %(is_open)s",
-    ]
-    conditions = {
-        "window": f"{sql.column(SimOrder, 'time_setup_msc', 'o')} BETWEEN %(since)s AND %(until)s",
-        "position": f"{sql.column(SimOrder, 'position_id', 'o')} = %(position)s",
-        "ticket": f"{sql.column(SimOrder, 'ticket', 'o')} = %(ticket)s",
-        "symbol": f"{sql.column(SimSymbol, 'name', 's')} = %(name)s",
-    }
-    where += [conditions[f] for f in filters]
-    return cols.select(
-        f"FROM {sql.table(SimOrder)} {sql.qn('o')} INNER JOIN {sql.table(SimSymbol)} {sql.qn('s')}"
-        f" ON {sql.column(SimSymbol, 'id', 's')} = {sql.column(SimOrder, 'symbol_id', 'o')}"
-        f" WHERE {' AND '.join(where)} ORDER BY {sql.column(SimOrder, 'time_setup_msc', 'o')},"
-        f" {sql.column(SimOrder, 'ticket', 'o')}"
-    )
-
-
-def _order_rows(account_id: int, *, is_open: bool, **filters: Any) -> list[_OrderRow]:
-    """The ORM's ``SimOrder.objects.filter(...).select_related("symbol")`` read, as plain rows;
-    ``filters`` are window=(since, until), position=, ticket=, symbol=, each only when not None."""
-    used = tuple(name for name in ("window", "position", "ticket", "symbol") if filters.get(name) is not None)
-    statement = sql.cached(f"orders:{','.join(used)}", lambda db: _orders_select(db, used))
-    params: dict[str, Any] = {"account": account_id, **sql.prep(SimOrder, {"is_open": is_open})}
-    if "window" in used:
-        params["since"], params["until"] = (
-            sql.prep(SimOrder, {"time_setup_msc": v})["time_setup_msc"] for v in filters["window"]
-        )
-    if "position" in used:
-        params["position"] = sql.prep(SimOrder, {"position_id": filters["position"]})["position_id"]
-    if "ticket" in used:
-        params["ticket"] = sql.prep(SimOrder, {"ticket": filters["ticket"]})["ticket"]
-    if "symbol" in used:
-        params["name"] = sql.prep(SimSymbol, {"name": filters["symbol"]})["name"]
-    split = len(_ORDER_COLUMNS)
-    return [_OrderRow(*row[:split], _QuoteRow(*row[split:])) for row in statement.rows(params)]
-
-
-def _deals_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> sql.Select:
-    cols = sql.Columns(db).add(SimDeal, _DEAL_COLUMNS[:2], "").add(SimDeal, _DEAL_COLUMNS[3:], "")
-    conditions = {
-        "window": f"{sql.column(SimDeal, 'time_msc')} BETWEEN %(since)s AND %(until)s",
-        "ticket": f"{sql.column(SimDeal, 'ticket')} = %(ticket)s",
-        "position": f"{sql.column(SimDeal, 'position_id')} = %(position)s",
-    }
-    where = [f"{sql.column(SimDeal, 'account_id')} = %(account)s", *(conditions[f] for f in filters)]
-    return cols.select(
-        f"FROM {sql.table(SimDeal)} WHERE {' AND '.join(where)}"
-        f" ORDER BY {sql.column(SimDeal, 'time_msc')}, {sql.column(SimDeal, 'ticket')}"
-    )
 
 
 class _InvalidArgument(Exception):
@@ -555,7 +209,7 @@ class Triggered(NamedTuple):
     price: Decimal
 
 
-def _filling_for(symbol: _Symbol) -> int:
+def _filling_for(symbol: sql.Symbol) -> int:
     """A filling mode the symbol accepts for a market order (what the server's own orders use)."""
     if symbol.filling_mode & c.SYMBOL_FILLING_FOK:
         return c.ORDER_FILLING_FOK
@@ -590,33 +244,6 @@ def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
 
 def _dec(value: float) -> Decimal:
     return Decimal(repr(value))
-
-
-def _update(model: type[Model], pk: int, **values: Any) -> None:
-    """``model.objects.filter(pk=pk).update(**values)`` from an UPDATE built once."""
-    names = tuple(values)
-    statement = sql.cached(f"update:{model._meta.label}:{','.join(names)}", lambda db: sql.update_sql(model, names))
-    sql.execute(statement, {**sql.prep(model, values), "pk": pk})
-
-
-def _add_to_balance(account_id: int, amount: Decimal) -> None:
-    """``balance = balance + amount`` in the database, so the sum is taken under the row lock."""
-    statement = sql.cached(
-        "add_to_balance",
-        lambda db: (
-            f"UPDATE {sql.table(SimAccount)} SET {sql.column(SimAccount, 'balance')} ="  # noqa: S608
-            f" {sql.column(SimAccount, 'balance')} + %(amount)s WHERE {sql.column(SimAccount, 'id')} = %(pk)s"
-        ),
-    )
-    sql.execute(statement, {"amount": sql.prep(SimAccount, {"balance": amount})["balance"], "pk": account_id})
-
-
-def _delete_position(pk: int) -> None:
-    statement = sql.cached(
-        "delete_position",
-        lambda db: f"DELETE FROM {sql.table(SimPosition)} WHERE {sql.column(SimPosition, 'id')} = %(pk)s",  # noqa: S608
-    )
-    sql.execute(statement, {"pk": pk})
 
 
 class SimulatedMetaTrader5:
@@ -738,13 +365,13 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- account ----------------------------------------------------------------------------
-    def _quotes(self, rows: Iterable[SimSymbol | _SymbolRow] = ()) -> pricing.QuoteSource:
+    def _quotes(self, rows: Iterable[SimSymbol | sql.SymbolRow] = ()) -> pricing.QuoteSource:
         def load_all() -> dict[str, tuple[Decimal, Decimal]]:
             return {name: (bid, ask) for name, bid, ask in SimSymbol.objects.values_list("name", "bid", "ask")}
 
         return pricing.QuoteSource({s.name: (s.bid, s.ask) for s in rows}, load_all)
 
-    def _valuate(self, position: SimPosition | _PositionRow, quotes: pricing.QuoteSource) -> tuple[Decimal, Decimal]:
+    def _valuate(self, position: SimPosition | sql.PositionRow, quotes: pricing.QuoteSource) -> tuple[Decimal, Decimal]:
         """(price_current, profit) of an open position: buys are valued at bid, sells at ask."""
         symbol = position.symbol
         is_buy = position.type == c.POSITION_TYPE_BUY
@@ -757,7 +384,7 @@ class SimulatedMetaTrader5:
         return current, value
 
     def _margin(
-        self, symbol: SimSymbol | _SymbolRow, volume: Decimal, price: Decimal, quotes: pricing.QuoteSource
+        self, symbol: SimSymbol | sql.SymbolRow, volume: Decimal, price: Decimal, quotes: pricing.QuoteSource
     ) -> Decimal:
         return pricing.margin(
             symbol=symbol.name, calc_mode=symbol.trade_calc_mode, currency_margin=symbol.currency_margin,
@@ -765,7 +392,7 @@ class SimulatedMetaTrader5:
             account_currency=self._currency, account_digits=self._currency_digits, quotes=quotes,
         )  # fmt: skip
 
-    def _exposure(self, positions: list[_PositionRow]) -> tuple[Decimal, Decimal]:
+    def _exposure(self, positions: list[sql.PositionRow]) -> tuple[Decimal, Decimal]:
         """(floating profit incl. swap, used margin) of the given open positions."""
         quotes = self._quotes(p.symbol for p in positions)
         floating = margin = ZERO
@@ -828,15 +455,11 @@ class SimulatedMetaTrader5:
     def account_info(self) -> AccountInfo | None:
         if not self._ready():
             return None
-        found = sql.cached("account", _account_select).rows({"account": self._account_id})
-        if not found:
+        account = sql.account_row(self._account_id)
+        if account is None:
             self._fail(c.RES_E_AUTH_FAILED)
             return None
-        account = _BulkAccountRow(*found[0])
-        positions = sql.cached(
-            "account_positions", lambda db: _positions_select(db, ticket=False, symbol=False, ordered=False)
-        )
-        floating, margin = self._exposure(_rows_to_positions(positions.rows({"account": self._account_id})))
+        floating, margin = self._exposure(sql.account_position_rows(self._account_id))
         self._ok()
         return self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
 
@@ -852,18 +475,18 @@ class SimulatedMetaTrader5:
         wanted = set(keys)
         accounts = [
             row
-            for row in self._any_of(SimAccount.objects.all(), "login", list({k[0] for k in keys})).values_list(
-                *_BulkAccountRow._fields
+            for row in sql.any_of(SimAccount.objects.all(), "login", list({k[0] for k in keys})).values_list(
+                *sql.BulkAccountRow._fields
             )
             if (row[1], row[2]) in wanted
         ]
         ids = [row[0] for row in accounts]
-        positions: dict[int, list[_PositionRow]] = {pk: [] for pk in ids}
-        rows = self._bulk_position_rows(
-            self._any_of(SimPosition.objects.all(), "account_id", ids).order_by("time_msc", "ticket"), positions
+        positions: dict[int, list[sql.PositionRow]] = {pk: [] for pk in ids}
+        rows = sql.bulk_position_rows(
+            sql.any_of(SimPosition.objects.all(), "account_id", ids).order_by("time_msc", "ticket"), positions
         )
         orders: dict[int, list[SimOrder]] = {pk: [] for pk in ids}
-        open_orders = self._any_of(SimOrder.objects.filter(is_open=True), "account_id", ids)
+        open_orders = sql.any_of(SimOrder.objects.filter(is_open=True), "account_id", ids)
         for order in open_orders.select_related("symbol").order_by("time_setup_msc", "ticket"):
             orders[order.account_id].append(order)
         quotes = self._quotes(row.symbol for row in rows)
@@ -871,7 +494,7 @@ class SimulatedMetaTrader5:
         out = {}
         try:
             for values in accounts:
-                account = _BulkAccountRow(*values)
+                account = sql.BulkAccountRow(*values)
                 self._currency, self._currency_digits, self._leverage = (
                     account.currency,
                     account.currency_digits,
@@ -896,37 +519,7 @@ class SimulatedMetaTrader5:
         return out
 
     @staticmethod
-    def _any_of(queryset: Any, column: str, values: list[int]) -> Any:
-        """``column IN values`` for sim_bulk_state; on PostgreSQL one array parameter, because a
-        thousand placeholders cost the driver and the ORM more than the query itself."""
-        from django.db import connections
-        from django.db.models import BooleanField
-        from django.db.models.expressions import RawSQL
-
-        if connections[queryset.db].vendor != "postgresql":
-            return queryset.filter(**{f"{column}__in": values})
-        # The array as one text literal: the driver's client-side quoting of a list is slower.
-        sql = f'"{queryset.model._meta.db_table}"."{column}" = ANY(%s::bigint[])'
-        literal = "{" + ",".join(map(str, map(int, values))) + "}"
-        return queryset.filter(RawSQL(sql, (literal,), output_field=BooleanField()))  # noqa: S611 - names are the model's
-
-    @staticmethod
-    def _bulk_position_rows(queryset: Any, by_account: dict[int, list[_PositionRow]]) -> list[_PositionRow]:
-        """``_position_rows`` with each row's account: appended to ``by_account``, and all returned."""
-        symbols: dict[int, _SymbolRow] = {}
-        rows = []
-        split = len(_POSITION_COLUMNS) + 1
-        for values in queryset.values_list("account_id", *_POSITION_COLUMNS, *_SYMBOL_COLUMNS):
-            symbol = symbols.get(values[split])
-            if symbol is None:
-                symbol = symbols[values[split]] = _SymbolRow(*values[split:])
-            row = _PositionRow(*values[1:split], symbol)
-            rows.append(row)
-            by_account[values[0]].append(row)
-        return rows
-
-    @staticmethod
-    def _bulk_position_tuple(p: _PositionRow, current: Decimal, value: Decimal) -> TradePosition:
+    def _bulk_position_tuple(p: sql.PositionRow, current: Decimal, value: Decimal) -> TradePosition:
         """``_position_tuple`` for a position sim_bulk_state has valued already."""
         return TradePosition(
             ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
@@ -937,20 +530,14 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- symbols ----------------------------------------------------------------------------
-    def _symbols(self, **filters: Any) -> list[_Symbol]:
+    def _symbols(self, **filters: Any) -> list[sql.Symbol]:
         """Every symbol by name, or the one ``name=`` names: whole rows, read fresh each time
         (the feed moves the quotes and the mt5sim CLI opens and closes sessions)."""
-        if filters:
-            statement = sql.cached("symbol", lambda db: _symbols_select(db, by_name=True))
-            params = sql.prep(SimSymbol, filters)
-        else:
-            statement = sql.cached("symbols", lambda db: _symbols_select(db, by_name=False))
-            params = {}
-        rows = statement.rows(params)
+        rows = sql.symbol_rows(**filters)
         if not rows and (not filters or filters.get("name") in svc.SEED_NAMES):
             svc.ensure_symbols()
-            rows = statement.rows(params)
-        return [_Symbol(*row) for row in rows]
+            rows = sql.symbol_rows(**filters)
+        return rows
 
     def _symbol_tuple(self, s: SimSymbol) -> SymbolInfo:
         bid, ask, point = float(s.bid), float(s.ask), float(s.point)
@@ -1042,7 +629,7 @@ class SimulatedMetaTrader5:
         return True
 
     # --- positions and orders ---------------------------------------------------------------
-    def _position_tuple(self, p: _PositionRow, quotes: pricing.QuoteSource) -> TradePosition:
+    def _position_tuple(self, p: sql.PositionRow, quotes: pricing.QuoteSource) -> TradePosition:
         current, value = self._valuate(p, quotes)
         return TradePosition(
             ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
@@ -1065,13 +652,15 @@ class SimulatedMetaTrader5:
             return None
         matches = _group_matcher(group)
         rows = [
-            row for row in _position_rows_of(self._account_id, ticket=ticket, symbol=symbol) if matches(row.symbol.name)
+            row
+            for row in sql.position_rows_of(self._account_id, ticket=ticket, symbol=symbol)
+            if matches(row.symbol.name)
         ]
         quotes = self._quotes(p.symbol for p in rows)
         self._ok()
         return tuple(self._position_tuple(p, quotes) for p in rows)
 
-    def _order_tuple(self, o: SimOrder | _OrderRow) -> TradeOrder:
+    def _order_tuple(self, o: SimOrder | sql.OrderRow) -> TradeOrder:
         current = o.symbol.ask if o.type in BUY_TYPES else o.symbol.bid
         return TradeOrder(
             ticket=o.ticket, time_setup=o.time_setup_msc // 1000, time_setup_msc=o.time_setup_msc,
@@ -1099,7 +688,7 @@ class SimulatedMetaTrader5:
         matches = _group_matcher(group)
         rows = [
             row
-            for row in _order_rows(self._account_id, is_open=True, ticket=ticket, symbol=symbol)
+            for row in sql.order_rows(self._account_id, is_open=True, ticket=ticket, symbol=symbol)
             if matches(row.symbol.name)
         ]
         self._ok()
@@ -1134,7 +723,7 @@ class SimulatedMetaTrader5:
         matches = _group_matcher(group)
         rows = [
             row
-            for row in _order_rows(self._account_id, is_open=False, window=window, position=position, ticket=ticket)
+            for row in sql.order_rows(self._account_id, is_open=False, window=window, position=position, ticket=ticket)
             if matches(row.symbol.name)
         ]
         self._ok()
@@ -1159,19 +748,9 @@ class SimulatedMetaTrader5:
         except _InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        used = tuple(n for n, v in (("window", window), ("ticket", ticket), ("position", position)) if v is not None)
-        statement = sql.cached(f"deals:{','.join(used)}", lambda db: _deals_select(db, used))
-        params: dict[str, Any] = {"account": self._account_id}
-        if window is not None:
-            params["since"], params["until"] = (sql.prep(SimDeal, {"time_msc": v})["time_msc"] for v in window)
-        if ticket is not None:
-            params["ticket"] = sql.prep(SimDeal, {"ticket": ticket})["ticket"]
-        if position is not None:
-            params["position"] = sql.prep(SimDeal, {"position_id": position})["position_id"]
+        rows = sql.deal_rows(self._account_id, window=window, ticket=ticket, position=position)
         matches = _group_matcher(group)
-        deals = tuple(
-            self._deal_tuple(row) for row in statement.rows(params) if not group or matches(row[_DEAL_SYMBOL_AT])
-        )
+        deals = tuple(self._deal_tuple(row) for row in rows if not group or matches(row[sql.DEAL_SYMBOL_AT]))
         self._ok()
         return deals
 
@@ -1326,33 +905,26 @@ class SimulatedMetaTrader5:
 
     def _resolve(
         self, req: _Request
-    ) -> tuple[_LockedAccount, _Symbol | SimSymbol, _LockedPosition | None, SimOrder | None]:
+    ) -> tuple[sql.LockedAccount, sql.Symbol | SimSymbol, sql.LockedPosition | None, SimOrder | None]:
         """Lock the account (serialising its trades across processes) and find the request's target."""
-        position: _LockedPosition | None = None
+        position: sql.LockedPosition | None = None
         order: SimOrder | None = None
         if req.action == c.TRADE_ACTION_SLTP or (req.action == c.TRADE_ACTION_DEAL and req.position):
-            rows = sql.cached("lock_account_position", _lock_account_and_position_select).rows(
-                {"account": self._account_id, "ticket": req.position}
-            )
-            if not rows:
+            locked = sql.lock_account_and_position(self._account_id, req.position)
+            if locked is None:
                 raise _Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
-            values = rows[0]
-            split = len(_LockedAccount._fields)
-            account = _LockedAccount(*values[:split])
-            if values[split] is None:
+            account, position = locked
+            if position is None:
                 if req.position and SimDeal.objects.filter(account_id=account.id, position_id=req.position).exists():
                     raise _Outcome(c.TRADE_RETCODE_POSITION_CLOSED)
                 raise _Outcome(c.TRADE_RETCODE_INVALID, "Position not found")
-            symbol_at = split + len(_LOCKED_POSITION_COLUMNS)
-            symbol = _Symbol(*values[symbol_at:])
-            position = _LockedPosition(*values[split:symbol_at], symbol)
+            symbol = position.symbol
             if req.symbol and req.symbol != symbol.name:
                 raise _Outcome(c.TRADE_RETCODE_INVALID, "Symbol does not match")
             return account, symbol, position, order
-        rows = sql.cached("lock_account", _lock_account_select).rows({"account": self._account_id})
-        if not rows:
+        account = sql.lock_account(self._account_id)
+        if account is None:
             raise _Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
-        account = _LockedAccount(*rows[0])
         if req.action in (c.TRADE_ACTION_REMOVE, c.TRADE_ACTION_MODIFY):
             order = (
                 SimOrder.objects.select_for_update(of=("self",))
@@ -1443,7 +1015,7 @@ class SimulatedMetaTrader5:
             raise _Outcome(c.TRADE_RETCODE_INVALID_FILL)
         return volume
 
-    def _open(self, account: _LockedAccount, symbol: _Symbol, req: _Request, dry_run: bool) -> _Outcome:
+    def _open(self, account: sql.LockedAccount, symbol: sql.Symbol, req: _Request, dry_run: bool) -> _Outcome:
         if req.type not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             raise _Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         is_buy = req.type == c.ORDER_TYPE_BUY
@@ -1471,7 +1043,7 @@ class SimulatedMetaTrader5:
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
 
-    def _lacks_margin(self, account: _LockedAccount, symbol: _Symbol, volume: Decimal, price: Decimal) -> bool:
+    def _lacks_margin(self, account: sql.LockedAccount, symbol: sql.Symbol, volume: Decimal, price: Decimal) -> bool:
         """Would opening ``volume`` at ``price`` leave the account's free margin below zero?"""
         floating, used = self._aggregate_exposure(account, self._txn_symbols)
         needed = self._margin(symbol, volume, price, self._quotes([symbol]))
@@ -1479,7 +1051,7 @@ class SimulatedMetaTrader5:
 
     @staticmethod
     def _enter(
-        account: _LockedAccount, symbol: _Symbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
+        account: sql.LockedAccount, symbol: sql.Symbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
         volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int,
     ) -> None:  # fmt: skip
         """The entry deal and the position an executed order opens (its ticket is the order's)."""
@@ -1497,10 +1069,10 @@ class SimulatedMetaTrader5:
             tp=tp, magic=magic, comment=comment, commission=commission, time_msc=stamp, time_update_msc=stamp,
         ))  # fmt: skip
         if commission:
-            _add_to_balance(account.pk, commission)
+            sql.add_to_balance(account.pk, commission)
 
     def _close(
-        self, account: _LockedAccount, position: _LockedPosition, req: _Request, dry_run: bool,
+        self, account: sql.LockedAccount, position: sql.LockedPosition, req: _Request, dry_run: bool,
         reason: int = c.DEAL_REASON_EXPERT,
     ) -> _Outcome:  # fmt: skip
         symbol = position.symbol
@@ -1539,18 +1111,18 @@ class SimulatedMetaTrader5:
             commission=commission, swap=swap, profit=realised, comment=req.comment, time_msc=stamp,
         ))  # fmt: skip
         if full:
-            _delete_position(position.pk)
+            sql.delete_position(position.pk)
         else:
-            _update(
+            sql.update(
                 SimPosition, position.pk, volume=position.volume - volume, swap=position.swap - swap,
                 time_update_msc=stamp,
             )  # fmt: skip
-        _add_to_balance(account.pk, realised + swap + commission)
+        sql.add_to_balance(account.pk, realised + swap + commission)
         return _Outcome(
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
 
-    def _modify_position(self, position: _LockedPosition, req: _Request, dry_run: bool) -> _Outcome:
+    def _modify_position(self, position: sql.LockedPosition, req: _Request, dry_run: bool) -> _Outcome:
         symbol = position.symbol
         is_buy = position.type == c.POSITION_TYPE_BUY
         sl, tp = _dec(req.sl), _dec(req.tp)
@@ -1558,11 +1130,11 @@ class SimulatedMetaTrader5:
             raise _Outcome(c.TRADE_RETCODE_NO_CHANGES)
         self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
         if not dry_run:
-            _update(SimPosition, position.pk, sl=sl, tp=tp, time_update_msc=svc.now_msc())
+            sql.update(SimPosition, position.pk, sl=sl, tp=tp, time_update_msc=svc.now_msc())
         return _Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
 
     @staticmethod
-    def _pending_reached(symbol: SimSymbol | _Symbol, order_type: int, price: Decimal) -> bool:
+    def _pending_reached(symbol: SimSymbol | sql.Symbol, order_type: int, price: Decimal) -> bool:
         """Has the quote reached a pending order's price (it would fill now)? Unknown types: no."""
         return {
             c.ORDER_TYPE_BUY_LIMIT: symbol.ask <= price,
@@ -1660,7 +1232,7 @@ class SimulatedMetaTrader5:
             account, symbol, position, _ = self._resolve(_Request(action=c.TRADE_ACTION_DEAL, position=ticket))
         except _Outcome:
             return []  # closed meanwhile
-        assert isinstance(symbol, _Symbol) and position is not None
+        assert isinstance(symbol, sql.Symbol) and position is not None
         is_buy = position.type == c.POSITION_TYPE_BUY
         market = symbol.bid if is_buy else symbol.ask
         if position.sl and (market <= position.sl if is_buy else market >= position.sl):
@@ -1678,15 +1250,14 @@ class SimulatedMetaTrader5:
         return [Triggered(kind, symbol.name, ticket, outcome.deal, pricing.price_round(market, symbol.digits))]
 
     def _fill_pending(self, ticket: int) -> list[Triggered]:
-        rows = sql.cached("lock_account", _lock_account_select).rows({"account": self._account_id})
+        account = sql.lock_account(self._account_id)
         order = (
             SimOrder.objects.select_for_update(of=("self",)).filter(ticket=ticket, is_open=True).first()
-            if rows
+            if account is not None
             else None
         )
         if order is None:
             return []  # cancelled or filled meanwhile
-        account = _LockedAccount(*rows[0])
         self._txn_symbols = {s.pk: s for s in self._symbols()}
         symbol = self._txn_symbols[order.symbol_id]
         if not self._pending_reached(symbol, order.type, order.price_open):
@@ -1698,10 +1269,10 @@ class SimulatedMetaTrader5:
             price = min(market, order.price_open) if is_buy else max(market, order.price_open)
         stamp = svc.now_msc()
         if self._lacks_margin(account, symbol, order.volume_current, price):
-            _update(SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_REJECTED, time_done_msc=stamp)
+            sql.update(SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_REJECTED, time_done_msc=stamp)
             return [Triggered("rejected", symbol.name, ticket, 0, pricing.price_round(price, symbol.digits))]
         (deal_ticket,) = svc.allocate_tickets(1)
-        _update(
+        sql.update(
             SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_FILLED, volume_current=ZERO,
             position_id=order.ticket, time_done_msc=stamp,
         )  # fmt: skip

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol, SimTicketSequence
 from execution.simulator import constants as c
+from execution.simulator import sql
 from execution.simulator.pricing import price_round
 
 if TYPE_CHECKING:
@@ -89,14 +90,9 @@ def allocate_tickets(count: int) -> list[int]:
     The row lock taken by the UPDATE is held until the caller's transaction ends, which is
     what keeps tickets unique across processes; callers allocate as late as they can.
     """
-    table = connection.ops.quote_name(SimTicketSequence._meta.db_table)
-    sql = f"UPDATE {table} SET value = value + %s WHERE id = 1 RETURNING value"  # noqa: S608 - a model's own table name
     for _ in range(2):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [count])
-            row = cursor.fetchone()
-        if row is not None:
-            last = int(row[0])
+        last = sql.advance_ticket_sequence(count)
+        if last is not None:
             return list(range(last - count + 1, last + 1))
         # First use (or a test database flush): create the counter and try again.
         SimTicketSequence.objects.bulk_create([SimTicketSequence(id=1, value=TICKET_START)], ignore_conflicts=True)
