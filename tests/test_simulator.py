@@ -12,8 +12,8 @@ import pytest
 from django.db import connection
 
 from execution.models import SimAccount, SimDeal, SimFault, SimOrder, SimPosition, SimSymbol
+from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
-from execution.simulator.mt5 import SimulatedMetaTrader5
 from execution.simulator.service import (
     sim_account_create,
     sim_apply_rollover,

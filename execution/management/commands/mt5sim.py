@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
 from execution.models import SimFaultKind, SimSymbol
-from execution.simulator.mt5 import SimulatedMetaTrader5
+from execution.simulator import SimulatedMetaTrader5
 from execution.simulator.service import (
     Quote,
     ensure_symbols,
