@@ -21,7 +21,7 @@ from execution.simulator import sql
 from execution.simulator.pricing import price_round
 
 if TYPE_CHECKING:
-    from execution.simulator.terminal import Triggered
+    from execution.simulator.server import Triggered
 
 # Tickets start high, like a real server's, so they never look like row ids.
 TICKET_START = 50_000_000
@@ -147,7 +147,7 @@ class Quote:
     bid: Decimal
     ask: Decimal
     time_msc: int
-    # What the new quote set off: stops hit, pending orders filled (``SimulatedMetaTrader5.fire_triggers``).
+    # What the new quote set off: stops hit, pending orders filled (``server.TradeServer.fire_triggers``).
     triggered: tuple[Triggered, ...] = ()
 
 
@@ -179,9 +179,9 @@ def sim_set_price(symbol: str, bid: Decimal | float | str, ask: Decimal | float 
 def sim_fire_triggers(symbols: list[str] | None = None) -> list[Triggered]:
     """Close the positions whose SL/TP the symbols' quotes reached and fill the pending orders
     they reached, each in its own transaction (after the quote's own has committed)."""
-    from execution.simulator.terminal import SimulatedMetaTrader5  # the trade server; it imports this module
+    from execution.simulator.server import TradeServer  # it imports this module
 
-    return SimulatedMetaTrader5.fire_triggers(symbols)
+    return TradeServer.fire_triggers(symbols)
 
 
 def sim_set_market_open(symbol: str, is_open: bool) -> None:
