@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -22,9 +22,10 @@ from django.db.models import F, Q
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
 from execution.simulator import constants as c
 from execution.simulator import pricing, sql
-from execution.simulator import service as svc
 from execution.simulator.pricing import ZERO
 from execution.simulator.request import Request, dec
+from execution.simulator.stamps import allocate_tickets, now_msc
+from execution.simulator.symbols import read_symbols
 from execution.simulator.valuation import Valuation
 
 # The short texts the trade server puts in OrderSendResult.comment.
@@ -133,17 +134,6 @@ def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
             return True
         return not mask & (c.SYMBOL_FILLING_FOK | c.SYMBOL_FILLING_IOC)
     return False
-
-
-def read_symbols(**filters: Any) -> list[sql.Symbol]:
-    """Every symbol by name, or the one ``name=`` names: whole rows, read fresh each time
-    (the feed moves the quotes and the mt5sim CLI opens and closes sessions); the seed symbols
-    are created on first use."""
-    rows = sql.symbol_rows(**filters)
-    if not rows and (not filters or filters.get("name") in svc.SEED_NAMES):
-        svc.ensure_symbols()
-        rows = sql.symbol_rows(**filters)
-    return rows
 
 
 def pending_reached(symbol: SimSymbol | sql.Symbol, order_type: int, price: Decimal) -> bool:
@@ -332,8 +322,8 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_NO_MONEY)
         if dry_run:
             return Outcome(c.TRADE_RETCODE_DONE)
-        order_ticket, deal_ticket = svc.allocate_tickets(2)
-        stamp = svc.now_msc()
+        order_ticket, deal_ticket = allocate_tickets(2)
+        stamp = now_msc()
         sl, tp = dec(req.sl), dec(req.tp)
         sql.insert(SimOrder, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=req.type,
@@ -402,8 +392,8 @@ class TradeServer:
         # A partial close realises its share of the swap accrued so far.
         swap = position.swap if full else pricing.money(position.swap * volume / position.volume, digits)
         commission = -pricing.money(symbol.commission_per_lot * volume, digits)
-        order_ticket, deal_ticket = svc.allocate_tickets(2)
-        stamp = svc.now_msc()
+        order_ticket, deal_ticket = allocate_tickets(2)
+        stamp = now_msc()
         sql.insert(SimOrder, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=closing_type,
             type_filling=req.type_filling, state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO,
@@ -436,7 +426,7 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_NO_CHANGES)
         self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
         if not dry_run:
-            sql.update(SimPosition, position.pk, sl=sl, tp=tp, time_update_msc=svc.now_msc())
+            sql.update(SimPosition, position.pk, sl=sl, tp=tp, time_update_msc=now_msc())
         return Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
 
     @staticmethod
@@ -456,12 +446,12 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_LIMIT_ORDERS)
         if dry_run:
             return Outcome(c.TRADE_RETCODE_PLACED)
-        (ticket,) = svc.allocate_tickets(1)
+        (ticket,) = allocate_tickets(1)
         SimOrder.objects.create(
             ticket=ticket, account_id=account.pk, symbol_id=symbol.pk, is_open=True, type=req.type,
             type_time=req.type_time, type_filling=req.type_filling, state=c.ORDER_STATE_PLACED,
             volume_initial=volume, volume_current=volume, price_open=price, price_stoplimit=dec(req.stoplimit),
-            sl=dec(req.sl), tp=dec(req.tp), magic=req.magic, comment=req.comment, time_setup_msc=svc.now_msc(),
+            sl=dec(req.sl), tp=dec(req.tp), magic=req.magic, comment=req.comment, time_setup_msc=now_msc(),
             time_expiration=req.expiration,
         )  # fmt: skip
         return Outcome(c.TRADE_RETCODE_PLACED, symbol=symbol, order=ticket, volume=volume, price=price)
@@ -470,7 +460,7 @@ class TradeServer:
     def _remove_order(order: SimOrder, dry_run: bool) -> Outcome:
         if not dry_run:
             SimOrder.objects.filter(pk=order.pk).update(
-                is_open=False, state=c.ORDER_STATE_CANCELED, time_done_msc=svc.now_msc()
+                is_open=False, state=c.ORDER_STATE_CANCELED, time_done_msc=now_msc()
             )
         return Outcome(c.TRADE_RETCODE_DONE, symbol=order.symbol, order=order.ticket)
 
@@ -556,11 +546,11 @@ class TradeServer:
         price = market  # a stop fills at the quote; a limit at its price or the better quote
         if order.type in (c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_SELL_LIMIT):
             price = min(market, order.price_open) if is_buy else max(market, order.price_open)
-        stamp = svc.now_msc()
+        stamp = now_msc()
         if self._lacks_margin(account, symbol, order.volume_current, price):
             sql.update(SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_REJECTED, time_done_msc=stamp)
             return [Triggered("rejected", symbol.name, ticket, 0, pricing.price_round(price, symbol.digits))]
-        (deal_ticket,) = svc.allocate_tickets(1)
+        (deal_ticket,) = allocate_tickets(1)
         sql.update(
             SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_FILLED, volume_current=ZERO,
             position_id=order.ticket, time_done_msc=stamp,

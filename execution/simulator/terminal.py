@@ -19,7 +19,8 @@ from execution.simulator import constants as c
 from execution.simulator import pricing, sql
 from execution.simulator.pricing import ZERO
 from execution.simulator.request import InvalidArgument, Request, dec, to_seconds
-from execution.simulator.server import BUY_TYPES, Outcome, TradeServer, read_symbols
+from execution.simulator.server import BUY_TYPES, Outcome, TradeServer
+from execution.simulator.symbols import read_symbols
 from execution.simulator.types import (
     AccountInfo,
     OrderCheckResult,
