@@ -190,7 +190,7 @@ class PositionRow(NamedTuple):
 
 
 class BulkAccountRow(NamedTuple):
-    """The account columns sim_bulk_state reads (duck-types SimAccount for ``_account_tuple``)."""
+    """The account columns sim_bulk_state reads (duck-types SimAccount for the terminal's AccountInfo)."""
 
     id: int
     login: int
@@ -211,9 +211,9 @@ class BulkAccountRow(NamedTuple):
 
 
 class Symbol(NamedTuple):
-    """A whole SimSymbol row as plain values (duck-types SimSymbol for the trade checks and
-    ``_symbol_tuple``); tests change its columns in the table and read them back through the
-    terminal."""
+    """A whole SimSymbol row as plain values (duck-types SimSymbol for the trade checks and the
+    terminal's SymbolInfo); tests change its columns in the table and read them back through
+    the terminal."""
 
     id: int
     name: str
@@ -298,7 +298,7 @@ class QuoteRow(NamedTuple):
 
 
 class OrderRow(NamedTuple):
-    """An order read as plain values with its symbol's quote (duck-types SimOrder for ``_order_tuple``)."""
+    """An order read as plain values with its symbol's quote (duck-types SimOrder for the terminal's TradeOrder)."""
 
     ticket: int
     time_setup_msc: int
@@ -337,7 +337,7 @@ _PG = "postgresql"
 
 # --- positions ----------------------------------------------------------------------------------
 def _positions_select(db: BaseDatabaseWrapper, *, ticket: bool, symbol: bool, ordered: bool) -> Select:
-    """``_position_rows`` of an account's positions, optionally one ticket's or one symbol's."""
+    """``PositionRow``s of an account's positions, optionally one ticket's or one symbol's."""
     cols = Columns(db).add(SimPosition, _POSITION_COLUMNS, "p")
     cols.add(SimSymbol, ("id" if f == "pk" else f for f in SymbolRow._fields), "s")
     where = [f"{column(SimPosition, 'account_id', 'p')} = %(account)s"]
@@ -354,7 +354,7 @@ def _positions_select(db: BaseDatabaseWrapper, *, ticket: bool, symbol: bool, or
 
 
 def position_rows_of(account_id: int, *, ticket: int | None = None, symbol: str | None = None) -> list[PositionRow]:
-    """``_position_rows`` over one account's positions in (time_msc, ticket) order."""
+    """``PositionRow``s of one account's positions in (time_msc, ticket) order."""
     key = f"positions:{ticket is not None}:{symbol is not None}"
     statement = cached(
         key, lambda db: _positions_select(db, ticket=ticket is not None, symbol=symbol is not None, ordered=True)
@@ -612,7 +612,7 @@ def any_of(queryset: Any, name: str, values: list[int]) -> Any:
 
 
 def bulk_position_rows(queryset: Any, by_account: dict[int, list[PositionRow]]) -> list[PositionRow]:
-    """``_position_rows`` with each row's account: appended to ``by_account``, and all returned."""
+    """``PositionRow``s with each row's account: appended to ``by_account``, and all returned."""
     symbols: dict[int, SymbolRow] = {}
     rows = []
     split = len(_POSITION_COLUMNS) + 1
