@@ -110,10 +110,10 @@ CACHES: tuple[Cache, ...] = (
     ),
     Cache(
         "simulator statement per name and database vendor",
-        "execution.simulator.statements",
+        "execution.simulator.sql",
         "one per statement and vendor",
         "never",
-        target="execution.simulator.statements:_cache",
+        target="execution.simulator.sql:_cache",
     ),
     Cache(
         "the MT5 gateway",

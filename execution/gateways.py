@@ -36,7 +36,7 @@ def build_gateway(backend: str | None = None) -> Gateway:
     magic = int(getattr(settings, "MT5_MAGIC", 20260529))
     terminal_path = getattr(settings, "MT5_TERMINAL_PATH", "") or None
     if backend == "simulator":
-        from execution.simulator.mt5 import SimulatedMetaTrader5  # needs the app registry
+        from execution.simulator import SimulatedMetaTrader5  # needs the app registry
 
         # Each process owns its simulated terminal, so nobody else can switch its account.
         return OfficialGateway(SimulatedMetaTrader5(), magic=magic, backend="simulator", verify_account=False)

@@ -16,7 +16,7 @@ import pytest
 
 from execution.adapters.official import OfficialGateway
 from execution.models import SimAccount
-from execution.simulator.mt5 import SimulatedMetaTrader5
+from execution.simulator import SimulatedMetaTrader5
 from execution.simulator.service import sim_account_create, sim_set_price
 
 SERVER = "Broker-Server"

@@ -25,8 +25,8 @@ from execution.gateway import (
 )
 from execution.gateways import get_gateway, reset_gateway
 from execution.models import SimAccount
+from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
-from execution.simulator.mt5 import SimulatedMetaTrader5
 from execution.simulator.service import sim_inject_fault, sim_set_market_open, sim_set_price
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER
 

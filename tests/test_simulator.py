@@ -12,8 +12,8 @@ import pytest
 from django.db import connection
 
 from execution.models import SimAccount, SimDeal, SimFault, SimOrder, SimPosition, SimSymbol
+from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
-from execution.simulator.mt5 import SimulatedMetaTrader5
 from execution.simulator.service import (
     sim_account_create,
     sim_apply_rollover,
@@ -22,7 +22,7 @@ from execution.simulator.service import (
     sim_set_market_open,
     sim_set_price,
 )
-from execution.simulator.types import AccountInfo, TradeDeal, TradePosition
+from execution.simulator.types import AccountInfo, SymbolInfo, TradeDeal, TradePosition
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER, market_buy
 
 pytest_plugins = ["tests.execution_fixtures"]
@@ -551,12 +551,53 @@ def test_concurrent_orders_on_one_account_get_unique_tickets_and_a_consistent_ba
 
 
 # --- the precompiled statements -------------------------------------------------------------------
-def test_it_keeps_the_plain_row_types_equal_to_the_models_columns():
-    from execution.simulator.mt5 import _LockedAccount, _LockedPosition, _Symbol
+def test_it_answers_with_every_column_a_symbol_row_shares_with_symbol_info(terminal):
+    """Symbols are read whole by a hand-written statement: each SimSymbol column that SymbolInfo
+    also names (and the quote's time) comes back as the table holds it now, in its own field."""
+    row = SimSymbol.objects.get(name="EURUSD")
+    shared = [
+        f.attname for f in SimSymbol._meta.concrete_fields if f.attname in SymbolInfo._fields and f.attname != "name"
+    ]
+    changed: dict[str, object] = {}
+    for name in shared:
+        old = getattr(row, name)
+        # A new value of the same kind, different from every other column's.
+        changed[name] = old[::-1] + "x" if isinstance(old, str) else old + len(changed) + 1
+    changed["price_time_msc"] = row.price_time_msc + 86_400_000
+    SimSymbol.objects.filter(pk=row.pk).update(**changed)
+    assert {"bid", "ask", "digits", "point", "filling_mode", "trade_stops_level", "volume_step", "description"} <= set(
+        changed
+    )
+    info = terminal.symbol_info("EURUSD")
+    for name in shared:
+        value = changed[name]
+        assert getattr(info, name) == (float(value) if isinstance(value, Decimal) else value), name
+    assert info.time == changed["price_time_msc"] // 1000
+    assert terminal.symbol_info_tick("EURUSD").time_msc == changed["price_time_msc"]
 
-    assert _Symbol._fields == tuple(f.attname for f in SimSymbol._meta.concrete_fields)
-    assert set(_LockedAccount._fields) - {"pending_faults"} <= {f.attname for f in SimAccount._meta.concrete_fields}
-    assert set(_LockedPosition._fields) - {"symbol"} <= {f.attname for f in SimPosition._meta.concrete_fields}
+
+def test_it_trades_against_the_account_position_and_symbol_rows_as_they_stand(terminal, alice_account):
+    """The trade server reads the account, the position and its symbol whole under their row
+    locks: a column changed in the table since the last call is the one it acts on."""
+    SimSymbol.objects.filter(name="EURUSD").update(commission_per_lot=Decimal("10.00"))
+    opened = terminal.order_send(market_buy(terminal, volume=1.0))
+    assert terminal.history_deals_get(ticket=opened.deal)[0].commission == -10.0
+    bid = SimSymbol.objects.get(name="EURUSD").bid
+    stop = bid - Decimal("0.02")
+    SimPosition.objects.filter(ticket=opened.order).update(
+        volume=Decimal("0.5"), price_open=bid - Decimal("0.01"), sl=stop, swap=Decimal("-3.00")
+    )
+    SimSymbol.objects.filter(name="EURUSD").update(commission_per_lot=Decimal("4.00"))
+    too_much = market_buy(terminal, volume=0.6, type=c.ORDER_TYPE_SELL, position=opened.order)
+    assert terminal.order_send(too_much).retcode == c.TRADE_RETCODE_INVALID_CLOSE_VOLUME
+    same_stops = {"action": c.TRADE_ACTION_SLTP, "position": opened.order, "symbol": "EURUSD", "sl": float(stop)}
+    assert terminal.order_send(same_stops).retcode == c.TRADE_RETCODE_NO_CHANGES
+    close = market_buy(terminal, volume=0.5, type=c.ORDER_TYPE_SELL, position=opened.order)
+    deal = terminal.history_deals_get(ticket=terminal.order_send(close).deal)[0]
+    # 0.01 up on half a lot of 100,000 euros; the swap the row holds; 4.00 a lot on half a lot.
+    assert (deal.volume, deal.profit, deal.swap, deal.commission) == (0.5, 500.0, -3.0, -2.0)
+    SimAccount.objects.filter(pk=alice_account.pk).update(trade_expert=False)
+    assert terminal.order_send(market_buy(terminal)).retcode == c.TRADE_RETCODE_SERVER_DISABLES_AT
 
 
 def test_it_reads_a_symbols_quote_and_settings_afresh_on_every_call(terminal):

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from execution.simulator import constants as c
 
+ZERO = Decimal("0")
 ONE = Decimal("1")
 
 

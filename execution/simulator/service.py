@@ -7,100 +7,18 @@ functions instead of touching the ``Sim*`` tables, so the simulator keeps its in
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 
-from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol, SimTicketSequence
+from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol
 from execution.simulator import constants as c
 from execution.simulator.pricing import price_round
-
-if TYPE_CHECKING:
-    from execution.simulator.mt5 import Triggered
-
-# Tickets start high, like a real server's, so they never look like row ids.
-TICKET_START = 50_000_000
-
-FX = {"trade_calc_mode": c.SYMBOL_CALC_MODE_FOREX, "trade_contract_size": Decimal("100000")}
-FOK_IOC = c.SYMBOL_FILLING_FOK | c.SYMBOL_FILLING_IOC
-
-# The five symbols every simulated server carries. XAUUSD and US30 allow IOC but not FOK and
-# USDJPY is on instant execution (FOK only), so the adapter's filling logic is always exercised.
-SEED_SYMBOLS: tuple[dict[str, Any], ...] = (
-    {
-        "name": "EURUSD", "description": "Euro vs US Dollar", "currency_base": "EUR", "currency_profit": "USD",
-        "currency_margin": "EUR", "digits": 5, "point": Decimal("0.00001"), **FX, "filling_mode": FOK_IOC,
-        "typical_spread": 10, "swap_long": Decimal("-7.20"), "swap_short": Decimal("2.10"),
-        "commission_per_lot": Decimal("3.50"), "anchor": Decimal("1.08500"),
-    },
-    {
-        "name": "GBPUSD", "description": "Great Britain Pound vs US Dollar", "currency_base": "GBP",
-        "currency_profit": "USD", "currency_margin": "GBP", "digits": 5, "point": Decimal("0.00001"), **FX,
-        "filling_mode": FOK_IOC, "typical_spread": 14, "swap_long": Decimal("-5.40"), "swap_short": Decimal("1.20"),
-        "commission_per_lot": Decimal("3.50"), "anchor": Decimal("1.27000"),
-    },
-    {
-        "name": "USDJPY", "description": "US Dollar vs Japanese Yen", "currency_base": "USD", "currency_profit": "JPY",
-        "currency_margin": "USD", "digits": 3, "point": Decimal("0.001"), **FX, "filling_mode": c.SYMBOL_FILLING_FOK,
-        "trade_exemode": c.SYMBOL_TRADE_EXECUTION_INSTANT, "typical_spread": 12, "swap_long": Decimal("8.10"),
-        "swap_short": Decimal("-15.30"), "commission_per_lot": Decimal("3.50"), "anchor": Decimal("155.000"),
-    },
-    {
-        "name": "XAUUSD", "description": "Gold vs US Dollar", "currency_base": "XAU", "currency_profit": "USD",
-        "currency_margin": "USD", "digits": 2, "point": Decimal("0.01"),
-        "trade_calc_mode": c.SYMBOL_CALC_MODE_CFDLEVERAGE, "trade_contract_size": Decimal("100"),
-        "filling_mode": c.SYMBOL_FILLING_IOC, "typical_spread": 25, "volume_max": Decimal("50"),
-        "swap_long": Decimal("-28.50"), "swap_short": Decimal("12.40"), "commission_per_lot": Decimal("0"),
-        "anchor": Decimal("2350.00"),
-    },
-    {
-        "name": "US30", "description": "Dow Jones Industrial Average (cash)", "currency_base": "USD",
-        "currency_profit": "USD", "currency_margin": "USD", "digits": 1, "point": Decimal("0.1"),
-        "trade_calc_mode": c.SYMBOL_CALC_MODE_CFDLEVERAGE, "trade_contract_size": Decimal("1"),
-        "filling_mode": c.SYMBOL_FILLING_IOC, "typical_spread": 20, "volume_min": Decimal("0.1"),
-        "volume_step": Decimal("0.1"), "volume_max": Decimal("50"), "swap_long": Decimal("-4.80"),
-        "swap_short": Decimal("-1.10"), "commission_per_lot": Decimal("0"), "anchor": Decimal("39000.0"),
-    },
-)  # fmt: skip
-SEED_NAMES = frozenset(spec["name"] for spec in SEED_SYMBOLS)
-
-
-def now_msc() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def ensure_symbols() -> None:
-    """Create the seed symbols that are missing (safe to race: conflicts are ignored)."""
-    stamp = now_msc()
-    rows = []
-    for spec in SEED_SYMBOLS:
-        ask = price_round(spec["anchor"] + spec["typical_spread"] * spec["point"], spec["digits"])
-        rows.append(SimSymbol(**spec, bid=spec["anchor"], ask=ask, price_time_msc=stamp))
-    SimSymbol.objects.bulk_create(rows, ignore_conflicts=True)
-
-
-def allocate_tickets(count: int) -> list[int]:
-    """Reserve ``count`` consecutive tickets in one statement.
-
-    The row lock taken by the UPDATE is held until the caller's transaction ends, which is
-    what keeps tickets unique across processes; callers allocate as late as they can.
-    """
-    table = connection.ops.quote_name(SimTicketSequence._meta.db_table)
-    sql = f"UPDATE {table} SET value = value + %s WHERE id = 1 RETURNING value"  # noqa: S608 - a model's own table name
-    for _ in range(2):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [count])
-            row = cursor.fetchone()
-        if row is not None:
-            last = int(row[0])
-            return list(range(last - count + 1, last + 1))
-        # First use (or a test database flush): create the counter and try again.
-        SimTicketSequence.objects.bulk_create([SimTicketSequence(id=1, value=TICKET_START)], ignore_conflicts=True)
-    raise RuntimeError("the simulator's ticket sequence could not be created")
+from execution.simulator.server import TradeServer, Triggered
+from execution.simulator.stamps import allocate_tickets, now_msc
+from execution.simulator.symbols import SEED_NAMES, ensure_symbols
 
 
 @transaction.atomic
@@ -151,7 +69,7 @@ class Quote:
     bid: Decimal
     ask: Decimal
     time_msc: int
-    # What the new quote set off: stops hit, pending orders filled (``SimulatedMetaTrader5.fire_triggers``).
+    # What the new quote set off: stops hit, pending orders filled (``server.TradeServer.fire_triggers``).
     triggered: tuple[Triggered, ...] = ()
 
 
@@ -183,9 +101,7 @@ def sim_set_price(symbol: str, bid: Decimal | float | str, ask: Decimal | float 
 def sim_fire_triggers(symbols: list[str] | None = None) -> list[Triggered]:
     """Close the positions whose SL/TP the symbols' quotes reached and fill the pending orders
     they reached, each in its own transaction (after the quote's own has committed)."""
-    from execution.simulator.mt5 import SimulatedMetaTrader5  # the trade server; it imports this module
-
-    return SimulatedMetaTrader5.fire_triggers(symbols)
+    return TradeServer.fire_triggers(symbols)
 
 
 def sim_set_market_open(symbol: str, is_open: bool) -> None:

@@ -24,16 +24,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
 from execution.models import SimFaultKind, SimSymbol
-from execution.simulator.mt5 import SimulatedMetaTrader5
+from execution.simulator import SimulatedMetaTrader5
 from execution.simulator.service import (
     Quote,
-    ensure_symbols,
     sim_account_create,
     sim_inject_fault,
     sim_random_walk_step,
     sim_set_market_open,
     sim_set_price,
 )
+from execution.simulator.symbols import ensure_symbols
 
 
 def _decimal(value: str) -> Decimal:

@@ -1,0 +1,68 @@
+"""``OfficialGateway``: the Gateway over any object with the MetaTrader5 module's API.
+
+The same code drives the real ``MetaTrader5`` module (Windows), the ``mt5linux`` RPyC client
+and ``SimulatedMetaTrader5``; the simulator is how this adapter is tested. It deals with
+the module's known traps (ARCHITECTURE.md, "Known pitfalls"):
+
+- one terminal holds one logged-in account: every call first makes sure the requested
+  account is the logged-in one (``login`` again when another is asked for);
+- ``None`` results carry their reason in ``last_error()``; IPC errors (-10000..-10005) get
+  one reconnect (shutdown, initialize, login) and the read is retried once;
+- the filling mode must match the symbol's ``filling_mode`` bitmask, for closes too;
+- ``order_send`` returning ``None`` after the request may have left is never retried here:
+  the result says ``maybe_executed`` and the caller reconciles by tag (magic + comment);
+- MT5 timestamps are the server's wall clock, which is often UTC+2/3 although the module
+  presents them as UTC, so history windows are padded by a day on each side.
+
+One lock per adapter serialises terminal calls: the module is one IPC channel whose logged-in
+account is shared state.
+
+``session`` keeps the terminal initialised and logged in (and reconnects), ``reads`` reads
+accounts, positions and symbols, ``trading`` sends orders and reconciles by tag, and
+``conversion`` turns the module's values into the gateway's.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+from execution.adapters.official.conversion import choose_filling
+from execution.adapters.official.session import PasswordFor
+from execution.adapters.official.trading import Trading
+from execution.gateway import Gateway
+
+__all__ = ["OfficialGateway", "PasswordFor", "choose_filling"]
+
+
+class OfficialGateway(Trading, Gateway):
+    """The Gateway over an MT5-module-like object (one terminal)."""
+
+    def __init__(
+        self,
+        mt5_module: Any,
+        *,
+        terminal_path: str | None = None,
+        password_for: PasswordFor | None = None,
+        magic: int,
+        backend: str = "official",
+        verify_account: bool = True,
+    ) -> None:
+        """``verify_account`` re-reads ``account_info().login`` before each trade, for terminals
+        another process may switch to another account; a private terminal can skip it."""
+        self.mt5 = mt5_module
+        self.terminal_path = terminal_path or None
+        self.password_for = password_for
+        self.magic = magic
+        self.backend = backend
+        self.verify_account = verify_account
+        self._lock = threading.RLock()
+        self._initialized = False
+        self._current: tuple[int, str] | None = None
+        # Entry commission and entry volume per (login, server, position ticket): they never
+        # change once the position is open, so the deal history is read once per position.
+        # Per account, each open position's (entry commission, entry lots): read once from history.
+        self._entry_costs: dict[tuple[int, str], dict[int, tuple[Decimal, Decimal]]] = {}
+        # An account's currency digits never change; reconciliation reads skip account_info.
+        self._digits: dict[tuple[int, str], int] = {}

@@ -1,0 +1,174 @@
+"""Reading accounts through the terminal: snapshots (one, or many at once where the module can
+read them together), positions, symbols, and each position's entry commission, which the
+module's positions do not carry and the deal history does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from execution.adapters.official.conversion import (
+    dec,
+    quantum,
+    to_account_snapshot,
+    to_position,
+    to_symbol_info,
+    utc_ms,
+    window,
+)
+from execution.adapters.official.session import Session
+from execution.gateway import AccountSnapshot, GatewayUnavailable, Position, SymbolInfo
+from execution.simulator import constants as c
+
+
+class Reads(Session):
+    """The gateway's reads (``OfficialGateway.__init__`` sets their caches)."""
+
+    # Per account, each open position's (entry commission, entry lots): read once from history.
+    _entry_costs: dict[tuple[int, str], dict[int, tuple[Decimal, Decimal]]]
+    # An account's currency digits never change; reconciliation reads skip account_info.
+    _digits: dict[tuple[int, str], int]
+
+    # --- reads ----------------------------------------------------------------------------
+    def _account_digits(self, login: int, server: str) -> int:
+        if (login, server) not in self._digits:
+            info = self._read(login, server, "account_info")
+            if info is None:
+                code, text = self._error()
+                raise GatewayUnavailable(f"MT5 account_info for {login}@{server} failed: ({code}) {text}", code=code)
+            self._digits[(login, server)] = int(info.currency_digits)
+        return self._digits[(login, server)]
+
+    def _symbol_raw(self, login: int, server: str, symbol: str) -> Any:
+        info = self._read(login, server, "symbol_info", symbol)
+        if info is None or not getattr(info, "visible", True):
+            # Symbols outside Market Watch have no live quotes until selected.
+            if self._read(login, server, "symbol_select", symbol, True):
+                info = self._read(login, server, "symbol_info", symbol)
+        return info
+
+    def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None:
+        with self._lock:
+            raw = self._symbol_raw(login, server, symbol)
+        if raw is None:
+            return None
+        return to_symbol_info(raw)
+
+    def _commissions(self, login: int, server: str, raw_positions: Iterable[Any], digits: int) -> dict[int, Decimal]:
+        """Each open position's entry commission, scaled to its remaining volume."""
+        positions = list(raw_positions)
+        known = self._entry_costs.get((login, server), {})
+        missing = [p for p in positions if int(p.ticket) not in known]
+        if missing:
+            since = min(utc_ms(int(p.time_msc)) for p in missing)
+            deals = self._read_list(login, server, "history_deals_get", *window(since))
+            wanted = {int(p.ticket) for p in missing}
+            found: dict[int, tuple[Decimal, Decimal]] = {}
+            for deal in deals:
+                position_id = int(deal.position_id)
+                if position_id in wanted and deal.entry == c.DEAL_ENTRY_IN:
+                    fee, lots = found.get(position_id, (Decimal(0), Decimal(0)))
+                    found[position_id] = (fee + dec(deal.commission), lots + dec(deal.volume))
+            for ticket in wanted:
+                known[ticket] = found.get(ticket, (Decimal(0), Decimal(0)))
+        if missing or len(known) != len(positions):
+            # Keep only the open positions' entries, so closed ones do not pile up.
+            known = {int(p.ticket): known[int(p.ticket)] for p in positions}
+            self._entry_costs[(login, server)] = known
+        step = quantum(digits)
+        result = {}
+        for p in positions:
+            fee, lots = known[int(p.ticket)]
+            share = fee * dec(p.volume) / lots if lots else fee
+            result[int(p.ticket)] = share.quantize(step)
+        return result
+
+    def account_snapshot(self, login: int, server: str) -> AccountSnapshot:
+        with self._lock:
+            info = self._read(login, server, "account_info")
+            if info is not None and int(info.login) != login:
+                self._login(login, server)
+                info = self._read(login, server, "account_info")
+            if info is None:
+                code, text = self._error()
+                raise GatewayUnavailable(f"MT5 account_info for {login}@{server} failed: ({code}) {text}")
+            raw_positions = self._read_list(login, server, "positions_get")
+            raw_orders = self._read_list(login, server, "orders_get")
+            return self._snapshot(login, server, info, raw_positions, raw_orders)
+
+    def account_snapshots(
+        self, accounts: Iterable[tuple[int, str]]
+    ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
+        """Many accounts at once: one pass when the module can read them together (the simulator)."""
+        return dict(self.account_snapshots_stream(accounts))
+
+    def account_snapshots_stream(
+        self, accounts: Iterable[tuple[int, str]]
+    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+        """``account_snapshots`` in order, for a caller that acts on each account as it comes (the
+        risk monitor): read together now when the module can (the simulator), each converted only
+        when its turn comes; otherwise each read when its turn comes. An account that cannot be
+        read comes as its exception, and the others still come."""
+        keys = list(accounts)
+        bulk = getattr(self.mt5, "sim_bulk_state", None)
+        if bulk is None:
+            return self._read_one_by_one(keys)
+        with self._lock:
+            states = bulk(keys)
+        # One read, one time: when it returned. Every account in it was read by then; a time
+        # taken as each is converted would be later than the read, by the others' conversion.
+        return self._converted(keys, states, datetime.now(UTC))
+
+    def _read_one_by_one(
+        self, keys: list[tuple[int, str]]
+    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+        for login, server in keys:
+            try:
+                yield (login, server), self.account_snapshot(login, server)
+            except GatewayUnavailable as exc:
+                yield (login, server), exc
+
+    def _converted(
+        self, keys: list[tuple[int, str]], states: dict[tuple[int, str], Any], observed_at: datetime
+    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+        for key in keys:
+            state = states.get(key)
+            if state is None:
+                yield key, GatewayUnavailable(f"no account {key[0]}@{key[1]} on the terminal")
+                continue
+            info, raw_positions, raw_orders = state
+            try:
+                with self._lock:  # a new position's entry commission is read from the terminal
+                    snapshot = self._snapshot(key[0], key[1], info, raw_positions, raw_orders, observed_at)
+            except GatewayUnavailable as exc:
+                yield key, exc
+                continue
+            yield key, snapshot
+
+    def _snapshot(
+        self,
+        login: int,
+        server: str,
+        info: Any,
+        raw_positions: Any,
+        raw_orders: Any,
+        observed_at: datetime | None = None,
+    ) -> AccountSnapshot:
+        digits = int(info.currency_digits)
+        self._digits[(login, server)] = digits
+        commissions = self._commissions(login, server, raw_positions, digits)
+        observed_at = observed_at or datetime.now(UTC)
+        return to_account_snapshot(info, digits, raw_positions, raw_orders, commissions, observed_at)
+
+    def position(self, login: int, server: str, ticket: int) -> Position | None:
+        """positions_get(ticket=...): a close needs its position, not the whole account."""
+        with self._lock:
+            digits = self._account_digits(login, server)
+            raw = self._read_list(login, server, "positions_get", ticket=ticket)
+            if not raw:
+                return None
+            commissions = self._commissions(login, server, raw[:1], digits)
+        return to_position(raw[0], digits, commissions[int(raw[0].ticket)])
