@@ -21,7 +21,7 @@ from django.utils.safestring import SafeString
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
-from panel.admin_base import (
+from panel.admin.base import (
     STATE_LABELS,
     BigTableMixin,
     ReadOnlyMixin,

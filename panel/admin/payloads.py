@@ -20,7 +20,7 @@ from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationFo
 from unfold.widgets import UnfoldAdminRadioSelectWidget, UnfoldAdminSelectWidget
 
 from commands.models import Command
-from panel.admin_base import (
+from panel.admin.base import (
     BigTableMixin,
     ReadOnlyMixin,
     ScopedAdmin,
