@@ -361,7 +361,7 @@ def test_the_protective_action_page_shows_the_numbers_the_command_and_the_report
 
 
 def test_a_policy_snapshot_shows_its_difference_from_the_previous_version(alice: Api, root: User, world: World) -> None:
-    from panel.admin.accounts import policy_diff
+    from panel.admin.policy_snapshots import policy_diff
     from policies.models import PolicySnapshot
 
     policy = built(POLICY_SNAPSHOT, policy_version=13, max_daily_dd_pct=4)

@@ -5,7 +5,7 @@ panel has one, and importing it registers the models of every app. The order of 
 below changes nothing: the sidebar is listed in `panel.navigation`, the admin's own app lists are
 sorted by name, and each model's URLs sit under their own prefix. What has to come first is
 what autodiscovery already imported before the panel, the last installed app: the admins of
-django.contrib.auth and django-q2, which the panel's user and task-queue admins replace.
+django.contrib.auth and django-q2, which `users` and `tasks` replace.
 """
 
 from panel.admin import (  # noqa: F401 (imported to register)
@@ -14,5 +14,9 @@ from panel.admin import (  # noqa: F401 (imported to register)
     commands,
     execution,
     payloads,
+    policy_snapshots,
+    protective_actions,
+    tasks,
     tenancy,
+    users,
 )
