@@ -74,6 +74,10 @@ class CallbackDelivery(models.Model):
             models.Index(fields=["tenant", "-created_at"], name="callback_tenant_recent"),
             models.Index(fields=["-created_at"], name="callback_recent"),
             models.Index(fields=["source_kind", "source_id"], name="callback_source"),
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["idempotency_key"], name="panel_cb_idem_key"),
+            models.Index(fields=["correlation_id"], name="panel_cb_correlation"),
+            models.Index(fields=["request_type", "-created_at"], name="panel_cb_type_recent"),
         ]
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "callback deliveries"
@@ -108,7 +112,11 @@ class CallbackAttempt(models.Model):
 
     class Meta:
         ordering = ["delivery", "number"]
-        indexes = [models.Index(fields=["delivery", "number"], name="callback_attempt_order")]
+        indexes = [
+            models.Index(fields=["delivery", "number"], name="callback_attempt_order"),
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["-at"], name="panel_cbattempt_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.delivery_id}: {self.status_code or self.error[:40]}"

@@ -72,6 +72,12 @@ class Command(models.Model):
             models.Index(fields=["tenant", "-received_at", "-id"], name="command_tenant_recent"),
             models.Index(fields=["account", "-received_at"], name="command_account_recent"),
             models.Index(fields=["state", "lane", "updated_at"], name="command_state_lane"),
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["command_id"], name="panel_cmd_command_id"),
+            models.Index(fields=["correlation_id"], name="panel_cmd_correlation"),
+            models.Index(fields=["idempotency_key"], name="panel_cmd_idem_key"),
+            models.Index(fields=["-received_at", "-id"], name="panel_cmd_recent"),
+            models.Index(fields=["state", "-received_at"], name="panel_cmd_state_recent"),
         ]
         ordering = ["-received_at", "-id"]
 
@@ -131,7 +137,11 @@ class CommandEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["command", "at"])]
+        indexes = [
+            models.Index(fields=["command", "at"]),
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["-at", "-id"], name="panel_event_recent"),
+        ]
 
 
 class IdempotencyRecord(models.Model):
@@ -152,6 +162,13 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_tenant_key_unique")]
+        indexes = [
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["key"], name="panel_idem_key"),
+            models.Index(fields=["correlation_id"], name="panel_idem_correlation"),
+            models.Index(fields=["-created_at"], name="panel_idem_recent"),
+            models.Index(fields=["tenant", "-created_at"], name="panel_idem_tenant_recent"),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

@@ -57,6 +57,10 @@ class PolicySnapshot(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "policy_version"], name="policy_account_version_unique")
         ]
+        indexes = [
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["-received_at"], name="panel_policy_recent"),
+        ]
         ordering = ["-received_at"]
         get_latest_by = "policy_version"
 
@@ -109,7 +113,11 @@ class RiskSample(models.Model):
     total_floor = models.DecimalField(max_digits=20, decimal_places=2)
 
     class Meta:
-        indexes = [models.Index(fields=["account", "-at"])]
+        indexes = [
+            models.Index(fields=["account", "-at"]),
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["-at"], name="panel_sample_recent"),
+        ]
         ordering = ["-at"]
 
 
@@ -163,6 +171,9 @@ class ProtectiveAction(models.Model):
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["execution_status"]),
+            # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
+            models.Index(fields=["-created_at"], name="panel_pa_recent"),
+            models.Index(fields=["rule_key", "-created_at"], name="panel_pa_rule_recent"),
         ]
         ordering = ["-created_at"]
 

@@ -325,7 +325,7 @@ def test_a_scoped_operator_creating_a_token_would_only_see_her_tenants(tess: Use
     # Operators hold no add permission for tokens; the choices would be scoped all the same.
     from django.contrib.admin import site
 
-    from tenancy.admin import ApiTokenAdmin
+    from panel.admin.tenancy import ApiTokenAdmin
 
     class Request:
         user = tess
@@ -361,7 +361,7 @@ def test_the_protective_action_page_shows_the_numbers_the_command_and_the_report
 
 
 def test_a_policy_snapshot_shows_its_difference_from_the_previous_version(alice: Api, root: User, world: World) -> None:
-    from policies.admin import policy_diff
+    from panel.admin.policy_snapshots import policy_diff
     from policies.models import PolicySnapshot
 
     policy = built(POLICY_SNAPSHOT, policy_version=13, max_daily_dd_pct=4)

@@ -1,24 +1,16 @@
-"""Two command indexes cost more on every accepted command than they save the panel.
+"""Empty now: it dropped two command indexes panel 0003 used to create, and both moved to the commands app.
 
-A lane (two values) or a command type (eight, all common) filter reads `panel_cmd_recent` newest
-first and stops after a page; an index of its own made each intake write two more B-tree inserts.
+It dropped `panel_cmd_lane_recent` and `panel_cmd_type_recent` (a lane or command type filter
+reads `panel_cmd_recent` newest first and stops after a page; an index of its own cost two more
+B-tree inserts on every accepted command). panel 0003 is empty now, so a new database never gets
+them; commands 0005 creates the command indexes that stayed and drops these two where a database
+applied panel 0003 but never this one. The file stays because existing databases recorded it.
 """
 
 from django.db import migrations
-
-DROPPED = [
-    ("panel_cmd_lane_recent", "commands_command", "lane, received_at DESC"),
-    ("panel_cmd_type_recent", "commands_command", "command_type, received_at DESC"),
-]
 
 
 class Migration(migrations.Migration):
     dependencies = [("panel", "0003_indexes_for_panel_filters")]
 
-    operations = [
-        migrations.RunSQL(
-            sql=f"DROP INDEX IF EXISTS {name}",
-            reverse_sql=f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})",
-        )
-        for name, table, columns in DROPPED
-    ]
+    operations = []

@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from unfold.decorators import action, display
 
-from panel.admin_base import ScopedAdmin, TenantFilter, confirm_then
+from panel.admin.base import ScopedAdmin, TenantFilter, confirm_then
 from tenancy.auth import token_cache
 from tenancy.models import ApiToken, Tenant, new_token_value
 

@@ -1,4 +1,5 @@
-"""Accounts with their risk state at a glance, policy history with differences, and every protective action."""
+"""Trading accounts with their risk state at a glance and the risk chart page; the risk-state rows, the
+samples behind the chart, and the risk monitors' heartbeats."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Cast
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -18,11 +18,10 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter, RangeDateTimeFilter
+from unfold.contrib.filters.admin import RangeDateTimeFilter
 from unfold.decorators import action, display
 
-from panel.admin_base import (
-    STATE_LABELS,
+from panel.admin.base import (
     BigTableMixin,
     ReadOnlyMixin,
     ScopedAdmin,
@@ -31,21 +30,15 @@ from panel.admin_base import (
     age,
     changelist_url,
     pretty_json,
+    search_by_login,
     table_html,
 )
 from panel.charts import DEFAULT_RANGE, RANGES, risk_series
-from policies.models import AccountRisk, MonitorHeartbeat, PolicySnapshot, ProtectiveAction, RiskSample, TradingAccount
-from risk.rules import RULES
+from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, RiskSample, TradingAccount
 
 
 def _money(value: Decimal | None) -> str:
     return "—" if value is None else f"{value:,.2f}"
-
-
-def _search_by_login(queryset: QuerySet[Any], search_term: str, field: str) -> QuerySet[Any] | None:
-    """An account login typed in the search box, matched exactly on the indexed integer column."""
-    term = search_term.strip()
-    return queryset.filter(**{field: int(term)}) if term.isdigit() and len(term) < 19 else None
 
 
 class RiskFilter(admin.SimpleListFilter):
@@ -133,7 +126,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        by_login = _search_by_login(queryset, search_term, "login")
+        by_login = search_by_login(queryset, search_term, "login")
         if by_login is not None:
             return by_login, False
         return super().get_search_results(request, queryset, search_term)
@@ -276,114 +269,6 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
         return TemplateResponse(request, "panel/account_risk.html", context)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, inner in value.items():
-            flat.update(_flatten(inner, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): value}
-
-
-def policy_diff(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[tuple[str, Any, Any, str]]:
-    """(field, before, after, change) for every field that differs; nested keys are dotted."""
-    before, after = _flatten(previous or {}), _flatten(current)
-    rows = []
-    for key in sorted(before.keys() | after.keys()):
-        if key not in before:
-            rows.append((key, None, after[key], "added"))
-        elif key not in after:
-            rows.append((key, before[key], None, "removed"))
-        elif before[key] != after[key]:
-            rows.append((key, before[key], after[key], "changed"))
-    return rows
-
-
-@admin.register(PolicySnapshot)
-class PolicySnapshotAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
-    list_display = ("account", "policy_version", "is_current", "tenant", "received_at", "idempotency_key")
-    list_select_related = ("account", "account__tenant")
-    list_filter = (TenantFilter, ("received_at", RangeDateTimeFilter))
-    list_filter_submit = True
-    search_fields = ("idempotency_key__exact", "correlation_id__exact")
-    search_help_text = "Account login (exact), idempotency key or correlation id."
-    ordering = ("-received_at",)
-    sortable_by = ("received_at", "policy_version")
-    readonly_fields = (
-        "account",
-        "policy_version",
-        "is_current",
-        "received_at",
-        "correlation_id",
-        "idempotency_key",
-        "fingerprint",
-        "difference",
-        "payload_json",
-        "envelope_json",
-    )
-    fieldsets = (
-        (
-            "Snapshot",
-            {
-                "fields": (
-                    "account",
-                    "policy_version",
-                    "is_current",
-                    "received_at",
-                    "correlation_id",
-                    "idempotency_key",
-                    "fingerprint",
-                )
-            },
-        ),
-        ("Difference from the previous version", {"fields": ("difference",)}),
-        ("Payload (timestamps in UTC)", {"fields": ("payload_json",)}),
-        ("Envelope as received", {"fields": ("envelope_json",)}),
-    )
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        by_login = _search_by_login(queryset, search_term, "account__login")
-        if by_login is not None:
-            return by_login, False
-        return super().get_search_results(request, queryset, search_term)
-
-    @display(description="tenant")
-    def tenant(self, obj: PolicySnapshot) -> str:
-        return str(obj.account.tenant)
-
-    @display(description="current", boolean=True)
-    def is_current(self, obj: PolicySnapshot) -> bool:
-        return obj.account.current_policy_id == obj.pk
-
-    @display(description="difference")
-    def difference(self, obj: PolicySnapshot) -> SafeString | str:
-        previous = (
-            PolicySnapshot.objects.filter(account_id=obj.account_id, policy_version__lt=obj.policy_version)
-            .order_by("-policy_version")
-            .first()
-        )
-        if previous is None:
-            return "The first snapshot of this account: nothing to compare with."
-        rows = policy_diff(previous.payload, obj.payload)
-        if not rows:
-            return format_html("Identical to {}.", admin_link(previous, f"version {previous.policy_version}"))
-        header = format_html("Compared with {}:", admin_link(previous, f"version {previous.policy_version}"))
-        table = table_html(
-            ["field", f"v{previous.policy_version}", f"v{obj.policy_version}", "change"], [list(r) for r in rows]
-        )
-        return format_html("{}{}", header, table)
-
-    @display(description="payload")
-    def payload_json(self, obj: PolicySnapshot) -> SafeString:
-        return pretty_json(obj.payload)
-
-    @display(description="envelope")
-    def envelope_json(self, obj: PolicySnapshot) -> SafeString:
-        return pretty_json(obj.envelope)
-
-
 @admin.register(AccountRisk)
 class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin):
     list_display = (
@@ -407,7 +292,7 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        by_login = _search_by_login(queryset, search_term, "account__login")
+        by_login = search_by_login(queryset, search_term, "account__login")
         return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
 
     search_fields = ("account__login",)
@@ -433,171 +318,12 @@ class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        by_login = _search_by_login(queryset, search_term, "account__login")
+        by_login = search_by_login(queryset, search_term, "account__login")
         return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
 
     @display(description="below a floor", boolean=True)
     def below_a_floor(self, obj: RiskSample) -> bool:
         return obj.equity < obj.daily_floor or obj.equity < obj.total_floor
-
-
-class RuleFilter(DropdownFilter):
-    title = "rule"
-    parameter_name = "rule_key"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(rule.key, rule.key) for rule in RULES]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[ProtectiveAction]) -> QuerySet[ProtectiveAction]:
-        return queryset.filter(rule_key=self.value()) if self.value() else queryset
-
-
-@admin.register(ProtectiveAction)
-class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
-    list_display = (
-        "created_at",
-        "account",
-        "rule_key",
-        "action",
-        "scope",
-        "status_label",
-        "measured",
-        "floor_or_limit",
-        "command_column",
-        "report_column",
-    )
-    list_select_related = ("account", "tenant", "command")
-    list_filter = (
-        TenantFilter,
-        RuleFilter,
-        ("execution_status", ChoicesDropdownFilter),
-        ("created_at", RangeDateTimeFilter),
-    )
-    list_filter_submit = True
-    search_fields = ("account__login",)
-    search_help_text = "Account login (exact)."
-    ordering = ("-created_at",)
-    sortable_by = ("created_at",)
-    actions = ("export_csv",)
-    export_fields = (
-        "created_at",
-        "tenant__tenant_id",
-        "account__login",
-        "rule_key",
-        "scope",
-        "policy_version",
-        "action",
-        "execution_status",
-        "measured",
-        "floor_or_limit",
-        "threshold_used",
-        "equity",
-        "balance",
-        "command__command_id",
-    )
-    WHAT = (
-        "rule_key",
-        "action",
-        "scope",
-        "policy_version",
-        "enabled",
-        "hard",
-        "account",
-        "tenant",
-        "ticket",
-        "symbol",
-        "volume",
-    )
-    WHY = (
-        "threshold_used",
-        "floor_or_limit",
-        "measured",
-        "equity",
-        "balance",
-        "floating_pnl",
-        "closed_pnl",
-        "violation_count",
-    )
-    WHEN = ("detection_timestamp", "execution_timestamp", "created_at")
-    OUTCOME = ("execution_status", "mt5_response", "error_message", "positions_table")
-    readonly_fields = (*WHAT, *WHY, *WHEN, *OUTCOME, "command_detail", "report_detail")
-    fieldsets = (
-        ("What happened", {"fields": WHAT}),
-        ("Why: the numbers", {"fields": WHY}),
-        ("When (UTC)", {"fields": WHEN}),
-        ("Outcome", {"fields": OUTCOME}),
-        ("The command that acted", {"fields": ("command_detail",)}),
-        ("The report to Laravel", {"fields": ("report_detail",)}),
-    )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ProtectiveAction]:
-        from callbacks.models import CallbackDelivery
-
-        # The report's delivery status in the same query as the row (the callback_source index).
-        report = CallbackDelivery.objects.filter(
-            source_kind="protective_action", source_id=Cast(OuterRef("pk"), output_field=CharField())
-        ).order_by("-id")
-        return super().get_queryset(request).annotate(report_status=Subquery(report.values("status")[:1]))
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        by_login = _search_by_login(queryset, search_term, "account__login")
-        return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
-
-    @display(description="status", label=STATE_LABELS)
-    def status_label(self, obj: ProtectiveAction) -> str:
-        return obj.execution_status
-
-    @display(description="command")
-    def command_column(self, obj: ProtectiveAction) -> str:
-        return f"{obj.command.command_id} ({obj.command.state})" if obj.command else "—"
-
-    @display(description="report", label=STATE_LABELS)
-    def report_column(self, obj: ProtectiveAction) -> str:
-        return getattr(obj, "report_status", None) or "—"
-
-    @display(description="positions")
-    def positions_table(self, obj: ProtectiveAction) -> SafeString | str:
-        if not obj.positions:
-            return "—"
-        keys = sorted({key for position in obj.positions if isinstance(position, dict) for key in position})
-        rows = [[position.get(key) for key in keys] for position in obj.positions if isinstance(position, dict)]
-        return table_html(keys, rows)
-
-    @display(description="command")
-    def command_detail(self, obj: ProtectiveAction) -> SafeString | str:
-        command = obj.command
-        if command is None:
-            return "None: recorded only (enforcement flag off) or not raised yet."
-        return format_html(
-            "{} — {} on the {} lane, {} attempt(s), {}",
-            admin_link(command, command.command_id),
-            command.command_type,
-            command.lane,
-            command.attempts,
-            command.state,
-        )
-
-    @display(description="delivery")
-    def report_detail(self, obj: ProtectiveAction) -> SafeString | str:
-        from callbacks.models import CallbackDelivery
-
-        delivery = (
-            CallbackDelivery.objects.filter(source_kind="protective_action", source_id=str(obj.pk))
-            .order_by("-id")
-            .first()
-        )
-        if delivery is None:
-            return "No report queued yet (it is written when the action completes)."
-        return format_html(
-            "{} — {}, {} attempt(s), next try {}, last HTTP status {}",
-            admin_link(delivery, delivery.idempotency_key),
-            delivery.status,
-            delivery.attempts,
-            delivery.next_attempt_at or "—",
-            delivery.last_status_code or "—",
-        )
 
 
 @admin.register(MonitorHeartbeat)

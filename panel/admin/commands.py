@@ -18,7 +18,7 @@ from unfold.decorators import action, display
 
 from commands.models import Command, CommandEvent, IdempotencyRecord, LaneHeartbeat
 from execution.heartbeat import ALIVE_WITHIN_SECONDS
-from panel.admin_base import (
+from panel.admin.base import (
     STATE_LABELS,
     BigTableMixin,
     ReadOnlyMixin,

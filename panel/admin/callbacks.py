@@ -14,7 +14,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from callbacks.models import CallbackAttempt, CallbackDelivery, DeliveryStatus
-from panel.admin_base import (
+from panel.admin.base import (
     STATE_LABELS,
     BigTableMixin,
     ReadOnlyMixin,

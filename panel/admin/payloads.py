@@ -1,4 +1,4 @@
-"""The test payload library (with replay), the audit of panel sends, staff scopes, and the themed user admin."""
+"""The test payload library, with its validation and replay, and the audit of every send from the panel."""
 
 from __future__ import annotations
 
@@ -6,29 +6,17 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
-from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.safestring import SafeString
-from unfold.admin import StackedInline
 from unfold.decorators import action, display
-from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 from unfold.widgets import UnfoldAdminRadioSelectWidget, UnfoldAdminSelectWidget
 
 from commands.models import Command
-from panel.admin_base import (
-    BigTableMixin,
-    ReadOnlyMixin,
-    ScopedAdmin,
-    TenantFilter,
-    pretty_json,
-    table_html,
-)
-from panel.models import LibraryPayload, PanelSend, StaffScope
+from panel.admin.base import BigTableMixin, ReadOnlyMixin, ScopedAdmin, TenantFilter, pretty_json, table_html
+from panel.models import LibraryPayload, PanelSend
 from panel.payloads import COMMAND, FLAT_COMMAND, POLICY_SNAPSHOT, validate_request
 from panel.scoping import scope_queryset, sees_all_tenants, visible_tenants
 from panel.services import PanelError, payload_replay
@@ -192,92 +180,3 @@ class PanelSendAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
     @display(description="response body")
     def response_json(self, obj: PanelSend) -> SafeString:
         return pretty_json(obj.response)
-
-
-class StaffScopeForm(forms.ModelForm):
-    class Meta:
-        model = StaffScope
-        fields = ("user", "all_tenants", "tenants")
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if cleaned.get("all_tenants") and cleaned.get("tenants"):
-            raise forms.ValidationError("Choose either every tenant or a list of tenants, not both.")
-        return cleaned
-
-
-@admin.register(StaffScope)
-class StaffScopeAdmin(ScopedAdmin):
-    form = StaffScopeForm
-    list_display = ("user", "all_tenants", "tenant_list", "updated_at")
-    list_select_related = ("user",)
-    search_fields = ("user__username",)
-    filter_horizontal = ("tenants",)
-    autocomplete_fields = ("user",)
-
-    def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).prefetch_related("tenants")
-
-    @display(description="tenants")
-    def tenant_list(self, obj: StaffScope) -> str:
-        return "every tenant" if obj.all_tenants else ", ".join(t.tenant_id for t in obj.tenants.all()) or "none"
-
-    def save_model(self, request: HttpRequest, obj: StaffScope, form: forms.ModelForm, change: bool) -> None:
-        from django.utils import timezone
-
-        obj.updated_at = timezone.now()
-        super().save_model(request, obj, form, change)
-
-
-class StaffScopeInline(StackedInline):
-    model = StaffScope
-    form = StaffScopeForm
-    fields = ("all_tenants", "tenants")
-    filter_horizontal = ("tenants",)
-    can_delete = True
-    verbose_name = "tenant scope (staff without one see no tenant's rows)"
-    max_num = 1
-
-
-admin.site.unregister(User)
-admin.site.unregister(Group)
-
-
-@admin.register(User)
-class UserAdmin(BaseUserAdmin, ScopedAdmin):
-    form = UserChangeForm
-    add_form = UserCreationForm
-    change_password_form = AdminPasswordChangeForm
-    inlines = (StaffScopeInline,)
-    list_display = ("username", "email", "is_staff", "is_superuser", "group_list", "is_active", "last_login")
-
-    def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).prefetch_related("groups")
-
-    @display(description="groups")
-    def group_list(self, obj: User) -> str:
-        return ", ".join(group.name for group in obj.groups.all())
-
-
-@admin.register(Group)
-class GroupAdmin(BaseGroupAdmin, ScopedAdmin):
-    pass
-
-
-def _rescope_django_q() -> None:
-    """django-q2's task tables name commands of every tenant: themed, and shown only to all-tenant users."""
-    from django_q import admin as q_admin
-    from django_q.models import Failure, OrmQ, Schedule, Success
-
-    for model, base in (
-        (Schedule, q_admin.ScheduleAdmin),
-        (Success, q_admin.TaskAdmin),
-        (Failure, q_admin.FailAdmin),
-        (OrmQ, q_admin.QueueAdmin),
-    ):
-        if admin.site.is_registered(model):
-            admin.site.unregister(model)
-            admin.site.register(model, type(base.__name__, (base, ScopedAdmin), {"show_full_result_count": False}))
-
-
-_rescope_django_q()

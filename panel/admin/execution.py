@@ -9,7 +9,7 @@ from django.contrib import admin
 from unfold.decorators import display
 
 from execution.models import SimAccount, SimDeal, SimFault, SimOrder, SimPosition, SimSymbol, SimTicketSequence
-from panel.admin_base import BigTableMixin, ReadOnlyMixin, ScopedAdmin
+from panel.admin.base import BigTableMixin, ReadOnlyMixin, ScopedAdmin
 
 
 @admin.register(SimAccount)

@@ -1,0 +1,187 @@
+"""Every protective action: what the risk engine did, why (the numbers), when, the command that acted and
+the report to Laravel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import CharField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Cast
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter, RangeDateTimeFilter
+from unfold.decorators import display
+
+from panel.admin.base import (
+    STATE_LABELS,
+    BigTableMixin,
+    ReadOnlyMixin,
+    ScopedAdmin,
+    TenantFilter,
+    admin_link,
+    search_by_login,
+    table_html,
+)
+from policies.models import ProtectiveAction
+from risk.rules import RULES
+
+
+class RuleFilter(DropdownFilter):
+    title = "rule"
+    parameter_name = "rule_key"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(rule.key, rule.key) for rule in RULES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ProtectiveAction]) -> QuerySet[ProtectiveAction]:
+        return queryset.filter(rule_key=self.value()) if self.value() else queryset
+
+
+@admin.register(ProtectiveAction)
+class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+    list_display = (
+        "created_at",
+        "account",
+        "rule_key",
+        "action",
+        "scope",
+        "status_label",
+        "measured",
+        "floor_or_limit",
+        "command_column",
+        "report_column",
+    )
+    list_select_related = ("account", "tenant", "command")
+    list_filter = (
+        TenantFilter,
+        RuleFilter,
+        ("execution_status", ChoicesDropdownFilter),
+        ("created_at", RangeDateTimeFilter),
+    )
+    list_filter_submit = True
+    search_fields = ("account__login",)
+    search_help_text = "Account login (exact)."
+    ordering = ("-created_at",)
+    sortable_by = ("created_at",)
+    actions = ("export_csv",)
+    export_fields = (
+        "created_at",
+        "tenant__tenant_id",
+        "account__login",
+        "rule_key",
+        "scope",
+        "policy_version",
+        "action",
+        "execution_status",
+        "measured",
+        "floor_or_limit",
+        "threshold_used",
+        "equity",
+        "balance",
+        "command__command_id",
+    )
+    WHAT = (
+        "rule_key",
+        "action",
+        "scope",
+        "policy_version",
+        "enabled",
+        "hard",
+        "account",
+        "tenant",
+        "ticket",
+        "symbol",
+        "volume",
+    )
+    WHY = (
+        "threshold_used",
+        "floor_or_limit",
+        "measured",
+        "equity",
+        "balance",
+        "floating_pnl",
+        "closed_pnl",
+        "violation_count",
+    )
+    WHEN = ("detection_timestamp", "execution_timestamp", "created_at")
+    OUTCOME = ("execution_status", "mt5_response", "error_message", "positions_table")
+    readonly_fields = (*WHAT, *WHY, *WHEN, *OUTCOME, "command_detail", "report_detail")
+    fieldsets = (
+        ("What happened", {"fields": WHAT}),
+        ("Why: the numbers", {"fields": WHY}),
+        ("When (UTC)", {"fields": WHEN}),
+        ("Outcome", {"fields": OUTCOME}),
+        ("The command that acted", {"fields": ("command_detail",)}),
+        ("The report to Laravel", {"fields": ("report_detail",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProtectiveAction]:
+        from callbacks.models import CallbackDelivery
+
+        # The report's delivery status in the same query as the row (the callback_source index).
+        report = CallbackDelivery.objects.filter(
+            source_kind="protective_action", source_id=Cast(OuterRef("pk"), output_field=CharField())
+        ).order_by("-id")
+        return super().get_queryset(request).annotate(report_status=Subquery(report.values("status")[:1]))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        by_login = search_by_login(queryset, search_term, "account__login")
+        return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
+
+    @display(description="status", label=STATE_LABELS)
+    def status_label(self, obj: ProtectiveAction) -> str:
+        return obj.execution_status
+
+    @display(description="command")
+    def command_column(self, obj: ProtectiveAction) -> str:
+        return f"{obj.command.command_id} ({obj.command.state})" if obj.command else "—"
+
+    @display(description="report", label=STATE_LABELS)
+    def report_column(self, obj: ProtectiveAction) -> str:
+        return getattr(obj, "report_status", None) or "—"
+
+    @display(description="positions")
+    def positions_table(self, obj: ProtectiveAction) -> SafeString | str:
+        if not obj.positions:
+            return "—"
+        keys = sorted({key for position in obj.positions if isinstance(position, dict) for key in position})
+        rows = [[position.get(key) for key in keys] for position in obj.positions if isinstance(position, dict)]
+        return table_html(keys, rows)
+
+    @display(description="command")
+    def command_detail(self, obj: ProtectiveAction) -> SafeString | str:
+        command = obj.command
+        if command is None:
+            return "None: recorded only (enforcement flag off) or not raised yet."
+        return format_html(
+            "{} — {} on the {} lane, {} attempt(s), {}",
+            admin_link(command, command.command_id),
+            command.command_type,
+            command.lane,
+            command.attempts,
+            command.state,
+        )
+
+    @display(description="delivery")
+    def report_detail(self, obj: ProtectiveAction) -> SafeString | str:
+        from callbacks.models import CallbackDelivery
+
+        delivery = (
+            CallbackDelivery.objects.filter(source_kind="protective_action", source_id=str(obj.pk))
+            .order_by("-id")
+            .first()
+        )
+        if delivery is None:
+            return "No report queued yet (it is written when the action completes)."
+        return format_html(
+            "{} — {}, {} attempt(s), next try {}, last HTTP status {}",
+            admin_link(delivery, delivery.idempotency_key),
+            delivery.status,
+            delivery.attempts,
+            delivery.next_attempt_at or "—",
+            delivery.last_status_code or "—",
+        )
