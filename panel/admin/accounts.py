@@ -47,7 +47,7 @@ class RiskFilter(admin.SimpleListFilter):
     title = "risk"
     parameter_name = "risk"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [
             ("breached", "Hard breach"),
             ("blocked", "Trading blocked"),
@@ -76,7 +76,7 @@ def _risk_of(account: TradingAccount) -> AccountRisk | None:
 
 
 @admin.register(TradingAccount)
-class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
+class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     list_display = (
         "login",
         "server",
@@ -124,8 +124,8 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
     )
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
+        self, request: HttpRequest, queryset: QuerySet[TradingAccount], search_term: str
+    ) -> tuple[QuerySet[TradingAccount], bool]:
         by_login = search_by_login(queryset, search_term, "login")
         if by_login is not None:
             return by_login, False
@@ -270,7 +270,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(AccountRisk)
-class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin):
+class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin[AccountRisk]):
     list_display = (
         "account",
         "policy_version",
@@ -290,8 +290,8 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin):
     readonly_fields = tuple(f.name for f in AccountRisk._meta.concrete_fields if f.name != "id")
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
+        self, request: HttpRequest, queryset: QuerySet[AccountRisk], search_term: str
+    ) -> tuple[QuerySet[AccountRisk], bool]:
         by_login = search_by_login(queryset, search_term, "account__login")
         return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
 
@@ -304,7 +304,7 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(RiskSample)
-class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[RiskSample]):
     list_display = ("at", "account", "equity", "balance", "daily_floor", "total_floor", "below_a_floor")
     list_select_related = ("account",)
     list_filter = (TenantFilter, ("at", RangeDateTimeFilter))
@@ -316,8 +316,8 @@ class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
     readonly_fields = ("account", "at", "equity", "balance", "daily_floor", "total_floor")
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
+        self, request: HttpRequest, queryset: QuerySet[RiskSample], search_term: str
+    ) -> tuple[QuerySet[RiskSample], bool]:
         by_login = search_by_login(queryset, search_term, "account__login")
         return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
 
@@ -327,7 +327,7 @@ class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(MonitorHeartbeat)
-class MonitorHeartbeatAdmin(ReadOnlyMixin, ScopedAdmin):
+class MonitorHeartbeatAdmin(ReadOnlyMixin, ScopedAdmin[MonitorHeartbeat]):
     list_display = (
         "monitor_id",
         "hostname",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
@@ -21,6 +22,17 @@ from unfold.contrib.filters.admin import DropdownFilter
 from unfold.paginator import InfinitePaginator
 
 from panel.scoping import TENANT_LOOKUPS, TOKEN_LABEL, is_tenant_owned, scope_queryset, visible_tenants
+
+if TYPE_CHECKING:
+    # django-unfold ships no type information, so its ModelAdmin is Any to the checker. It subclasses Django's
+    # ModelAdmin, which django-stubs declares generic in the model: ScopedAdmin names that one as a second base for
+    # the checker. At run time Django's ModelAdmin is not subscriptable (django-stubs-ext is a dev dependency, and
+    # unpatched), so the second base is Generic there: the classes and their MRO are what they were.
+    from django.contrib.admin import ModelAdmin as TypedModelAdmin
+else:
+    from typing import Generic as TypedModelAdmin
+
+_ModelT = TypeVar("_ModelT", bound=Model)
 
 # Colours of unfold's label badges, by the values operators scan for on a bad day.
 STATE_LABELS: dict[str, str] = {
@@ -59,7 +71,7 @@ class TenantFilter(DropdownFilter):
     title = "tenant"
     parameter_name = "tenant"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(str(pk), tenant_id) for pk, tenant_id in visible_tenants(request.user).values_list("pk", "tenant_id")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -71,10 +83,10 @@ class TenantFilter(DropdownFilter):
         return queryset.filter(**{tenant_lookup_of(queryset.model): int(value)})
 
 
-class ScopedAdmin(ModelAdmin):
+class ScopedAdmin(ModelAdmin, TypedModelAdmin[_ModelT]):
     """A ModelAdmin that shows a staff user only the rows of their tenants, in lists, details and choices."""
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[_ModelT]:
         return scope_queryset(super().get_queryset(request), request.user)
 
     def get_field_queryset(self, db: str | None, db_field: Any, request: HttpRequest) -> QuerySet[Any] | None:
@@ -111,13 +123,13 @@ def _csv_value(value: Any) -> str:
 class ReadOnlyMixin:
     """Evidence is never edited or deleted from the panel: rows change only through the bridge's own paths."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -132,7 +144,7 @@ class BigTableMixin:
     show_facets = admin.ShowFacets.NEVER
 
 
-def search_by_login(queryset: QuerySet[Any], search_term: str, field: str) -> QuerySet[Any] | None:
+def search_by_login(queryset: QuerySet[_ModelT], search_term: str, field: str) -> QuerySet[_ModelT] | None:
     """An account login typed in the search box, matched exactly on the indexed integer column."""
     term = search_term.strip()
     return queryset.filter(**{field: int(term)}) if term.isdigit() and len(term) < 19 else None
@@ -145,7 +157,7 @@ def pretty_json(value: Any) -> SafeString:
     return format_html('<pre class="panel-json">{}</pre>', text)
 
 
-def age(moment: Any) -> str:
+def age(moment: datetime | None) -> str:
     if moment is None:
         return "—"
     seconds = (timezone.now() - moment).total_seconds()
@@ -173,14 +185,14 @@ def changelist_url(model: type[Model], **params: Any) -> str:
 
 
 def confirm_then(
-    model_admin: Any,
+    model_admin: admin.ModelAdmin[Any],
     request: HttpRequest,
     *,
     obj: Model,
     title: str,
     message: str,
     button: str,
-    run: Any,
+    run: Callable[[], HttpResponse],
 ) -> HttpResponse:
     """A detail action that changes state: GET asks (so a link can never act), POST with CSRF does."""
     from django.template.response import TemplateResponse

@@ -35,7 +35,7 @@ class OverdueFilter(admin.SimpleListFilter):
     title = "delivery"
     parameter_name = "due"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("overdue", "Overdue (open, next try in the past)"), ("dead", "Dead letters")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[CallbackDelivery]) -> QuerySet[CallbackDelivery]:
@@ -49,7 +49,7 @@ class OverdueFilter(admin.SimpleListFilter):
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CallbackDelivery]):
     list_display = (
         "id",
         "request_type",
@@ -132,7 +132,10 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
         from commands.models import Command
         from policies.models import ProtectiveAction
 
-        models = {"command": Command, "protective_action": ProtectiveAction}
+        models: dict[str, type[Command] | type[ProtectiveAction]] = {
+            "command": Command,
+            "protective_action": ProtectiveAction,
+        }
         model = models.get(obj.source_kind)
         if model is None or not obj.source_id.isdigit():
             return f"{obj.source_kind or '—'} {obj.source_id}".strip()
@@ -164,7 +167,7 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
     # --- re-send ----------------------------------------------------------------------------
 
-    def has_resend_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_resend_permission(self, request: HttpRequest, obj: CallbackDelivery | None = None) -> bool:
         return request.user.has_perm("panel.resend_callback")
 
     @admin.action(description="Re-send selected deliveries now", permissions=["resend"])
@@ -207,7 +210,7 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(CallbackAttempt)
-class CallbackAttemptAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class CallbackAttemptAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CallbackAttempt]):
     list_display = ("at", "delivery_link", "number", "status_code", "outcome_label", "duration_ms", "error_short")
     list_select_related = ("delivery",)
     list_filter = (TenantFilter, ("outcome", ChoicesDropdownFilter), ("at", RangeDateTimeFilter))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -51,7 +50,7 @@ TRACE_FIELDS = ("correlation_id", "idempotency_key", "idempotency_record_link", 
 
 
 @admin.register(Command)
-class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
     list_display = (
         "command_id",
         "state_label",
@@ -141,7 +140,7 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
     def related_links(self, obj: Command) -> SafeString | str:
         from callbacks.models import CallbackDelivery
 
-        links: list[Any] = []
+        links: list[SafeString] = []
         for action_ in obj.protective_actions.all()[:5]:
             links.append(format_html("protective action: {}", admin_link(action_)))
         for delivery in CallbackDelivery.objects.filter(source_kind="command", source_id=str(obj.pk))[:5]:
@@ -184,7 +183,7 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
     # --- cancel: queued (or received) → cancelled through the state machine ---------------------
 
-    def has_cancel_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_cancel_permission(self, request: HttpRequest, obj: Command | None = None) -> bool:
         return request.user.has_perm("panel.cancel_command")
 
     @admin.action(description="Cancel selected commands that have not started", permissions=["cancel"])
@@ -227,7 +226,7 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(CommandEvent)
-class CommandEventAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class CommandEventAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CommandEvent]):
     list_display = ("at", "command_link", "kind", "change", "attempt", "note")
     list_select_related = ("command",)
     list_filter = (TenantFilter, "kind", ("at", RangeDateTimeFilter))
@@ -257,7 +256,7 @@ class CommandEventAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[IdempotencyRecord]):
     list_display = (
         "key",
         "tenant",
@@ -308,7 +307,7 @@ class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(LaneHeartbeat)
-class LaneHeartbeatAdmin(ReadOnlyMixin, ScopedAdmin):
+class LaneHeartbeatAdmin(ReadOnlyMixin, ScopedAdmin[LaneHeartbeat]):
     """The lanes' worker processes; infrastructure of every tenant, so only all-tenant users see it."""
 
     list_display = ("lane", "host", "pid", "alive", "seen_at")

@@ -13,7 +13,7 @@ from panel.admin.base import BigTableMixin, ReadOnlyMixin, ScopedAdmin
 
 
 @admin.register(SimAccount)
-class SimAccountAdmin(ScopedAdmin):
+class SimAccountAdmin(ScopedAdmin[SimAccount]):
     list_display = ("login", "server", "currency", "balance", "credit", "leverage", "trade_allowed", "trade_expert")
     list_filter = ("trade_allowed", "trade_expert")
     search_fields = ("name", "server")
@@ -21,14 +21,14 @@ class SimAccountAdmin(ScopedAdmin):
 
 
 @admin.register(SimSymbol)
-class SimSymbolAdmin(ScopedAdmin):
+class SimSymbolAdmin(ScopedAdmin[SimSymbol]):
     list_display = ("name", "bid", "ask", "digits", "sessions_open", "typical_spread", "volume_min", "volume_max")
     list_filter = ("sessions_open",)
     search_fields = ("name",)
 
 
 @admin.register(SimPosition)
-class SimPositionAdmin(ReadOnlyMixin, ScopedAdmin):
+class SimPositionAdmin(ReadOnlyMixin, ScopedAdmin[SimPosition]):
     list_display = ("ticket", "account", "symbol", "side", "volume", "price_open", "sl", "tp", "magic", "comment")
     list_select_related = ("account", "symbol")
     search_fields = ("comment",)
@@ -40,7 +40,7 @@ class SimPositionAdmin(ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(SimOrder)
-class SimOrderAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class SimOrderAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[SimOrder]):
     list_display = (
         "ticket",
         "account",
@@ -58,7 +58,7 @@ class SimOrderAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(SimDeal)
-class SimDealAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class SimDealAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[SimDeal]):
     list_display = (
         "ticket",
         "account",
@@ -76,11 +76,11 @@ class SimDealAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
 
 
 @admin.register(SimFault)
-class SimFaultAdmin(ScopedAdmin):
+class SimFaultAdmin(ScopedAdmin[SimFault]):
     list_display = ("kind", "symbol", "login", "remaining", "created_at")
     list_filter = ("kind",)
 
 
 @admin.register(SimTicketSequence)
-class SimTicketSequenceAdmin(ReadOnlyMixin, ScopedAdmin):
+class SimTicketSequenceAdmin(ReadOnlyMixin, ScopedAdmin[SimTicketSequence]):
     list_display = ("value",)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
@@ -22,7 +22,7 @@ from panel.scoping import scope_queryset, sees_all_tenants, visible_tenants
 from panel.services import PanelError, payload_replay
 from tenancy.models import Tenant
 
-VALIDATED_KINDS = {
+VALIDATED_KINDS: dict[str, str] = {
     LibraryPayload.Kind.COMMAND: COMMAND,
     LibraryPayload.Kind.POLICY_SNAPSHOT: POLICY_SNAPSHOT,
     LibraryPayload.Kind.FLAT_COMMAND: FLAT_COMMAND,
@@ -45,7 +45,8 @@ class ReplayForm(forms.Form):
         tenants = visible_tenants(user)
         if payload.tenant_id is not None:
             tenants = tenants.filter(pk=payload.tenant_id)
-        self.fields["tenant"].queryset = tenants
+        # self.fields holds deep copies of the declared fields: "tenant" is the ModelChoiceField above.
+        cast("forms.ModelChoiceField[Tenant]", self.fields["tenant"]).queryset = tenants
         body_tenant = (payload.body or {}).get("meta", {}).get("tenant_id") if isinstance(payload.body, dict) else None
         initial = tenants.filter(tenant_id=body_tenant).first() or tenants.first()
         if initial is not None:
@@ -53,7 +54,7 @@ class ReplayForm(forms.Form):
 
 
 @admin.register(LibraryPayload)
-class LibraryPayloadAdmin(ScopedAdmin):
+class LibraryPayloadAdmin(ScopedAdmin[LibraryPayload]):
     list_display = ("title", "kind", "method_path", "owner", "builtin")
     list_filter = ("kind", "builtin")
     search_fields = ("slug", "title")
@@ -68,8 +69,8 @@ class LibraryPayloadAdmin(ScopedAdmin):
     actions_row = ("replay",)
 
     def get_form(
-        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
-    ) -> type[forms.ModelForm]:
+        self, request: HttpRequest, obj: LibraryPayload | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[LibraryPayload]]:
         form = super().get_form(request, obj, change=change, **kwargs)
         if "tenant" in form.base_fields and not sees_all_tenants(request.user):
             # A scoped operator's payload belongs to one of their tenants: a shared one would show their
@@ -82,7 +83,7 @@ class LibraryPayloadAdmin(ScopedAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def has_replay_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_replay_permission(self, request: HttpRequest, obj: LibraryPayload | None = None) -> bool:
         return request.user.has_perm("panel.replay_payload")
 
     @display(description="request")
@@ -91,7 +92,7 @@ class LibraryPayloadAdmin(ScopedAdmin):
 
     @display(description="tenant")
     def owner(self, obj: LibraryPayload) -> str:
-        return obj.tenant.tenant_id if obj.tenant_id else "shared example"
+        return obj.tenant.tenant_id if obj.tenant is not None else "shared example"
 
     @display(description="validation by the API's serializers")
     def validation(self, obj: LibraryPayload) -> SafeString | str:
@@ -146,7 +147,7 @@ class LibraryPayloadAdmin(ScopedAdmin):
 
 
 @admin.register(PanelSend)
-class PanelSendAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class PanelSendAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[PanelSend]):
     list_display = ("sent_at", "username", "origin", "tenant", "method", "path", "status", "replayed", "payload")
     list_select_related = ("tenant", "payload")
     list_filter = (TenantFilter, "origin", "replayed")

@@ -49,7 +49,7 @@ def policy_diff(previous: dict[str, Any] | None, current: dict[str, Any]) -> lis
 
 
 @admin.register(PolicySnapshot)
-class PolicySnapshotAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class PolicySnapshotAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[PolicySnapshot]):
     list_display = ("account", "policy_version", "is_current", "tenant", "received_at", "idempotency_key")
     list_select_related = ("account", "account__tenant")
     list_filter = (TenantFilter, ("received_at", RangeDateTimeFilter))
@@ -91,8 +91,8 @@ class PolicySnapshotAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
     )
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
+        self, request: HttpRequest, queryset: QuerySet[PolicySnapshot], search_term: str
+    ) -> tuple[QuerySet[PolicySnapshot], bool]:
         by_login = search_by_login(queryset, search_term, "account__login")
         if by_login is not None:
             return by_login, False

@@ -32,7 +32,7 @@ class RuleFilter(DropdownFilter):
     title = "rule"
     parameter_name = "rule_key"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(rule.key, rule.key) for rule in RULES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ProtectiveAction]) -> QuerySet[ProtectiveAction]:
@@ -40,7 +40,7 @@ class RuleFilter(DropdownFilter):
 
 
 @admin.register(ProtectiveAction)
-class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
+class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[ProtectiveAction]):
     list_display = (
         "created_at",
         "account",
@@ -127,8 +127,8 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin):
         return super().get_queryset(request).annotate(report_status=Subquery(report.values("status")[:1]))
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
+        self, request: HttpRequest, queryset: QuerySet[ProtectiveAction], search_term: str
+    ) -> tuple[QuerySet[ProtectiveAction], bool]:
         by_login = search_by_login(queryset, search_term, "account__login")
         return (by_login, False) if by_login is not None else (queryset.none() if search_term else queryset, False)
 

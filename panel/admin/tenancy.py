@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -17,9 +17,17 @@ from panel.admin.base import ScopedAdmin, TenantFilter, confirm_then
 from tenancy.auth import token_cache
 from tenancy.models import ApiToken, Tenant, new_token_value
 
+if TYPE_CHECKING:
+    # Annotations only (a dev dependency): nothing from django-stubs-ext is imported at run time.
+    from django_stubs_ext import WithAnnotations
+
+
+class _AccountCount(TypedDict):
+    account_count: int
+
 
 @admin.register(Tenant)
-class TenantAdmin(ScopedAdmin):
+class TenantAdmin(ScopedAdmin[Tenant]):
     list_display = ("tenant_id", "name", "accounts", "created_at")
     ordering = ("tenant_id",)
     search_fields = ("tenant_id", "name")
@@ -33,11 +41,11 @@ class TenantAdmin(ScopedAdmin):
         # tenant_id is what Laravel sends: renaming it would orphan every token and account.
         return ("tenant_id", "created_at") if obj is not None else ("created_at",)
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         return False
 
     @display(description="accounts", ordering="account_count")
-    def accounts(self, obj: Tenant) -> int:
+    def accounts(self, obj: WithAnnotations[Tenant, _AccountCount]) -> int:
         return obj.account_count
 
 
@@ -48,7 +56,7 @@ class ApiTokenForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ScopedAdmin):
+class ApiTokenAdmin(ScopedAdmin[ApiToken]):
     form = ApiTokenForm
     list_display = ("name", "prefix", "tenant_list", "active", "created_at", "last_used_at", "revoked_at")
     list_filter = (TenantFilter,)
@@ -71,11 +79,11 @@ class ApiTokenAdmin(ScopedAdmin):
             return ()
         return ("name", "prefix", "tenant_list", "active", "created_at", "last_used_at", "revoked_at")
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         # Revoked tokens stay, so "who was this token" can still be answered from the logs.
         return False
 
-    def has_revoke_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_revoke_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         return request.user.has_perm("tenancy.change_apitoken")
 
     @display(description="tenants")
@@ -91,7 +99,7 @@ class ApiTokenAdmin(ScopedAdmin):
             raw = new_token_value()
             obj.set_raw(raw)
             # Kept on the request only, for the one response that shows it: never stored, logged or put in a cookie.
-            request._panel_new_token = raw  # type: ignore[attr-defined]
+            request._panel_new_token = raw  # type: ignore[attr-defined]  # HttpRequest declares no such attribute
         super().save_model(request, obj, form, change)
 
     def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from unfold.admin import StackedInline
 from unfold.decorators import display
@@ -24,14 +25,16 @@ class StaffScopeForm(forms.ModelForm):
         fields = ("user", "all_tenants", "tenants")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        # ModelForm.clean() returns self.cleaned_data (the stubs allow None, what a Form.clean() override may return).
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("all_tenants") and cleaned.get("tenants"):
             raise forms.ValidationError("Choose either every tenant or a list of tenants, not both.")
         return cleaned
 
 
 @admin.register(StaffScope)
-class StaffScopeAdmin(ScopedAdmin):
+class StaffScopeAdmin(ScopedAdmin[StaffScope]):
     form = StaffScopeForm
     list_display = ("user", "all_tenants", "tenant_list", "updated_at")
     list_select_related = ("user",)
@@ -39,7 +42,7 @@ class StaffScopeAdmin(ScopedAdmin):
     filter_horizontal = ("tenants",)
     autocomplete_fields = ("user",)
 
-    def get_queryset(self, request: HttpRequest) -> Any:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StaffScope]:
         return super().get_queryset(request).prefetch_related("tenants")
 
     @display(description="tenants")
@@ -68,14 +71,14 @@ admin.site.unregister(Group)
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin, ScopedAdmin):
+class UserAdmin(BaseUserAdmin, ScopedAdmin[User]):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
     inlines = (StaffScopeInline,)
     list_display = ("username", "email", "is_staff", "is_superuser", "group_list", "is_active", "last_login")
 
-    def get_queryset(self, request: HttpRequest) -> Any:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         return super().get_queryset(request).prefetch_related("groups")
 
     @display(description="groups")
@@ -84,5 +87,5 @@ class UserAdmin(BaseUserAdmin, ScopedAdmin):
 
 
 @admin.register(Group)
-class GroupAdmin(BaseGroupAdmin, ScopedAdmin):
+class GroupAdmin(BaseGroupAdmin, ScopedAdmin[Group]):
     pass
