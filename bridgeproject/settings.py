@@ -174,6 +174,9 @@ MT5LINUX_HOST = env.str("MT5LINUX_HOST", default="127.0.0.1")
 MT5LINUX_PORT = env.int("MT5LINUX_PORT", default=18812)
 
 RISK_POLL_INTERVAL_MS = env.int("RISK_POLL_INTERVAL_MS", default=500)
+# A protective action whose goal does not hold this long after its breach alerts operators and
+# reports its outcome so far to Laravel; the bridge keeps trying (RISK_RULES.md).
+PROTECTION_ALERT_SECONDS = env.int("PROTECTION_ALERT_SECONDS", default=60)
 RISK_MAX_SNAPSHOT_AGE_MS = env.int("RISK_MAX_SNAPSHOT_AGE_MS", default=5000)
 
 # django-q2 keeps each cluster's heartbeat in the cache: a database table is shared by every

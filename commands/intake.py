@@ -17,7 +17,7 @@ from bridgeproject.errors import BridgeError, flatten_errors, validation_error
 from bridgeproject.middleware import correlated
 from commands import idempotency
 from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, PolicyPayloadSerializer
-from commands.models import IdempotencyRecord
+from commands.models import BRIDGE_COMMAND_ID_PREFIX, IdempotencyRecord
 from commands.services import command_accept
 from commands.validation import validate_command_payload, validate_with
 from policies.models import TradingAccount
@@ -101,6 +101,12 @@ def _accept_command(
     except serializers.ValidationError as exc:
         raise _as_validation_error(exc) from exc
     context.bind(command_id=common["command_id"])
+    if common["command_id"].lower().startswith(BRIDGE_COMMAND_ID_PREFIX):
+        raise BridgeError(
+            422,
+            "reserved_command_id",
+            f"command_id may not start with {BRIDGE_COMMAND_ID_PREFIX!r}: the bridge names its own commands so.",
+        )
     return command_accept(
         tenant=tenant,
         account=account,

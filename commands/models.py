@@ -35,6 +35,11 @@ class Source(models.TextChoices):
     BRIDGE = "bridge"
 
 
+# PROTOCOL.md §9 "Command ids": the bridge names its own commands (protective actions, sweeps)
+# with this prefix, and intake refuses it, so no id a tenant sends can ever take one of them.
+BRIDGE_COMMAND_ID_PREFIX = "bridge-"
+
+
 class Command(models.Model):
     """One trading command: its request, its lane, its place in the state machine and its MT5 result."""
 

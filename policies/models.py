@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
 from django.utils import timezone
 
@@ -122,7 +124,12 @@ class RiskSample(models.Model):
 
 
 class ProtectiveAction(models.Model):
-    """One breach and what the bridge did about it: exactly one per (account, rule, scope, version)."""
+    """One breach and what the bridge did about it: exactly one per (account, rule, scope, version).
+
+    An action has a goal (RISK_RULES.md "Enforcement that holds") and stays open until the goal
+    holds on MT5: its fast-lane commands are attempts, and a failed or expired attempt is
+    followed by another under the same action.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -130,6 +137,25 @@ class ProtectiveAction(models.Model):
         FAILED = "failed"
         PARTIAL = "partial"
         SKIPPED = "skipped"
+
+    class Goal(models.TextChoices):
+        POSITION_CLOSED = "position_closed"
+        ORDER_CANCELLED = "order_cancelled"
+        ACCOUNT_FLAT = "account_flat", "account flat (no positions, no pending orders)"
+        TRADING_DISABLED = "trading_disabled"
+        NONE = "none", "none (recorded only)"
+
+    # Stable across databases and bridges: Laravel knows the action by it (PROTOCOL.md §9).
+    action_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    goal = models.CharField(max_length=20, choices=Goal.choices, default=Goal.NONE)
+    goal_met_at = models.DateTimeField(null=True, blank=True, help_text="When MT5 showed the goal holding.")
+    attempt_count = models.PositiveIntegerField(default=0, help_text="Attempts raised (each one or two commands).")
+    attempt_commands = models.JSONField(default=list, blank=True, help_text="The latest attempt's command ids (pk).")
+    attempt_ended_at = models.DateTimeField(null=True, blank=True, help_text="When the latest attempt finished.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="No new attempt before this.")
+    report_sequence = models.PositiveIntegerField(default=0, help_text="Reports written to the outbox so far.")
+    reported_status = models.CharField(max_length=16, blank=True, help_text="The status of the latest report.")
+    alerted_at = models.DateTimeField(null=True, blank=True, help_text="When operators were told the goal is late.")
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="protective_actions")
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="protective_actions")
@@ -171,6 +197,12 @@ class ProtectiveAction(models.Model):
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["execution_status"]),
+            # The monitor's question every cycle: which of these accounts have a goal still open?
+            models.Index(
+                fields=["account"],
+                name="protective_action_pursued",
+                condition=models.Q(goal_met_at__isnull=True) & ~models.Q(goal="none"),
+            ),
             # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
             models.Index(fields=["-created_at"], name="panel_pa_recent"),
             models.Index(fields=["rule_key", "-created_at"], name="panel_pa_rule_recent"),

@@ -115,11 +115,18 @@ def account_view(snapshot: AccountSnapshot) -> rules.AccountView:
         equity=snapshot.equity,
         positions=tuple(
             rules.PositionView(
-                ticket=p.ticket, symbol=p.symbol, volume=p.volume, profit=p.profit, swap=p.swap, commission=p.commission
+                ticket=p.ticket,
+                symbol=p.symbol,
+                volume=p.volume,
+                profit=p.profit,
+                swap=p.swap,
+                commission=p.commission,
+                opened_at=p.opened_at,
             )
             for p in snapshot.positions
         ),
         observed_at=snapshot.observed_at,
+        orders=tuple((o.ticket, o.placed_at) for o in snapshot.orders),
     )
 
 
@@ -189,7 +196,8 @@ def risk_evaluate_snapshot(*, account: TradingAccount, mt5: AccountSnapshot, now
         if row is None or row.policy_version != policy.policy_version:
             row = risk_state_apply_policy(account=account, snapshot=snapshot_row)
         state = state_from_row(row)
-        evaluation = rules.evaluate(account_view(mt5), policy, state)
+        view = account_view(mt5)
+        evaluation = rules.evaluate(view, policy, state)
         if evaluation.state is not state:
             _state_to_row(evaluation.state, row)
         last_evaluated = row.evaluated_at
@@ -197,12 +205,16 @@ def risk_evaluate_snapshot(*, account: TradingAccount, mt5: AccountSnapshot, now
         row.save()
         if evaluation.breaches or _due(account.pk, last_evaluated, now, SAMPLE_EVERY):
             _sample(account.pk, mt5, evaluation).save()
+        open_actions = protection.open_actions_of([account.pk]).get(account.pk, [])
+        found = [*evaluation.breaches, *protection.enforcement(account.pk, view, evaluation, open_actions)]
         actions = sum(
             1
-            for breach in evaluation.breaches
+            for breach in found
             if protection.protective_action_raise(account=account, breach=breach, snapshot=mt5, policy=policy)
         )
-    return Outcome(True, breaches=len(evaluation.breaches), actions=actions)
+    if open_actions:
+        actions += protection.pursue(account=account, actions=open_actions, snapshot=mt5, now=now)
+    return Outcome(True, breaches=len(found), actions=actions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,6 +341,8 @@ def risk_evaluate_snapshots(
     once, before the rest of the accounts are judged; a change of state after them."""
     now = now or timezone.now()
     rows = sql.risk_rows([w.pk for w in accounts])
+    pursued = protection.open_actions_of([w.pk for w in accounts])
+    to_pursue: list[tuple[int, AccountSnapshot]] = []
     max_age = timedelta(milliseconds=settings.RISK_MAX_SNAPSHOT_AGE_MS)
     now_us = _micros(now)
     sample_period, figures_period = SAMPLE_EVERY // _MICROSECOND, figures_every() // _MICROSECOND
@@ -365,18 +379,24 @@ def risk_evaluate_snapshots(
         if row is None or row.state.policy_version != policy.policy_version:
             changed.append((account.pk, mt5))
             continue
-        evaluation = rules.evaluate(account_view(mt5), policy, row.state)
-        if evaluation.breaches and any(
-            not protection.is_recorded((account.pk, b.rule_key, b.scope, policy.policy_version))
-            for b in evaluation.breaches
+        view = account_view(mt5)
+        evaluation = rules.evaluate(view, policy, row.state)
+        found = (
+            *evaluation.breaches,
+            *protection.enforcement(account.pk, view, evaluation, pursued.get(account.pk, ())),
+        )
+        if found and any(
+            not protection.is_recorded((account.pk, b.rule_key, b.scope, policy.policy_version)) for b in found
         ):
-            judge(fresh.in_bulk([account.pk]), mt5, account.pk)
+            judge(fresh.in_bulk([account.pk]), mt5, account.pk)  # pursues its open actions too
             continue
         if evaluation.state is not row.state:
             changed.append((account.pk, mt5))
             continue
+        if account.pk in pursued:
+            to_pursue.append((account.pk, mt5))
         evaluated += 1
-        breaches += len(evaluation.breaches)
+        breaches += len(found)
         if row.evaluated_at is None:
             sample = figures = True
         else:
@@ -406,6 +426,11 @@ def risk_evaluate_snapshots(
         current = fresh.in_bulk([pk for pk, _ in changed])
         for pk, mt5 in changed:
             judge(current, mt5, pk)
+    if to_pursue:
+        current = fresh.in_bulk([pk for pk, _ in to_pursue])
+        for pk, mt5 in to_pursue:
+            if pk in current:
+                actions += protection.pursue(account=current[pk], actions=pursued[pk], snapshot=mt5, now=now)
     if refreshed:
         sql.write_figures(refreshed, now)
     if samples:

@@ -1,30 +1,68 @@
-"""Protective actions: record a breach once, start its action on the fast lane, complete it
-when its command finishes, and report it to Laravel through the callback outbox.
+"""Protective actions: a breach's goal, pursued until it holds on MT5 (RISK_RULES.md "Enforcement
+that holds"), and reported to Laravel through the callback outbox.
 
-Exactly one protective action per (account, rule, scope, policy_version) is guaranteed by a
-unique constraint, so repeated evaluations, restarts and several monitors can all see the same
-breach.
+- A breach is recorded once: exactly one action per (account, rule, scope, policy_version) is
+  guaranteed by a unique constraint, so repeated evaluations, restarts and several monitors can
+  all see the same breach.
+- The action has a goal: the position closed, an order cancelled, the account flat (no
+  positions, no pending orders), or trading disabled. Its fast-lane commands are *attempts*:
+  when one ends (succeeded, failed, expired, answer lost) nothing is concluded from the command;
+  the next MT5 snapshot read after it ended says whether the goal holds. A close that filled is
+  therefore a success however its command ended, a position the server closed itself (SL, TP,
+  stop-out) counts as closed, and a partial fill or a position opened meanwhile is met by
+  another attempt under the same action, until the goal holds.
+- Laravel hears of an action when its first attempt ends and again each time its outcome
+  changes, and when the goal is late (PROTECTION_ALERT_SECONDS), each report with the action's
+  stable `action_id` and its `report_sequence`; the last report states the final outcome.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from bridgeproject import context
 from bridgeproject.jsonutil import jsonable, utc_iso
 from callbacks.services import callback_enqueue
-from commands.models import Command, CommandType, Priority, Source
+from commands.models import BRIDGE_COMMAND_ID_PREFIX, Command, CommandType, Priority, Source
 from commands.services import command_create
+from commands.states import ACTIVE
 from execution.gateway import AccountSnapshot
 from policies.models import ProtectiveAction, TradingAccount
 from risk import rules
 
 logger = logging.getLogger("bridge.risk")
+
+Goal = ProtectiveAction.Goal
+Status = ProtectiveAction.Status
+
+# The goal each action pursues (an escalation without a close acts by disabling trading).
+GOAL_OF_ACTION: dict[str, str] = {
+    "close_position": Goal.POSITION_CLOSED,
+    "cancel_order": Goal.ORDER_CANCELLED,
+    "close_all": Goal.ACCOUNT_FLAT,
+    "none": Goal.TRADING_DISABLED,
+}
+# What a report says once the goal holds (the panel's wording for a close).
+GOAL_MET: dict[str, str] = {
+    Goal.POSITION_CLOSED: "position closed successfully",
+    Goal.ORDER_CANCELLED: "order cancelled",
+    Goal.ACCOUNT_FLAT: "account flat: every position closed, every pending order cancelled",
+    Goal.TRADING_DISABLED: "trading disabled",
+}
+# The bridge's own command ids (PROTOCOL.md §9 "Command ids"): refused on intake, so nothing a
+# tenant sends can take one.
+COMMAND_ID_PREFIX = f"{BRIDGE_COMMAND_ID_PREFIX}pa-"
+# Between attempts that did not reach the goal: 0.5 s, doubling, at most 10 s.
+FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 10.0
 
 # (account, rule_key, scope, policy_version) of breaches whose protective action is committed:
 # seeing one again needs no transaction (the unique constraint would refuse it anyway).
@@ -36,23 +74,59 @@ def is_recorded(key: tuple[int, str, str, int]) -> bool:
     return key in _recorded
 
 
-# RISK_RULES.md "close all positions and cancel pending orders": two fast-lane commands.
-CLOSE_ALL_COMMANDS: tuple[tuple[str, dict[str, Any]], ...] = (
-    (
-        CommandType.CLOSE_POSITIONS,
-        {
-            "target": {"mode": "all_positions"},
-            "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
-        },
-    ),
-    (CommandType.CANCEL_ORDERS, {}),
-)
+def goal_holds(action: ProtectiveAction, snapshot: AccountSnapshot, account: TradingAccount) -> bool:
+    """Whether MT5 (this snapshot) shows the action's goal reached."""
+    if action.goal == Goal.POSITION_CLOSED:
+        return all(p.ticket != action.ticket for p in snapshot.positions)
+    if action.goal == Goal.ORDER_CANCELLED:
+        return all(o.ticket != action.ticket for o in snapshot.orders)
+    if action.goal == Goal.ACCOUNT_FLAT:
+        return not snapshot.positions and not snapshot.orders
+    if action.goal == Goal.TRADING_DISABLED:
+        return True  # the bridge refuses new positions from the moment the breach is recorded
+    return True
+
+
+def open_actions_of(account_pks: Sequence[int]) -> dict[int, list[ProtectiveAction]]:
+    """The actions whose goal is still open, by account (one query on a partial index)."""
+    pursued: dict[int, list[ProtectiveAction]] = {}
+    if not account_pks:
+        return pursued
+    queryset = ProtectiveAction.objects.filter(account_id__in=account_pks, goal_met_at__isnull=True).exclude(
+        goal=Goal.NONE
+    )
+    for action in queryset.order_by("pk"):
+        pursued.setdefault(action.account_id, []).append(action)
+    return pursued
+
+
+# The breaches that disable trading: what appears on the account after one of them is closed.
+BLOCKING_RULES = ("daily_drawdown", "total_drawdown", "single_trade_loss_limit")
+
+
+def enforcement(
+    account_pk: int, view: rules.AccountView, evaluation: rules.Evaluation, open_actions: Sequence[ProtectiveAction]
+) -> tuple[rules.Breach, ...]:
+    """`rules.enforcement` for an account whose trading is disabled: what appeared since the
+    breach that disabled it. Left to an open action already making the account flat (it closes
+    the same positions); no query unless trading is disabled and something is open."""
+    if evaluation.trading_block != "trading_disabled" or not (view.positions or view.orders):
+        return ()
+    if any(a.goal == Goal.ACCOUNT_FLAT for a in open_actions):
+        return ()
+    since = (
+        ProtectiveAction.objects.filter(account_id=account_pk, rule_key__in=BLOCKING_RULES)
+        .order_by("-detection_timestamp")
+        .values_list("detection_timestamp", flat=True)
+        .first()
+    )
+    return () if since is None else rules.enforcement(view, evaluation, since)
 
 
 def protective_action_raise(
     *, account: TradingAccount, breach: rules.Breach, snapshot: AccountSnapshot, policy: rules.Policy
 ) -> bool:
-    """Record the breach once and start its action on the fast lane; False when already recorded."""
+    """Record the breach once and start pursuing its goal; False when already recorded."""
     position = next((p for p in snapshot.positions if p.ticket == breach.ticket), None) if breach.ticket else None
     action = ProtectiveAction(
         tenant_id=account.tenant_id,
@@ -74,6 +148,7 @@ def protective_action_raise(
         measured=breach.measured,
         violation_count=breach.violation_count,
         detection_timestamp=snapshot.observed_at,
+        goal=_goal_of(breach, policy),
     )
     # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
     # sees this breach again without a transaction.
@@ -87,91 +162,236 @@ def protective_action_raise(
         transaction.on_commit(lambda: _recorded.add(key))
         return False
     transaction.on_commit(lambda: _recorded.add(key))
-    with context.scope(correlation_id=f"risk-{action.pk}", tenant=account.tenant.tenant_id, account=account.login):
+    with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
         logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
-        if not breach.enabled or breach.action == "none":
+        if action.goal in (Goal.NONE, Goal.TRADING_DISABLED):
             _finish_without_command(action, policy)
-            return True
-        specs: list[tuple[str, dict[str, Any]]]
-        if breach.action == "close_position":
-            specs = [(CommandType.CLOSE_POSITION, {"ticket": breach.ticket})]
-        else:
-            specs = list(CLOSE_ALL_COMMANDS)
-        for index, (command_type, specific) in enumerate(specs):
-            command = command_create(
-                tenant=account.tenant,
-                account=account,
-                common={
-                    "command_id": f"pa-{action.pk}-{index}",
-                    "command_type": command_type,
-                    "priority": Priority.CRITICAL,
-                    "fast_lane": True,
-                    "reason": f"{breach.rule_key}:{breach.scope}",
-                    "expires_at_utc": None,
-                },
-                specific=specific,
-                envelope={"raised_by": "risk_engine", "protective_action": action.pk},
-                correlation_id=f"risk-{action.pk}",
-                idempotency_key=f"protective-action-{action.pk}-{index}",
-                source=Source.BRIDGE,
-            )
-            if index == 0:
-                action.command = command
-        action.save(update_fields=["command"])
+        elif not _flattened_by_another(action):
+            _attempt(action, account, snapshot)
     return True
 
 
+def _goal_of(breach: rules.Breach, policy: rules.Policy) -> str:
+    if not breach.enabled:
+        return Goal.NONE
+    if breach.action == "none" and not policy.disable_trading_on_breach:
+        return Goal.NONE
+    return GOAL_OF_ACTION[breach.action]
+
+
 def _finish_without_command(action: ProtectiveAction, policy: rules.Policy) -> None:
-    if action.action == "none" and action.enabled:
-        # The escalation acts by disabling trading, when the policy says so.
-        status = (
-            ProtectiveAction.Status.SUCCESS if policy.disable_trading_on_breach else ProtectiveAction.Status.SKIPPED
-        )
-        response = "trading disabled" if policy.disable_trading_on_breach else "disable_trading_on_breach is off"
+    """An action that needs no MT5 command: the enforcement flag is off, or the escalation only
+    disables trading (the bridge refuses new positions from now on)."""
+    now = timezone.now()
+    if action.goal == Goal.TRADING_DISABLED:
+        action.execution_status, action.mt5_response = Status.SUCCESS, "trading disabled"
+        action.goal_met_at = now
+    elif action.action == "none" and action.enabled:
+        action.execution_status, action.mt5_response = Status.SKIPPED, "disable_trading_on_breach is off"
     else:
-        status = ProtectiveAction.Status.SKIPPED
-        response = "enforcement flag is off: recorded, no action taken"
-    action.execution_status = status
-    action.mt5_response = response
-    action.execution_timestamp = timezone.now()
-    action.save(update_fields=["execution_status", "mt5_response", "execution_timestamp"])
+        action.execution_status = Status.SKIPPED
+        action.mt5_response = "enforcement flag is off: recorded, no action taken"
+    action.execution_timestamp = now
+    action.save(update_fields=["execution_status", "mt5_response", "execution_timestamp", "goal_met_at"])
     protective_action_report(action=action)
 
 
-_STATUS_FOR_STATE = {
-    "succeeded": ProtectiveAction.Status.SUCCESS,
-    "partially_succeeded": ProtectiveAction.Status.PARTIAL,
-}
+def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[tuple[str, dict[str, Any]]]:
+    """What an attempt sends for the goal: only what the account still holds."""
+    if action.goal == Goal.POSITION_CLOSED:
+        return [(CommandType.CLOSE_POSITION, {"ticket": action.ticket})]
+    if action.goal == Goal.ORDER_CANCELLED:
+        return [(CommandType.CANCEL_ORDERS, {"tickets": [action.ticket]})]
+    specs: list[tuple[str, dict[str, Any]]] = []
+    if snapshot.positions or action.attempt_count == 0:
+        specs.append(
+            (
+                CommandType.CLOSE_POSITIONS,
+                {
+                    "target": {"mode": "all_positions"},
+                    "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
+                },
+            )
+        )
+    if snapshot.orders or action.attempt_count == 0:
+        specs.append((CommandType.CANCEL_ORDERS, {}))
+    return specs
 
 
-def protective_action_complete(*, action: ProtectiveAction, command: Command) -> None:
-    """The fast-lane command of an action finished: record what MT5 said and report it."""
-    status = _STATUS_FOR_STATE.get(command.state, ProtectiveAction.Status.FAILED)
+def _attempt(action: ProtectiveAction, account: TradingAccount, snapshot: AccountSnapshot) -> None:
+    """Raise the next attempt at the goal: its commands go to the fast lane in this transaction."""
+    number = action.attempt_count + 1
+    commands: list[Command] = []
+    for index, (command_type, specific) in enumerate(_commands_for(action, snapshot)):
+        command_id = f"{COMMAND_ID_PREFIX}{action.action_id.hex}-{number}-{index}"
+        commands.append(
+            command_create(
+                tenant=account.tenant,
+                account=account,
+                common={
+                    "command_id": command_id,
+                    "command_type": command_type,
+                    "priority": Priority.CRITICAL,
+                    "fast_lane": True,
+                    "reason": f"{action.rule_key}:{action.scope}",
+                    "expires_at_utc": None,
+                },
+                specific=specific,
+                envelope={"raised_by": "risk_engine", "protective_action": str(action.action_id), "attempt": number},
+                correlation_id=_correlation(action),
+                idempotency_key=command_id,
+                source=Source.BRIDGE,
+            )
+        )
+    action.attempt_count = number
+    action.attempt_commands = [c.pk for c in commands]
+    action.attempt_ended_at = None
+    action.next_attempt_at = None
+    if commands:
+        action.command = commands[0]
+    action.save(
+        update_fields=[
+            "attempt_count",
+            "attempt_commands",
+            "attempt_ended_at",
+            "next_attempt_at",
+            "command",
+        ]
+    )
+    if number > 1:
+        logger.warning("protective action: another attempt", extra={"action_id": str(action.action_id), "n": number})
+
+
+def protective_action_note(*, action: ProtectiveAction, command: Command) -> None:
+    """One of an attempt's commands finished: keep what MT5 answered. Whether the goal holds is
+    not concluded here but from the next snapshot read after the attempt ended (`pursue`)."""
     result = command.result or {}
     positions = result.get("positions") or []
-    closed = positions if positions else [result]
-    closed_pnl = sum(
-        (Decimal(str(p.get("profit") or "0")) for p in closed if p.get("status", "closed") == "closed"), Decimal(0)
+    if positions:
+        action.positions = positions
+    closed = positions if positions else ([result] if command.command_type == CommandType.CLOSE_POSITION else [])
+    action.closed_pnl += sum(
+        (Decimal(str(p.get("profit") or "0")) for p in closed if p.get("status", "closed") == "closed"),
+        Decimal(0),
     )
-    action.execution_status = status
-    action.execution_timestamp = command.finished_at
-    action.positions = positions
-    action.closed_pnl = closed_pnl
-    action.mt5_response = f"{result.get('retcode_name', '')} {result.get('message', '')}".strip() or (
-        "positions closed" if status == ProtectiveAction.Status.SUCCESS else ""
-    )
-    if status == ProtectiveAction.Status.SUCCESS and action.action == "close_position":
-        action.mt5_response = "position closed successfully"
+    action.mt5_response = f"{result.get('retcode_name', '')} {result.get('message', '')}".strip()
     action.error_message = command.error_message
-    action.save()
-    protective_action_report(action=action)
+    ended = not Command.objects.filter(pk__in=action.attempt_commands, state__in=ACTIVE).exclude(pk=command.pk).exists()
+    fields = ["positions", "closed_pnl", "mt5_response", "error_message"]
+    if ended:
+        delay = min(FIRST_RETRY_SECONDS * 2 ** max(action.attempt_count - 1, 0), MAX_RETRY_SECONDS)
+        action.attempt_ended_at = command.finished_at or timezone.now()
+        action.next_attempt_at = action.attempt_ended_at + timedelta(seconds=delay)
+        fields += ["attempt_ended_at", "next_attempt_at"]
+    action.save(update_fields=fields)
+
+
+def pursue(
+    *, account: TradingAccount, actions: Sequence[ProtectiveAction], snapshot: AccountSnapshot, now: datetime
+) -> int:
+    """Hold each open action against a snapshot: met, reported; not met and no attempt at work,
+    reported when its outcome changed and attempted again when due. Returns the attempts raised."""
+    raised = 0
+    # Several breaches may want the account flat (a daily and a total drawdown at once): the
+    # oldest open one sends the attempts, the others hold the same goal against MT5.
+    driver = next((a.pk for a in actions if a.goal == Goal.ACCOUNT_FLAT), None)
+    for action in actions:
+        if action.attempt_count and action.attempt_ended_at is None:
+            if _at_work(action):
+                continue  # an attempt is still running: its end is judged on a later snapshot
+            _ended_unnoticed(action, now)
+        if action.attempt_ended_at is not None and snapshot.observed_at <= action.attempt_ended_at:
+            continue  # read before the attempt ended: it cannot tell what the attempt did
+        with transaction.atomic(), context.scope(correlation_id=_correlation(action)):
+            locked = ProtectiveAction.objects.select_for_update().filter(pk=action.pk, goal_met_at__isnull=True).first()
+            if locked is None:
+                continue  # met meanwhile (another monitor)
+            locked.account, locked.tenant = account, account.tenant
+            follower = locked.goal == Goal.ACCOUNT_FLAT and locked.pk != driver
+            raised += _pursue_one(locked, account, snapshot, now, may_attempt=not follower)
+    return raised
+
+
+def _pursue_one(
+    action: ProtectiveAction, account: TradingAccount, snapshot: AccountSnapshot, now: datetime, *, may_attempt: bool
+) -> int:
+    if goal_holds(action, snapshot, account):
+        action.goal_met_at = now
+        action.execution_status = Status.SUCCESS
+        action.execution_timestamp = action.attempt_ended_at or now
+        action.mt5_response = GOAL_MET[action.goal]
+        action.save(update_fields=["goal_met_at", "execution_status", "execution_timestamp", "mt5_response"])
+        protective_action_report(action=action)
+        return 0
+    late = now - action.created_at >= timedelta(seconds=settings.PROTECTION_ALERT_SECONDS)
+    if action.attempt_ended_at is not None:
+        status = Status.PARTIAL if _partly_done(action, snapshot) else Status.FAILED
+        if status != action.reported_status or (late and action.alerted_at is None):
+            action.execution_status = status
+            action.execution_timestamp = action.attempt_ended_at
+            action.save(update_fields=["execution_status", "execution_timestamp"])
+            protective_action_report(action=action)
+    if late and action.alerted_at is None:
+        action.alerted_at = now
+        action.save(update_fields=["alerted_at"])
+        logger.error(
+            "protective action goal not reached in time",
+            extra={"action_id": str(action.action_id), "goal": action.goal, "attempts": action.attempt_count},
+        )
+    if may_attempt and (
+        action.attempt_count == 0
+        or (action.attempt_ended_at is not None and (action.next_attempt_at is None or now >= action.next_attempt_at))
+    ):
+        _attempt(action, account, snapshot)
+        return 1
+    return 0
+
+
+def _flattened_by_another(action: ProtectiveAction) -> bool:
+    """Whether an older open action is already making this account flat."""
+    if action.goal != Goal.ACCOUNT_FLAT:
+        return False
+    others = ProtectiveAction.objects.filter(account_id=action.account_id, goal=Goal.ACCOUNT_FLAT, pk__lt=action.pk)
+    return others.filter(goal_met_at__isnull=True).exists()
+
+
+def _partly_done(action: ProtectiveAction, snapshot: AccountSnapshot) -> bool:
+    """A close-all that got part of the way: its positions are closed but orders are left, or it
+    closed some positions and others are still open (RISK_RULES.md: `partial`)."""
+    if action.goal != Goal.ACCOUNT_FLAT:
+        return False
+    closed_some = any(p.get("status") == "closed" for p in action.positions if isinstance(p, dict))
+    return closed_some or (not snapshot.positions and bool(snapshot.orders))
+
+
+def _at_work(action: ProtectiveAction) -> bool:
+    return Command.objects.filter(pk__in=action.attempt_commands, state__in=ACTIVE).exists()
+
+
+def _ended_unnoticed(action: ProtectiveAction, now: datetime) -> None:
+    """An attempt whose commands all ended without the note (a command expired by the sweeper,
+    say): it ended when its last command did."""
+    last = Command.objects.filter(pk__in=action.attempt_commands).aggregate(at=Max("finished_at"))["at"]
+    action.attempt_ended_at = action.next_attempt_at = last or now
+    ProtectiveAction.objects.filter(pk=action.pk).update(
+        attempt_ended_at=action.attempt_ended_at, next_attempt_at=action.next_attempt_at
+    )
+
+
+def _correlation(action: ProtectiveAction) -> str:
+    return f"risk-{action.action_id}"
 
 
 def report_payload(action: ProtectiveAction) -> dict[str, Any]:
-    """The panel's protective_action_report payload, plus violation_count and positions."""
+    """The panel's protective_action_report payload, plus the action's identity, goal and progress."""
     payload: dict[str, Any] = {
+        "action_id": str(action.action_id),
+        "report_sequence": action.report_sequence,
         "rule_key": action.rule_key,
         "policy_version": action.policy_version,
+        "goal": action.goal,
+        "goal_met": action.goal_met_at is not None,
+        "attempts": action.attempt_count,
         "position_id": str(action.ticket) if action.ticket else None,
         "ticket": action.ticket,
         "symbol": action.symbol or None,
@@ -194,14 +414,17 @@ def report_payload(action: ProtectiveAction) -> dict[str, Any]:
 
 
 def protective_action_report(*, action: ProtectiveAction) -> None:
-    """Write the report to the outbox, in the caller's transaction."""
+    """Write the action's next report to the outbox, in the caller's transaction."""
+    action.report_sequence += 1
+    action.reported_status = action.execution_status
+    action.save(update_fields=["report_sequence", "reported_status"])
     callback_enqueue(
         tenant=action.tenant,
         account=action.account,
         request_type="protective_action_report",
         payload=report_payload(action),
-        idempotency_key=f"protective-action-{action.pk}",
-        correlation_id=f"risk-{action.pk}",
+        idempotency_key=f"protective-action-{action.action_id}-{action.report_sequence}",
+        correlation_id=_correlation(action),
         session_id="risk-engine",
         correlation_group="protective-action",
         source_kind="protective_action",

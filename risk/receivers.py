@@ -19,13 +19,15 @@ def on_policy_applied(*, account: TradingAccount, snapshot: PolicySnapshot) -> N
 
 
 def on_command_finished(command: Command) -> None:
-    """Complete the protective action the command served, then look at the account again at once."""
-    from risk.protection import protective_action_complete
+    """Note what the command did for its protective action, then look at the account again at once
+    (the snapshot read after the attempt ended decides whether the action's goal holds)."""
+    from risk.protection import protective_action_note
 
-    if command.source == Source.BRIDGE:
-        action = ProtectiveAction.objects.filter(command=command).select_related("tenant", "account").first()
+    served = (command.envelope or {}).get("protective_action") if command.source == Source.BRIDGE else None
+    if served:
+        action = ProtectiveAction.objects.select_for_update().filter(action_id=served).first()
         if action is not None:
-            protective_action_complete(action=action, command=command)
+            protective_action_note(action=action, command=command)
     # The monitor that owns the account evaluates it again at once (RISK_RULES.md "Evaluation").
     # After the commit, on its own: holding the risk row inside this transaction deadlocked with
     # the monitor's and the policy's transactions under load; a lost request costs one poll.

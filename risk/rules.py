@@ -45,15 +45,18 @@ __all__ = [
     "Thresholds",
     "compile_policy",
     "daily_floor",
+    "enforcement",
     "evaluate",
     "open_position_block",
     "total_floor",
     "trading_day",
 ]
 
-RuleKey = Literal["daily_drawdown", "total_drawdown", "single_trade_loss", "single_trade_loss_limit"]
-Action = Literal["close_position", "close_all", "none"]
-ScopeKind = Literal["ticket", "day", "lifetime"]
+RuleKey = Literal[
+    "daily_drawdown", "total_drawdown", "single_trade_loss", "single_trade_loss_limit", "trading_disabled"
+]
+Action = Literal["close_position", "close_all", "cancel_order", "none"]
+ScopeKind = Literal["ticket", "order", "day", "lifetime"]
 DrawdownType = Literal["equity", "balance"]
 DailyBase = Literal["starting_balance", "initial_balance"]
 ReferenceSource = Literal["laravel", "bridge"]
@@ -144,6 +147,7 @@ class PositionView:
     profit: Decimal
     swap: Decimal
     commission: Decimal
+    opened_at: datetime | None = None
 
     @property
     def loss(self) -> Decimal:
@@ -160,6 +164,7 @@ class AccountView:
     equity: Decimal
     positions: tuple[PositionView, ...]
     observed_at: datetime
+    orders: tuple[tuple[int, datetime], ...] = ()  # pending orders: (ticket, placed at)
 
     def __post_init__(self) -> None:
         # Trading days are cut in UTC; a local or naive time would put the cut elsewhere.
@@ -587,6 +592,49 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
         trading_enabled=block is None,
         trading_block=block,
     )
+
+
+def enforcement(view: AccountView, evaluation: Evaluation, since: datetime) -> tuple[Breach, ...]:
+    """RISK_RULES.md "Enforcement that holds": while trading is disabled after a breach (the
+    breach seen at `since`), any position or pending order that appears on the account (opened
+    from the trader's own terminal, a pending order that filled) is closed or cancelled, each its
+    own action: rule_key `trading_disabled`, scope its ticket. What was there before the breach
+    is the breach's own action's to handle (or not, when its flag is off)."""
+    if evaluation.trading_block != "trading_disabled":
+        return ()
+    closes = tuple(
+        Breach(
+            rule_key="trading_disabled",
+            scope=f"ticket:{p.ticket}",
+            threshold_used=Decimal(0),
+            floor_or_limit=Decimal(0),
+            measured=p.loss,
+            ticket=p.ticket,
+            action="close_position",
+            enabled=True,
+            hard=False,
+            violation_count=None,
+        )
+        for p in view.positions
+        if p.opened_at is None or p.opened_at >= since
+    )
+    cancels = tuple(
+        Breach(
+            rule_key="trading_disabled",
+            scope=f"order:{ticket}",
+            threshold_used=Decimal(0),
+            floor_or_limit=Decimal(0),
+            measured=Decimal(0),
+            ticket=ticket,
+            action="cancel_order",
+            enabled=True,
+            hard=False,
+            violation_count=None,
+        )
+        for ticket, placed_at in view.orders
+        if placed_at >= since
+    )
+    return closes + cancels
 
 
 def _breach(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from bridgeproject import caches
 from commands import examples
@@ -137,3 +138,30 @@ def queue_command(account: TradingAccount, command_type: str, command_id: str, *
         correlation_id=f"corr-{command_id}",
         idempotency_key=command_id,
     )
+
+
+# The risk engine's trader (tests/test_risk_engine.py, tests/test_protection_goals.py).
+LOGIN = 50040367
+SERVER = "Broker-Server"
+
+
+def send_policy(api: Api, **changes: Any) -> None:
+    body = fresh("policy_snapshot")
+    flags = changes.pop("enforcement_flags", {})
+    body["payload"].update(changes)
+    body["payload"]["enforcement_flags"].update(flags)
+    body["payload"].setdefault("daily_starting_balance_date", timezone.now().date().isoformat())
+    response = api.post("mt5/policies", body)
+    assert response.status_code == 200, response.content
+
+
+@pytest.fixture
+def trader(alice: Api, account_1: TradingAccount) -> Api:
+    """Alice's simulated account 50040367 at 100,000 with today's policy v13 (D = 98,500)."""
+    from execution.simulator.service import sim_account_create, sim_set_price
+
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
+    sim_set_price("EURUSD", "1.08500")
+    # Today's snapshot, so D = 98,500 as Laravel says (RISK_RULES.md worked numbers).
+    send_policy(alice, policy_version=13, daily_starting_balance_date=timezone.now().date().isoformat())
+    return alice

@@ -17,12 +17,9 @@ from execution.simulator.service import sim_account_create, sim_set_price
 from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, TradingAccount
 from risk.engine import risk_evaluate_account
 from risk.monitor import Monitor, owner_of
-from tests.conftest import fresh, register_account
+from tests.conftest import LOGIN, SERVER, fresh, register_account, send_policy
 
 pytestmark = pytest.mark.django_db
-
-LOGIN = 50040367
-SERVER = "Broker-Server"
 
 
 @pytest.fixture(autouse=True)
@@ -30,25 +27,6 @@ def _terminal():
     reset_gateway()
     yield
     reset_gateway()
-
-
-def send_policy(api, **changes) -> None:
-    body = fresh("policy_snapshot")
-    flags = changes.pop("enforcement_flags", {})
-    body["payload"].update(changes)
-    body["payload"]["enforcement_flags"].update(flags)
-    body["payload"].setdefault("daily_starting_balance_date", timezone.now().date().isoformat())
-    response = api.post("mt5/policies", body)
-    assert response.status_code == 200, response.content
-
-
-@pytest.fixture
-def trader(alice, account_1):
-    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
-    sim_set_price("EURUSD", "1.08500")
-    # Today's snapshot, so D = 98,500 as Laravel says (RISK_RULES.md worked numbers).
-    send_policy(alice, policy_version=13, daily_starting_balance_date=timezone.now().date().isoformat())
-    return alice
 
 
 def account() -> TradingAccount:
@@ -112,7 +90,11 @@ def test_a_one_lot_eurusd_falling_250_pips_is_closed_and_reported_once(trader):
     assert Command.objects.filter(source="bridge").count() == 1
     assert run_fast_lane() == [State.SUCCEEDED]
     action.refresh_from_db()
+    assert action.execution_status == "pending"  # the command is an attempt: MT5 says whether it worked
+    evaluate()  # the monitor reads the account after the attempt ended
+    action.refresh_from_db()
     assert action.execution_status == "success"
+    assert action.goal == "position_closed" and action.goal_met_at is not None
     assert action.mt5_response == "position closed successfully"
     assert action.execution_timestamp >= action.detection_timestamp
     assert action.closed_pnl < Decimal("-2000")
@@ -180,8 +162,10 @@ def test_a_daily_breach_closes_everything_cancels_orders_and_disables_trading(tr
     commands = list(Command.objects.filter(source="bridge").values_list("command_type", flat=True))
     assert "close_positions" in commands and "cancel_orders" in commands
     run_fast_lane()
+    evaluate()  # the snapshot after the attempt: flat
     daily.refresh_from_db()
     assert daily.execution_status == "success"
+    assert daily.goal == "account_flat" and daily.goal_met_at is not None
     assert get_gateway().account_snapshot(LOGIN, SERVER).positions == ()
     # Trading is now disabled: a new position is rejected.
     body = fresh("close_positions")
@@ -320,7 +304,7 @@ def test_a_monitor_cycle_acts_on_a_breach_and_leaves_quiet_accounts_alone(trader
     outcome = risk_evaluate_many(accounts=accounts, gateway=get_gateway())
     assert outcome.actions == 1
     with CaptureQueriesContext(connection) as queries:
-        quiet = risk_evaluate_many(accounts=accounts[1:], gateway=get_gateway())
+        quiet = risk_evaluate_many(accounts=[a for a in accounts if a.login != LOGIN], gateway=get_gateway())
     assert quiet.evaluated
     assert len(queries.captured_queries) <= 8  # bulk reads only: nothing changed, figures are fresh
 
@@ -464,7 +448,11 @@ def test_a_breach_already_recorded_is_seen_again_without_a_transaction(trader, d
         assert monitor.cycle(live)[1] >= 1  # the breach is still seen
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "SAVEPOINT" not in sql and "FOR UPDATE" not in sql
-    assert "policies_protectiveaction" not in sql
+    # The protective actions are only read (which goals are open, since when trading is off).
+    assert not any(
+        q["sql"].startswith(("INSERT", "UPDATE")) and "policies_protectiveaction" in q["sql"]
+        for q in queries.captured_queries
+    )
     assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").count() == 1
 
 
