@@ -200,7 +200,8 @@ def protective_action_report(*, action: ProtectiveAction) -> None:
         account=action.account,
         request_type="protective_action_report",
         payload=report_payload(action),
-        idempotency_key=f"protective-action-{action.pk}",
+        # The action's first (today its only) report; the outbox mints the identity Laravel sees.
+        dedup_key=f"protective-action:{action.pk}:1",
         correlation_id=f"risk-{action.pk}",
         session_id="risk-engine",
         correlation_group="protective-action",

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,6 +49,9 @@ PANEL_PAYLOAD: dict[str, Any] = {**examples.PROTECTIVE_ACTION_REPORT["payload"],
 
 Reply = tuple[int, dict[str, str]]
 
+# The minted idempotency key of each row `report()` wrote → the dedup key the test named it by.
+NAMED: dict[str, str] = {}
+
 
 @dataclass
 class Received:
@@ -58,7 +62,9 @@ class Received:
 
     @property
     def key(self) -> str:
-        return self.headers["x-idempotency-key"]
+        """The name the test gave the callback (its dedup key): Laravel sees only the minted UUID."""
+        sent = self.headers["x-idempotency-key"]
+        return NAMED.get(sent, sent)
 
     @property
     def json(self) -> dict[str, Any]:
@@ -149,20 +155,25 @@ def account_2(tenant_1: Tenant) -> TradingAccount:
 
 
 def report(account: TradingAccount, key: str, **payload: Any) -> CallbackDelivery:
-    """Enqueue a protective action report the way the risk engine does: inside its transaction."""
+    """Enqueue a protective action report the way the risk engine does: inside its transaction.
+
+    `key` is the event's dedup key; the outbox mints the identity Laravel sees.
+    """
     with transaction.atomic():
-        return callback_enqueue(
+        row = callback_enqueue(
             tenant=account.tenant,
             account=account,
             request_type="protective_action_report",
             payload={**PANEL_PAYLOAD, **payload},
-            idempotency_key=key,
+            dedup_key=key,
             correlation_id=f"corr-{key}",
             session_id="risk-engine",
             correlation_group="protective-action",
             source_kind="protective_action",
             source_id=key,
         )
+    NAMED[row.idempotency_key] = key
+    return row
 
 
 def fresh(delivery: CallbackDelivery) -> CallbackDelivery:
@@ -252,7 +263,7 @@ def test_every_attempt_is_signed_authenticated_and_shaped_like_the_panel_envelop
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
         assert request.headers["content-type"] == "application/json"
         assert request.headers["x-correlation-id"] == "corr-protect-002"
-        assert request.headers["x-idempotency-key"] == "protect-002"
+        assert request.headers["x-idempotency-key"] == row.idempotency_key
         assert request.headers["x-protocol-version"] == "1"
         assert signing.verify(secret=SECRET, headers=request.headers, body=request.body)
         tampered = request.body.replace(b'"EURUSD"', b'"GBPUSD"')
@@ -279,7 +290,7 @@ def test_every_attempt_is_signed_authenticated_and_shaped_like_the_panel_envelop
         assert meta["source"] == "python"
         assert meta["environment"] == "prod"
         assert meta["tenant_id"] == "tenant_1"
-        assert meta["idempotency_key"] == "protect-002"
+        assert meta["idempotency_key"] == row.idempotency_key
         assert meta["correlation_id"] == "corr-protect-002"
         assert meta["sent_at_utc"].endswith("Z")
         assert body["actor"] == {
@@ -304,7 +315,7 @@ def test_a_command_result_goes_to_its_own_path(laravel: Laravel, account_1: Trad
             account=account_1,
             request_type="command_result",
             payload={"command_id": "cmd-1", "command_type": "close_position", "state": "succeeded", "attempts": 1},
-            idempotency_key="command-result-1",
+            dedup_key="command-result:1",
             correlation_id="",
             session_id="execution",
             correlation_group="command-result",
@@ -509,6 +520,123 @@ def test_a_resent_row_starts_a_new_retry_window(laravel: Laravel, account_1: Tra
     assert row.first_attempt_at == t0
 
 
+# --- identity: minted at write, repeated by every retry ------------------------------------------
+
+
+def test_alices_callback_carries_uuid_keys_that_a_second_bridge_never_repeats_for_the_same_event(
+    account_1: TradingAccount,
+) -> None:
+    # Two bridges' databases (or one rebuilt, or restored from a backup) with the same command pk:
+    # the same local event, a different row each time — and never the same identity.
+    rows = []
+    for _bridge in ("bridge-a", "bridge-b"):
+        with transaction.atomic():
+            row = callback_enqueue(
+                tenant=account_1.tenant,
+                account=account_1,
+                request_type="command_result",
+                payload={"command_id": "cmd-1", "state": "succeeded"},
+                dedup_key="command-result:1",
+                correlation_id="",
+                session_id="execution",
+                correlation_group="command-result",
+            )
+        rows.append(row)
+        CallbackDelivery.objects.filter(pk=row.pk).delete()  # the next bridge starts from an empty outbox
+    first, second = rows
+    for row in rows:
+        assert uuid.UUID(row.idempotency_key).version == 4
+        assert row.request_id.version == 4
+        assert row.envelope["meta"]["idempotency_key"] == row.idempotency_key
+        assert row.envelope["meta"]["request_id"] == str(row.request_id)
+        assert row.dedup_key == "command-result:1"
+        assert "command-result" not in row.idempotency_key
+    assert first.idempotency_key != second.idempotency_key
+    assert first.request_id != second.request_id
+    assert {first.idempotency_key, second.idempotency_key}.isdisjoint({str(first.request_id), str(second.request_id)})
+
+
+def test_a_finished_command_reports_under_a_minted_key_and_dedups_on_its_pk(account_1: TradingAccount) -> None:
+    from commands.models import Command
+    from execution.results import command_finished
+
+    command = Command.objects.create(
+        tenant=account_1.tenant,
+        account=account_1,
+        command_id="cmd-identity",
+        command_type="close_position",
+        idempotency_key="alice-key-1",
+        payload={},
+        envelope={},
+        state="succeeded",
+        finished_at=timezone.now(),
+    )
+    with transaction.atomic():
+        command_finished(command)
+        command_finished(command)  # the hook fired twice: still one report
+    (row,) = CallbackDelivery.objects.filter(source_kind="command", source_id=str(command.pk))
+    assert row.dedup_key == f"command-result:{command.pk}"
+    assert uuid.UUID(row.idempotency_key) and row.idempotency_key != command.idempotency_key
+
+
+def test_every_retry_and_a_resend_repeat_the_callbacks_identity_exactly(
+    laravel: Laravel, account_1: TradingAccount, settings: Any
+) -> None:
+    settings.CALLBACK_RETRY_HOURS = 1.0
+    laravel.script = [(503, {}), (500, {}), (200, {})]
+    laravel.start()
+    row = report(account_1, "protect-identity")
+    t0 = timezone.now()
+    deliver_due(now=t0)
+    deliver_due(now=t0 + timedelta(hours=1))  # outside the window: dead
+    assert fresh(row).status == DeliveryStatus.DEAD
+    callback_resend(delivery=row)
+    deliver_due()
+    assert fresh(row).status == DeliveryStatus.DELIVERED
+    assert [r.status for r in laravel.received] == [503, 500, 200]
+    identities = {
+        (
+            r.headers["x-idempotency-key"],
+            r.json["meta"]["idempotency_key"],
+            r.headers["webhook-id"],
+            r.json["meta"]["request_id"],
+        )
+        for r in laravel.received
+    }
+    assert identities == {(row.idempotency_key, row.idempotency_key, str(row.request_id), str(row.request_id))}
+    assert CallbackDelivery.objects.count() == 1  # the re-send is the same row, not a new callback
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_the_keys_laravel_has_seen_and_makes_them_the_dedup_keys(account_1: TradingAccount) -> None:
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("callbacks", "0001_initial")], [("callbacks", "0002_dedup_key")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("callbacks", "CallbackDelivery")
+        for key in ("command-result-7", "protective-action-3"):
+            old.objects.create(
+                tenant_id=account_1.tenant_id,
+                account_id=account_1.pk,
+                request_type="command_result",
+                path="/x",
+                envelope={"meta": {"idempotency_key": key}},
+                idempotency_key=key,
+                correlation_id="c",
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(after)
+    kept = dict(CallbackDelivery.objects.values_list("idempotency_key", "dedup_key"))
+    assert kept == {"command-result-7": "command-result-7", "protective-action-3": "protective-action-3"}
+    # A retried event of an earlier row still finds it.
+    again = report(account_1, "command-result-7")
+    assert again.idempotency_key == "command-result-7" and CallbackDelivery.objects.count() == 2
+
+
 # --- configuration, health, transactions, idempotency -----------------------------------------
 
 
@@ -552,11 +680,11 @@ def test_the_outbox_row_rolls_back_with_the_callers_transaction(account_1: Tradi
     with pytest.raises(RuntimeError), transaction.atomic():
         report(account_1, "protect-rolled-back")
         raise RuntimeError("the event failed after the report was written")
-    assert not CallbackDelivery.objects.filter(idempotency_key="protect-rolled-back").exists()
+    assert not CallbackDelivery.objects.filter(dedup_key="protect-rolled-back").exists()
 
 
 @pytest.mark.parametrize("path", ["PostgreSQL statement", "the manager's insert (SQLite)"])
-def test_enqueueing_the_same_key_twice_returns_the_first_row(
+def test_enqueueing_the_same_dedup_key_twice_returns_the_first_row_and_its_identity(
     account_1: TradingAccount, tenant_2: Tenant, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     from django.db import connection
@@ -573,10 +701,12 @@ def test_enqueueing_the_same_key_twice_returns_the_first_row(
     again = report(account_1, "protect-same", symbol="GBPUSD")
     assert again.pk == first.pk
     assert again.envelope["payload"]["symbol"] == "EURUSD"
-    assert CallbackDelivery.objects.filter(idempotency_key="protect-same").count() == 1
+    assert (again.idempotency_key, again.request_id) == (first.idempotency_key, first.request_id)
+    assert CallbackDelivery.objects.filter(dedup_key="protect-same").count() == 1
     other_account = register_account(tenant_2, login=60000001)
-    other_tenant = report(other_account, "protect-same")  # keys are scoped per tenant
+    other_tenant = report(other_account, "protect-same")  # dedup keys are scoped per tenant
     assert other_tenant.pk != first.pk
+    assert other_tenant.idempotency_key != first.idempotency_key
 
 
 def test_enqueue_refuses_an_account_of_another_tenant(account_1: TradingAccount, tenant_2: Tenant) -> None:
@@ -586,7 +716,7 @@ def test_enqueue_refuses_an_account_of_another_tenant(account_1: TradingAccount,
             account=account_1,
             request_type="protective_action_report",
             payload={},
-            idempotency_key="cross-tenant",
+            dedup_key="cross-tenant",
             correlation_id="",
             session_id="risk-engine",
             correlation_group="protective-action",
@@ -666,10 +796,10 @@ def test_two_delivery_processes_never_send_a_row_twice(laravel: Laravel, tenant_
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(r.key for r in laravel.received) == sorted(keys)  # each exactly once
-    assert set(CallbackDelivery.objects.filter(idempotency_key__in=keys).values_list("status", flat=True)) == {
+    assert set(CallbackDelivery.objects.filter(dedup_key__in=keys).values_list("status", flat=True)) == {
         DeliveryStatus.DELIVERED
     }
-    assert set(CallbackDelivery.objects.filter(idempotency_key__in=keys).values_list("attempts", flat=True)) == {1}
+    assert set(CallbackDelivery.objects.filter(dedup_key__in=keys).values_list("attempts", flat=True)) == {1}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -739,7 +869,7 @@ def test_pruning_deletes_only_delivered_callbacks_past_their_retention(
     )
     CallbackDelivery.objects.filter(pk=dead.pk).update(status=DeliveryStatus.DEAD, created_at=now - timedelta(days=90))
     call_command("prune_callbacks", stdout=io.StringIO())
-    left = set(CallbackDelivery.objects.values_list("idempotency_key", flat=True))
+    left = set(CallbackDelivery.objects.values_list("dedup_key", flat=True))
     assert left == {"b", "c", "d"}
     assert not CallbackAttempt.objects.filter(delivery_id=old_delivered.pk).exists()
     assert pending.pk in set(CallbackDelivery.objects.values_list("pk", flat=True))
