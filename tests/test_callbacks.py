@@ -447,12 +447,70 @@ def test_a_later_report_waits_behind_a_failing_one_of_the_same_account_but_not_a
     assert fresh(second).attempts == 0
 
     failing.clear()
-    assert deliver_due(now=fresh(first).next_attempt_at) == 1  # first gets through; second was still blocked
-    assert deliver_due() == 1
+    # first gets through, and second, no longer held back, goes in the same pass
+    assert deliver_due(now=fresh(first).next_attempt_at) == 2
     assert fresh(first).status == DeliveryStatus.DELIVERED
     assert fresh(second).status == DeliveryStatus.DELIVERED
     order = [r.key for r in laravel.received if r.status == 200]
     assert order.index("first") < order.index("second")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413, 422])
+def test_alices_report_that_laravel_refuses_for_good_is_dead_lettered_and_her_next_report_goes_in_the_same_run(
+    laravel: Laravel, account_1: TradingAccount, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    refused = {"refused"}
+    laravel.reply_for = lambda request: (status, {}) if request.key in refused else (200, {})
+    laravel.start()
+    bad = report(account_1, "refused")
+    protective = report(account_1, "protective-after-refused")
+    caplog.set_level(logging.INFO, logger="bridge.callbacks")
+
+    assert deliver_due() == 2  # one pass: the refused report, then the one it no longer holds back
+    bad = fresh(bad)
+    assert (bad.status, bad.attempts, bad.last_status_code) == (DeliveryStatus.DEAD, 1, status)
+    assert bad.dead_at is not None and bad.next_attempt_at is None
+    (only,) = CallbackAttempt.objects.filter(delivery=bad)
+    assert (only.status_code, only.outcome) == (status, CallbackAttempt.Outcome.DEAD)
+    assert fresh(protective).status == DeliveryStatus.DELIVERED
+    assert [(r.key, r.status) for r in laravel.received] == [("refused", status), ("protective-after-refused", 200)]
+    (logged,) = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert logged.levelno == logging.ERROR and logged.status_code == status and str(status) in logged.getMessage()
+    assert callbacks_health()["dead_letters"] == 1
+
+    # Visible and re-sendable: once Laravel takes it, the re-send delivers the same callback.
+    refused.clear()
+    callback_resend(delivery=bad)
+    assert deliver_due() == 1
+    bad = fresh(bad)
+    assert bad.status == DeliveryStatus.DELIVERED
+    assert [r.headers["x-idempotency-key"] for r in laravel.received if r.key == "refused"] == [bad.idempotency_key] * 2
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"), [(429, {"Retry-After": "1"}), (503, {}), (500, {}), (408, {}), (409, {}), (425, {})]
+)
+def test_bobs_reports_wait_in_order_behind_one_that_laravel_answers_429_or_5xx_and_retries_it(
+    laravel: Laravel, tenant_2: Tenant, status: int, headers: dict[str, str]
+) -> None:
+    account = register_account(tenant_2, login=60000002)
+    answers = [(status, headers), (status, headers)]
+    laravel.reply_for = lambda request: answers.pop(0) if request.key == "first" and answers else (200, {})
+    laravel.start()
+    first = report(account, "first")
+    second = report(account, "second")
+
+    assert deliver_due() == 1
+    first = fresh(first)
+    assert (first.status, first.last_status_code) == (DeliveryStatus.PENDING, status)
+    assert first.next_attempt_at > first.last_attempt_at  # scheduled again with backoff
+    assert fresh(second).attempts == 0  # held back: order per account
+    assert deliver_due(now=first.next_attempt_at) == 1
+    assert fresh(second).attempts == 0
+    assert deliver_due(now=fresh(first).next_attempt_at) == 2  # first gets through, then second
+    assert [r.key for r in laravel.received] == ["first", "first", "first", "second"]
+    assert {fresh(first).status, fresh(second).status} == {DeliveryStatus.DELIVERED}
+    assert len({r.headers["x-idempotency-key"] for r in laravel.received if r.key == "first"}) == 1
 
 
 # --- dead letters and re-send -----------------------------------------------------------------
@@ -471,20 +529,23 @@ def test_it_dead_letters_after_the_retry_window_and_a_resend_delivers_it(
     deliver_due(now=t0)
     deliver_due(now=t0 + timedelta(minutes=59))
     assert fresh(row).status == DeliveryStatus.PENDING  # still inside the window
-    deliver_due(now=t0 + timedelta(hours=1))
+    assert fresh(later).attempts == 0  # held back while the row is open
+    # The row dies, and the later report, no longer held back, is tried in the same pass.
+    assert deliver_due(now=t0 + timedelta(hours=1)) == 2
     row = fresh(row)
     assert row.status == DeliveryStatus.DEAD
     assert row.dead_at == t0 + timedelta(hours=1)
     assert row.next_attempt_at is None
     assert CallbackAttempt.objects.filter(delivery=row).latest("number").outcome == "dead"
-    assert deliver_due(now=t0 + timedelta(days=3)) == 1  # only the later report: a dead letter is not retried
+    assert fresh(later).attempts == 1
+
+    laravel.script = [(200, {})]
+    # Only the later report: a dead letter is not retried, and no longer holds the account's queue.
+    assert deliver_due(now=fresh(later).next_attempt_at) == 1
+    assert fresh(later).status == DeliveryStatus.DELIVERED
     health = callbacks_health(now=t0 + timedelta(days=3))
     assert health["status"] == "degraded"
     assert health["dead_letters"] == 1
-
-    laravel.script = [(200, {})]
-    deliver_due(now=fresh(later).next_attempt_at)  # a dead letter no longer holds the account's queue
-    assert fresh(later).status == DeliveryStatus.DELIVERED
 
     callback_resend(delivery=row)
     row = fresh(row)
