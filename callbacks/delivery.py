@@ -42,6 +42,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
@@ -68,6 +69,21 @@ RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
 def is_permanent_refusal(status_code: int | None) -> bool:
     """Whether Laravel's answer can never succeed on a retry: a 4xx other than 408, 409, 425, 429."""
     return status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_CLIENT_ERRORS
+
+
+def check_webhook_secret() -> None:
+    """Refuse a LARAVEL_WEBHOOK_SECRET that Standard Webhooks libraries could not read (ImproperlyConfigured).
+
+    Called as a delivery process starts, so a bad secret stops it at once with a message that names
+    the setting (and never shows the value), instead of failing every POST.
+    """
+    secret = settings.LARAVEL_WEBHOOK_SECRET
+    if not secret:
+        return
+    try:
+        signing.secret_key(secret)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"LARAVEL_WEBHOOK_SECRET: {exc}") from None
 
 
 def backoff_seconds(attempt: int, *, rng: random.Random | None = None) -> float:
@@ -369,6 +385,7 @@ def deliver_due(
 def deliver_forever(*, stop: threading.Event, poll_ms: int, limit: int = 50) -> None:
     """The delivery loop: drain what is due, sleep `poll_ms` when idle, return soon after `stop` is set."""
     idle_s = max(poll_ms, 1) / 1000
+    check_webhook_secret()
     if not settings.LARAVEL_API_URL:
         logger.warning("LARAVEL_API_URL is not set: callbacks stay pending until it is")
     with make_client() as client:

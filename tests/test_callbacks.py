@@ -13,15 +13,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from callbacks import signing
 from callbacks.delivery import (
@@ -377,17 +379,77 @@ def test_the_signature_matches_the_standard_webhooks_reference_vector() -> None:
     assert not signing.verify(secret=secret, headers=headers, body=body, now=1614265330)  # unsigned
 
 
-def test_a_secret_without_the_whsec_prefix_is_used_as_raw_bytes() -> None:
-    raw = "plain-shared-secret"
-    assert signing.secret_key(raw) == raw.encode()
+# The Standard Webhooks reference libraries' own test vector (their tests' test_sign_function).
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = b'{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_libraries_published_vector_passes_through_our_sign_with_and_without_whsec() -> None:
+    for secret in (VECTOR_SECRET, VECTOR_SECRET.removeprefix("whsec_")):
+        signed = signing.sign(secret=secret, msg_id=VECTOR_MSG_ID, timestamp=VECTOR_TIMESTAMP, body=VECTOR_BODY)
+        assert signed == VECTOR_SIGNATURE
+    # ...and the package computes the same from the same inputs, so the vector is the one it verifies.
+    library = Webhook(VECTOR_SECRET).sign(
+        msg_id=VECTOR_MSG_ID, timestamp=datetime.fromtimestamp(VECTOR_TIMESTAMP, tz=UTC), data=VECTOR_BODY.decode()
+    )
+    assert library == VECTOR_SIGNATURE
+
+
+@pytest.mark.parametrize("form", ["whsec_<base64>", "<base64> without the prefix", "unpadded base64"])
+def test_the_standard_webhooks_package_verifies_what_laravel_receives_for_either_form_of_the_secret(
+    laravel: Laravel, account_1: TradingAccount, settings: Any, form: str
+) -> None:
+    key = b"a-31-byte-secret-for-the-tests!"  # 31 bytes: its base64 ends in one '='
+    encoded = base64.b64encode(key).decode()
+    secret = {
+        "whsec_<base64>": "whsec_" + encoded,
+        "<base64> without the prefix": encoded,
+        "unpadded base64": encoded.rstrip("="),
+    }[form]
+    settings.LARAVEL_WEBHOOK_SECRET = secret
+    laravel.start()
+    report(account_1, f"protect-signed-{form}")
+    assert deliver_due() == 1
+    (request,) = laravel.received
+    # What Laravel runs: `new Webhook($secret)`; the Python package is the same reference.
+    for receiver_secret in (secret, "whsec_" + encoded, encoded):
+        assert Webhook(receiver_secret).verify(request.body, request.headers)["payload"] == PANEL_PAYLOAD
+    assert signing.verify(secret=secret, headers=request.headers, body=request.body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(base64.b64encode(b"another key").decode()).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(request.body.replace(b'"EURUSD"', b'"GBPUSD"'), request.headers)
+
+
+def test_a_secret_without_the_prefix_is_base64_decoded_as_the_libraries_do() -> None:
     assert signing.secret_key("whsec_" + base64.b64encode(b"key").decode()) == b"key"
-    headers = signing.signature_headers(secret=raw, msg_id="m1", body=b"{}")
-    assert signing.verify(secret=raw, headers=headers, body=b"{}")
-    same_key_in_whsec_form = "whsec_" + base64.b64encode(raw.encode()).decode()
-    assert signing.verify(secret=same_key_in_whsec_form, headers=headers, body=b"{}")
-    assert not signing.verify(secret="another-plain-secret", headers=headers, body=b"{}")
+    assert signing.secret_key(base64.b64encode(b"key").decode()) == b"key"
+    assert signing.secret_key("a2V5") == b"key"
+    headers = signing.signature_headers(secret="a2V5", msg_id="m1", body=b"{}")
+    assert signing.verify(secret="whsec_a2V5", headers=headers, body=b"{}")
+    Webhook("whsec_a2V5").verify(b"{}", headers)
+    Webhook("a2V5").verify(b"{}", headers)
+
+
+@pytest.mark.parametrize("secret", ["plain-shared-secret", "whsec_not base64!", "whsec_", "abcde", "YQ==="])
+def test_a_secret_that_is_not_base64_is_refused_as_the_delivery_process_starts(
+    laravel: Laravel, account_1: TradingAccount, settings: Any, secret: str
+) -> None:
     with pytest.raises(ValueError, match="base64"):
-        signing.secret_key("whsec_not base64!")
+        signing.secret_key(secret)
+    settings.LARAVEL_WEBHOOK_SECRET = secret
+    laravel.start()
+    row = report(account_1, "protect-bad-secret")
+    with pytest.raises(ImproperlyConfigured, match="LARAVEL_WEBHOOK_SECRET") as refused:
+        call_command("delivercallbacks", "--once", stdout=io.StringIO())
+    hidden = secret.removeprefix("whsec_")
+    assert not hidden or hidden not in str(refused.value)  # the message names the setting, never its value
+    with pytest.raises(ImproperlyConfigured, match="LARAVEL_WEBHOOK_SECRET"):
+        deliver_forever(stop=threading.Event(), poll_ms=10)
+    assert laravel.received == [] and fresh(row).attempts == 0  # nothing was sent unsigned or mis-signed
 
 
 # --- backoff and Retry-After -------------------------------------------------------------------
