@@ -2,7 +2,8 @@
 
 Order: a row is not attempted while an older open row of the same account exists, so Laravel
 receives an account's reports in the order they happened (a dead letter stops blocking; re-sent,
-it goes ahead of the account's still-open younger rows).
+it goes ahead of the account's still-open younger rows). A row that leaves the way (delivered or
+dead-lettered) lets the account's next row go in the same pass.
 
 Concurrency: rows are claimed in a short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
 SQLite's IMMEDIATE transactions serialise claimers) and marked ``delivering`` with a lease in
@@ -10,7 +11,12 @@ SQLite's IMMEDIATE transactions serialise claimers) and marked ``delivering`` wi
 the row to be reclaimed when the lease ends. Delivery is at-least-once: Laravel de-duplicates on
 ``meta.idempotency_key`` / ``X-Idempotency-Key``, which never change.
 
-Retries: every non-2xx, connection error and timeout is retried. The wait is exponential with
+Permanent refusals (PROTOCOL.md §9): a 4xx other than 408, 409, 425 and 429 can never succeed, so
+it dead-letters that one row at once (visible, with its attempts, and re-sendable in the panel)
+and the account's next row goes on: no answer of Laravel's holds back later protective reports.
+
+Retries: every other non-2xx (5xx, 408, 409, 425, 429, and the rest), connection error and
+timeout is retried, in order per account. The wait is exponential with
 "equal jitter" — uniformly between half and all of ``min(cap, base * 2**(n-1))`` — rather than full
 jitter: full jitter may retry a Laravel that just failed within milliseconds, and the herd it
 spreads is small here (a few delivery processes), while equal jitter keeps a floor that doubles.
@@ -36,6 +42,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
@@ -55,6 +62,28 @@ RETRY_AFTER_CAP_FACTOR = 4
 # applies per phase: connect, write, read), short enough that a crash delays the row little. A POST
 # that outlives it may be repeated by another process: at-least-once, which Laravel de-duplicates.
 LEASE_MARGIN_SECONDS = 30.0
+# 4xx answers that may succeed later (timeout, conflict, too early, too many requests): retried.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
+
+
+def is_permanent_refusal(status_code: int | None) -> bool:
+    """Whether Laravel's answer can never succeed on a retry: a 4xx other than 408, 409, 425, 429."""
+    return status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_CLIENT_ERRORS
+
+
+def check_webhook_secret() -> None:
+    """Refuse a LARAVEL_WEBHOOK_SECRET that Standard Webhooks libraries could not read (ImproperlyConfigured).
+
+    Called as a delivery process starts, so a bad secret stops it at once with a message that names
+    the setting (and never shows the value), instead of failing every POST.
+    """
+    secret = settings.LARAVEL_WEBHOOK_SECRET
+    if not secret:
+        return
+    try:
+        signing.secret_key(secret)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"LARAVEL_WEBHOOK_SECRET: {exc}") from None
 
 
 def backoff_seconds(attempt: int, *, rng: random.Random | None = None) -> float:
@@ -234,7 +263,9 @@ def record(*, delivery: CallbackDelivery, response: Response, at: datetime) -> C
     if response.ok:
         outcome = CallbackAttempt.Outcome.DELIVERED
         fields.update(status=DeliveryStatus.DELIVERED, delivered_at=at, next_attempt_at=None)
-    elif at - window_start >= timedelta(hours=float(settings.CALLBACK_RETRY_HOURS)):
+    elif is_permanent_refusal(response.status_code) or at - window_start >= timedelta(
+        hours=float(settings.CALLBACK_RETRY_HOURS)
+    ):
         outcome = CallbackAttempt.Outcome.DEAD
         fields.update(status=DeliveryStatus.DEAD, dead_at=at, next_attempt_at=None)
     else:
@@ -294,6 +325,12 @@ def attempt(
                 "callback failed, will retry",
                 extra={**extra, "error": response.error, "next_attempt_at": delivery.next_attempt_at},
             )
+        elif is_permanent_refusal(response.status_code):
+            logger.error(
+                "callback dead-lettered: Laravel refused it with HTTP %s, which no retry can change",
+                response.status_code,
+                extra={**extra, "error": response.error},
+            )
         else:
             logger.error("callback dead-lettered after its retry window", extra={**extra, "error": response.error})
         return outcome
@@ -308,29 +345,39 @@ def deliver_due(
 ) -> int:
     """Attempt up to `limit` due callbacks; returns how many were attempted (0: nothing was due).
 
+    Rows are claimed again after each batch, on the clock the pass began with, so a row that an
+    older row of its account held back goes in the same pass once that row is delivered or
+    dead-lettered; a row scheduled for a retry is not due again within the pass.
     Nothing is claimed while LARAVEL_API_URL is empty: rows wait, and `callbacks_health` says so.
     When `stop` is set mid-batch, the rows not yet attempted are released for the next process.
     """
     if not settings.LARAVEL_API_URL:
         return 0
-    claimed = claim_due(limit=limit, now=now or timezone.now())
-    if not claimed:
-        return 0
+    clock = now or timezone.now()
     own_client = client is None
-    http = client or make_client()
+    http: httpx.Client | None = client
     attempted = 0
     try:
-        for delivery in claimed:
-            if stop is not None and stop.is_set():
-                release(delivery=delivery, now=now or timezone.now())
-                continue
-            if not renew(delivery=delivery, now=now or timezone.now()):
-                logger.info("callback taken over by another process; skipped", extra={"callback_id": delivery.pk})
-                continue
-            attempt(delivery=delivery, client=http, now=now)
-            attempted += 1
+        while attempted < limit:
+            claimed = claim_due(limit=limit - attempted, now=clock)
+            if not claimed:
+                break
+            if http is None:
+                http = make_client()
+            attempted_before = attempted
+            for delivery in claimed:
+                if stop is not None and stop.is_set():
+                    release(delivery=delivery, now=now or timezone.now())
+                    continue
+                if not renew(delivery=delivery, now=now or timezone.now()):
+                    logger.info("callback taken over by another process; skipped", extra={"callback_id": delivery.pk})
+                    continue
+                attempt(delivery=delivery, client=http, now=now)
+                attempted += 1
+            if attempted == attempted_before or (stop is not None and stop.is_set()):
+                break
     finally:
-        if own_client:
+        if own_client and http is not None:
             http.close()
     return attempted
 
@@ -338,6 +385,7 @@ def deliver_due(
 def deliver_forever(*, stop: threading.Event, poll_ms: int, limit: int = 50) -> None:
     """The delivery loop: drain what is due, sleep `poll_ms` when idle, return soon after `stop` is set."""
     idle_s = max(poll_ms, 1) / 1000
+    check_webhook_secret()
     if not settings.LARAVEL_API_URL:
         logger.warning("LARAVEL_API_URL is not set: callbacks stay pending until it is")
     with make_client() as client:

@@ -37,9 +37,20 @@ class CallbackDelivery(models.Model):
     request_type = models.CharField(max_length=32, choices=RequestType.choices)
     path = models.CharField(max_length=255, help_text="Appended to LARAVEL_API_URL; fixed at enqueue.")
     envelope = models.JSONField(help_text="The body sent; only meta.sent_at_utc changes between attempts.")
+    # The callback's identity (PROTOCOL.md §9), minted by `callback_enqueue` as it writes the row and
+    # never derived from a local number, so a rebuilt database, a restored backup or a second bridge
+    # reporting to the same Laravel never reuses one; every attempt repeats both exactly.
     # meta.request_id and the Standard Webhooks `webhook-id`: one message, however many attempts.
     request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    idempotency_key = models.CharField(max_length=255, help_text="Laravel de-duplicates on it; never changes.")
+    idempotency_key = models.CharField(
+        max_length=255,
+        help_text="meta.idempotency_key and X-Idempotency-Key: a UUID minted at enqueue; Laravel de-duplicates on it.",
+    )
+    # What makes an event this row's own, locally: a retried event (the same dedup key) finds its
+    # row instead of writing a second one. Never sent to Laravel.
+    dedup_key = models.CharField(
+        max_length=255, help_text="The bridge's own de-duplication key of the event (e.g. command-result:<pk>)."
+    )
     correlation_id = models.CharField(max_length=128)
     source_kind = models.CharField(max_length=32, blank=True, help_text="What raised it: protective_action, command.")
     source_id = models.CharField(max_length=64, blank=True)
@@ -61,6 +72,9 @@ class CallbackDelivery(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["tenant", "dedup_key"], name="callback_tenant_dedup_unique"),
+            # Kept from before dedup_key (its index was already there): minted keys are UUIDs, so
+            # this only guards; rows written earlier keep their old per-tenant keys.
             models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="callback_tenant_key_unique"),
         ]
         indexes = [

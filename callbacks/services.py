@@ -82,7 +82,7 @@ def callback_enqueue(
     account: TradingAccount,
     request_type: str,
     payload: dict[str, Any],
-    idempotency_key: str,
+    dedup_key: str,
     correlation_id: str,
     session_id: str,
     correlation_group: str,
@@ -91,16 +91,24 @@ def callback_enqueue(
 ) -> CallbackDelivery:
     """Owe Laravel a callback. Call it inside the event's transaction: the row commits or rolls back with it.
 
-    A second enqueue with the same (tenant, idempotency_key) returns the first row unchanged, so a
-    retried event never reports twice. The row is written even while LARAVEL_API_URL is empty; it
+    The callback's identity — `meta.idempotency_key` (also `X-Idempotency-Key`) and
+    `meta.request_id` (also `webhook-id`) — is minted here, two UUIDs, never derived from a local
+    row number: a rebuilt database, a restored backup or a second bridge reporting to the same
+    Laravel can never reuse one. Every attempt sends them unchanged (the envelope is built now).
+
+    `dedup_key` is the caller's local name for the event (``command-result:<pk>``,
+    ``protective-action:<action pk>:<report sequence>``): a second enqueue with the same (tenant,
+    dedup_key) returns the first row unchanged, identity included, so a retried event never
+    reports twice. It is never sent. The row is written even while LARAVEL_API_URL is empty; it
     waits, and health says so.
     """
     if account.tenant_id != tenant.pk:
         raise ValueError("a callback's account must belong to its tenant")
-    if not 1 <= len(idempotency_key) <= 255:
-        raise ValueError("a callback needs an idempotency key of 1 to 255 characters")
+    if not 1 <= len(dedup_key) <= 255:
+        raise ValueError("a callback needs a dedup key of 1 to 255 characters")
     now = timezone.now()
     request_id = uuid.uuid4()
+    idempotency_key = str(uuid.uuid4())
     correlation_id = correlation_id or str(uuid.uuid4())
     delivery = CallbackDelivery(
         tenant=tenant,
@@ -121,6 +129,7 @@ def callback_enqueue(
         ),
         request_id=request_id,
         idempotency_key=idempotency_key,
+        dedup_key=dedup_key,
         correlation_id=correlation_id,
         source_kind=source_kind,
         source_id=source_id,
@@ -128,16 +137,21 @@ def callback_enqueue(
         next_attempt_at=now,
         created_at=now,
     )
-    # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip, and a key already owed (a
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip, and an event already owed (a
     # retried event, or a concurrent enqueue that won the race) leaves the caller's transaction
     # intact and returns the first row.
     delivery.pk = insert_unless_conflicting(delivery, _INSERT_FIELDS)
-    if delivery.pk is None:  # the key was already owed
-        return CallbackDelivery.objects.get(tenant=tenant, idempotency_key=idempotency_key)
+    if delivery.pk is None:  # the event was already owed
+        return CallbackDelivery.objects.get(tenant=tenant, dedup_key=dedup_key)
     delivery._state.adding = False
     logger.info(
         "callback enqueued",
-        extra={"callback_id": delivery.pk, "request_type": request_type, "idempotency_key": idempotency_key},
+        extra={
+            "callback_id": delivery.pk,
+            "request_type": request_type,
+            "idempotency_key": idempotency_key,
+            "dedup_key": dedup_key,
+        },
     )
     return delivery
 

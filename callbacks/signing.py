@@ -4,18 +4,21 @@ The signed content is ``"{webhook-id}.{webhook-timestamp}.{body}"``, HMAC-SHA256
 ``webhook-signature: v1,<signature>`` (several space-separated signatures are allowed while a
 secret is rotated; `verify()` accepts any of them).
 
-The key: a secret written ``whsec_<base64>`` (the spec's form) is the base64-decoded part; any other
-secret is used as its raw UTF-8 bytes. On the Laravel side (standard-webhooks/standard-webhooks PHP)
-that is ``new Webhook('whsec_...')`` for the first kind and ``Webhook::fromRaw($secret)`` for the
-second — the plain constructor would base64-decode a secret without the prefix.
+The key: the secret is base64, written with or without the spec's ``whsec_`` prefix; the key is
+the decoded bytes either way, exactly as the Standard Webhooks reference libraries read it
+(``Webhook(secret)`` in Python, ``new Webhook($secret)`` in PHP, on the Laravel side, for both
+forms). Padding may be left off, as those libraries allow. A secret that is not base64, or that
+decodes to nothing, is refused with a ValueError (the delivery process refuses to start with it)
+rather than being used some other way: a secret read differently on the two sides would fail
+every signature.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 
@@ -23,16 +26,20 @@ SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
 # The spec's recommended tolerance: older (or future) timestamps are refused against replays.
 DEFAULT_TOLERANCE_SECONDS = 5 * 60
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+")
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key a configured secret stands for (see the module docstring)."""
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-        except binascii.Error as exc:
-            raise ValueError("a whsec_ secret must be base64 after the prefix") from exc
-    return secret.encode("utf-8")
+    """The HMAC key a configured secret stands for: its base64 part decoded (see the module docstring)."""
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    data = encoded.rstrip("=")
+    padding = len(encoded) - len(data)
+    if not data or padding > 2 or len(data) % 4 == 1 or not _BASE64.fullmatch(data):
+        raise ValueError(
+            "the webhook secret must be base64 (standard alphabet), with or without the whsec_ prefix, "
+            "as Standard Webhooks libraries read it"
+        )
+    return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
 
 
 def sign(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

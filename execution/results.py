@@ -42,7 +42,7 @@ def command_finished(command: Command) -> None:
             account=command.account,
             request_type="command_result",
             payload=command_result_payload(command),
-            idempotency_key=f"command-result-{command.pk}",
+            dedup_key=f"command-result:{command.pk}",  # its identity is minted by the outbox
             correlation_id=command.correlation_id,
             session_id="execution",
             correlation_group="command-result",

@@ -150,7 +150,7 @@ def payload_replay(
 def _enqueue_report(
     *, payload: LibraryPayload, tenant: Tenant, base: dict[str, Any], same_key: bool, last: PanelSend | None
 ) -> tuple[ApiResult, str]:
-    """The outbound report goes through the real callback outbox; the outbox de-duplicates on the key."""
+    """The outbound report goes through the real callback outbox, which de-duplicates on its dedup key."""
     from callbacks.services import callback_enqueue
 
     actor = base.get("actor") or {}
@@ -166,23 +166,17 @@ def _enqueue_report(
     if account is None:
         body = {"detail": f"Account {actor.get('account_login')}@{actor.get('server')} is not registered for {tenant}."}
         return ApiResult("OUTBOX", path, {}, base, 404, {}, body), ""
-    meta = base.get("meta") or {}
-    if same_key and last is not None:
-        key = last.idempotency_key
-    elif same_key:
-        key = str(meta.get("idempotency_key") or "")
-    else:
-        key = f"panel-{uuid.uuid4()}"
+    dedup_key = _report_dedup_key(tenant=tenant, base=base, same_key=same_key, last=last)
     from callbacks.models import CallbackDelivery
 
-    deduplicated = CallbackDelivery.objects.filter(tenant=tenant, idempotency_key=key).exists()
+    deduplicated = CallbackDelivery.objects.filter(tenant=tenant, dedup_key=dedup_key).exists()
     with transaction.atomic():
         delivery = callback_enqueue(
             tenant=tenant,
             account=account,
             request_type="protective_action_report",
             payload=base.get("payload") or {},
-            idempotency_key=key,
+            dedup_key=dedup_key,
             correlation_id=str(uuid.uuid4()),
             session_id=str((base.get("context") or {}).get("session_id") or "risk-engine"),
             correlation_group=str((base.get("context") or {}).get("correlation_group") or "protective-action"),
@@ -197,7 +191,29 @@ def _enqueue_report(
         "envelope": delivery.envelope,
     }
     headers = {"Idempotent-Replayed": "true"} if deduplicated else {}
-    return ApiResult("OUTBOX", path, {}, delivery.envelope, 200 if deduplicated else 202, headers, body), key
+    result = ApiResult("OUTBOX", path, {}, delivery.envelope, 200 if deduplicated else 202, headers, body)
+    return result, delivery.idempotency_key
+
+
+def _report_dedup_key(*, tenant: Tenant, base: dict[str, Any], same_key: bool, last: PanelSend | None) -> str:
+    """The outbox dedup key of a report sent from the panel; the outbox mints its identity.
+
+    Fresh: a new key, so a new callback with a new identity. The same key: the key of the last
+    send's callback (the outbox returns that row, identity and all), or, when there is none, a key
+    named after the stored body's idempotency key. A key that makes a new row is always under
+    ``panel:``, a name no report of the bridge's own (``command-result:…``,
+    ``protective-action:…``) can take; and the body's idempotency key is never sent as one.
+    """
+    from callbacks.models import CallbackDelivery
+
+    if not same_key:
+        return f"panel:{uuid.uuid4()}"
+    if last is not None and last.idempotency_key:
+        sent = CallbackDelivery.objects.filter(tenant=tenant, idempotency_key=last.idempotency_key).first()
+        if sent is not None:
+            return sent.dedup_key
+    meta = base.get("meta") or {}
+    return f"panel:{str(meta.get('idempotency_key') or uuid.uuid4())[:240]}"
 
 
 @transaction.atomic

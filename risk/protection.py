@@ -423,7 +423,8 @@ def protective_action_report(*, action: ProtectiveAction) -> None:
         account=action.account,
         request_type="protective_action_report",
         payload=report_payload(action),
-        idempotency_key=f"protective-action-{action.action_id}-{action.report_sequence}",
+        # The action's report number `report_sequence`; the outbox mints the identity Laravel sees.
+        dedup_key=f"protective-action:{action.action_id}:{action.report_sequence}",
         correlation_id=_correlation(action),
         session_id="risk-engine",
         correlation_group="protective-action",

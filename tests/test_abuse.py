@@ -181,7 +181,7 @@ def test_with_redis_url_set_failures_are_counted_atomically_in_redis(client, set
 SECRETS = {
     "PYTHON_INGEST_TOKEN": "ingest-secret-7c1f0e9a",
     "LARAVEL_INTERNAL_TOKEN": "laravel-secret-93be21d4",
-    "LARAVEL_WEBHOOK_SECRET": "whsec-secret-5a8d0c77",
+    "LARAVEL_WEBHOOK_SECRET": "whsec_c2VjcmV0LTVhOGQwYzc3",  # base64 of secret-5a8d0c77, as Standard Webhooks reads it
     "MT5_PASSWORD": "mt5-password-1e6b4f02",
     "SECRET_KEY": "django-secret-key-4d2c9b1a0f8e7d6c5b4a3928",
 }

@@ -10,17 +10,20 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from callbacks import signing
 from callbacks.delivery import (
@@ -48,6 +51,9 @@ PANEL_PAYLOAD: dict[str, Any] = {**examples.PROTECTIVE_ACTION_REPORT["payload"],
 
 Reply = tuple[int, dict[str, str]]
 
+# The minted idempotency key of each row `report()` wrote → the dedup key the test named it by.
+NAMED: dict[str, str] = {}
+
 
 @dataclass
 class Received:
@@ -58,7 +64,9 @@ class Received:
 
     @property
     def key(self) -> str:
-        return self.headers["x-idempotency-key"]
+        """The name the test gave the callback (its dedup key): Laravel sees only the minted UUID."""
+        sent = self.headers["x-idempotency-key"]
+        return NAMED.get(sent, sent)
 
     @property
     def json(self) -> dict[str, Any]:
@@ -149,20 +157,25 @@ def account_2(tenant_1: Tenant) -> TradingAccount:
 
 
 def report(account: TradingAccount, key: str, **payload: Any) -> CallbackDelivery:
-    """Enqueue a protective action report the way the risk engine does: inside its transaction."""
+    """Enqueue a protective action report the way the risk engine does: inside its transaction.
+
+    `key` is the event's dedup key; the outbox mints the identity Laravel sees.
+    """
     with transaction.atomic():
-        return callback_enqueue(
+        row = callback_enqueue(
             tenant=account.tenant,
             account=account,
             request_type="protective_action_report",
             payload={**PANEL_PAYLOAD, **payload},
-            idempotency_key=key,
+            dedup_key=key,
             correlation_id=f"corr-{key}",
             session_id="risk-engine",
             correlation_group="protective-action",
             source_kind="protective_action",
             source_id=key,
         )
+    NAMED[row.idempotency_key] = key
+    return row
 
 
 def fresh(delivery: CallbackDelivery) -> CallbackDelivery:
@@ -252,7 +265,7 @@ def test_every_attempt_is_signed_authenticated_and_shaped_like_the_panel_envelop
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
         assert request.headers["content-type"] == "application/json"
         assert request.headers["x-correlation-id"] == "corr-protect-002"
-        assert request.headers["x-idempotency-key"] == "protect-002"
+        assert request.headers["x-idempotency-key"] == row.idempotency_key
         assert request.headers["x-protocol-version"] == "1"
         assert signing.verify(secret=SECRET, headers=request.headers, body=request.body)
         tampered = request.body.replace(b'"EURUSD"', b'"GBPUSD"')
@@ -279,7 +292,7 @@ def test_every_attempt_is_signed_authenticated_and_shaped_like_the_panel_envelop
         assert meta["source"] == "python"
         assert meta["environment"] == "prod"
         assert meta["tenant_id"] == "tenant_1"
-        assert meta["idempotency_key"] == "protect-002"
+        assert meta["idempotency_key"] == row.idempotency_key
         assert meta["correlation_id"] == "corr-protect-002"
         assert meta["sent_at_utc"].endswith("Z")
         assert body["actor"] == {
@@ -304,7 +317,7 @@ def test_a_command_result_goes_to_its_own_path(laravel: Laravel, account_1: Trad
             account=account_1,
             request_type="command_result",
             payload={"command_id": "cmd-1", "command_type": "close_position", "state": "succeeded", "attempts": 1},
-            idempotency_key="command-result-1",
+            dedup_key="command-result:1",
             correlation_id="",
             session_id="execution",
             correlation_group="command-result",
@@ -366,17 +379,77 @@ def test_the_signature_matches_the_standard_webhooks_reference_vector() -> None:
     assert not signing.verify(secret=secret, headers=headers, body=body, now=1614265330)  # unsigned
 
 
-def test_a_secret_without_the_whsec_prefix_is_used_as_raw_bytes() -> None:
-    raw = "plain-shared-secret"
-    assert signing.secret_key(raw) == raw.encode()
+# The Standard Webhooks reference libraries' own test vector (their tests' test_sign_function).
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = b'{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_libraries_published_vector_passes_through_our_sign_with_and_without_whsec() -> None:
+    for secret in (VECTOR_SECRET, VECTOR_SECRET.removeprefix("whsec_")):
+        signed = signing.sign(secret=secret, msg_id=VECTOR_MSG_ID, timestamp=VECTOR_TIMESTAMP, body=VECTOR_BODY)
+        assert signed == VECTOR_SIGNATURE
+    # ...and the package computes the same from the same inputs, so the vector is the one it verifies.
+    library = Webhook(VECTOR_SECRET).sign(
+        msg_id=VECTOR_MSG_ID, timestamp=datetime.fromtimestamp(VECTOR_TIMESTAMP, tz=UTC), data=VECTOR_BODY.decode()
+    )
+    assert library == VECTOR_SIGNATURE
+
+
+@pytest.mark.parametrize("form", ["whsec_<base64>", "<base64> without the prefix", "unpadded base64"])
+def test_the_standard_webhooks_package_verifies_what_laravel_receives_for_either_form_of_the_secret(
+    laravel: Laravel, account_1: TradingAccount, settings: Any, form: str
+) -> None:
+    key = b"a-31-byte-secret-for-the-tests!"  # 31 bytes: its base64 ends in one '='
+    encoded = base64.b64encode(key).decode()
+    secret = {
+        "whsec_<base64>": "whsec_" + encoded,
+        "<base64> without the prefix": encoded,
+        "unpadded base64": encoded.rstrip("="),
+    }[form]
+    settings.LARAVEL_WEBHOOK_SECRET = secret
+    laravel.start()
+    report(account_1, f"protect-signed-{form}")
+    assert deliver_due() == 1
+    (request,) = laravel.received
+    # What Laravel runs: `new Webhook($secret)`; the Python package is the same reference.
+    for receiver_secret in (secret, "whsec_" + encoded, encoded):
+        assert Webhook(receiver_secret).verify(request.body, request.headers)["payload"] == PANEL_PAYLOAD
+    assert signing.verify(secret=secret, headers=request.headers, body=request.body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(base64.b64encode(b"another key").decode()).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(request.body.replace(b'"EURUSD"', b'"GBPUSD"'), request.headers)
+
+
+def test_a_secret_without_the_prefix_is_base64_decoded_as_the_libraries_do() -> None:
     assert signing.secret_key("whsec_" + base64.b64encode(b"key").decode()) == b"key"
-    headers = signing.signature_headers(secret=raw, msg_id="m1", body=b"{}")
-    assert signing.verify(secret=raw, headers=headers, body=b"{}")
-    same_key_in_whsec_form = "whsec_" + base64.b64encode(raw.encode()).decode()
-    assert signing.verify(secret=same_key_in_whsec_form, headers=headers, body=b"{}")
-    assert not signing.verify(secret="another-plain-secret", headers=headers, body=b"{}")
+    assert signing.secret_key(base64.b64encode(b"key").decode()) == b"key"
+    assert signing.secret_key("a2V5") == b"key"
+    headers = signing.signature_headers(secret="a2V5", msg_id="m1", body=b"{}")
+    assert signing.verify(secret="whsec_a2V5", headers=headers, body=b"{}")
+    Webhook("whsec_a2V5").verify(b"{}", headers)
+    Webhook("a2V5").verify(b"{}", headers)
+
+
+@pytest.mark.parametrize("secret", ["plain-shared-secret", "whsec_not base64!", "whsec_", "abcde", "YQ==="])
+def test_a_secret_that_is_not_base64_is_refused_as_the_delivery_process_starts(
+    laravel: Laravel, account_1: TradingAccount, settings: Any, secret: str
+) -> None:
     with pytest.raises(ValueError, match="base64"):
-        signing.secret_key("whsec_not base64!")
+        signing.secret_key(secret)
+    settings.LARAVEL_WEBHOOK_SECRET = secret
+    laravel.start()
+    row = report(account_1, "protect-bad-secret")
+    with pytest.raises(ImproperlyConfigured, match="LARAVEL_WEBHOOK_SECRET") as refused:
+        call_command("delivercallbacks", "--once", stdout=io.StringIO())
+    hidden = secret.removeprefix("whsec_")
+    assert not hidden or hidden not in str(refused.value)  # the message names the setting, never its value
+    with pytest.raises(ImproperlyConfigured, match="LARAVEL_WEBHOOK_SECRET"):
+        deliver_forever(stop=threading.Event(), poll_ms=10)
+    assert laravel.received == [] and fresh(row).attempts == 0  # nothing was sent unsigned or mis-signed
 
 
 # --- backoff and Retry-After -------------------------------------------------------------------
@@ -436,12 +509,70 @@ def test_a_later_report_waits_behind_a_failing_one_of_the_same_account_but_not_a
     assert fresh(second).attempts == 0
 
     failing.clear()
-    assert deliver_due(now=fresh(first).next_attempt_at) == 1  # first gets through; second was still blocked
-    assert deliver_due() == 1
+    # first gets through, and second, no longer held back, goes in the same pass
+    assert deliver_due(now=fresh(first).next_attempt_at) == 2
     assert fresh(first).status == DeliveryStatus.DELIVERED
     assert fresh(second).status == DeliveryStatus.DELIVERED
     order = [r.key for r in laravel.received if r.status == 200]
     assert order.index("first") < order.index("second")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413, 422])
+def test_alices_report_that_laravel_refuses_for_good_is_dead_lettered_and_her_next_report_goes_in_the_same_run(
+    laravel: Laravel, account_1: TradingAccount, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    refused = {"refused"}
+    laravel.reply_for = lambda request: (status, {}) if request.key in refused else (200, {})
+    laravel.start()
+    bad = report(account_1, "refused")
+    protective = report(account_1, "protective-after-refused")
+    caplog.set_level(logging.INFO, logger="bridge.callbacks")
+
+    assert deliver_due() == 2  # one pass: the refused report, then the one it no longer holds back
+    bad = fresh(bad)
+    assert (bad.status, bad.attempts, bad.last_status_code) == (DeliveryStatus.DEAD, 1, status)
+    assert bad.dead_at is not None and bad.next_attempt_at is None
+    (only,) = CallbackAttempt.objects.filter(delivery=bad)
+    assert (only.status_code, only.outcome) == (status, CallbackAttempt.Outcome.DEAD)
+    assert fresh(protective).status == DeliveryStatus.DELIVERED
+    assert [(r.key, r.status) for r in laravel.received] == [("refused", status), ("protective-after-refused", 200)]
+    (logged,) = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert logged.levelno == logging.ERROR and logged.status_code == status and str(status) in logged.getMessage()
+    assert callbacks_health()["dead_letters"] == 1
+
+    # Visible and re-sendable: once Laravel takes it, the re-send delivers the same callback.
+    refused.clear()
+    callback_resend(delivery=bad)
+    assert deliver_due() == 1
+    bad = fresh(bad)
+    assert bad.status == DeliveryStatus.DELIVERED
+    assert [r.headers["x-idempotency-key"] for r in laravel.received if r.key == "refused"] == [bad.idempotency_key] * 2
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"), [(429, {"Retry-After": "1"}), (503, {}), (500, {}), (408, {}), (409, {}), (425, {})]
+)
+def test_bobs_reports_wait_in_order_behind_one_that_laravel_answers_429_or_5xx_and_retries_it(
+    laravel: Laravel, tenant_2: Tenant, status: int, headers: dict[str, str]
+) -> None:
+    account = register_account(tenant_2, login=60000002)
+    answers = [(status, headers), (status, headers)]
+    laravel.reply_for = lambda request: answers.pop(0) if request.key == "first" and answers else (200, {})
+    laravel.start()
+    first = report(account, "first")
+    second = report(account, "second")
+
+    assert deliver_due() == 1
+    first = fresh(first)
+    assert (first.status, first.last_status_code) == (DeliveryStatus.PENDING, status)
+    assert first.next_attempt_at > first.last_attempt_at  # scheduled again with backoff
+    assert fresh(second).attempts == 0  # held back: order per account
+    assert deliver_due(now=first.next_attempt_at) == 1
+    assert fresh(second).attempts == 0
+    assert deliver_due(now=fresh(first).next_attempt_at) == 2  # first gets through, then second
+    assert [r.key for r in laravel.received] == ["first", "first", "first", "second"]
+    assert {fresh(first).status, fresh(second).status} == {DeliveryStatus.DELIVERED}
+    assert len({r.headers["x-idempotency-key"] for r in laravel.received if r.key == "first"}) == 1
 
 
 # --- dead letters and re-send -----------------------------------------------------------------
@@ -460,20 +591,23 @@ def test_it_dead_letters_after_the_retry_window_and_a_resend_delivers_it(
     deliver_due(now=t0)
     deliver_due(now=t0 + timedelta(minutes=59))
     assert fresh(row).status == DeliveryStatus.PENDING  # still inside the window
-    deliver_due(now=t0 + timedelta(hours=1))
+    assert fresh(later).attempts == 0  # held back while the row is open
+    # The row dies, and the later report, no longer held back, is tried in the same pass.
+    assert deliver_due(now=t0 + timedelta(hours=1)) == 2
     row = fresh(row)
     assert row.status == DeliveryStatus.DEAD
     assert row.dead_at == t0 + timedelta(hours=1)
     assert row.next_attempt_at is None
     assert CallbackAttempt.objects.filter(delivery=row).latest("number").outcome == "dead"
-    assert deliver_due(now=t0 + timedelta(days=3)) == 1  # only the later report: a dead letter is not retried
+    assert fresh(later).attempts == 1
+
+    laravel.script = [(200, {})]
+    # Only the later report: a dead letter is not retried, and no longer holds the account's queue.
+    assert deliver_due(now=fresh(later).next_attempt_at) == 1
+    assert fresh(later).status == DeliveryStatus.DELIVERED
     health = callbacks_health(now=t0 + timedelta(days=3))
     assert health["status"] == "degraded"
     assert health["dead_letters"] == 1
-
-    laravel.script = [(200, {})]
-    deliver_due(now=fresh(later).next_attempt_at)  # a dead letter no longer holds the account's queue
-    assert fresh(later).status == DeliveryStatus.DELIVERED
 
     callback_resend(delivery=row)
     row = fresh(row)
@@ -507,6 +641,123 @@ def test_a_resent_row_starts_a_new_retry_window(laravel: Laravel, account_1: Tra
     row = fresh(row)
     assert row.status == DeliveryStatus.PENDING
     assert row.first_attempt_at == t0
+
+
+# --- identity: minted at write, repeated by every retry ------------------------------------------
+
+
+def test_alices_callback_carries_uuid_keys_that_a_second_bridge_never_repeats_for_the_same_event(
+    account_1: TradingAccount,
+) -> None:
+    # Two bridges' databases (or one rebuilt, or restored from a backup) with the same command pk:
+    # the same local event, a different row each time — and never the same identity.
+    rows = []
+    for _bridge in ("bridge-a", "bridge-b"):
+        with transaction.atomic():
+            row = callback_enqueue(
+                tenant=account_1.tenant,
+                account=account_1,
+                request_type="command_result",
+                payload={"command_id": "cmd-1", "state": "succeeded"},
+                dedup_key="command-result:1",
+                correlation_id="",
+                session_id="execution",
+                correlation_group="command-result",
+            )
+        rows.append(row)
+        CallbackDelivery.objects.filter(pk=row.pk).delete()  # the next bridge starts from an empty outbox
+    first, second = rows
+    for row in rows:
+        assert uuid.UUID(row.idempotency_key).version == 4
+        assert row.request_id.version == 4
+        assert row.envelope["meta"]["idempotency_key"] == row.idempotency_key
+        assert row.envelope["meta"]["request_id"] == str(row.request_id)
+        assert row.dedup_key == "command-result:1"
+        assert "command-result" not in row.idempotency_key
+    assert first.idempotency_key != second.idempotency_key
+    assert first.request_id != second.request_id
+    assert {first.idempotency_key, second.idempotency_key}.isdisjoint({str(first.request_id), str(second.request_id)})
+
+
+def test_a_finished_command_reports_under_a_minted_key_and_dedups_on_its_pk(account_1: TradingAccount) -> None:
+    from commands.models import Command
+    from execution.results import command_finished
+
+    command = Command.objects.create(
+        tenant=account_1.tenant,
+        account=account_1,
+        command_id="cmd-identity",
+        command_type="close_position",
+        idempotency_key="alice-key-1",
+        payload={},
+        envelope={},
+        state="succeeded",
+        finished_at=timezone.now(),
+    )
+    with transaction.atomic():
+        command_finished(command)
+        command_finished(command)  # the hook fired twice: still one report
+    (row,) = CallbackDelivery.objects.filter(source_kind="command", source_id=str(command.pk))
+    assert row.dedup_key == f"command-result:{command.pk}"
+    assert uuid.UUID(row.idempotency_key) and row.idempotency_key != command.idempotency_key
+
+
+def test_every_retry_and_a_resend_repeat_the_callbacks_identity_exactly(
+    laravel: Laravel, account_1: TradingAccount, settings: Any
+) -> None:
+    settings.CALLBACK_RETRY_HOURS = 1.0
+    laravel.script = [(503, {}), (500, {}), (200, {})]
+    laravel.start()
+    row = report(account_1, "protect-identity")
+    t0 = timezone.now()
+    deliver_due(now=t0)
+    deliver_due(now=t0 + timedelta(hours=1))  # outside the window: dead
+    assert fresh(row).status == DeliveryStatus.DEAD
+    callback_resend(delivery=row)
+    deliver_due()
+    assert fresh(row).status == DeliveryStatus.DELIVERED
+    assert [r.status for r in laravel.received] == [503, 500, 200]
+    identities = {
+        (
+            r.headers["x-idempotency-key"],
+            r.json["meta"]["idempotency_key"],
+            r.headers["webhook-id"],
+            r.json["meta"]["request_id"],
+        )
+        for r in laravel.received
+    }
+    assert identities == {(row.idempotency_key, row.idempotency_key, str(row.request_id), str(row.request_id))}
+    assert CallbackDelivery.objects.count() == 1  # the re-send is the same row, not a new callback
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_the_keys_laravel_has_seen_and_makes_them_the_dedup_keys(account_1: TradingAccount) -> None:
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("callbacks", "0002_indexes_for_panel_filters")], [("callbacks", "0003_dedup_key")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("callbacks", "CallbackDelivery")
+        for key in ("command-result-7", "protective-action-3"):
+            old.objects.create(
+                tenant_id=account_1.tenant_id,
+                account_id=account_1.pk,
+                request_type="command_result",
+                path="/x",
+                envelope={"meta": {"idempotency_key": key}},
+                idempotency_key=key,
+                correlation_id="c",
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(after)
+    kept = dict(CallbackDelivery.objects.values_list("idempotency_key", "dedup_key"))
+    assert kept == {"command-result-7": "command-result-7", "protective-action-3": "protective-action-3"}
+    # A retried event of an earlier row still finds it.
+    again = report(account_1, "command-result-7")
+    assert again.idempotency_key == "command-result-7" and CallbackDelivery.objects.count() == 2
 
 
 # --- configuration, health, transactions, idempotency -----------------------------------------
@@ -552,11 +803,11 @@ def test_the_outbox_row_rolls_back_with_the_callers_transaction(account_1: Tradi
     with pytest.raises(RuntimeError), transaction.atomic():
         report(account_1, "protect-rolled-back")
         raise RuntimeError("the event failed after the report was written")
-    assert not CallbackDelivery.objects.filter(idempotency_key="protect-rolled-back").exists()
+    assert not CallbackDelivery.objects.filter(dedup_key="protect-rolled-back").exists()
 
 
 @pytest.mark.parametrize("path", ["PostgreSQL statement", "the manager's insert (SQLite)"])
-def test_enqueueing_the_same_key_twice_returns_the_first_row(
+def test_enqueueing_the_same_dedup_key_twice_returns_the_first_row_and_its_identity(
     account_1: TradingAccount, tenant_2: Tenant, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     from django.db import connection
@@ -573,10 +824,12 @@ def test_enqueueing_the_same_key_twice_returns_the_first_row(
     again = report(account_1, "protect-same", symbol="GBPUSD")
     assert again.pk == first.pk
     assert again.envelope["payload"]["symbol"] == "EURUSD"
-    assert CallbackDelivery.objects.filter(idempotency_key="protect-same").count() == 1
+    assert (again.idempotency_key, again.request_id) == (first.idempotency_key, first.request_id)
+    assert CallbackDelivery.objects.filter(dedup_key="protect-same").count() == 1
     other_account = register_account(tenant_2, login=60000001)
-    other_tenant = report(other_account, "protect-same")  # keys are scoped per tenant
+    other_tenant = report(other_account, "protect-same")  # dedup keys are scoped per tenant
     assert other_tenant.pk != first.pk
+    assert other_tenant.idempotency_key != first.idempotency_key
 
 
 def test_enqueue_refuses_an_account_of_another_tenant(account_1: TradingAccount, tenant_2: Tenant) -> None:
@@ -586,7 +839,7 @@ def test_enqueue_refuses_an_account_of_another_tenant(account_1: TradingAccount,
             account=account_1,
             request_type="protective_action_report",
             payload={},
-            idempotency_key="cross-tenant",
+            dedup_key="cross-tenant",
             correlation_id="",
             session_id="risk-engine",
             correlation_group="protective-action",
@@ -666,10 +919,10 @@ def test_two_delivery_processes_never_send_a_row_twice(laravel: Laravel, tenant_
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(r.key for r in laravel.received) == sorted(keys)  # each exactly once
-    assert set(CallbackDelivery.objects.filter(idempotency_key__in=keys).values_list("status", flat=True)) == {
+    assert set(CallbackDelivery.objects.filter(dedup_key__in=keys).values_list("status", flat=True)) == {
         DeliveryStatus.DELIVERED
     }
-    assert set(CallbackDelivery.objects.filter(idempotency_key__in=keys).values_list("attempts", flat=True)) == {1}
+    assert set(CallbackDelivery.objects.filter(dedup_key__in=keys).values_list("attempts", flat=True)) == {1}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -739,7 +992,7 @@ def test_pruning_deletes_only_delivered_callbacks_past_their_retention(
     )
     CallbackDelivery.objects.filter(pk=dead.pk).update(status=DeliveryStatus.DEAD, created_at=now - timedelta(days=90))
     call_command("prune_callbacks", stdout=io.StringIO())
-    left = set(CallbackDelivery.objects.values_list("idempotency_key", flat=True))
+    left = set(CallbackDelivery.objects.values_list("dedup_key", flat=True))
     assert left == {"b", "c", "d"}
     assert not CallbackAttempt.objects.filter(delivery_id=old_delivered.pk).exists()
     assert pending.pk in set(CallbackDelivery.objects.values_list("pk", flat=True))

@@ -103,7 +103,7 @@ def report(action: ProtectiveAction, key: str) -> CallbackDelivery:
         account=action.account,
         request_type="protective_action_report",
         payload={"rule_key": action.rule_key, "execution_status": "success"},
-        idempotency_key=key,
+        dedup_key=key,
         correlation_id=f"corr-{key}",
         session_id="risk-engine",
         correlation_group="protective-action",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -259,6 +260,37 @@ def test_the_protective_action_report_goes_through_the_outbox_once_per_key(oscar
     assert CallbackDelivery.objects.filter(source_kind="panel").count() == 1
 
 
+def test_oscars_replays_of_a_report_mint_new_identities_and_never_take_one_a_future_report_could_get(
+    oscar: User, world: World
+) -> None:
+    from panel.services import command_cancel
+
+    # The stored body names the very event a real report is about to be written for.
+    future = f"command-result:{world.command_1.pk}"
+    payload = LibraryPayload.objects.get(slug="protective_action_report")
+    payload.body = {**payload.body, "meta": {**payload.body["meta"], "idempotency_key": future}}
+    payload.save(update_fields=["body"])
+
+    same = replay(oscar, world, "protective_action_report", same_key=True)  # before any send: the stored key
+    fresh_1 = replay(oscar, world, "protective_action_report", same_key=False)
+    fresh_2 = replay(oscar, world, "protective_action_report", same_key=False)
+    again = replay(oscar, world, "protective_action_report", same_key=True)  # the last send's callback again
+    rows = [CallbackDelivery.objects.get(pk=r.body["delivery_id"]) for r in (same, fresh_1, fresh_2)]
+    assert len({row.pk for row in rows}) == 3
+    assert len({row.idempotency_key for row in rows}) == 3 and len({row.request_id for row in rows}) == 3
+    for row in rows:
+        assert uuid.UUID(row.idempotency_key).version == 4 and row.dedup_key.startswith("panel:")
+        assert row.envelope["meta"]["idempotency_key"] == row.idempotency_key != future
+    assert again.replayed and again.body["delivery_id"] == rows[2].pk
+    assert again.body["idempotency_key"] == rows[2].idempotency_key
+
+    # The command's own result is still written when it finishes, under an identity of its own.
+    assert command_cancel(user=oscar, command=world.command_1)
+    result = CallbackDelivery.objects.get(source_kind="command", source_id=str(world.command_1.pk))
+    assert result.dedup_key == future
+    assert result.idempotency_key not in {row.idempotency_key for row in rows}
+
+
 def test_a_tenants_own_payload_cannot_be_replayed_for_another_tenant(root: User, world: World) -> None:
     with pytest.raises(PanelError):
         payload_replay(user=root, payload=world.payload_2, tenant=world.tenant_1, same_key=False)
@@ -354,7 +386,7 @@ def test_the_protective_action_page_shows_the_numbers_the_command_and_the_report
 ) -> None:
     client = logged_in(root)
     content = client.get(reverse("admin:policies_protectiveaction_change", args=[world.action_1.pk])).content.decode()
-    assert world.command_1.command_id in content and "t1-report" in content
+    assert world.command_1.command_id in content and world.delivery_1.idempotency_key in content
     assert "93575" in content and "close_all" in content and "EURUSD" in content
     rows = client.get(reverse("admin:policies_protectiveaction_changelist")).context["cl"].result_list
     assert {row.pk: row.report_status for row in rows} == {world.action_1.pk: "dead", world.action_2.pk: "dead"}

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from callbacks.delivery import deliver_due, deliver_forever
+from callbacks.delivery import check_webhook_secret, deliver_due, deliver_forever
 
 
 class Command(BaseCommand):
@@ -21,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=50, help="rows claimed per pass")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_webhook_secret()  # a secret Laravel's library would read differently: refuse to start
         if options["once"]:
             attempted = deliver_due(limit=options["limit"])
             self.stdout.write(f"attempted {attempted} callbacks")
