@@ -19,7 +19,7 @@ from typing import NamedTuple
 from django.db import transaction
 from django.db.models import F, Q
 
-from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
+from execution.models import SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition
 from execution.simulator import constants as c
 from execution.simulator import pricing, sql
 from execution.simulator.pricing import ZERO
@@ -76,7 +76,7 @@ class Outcome(Exception):
         retcode: int,
         comment: str = "",
         *,
-        symbol: SimSymbol | None = None,
+        symbol: sql.TradedSymbol | None = None,
         deal: int = 0,
         order: int = 0,
         volume: Decimal = ZERO,
@@ -112,14 +112,14 @@ def _filling_for(symbol: sql.Symbol) -> int:
     return c.ORDER_FILLING_RETURN
 
 
-def _volume_ok(volume: Decimal, symbol: SimSymbol) -> bool:
+def _volume_ok(volume: Decimal, symbol: sql.TradedSymbol) -> bool:
     if volume <= 0 or volume < symbol.volume_min or volume > symbol.volume_max:
         return False
     steps = volume / symbol.volume_step
     return abs(steps - steps.to_integral_value()) < Decimal("1e-6")
 
 
-def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
+def _filling_allowed(symbol: sql.TradedSymbol, filling: int, *, pending: bool) -> bool:
     """MT5's rule: FOK/IOC need their bit in the symbol's mask; RETURN is refused for market
     orders under market execution unless the symbol offers neither FOK nor IOC."""
     mask = symbol.filling_mode
@@ -136,7 +136,7 @@ def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
     return False
 
 
-def pending_reached(symbol: SimSymbol | sql.Symbol, order_type: int, price: Decimal) -> bool:
+def pending_reached(symbol: sql.TradedSymbol, order_type: int, price: Decimal) -> bool:
     """Has the quote reached a pending order's price (it would fill now)? Unknown types: no."""
     return {
         c.ORDER_TYPE_BUY_LIMIT: symbol.ask <= price,
@@ -201,10 +201,11 @@ class TradeServer:
 
     def _resolve(
         self, req: Request
-    ) -> tuple[sql.LockedAccount, sql.Symbol | SimSymbol, sql.LockedPosition | None, SimOrder | None]:
+    ) -> tuple[sql.LockedAccount, sql.TradedSymbol, sql.LockedPosition | None, SimOrder | None]:
         """Lock the account (serialising its trades across processes) and find the request's target."""
         position: sql.LockedPosition | None = None
         order: SimOrder | None = None
+        symbol: sql.TradedSymbol | None
         if req.action == c.TRADE_ACTION_SLTP or (req.action == c.TRADE_ACTION_DEAL and req.position):
             locked = sql.lock_account_and_position(self.account_id, req.position)
             if locked is None:
@@ -218,9 +219,10 @@ class TradeServer:
             if req.symbol and req.symbol != symbol.name:
                 raise Outcome(c.TRADE_RETCODE_INVALID, "Symbol does not match")
             return account, symbol, position, order
-        account = sql.lock_account(self.account_id)
-        if account is None:
+        locked_account = sql.lock_account(self.account_id)
+        if locked_account is None:
             raise Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
+        account = locked_account
         if req.action in (c.TRADE_ACTION_REMOVE, c.TRADE_ACTION_MODIFY):
             order = (
                 SimOrder.objects.select_for_update(of=("self",))
@@ -260,7 +262,9 @@ class TradeServer:
         SimFault.objects.filter(pk=fault.pk).update(remaining=F("remaining") - 1)
         return fault.kind
 
-    def _check_permissions(self, account: SimAccount, symbol: SimSymbol, req: Request, *, closing: bool) -> None:
+    def _check_permissions(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, *, closing: bool
+    ) -> None:
         if not account.trade_allowed:
             raise Outcome(c.TRADE_RETCODE_TRADE_DISABLED)
         if not account.trade_expert:
@@ -278,7 +282,7 @@ class TradeServer:
                 raise Outcome(c.TRADE_RETCODE_SHORT_ONLY)
 
     @staticmethod
-    def _check_market_price(symbol: SimSymbol, req: Request, is_buy: bool) -> Decimal:
+    def _check_market_price(symbol: sql.TradedSymbol, req: Request, is_buy: bool) -> Decimal:
         """The fill price. Under instant execution the client's price must be within deviation."""
         market = symbol.ask if is_buy else symbol.bid
         if symbol.trade_exemode in (c.SYMBOL_TRADE_EXECUTION_INSTANT, c.SYMBOL_TRADE_EXECUTION_REQUEST):
@@ -289,7 +293,7 @@ class TradeServer:
         return market
 
     @staticmethod
-    def _check_stops(symbol: SimSymbol, is_buy: bool, sl: float, tp: float, reference: Decimal) -> None:
+    def _check_stops(symbol: sql.TradedSymbol, is_buy: bool, sl: float, tp: float, reference: Decimal) -> None:
         """SL/TP must sit on the right side of the price the position would close at."""
         if sl < 0 or tp < 0:
             raise Outcome(c.TRADE_RETCODE_INVALID_STOPS)
@@ -303,7 +307,7 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_INVALID_STOPS)
 
     @staticmethod
-    def _check_volume_and_filling(symbol: SimSymbol, req: Request, *, pending: bool) -> Decimal:
+    def _check_volume_and_filling(symbol: sql.TradedSymbol, req: Request, *, pending: bool) -> Decimal:
         volume = dec(req.volume)
         if not _volume_ok(volume, symbol):
             raise Outcome(c.TRADE_RETCODE_INVALID_VOLUME)
@@ -311,7 +315,7 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_INVALID_FILL)
         return volume
 
-    def _open(self, account: sql.LockedAccount, symbol: sql.Symbol, req: Request, dry_run: bool) -> Outcome:
+    def _open(self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, dry_run: bool) -> Outcome:
         if req.type not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             raise Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         is_buy = req.type == c.ORDER_TYPE_BUY
@@ -339,7 +343,9 @@ class TradeServer:
             c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
         )
 
-    def _lacks_margin(self, account: sql.LockedAccount, symbol: sql.Symbol, volume: Decimal, price: Decimal) -> bool:
+    def _lacks_margin(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, volume: Decimal, price: Decimal
+    ) -> bool:
         """Would opening ``volume`` at ``price`` leave the account's free margin below zero?"""
         floating, used = self.valuation.aggregate_exposure(account.pk, self._txn_symbols)
         needed = self.valuation.margin(symbol, volume, price, Valuation.quotes([symbol]))
@@ -347,7 +353,7 @@ class TradeServer:
 
     @staticmethod
     def _enter(
-        account: sql.LockedAccount, symbol: sql.Symbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
+        account: sql.LockedAccount, symbol: sql.TradedSymbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
         volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int,
     ) -> None:  # fmt: skip
         """The entry deal and the position an executed order opens (its ticket is the order's)."""
@@ -430,12 +436,14 @@ class TradeServer:
         return Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
 
     @staticmethod
-    def _check_pending_price(symbol: SimSymbol, order_type: int, price: Decimal) -> None:
+    def _check_pending_price(symbol: sql.TradedSymbol, order_type: int, price: Decimal) -> None:
         """A pending order is placed only where the quote has not reached it yet."""
         if not (price > 0 and order_type in PENDING_TYPES and not pending_reached(symbol, order_type, price)):
             raise Outcome(c.TRADE_RETCODE_INVALID_PRICE)
 
-    def _place_pending(self, account: SimAccount, symbol: SimSymbol, req: Request, dry_run: bool) -> Outcome:
+    def _place_pending(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, dry_run: bool
+    ) -> Outcome:
         if req.type not in PENDING_TYPES:
             raise Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         volume = self._check_volume_and_filling(symbol, req, pending=True)
@@ -530,11 +538,9 @@ class TradeServer:
 
     def _fill_pending(self, ticket: int) -> list[Triggered]:
         account = sql.lock_account(self.account_id)
-        order = (
-            SimOrder.objects.select_for_update(of=("self",)).filter(ticket=ticket, is_open=True).first()
-            if account is not None
-            else None
-        )
+        if account is None:
+            return []  # the account is gone
+        order = SimOrder.objects.select_for_update(of=("self",)).filter(ticket=ticket, is_open=True).first()
         if order is None:
             return []  # cancelled or filled meanwhile
         self._txn_symbols = {s.pk: s for s in read_symbols()}

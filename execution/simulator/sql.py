@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from django.db import connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -41,13 +41,25 @@ def table(model: type[Model]) -> str:
     return qn(model._meta.db_table)
 
 
-def field(model: type[Model], name: str) -> Field:
-    return model._meta.get_field(name)  # type: ignore[return-value]
+def field(model: type[Model], name: str) -> Field[Any, Any]:
+    """The concrete field ``name`` (or attname) of ``model``; a reverse relation is a caller's mistake."""
+    found = model._meta.get_field(name)
+    if not isinstance(found, Field):
+        raise LookupError(f"{model._meta.label}.{name} is a reverse relation, not a column")
+    return found
+
+
+def column_name(model: type[Model], name: str) -> str:
+    """The database column of a concrete field; only fields without a column (many-to-many) have none."""
+    col = field(model, name).column
+    if col is None:
+        raise LookupError(f"{model._meta.label}.{name} has no column")
+    return col
 
 
 def column(model: type[Model], name: str, alias: str = "") -> str:
     """``alias.column`` for a model field (``name`` may be an attname such as ``symbol_id``)."""
-    col = qn(field(model, name).column)
+    col = qn(column_name(model, name))
     return f"{qn(alias)}.{col}" if alias else col
 
 
@@ -136,7 +148,7 @@ def update_sql(model: type[Model], names: Sequence[str]) -> str:
 def insert_sql(model: type[Model]) -> tuple[str, tuple[str, ...]]:
     """An INSERT of every concrete field but the primary key, and those fields' names."""
     names = tuple(f.attname for f in model._meta.concrete_fields if not f.primary_key)
-    cols = ", ".join(qn(field(model, n).column) for n in names)
+    cols = ", ".join(qn(column_name(model, n)) for n in names)
     values = ", ".join(f"%({n})s" for n in names)
     return f"INSERT INTO {table(model)} ({cols}) VALUES ({values})", names  # noqa: S608 - model names
 
@@ -146,10 +158,9 @@ def insert(model: type[Model], values: Mapping[str, Any]) -> None:
     INSERT (no signal receivers listen to the simulator's models; the primary key is not read).
     Missing fields take their model defaults."""
     sql, names = cached(f"insert:{model._meta.label}", lambda db: insert_sql(model))
-    meta = model._meta
     row = {}
     for name in names:
-        f = meta.get_field(name)
+        f = field(model, name)
         value = values[name] if name in values else f.get_default()
         row[name] = f.get_db_prep_save(value, connection)
     execute(sql, row)
@@ -245,6 +256,13 @@ class Symbol(NamedTuple):
     @property
     def pk(self) -> int:
         return self.id
+
+
+# A symbol the trade checks work with: a whole row from ``symbol_rows``, or the model instance
+# a pending order carries (read with ``select_related``). Both have every column.
+TradedSymbol: TypeAlias = Symbol | SimSymbol
+# A symbol the valuation works with: any of those, or the few columns a position row carries.
+QuotedSymbol: TypeAlias = Symbol | SimSymbol | SymbolRow
 
 
 class LockedAccount(NamedTuple):
@@ -381,7 +399,7 @@ def _rows_to_positions(values_rows: Iterable[tuple[Any, ...]]) -> list[PositionR
         symbol = symbols.get(values[split])
         if symbol is None:
             symbol = symbols[values[split]] = SymbolRow(*values[split:])
-        rows.append(PositionRow(*values[:split], symbol))
+        rows.append(PositionRow._make((*values[:split], symbol)))
     return rows
 
 
@@ -482,7 +500,7 @@ def lock_account_and_position(account_id: int, ticket: int) -> tuple[LockedAccou
     if values[split] is None:
         return account, None
     symbol_at = split + len(_LOCKED_POSITION_COLUMNS)
-    return account, LockedPosition(*values[split:symbol_at], Symbol(*values[symbol_at:]))
+    return account, LockedPosition._make((*values[split:symbol_at], Symbol(*values[symbol_at:])))
 
 
 # --- orders and deals ---------------------------------------------------------------------------
@@ -526,7 +544,7 @@ def order_rows(account_id: int, *, is_open: bool, **filters: Any) -> list[OrderR
     if "symbol" in used:
         params["name"] = prep(SimSymbol, {"name": filters["symbol"]})["name"]
     split = len(_ORDER_COLUMNS)
-    return [OrderRow(*row[:split], QuoteRow(*row[split:])) for row in statement.rows(params)]
+    return [OrderRow._make((*row[:split], QuoteRow(*row[split:]))) for row in statement.rows(params)]
 
 
 def _deals_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> Select:
@@ -620,7 +638,7 @@ def bulk_position_rows(queryset: Any, by_account: dict[int, list[PositionRow]]) 
         symbol = symbols.get(values[split])
         if symbol is None:
             symbol = symbols[values[split]] = SymbolRow(*values[split:])
-        row = PositionRow(*values[1:split], symbol)
+        row = PositionRow._make((*values[1:split], symbol))
         rows.append(row)
         by_account[values[0]].append(row)
     return rows

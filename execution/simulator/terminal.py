@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
-from execution.models import SimAccount, SimOrder, SimPosition, SimSymbol
+from execution.models import SimAccount, SimOrder, SimPosition
 from execution.simulator import constants as c
 from execution.simulator import pricing, sql
 from execution.simulator.pricing import ZERO
@@ -87,6 +87,13 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_AUTH_FAILED)
             return False
         return True
+
+    def _account(self) -> int | None:
+        """The logged-in account's id when the terminal can answer for it; None (with
+        ``last_error`` set) when it cannot."""
+        if not self._ready():
+            return None
+        return self._account_id
 
     def last_error(self) -> tuple[int, str]:
         return self._last_error
@@ -166,7 +173,9 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- account ----------------------------------------------------------------------------
-    def _account_tuple(self, account: SimAccount, floating: Decimal, margin: Decimal) -> AccountInfo:
+    def _account_tuple(
+        self, account: SimAccount | sql.BulkAccountRow, floating: Decimal, margin: Decimal
+    ) -> AccountInfo:
         equity = account.balance + account.credit + floating
         level = float(equity / margin * 100) if margin else 0.0
         return AccountInfo(
@@ -182,15 +191,16 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def account_info(self) -> AccountInfo | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
-        account = sql.account_row(self._account_id)
+        account = sql.account_row(account_id)
         if account is None:
             self._fail(c.RES_E_AUTH_FAILED)
             return None
-        floating, margin = self._valuation.exposure(sql.account_position_rows(self._account_id))
+        floating, margin = self._valuation.exposure(sql.account_position_rows(account_id))
         self._ok()
-        return self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
+        return self._account_tuple(account, floating, margin)
 
     def sim_bulk_state(
         self, keys: list[tuple[int, str]]
@@ -230,7 +240,7 @@ class SimulatedMetaTrader5:
                 floating += value + position.swap
                 margin += valuation.margin(position.symbol, position.volume, current, quotes)
                 tuples.append(self._bulk_position_tuple(position, current, value))
-            info = self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
+            info = self._account_tuple(account, floating, margin)
             out[(account.login, account.server)] = (
                 info,
                 tuple(tuples),
@@ -251,7 +261,7 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- symbols ----------------------------------------------------------------------------
-    def _symbol_tuple(self, s: SimSymbol) -> SymbolInfo:
+    def _symbol_tuple(self, s: sql.Symbol) -> SymbolInfo:
         bid, ask, point = float(s.bid), float(s.ask), float(s.point)
         spread = int(((s.ask - s.bid) / s.point).to_integral_value())
         currency = self._valuation.currency
@@ -351,21 +361,21 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def positions_total(self) -> int | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         self._ok()
-        return SimPosition.objects.filter(account_id=self._account_id).count()
+        return SimPosition.objects.filter(account_id=account_id).count()
 
     def positions_get(
         self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
     ) -> tuple[TradePosition, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         matches = _group_matcher(group)
         rows = [
-            row
-            for row in sql.position_rows_of(self._account_id, ticket=ticket, symbol=symbol)
-            if matches(row.symbol.name)
+            row for row in sql.position_rows_of(account_id, ticket=ticket, symbol=symbol) if matches(row.symbol.name)
         ]
         quotes = Valuation.quotes(p.symbol for p in rows)
         self._ok()
@@ -386,20 +396,22 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def orders_total(self) -> int | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         self._ok()
-        return SimOrder.objects.filter(account_id=self._account_id, is_open=True).count()
+        return SimOrder.objects.filter(account_id=account_id, is_open=True).count()
 
     def orders_get(
         self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
     ) -> tuple[TradeOrder, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         matches = _group_matcher(group)
         rows = [
             row
-            for row in sql.order_rows(self._account_id, is_open=True, ticket=ticket, symbol=symbol)
+            for row in sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=symbol)
             if matches(row.symbol.name)
         ]
         self._ok()
@@ -424,7 +436,8 @@ class SimulatedMetaTrader5:
         ticket: int | None = None,
         position: int | None = None,
     ) -> tuple[TradeOrder, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             window = self._history_window(date_from, date_to, ticket, position)
@@ -434,7 +447,7 @@ class SimulatedMetaTrader5:
         matches = _group_matcher(group)
         rows = [
             row
-            for row in sql.order_rows(self._account_id, is_open=False, window=window, position=position, ticket=ticket)
+            for row in sql.order_rows(account_id, is_open=False, window=window, position=position, ticket=ticket)
             if matches(row.symbol.name)
         ]
         self._ok()
@@ -452,14 +465,15 @@ class SimulatedMetaTrader5:
         ticket: int | None = None,
         position: int | None = None,
     ) -> tuple[TradeDeal, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             window = self._history_window(date_from, date_to, ticket, position)
         except InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        rows = sql.deal_rows(self._account_id, window=window, ticket=ticket, position=position)
+        rows = sql.deal_rows(account_id, window=window, ticket=ticket, position=position)
         matches = _group_matcher(group)
         deals = tuple(self._deal_tuple(row) for row in rows if not group or matches(row[sql.DEAL_SYMBOL_AT]))
         self._ok()
@@ -514,7 +528,8 @@ class SimulatedMetaTrader5:
     # --- trading ----------------------------------------------------------------------------
     def order_check(self, request: dict[str, Any]) -> OrderCheckResult | None:
         """Validate a request without executing it (retcode 0 when it would be accepted)."""
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             req = Request.parse(request)
@@ -522,7 +537,7 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
         with transaction.atomic():
-            outcome = self._trade_server().execute(req, dry_run=True)
+            outcome = self._trade_server(account_id).execute(req, dry_run=True)
         retcode, comment = outcome.retcode, outcome.comment
         if retcode in (c.TRADE_RETCODE_DONE, c.TRADE_RETCODE_PLACED):
             retcode, comment = 0, "Done"
@@ -536,7 +551,8 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             req = Request.parse(request)
@@ -554,7 +570,7 @@ class SimulatedMetaTrader5:
         # The outcome is caught inside the transaction, so whatever it did (a fill, a consumed
         # fault) commits; rejections happen before any write and leave nothing behind.
         with transaction.atomic():
-            outcome = self._trade_server().execute(req, dry_run=False)
+            outcome = self._trade_server(account_id).execute(req, dry_run=False)
         if outcome.connection_lost:
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
@@ -572,10 +588,9 @@ class SimulatedMetaTrader5:
             request_id=self._request_id, retcode_external=0, request=req.as_tuple(),
         )  # fmt: skip
 
-    def _trade_server(self) -> TradeServer:
+    def _trade_server(self, account_id: int) -> TradeServer:
         """The trade server, acting on the logged-in account and valuing in its currency."""
-        assert self._account_id is not None  # _ready() said so
-        return TradeServer(self._account_id, self._valuation)
+        return TradeServer(account_id, self._valuation)
 
     # --- unsupported market data (the module has them; the bridge does not need them) ----------
     def _unsupported(self, *args: Any, **kwargs: Any) -> None:
