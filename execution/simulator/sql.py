@@ -26,7 +26,16 @@ from django.db.models import BooleanField, Field, Model, Value
 from django.db.models.expressions import RawSQL
 
 from bridgeproject.dbutil import prepared_cursor
-from execution.models import SimAccount, SimDeal, SimFault, SimOrder, SimPosition, SimSymbol, SimTicketSequence
+from execution.models import (
+    SimAccount,
+    SimDeal,
+    SimFault,
+    SimFaultKind,
+    SimOrder,
+    SimPosition,
+    SimSymbol,
+    SimTicketSequence,
+)
 from execution.simulator.types import TradeDeal
 
 # (column index, Django converter, the expression it was made for)
@@ -435,8 +444,29 @@ def account_row(account_id: int) -> BulkAccountRow | None:
 
 
 def _fault_exists_sql() -> str:
-    # The ORM's Exists(SimFault.objects.filter(remaining__gt=0)), as the account query had it.
-    return f"EXISTS(SELECT 1 FROM {table(SimFault)} WHERE {column(SimFault, 'remaining')} > 0 LIMIT 1)"  # noqa: S608
+    """Is any fault pending (a count left) or any outage running (``%(now)s`` before its end)?"""
+    return (
+        f"EXISTS(SELECT 1 FROM {table(SimFault)} WHERE {column(SimFault, 'remaining')} > 0"  # noqa: S608
+        f" OR {column(SimFault, 'until_msc')} > %(now)s LIMIT 1)"
+    )
+
+
+def _outage_logins_select(db: BaseDatabaseWrapper) -> Select:
+    return (
+        Columns(db)
+        .add(SimFault, ("login",), "")
+        .select(
+            f"FROM {table(SimFault)} WHERE {column(SimFault, 'kind')} = %(kind)s"
+            f" AND {column(SimFault, 'until_msc')} > %(now)s AND {column(SimFault, 'symbol')} = ''"
+        )
+    )
+
+
+def outage_logins(now_msc: int) -> set[int | None]:
+    """The logins a ``no_connection`` outage not scoped to a symbol cuts off at ``now_msc``
+    (None: every login)."""
+    rows = cached("outage_logins", _outage_logins_select).rows({"kind": SimFaultKind.NO_CONNECTION, "now": now_msc})
+    return {row[0] for row in rows}
 
 
 def _lock_account_select(db: BaseDatabaseWrapper) -> Select:
@@ -447,8 +477,9 @@ def _lock_account_select(db: BaseDatabaseWrapper) -> Select:
     return cols.select(f"FROM {table(SimAccount)} WHERE {column(SimAccount, 'id')} = %(account)s{lock}")
 
 
-def lock_account(account_id: int) -> LockedAccount | None:
-    rows = cached("lock_account", _lock_account_select).rows({"account": account_id})
+def lock_account(account_id: int, now_msc: int) -> LockedAccount | None:
+    """The account row, locked, and whether a fault is pending or an outage running at ``now_msc``."""
+    rows = cached("lock_account", _lock_account_select).rows({"account": account_id, "now": now_msc})
     return LockedAccount(*rows[0]) if rows else None
 
 
@@ -486,11 +517,13 @@ def _lock_account_and_position_select(db: BaseDatabaseWrapper) -> Select:
     )
 
 
-def lock_account_and_position(account_id: int, ticket: int) -> tuple[LockedAccount, LockedPosition | None] | None:
+def lock_account_and_position(
+    account_id: int, ticket: int, now_msc: int
+) -> tuple[LockedAccount, LockedPosition | None] | None:
     """The locked account and its locked position ``ticket`` (None when it has none such);
     None when there is no such account."""
     rows = cached("lock_account_position", _lock_account_and_position_select).rows(
-        {"account": account_id, "ticket": ticket}
+        {"account": account_id, "ticket": ticket, "now": now_msc}
     )
     if not rows:
         return None

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from execution.models import SimAccount, SimOrder, SimPosition
 from execution.simulator import constants as c
-from execution.simulator import pricing, sql
+from execution.simulator import faults, pricing, sql
 from execution.simulator.pricing import ZERO
 from execution.simulator.request import InvalidArgument, Request, dec, to_seconds
 from execution.simulator.server import BUY_TYPES, Outcome, TradeServer
@@ -57,10 +57,14 @@ def _group_matcher(group: str | None) -> Any:
 class SimulatedMetaTrader5:
     """One simulated terminal. Every constant of the MetaTrader5 module is a class attribute."""
 
-    def __init__(self, *, trade_allowed: bool = True, tradeapi_disabled: bool = False) -> None:
+    def __init__(self, *, trade_allowed: bool = True, tradeapi_disabled: bool = False, manual: bool = False) -> None:
         # The terminal's "Algo Trading" button and its "disable Python API trading" option.
         self.terminal_trade_allowed = trade_allowed
         self.tradeapi_disabled = tradeapi_disabled
+        # Not in the MetaTrader5 API: the trader at the terminal's own trade window rather than a
+        # program. Its requests are the user's (reason CLIENT): the two switches above and the
+        # server's Expert right do not apply to them; the user's trade right does.
+        self.manual = manual
         self._connected = False
         self._path: str | None = None
         self._account_id: int | None = None
@@ -79,8 +83,16 @@ class SimulatedMetaTrader5:
     def _fail(self, code: int, text: str | None = None) -> None:
         self._last_error = (code, text or c.LAST_ERROR_TEXT[code])
 
-    def _ready(self, *, account: bool = True) -> bool:
+    def _ready(self, *, account: bool = True, outage: bool = True) -> bool:
+        """Can the terminal answer? Not before initialize(), nor inside a ``no_connection``
+        outage (which breaks the link: initialize() again once it is over), nor for an account
+        before login. ``order_send`` leaves the outage to the trade server, which takes every
+        fault in the transaction it already runs."""
         if not self._connected:
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
+            return False
+        if outage and faults.cut_off(self._login):
+            self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
         if account and self._account_id is None:
@@ -88,10 +100,10 @@ class SimulatedMetaTrader5:
             return False
         return True
 
-    def _account(self) -> int | None:
+    def _account(self, *, outage: bool = True) -> int | None:
         """The logged-in account's id when the terminal can answer for it; None (with
         ``last_error`` set) when it cannot."""
-        if not self._ready():
+        if not self._ready(outage=outage):
             return None
         return self._account_id
 
@@ -120,6 +132,11 @@ class SimulatedMetaTrader5:
         if login is not None and (isinstance(login, bool) or not isinstance(login, int)):
             self._fail(c.RES_E_INVALID_PARAMS, 'Invalid "login" argument')
             return False
+        if faults.cut_off(None):
+            # The terminal cannot be reached while the outage lasts.
+            self._connected = False
+            self._fail(c.RES_E_INTERNAL_FAIL_INIT)
+            return False
         self._connected = True
         self._path = path
         if login is not None:
@@ -142,6 +159,10 @@ class SimulatedMetaTrader5:
         account = found[0] if len(found) == 1 else None
         if account is None or (account.password and password != account.password):
             self._fail(c.RES_E_AUTH_FAILED)
+            return False
+        if faults.cut_off(account.login):
+            self._connected = False
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
         self._account_id, self._login, self._server = account.pk, account.login, account.server
         self._valuation = Valuation(account.currency, account.currency_digits, account.leverage)
@@ -204,14 +225,21 @@ class SimulatedMetaTrader5:
 
     def sim_bulk_state(
         self, keys: list[tuple[int, str]]
-    ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]]:
+    ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]] | None:
         """Not in the MetaTrader5 API: what account_info, positions_get and orders_get would return
         for each account, read in three queries — the simulator's stand-in for one terminal per
         account group, so the risk monitor's cycle over thousands of accounts stays short.
 
         Rows are read as plain values (model instances would cost more than the arithmetic) and
-        each position is valued once, for both its tuple and the account's equity and margin."""
-        wanted = set(keys)
+        each position is valued once, for both its tuple and the account's equity and margin.
+
+        A ``no_connection`` outage of every account answers ``None`` (-10004) like any call; one
+        of some accounts leaves them out, as their terminals would not answer."""
+        cut_off = sql.outage_logins(faults.clock())
+        if None in cut_off:
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
+            return None
+        wanted = {key for key in keys if key[0] not in cut_off}
         accounts = [
             row
             for row in sql.any_of(SimAccount.objects.all(), "login", list({k[0] for k in keys})).values_list(
@@ -551,7 +579,7 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
-        account_id = self._account()
+        account_id = self._account(outage=False)
         if account_id is None:
             return None
         try:
@@ -559,11 +587,11 @@ class SimulatedMetaTrader5:
         except InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        if self.tradeapi_disabled:
+        if self.tradeapi_disabled and not self.manual:
             self._fail(c.RES_E_AUTO_TRADING_DISABLED)
             return None
         self._request_id += 1
-        if not self.terminal_trade_allowed:
+        if not self.terminal_trade_allowed and not self.manual:
             # The terminal refuses before anything reaches the server: no fault is consumed.
             self._ok()
             return self._result(req, Outcome(c.TRADE_RETCODE_CLIENT_DISABLES_AT))
@@ -589,8 +617,10 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def _trade_server(self, account_id: int) -> TradeServer:
-        """The trade server, acting on the logged-in account and valuing in its currency."""
-        return TradeServer(account_id, self._valuation)
+        """The trade server, acting on the logged-in account and valuing in its currency, for
+        a program (the Python API) or, on a manual terminal, for the trader."""
+        reason = c.ORDER_REASON_CLIENT if self.manual else c.ORDER_REASON_EXPERT
+        return TradeServer(account_id, self._valuation, reason=reason)
 
     # --- unsupported market data (the module has them; the bridge does not need them) ----------
     def _unsupported(self, *args: Any, **kwargs: Any) -> None:
