@@ -73,7 +73,7 @@ def _dec(value: Any) -> Decimal | None:
 
 
 def _trade_json(result: TradeResult) -> dict[str, Any]:
-    return {
+    data = {
         "retcode": result.retcode,
         "retcode_name": result.retcode_name,
         "message": result.message,
@@ -83,6 +83,11 @@ def _trade_json(result: TradeResult) -> dict[str, Any]:
         "volume": str(result.volume),
         "price": str(result.price),
     }
+    if result.partial:
+        # Filled in part (10010): ``volume`` is the part filled; a close left the rest open.
+        data["partial"] = True
+        data["requested_volume"] = str(result.requested_volume)
+    return data
 
 
 def _deal_json(deal: Deal) -> dict[str, Any]:

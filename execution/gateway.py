@@ -278,6 +278,11 @@ class TradeResult:
     maybe_executed: bool = False
     # The position the request opened (hedging: the order ticket), closed or modified.
     position: int = 0
+    # A market deal filled in part (10010, TRADE_RETCODE_DONE_PARTIAL): ``volume`` is what was
+    # filled, ``requested_volume`` what was asked. The outcome is still done (the part filled is
+    # real), but a partial close left the rest of the position open.
+    partial: bool = False
+    requested_volume: Decimal = Decimal("0")
 
     @property
     def ok(self) -> bool:
@@ -287,6 +292,7 @@ class TradeResult:
         """JSON-safe form for command results and callbacks (Decimals as strings)."""
         data = asdict(self)
         data["volume"], data["price"] = str(self.volume), str(self.price)
+        data["requested_volume"] = str(self.requested_volume)
         return data
 
 

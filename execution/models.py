@@ -43,7 +43,12 @@ class SimAccount(models.Model):
     balance = models.DecimalField(**MONEY, default=ZERO)
     credit = models.DecimalField(**MONEY, default=ZERO)
     trade_mode = models.SmallIntegerField(default=c.ACCOUNT_TRADE_MODE_DEMO)
-    trade_allowed = models.BooleanField(default=True, help_text="False: the server refuses trading (10017).")
+    # The user's trade right (ACCOUNT_TRADE_ALLOWED in the terminal; the Manager API's
+    # USER_RIGHT_TRADE_DISABLED is its inverse): off, every request from the user's own terminal,
+    # closes included, gets 10017; a dealer can still close (service.sim_dealer_close).
+    trade_allowed = models.BooleanField(
+        default=True, help_text="False: trading disabled: every request from the user's terminal gets 10017."
+    )
     trade_expert = models.BooleanField(default=True, help_text="False: the server refuses Expert trading (10026).")
     limit_orders = models.PositiveIntegerField(default=200)
     margin_so_call = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("50"))
@@ -196,15 +201,20 @@ class SimFaultKind(models.TextChoices):
     NO_CONNECTION = "no_connection"
     MARKET_CLOSED = "market_closed"
     TIMEOUT_AFTER_FILL = "timeout_after_fill"
+    PARTIAL_FILL = "partial_fill"
 
 
 class SimFault(models.Model):
-    """An injected fault: the next ``remaining`` matching order_send calls misbehave."""
+    """An injected fault: the next ``remaining`` matching order_send calls misbehave, or, with
+    ``until_msc``, every matching call until then (an outage)."""
 
     kind = models.CharField(max_length=32, choices=SimFaultKind.choices)
     symbol = models.CharField(max_length=32, blank=True, help_text="Empty: any symbol.")
     login = models.BigIntegerField(null=True, blank=True, help_text="Empty: any account.")
     remaining = models.PositiveIntegerField(default=1)
+    until_msc = models.BigIntegerField(
+        null=True, blank=True, help_text="An outage: every matching call fails until this time (epoch ms)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -212,7 +222,7 @@ class SimFault(models.Model):
         verbose_name = "simulated fault"
 
     def __str__(self) -> str:
-        return f"{self.kind} x{self.remaining}"
+        return f"{self.kind} until {self.until_msc}" if self.until_msc else f"{self.kind} x{self.remaining}"
 
 
 class SimTicketSequence(models.Model):

@@ -326,7 +326,9 @@ def test_a_partially_closed_position_carries_its_share_of_the_entry_commission(g
 def test_account_snapshot_costs_a_few_queries(gateway, django_assert_max_num_queries):
     open_eurusd(gateway)
     gateway.account_snapshot(ALICE, SERVER)
-    with django_assert_max_num_queries(5):
+    # Four reads (account, its positions' valuation, positions, orders) and, before each of the
+    # three terminal calls, the look for a no_connection outage.
+    with django_assert_max_num_queries(7):
         gateway.account_snapshot(ALICE, SERVER)
 
 

@@ -428,7 +428,8 @@ def test_a_quiet_cycle_costs_as_many_queries_for_twenty_accounts_as_for_one(trad
     for login in range(3000, 3019):
         sim_account_create(login=login, balance=100000, server=SERVER)
         register_account(tenant_1, login=login, server=SERVER)
-    assert quiet_cycle_queries() == one <= 6
+    # 7: the bulk reads, the open protective goals of these accounts, and the simulator's outage check.
+    assert quiet_cycle_queries() == one <= 7
 
 
 def test_a_breach_already_recorded_is_seen_again_without_a_transaction(trader, django_capture_on_commit_callbacks):

@@ -287,3 +287,12 @@ LAST_ERROR_TEXT: dict[int, str] = {
 MODULE_CONSTANTS: tuple[str, ...] = tuple(
     name for name, value in list(globals().items()) if name.isupper() and isinstance(value, int)
 )
+
+
+def name_of(prefix: str, value: int) -> str:
+    """The module's name for ``value`` among the constants starting with ``prefix``
+    (``name_of("ACCOUNT_MARGIN_MODE_", 2)`` is ``"ACCOUNT_MARGIN_MODE_RETAIL_HEDGING"``)."""
+    for name in MODULE_CONSTANTS:
+        if name.startswith(prefix) and globals()[name] == value:
+            return name
+    raise LookupError(f"no {prefix}* constant is {value}")

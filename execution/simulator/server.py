@@ -4,24 +4,32 @@ a new quote reaches (stop losses, take profits, pending orders).
 It is shared by every process through the database, so every request runs in a transaction
 with the account row locked (``sql.lock_account``), and so does every trigger.
 
-Faults injected with ``sim_inject_fault`` are consumed here, by ``order_send``'s requests:
+Faults injected with ``sim_inject_fault`` are taken here, by ``order_send``'s requests (a
+counted fault is consumed, an outage hits every request until it ends; see ``faults``):
 ``requote`` (10004), ``market_closed`` (10018), ``no_connection`` (``None``, -10004, and the
-terminal drops its IPC link) and ``timeout_after_fill`` (the order is executed but the call
-returns ``None`` with -10005: the duplicate-order trap).
+terminal drops its IPC link), ``timeout_after_fill`` (the order is executed but the call
+returns ``None`` with -10005: the duplicate-order trap) and ``partial_fill`` (a market deal
+fills part of its volume: 10010 with the part filled; a FOK order, which MT5 never fills in
+part, is rejected instead).
+
+Who sends matters as in MT5: a request from the user's terminal needs the user's trade right
+(``SimAccount.trade_allowed``; 10017 without it, closes included); one from a program (the
+Python API, an Expert) needs the Expert right too (10026); a dealer's (``dealer=True``, the
+Manager API's seat) needs neither.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.db.models import F, Q
 
-from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition, SimSymbol
+from execution.models import SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition
 from execution.simulator import constants as c
-from execution.simulator import pricing, sql
+from execution.simulator import faults, pricing, sql
 from execution.simulator.pricing import ZERO
 from execution.simulator.request import Request, dec
 from execution.simulator.stamps import allocate_tickets, now_msc
@@ -33,6 +41,8 @@ RESULT_COMMENT = {
     c.TRADE_RETCODE_REQUOTE: "Requote",
     c.TRADE_RETCODE_PLACED: "Request executed",
     c.TRADE_RETCODE_DONE: "Request executed",
+    c.TRADE_RETCODE_DONE_PARTIAL: "Request executed partially",
+    c.TRADE_RETCODE_REJECT: "Request rejected",
     c.TRADE_RETCODE_INVALID: "Invalid request",
     c.TRADE_RETCODE_INVALID_VOLUME: "Invalid volume",
     c.TRADE_RETCODE_INVALID_PRICE: "Invalid price",
@@ -76,7 +86,7 @@ class Outcome(Exception):
         retcode: int,
         comment: str = "",
         *,
-        symbol: SimSymbol | None = None,
+        symbol: sql.TradedSymbol | None = None,
         deal: int = 0,
         order: int = 0,
         volume: Decimal = ZERO,
@@ -103,7 +113,7 @@ class Triggered(NamedTuple):
     price: Decimal
 
 
-def _filling_for(symbol: sql.Symbol) -> int:
+def filling_for(symbol: sql.TradedSymbol) -> int:
     """A filling mode the symbol accepts for a market order (what the server's own orders use)."""
     if symbol.filling_mode & c.SYMBOL_FILLING_FOK:
         return c.ORDER_FILLING_FOK
@@ -112,14 +122,14 @@ def _filling_for(symbol: sql.Symbol) -> int:
     return c.ORDER_FILLING_RETURN
 
 
-def _volume_ok(volume: Decimal, symbol: SimSymbol) -> bool:
+def _volume_ok(volume: Decimal, symbol: sql.TradedSymbol) -> bool:
     if volume <= 0 or volume < symbol.volume_min or volume > symbol.volume_max:
         return False
     steps = volume / symbol.volume_step
     return abs(steps - steps.to_integral_value()) < Decimal("1e-6")
 
 
-def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
+def _filling_allowed(symbol: sql.TradedSymbol, filling: int, *, pending: bool) -> bool:
     """MT5's rule: FOK/IOC need their bit in the symbol's mask; RETURN is refused for market
     orders under market execution unless the symbol offers neither FOK nor IOC."""
     mask = symbol.filling_mode
@@ -136,7 +146,7 @@ def _filling_allowed(symbol: SimSymbol, filling: int, *, pending: bool) -> bool:
     return False
 
 
-def pending_reached(symbol: SimSymbol | sql.Symbol, order_type: int, price: Decimal) -> bool:
+def pending_reached(symbol: sql.TradedSymbol, order_type: int, price: Decimal) -> bool:
     """Has the quote reached a pending order's price (it would fill now)? Unknown types: no."""
     return {
         c.ORDER_TYPE_BUY_LIMIT: symbol.ask <= price,
@@ -150,10 +160,23 @@ class TradeServer:
     """The trade server acting on one account: no terminal in front of it, so no client-side
     checks (the terminal makes those before it hands a request over)."""
 
-    def __init__(self, account_id: int, valuation: Valuation | None = None) -> None:
+    def __init__(
+        self,
+        account_id: int,
+        valuation: Valuation | None = None,
+        *,
+        reason: int = c.ORDER_REASON_EXPERT,
+        dealer: bool = False,
+    ) -> None:
         self.account_id = account_id
         # The margin check values positions with it; the triggers' servers use the default.
         self.valuation = valuation or Valuation()
+        # Where requests come from: ORDER_REASON_EXPERT (a program through the Python API) or
+        # ORDER_REASON_CLIENT (a person at the desktop terminal). The order, deal and position
+        # reasons share these values, so the rows record it as is.
+        self.reason = reason
+        # A dealer acts on the account from the server side: the user's rights do not apply.
+        self.dealer = dealer
         # The symbols loaded by the trade in progress (by pk), reused by its margin check.
         self._txn_symbols: dict[int, sql.Symbol] = {}
 
@@ -176,13 +199,14 @@ class TradeServer:
             return Outcome(c.TRADE_RETCODE_REQUOTE, symbol=symbol)
         if fault == SimFaultKind.MARKET_CLOSED:
             return Outcome(c.TRADE_RETCODE_MARKET_CLOSED)
+        partial = fault == SimFaultKind.PARTIAL_FILL
         try:
             closing = position is not None and req.action == c.TRADE_ACTION_DEAL
             self._check_permissions(account, symbol, req, closing=closing)
             if req.action == c.TRADE_ACTION_DEAL and position is None:
-                outcome = self._open(account, symbol, req, dry_run)
+                outcome = self._open(account, symbol, req, dry_run, partial=partial)
             elif req.action == c.TRADE_ACTION_DEAL and position is not None:
-                outcome = self._close(account, position, req, dry_run)
+                outcome = self._close(account, position, req, dry_run, reason=self.reason, partial=partial)
             elif req.action == c.TRADE_ACTION_SLTP and position is not None:
                 outcome = self._modify_position(position, req, dry_run)
             elif req.action == c.TRADE_ACTION_PENDING:
@@ -201,12 +225,13 @@ class TradeServer:
 
     def _resolve(
         self, req: Request
-    ) -> tuple[sql.LockedAccount, sql.Symbol | SimSymbol, sql.LockedPosition | None, SimOrder | None]:
+    ) -> tuple[sql.LockedAccount, sql.TradedSymbol, sql.LockedPosition | None, SimOrder | None]:
         """Lock the account (serialising its trades across processes) and find the request's target."""
         position: sql.LockedPosition | None = None
         order: SimOrder | None = None
+        symbol: sql.TradedSymbol | None
         if req.action == c.TRADE_ACTION_SLTP or (req.action == c.TRADE_ACTION_DEAL and req.position):
-            locked = sql.lock_account_and_position(self.account_id, req.position)
+            locked = sql.lock_account_and_position(self.account_id, req.position, faults.clock())
             if locked is None:
                 raise Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
             account, position = locked
@@ -218,9 +243,10 @@ class TradeServer:
             if req.symbol and req.symbol != symbol.name:
                 raise Outcome(c.TRADE_RETCODE_INVALID, "Symbol does not match")
             return account, symbol, position, order
-        account = sql.lock_account(self.account_id)
-        if account is None:
+        locked_account = sql.lock_account(self.account_id, faults.clock())
+        if locked_account is None:
             raise Outcome(c.TRADE_RETCODE_INVALID, "Account not found")
+        account = locked_account
         if req.action in (c.TRADE_ACTION_REMOVE, c.TRADE_ACTION_MODIFY):
             order = (
                 SimOrder.objects.select_for_update(of=("self",))
@@ -245,25 +271,30 @@ class TradeServer:
         return account, symbol, position, order
 
     def _take_fault(self, action: int, symbol: str, login: int) -> str | None:
-        """Consume one matching injected fault; skip_locked lets concurrent senders share a count."""
+        """The kind of the oldest matching outage running, else consume one matching counted
+        fault (skip_locked lets concurrent senders share a count; an outage is read unlocked,
+        so every sender sees it)."""
         kinds = FAULTS_BY_ACTION.get(action, ())
-        fault = (
-            SimFault.objects.select_for_update(skip_locked=True)
-            .filter(remaining__gt=0, kind__in=kinds)
+        matching = (
+            SimFault.objects.filter(kind__in=kinds)
             .filter(Q(symbol="") | Q(symbol=symbol))
             .filter(Q(login__isnull=True) | Q(login=login))
-            .order_by("id")
-            .first()
         )
+        outage = matching.filter(until_msc__gt=faults.clock()).order_by("id").values_list("kind", flat=True).first()
+        if outage is not None:
+            return outage
+        fault = matching.select_for_update(skip_locked=True).filter(remaining__gt=0).order_by("id").first()
         if fault is None:
             return None
         SimFault.objects.filter(pk=fault.pk).update(remaining=F("remaining") - 1)
         return fault.kind
 
-    def _check_permissions(self, account: SimAccount, symbol: SimSymbol, req: Request, *, closing: bool) -> None:
-        if not account.trade_allowed:
+    def _check_permissions(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, *, closing: bool
+    ) -> None:
+        if not self.dealer and not account.trade_allowed:
             raise Outcome(c.TRADE_RETCODE_TRADE_DISABLED)
-        if not account.trade_expert:
+        if not self.dealer and self.reason == c.ORDER_REASON_EXPERT and not account.trade_expert:
             raise Outcome(c.TRADE_RETCODE_SERVER_DISABLES_AT)
         if symbol.trade_mode == c.SYMBOL_TRADE_MODE_DISABLED:
             raise Outcome(c.TRADE_RETCODE_TRADE_DISABLED)
@@ -278,7 +309,7 @@ class TradeServer:
                 raise Outcome(c.TRADE_RETCODE_SHORT_ONLY)
 
     @staticmethod
-    def _check_market_price(symbol: SimSymbol, req: Request, is_buy: bool) -> Decimal:
+    def _check_market_price(symbol: sql.TradedSymbol, req: Request, is_buy: bool) -> Decimal:
         """The fill price. Under instant execution the client's price must be within deviation."""
         market = symbol.ask if is_buy else symbol.bid
         if symbol.trade_exemode in (c.SYMBOL_TRADE_EXECUTION_INSTANT, c.SYMBOL_TRADE_EXECUTION_REQUEST):
@@ -289,7 +320,7 @@ class TradeServer:
         return market
 
     @staticmethod
-    def _check_stops(symbol: SimSymbol, is_buy: bool, sl: float, tp: float, reference: Decimal) -> None:
+    def _check_stops(symbol: sql.TradedSymbol, is_buy: bool, sl: float, tp: float, reference: Decimal) -> None:
         """SL/TP must sit on the right side of the price the position would close at."""
         if sl < 0 or tp < 0:
             raise Outcome(c.TRADE_RETCODE_INVALID_STOPS)
@@ -303,7 +334,7 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_INVALID_STOPS)
 
     @staticmethod
-    def _check_volume_and_filling(symbol: SimSymbol, req: Request, *, pending: bool) -> Decimal:
+    def _check_volume_and_filling(symbol: sql.TradedSymbol, req: Request, *, pending: bool) -> Decimal:
         volume = dec(req.volume)
         if not _volume_ok(volume, symbol):
             raise Outcome(c.TRADE_RETCODE_INVALID_VOLUME)
@@ -311,7 +342,28 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_INVALID_FILL)
         return volume
 
-    def _open(self, account: sql.LockedAccount, symbol: sql.Symbol, req: Request, dry_run: bool) -> Outcome:
+    @staticmethod
+    def _filled(symbol: sql.TradedSymbol, req: Request, volume: Decimal, partial: bool) -> Decimal:
+        """The volume a market deal fills: all of it, or under a ``partial_fill`` fault part of it.
+        IOC keeps the part and cancels the rest; FOK, which MT5 fills whole or not at all, is
+        rejected. (RETURN, allowed for market orders only on symbols without FOK or IOC, is
+        treated as IOC: the rest is not left working as an order.)"""
+        if not partial:
+            return volume
+        if req.type_filling == c.ORDER_FILLING_FOK:
+            raise Outcome(c.TRADE_RETCODE_REJECT)
+        return faults.partial_volume(volume, symbol.volume_step)
+
+    @staticmethod
+    def _order_fill(volume: Decimal, filled: Decimal) -> dict[str, Any]:
+        """The market order's final state: filled, or filled in part with the rest cancelled."""
+        if filled < volume:
+            return {"state": c.ORDER_STATE_CANCELED, "volume_current": volume - filled}
+        return {"state": c.ORDER_STATE_FILLED, "volume_current": ZERO}
+
+    def _open(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, dry_run: bool, *, partial: bool
+    ) -> Outcome:
         if req.type not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             raise Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         is_buy = req.type == c.ORDER_TYPE_BUY
@@ -322,24 +374,26 @@ class TradeServer:
             raise Outcome(c.TRADE_RETCODE_NO_MONEY)
         if dry_run:
             return Outcome(c.TRADE_RETCODE_DONE)
+        filled = self._filled(symbol, req, volume, partial)
         order_ticket, deal_ticket = allocate_tickets(2)
         stamp = now_msc()
         sl, tp = dec(req.sl), dec(req.tp)
         sql.insert(SimOrder, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=req.type,
-            type_filling=req.type_filling, state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO,
+            type_filling=req.type_filling, volume_initial=volume, **self._order_fill(volume, filled),
             price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, position_id=order_ticket,
-            time_setup_msc=stamp, time_done_msc=stamp,
+            reason=self.reason, time_setup_msc=stamp, time_done_msc=stamp,
         ))  # fmt: skip
         self._enter(
-            account, symbol, order_ticket=order_ticket, deal_ticket=deal_ticket, is_buy=is_buy, volume=volume,
-            price=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, stamp=stamp,
+            account, symbol, order_ticket=order_ticket, deal_ticket=deal_ticket, is_buy=is_buy, volume=filled,
+            price=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, stamp=stamp, reason=self.reason,
         )  # fmt: skip
-        return Outcome(
-            c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
-        )
+        retcode = c.TRADE_RETCODE_DONE_PARTIAL if filled < volume else c.TRADE_RETCODE_DONE
+        return Outcome(retcode, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=filled, price=price)
 
-    def _lacks_margin(self, account: sql.LockedAccount, symbol: sql.Symbol, volume: Decimal, price: Decimal) -> bool:
+    def _lacks_margin(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, volume: Decimal, price: Decimal
+    ) -> bool:
         """Would opening ``volume`` at ``price`` leave the account's free margin below zero?"""
         floating, used = self.valuation.aggregate_exposure(account.pk, self._txn_symbols)
         needed = self.valuation.margin(symbol, volume, price, Valuation.quotes([symbol]))
@@ -347,29 +401,31 @@ class TradeServer:
 
     @staticmethod
     def _enter(
-        account: sql.LockedAccount, symbol: sql.Symbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
-        volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int,
+        account: sql.LockedAccount, symbol: sql.TradedSymbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
+        volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int, reason: int,
     ) -> None:  # fmt: skip
-        """The entry deal and the position an executed order opens (its ticket is the order's)."""
+        """The entry deal and the position an executed order opens (its ticket is the order's);
+        both carry the order's reason (the three enums share its values)."""
         # MT5 charges the entry commission to the balance at once; the deal records it.
         commission = -pricing.money(symbol.commission_per_lot * volume, account.currency_digits)
         sql.insert(SimDeal, dict(
             ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
             type=c.DEAL_TYPE_BUY if is_buy else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_IN, magic=magic,
-            position_id=order_ticket, volume=volume, price=price, commission=commission, comment=comment,
-            time_msc=stamp,
+            position_id=order_ticket, reason=reason, volume=volume, price=price, commission=commission,
+            comment=comment, time_msc=stamp,
         ))  # fmt: skip
         sql.insert(SimPosition, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk,
             type=c.POSITION_TYPE_BUY if is_buy else c.POSITION_TYPE_SELL, volume=volume, price_open=price, sl=sl,
-            tp=tp, magic=magic, comment=comment, commission=commission, time_msc=stamp, time_update_msc=stamp,
+            tp=tp, magic=magic, comment=comment, reason=reason, commission=commission, time_msc=stamp,
+            time_update_msc=stamp,
         ))  # fmt: skip
         if commission:
             sql.add_to_balance(account.pk, commission)
 
     def _close(
         self, account: sql.LockedAccount, position: sql.LockedPosition, req: Request, dry_run: bool,
-        reason: int = c.DEAL_REASON_EXPERT,
+        reason: int = c.DEAL_REASON_EXPERT, partial: bool = False,
     ) -> Outcome:  # fmt: skip
         symbol = position.symbol
         closing_type = c.ORDER_TYPE_SELL if position.type == c.POSITION_TYPE_BUY else c.ORDER_TYPE_BUY
@@ -381,6 +437,7 @@ class TradeServer:
         price = self._check_market_price(symbol, req, closing_type == c.ORDER_TYPE_BUY)
         if dry_run:
             return Outcome(c.TRADE_RETCODE_DONE)
+        requested, volume = volume, self._filled(symbol, req, volume, partial)
         digits = account.currency_digits
         realised = pricing.profit(
             symbol=symbol.name, currency_profit=symbol.currency_profit, contract_size=symbol.trade_contract_size,
@@ -396,7 +453,7 @@ class TradeServer:
         stamp = now_msc()
         sql.insert(SimOrder, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=closing_type,
-            type_filling=req.type_filling, state=c.ORDER_STATE_FILLED, volume_initial=volume, volume_current=ZERO,
+            type_filling=req.type_filling, volume_initial=requested, **self._order_fill(requested, volume),
             price_open=price, magic=req.magic, comment=req.comment, position_id=position.ticket,
             reason=reason, time_setup_msc=stamp, time_done_msc=stamp,
         ))  # fmt: skip
@@ -414,9 +471,8 @@ class TradeServer:
                 time_update_msc=stamp,
             )  # fmt: skip
         sql.add_to_balance(account.pk, realised + swap + commission)
-        return Outcome(
-            c.TRADE_RETCODE_DONE, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price
-        )
+        retcode = c.TRADE_RETCODE_DONE_PARTIAL if volume < requested else c.TRADE_RETCODE_DONE
+        return Outcome(retcode, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=volume, price=price)
 
     def _modify_position(self, position: sql.LockedPosition, req: Request, dry_run: bool) -> Outcome:
         symbol = position.symbol
@@ -430,12 +486,14 @@ class TradeServer:
         return Outcome(c.TRADE_RETCODE_DONE, symbol=symbol)
 
     @staticmethod
-    def _check_pending_price(symbol: SimSymbol, order_type: int, price: Decimal) -> None:
+    def _check_pending_price(symbol: sql.TradedSymbol, order_type: int, price: Decimal) -> None:
         """A pending order is placed only where the quote has not reached it yet."""
         if not (price > 0 and order_type in PENDING_TYPES and not pending_reached(symbol, order_type, price)):
             raise Outcome(c.TRADE_RETCODE_INVALID_PRICE)
 
-    def _place_pending(self, account: SimAccount, symbol: SimSymbol, req: Request, dry_run: bool) -> Outcome:
+    def _place_pending(
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, dry_run: bool
+    ) -> Outcome:
         if req.type not in PENDING_TYPES:
             raise Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         volume = self._check_volume_and_filling(symbol, req, pending=True)
@@ -452,7 +510,7 @@ class TradeServer:
             type_time=req.type_time, type_filling=req.type_filling, state=c.ORDER_STATE_PLACED,
             volume_initial=volume, volume_current=volume, price_open=price, price_stoplimit=dec(req.stoplimit),
             sl=dec(req.sl), tp=dec(req.tp), magic=req.magic, comment=req.comment, time_setup_msc=now_msc(),
-            time_expiration=req.expiration,
+            time_expiration=req.expiration, reason=self.reason,
         )  # fmt: skip
         return Outcome(c.TRADE_RETCODE_PLACED, symbol=symbol, order=ticket, volume=volume, price=price)
 
@@ -523,18 +581,16 @@ class TradeServer:
         req = Request(
             action=c.TRADE_ACTION_DEAL, magic=magic, symbol=symbol.name, volume=float(position.volume),
             price=float(market), type=c.ORDER_TYPE_SELL if is_buy else c.ORDER_TYPE_BUY,
-            type_filling=_filling_for(symbol), position=ticket, comment=f"[{kind} {level:.{symbol.digits}f}]",
+            type_filling=filling_for(symbol), position=ticket, comment=f"[{kind} {level:.{symbol.digits}f}]",
         )  # fmt: skip
         outcome = self._close(account, position, req, dry_run=False, reason=reason)
         return [Triggered(kind, symbol.name, ticket, outcome.deal, pricing.price_round(market, symbol.digits))]
 
     def _fill_pending(self, ticket: int) -> list[Triggered]:
-        account = sql.lock_account(self.account_id)
-        order = (
-            SimOrder.objects.select_for_update(of=("self",)).filter(ticket=ticket, is_open=True).first()
-            if account is not None
-            else None
-        )
+        account = sql.lock_account(self.account_id, faults.clock())
+        if account is None:
+            return []  # the account is gone
+        order = SimOrder.objects.select_for_update(of=("self",)).filter(ticket=ticket, is_open=True).first()
         if order is None:
             return []  # cancelled or filled meanwhile
         self._txn_symbols = {s.pk: s for s in read_symbols()}
@@ -558,6 +614,6 @@ class TradeServer:
         self._enter(
             account, symbol, order_ticket=order.ticket, deal_ticket=deal_ticket, is_buy=is_buy,
             volume=order.volume_current, price=price, sl=order.sl, tp=order.tp, magic=order.magic,
-            comment=order.comment, stamp=stamp,
+            comment=order.comment, stamp=stamp, reason=order.reason,
         )  # fmt: skip
         return [Triggered("filled", symbol.name, ticket, deal_ticket, pricing.price_round(price, symbol.digits))]

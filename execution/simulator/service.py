@@ -9,16 +9,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol
 from execution.simulator import constants as c
-from execution.simulator.pricing import price_round
-from execution.simulator.server import TradeServer, Triggered
+from execution.simulator import faults, sql
+from execution.simulator.pricing import money, price_round
+from execution.simulator.request import Request
+from execution.simulator.server import Outcome, TradeServer, Triggered, filling_for
 from execution.simulator.stamps import allocate_tickets, now_msc
 from execution.simulator.symbols import SEED_NAMES, ensure_symbols
+from execution.simulator.valuation import Valuation
 
 
 @transaction.atomic
@@ -146,17 +150,117 @@ def _random_walk(symbols: list[str] | None, *, rng: random.Random | None, revers
     return quotes
 
 
-def sim_inject_fault(kind: str, symbol: str | None = None, login: int | None = None, count: int = 1) -> SimFault:
-    """Make the next ``count`` matching order_send calls fail the way ``kind`` says."""
+def sim_inject_fault(
+    kind: str, symbol: str | None = None, login: int | None = None, count: int = 1, *, seconds: float | None = None
+) -> SimFault:
+    """Make the next ``count`` matching order_send calls fail the way ``kind`` says, or, with
+    ``seconds``, every matching call during that many seconds from now (an outage; for
+    ``no_connection`` every terminal call, reads included: see ``faults``)."""
     if kind not in SimFaultKind.values:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(SimFaultKind.values)}")
+    if seconds is not None:
+        if seconds <= 0:
+            raise ValueError("seconds must be more than 0")
+        until = faults.clock() + round(seconds * 1000)
+        return SimFault.objects.create(kind=kind, symbol=symbol or "", login=login, remaining=0, until_msc=until)
     if count < 1:
         raise ValueError("count must be at least 1")
     return SimFault.objects.create(kind=kind, symbol=symbol or "", login=login, remaining=count)
 
 
-def sim_clear_faults() -> int:
-    return SimFault.objects.filter(remaining__gt=0).update(remaining=0)
+def sim_clear_faults(login: int | None = None) -> int:
+    """End every pending fault and running outage, or only those injected for ``login`` (a
+    fault for any account stays); returns how many. Rows stay, as the record of what was
+    injected: a cleared count is 0, a cleared outage ends now."""
+    now = faults.clock()
+    active = SimFault.objects.filter(Q(remaining__gt=0) | Q(until_msc__gt=now))
+    if login is not None:
+        active = active.filter(login=login)
+    ended = active.filter(until_msc__gt=now).update(remaining=0, until_msc=now)
+    return ended + active.update(remaining=0)
+
+
+def _find_account(login: int, server: str | None) -> SimAccount:
+    accounts = SimAccount.objects.filter(login=login)
+    if server:
+        accounts = accounts.filter(server=server)
+    found = list(accounts[:2])
+    if len(found) != 1:
+        where = f"@{server}" if server else ""
+        raise LookupError(
+            f"no simulated account {login}{where}" if not found else f"login {login} is on several servers: name one"
+        )
+    return found[0]
+
+
+def sim_set_trade_disabled(login: int, disabled: bool, server: str | None = None) -> SimAccount:
+    """Disable or enable the user's trade right (the Manager API's USER_RIGHT_TRADE_DISABLED;
+    the terminal's ``account_info().trade_allowed`` is its inverse). Disabled, every request
+    from the user's terminal is refused with 10017, closes included; a dealer can still close
+    (``sim_dealer_close``), and stops and pending orders still fire on the server."""
+    account = _find_account(login, server)
+    SimAccount.objects.filter(pk=account.pk).update(trade_allowed=not disabled)
+    account.refresh_from_db()
+    return account
+
+
+def sim_dealer_close(
+    login: int, ticket: int, *, volume: Decimal | None = None, server: str | None = None, comment: str = "dealer"
+) -> Outcome:
+    """Close ``volume`` lots (all when None) of a position at market as a dealer would, from the
+    server side: the user's rights (trade, Expert) do not apply, the symbol's session does. The
+    seat the Manager API surface will act through; returns the trade server's answer.
+
+    The deal's reason is DEAL_REASON_CLIENT: the MetaTrader5 module's enum has no value for a
+    dealer, so the simulator records what a terminal would show for a deal it did not send."""
+    account = _find_account(login, server)
+    position = SimPosition.objects.select_related("symbol").filter(account=account, ticket=ticket).first()
+    if position is None:
+        raise LookupError(f"no open position {ticket} on {login}")
+    is_buy = position.type == c.POSITION_TYPE_BUY
+    symbol = position.symbol
+    req = Request(
+        action=c.TRADE_ACTION_DEAL, symbol=symbol.name, position=ticket, comment=comment,
+        volume=float(volume if volume is not None else position.volume),
+        type=c.ORDER_TYPE_SELL if is_buy else c.ORDER_TYPE_BUY, price=float(symbol.bid if is_buy else symbol.ask),
+        type_filling=filling_for(symbol),
+    )  # fmt: skip
+    valuation = Valuation(account.currency, account.currency_digits, account.leverage)
+    server_ = TradeServer(account.pk, valuation, reason=c.ORDER_REASON_CLIENT, dealer=True)
+    with transaction.atomic():
+        return server_.execute(req, dry_run=False)
+
+
+def sim_account_state(login: int, server: str | None = None) -> dict[str, Any]:
+    """The simulated account as an operator sees it (``mt5sim account show``): its money valued
+    at the current quotes, its margin mode and its rights. Read straight from the trade
+    server's rows, so it answers during an outage too. ``terminal`` is null: terminals keep
+    their logged-in account in their own process, which the simulator's tables do not record."""
+    account = _find_account(login, server)
+    valuation = Valuation(account.currency, account.currency_digits, account.leverage)
+    positions = sql.account_position_rows(account.pk)
+    floating, margin = valuation.exposure(positions)
+    equity = account.balance + account.credit + floating
+    digits = account.currency_digits
+    level = (equity / margin * 100).quantize(Decimal("0.01")) if margin else Decimal("0.00")
+    return {
+        "login": account.login,
+        "server": account.server,
+        "currency": account.currency,
+        "leverage": account.leverage,
+        "balance": str(money(account.balance, digits)),
+        "credit": str(money(account.credit, digits)),
+        "equity": str(money(equity, digits)),
+        "margin": str(money(margin, digits)),
+        "margin_free": str(money(equity - margin, digits)),
+        "margin_level": str(level),
+        "margin_mode": c.name_of("ACCOUNT_MARGIN_MODE_", c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING),
+        "trade_allowed": account.trade_allowed,
+        "trade_disabled": not account.trade_allowed,
+        "trade_expert": account.trade_expert,
+        "positions": len(positions),
+        "terminal": None,
+    }
 
 
 @transaction.atomic

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from django.db import connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -26,7 +26,16 @@ from django.db.models import BooleanField, Field, Model, Value
 from django.db.models.expressions import RawSQL
 
 from bridgeproject.dbutil import prepared_cursor
-from execution.models import SimAccount, SimDeal, SimFault, SimOrder, SimPosition, SimSymbol, SimTicketSequence
+from execution.models import (
+    SimAccount,
+    SimDeal,
+    SimFault,
+    SimFaultKind,
+    SimOrder,
+    SimPosition,
+    SimSymbol,
+    SimTicketSequence,
+)
 from execution.simulator.types import TradeDeal
 
 # (column index, Django converter, the expression it was made for)
@@ -41,13 +50,25 @@ def table(model: type[Model]) -> str:
     return qn(model._meta.db_table)
 
 
-def field(model: type[Model], name: str) -> Field:
-    return model._meta.get_field(name)  # type: ignore[return-value]
+def field(model: type[Model], name: str) -> Field[Any, Any]:
+    """The concrete field ``name`` (or attname) of ``model``; a reverse relation is a caller's mistake."""
+    found = model._meta.get_field(name)
+    if not isinstance(found, Field):
+        raise LookupError(f"{model._meta.label}.{name} is a reverse relation, not a column")
+    return found
+
+
+def column_name(model: type[Model], name: str) -> str:
+    """The database column of a concrete field; only fields without a column (many-to-many) have none."""
+    col = field(model, name).column
+    if col is None:
+        raise LookupError(f"{model._meta.label}.{name} has no column")
+    return col
 
 
 def column(model: type[Model], name: str, alias: str = "") -> str:
     """``alias.column`` for a model field (``name`` may be an attname such as ``symbol_id``)."""
-    col = qn(field(model, name).column)
+    col = qn(column_name(model, name))
     return f"{qn(alias)}.{col}" if alias else col
 
 
@@ -136,7 +157,7 @@ def update_sql(model: type[Model], names: Sequence[str]) -> str:
 def insert_sql(model: type[Model]) -> tuple[str, tuple[str, ...]]:
     """An INSERT of every concrete field but the primary key, and those fields' names."""
     names = tuple(f.attname for f in model._meta.concrete_fields if not f.primary_key)
-    cols = ", ".join(qn(field(model, n).column) for n in names)
+    cols = ", ".join(qn(column_name(model, n)) for n in names)
     values = ", ".join(f"%({n})s" for n in names)
     return f"INSERT INTO {table(model)} ({cols}) VALUES ({values})", names  # noqa: S608 - model names
 
@@ -146,10 +167,9 @@ def insert(model: type[Model], values: Mapping[str, Any]) -> None:
     INSERT (no signal receivers listen to the simulator's models; the primary key is not read).
     Missing fields take their model defaults."""
     sql, names = cached(f"insert:{model._meta.label}", lambda db: insert_sql(model))
-    meta = model._meta
     row = {}
     for name in names:
-        f = meta.get_field(name)
+        f = field(model, name)
         value = values[name] if name in values else f.get_default()
         row[name] = f.get_db_prep_save(value, connection)
     execute(sql, row)
@@ -245,6 +265,13 @@ class Symbol(NamedTuple):
     @property
     def pk(self) -> int:
         return self.id
+
+
+# A symbol the trade checks work with: a whole row from ``symbol_rows``, or the model instance
+# a pending order carries (read with ``select_related``). Both have every column.
+TradedSymbol: TypeAlias = Symbol | SimSymbol
+# A symbol the valuation works with: any of those, or the few columns a position row carries.
+QuotedSymbol: TypeAlias = Symbol | SimSymbol | SymbolRow
 
 
 class LockedAccount(NamedTuple):
@@ -381,7 +408,7 @@ def _rows_to_positions(values_rows: Iterable[tuple[Any, ...]]) -> list[PositionR
         symbol = symbols.get(values[split])
         if symbol is None:
             symbol = symbols[values[split]] = SymbolRow(*values[split:])
-        rows.append(PositionRow(*values[:split], symbol))
+        rows.append(PositionRow._make((*values[:split], symbol)))
     return rows
 
 
@@ -417,8 +444,29 @@ def account_row(account_id: int) -> BulkAccountRow | None:
 
 
 def _fault_exists_sql() -> str:
-    # The ORM's Exists(SimFault.objects.filter(remaining__gt=0)), as the account query had it.
-    return f"EXISTS(SELECT 1 FROM {table(SimFault)} WHERE {column(SimFault, 'remaining')} > 0 LIMIT 1)"  # noqa: S608
+    """Is any fault pending (a count left) or any outage running (``%(now)s`` before its end)?"""
+    return (
+        f"EXISTS(SELECT 1 FROM {table(SimFault)} WHERE {column(SimFault, 'remaining')} > 0"  # noqa: S608
+        f" OR {column(SimFault, 'until_msc')} > %(now)s LIMIT 1)"
+    )
+
+
+def _outage_logins_select(db: BaseDatabaseWrapper) -> Select:
+    return (
+        Columns(db)
+        .add(SimFault, ("login",), "")
+        .select(
+            f"FROM {table(SimFault)} WHERE {column(SimFault, 'kind')} = %(kind)s"
+            f" AND {column(SimFault, 'until_msc')} > %(now)s AND {column(SimFault, 'symbol')} = ''"
+        )
+    )
+
+
+def outage_logins(now_msc: int) -> set[int | None]:
+    """The logins a ``no_connection`` outage not scoped to a symbol cuts off at ``now_msc``
+    (None: every login)."""
+    rows = cached("outage_logins", _outage_logins_select).rows({"kind": SimFaultKind.NO_CONNECTION, "now": now_msc})
+    return {row[0] for row in rows}
 
 
 def _lock_account_select(db: BaseDatabaseWrapper) -> Select:
@@ -429,8 +477,9 @@ def _lock_account_select(db: BaseDatabaseWrapper) -> Select:
     return cols.select(f"FROM {table(SimAccount)} WHERE {column(SimAccount, 'id')} = %(account)s{lock}")
 
 
-def lock_account(account_id: int) -> LockedAccount | None:
-    rows = cached("lock_account", _lock_account_select).rows({"account": account_id})
+def lock_account(account_id: int, now_msc: int) -> LockedAccount | None:
+    """The account row, locked, and whether a fault is pending or an outage running at ``now_msc``."""
+    rows = cached("lock_account", _lock_account_select).rows({"account": account_id, "now": now_msc})
     return LockedAccount(*rows[0]) if rows else None
 
 
@@ -468,11 +517,13 @@ def _lock_account_and_position_select(db: BaseDatabaseWrapper) -> Select:
     )
 
 
-def lock_account_and_position(account_id: int, ticket: int) -> tuple[LockedAccount, LockedPosition | None] | None:
+def lock_account_and_position(
+    account_id: int, ticket: int, now_msc: int
+) -> tuple[LockedAccount, LockedPosition | None] | None:
     """The locked account and its locked position ``ticket`` (None when it has none such);
     None when there is no such account."""
     rows = cached("lock_account_position", _lock_account_and_position_select).rows(
-        {"account": account_id, "ticket": ticket}
+        {"account": account_id, "ticket": ticket, "now": now_msc}
     )
     if not rows:
         return None
@@ -482,7 +533,7 @@ def lock_account_and_position(account_id: int, ticket: int) -> tuple[LockedAccou
     if values[split] is None:
         return account, None
     symbol_at = split + len(_LOCKED_POSITION_COLUMNS)
-    return account, LockedPosition(*values[split:symbol_at], Symbol(*values[symbol_at:]))
+    return account, LockedPosition._make((*values[split:symbol_at], Symbol(*values[symbol_at:])))
 
 
 # --- orders and deals ---------------------------------------------------------------------------
@@ -526,7 +577,7 @@ def order_rows(account_id: int, *, is_open: bool, **filters: Any) -> list[OrderR
     if "symbol" in used:
         params["name"] = prep(SimSymbol, {"name": filters["symbol"]})["name"]
     split = len(_ORDER_COLUMNS)
-    return [OrderRow(*row[:split], QuoteRow(*row[split:])) for row in statement.rows(params)]
+    return [OrderRow._make((*row[:split], QuoteRow(*row[split:]))) for row in statement.rows(params)]
 
 
 def _deals_select(db: BaseDatabaseWrapper, filters: tuple[str, ...]) -> Select:
@@ -620,7 +671,7 @@ def bulk_position_rows(queryset: Any, by_account: dict[int, list[PositionRow]]) 
         symbol = symbols.get(values[split])
         if symbol is None:
             symbol = symbols[values[split]] = SymbolRow(*values[split:])
-        row = PositionRow(*values[1:split], symbol)
+        row = PositionRow._make((*values[1:split], symbol))
         rows.append(row)
         by_account[values[0]].append(row)
     return rows

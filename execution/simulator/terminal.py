@@ -14,9 +14,9 @@ from typing import Any
 
 from django.db import transaction
 
-from execution.models import SimAccount, SimOrder, SimPosition, SimSymbol
+from execution.models import SimAccount, SimOrder, SimPosition
 from execution.simulator import constants as c
-from execution.simulator import pricing, sql
+from execution.simulator import faults, pricing, sql
 from execution.simulator.pricing import ZERO
 from execution.simulator.request import InvalidArgument, Request, dec, to_seconds
 from execution.simulator.server import BUY_TYPES, Outcome, TradeServer
@@ -57,10 +57,14 @@ def _group_matcher(group: str | None) -> Any:
 class SimulatedMetaTrader5:
     """One simulated terminal. Every constant of the MetaTrader5 module is a class attribute."""
 
-    def __init__(self, *, trade_allowed: bool = True, tradeapi_disabled: bool = False) -> None:
+    def __init__(self, *, trade_allowed: bool = True, tradeapi_disabled: bool = False, manual: bool = False) -> None:
         # The terminal's "Algo Trading" button and its "disable Python API trading" option.
         self.terminal_trade_allowed = trade_allowed
         self.tradeapi_disabled = tradeapi_disabled
+        # Not in the MetaTrader5 API: the trader at the terminal's own trade window rather than a
+        # program. Its requests are the user's (reason CLIENT): the two switches above and the
+        # server's Expert right do not apply to them; the user's trade right does.
+        self.manual = manual
         self._connected = False
         self._path: str | None = None
         self._account_id: int | None = None
@@ -79,14 +83,29 @@ class SimulatedMetaTrader5:
     def _fail(self, code: int, text: str | None = None) -> None:
         self._last_error = (code, text or c.LAST_ERROR_TEXT[code])
 
-    def _ready(self, *, account: bool = True) -> bool:
+    def _ready(self, *, account: bool = True, outage: bool = True) -> bool:
+        """Can the terminal answer? Not before initialize(), nor inside a ``no_connection``
+        outage (which breaks the link: initialize() again once it is over), nor for an account
+        before login. ``order_send`` leaves the outage to the trade server, which takes every
+        fault in the transaction it already runs."""
         if not self._connected:
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
+            return False
+        if outage and faults.cut_off(self._login):
+            self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
         if account and self._account_id is None:
             self._fail(c.RES_E_AUTH_FAILED)
             return False
         return True
+
+    def _account(self, *, outage: bool = True) -> int | None:
+        """The logged-in account's id when the terminal can answer for it; None (with
+        ``last_error`` set) when it cannot."""
+        if not self._ready(outage=outage):
+            return None
+        return self._account_id
 
     def last_error(self) -> tuple[int, str]:
         return self._last_error
@@ -113,6 +132,11 @@ class SimulatedMetaTrader5:
         if login is not None and (isinstance(login, bool) or not isinstance(login, int)):
             self._fail(c.RES_E_INVALID_PARAMS, 'Invalid "login" argument')
             return False
+        if faults.cut_off(None):
+            # The terminal cannot be reached while the outage lasts.
+            self._connected = False
+            self._fail(c.RES_E_INTERNAL_FAIL_INIT)
+            return False
         self._connected = True
         self._path = path
         if login is not None:
@@ -135,6 +159,10 @@ class SimulatedMetaTrader5:
         account = found[0] if len(found) == 1 else None
         if account is None or (account.password and password != account.password):
             self._fail(c.RES_E_AUTH_FAILED)
+            return False
+        if faults.cut_off(account.login):
+            self._connected = False
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
         self._account_id, self._login, self._server = account.pk, account.login, account.server
         self._valuation = Valuation(account.currency, account.currency_digits, account.leverage)
@@ -166,7 +194,9 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- account ----------------------------------------------------------------------------
-    def _account_tuple(self, account: SimAccount, floating: Decimal, margin: Decimal) -> AccountInfo:
+    def _account_tuple(
+        self, account: SimAccount | sql.BulkAccountRow, floating: Decimal, margin: Decimal
+    ) -> AccountInfo:
         equity = account.balance + account.credit + floating
         level = float(equity / margin * 100) if margin else 0.0
         return AccountInfo(
@@ -182,26 +212,34 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def account_info(self) -> AccountInfo | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
-        account = sql.account_row(self._account_id)
+        account = sql.account_row(account_id)
         if account is None:
             self._fail(c.RES_E_AUTH_FAILED)
             return None
-        floating, margin = self._valuation.exposure(sql.account_position_rows(self._account_id))
+        floating, margin = self._valuation.exposure(sql.account_position_rows(account_id))
         self._ok()
-        return self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
+        return self._account_tuple(account, floating, margin)
 
     def sim_bulk_state(
         self, keys: list[tuple[int, str]]
-    ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]]:
+    ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]] | None:
         """Not in the MetaTrader5 API: what account_info, positions_get and orders_get would return
         for each account, read in three queries — the simulator's stand-in for one terminal per
         account group, so the risk monitor's cycle over thousands of accounts stays short.
 
         Rows are read as plain values (model instances would cost more than the arithmetic) and
-        each position is valued once, for both its tuple and the account's equity and margin."""
-        wanted = set(keys)
+        each position is valued once, for both its tuple and the account's equity and margin.
+
+        A ``no_connection`` outage of every account answers ``None`` (-10004) like any call; one
+        of some accounts leaves them out, as their terminals would not answer."""
+        cut_off = sql.outage_logins(faults.clock())
+        if None in cut_off:
+            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
+            return None
+        wanted = {key for key in keys if key[0] not in cut_off}
         accounts = [
             row
             for row in sql.any_of(SimAccount.objects.all(), "login", list({k[0] for k in keys})).values_list(
@@ -230,7 +268,7 @@ class SimulatedMetaTrader5:
                 floating += value + position.swap
                 margin += valuation.margin(position.symbol, position.volume, current, quotes)
                 tuples.append(self._bulk_position_tuple(position, current, value))
-            info = self._account_tuple(account, floating, margin)  # type: ignore[arg-type]
+            info = self._account_tuple(account, floating, margin)
             out[(account.login, account.server)] = (
                 info,
                 tuple(tuples),
@@ -251,7 +289,7 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- symbols ----------------------------------------------------------------------------
-    def _symbol_tuple(self, s: SimSymbol) -> SymbolInfo:
+    def _symbol_tuple(self, s: sql.Symbol) -> SymbolInfo:
         bid, ask, point = float(s.bid), float(s.ask), float(s.point)
         spread = int(((s.ask - s.bid) / s.point).to_integral_value())
         currency = self._valuation.currency
@@ -351,21 +389,21 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def positions_total(self) -> int | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         self._ok()
-        return SimPosition.objects.filter(account_id=self._account_id).count()
+        return SimPosition.objects.filter(account_id=account_id).count()
 
     def positions_get(
         self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
     ) -> tuple[TradePosition, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         matches = _group_matcher(group)
         rows = [
-            row
-            for row in sql.position_rows_of(self._account_id, ticket=ticket, symbol=symbol)
-            if matches(row.symbol.name)
+            row for row in sql.position_rows_of(account_id, ticket=ticket, symbol=symbol) if matches(row.symbol.name)
         ]
         quotes = Valuation.quotes(p.symbol for p in rows)
         self._ok()
@@ -386,20 +424,22 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def orders_total(self) -> int | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         self._ok()
-        return SimOrder.objects.filter(account_id=self._account_id, is_open=True).count()
+        return SimOrder.objects.filter(account_id=account_id, is_open=True).count()
 
     def orders_get(
         self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
     ) -> tuple[TradeOrder, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         matches = _group_matcher(group)
         rows = [
             row
-            for row in sql.order_rows(self._account_id, is_open=True, ticket=ticket, symbol=symbol)
+            for row in sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=symbol)
             if matches(row.symbol.name)
         ]
         self._ok()
@@ -424,7 +464,8 @@ class SimulatedMetaTrader5:
         ticket: int | None = None,
         position: int | None = None,
     ) -> tuple[TradeOrder, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             window = self._history_window(date_from, date_to, ticket, position)
@@ -434,7 +475,7 @@ class SimulatedMetaTrader5:
         matches = _group_matcher(group)
         rows = [
             row
-            for row in sql.order_rows(self._account_id, is_open=False, window=window, position=position, ticket=ticket)
+            for row in sql.order_rows(account_id, is_open=False, window=window, position=position, ticket=ticket)
             if matches(row.symbol.name)
         ]
         self._ok()
@@ -452,14 +493,15 @@ class SimulatedMetaTrader5:
         ticket: int | None = None,
         position: int | None = None,
     ) -> tuple[TradeDeal, ...] | None:
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             window = self._history_window(date_from, date_to, ticket, position)
         except InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        rows = sql.deal_rows(self._account_id, window=window, ticket=ticket, position=position)
+        rows = sql.deal_rows(account_id, window=window, ticket=ticket, position=position)
         matches = _group_matcher(group)
         deals = tuple(self._deal_tuple(row) for row in rows if not group or matches(row[sql.DEAL_SYMBOL_AT]))
         self._ok()
@@ -514,7 +556,8 @@ class SimulatedMetaTrader5:
     # --- trading ----------------------------------------------------------------------------
     def order_check(self, request: dict[str, Any]) -> OrderCheckResult | None:
         """Validate a request without executing it (retcode 0 when it would be accepted)."""
-        if not self._ready():
+        account_id = self._account()
+        if account_id is None:
             return None
         try:
             req = Request.parse(request)
@@ -522,7 +565,7 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
         with transaction.atomic():
-            outcome = self._trade_server().execute(req, dry_run=True)
+            outcome = self._trade_server(account_id).execute(req, dry_run=True)
         retcode, comment = outcome.retcode, outcome.comment
         if retcode in (c.TRADE_RETCODE_DONE, c.TRADE_RETCODE_PLACED):
             retcode, comment = 0, "Done"
@@ -536,25 +579,26 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
-        if not self._ready():
+        account_id = self._account(outage=False)
+        if account_id is None:
             return None
         try:
             req = Request.parse(request)
         except InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        if self.tradeapi_disabled:
+        if self.tradeapi_disabled and not self.manual:
             self._fail(c.RES_E_AUTO_TRADING_DISABLED)
             return None
         self._request_id += 1
-        if not self.terminal_trade_allowed:
+        if not self.terminal_trade_allowed and not self.manual:
             # The terminal refuses before anything reaches the server: no fault is consumed.
             self._ok()
             return self._result(req, Outcome(c.TRADE_RETCODE_CLIENT_DISABLES_AT))
         # The outcome is caught inside the transaction, so whatever it did (a fill, a consumed
         # fault) commits; rejections happen before any write and leave nothing behind.
         with transaction.atomic():
-            outcome = self._trade_server().execute(req, dry_run=False)
+            outcome = self._trade_server(account_id).execute(req, dry_run=False)
         if outcome.connection_lost:
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
@@ -572,10 +616,11 @@ class SimulatedMetaTrader5:
             request_id=self._request_id, retcode_external=0, request=req.as_tuple(),
         )  # fmt: skip
 
-    def _trade_server(self) -> TradeServer:
-        """The trade server, acting on the logged-in account and valuing in its currency."""
-        assert self._account_id is not None  # _ready() said so
-        return TradeServer(self._account_id, self._valuation)
+    def _trade_server(self, account_id: int) -> TradeServer:
+        """The trade server, acting on the logged-in account and valuing in its currency, for
+        a program (the Python API) or, on a manual terminal, for the trader."""
+        reason = c.ORDER_REASON_CLIENT if self.manual else c.ORDER_REASON_EXPERT
+        return TradeServer(account_id, self._valuation, reason=reason)
 
     # --- unsupported market data (the module has them; the bridge does not need them) ----------
     def _unsupported(self, *args: Any, **kwargs: Any) -> None:

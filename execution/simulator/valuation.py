@@ -30,7 +30,7 @@ class Valuation:
     leverage: int = 100
 
     @staticmethod
-    def quotes(rows: Iterable[SimSymbol | sql.SymbolRow] = ()) -> pricing.QuoteSource:
+    def quotes(rows: Iterable[sql.QuotedSymbol] = ()) -> pricing.QuoteSource:
         def load_all() -> dict[str, tuple[Decimal, Decimal]]:
             return {name: (bid, ask) for name, bid, ask in SimSymbol.objects.values_list("name", "bid", "ask")}
 
@@ -48,9 +48,7 @@ class Valuation:
         )  # fmt: skip
         return current, value
 
-    def margin(
-        self, symbol: SimSymbol | sql.SymbolRow, volume: Decimal, price: Decimal, quotes: pricing.QuoteSource
-    ) -> Decimal:
+    def margin(self, symbol: sql.QuotedSymbol, volume: Decimal, price: Decimal, quotes: pricing.QuoteSource) -> Decimal:
         return pricing.margin(
             symbol=symbol.name, calc_mode=symbol.trade_calc_mode, currency_margin=symbol.currency_margin,
             contract_size=symbol.trade_contract_size, volume=volume, price=price, leverage=self.leverage,
@@ -86,7 +84,9 @@ class Valuation:
         if not groups:
             return ZERO, ZERO
         missing = {g["symbol_id"] for g in groups} - known.keys()
-        symbols = {**known, **{s.pk: s for s in SimSymbol.objects.filter(pk__in=missing)}} if missing else known
+        symbols: dict[int, sql.TradedSymbol] = dict(known)
+        if missing:
+            symbols.update((s.pk, s) for s in SimSymbol.objects.filter(pk__in=missing))
         quotes = self.quotes(symbols.values())
         floating = margin = ZERO
         for group in groups:

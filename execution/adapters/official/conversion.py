@@ -265,22 +265,32 @@ def unanswered(code: int, text: str, request: dict[str, Any], position: int) -> 
 
 
 def answered(result: Any, request: dict[str, Any], position: int) -> TradeResult:
-    """``order_send``'s OrderSendResult, classified by its retcode."""
+    """``order_send``'s OrderSendResult, classified by its retcode. A partial fill (10010) is
+    done for what it filled, and says so: ``partial``, the filled ``volume`` and the
+    ``requested_volume``, and a message naming both."""
     info = classify(int(result.retcode))
     order = int(result.order)
+    volume = dec(result.volume)
+    requested = dec(request.get("volume") or 0)
+    partial = info.code == c.TRADE_RETCODE_DONE_PARTIAL
+    message = str(result.comment) or info.message
+    if partial:
+        message = f"{message}: {volume} of {requested} lots filled"
     return TradeResult(
         outcome=info.outcome,
         retcode=info.code,
         retcode_name=info.name,
-        message=str(result.comment) or info.message,
+        message=message,
         order=order,
         deal=int(result.deal),
-        volume=dec(result.volume),
+        volume=volume,
         price=dec(result.price),
         request=dict(request),
         comment=str(result.comment),
         maybe_executed=info.code == c.TRADE_RETCODE_TIMEOUT,
         position=position or (order if request.get("action") == c.TRADE_ACTION_DEAL and info.outcome == "done" else 0),
+        partial=partial,
+        requested_volume=requested,
     )
 
 

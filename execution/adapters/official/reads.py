@@ -118,6 +118,10 @@ class Reads(Session):
             return self._read_one_by_one(keys)
         with self._lock:
             states = bulk(keys)
+            if states is None:  # the terminal did not answer (an outage): no account was read
+                code, text = self._error()
+                failed = GatewayUnavailable(f"MT5 sim_bulk_state failed: ({code}) {text}", code=code)
+                return iter([(key, failed) for key in keys])
         # One read, one time: when it returned. Every account in it was read by then; a time
         # taken as each is converted would be later than the read, by the others' conversion.
         return self._converted(keys, states, datetime.now(UTC))
@@ -137,7 +141,7 @@ class Reads(Session):
         for key in keys:
             state = states.get(key)
             if state is None:
-                yield key, GatewayUnavailable(f"no account {key[0]}@{key[1]} on the terminal")
+                yield key, GatewayUnavailable(f"no answer for account {key[0]}@{key[1]} from the terminal")
                 continue
             info, raw_positions, raw_orders = state
             try:

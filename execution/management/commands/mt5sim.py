@@ -1,9 +1,12 @@
 """``mt5sim``: operate the MT5 simulator (ARCHITECTURE.md, "Operations contract").
 
     mt5sim account create --login N --balance B [--server S] [--currency USD] [--leverage 100]
+    mt5sim account show --login N [--server S]
     mt5sim price --symbol SYM --bid X [--ask Y]
     mt5sim positions --login N [--server S]
-    mt5sim fault --kind requote|no_connection|market_closed|timeout_after_fill [--symbol SYM] [--login N] [--count K]
+    mt5sim trade --login N --symbol SYM --side buy|sell --volume V [--sl X] [--tp Y] [--filling fok|ioc|return]
+    mt5sim fault --kind KIND [--symbol SYM] [--login N] [--count K | --seconds S]
+    mt5sim fault --clear [--login N]
     mt5sim feed [--interval-ms 500] [--iterations K]
     mt5sim symbols
     mt5sim market --symbol SYM --open|--closed
@@ -23,17 +26,23 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
+from execution.adapters.official.conversion import choose_filling
 from execution.models import SimFaultKind, SimSymbol
 from execution.simulator import SimulatedMetaTrader5
+from execution.simulator import constants as c
 from execution.simulator.service import (
     Quote,
     sim_account_create,
+    sim_account_state,
+    sim_clear_faults,
     sim_inject_fault,
     sim_random_walk_step,
     sim_set_market_open,
     sim_set_price,
 )
 from execution.simulator.symbols import ensure_symbols
+
+FILLINGS = {"fok": c.ORDER_FILLING_FOK, "ioc": c.ORDER_FILLING_IOC, "return": c.ORDER_FILLING_RETURN}
 
 
 def _decimal(value: str) -> Decimal:
@@ -58,6 +67,9 @@ class Command(BaseCommand):
         create.add_argument("--currency", default="USD")
         create.add_argument("--leverage", type=int, default=100)
         create.add_argument("--password", default="", help="empty: any password is accepted")
+        show = account_sub.add_parser("show", help="the account as JSON: money, margin mode, rights")
+        show.add_argument("--login", type=int, required=True)
+        show.add_argument("--server", default=None)
 
         price = sub.add_parser("price", help="set a quote")
         price.add_argument("--symbol", required=True)
@@ -68,11 +80,24 @@ class Command(BaseCommand):
         positions.add_argument("--login", type=int, required=True)
         positions.add_argument("--server", default=None)
 
-        fault = sub.add_parser("fault", help="make the next order_send calls fail")
-        fault.add_argument("--kind", choices=SimFaultKind.values, required=True)
+        trade = sub.add_parser("trade", help="the trader's own terminal sends a market order (not the bridge)")
+        trade.add_argument("--login", type=int, required=True)
+        trade.add_argument("--server", default=None)
+        trade.add_argument("--symbol", required=True)
+        trade.add_argument("--side", choices=("buy", "sell"), required=True)
+        trade.add_argument("--volume", type=_decimal, required=True)
+        trade.add_argument("--sl", type=_decimal, default=None)
+        trade.add_argument("--tp", type=_decimal, default=None)
+        trade.add_argument("--filling", choices=tuple(FILLINGS), default=None, help="default: what the symbol allows")
+
+        fault = sub.add_parser("fault", help="make the next order_send calls fail, or every call for a while")
+        fault.add_argument("--kind", choices=SimFaultKind.values)
         fault.add_argument("--symbol", default=None)
         fault.add_argument("--login", type=int, default=None)
-        fault.add_argument("--count", type=int, default=1)
+        how = fault.add_mutually_exclusive_group()
+        how.add_argument("--count", type=int, default=None, help="the next K matching order_send calls (default 1)")
+        how.add_argument("--seconds", type=float, default=None, help="every matching call for S seconds (an outage)")
+        how.add_argument("--clear", action="store_true", help="end the pending faults and outages (--login: its own)")
 
         feed = sub.add_parser("feed", help="random-walk every quote until stopped")
         feed.add_argument("--interval-ms", type=int, default=500)
@@ -99,6 +124,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def do_account(self, options: dict[str, Any]) -> None:
+        if options["account_action"] == "show":
+            self.emit(sim_account_state(options["login"], options["server"]))
+            return
         account, created = sim_account_create(
             options["login"],
             options["balance"],
@@ -136,9 +164,63 @@ class Command(BaseCommand):
         for position in terminal.positions_get() or ():
             self.emit(position._asdict())
 
+    def do_trade(self, options: dict[str, Any]) -> None:
+        """A market order from the trader's own terminal: magic 0, comment "manual", reason
+        CLIENT, through the simulated terminal's order_send; the bridge knows nothing of it."""
+        terminal = SimulatedMetaTrader5(manual=True)
+        terminal.initialize()
+        if not terminal.login(options["login"], server=options["server"]):
+            raise CommandError(f"cannot log into {options['login']}: {terminal.last_error()}")
+        symbol = terminal.symbol_info(options["symbol"])
+        if symbol is None:
+            raise CommandError(f"unknown symbol {options['symbol']!r}")
+        is_buy = options["side"] == "buy"
+        filling = FILLINGS[options["filling"]] if options["filling"] else choose_filling(symbol.filling_mode)
+        request: dict[str, Any] = {
+            "action": c.TRADE_ACTION_DEAL,
+            "symbol": symbol.name,
+            "volume": float(options["volume"]),
+            "type": c.ORDER_TYPE_BUY if is_buy else c.ORDER_TYPE_SELL,
+            "price": symbol.ask if is_buy else symbol.bid,
+            "deviation": 20,
+            "magic": 0,
+            "comment": "manual",
+            "type_time": c.ORDER_TIME_GTC,
+            "type_filling": filling,
+        }
+        if options["sl"] is not None:
+            request["sl"] = float(options["sl"])
+        if options["tp"] is not None:
+            request["tp"] = float(options["tp"])
+        result = terminal.order_send(request)
+        if result is None:
+            code, text = terminal.last_error()
+            raise CommandError(f"order_send returned None: ({code}) {text}")
+        self.emit(
+            {
+                "retcode": result.retcode,
+                "deal": result.deal,
+                "order": result.order,
+                "volume": result.volume,
+                "price": result.price,
+                "comment": result.comment,
+            }
+        )
+
     def do_fault(self, options: dict[str, Any]) -> None:
+        if options["clear"]:
+            if options["kind"] or options["symbol"]:
+                raise CommandError("--clear takes only --login")
+            self.emit({"cleared": sim_clear_faults(login=options["login"]), "login": options["login"]})
+            return
+        if not options["kind"]:
+            raise CommandError("--kind is required (or --clear)")
         fault = sim_inject_fault(
-            options["kind"], symbol=options["symbol"], login=options["login"], count=options["count"]
+            options["kind"],
+            symbol=options["symbol"],
+            login=options["login"],
+            count=1 if options["count"] is None else options["count"],
+            seconds=options["seconds"],
         )
         self.emit(
             {
@@ -146,7 +228,8 @@ class Command(BaseCommand):
                 "kind": fault.kind,
                 "symbol": fault.symbol or None,
                 "login": fault.login,
-                "count": fault.remaining,
+                "count": None if fault.until_msc else fault.remaining,
+                "until_msc": fault.until_msc,
             }
         )
 
