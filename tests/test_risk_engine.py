@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ from django.utils import timezone
 from commands.lanes import Lane
 from commands.models import Command
 from commands.states import State
+from execution.gateway import GatewayUnavailable
 from execution.gateways import get_gateway, reset_gateway
 from execution.runner import command_execute
 from execution.simulator.service import sim_account_create, sim_set_price
@@ -18,6 +20,7 @@ from policies.engine import risk_evaluate_account
 from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, TradingAccount
 from policies.monitor import Monitor, owner_of
 from tests.conftest import fresh, register_account
+from tests.virtual_clock import VirtualClock
 
 pytestmark = pytest.mark.django_db
 
@@ -543,32 +546,72 @@ def test_figures_are_not_written_over_a_risk_row_written_since_it_was_read(trade
     assert AccountRisk.objects.get(pk=row.pk).equity == Decimal(3)
 
 
-def test_cycles_start_on_a_cadence_that_leaves_room_for_the_read_and_an_overrun_is_followed_at_once():
+@pytest.fixture
+def clock(monkeypatch) -> VirtualClock:
+    """The monitor's clock and sleeps, virtual: when each read begins is exact."""
+    clock = VirtualClock()
+    monkeypatch.setattr(importlib.import_module(Monitor.__module__), "time", clock)
+    return clock
+
+
+class TimedReads:
+    """The simulator's terminal, where each bulk read takes the next of `durations` in virtual
+    seconds (None: the read fails), and says when it began and ended."""
+
+    def __init__(self, clock: VirtualClock, durations: list[float | None]) -> None:
+        self.clock, self.durations = clock, durations
+        self.reads: list[tuple[float, float]] = []
+
+    def account_snapshots(self, keys):
+        began, took = self.clock.now, self.durations.pop(0)
+        self.clock.advance(took or 0.0)
+        self.reads.append((began, self.clock.now))
+        if took is None:
+            raise GatewayUnavailable("terminal down")
+        return get_gateway().account_snapshots(keys)
+
+
+def test_cycles_start_on_a_cadence_that_leaves_room_for_the_read_and_an_overrun_is_followed_at_once(
+    trader, clock, monkeypatch
+):
+    terminal = TimedReads(clock, [None, 0.04, 0.04, 0.6, 0.04, 0.04])
+    monitor = Monitor(monitor_id="solo", interval=0.5, gateway_factory=lambda: terminal)
+    watched = monitor.watched
+
+    def watched_in_10_ms():  # each read begins 10 ms after its cycle was due
+        clock.advance(0.01)
+        return watched()
+
+    monkeypatch.setattr(monitor, "watched", watched_in_10_ms)
+    monitor.run(iterations=6)
+    began, ended = [b for b, _ in terminal.reads], [e for _, e in terminal.reads]
+    # Nothing read yet (the read failed): one interval, start to start.
+    assert began[1] - began[0] == pytest.approx(0.5)
+    # Reads begin 10 ms late and take 40 ms: the next read ends one interval after this one began,
+    # so a price move just after a read began is seen within one interval.
+    assert ended[2] - began[1] == pytest.approx(0.5)
+    assert began[3] - began[2] == pytest.approx(began[2] - began[1])  # and so on, while reads take as long
+    # A cycle that overran (a 600 ms read) is followed at once by the next (its account list, then its read).
+    assert ended[3] - began[3] == pytest.approx(0.6)
+    assert began[4] - ended[3] == pytest.approx(0.01)
+    # However slow the recent reads, never closer than half an interval.
+    assert began[5] - began[4] == pytest.approx(0.25)
+
+
+def test_answering_a_finished_command_never_delays_the_next_cycle(monkeypatch, clock):
     monitor = Monitor(monitor_id="solo", interval=0.5)
-    # Nothing read yet: one interval, start to start.
-    assert monitor.next_start(due=100.0, finished=100.1) == pytest.approx(100.5)
-    # Reads began 10 ms after the cycle was due and took up to 40 ms: the next read ends at most
-    # one interval after this one began.
-    monitor._first_read, monitor._longest_read = 100.01, 0.04
-    monitor._lags.extend([0.03, 0.05])
-    start = monitor.next_start(due=100.0, finished=100.1)
-    assert start == pytest.approx(100.01 + 0.5 - 0.05)
-    assert start + 0.05 - monitor._first_read <= 0.5
-    # A cycle that overran starts the next at once.
-    assert monitor.next_start(due=100.0, finished=100.9) == pytest.approx(100.9)
-    # However slow the reads, never closer than half an interval.
-    monitor._lags.append(0.45)
-    assert monitor.next_start(due=100.0, finished=100.1) == pytest.approx(100.25)
+    answered: list[tuple[float, float]] = []
 
+    def requested(monitors) -> int:  # a finished command to answer every time; answering takes 50 ms
+        began = clock.now
+        clock.advance(0.05)
+        answered.append((began, clock.now))
+        return 1
 
-def test_answering_a_finished_command_never_delays_the_next_cycle(monkeypatch):
-    import time
-
-    monitor = Monitor(monitor_id="solo", interval=0.5)
-    calls: list[float] = []
-    monkeypatch.setattr(monitor, "requested", lambda monitors: calls.append(time.monotonic()) or 0)
-    monitor._answers.append(0.05)  # answering takes up to 50 ms
-    deadline = time.monotonic() + 0.12
+    monkeypatch.setattr(monitor, "requested", requested)
+    deadline = clock.now + 0.13
     monitor.wait_until(deadline)
-    assert calls and all(deadline - at > 0.05 for at in calls)
-    assert time.monotonic() >= deadline
+    # Two answers (from 0 and 50 ms); a third, begun at 100 ms, would have ended 20 ms past the deadline.
+    assert len(answered) == 2
+    assert all(ended <= deadline for _, ended in answered)
+    assert clock.now == pytest.approx(deadline)  # the cycle starts when it is due: not before, not after
