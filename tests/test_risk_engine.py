@@ -384,17 +384,30 @@ def test_a_new_policy_is_watched_on_the_next_cycle_without_a_restart(trader):
     assert (action.rule_key, action.policy_version, action.threshold_used) == ("single_trade_loss", 14, Decimal(1))
 
 
-def test_a_process_remembers_one_parsed_policy_an_account_never_its_history(trader):
+def test_a_process_remembers_one_parsed_policy_an_account_never_its_history(trader, monkeypatch):
     from policies import engine
     from policies.models import PolicySnapshot
+    from policies.risk.rules import Policy
 
     for version in (14, 15, 16):
         send_policy(trader, policy_version=version)
-    assert list(engine._policies) == [account().pk]
+    parsed: list[int] = []  # the version of each payload parsed from here on
+    parse = Policy.from_payload
+
+    def counted(payload):
+        parsed.append(payload["policy_version"])
+        return parse(payload)
+
+    monkeypatch.setattr(Policy, "from_payload", counted)
+    snapshots = {s.policy_version: s for s in PolicySnapshot.objects.filter(account=account())}
     assert engine.watched_accounts()[0].policy.policy_version == 16
-    oldest = PolicySnapshot.objects.get(account=account(), policy_version=13)
-    assert engine.policy_of(oldest).policy_version == 13  # parsed when asked, not remembered
-    assert [policy.policy_version for _, policy in engine._policies.values()] == [16]
+    assert engine.policy_of(snapshots[16]).policy_version == 16
+    assert parsed == []  # the latest is remembered
+    for version in (13, 14, 15, 13):
+        assert engine.policy_of(snapshots[version]).policy_version == version
+    assert parsed == [13, 14, 15, 13]  # the history is parsed when asked, never remembered
+    assert engine.policy_of(snapshots[16]).policy_version == 16
+    assert parsed == [13, 14, 15, 13]  # and never displaces the latest
 
 
 def test_a_newly_registered_account_is_watched_on_the_next_cycle_and_a_removed_one_no_longer(trader, tenant_1):
@@ -507,43 +520,71 @@ def test_a_bulk_read_is_dated_when_it_returned_not_when_each_account_is_converte
     assert before <= snapshots[0].observed_at <= returned
 
 
-def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_stale(settings):
-    from datetime import UTC, datetime
+def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_stale(trader, tenant_1, settings):
+    from dataclasses import replace
 
-    from policies.engine import _due, figures_every
+    from django.db import transaction
+
+    from policies.engine import figures_every, risk_evaluate_snapshots, watched_accounts
 
     settings.RISK_MAX_SNAPSHOT_AGE_MS = 5000
     every = figures_every()
     assert every <= timedelta(milliseconds=2500)  # health calls a snapshot older than 5 s stale
-    last = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-    now = last + timedelta(milliseconds=500)  # one cycle later
-    due = sum(_due(pk, last, now, every) for pk in range(1, 2001))
-    assert 0.1 * 2000 < due < 0.3 * 2000  # about a fifth of the accounts in each half-second cycle
-    assert all(_due(pk, last, last + every, every) for pk in range(1, 2001))
-    assert all(_due(pk, None, now, every) for pk in range(1, 11))
+    for login in range(7001, 7100):
+        register_account(tenant_1, login=login, server=SERVER)
+    watched = watched_accounts()
+    assert len(watched) == 100
+    quiet = get_gateway().account_snapshot(LOGIN, SERVER)  # every account as quiet as this one
+
+    # Each write in a transaction of its own, as the monitor's are (here a savepoint: a row's version
+    # is the transaction that wrote it last).
+    def cycle(now) -> set[int]:
+        """A monitor cycle at `now` on snapshots read then; the accounts whose figures it refreshed."""
+        snapshots = {(w.login, w.server): replace(quiet, login=w.login, observed_at=now) for w in watched}
+        with transaction.atomic():
+            risk_evaluate_snapshots(accounts=watched, snapshots=snapshots, now=now)
+        return set(AccountRisk.objects.filter(evaluated_at=now).values_list("account_id", flat=True))
+
+    def refreshed_at(at) -> None:
+        with transaction.atomic():
+            AccountRisk.objects.update(evaluated_at=at)
+
+    last = timezone.now()
+    assert len(cycle(last)) == 100  # never refreshed yet: each at once
+    due = cycle(last + timedelta(milliseconds=500))  # one cycle later
+    assert 0.1 * 100 < len(due) < 0.3 * 100  # about a fifth of the accounts in each half-second cycle
+    refreshed_at(last)
+    assert len(cycle(last + every)) == 100
     # Each account once per period, however often it is looked at.
-    times = [last + timedelta(milliseconds=100 * i) for i in range(1, 51)]
-    for pk in range(1, 51):
-        refreshed, at = 0, last
-        for t in times:
-            if _due(pk, at, t, every):
-                refreshed, at = refreshed + 1, t
-        assert refreshed in (2, 3)  # five seconds of 100 ms looks at a 2.5 s period
+    refreshed_at(last)
+    refreshes = dict.fromkeys((w.pk for w in watched), 0)
+    for i in range(1, 51):
+        for pk in cycle(last + timedelta(milliseconds=100 * i)):
+            refreshes[pk] += 1
+    assert set(refreshes.values()) <= {2, 3}  # five seconds of 100 ms looks at a 2.5 s period
 
 
 def test_figures_are_not_written_over_a_risk_row_written_since_it_was_read(trader):
-    from policies import engine
+    from django.db import transaction
 
-    account = TradingAccount.objects.get(login=LOGIN)
-    (row,) = engine._risk_rows([account.pk]).values()
-    AccountRisk.objects.filter(pk=row.pk).update(equity=Decimal("123"), updated_at=timezone.now())
-    now = timezone.now()
-    figures = engine._Figures(row.pk, row.version, Decimal(1), Decimal(2), Decimal(3), Decimal(4), "", now)
-    engine._write_figures([figures], now)
-    assert AccountRisk.objects.get(pk=row.pk).equity == Decimal("123")
-    (row,) = engine._risk_rows([account.pk]).values()
-    engine._write_figures([figures._replace(version=row.version)], now)
-    assert AccountRisk.objects.get(pk=row.pk).equity == Decimal(3)
+    from policies.engine import read_accounts, risk_evaluate_snapshots, watched_accounts
+
+    watched = watched_accounts()
+    keys = [(LOGIN, SERVER)]
+    row = AccountRisk.objects.filter(account__login=LOGIN)
+
+    def written_while_the_cycle_reads():
+        for key, snapshot in read_accounts(get_gateway(), keys):
+            # Another writer (a policy, a breach), in a transaction of its own, updates the row
+            # after the cycle read it and before the cycle writes its figures.
+            with transaction.atomic():
+                row.update(equity=Decimal("123"), updated_at=timezone.now())
+            yield key, snapshot
+
+    risk_evaluate_snapshots(accounts=watched, snapshots=written_while_the_cycle_reads())
+    assert row.get().equity == Decimal("123")
+    risk_evaluate_snapshots(accounts=watched, snapshots=read_accounts(get_gateway(), keys))  # reads it afresh
+    assert row.get().equity == Decimal(100000)
 
 
 @pytest.fixture
