@@ -528,7 +528,7 @@ def test_the_claim_statement_reads_the_command_its_account_and_tenant_as_the_orm
         assert model_to_dict(got) == model_to_dict(want)
     assert claimed.payload == {"ticket": 7, "stop_loss": "1.07"}
     assert claimed.expires_at.utcoffset() == timedelta(0)
-    assert not claimed._state.adding
+    claimed.validate_unique()  # loaded, not new: it is not a duplicate of its own row
 
 
 @pytest.fixture
