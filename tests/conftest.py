@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,31 @@ from tenancy.services import token_create
 
 ALICE_TOKEN = "alice-token-tenant-1"
 BOB_TOKEN = "bob-token-tenant-2"
+
+
+def create_migrations_data() -> None:
+    """What the data migrations create, again (idempotent): the operator and support roles and
+    the panel's example payloads. A transactional test empties every table when it ends."""
+    from django.apps import apps
+
+    importlib.import_module("panel.migrations.0002_roles_and_example_payloads").forwards(apps, None)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(
+    django_db_setup: None, django_db_blocker: Any, django_db_keepdb: bool, django_db_createdb: bool
+) -> None:
+    """pytest-django's; with --reuse-db, the kept database is then brought back to what migrate
+    leaves. The last run's transactional tests emptied its tables on their way out, roles and
+    example payloads included, and a run cut short leaves its rows behind."""
+    if django_db_keepdb and not django_db_createdb:
+        from django.core.cache import caches
+        from django.core.management import call_command
+
+        with django_db_blocker.unblock():
+            call_command("flush", interactive=False, verbosity=0)  # content types and permissions made again
+            caches["default"].clear()  # the cache table is no model's: flush leaves it
+            create_migrations_data()
 
 
 @pytest.fixture(autouse=True)

@@ -165,10 +165,15 @@ class FakeRedis:
 
 
 def test_with_redis_url_set_failures_are_counted_atomically_in_redis(client, settings, monkeypatch, tenant_1):
-    settings.RATE_LIMIT_REDIS_URL = "redis://127.0.0.1:6379/0"
+    import redis
+
+    # An address of its own, so the limiter connects afresh here and nothing else shares the fake.
+    settings.RATE_LIMIT_REDIS_URL = "redis://failure-counter.invalid:6379/0"
     fake = FakeRedis()
-    monkeypatch.setattr(auth_failures.store, "_redis_client", lambda url: fake)
+    connected_to: list[str] = []
+    monkeypatch.setattr(redis.Redis, "from_url", lambda url, **options: connected_to.append(url) or fake)
     assert flood(client, ATTACKER, 6) == [401] * 5 + [429]
+    assert connected_to == [settings.RATE_LIMIT_REDIS_URL]  # once, then kept
     (key,) = fake.values
     assert fake.values[key] == 6
     assert fake.ttls[key] == 65
@@ -237,17 +242,17 @@ def test_no_secret_appears_in_any_log_line_or_error_body(client, settings, monke
     assert crashed.status_code == 500
     keep(crashed)
 
-    # A callback posted (and failed) with the Laravel token and the webhook signature.
+    # The accepted command run to its end, and its result posted (and failed) with the Laravel
+    # token and the webhook signature.
     from callbacks.delivery import deliver_due
-    from commands.models import Command as CommandModel
-    from execution.executors import Step
-    from execution.runner import _finish
+    from callbacks.models import CallbackDelivery
 
-    command = CommandModel.objects.first()
-    CommandModel.objects.filter(pk=command.pk).update(state="executing")
-    command.refresh_from_db()
-    _finish(command, Step("succeeded", result={"retcode": 10009}))
+    reset_gateway()
+    sim_account_create(login=account_1.login, balance=100_000, server=account_1.server)
+    (command,) = Command.objects.all()
+    assert command_execute(command.pk) == "succeeded"
     deliver_due(limit=10)
+    assert CallbackDelivery.objects.get().attempts == 1
 
     scanned = captured_logs.getvalue() + "".join(headers) + b"".join(bodies).decode("utf-8", "replace")
     assert "RuntimeError" in captured_logs.getvalue(), "the crash must be logged (without secrets)"

@@ -7,7 +7,6 @@ as a screenshot under BROWSER_SCREENSHOTS_DIR (default: screenshots/ at the repo
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -15,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.apps import apps
 from django.db import connections
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from commands.models import Command
 from panel.models import LibraryPayload
-from panel.roles import sync_roles
 from tenancy.services import token_create
-from tests.conftest import register_account
+from tests.conftest import create_migrations_data, register_account
 from tests.test_panel_personas import PASSWORD, make_user, protective_action, risk_state
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,8 +41,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def panel_data(transactional_db: None) -> dict[str, Any]:
     """What the first migrate creates, again: transactional tests before this one flushed it."""
-    sync_roles(apps)
-    importlib.import_module("panel.migrations.0002_roles_and_example_payloads").forwards(apps, None)
+    create_migrations_data()
     tenant = token_create(tenant_ids=["tenant_1"], name="alice", raw="alice-browser-token")[0].tenants.get()
     account = register_account(tenant)
     # Half an hour of equity sliding through the daily floor, and the breach it caused: the risk chart's data.

@@ -16,6 +16,7 @@ from execution.gateways import get_gateway, reset_gateway
 from execution.runner import command_execute, sweep_stuck
 from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
 from tests.conftest import fresh
+from tests.virtual_clock import VirtualClock
 
 pytestmark = pytest.mark.django_db
 
@@ -527,38 +528,50 @@ def test_the_claim_statement_reads_the_command_its_account_and_tenant_as_the_orm
         assert model_to_dict(got) == model_to_dict(want)
     assert claimed.payload == {"ticket": 7, "stop_loss": "1.07"}
     assert claimed.expires_at.utcoffset() == timedelta(0)
-    assert not claimed._state.adding
+    claimed.validate_unique()  # loaded, not new: it is not a duplicate of its own row
+
+
+@pytest.fixture
+def clock(monkeypatch) -> VirtualClock:
+    """The yielding module's clock and waits, virtual: the seconds it says it waited are exact."""
+    from execution import yielding
+
+    clock = VirtualClock()
+    monkeypatch.setattr(yielding, "time", clock)
+    monkeypatch.setattr(yielding, "select", clock)
+    return clock
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_normal_command_waits_while_a_fast_one_is_at_work_and_no_longer_than_the_bound(trader, settings):
+def test_a_normal_command_waits_while_a_fast_one_is_at_work_and_no_longer_than_the_bound(trader, settings, clock):
     from execution.runner import command_claim, command_execute
     from execution.yielding import yield_to_the_fast_lane
 
     settings.NORMAL_LANE_YIELD_MS = 60
-    assert yield_to_the_fast_lane() < 0.03  # nothing fast at work: no wait
+    assert yield_to_the_fast_lane() == 0.0  # nothing fast at work: no wait
     fast = submit(trader, "sync_account", "protect", priority="critical")
-    assert yield_to_the_fast_lane() < 0.03  # queued is not yet at work
+    assert yield_to_the_fast_lane() == 0.0  # queued is not yet at work
     command_claim(fast.pk)  # 'busy', from the claim statement
-    assert 0.06 <= yield_to_the_fast_lane() < 0.5
+    assert yield_to_the_fast_lane() == pytest.approx(0.06)  # the whole bound, and no longer
     settings.NORMAL_LANE_YIELD_MS = 0
     assert yield_to_the_fast_lane() == 0.0
     settings.NORMAL_LANE_YIELD_MS = 60
     Command.objects.filter(pk=fast.pk).update(state=State.QUEUED)
     command_execute(fast.pk)  # claimed again and finished: 'idle' with the finish
-    assert yield_to_the_fast_lane() < 0.03
+    assert yield_to_the_fast_lane() == 0.0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_busy_fast_command_that_never_says_idle_stops_counting(trader, settings):
+def test_a_busy_fast_command_that_never_says_idle_stops_counting(trader, settings, clock):
     from execution import yielding
     from execution.runner import command_claim
 
     settings.NORMAL_LANE_YIELD_MS = 40
-    assert yielding.yield_to_the_fast_lane() < 0.03  # a normal worker listens from its first claim on
+    assert yielding.yield_to_the_fast_lane() == 0.0  # a normal worker listens from its first claim on
     fast = submit(trader, "sync_account", "protect", priority="critical")
     command_claim(fast.pk)  # its worker dies here: no 'idle' will come
-    assert yielding.yield_to_the_fast_lane() >= 0.04
-    for pk in yielding._at_work:  # as if it had said 'busy' longer ago than a command can take
-        yielding._at_work[pk] -= yielding.AT_WORK_AT_MOST_SECONDS + 1
-    assert yielding.yield_to_the_fast_lane() < 0.03
+    assert yielding.yield_to_the_fast_lane() == pytest.approx(0.04)
+    clock.advance(yielding.AT_WORK_AT_MOST_SECONDS - 0.5)  # still within what a command can take
+    assert yielding.yield_to_the_fast_lane() == pytest.approx(0.04)
+    clock.advance(0.5)  # it said 'busy' longer ago than a command can take
+    assert yielding.yield_to_the_fast_lane() == 0.0

@@ -100,12 +100,12 @@ def test_a_malformed_or_unknown_token_is_401(client, account_1, header):
     problem(response, 401, "authentication_failed")
 
 
-def test_a_revoked_token_is_401(alice, account_1):
-    from tenancy.auth import token_cache
+def test_a_revoked_token_is_401(alice, account_1, settings):
     from tenancy.models import ApiToken
 
+    settings.API_TOKEN_CACHE_SECONDS = 0  # no process remembers the token: its revocation applies at once
+    assert alice.post("mt5/commands", fresh("close_positions")).status_code == 202
     ApiToken.objects.get(name="alice").revoke()
-    token_cache.clear()
     problem(alice.post("mt5/commands", fresh("close_positions")), 401, "authentication_failed")
 
 
@@ -591,6 +591,9 @@ def test_a_replay_served_by_another_process_still_replays_from_the_database(alic
 def test_a_process_remembers_only_its_latest_responses_and_replays_older_keys_from_the_database(
     alice, account_1, monkeypatch
 ):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     from commands import idempotency
 
     monkeypatch.setattr(idempotency, "REMEMBER_AT_MOST", 2)
@@ -598,12 +601,21 @@ def test_a_process_remembers_only_its_latest_responses_and_replays_older_keys_fr
     for body in bodies:
         body["payload"]["command_id"] = body["meta"]["idempotency_key"]
     answers = [alice.post("mt5/commands", body).json() for body in bodies]
-    keys = [body["meta"]["idempotency_key"] for body in bodies]
-    assert [key for _, key in idempotency.remembered_keys()] == keys[1:]
-    again = alice.post("mt5/commands", bodies[0])
-    assert again["Idempotent-Replayed"] == "true"
-    assert again.json() == answers[0]
-    assert [key for _, key in idempotency.remembered_keys()] == [keys[2], keys[0]]
+
+    def replay_reads_the_database(n: int) -> bool:
+        """Replay request n; whether its stored response had to be read from the database."""
+        with CaptureQueriesContext(connection) as queries:
+            again = alice.post("mt5/commands", bodies[n])
+        assert again["Idempotent-Replayed"] == "true"
+        assert again.json() == answers[n]
+        return any(IdempotencyRecord._meta.db_table in query["sql"] for query in queries.captured_queries)
+
+    # Remembered: the two latest, oldest first.
+    assert [replay_reads_the_database(n) for n in (1, 2, 0)] == [False, False, True]
+    # Read again, 0 is remembered as the latest, and 1 (then the oldest) is forgotten.
+    assert [replay_reads_the_database(n) for n in (0, 2, 1)] == [False, False, True]
+    # ... and 1, read again, took the place of 2, the oldest, not of 0.
+    assert [replay_reads_the_database(n) for n in (0, 1, 2)] == [False, False, True]
     assert Command.objects.count() == 3
 
 

@@ -349,11 +349,13 @@ def test_the_adapter_reconnects_once_after_an_ipc_error(spied, spy):
 
 
 class DeadTerminal(SimulatedMetaTrader5):
-    """A terminal whose IPC link never comes up."""
+    """A terminal whose IPC link never comes up: initialize() fails, and last_error() says why."""
 
     def initialize(self, *args: Any, **kwargs: Any) -> bool:
-        self._fail(c.RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, MetaTrader 5 x64 not found")
         return False
+
+    def last_error(self) -> tuple[int, str]:
+        return c.RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, MetaTrader 5 x64 not found"
 
 
 def test_the_adapter_raises_gateway_unavailable_when_the_terminal_stays_down(alice_account):

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.test import Client
@@ -87,7 +88,7 @@ def change(obj: Any) -> str:
 
 
 def registered() -> list[str]:
-    return sorted(model._meta.label_lower for model in admin.site._registry)
+    return sorted(model._meta.label_lower for model in apps.get_models() if admin.site.is_registered(model))
 
 
 # --- every admin list page --------------------------------------------------------------------------
@@ -419,7 +420,7 @@ def test_the_autocomplete_offers_tess_only_her_tenant(world: World, tess: User) 
     "label", ["commands.command", "policies.protectiveaction", "callbacks.callbackdelivery", "policies.tradingaccount"]
 )
 def test_an_export_holds_only_the_rows_of_the_users_tenants(world: World, tess: User, label: str) -> None:
-    model = admin.site._registry[next(m for m in admin.site._registry if m._meta.label_lower == label)].model
+    model = apps.get_model(label)
     response = logged_in(tess).post(
         changelist(label),
         {

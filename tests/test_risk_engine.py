@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ from django.utils import timezone
 from commands.lanes import Lane
 from commands.models import Command
 from commands.states import State
+from execution.gateway import GatewayUnavailable
 from execution.gateways import get_gateway, reset_gateway
 from execution.runner import command_execute
 from execution.simulator.service import sim_account_create, sim_set_price
@@ -18,6 +20,7 @@ from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, Tra
 from risk.engine import risk_evaluate_account
 from risk.monitor import Monitor, owner_of
 from tests.conftest import LOGIN, SERVER, fresh, register_account, send_policy
+from tests.virtual_clock import VirtualClock
 
 pytestmark = pytest.mark.django_db
 
@@ -365,17 +368,30 @@ def test_a_new_policy_is_watched_on_the_next_cycle_without_a_restart(trader):
     assert (action.rule_key, action.policy_version, action.threshold_used) == ("single_trade_loss", 14, Decimal(1))
 
 
-def test_a_process_remembers_one_parsed_policy_an_account_never_its_history(trader):
+def test_a_process_remembers_one_parsed_policy_an_account_never_its_history(trader, monkeypatch):
     from policies.models import PolicySnapshot
     from risk import engine
+    from risk.rules import Policy
 
     for version in (14, 15, 16):
         send_policy(trader, policy_version=version)
-    assert list(engine._policies) == [account().pk]
+    parsed: list[int] = []  # the version of each payload parsed from here on
+    parse = Policy.from_payload
+
+    def counted(payload):
+        parsed.append(payload["policy_version"])
+        return parse(payload)
+
+    monkeypatch.setattr(Policy, "from_payload", counted)
+    snapshots = {s.policy_version: s for s in PolicySnapshot.objects.filter(account=account())}
     assert engine.watched_accounts()[0].policy.policy_version == 16
-    oldest = PolicySnapshot.objects.get(account=account(), policy_version=13)
-    assert engine.policy_of(oldest).policy_version == 13  # parsed when asked, not remembered
-    assert [policy.policy_version for _, policy in engine._policies.values()] == [16]
+    assert engine.policy_of(snapshots[16]).policy_version == 16
+    assert parsed == []  # the latest is remembered
+    for version in (13, 14, 15, 13):
+        assert engine.policy_of(snapshots[version]).policy_version == version
+    assert parsed == [13, 14, 15, 13]  # the history is parsed when asked, never remembered
+    assert engine.policy_of(snapshots[16]).policy_version == 16
+    assert parsed == [13, 14, 15, 13]  # and never displaces the latest
 
 
 def test_a_newly_registered_account_is_watched_on_the_next_cycle_and_a_removed_one_no_longer(trader, tenant_1):
@@ -493,71 +509,139 @@ def test_a_bulk_read_is_dated_when_it_returned_not_when_each_account_is_converte
     assert before <= snapshots[0].observed_at <= returned
 
 
-def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_stale(settings):
-    from datetime import UTC, datetime
+def test_quiet_accounts_figures_are_refreshed_a_few_at_a_time_and_never_left_stale(trader, tenant_1, settings):
+    from dataclasses import replace
 
-    from risk.engine import _due, figures_every
+    from django.db import transaction
+
+    from risk.engine import figures_every, risk_evaluate_snapshots, watched_accounts
 
     settings.RISK_MAX_SNAPSHOT_AGE_MS = 5000
     every = figures_every()
     assert every <= timedelta(milliseconds=2500)  # health calls a snapshot older than 5 s stale
-    last = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-    now = last + timedelta(milliseconds=500)  # one cycle later
-    due = sum(_due(pk, last, now, every) for pk in range(1, 2001))
-    assert 0.1 * 2000 < due < 0.3 * 2000  # about a fifth of the accounts in each half-second cycle
-    assert all(_due(pk, last, last + every, every) for pk in range(1, 2001))
-    assert all(_due(pk, None, now, every) for pk in range(1, 11))
+    for login in range(7001, 7100):
+        register_account(tenant_1, login=login, server=SERVER)
+    watched = watched_accounts()
+    assert len(watched) == 100
+    quiet = get_gateway().account_snapshot(LOGIN, SERVER)  # every account as quiet as this one
+
+    # Each write in a transaction of its own, as the monitor's are (here a savepoint: a row's version
+    # is the transaction that wrote it last).
+    def cycle(now) -> set[int]:
+        """A monitor cycle at `now` on snapshots read then; the accounts whose figures it refreshed."""
+        snapshots = {(w.login, w.server): replace(quiet, login=w.login, observed_at=now) for w in watched}
+        with transaction.atomic():
+            risk_evaluate_snapshots(accounts=watched, snapshots=snapshots, now=now)
+        return set(AccountRisk.objects.filter(evaluated_at=now).values_list("account_id", flat=True))
+
+    def refreshed_at(at) -> None:
+        with transaction.atomic():
+            AccountRisk.objects.update(evaluated_at=at)
+
+    last = timezone.now()
+    assert len(cycle(last)) == 100  # never refreshed yet: each at once
+    due = cycle(last + timedelta(milliseconds=500))  # one cycle later
+    assert 0.1 * 100 < len(due) < 0.3 * 100  # about a fifth of the accounts in each half-second cycle
+    refreshed_at(last)
+    assert len(cycle(last + every)) == 100
     # Each account once per period, however often it is looked at.
-    times = [last + timedelta(milliseconds=100 * i) for i in range(1, 51)]
-    for pk in range(1, 51):
-        refreshed, at = 0, last
-        for t in times:
-            if _due(pk, at, t, every):
-                refreshed, at = refreshed + 1, t
-        assert refreshed in (2, 3)  # five seconds of 100 ms looks at a 2.5 s period
+    refreshed_at(last)
+    refreshes = dict.fromkeys((w.pk for w in watched), 0)
+    for i in range(1, 51):
+        for pk in cycle(last + timedelta(milliseconds=100 * i)):
+            refreshes[pk] += 1
+    assert set(refreshes.values()) <= {2, 3}  # five seconds of 100 ms looks at a 2.5 s period
 
 
 def test_figures_are_not_written_over_a_risk_row_written_since_it_was_read(trader):
-    from risk import sql
+    from django.db import transaction
 
-    account = TradingAccount.objects.get(login=LOGIN)
-    (row,) = sql.risk_rows([account.pk]).values()
-    AccountRisk.objects.filter(pk=row.pk).update(equity=Decimal("123"), updated_at=timezone.now())
-    now = timezone.now()
-    figures = sql.Figures(row.pk, row.version, Decimal(1), Decimal(2), Decimal(3), Decimal(4), "", now)
-    sql.write_figures([figures], now)
-    assert AccountRisk.objects.get(pk=row.pk).equity == Decimal("123")
-    (row,) = sql.risk_rows([account.pk]).values()
-    sql.write_figures([figures._replace(version=row.version)], now)
-    assert AccountRisk.objects.get(pk=row.pk).equity == Decimal(3)
+    from risk.engine import read_accounts, risk_evaluate_snapshots, watched_accounts
+
+    watched = watched_accounts()
+    keys = [(LOGIN, SERVER)]
+    row = AccountRisk.objects.filter(account__login=LOGIN)
+
+    def written_while_the_cycle_reads():
+        for key, snapshot in read_accounts(get_gateway(), keys):
+            # Another writer (a policy, a breach), in a transaction of its own, updates the row
+            # after the cycle read it and before the cycle writes its figures.
+            with transaction.atomic():
+                row.update(equity=Decimal("123"), updated_at=timezone.now())
+            yield key, snapshot
+
+    risk_evaluate_snapshots(accounts=watched, snapshots=written_while_the_cycle_reads())
+    assert row.get().equity == Decimal("123")
+    risk_evaluate_snapshots(accounts=watched, snapshots=read_accounts(get_gateway(), keys))  # reads it afresh
+    assert row.get().equity == Decimal(100000)
 
 
-def test_cycles_start_on_a_cadence_that_leaves_room_for_the_read_and_an_overrun_is_followed_at_once():
+@pytest.fixture
+def clock(monkeypatch) -> VirtualClock:
+    """The monitor's clock and sleeps, virtual: when each read begins is exact."""
+    clock = VirtualClock()
+    monkeypatch.setattr(importlib.import_module(Monitor.__module__), "time", clock)
+    return clock
+
+
+class TimedReads:
+    """The simulator's terminal, where each bulk read takes the next of `durations` in virtual
+    seconds (None: the read fails), and says when it began and ended."""
+
+    def __init__(self, clock: VirtualClock, durations: list[float | None]) -> None:
+        self.clock, self.durations = clock, durations
+        self.reads: list[tuple[float, float]] = []
+
+    def account_snapshots(self, keys):
+        began, took = self.clock.now, self.durations.pop(0)
+        self.clock.advance(took or 0.0)
+        self.reads.append((began, self.clock.now))
+        if took is None:
+            raise GatewayUnavailable("terminal down")
+        return get_gateway().account_snapshots(keys)
+
+
+def test_cycles_start_on_a_cadence_that_leaves_room_for_the_read_and_an_overrun_is_followed_at_once(
+    trader, clock, monkeypatch
+):
+    terminal = TimedReads(clock, [None, 0.04, 0.04, 0.6, 0.04, 0.04])
+    monitor = Monitor(monitor_id="solo", interval=0.5, gateway_factory=lambda: terminal)
+    watched = monitor.watched
+
+    def watched_in_10_ms():  # each read begins 10 ms after its cycle was due
+        clock.advance(0.01)
+        return watched()
+
+    monkeypatch.setattr(monitor, "watched", watched_in_10_ms)
+    monitor.run(iterations=6)
+    began, ended = [b for b, _ in terminal.reads], [e for _, e in terminal.reads]
+    # Nothing read yet (the read failed): one interval, start to start.
+    assert began[1] - began[0] == pytest.approx(0.5)
+    # Reads begin 10 ms late and take 40 ms: the next read ends one interval after this one began,
+    # so a price move just after a read began is seen within one interval.
+    assert ended[2] - began[1] == pytest.approx(0.5)
+    assert began[3] - began[2] == pytest.approx(began[2] - began[1])  # and so on, while reads take as long
+    # A cycle that overran (a 600 ms read) is followed at once by the next (its account list, then its read).
+    assert ended[3] - began[3] == pytest.approx(0.6)
+    assert began[4] - ended[3] == pytest.approx(0.01)
+    # However slow the recent reads, never closer than half an interval.
+    assert began[5] - began[4] == pytest.approx(0.25)
+
+
+def test_answering_a_finished_command_never_delays_the_next_cycle(monkeypatch, clock):
     monitor = Monitor(monitor_id="solo", interval=0.5)
-    # Nothing read yet: one interval, start to start.
-    assert monitor.next_start(due=100.0, finished=100.1) == pytest.approx(100.5)
-    # Reads began 10 ms after the cycle was due and took up to 40 ms: the next read ends at most
-    # one interval after this one began.
-    monitor._first_read, monitor._longest_read = 100.01, 0.04
-    monitor._lags.extend([0.03, 0.05])
-    start = monitor.next_start(due=100.0, finished=100.1)
-    assert start == pytest.approx(100.01 + 0.5 - 0.05)
-    assert start + 0.05 - monitor._first_read <= 0.5
-    # A cycle that overran starts the next at once.
-    assert monitor.next_start(due=100.0, finished=100.9) == pytest.approx(100.9)
-    # However slow the reads, never closer than half an interval.
-    monitor._lags.append(0.45)
-    assert monitor.next_start(due=100.0, finished=100.1) == pytest.approx(100.25)
+    answered: list[tuple[float, float]] = []
 
+    def requested(monitors) -> int:  # a finished command to answer every time; answering takes 50 ms
+        began = clock.now
+        clock.advance(0.05)
+        answered.append((began, clock.now))
+        return 1
 
-def test_answering_a_finished_command_never_delays_the_next_cycle(monkeypatch):
-    import time
-
-    monitor = Monitor(monitor_id="solo", interval=0.5)
-    calls: list[float] = []
-    monkeypatch.setattr(monitor, "requested", lambda monitors: calls.append(time.monotonic()) or 0)
-    monitor._answers.append(0.05)  # answering takes up to 50 ms
-    deadline = time.monotonic() + 0.12
+    monkeypatch.setattr(monitor, "requested", requested)
+    deadline = clock.now + 0.13
     monitor.wait_until(deadline)
-    assert calls and all(deadline - at > 0.05 for at in calls)
-    assert time.monotonic() >= deadline
+    # Two answers (from 0 and 50 ms); a third, begun at 100 ms, would have ended 20 ms past the deadline.
+    assert len(answered) == 2
+    assert all(ended <= deadline for _, ended in answered)
+    assert clock.now == pytest.approx(deadline)  # the cycle starts when it is due: not before, not after
