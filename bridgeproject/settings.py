@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "alerts",
     "tenancy",
     "policies",
     "callbacks",
@@ -128,6 +129,9 @@ LARAVEL_PROTECTIVE_ACTIONS_PATH = env.str(
 )
 LARAVEL_COMMAND_RESULTS_PATH = env.str("LARAVEL_COMMAND_RESULTS_PATH", default="/api/internal/mt5/command-results")
 BRIDGE_ENVIRONMENT = env.str("BRIDGE_ENVIRONMENT", default="prod")
+# Where operators are alerted (apprise URLs, space- or comma-separated: mailto://, slack://,
+# msteams://, tgram://, json://...). Empty: alerts are only shown in the panel.
+ALERT_URLS = env.str("ALERT_URLS", default="")
 CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=10.0)
 # Retried with exponential backoff and jitter for at least this long, then dead-lettered.
 CALLBACK_RETRY_HOURS = env.float("CALLBACK_RETRY_HOURS", default=24.0)

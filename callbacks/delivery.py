@@ -47,6 +47,8 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from bridgeproject import context
 from bridgeproject.jsonutil import utc_iso
 from callbacks import signing
@@ -333,6 +335,17 @@ def attempt(
             )
         else:
             logger.error("callback dead-lettered after its retry window", extra={**extra, "error": response.error})
+        if outcome == CallbackAttempt.Outcome.DEAD:
+            alert_raise(
+                kind=Alert.Kind.CALLBACK_DEAD,
+                subject=f"callback:{delivery.pk}",
+                title=f"Callback {delivery.request_type} for account {delivery.account.login} dead-lettered",
+                body=(
+                    f"Laravel answered {response.status_code or response.error}. The callback is kept and can be "
+                    f"re-sent from the panel (Callbacks, id {delivery.pk}); later callbacks are delivered."
+                ),
+                tenant_id=delivery.tenant.tenant_id,
+            )
         return outcome
 
 

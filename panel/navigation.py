@@ -48,6 +48,7 @@ def sidebar(request: HttpRequest) -> list[dict[str, Any]]:
             "title": "Panel",
             "items": [
                 {"title": "Dashboard", "icon": "dashboard", "link": reverse("admin:index")},
+                _model("Alerts", "notifications_active", "alerts", "alert"),
                 _page("Payload builder", "construction", "panel:builder", "panel.use_builder"),
                 _model("Test payloads", "science", "panel", "librarypayload"),
                 _page("Environment", "monitor_heart", "panel:environment", "panel.view_environment"),

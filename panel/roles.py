@@ -22,6 +22,7 @@ _KEEP = ("view", "add", "change", "delete")
 # (app_label, model_name) -> actions, per group.
 ROLE_MODEL_PERMISSIONS: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {
     OPERATORS: {
+        ("alerts", "alert"): ("view", "change"),  # change: acknowledge
         ("tenancy", "tenant"): _VIEW,
         ("tenancy", "apitoken"): _VIEW,
         ("policies", "tradingaccount"): _VIEW,
@@ -82,7 +83,10 @@ def sync_roles(apps: Any) -> None:
     for group_name in (OPERATORS, SUPPORT):
         wanted = []
         for (app_label, model), actions in ROLE_MODEL_PERMISSIONS[group_name].items():
-            verbose_name = apps.get_model(app_label, model)._meta.verbose_name
+            try:
+                verbose_name = apps.get_model(app_label, model)._meta.verbose_name
+            except LookupError:  # a model newer than the migration running this (a later one adds it)
+                continue
             for action in actions:
                 wanted.append(permission(app_label, model, f"{action}_{model}", f"Can {action} {verbose_name}"))
         for codename in ROLE_PANEL_PERMISSIONS[group_name]:

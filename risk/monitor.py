@@ -44,6 +44,7 @@ from risk.engine import (
     watched_accounts,
     watched_version,
 )
+from risk.watchdog import Watchdog
 
 logger = logging.getLogger("bridge.risk")
 
@@ -233,12 +234,14 @@ def sweep_forever(stop: threading.Event, *, every: float = SWEEP_EVERY.total_sec
     Re-ringing a backlog's commands takes one transaction each: on the monitor's own loop that
     could hold a cycle up for seconds, and with it the detection of a breach.
     """
+    watchdog = Watchdog()
     while not stop.wait(every):
         try:
             close_old_connections()
             requeued = sweep_stuck()
             if requeued:
                 logger.warning("sweeper re-queued commands", extra={"count": requeued})
+            watchdog.check()
         except Exception:  # PostgreSQL restarting: drop the connection and try on the next turn
             logger.exception("the sweeper failed; it tries again")
             connection.close()

@@ -29,6 +29,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from bridgeproject import context
 from bridgeproject.jsonutil import jsonable, utc_iso
 from callbacks.services import callback_enqueue
@@ -334,9 +336,17 @@ def _pursue_one(
     if late and action.alerted_at is None:
         action.alerted_at = now
         action.save(update_fields=["alerted_at"])
-        logger.error(
-            "protective action goal not reached in time",
-            extra={"action_id": str(action.action_id), "goal": action.goal, "attempts": action.attempt_count},
+        alert_raise(
+            kind=Alert.Kind.PROTECTION_LATE,
+            subject=f"action:{action.action_id}",
+            title=f"Account {account.login}: {action.get_goal_display()} not reached after "
+            f"{action.attempt_count} attempts",
+            body=(
+                f"{action.rule_key} ({action.scope}, policy v{action.policy_version}) was breached at "
+                f"{utc_iso(action.detection_timestamp)}; the goal still does not hold on MT5 "
+                f"(last answer: {action.mt5_response or action.error_message or 'none yet'}). The bridge keeps trying."
+            ),
+            tenant_id=account.tenant.tenant_id,
         )
     if may_attempt and (
         action.attempt_count == 0

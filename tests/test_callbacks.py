@@ -539,6 +539,10 @@ def test_alices_report_that_laravel_refuses_for_good_is_dead_lettered_and_her_ne
     (logged,) = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
     assert logged.levelno == logging.ERROR and logged.status_code == status and str(status) in logged.getMessage()
     assert callbacks_health()["dead_letters"] == 1
+    from alerts.models import Alert
+
+    (alert,) = Alert.objects.filter(kind=Alert.Kind.CALLBACK_DEAD)
+    assert alert.subject == f"callback:{bad.pk}" and alert.tenant_id == account_1.tenant.tenant_id
 
     # Visible and re-sendable: once Laravel takes it, the re-send delivers the same callback.
     refused.clear()

@@ -40,6 +40,7 @@ from tests.test_panel_personas import (  # noqa: F401  (fixtures)
 )
 
 OPERATOR_MODELS = {
+    "alerts.alert",
     "tenancy.tenant",
     "tenancy.apitoken",
     "policies.tradingaccount",
@@ -378,7 +379,7 @@ def tess_urls(world: World) -> list[str]:
     urls = [changelist(label) for label in OPERATOR_MODELS]
     urls += [
         f"{changelist(label)}?tenant={world.tenant_2.pk}"
-        for label in OPERATOR_MODELS - {"policies.monitorheartbeat", "tenancy.tenant"}
+        for label in OPERATOR_MODELS - {"policies.monitorheartbeat", "tenancy.tenant", "alerts.alert"}
     ]
     urls += [f"{changelist('commands.command')}?q={T2_COMMAND}", f"{changelist('policies.tradingaccount')}?q=77770002"]
     urls += [change(own) for own, _ in pairs(world).values() if own is not None]

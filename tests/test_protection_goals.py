@@ -184,6 +184,10 @@ def test_a_late_goal_is_reported_with_its_outcome_so_far(trader, settings):
     assert action.alerted_at is not None
     assert action.goal_met_at is None
     assert reports()[-1]["execution_status"] == "failed"
+    from alerts.models import Alert
+
+    (alert,) = Alert.objects.filter(kind=Alert.Kind.PROTECTION_LATE)
+    assert alert.subject == f"action:{action.action_id}" and str(LOGIN) in alert.title
 
 
 def test_a_tenant_cannot_send_a_command_id_the_bridge_reserves(trader):

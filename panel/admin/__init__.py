@@ -10,6 +10,7 @@ django.contrib.auth and django-q2, which `users` and `tasks` replace.
 
 from panel.admin import (  # noqa: F401 (imported to register)
     accounts,
+    alerts,
     callbacks,
     commands,
     execution,

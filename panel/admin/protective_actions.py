@@ -107,9 +107,20 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Protective
     )
     WHEN = ("detection_timestamp", "execution_timestamp", "created_at")
     OUTCOME = ("execution_status", "mt5_response", "error_message", "positions_table")
-    readonly_fields = (*WHAT, *WHY, *WHEN, *OUTCOME, "command_detail", "report_detail")
+    GOAL = (
+        "action_id",
+        "goal",
+        "goal_met_at",
+        "attempt_count",
+        "attempt_ended_at",
+        "next_attempt_at",
+        "report_sequence",
+        "alerted_at",
+    )
+    readonly_fields = (*WHAT, *WHY, *WHEN, *OUTCOME, *GOAL, "command_detail", "report_detail")
     fieldsets = (
         ("What happened", {"fields": WHAT}),
+        ("The goal, pursued until MT5 shows it holding", {"fields": GOAL}),
         ("Why: the numbers", {"fields": WHY}),
         ("When (UTC)", {"fields": WHEN}),
         ("Outcome", {"fields": OUTCOME}),
