@@ -356,7 +356,11 @@ def risk_evaluate_snapshots(
         current = found.get(account_pk)
         if current is None:
             return  # removed since the cycle began
-        outcome = risk_evaluate_snapshot(account=current, mt5=mt5, now=now)
+        try:
+            outcome = risk_evaluate_snapshot(account=current, mt5=mt5, now=now)
+        except Exception:  # one account's failure never holds up the others' protection
+            logger.exception("evaluation failed", extra={"account": current.login})
+            return
         evaluated += outcome.evaluated
         breaches += outcome.breaches
         actions += outcome.actions
@@ -429,8 +433,12 @@ def risk_evaluate_snapshots(
     if to_pursue:
         current = fresh.in_bulk([pk for pk, _ in to_pursue])
         for pk, mt5 in to_pursue:
-            if pk in current:
+            if pk not in current:
+                continue
+            try:
                 actions += protection.pursue(account=current[pk], actions=pursued[pk], snapshot=mt5, now=now)
+            except Exception:  # one account's failure never holds up the others' protection
+                logger.exception("protective goal check failed", extra={"account": current[pk].login})
     if refreshed:
         sql.write_figures(refreshed, now)
     if samples:

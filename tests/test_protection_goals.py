@@ -196,3 +196,31 @@ def test_a_tenant_cannot_send_a_command_id_the_bridge_reserves(trader):
     response = trader.post("mt5/commands", body)
     assert response.status_code == 422
     assert response.json()["code"] == "reserved_command_id"
+
+
+def test_bobs_account_failing_to_evaluate_never_holds_up_alices_protection(trader, bob, tenant_2, monkeypatch):
+    from execution.simulator.service import sim_account_create
+    from risk import engine, protection
+
+    # Bob's account breaches in the same batch, is judged first, and acting on it fails.
+    sim_account_create(login=7001, balance=100000, server=SERVER)
+    policy = fresh("policy_snapshot", tenant_id=tenant_2.tenant_id)
+    policy["actor"]["account_login"] = 7001
+    policy["payload"]["daily_starting_balance_date"] = timezone.now().date().isoformat()
+    assert bob.post("mt5/policies", policy).status_code == 200
+    open_buy(bob, 1.0, login=7001, tenant_id=tenant_2.tenant_id)
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    raise_ = protection.protective_action_raise
+
+    def failing_for_bob(*, account, **kwargs):
+        if account.login == 7001:
+            raise RuntimeError("bob's account cannot be acted on")
+        return raise_(account=account, **kwargs)
+
+    monkeypatch.setattr(protection, "protective_action_raise", failing_for_bob)
+    accounts = sorted(engine.watched_accounts(), key=lambda a: a.login != 7001)  # bob's first
+    keys = [(a.login, a.server) for a in accounts]
+    engine.risk_evaluate_snapshots(accounts=accounts, snapshots=engine.read_accounts(get_gateway(), keys))
+    assert ProtectiveAction.objects.filter(account__login=LOGIN).exists()
+    assert not ProtectiveAction.objects.filter(account__login=7001).exists()

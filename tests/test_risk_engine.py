@@ -40,8 +40,9 @@ def evaluate():
     return risk_evaluate_account(account=account(), gateway=get_gateway())
 
 
-def open_buy(api, volume: float = 1.0) -> int:
-    body = fresh("close_positions")
+def open_buy(api, volume: float = 1.0, *, login: int = LOGIN, tenant_id: str = "tenant_1") -> int:
+    body = fresh("close_positions", tenant_id=tenant_id)
+    body["actor"]["account_login"] = login
     body["payload"] = {
         "command_id": f"open-{timezone.now().timestamp()}",
         "command_type": "open_position",
@@ -52,7 +53,7 @@ def open_buy(api, volume: float = 1.0) -> int:
     api.post("mt5/commands", body)
     command = Command.objects.get(command_id=body["payload"]["command_id"])
     assert command_execute(command.pk) == State.SUCCEEDED
-    return get_gateway().account_snapshot(LOGIN, SERVER).positions[-1].ticket
+    return get_gateway().account_snapshot(login, SERVER).positions[-1].ticket
 
 
 def run_fast_lane() -> list[str]:
