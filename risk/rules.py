@@ -603,38 +603,31 @@ def enforcement(view: AccountView, evaluation: Evaluation, since: datetime) -> t
     if evaluation.trading_block != "trading_disabled":
         return ()
     closes = tuple(
-        Breach(
-            rule_key="trading_disabled",
-            scope=f"ticket:{p.ticket}",
-            threshold_used=Decimal(0),
-            floor_or_limit=Decimal(0),
-            measured=p.loss,
-            ticket=p.ticket,
-            action="close_position",
-            enabled=True,
-            hard=False,
-            violation_count=None,
-        )
+        _enforced(f"ticket:{p.ticket}", p.ticket, "close_position", p.loss)
         for p in view.positions
         if p.opened_at is None or p.opened_at >= since
     )
     cancels = tuple(
-        Breach(
-            rule_key="trading_disabled",
-            scope=f"order:{ticket}",
-            threshold_used=Decimal(0),
-            floor_or_limit=Decimal(0),
-            measured=Decimal(0),
-            ticket=ticket,
-            action="cancel_order",
-            enabled=True,
-            hard=False,
-            violation_count=None,
-        )
+        _enforced(f"order:{ticket}", ticket, "cancel_order", Decimal(0))
         for ticket, placed_at in view.orders
         if placed_at >= since
     )
     return closes + cancels
+
+
+def _enforced(scope: str, ticket: int, action: Action, measured: Decimal) -> Breach:
+    return Breach(
+        rule_key="trading_disabled",
+        scope=scope,
+        threshold_used=Decimal(0),
+        floor_or_limit=Decimal(0),
+        measured=measured,
+        ticket=ticket,
+        action=action,
+        enabled=True,
+        hard=False,
+        violation_count=None,
+    )
 
 
 def _breach(
