@@ -168,6 +168,12 @@ COMMAND_RETRY_BACKOFF_SECONDS = [
     for x in env.list("COMMAND_RETRY_BACKOFF_SECONDS", default=["0.05", "0.1", "0.2", "0.4", "0.8", "1.6", "2"])
 ]
 
+# MT5 stamps every time in the broker server's wall clock (UTC + an offset no API field gives).
+# The adapter learns the offset from ticks and falls back to this when none is fresh (market
+# closed); the simulator's server runs this many hours ahead of UTC, as an EET broker does.
+MT5_SERVER_UTC_OFFSET_HOURS = env.float("MT5_SERVER_UTC_OFFSET_HOURS", default=2.0)
+SIM_SERVER_UTC_OFFSET_HOURS = env.float("SIM_SERVER_UTC_OFFSET_HOURS", default=2.0)
+
 MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
 MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")
 MT5_LOGIN = env.int("MT5_LOGIN", default=0)

@@ -553,7 +553,8 @@ def test_concurrent_orders_on_one_account_get_unique_tickets_and_a_consistent_ba
 # --- the precompiled statements -------------------------------------------------------------------
 def test_it_answers_with_every_column_a_symbol_row_shares_with_symbol_info(terminal):
     """Symbols are read whole by a hand-written statement: each SimSymbol column that SymbolInfo
-    also names (and the quote's time) comes back as the table holds it now, in its own field."""
+    also names (and the quote's time, in server time) comes back as the table holds it now, in
+    its own field."""
     row = SimSymbol.objects.get(name="EURUSD")
     shared = [
         f.attname for f in SimSymbol._meta.concrete_fields if f.attname in SymbolInfo._fields and f.attname != "name"
@@ -572,8 +573,10 @@ def test_it_answers_with_every_column_a_symbol_row_shares_with_symbol_info(termi
     for name in shared:
         value = changed[name]
         assert getattr(info, name) == (float(value) if isinstance(value, Decimal) else value), name
-    assert info.time == changed["price_time_msc"] // 1000
-    assert terminal.symbol_info_tick("EURUSD").time_msc == changed["price_time_msc"]
+    # The quote's time as the terminal shows every time: the server's wall clock (UTC + 2 h).
+    shown = changed["price_time_msc"] + 2 * 3600 * 1000
+    assert info.time == shown // 1000
+    assert terminal.symbol_info_tick("EURUSD").time_msc == shown
 
 
 def test_it_trades_against_the_account_position_and_symbol_rows_as_they_stand(terminal, alice_account):

@@ -83,7 +83,8 @@ class Request:
 
 def to_seconds(value: Any, name: str) -> int:
     if isinstance(value, datetime):
-        # Naive datetimes are taken as UTC: the simulated server runs on UTC.
+        # A datetime counts by its timestamp (a naive one as UTC), and that number is read as
+        # the server's wall clock, as the MetaTrader5 module does: pass server time, not UTC.
         return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     if isinstance(value, int | float) and not isinstance(value, bool):
         return int(value)

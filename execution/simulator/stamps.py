@@ -1,10 +1,16 @@
 """What the trade server stamps on each row it writes: tickets from the counter every process
-shares, and times in epoch milliseconds.
+shares, and times in epoch milliseconds (UTC).
+
+The rows keep UTC; the terminal shows every time in the server's wall clock, as MT5 does:
+UTC + ``SIM_SERVER_UTC_OFFSET_HOURS``, written as if it were a Unix timestamp
+(``server_msc``), and reads the dates it is given the same way.
 """
 
 from __future__ import annotations
 
 import time
+
+from django.conf import settings
 
 from execution.models import SimTicketSequence
 from execution.simulator import sql
@@ -15,6 +21,16 @@ TICKET_START = 50_000_000
 
 def now_msc() -> int:
     return time.time_ns() // 1_000_000
+
+
+def server_offset_msc() -> int:
+    """How far the simulated server's wall clock runs ahead of UTC, in milliseconds."""
+    return round(float(getattr(settings, "SIM_SERVER_UTC_OFFSET_HOURS", 0)) * 3_600_000)
+
+
+def server_msc(utc: int, offset: int) -> int:
+    """A stored UTC time as the terminal shows it; 0 (no time: an open order's ``time_done``) stays 0."""
+    return utc + offset if utc else 0
 
 
 def allocate_tickets(count: int) -> list[int]:

@@ -2,7 +2,10 @@
 
 One instance behaves like one terminal: it is initialised, logged into one account at a
 time, and answers with the real module's namedtuples, constants and failure convention
-(``None`` plus ``last_error()``). Its trade requests go to the trade server (``server``),
+(``None`` plus ``last_error()``). Like MT5 it shows every time (ticks, positions, orders, deals,
+symbols) in the trade server's wall clock, UTC + ``SIM_SERVER_UTC_OFFSET_HOURS`` written as if
+it were a Unix timestamp, and reads the dates it is given (history windows) the same way; the
+rows underneath keep UTC (``stamps``). Its trade requests go to the trade server (``server``),
 which every process shares through the database; so do its reads.
 """
 
@@ -20,6 +23,7 @@ from execution.simulator import faults, pricing, sql
 from execution.simulator.pricing import ZERO
 from execution.simulator.request import InvalidArgument, Request, dec, to_seconds
 from execution.simulator.server import BUY_TYPES, Outcome, TradeServer
+from execution.simulator.stamps import server_msc, server_offset_msc
 from execution.simulator.symbols import read_symbols
 from execution.simulator.types import (
     AccountInfo,
@@ -257,6 +261,7 @@ class SimulatedMetaTrader5:
         for order in open_orders.select_related("symbol").order_by("time_setup_msc", "ticket"):
             orders[order.account_id].append(order)
         quotes = Valuation.quotes(row.symbol for row in rows)
+        offset = server_offset_msc()
         out = {}
         for values in accounts:
             account = sql.BulkAccountRow(*values)
@@ -267,22 +272,23 @@ class SimulatedMetaTrader5:
                 current, value = valuation.value(position, quotes)
                 floating += value + position.swap
                 margin += valuation.margin(position.symbol, position.volume, current, quotes)
-                tuples.append(self._bulk_position_tuple(position, current, value))
+                tuples.append(self._bulk_position_tuple(position, current, value, offset))
             info = self._account_tuple(account, floating, margin)
             out[(account.login, account.server)] = (
                 info,
                 tuple(tuples),
-                tuple(self._order_tuple(o) for o in orders[account.id]),
+                tuple(self._order_tuple(o, offset) for o in orders[account.id]),
             )
         self._ok()
         return out
 
     @staticmethod
-    def _bulk_position_tuple(p: sql.PositionRow, current: Decimal, value: Decimal) -> TradePosition:
+    def _bulk_position_tuple(p: sql.PositionRow, current: Decimal, value: Decimal, offset: int) -> TradePosition:
         """``_position_tuple`` for a position sim_bulk_state has valued already."""
+        opened, updated = server_msc(p.time_msc, offset), server_msc(p.time_update_msc, offset)
         return TradePosition(
-            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
-            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            ticket=p.ticket, time=opened // 1000, time_msc=opened, time_update=updated // 1000,
+            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
             price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
             comment=p.comment, external_id=p.external_id,
@@ -301,7 +307,7 @@ class SimulatedMetaTrader5:
                 tick_value = float(s.trade_contract_size * s.point * rate)
             except LookupError:
                 tick_value = 0.0
-        seconds = s.price_time_msc // 1000
+        seconds = server_msc(s.price_time_msc, server_offset_msc()) // 1000
         return SymbolInfo(
             custom=False, chart_mode=c.SYMBOL_CHART_MODE_BID, select=s.name not in self._hidden,
             visible=s.name not in self._hidden, session_deals=0, session_buy_orders=0, session_sell_orders=0,
@@ -361,10 +367,11 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_NOT_FOUND)
             return None
         s = rows[0]
+        stamp = server_msc(s.price_time_msc, server_offset_msc())
         self._ok()
         return Tick(
-            time=s.price_time_msc // 1000, bid=float(s.bid), ask=float(s.ask), last=0.0, volume=0,
-            time_msc=s.price_time_msc, flags=c.TICK_FLAG_BID | c.TICK_FLAG_ASK, volume_real=0.0,
+            time=stamp // 1000, bid=float(s.bid), ask=float(s.ask), last=0.0, volume=0,
+            time_msc=stamp, flags=c.TICK_FLAG_BID | c.TICK_FLAG_ASK, volume_real=0.0,
         )  # fmt: skip
 
     def symbol_select(self, symbol: str, enable: bool = True) -> bool:
@@ -378,11 +385,12 @@ class SimulatedMetaTrader5:
         return True
 
     # --- positions and orders ---------------------------------------------------------------
-    def _position_tuple(self, p: sql.PositionRow, quotes: pricing.QuoteSource) -> TradePosition:
+    def _position_tuple(self, p: sql.PositionRow, quotes: pricing.QuoteSource, offset: int) -> TradePosition:
         current, value = self._valuation.value(p, quotes)
+        opened, updated = server_msc(p.time_msc, offset), server_msc(p.time_update_msc, offset)
         return TradePosition(
-            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
-            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            ticket=p.ticket, time=opened // 1000, time_msc=opened, time_update=updated // 1000,
+            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
             price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
             comment=p.comment, external_id=p.external_id,
@@ -406,14 +414,18 @@ class SimulatedMetaTrader5:
             row for row in sql.position_rows_of(account_id, ticket=ticket, symbol=symbol) if matches(row.symbol.name)
         ]
         quotes = Valuation.quotes(p.symbol for p in rows)
+        offset = server_offset_msc()
         self._ok()
-        return tuple(self._position_tuple(p, quotes) for p in rows)
+        return tuple(self._position_tuple(p, quotes, offset) for p in rows)
 
-    def _order_tuple(self, o: SimOrder | sql.OrderRow) -> TradeOrder:
+    def _order_tuple(self, o: SimOrder | sql.OrderRow, offset: int) -> TradeOrder:
+        """An order as the terminal shows it. ``time_expiration`` is stored as the request gave
+        it, which was already the server's wall clock."""
         current = o.symbol.ask if o.type in BUY_TYPES else o.symbol.bid
+        setup, done = server_msc(o.time_setup_msc, offset), server_msc(o.time_done_msc, offset)
         return TradeOrder(
-            ticket=o.ticket, time_setup=o.time_setup_msc // 1000, time_setup_msc=o.time_setup_msc,
-            time_done=o.time_done_msc // 1000, time_done_msc=o.time_done_msc, time_expiration=o.time_expiration,
+            ticket=o.ticket, time_setup=setup // 1000, time_setup_msc=setup,
+            time_done=done // 1000, time_done_msc=done, time_expiration=o.time_expiration,
             type=o.type, type_time=o.type_time, type_filling=o.type_filling, state=o.state, magic=o.magic,
             position_id=o.position_id, position_by_id=o.position_by_id, reason=o.reason,
             volume_initial=float(o.volume_initial), volume_current=float(o.volume_current),
@@ -442,19 +454,24 @@ class SimulatedMetaTrader5:
             for row in sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=symbol)
             if matches(row.symbol.name)
         ]
+        offset = server_offset_msc()
         self._ok()
-        return tuple(self._order_tuple(o) for o in rows)
+        return tuple(self._order_tuple(o, offset) for o in rows)
 
     # --- history ----------------------------------------------------------------------------
     def _history_window(
         self, date_from: Any, date_to: Any, ticket: int | None, position: int | None
     ) -> tuple[int, int] | None:
-        """Epoch-ms bounds; ``None`` when a ticket/position query makes the dates irrelevant."""
+        """The stored (UTC) epoch-ms bounds of dates given in the server's wall clock, as MT5
+        reads them: a window that ends at UTC's now misses the last ``offset`` hours. ``None``
+        when a ticket/position query makes the dates irrelevant."""
         if ticket is not None or position is not None:
             return None
         if date_from is None or date_to is None:
             raise InvalidArgument("Invalid arguments")
-        return to_seconds(date_from, "date_from") * 1000, to_seconds(date_to, "date_to") * 1000 + 999
+        offset = server_offset_msc()
+        since = to_seconds(date_from, "date_from") * 1000 - offset
+        return since, to_seconds(date_to, "date_to") * 1000 + 999 - offset
 
     def history_orders_get(
         self,
@@ -478,8 +495,9 @@ class SimulatedMetaTrader5:
             for row in sql.order_rows(account_id, is_open=False, window=window, position=position, ticket=ticket)
             if matches(row.symbol.name)
         ]
+        offset = server_offset_msc()
         self._ok()
-        return tuple(self._order_tuple(o) for o in rows)
+        return tuple(self._order_tuple(o, offset) for o in rows)
 
     def history_orders_total(self, date_from: Any, date_to: Any) -> int | None:
         orders = self.history_orders_get(date_from, date_to)
@@ -503,15 +521,17 @@ class SimulatedMetaTrader5:
             return None
         rows = sql.deal_rows(account_id, window=window, ticket=ticket, position=position)
         matches = _group_matcher(group)
-        deals = tuple(self._deal_tuple(row) for row in rows if not group or matches(row[sql.DEAL_SYMBOL_AT]))
+        offset = server_offset_msc()
+        deals = tuple(self._deal_tuple(row, offset) for row in rows if not group or matches(row[sql.DEAL_SYMBOL_AT]))
         self._ok()
         return deals
 
     @staticmethod
-    def _deal_tuple(row: tuple[Any, ...]) -> TradeDeal:
+    def _deal_tuple(row: tuple[Any, ...], offset: int) -> TradeDeal:
         """A row of ``_deals_select``: TradeDeal's columns in its order, ``time`` left out."""
         (ticket, order, time_msc, type_, entry, magic, position_id, reason, volume, price, commission, swap, profit,
          fee, symbol, comment, external_id) = row  # fmt: skip
+        time_msc = server_msc(time_msc, offset)
         return TradeDeal(
             ticket=ticket, order=order, time=time_msc // 1000, time_msc=time_msc, type=type_, entry=entry,
             magic=magic, position_id=position_id, reason=reason, volume=float(volume), price=float(price),
@@ -623,6 +643,7 @@ class SimulatedMetaTrader5:
         return TradeServer(account_id, self._valuation, reason=reason)
 
     # --- unsupported market data (the module has them; the bridge does not need them) ----------
+    # (Their dates would be the server's wall clock too, like the history functions'.)
     def _unsupported(self, *args: Any, **kwargs: Any) -> None:
         self._fail(c.RES_E_UNSUPPORTED)
 

@@ -11,8 +11,9 @@ the module's known traps (ARCHITECTURE.md, "Known pitfalls"):
 - the filling mode must match the symbol's ``filling_mode`` bitmask, for closes too;
 - ``order_send`` returning ``None`` after the request may have left is never retried here:
   the result says ``maybe_executed`` and the caller reconciles by tag (magic + comment);
-- MT5 timestamps are the server's wall clock, which is often UTC+2/3 although the module
-  presents them as UTC, so history windows are padded by a day on each side.
+- MT5 timestamps are the server's wall clock (often UTC+2/3) written as if they were Unix
+  timestamps, and history dates are read the same way: the adapter learns the offset from
+  ticks (``servertime``), returns UTC datetimes and asks history windows in server time.
 
 One lock per adapter serialises terminal calls: the module is one IPC channel whose logged-in
 account is shared state.
@@ -29,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from execution.adapters.official.conversion import choose_filling
+from execution.adapters.official.servertime import ServerClock
 from execution.adapters.official.session import PasswordFor
 from execution.adapters.official.trading import Trading
 from execution.gateway import Gateway
@@ -48,9 +50,12 @@ class OfficialGateway(Trading, Gateway):
         magic: int,
         backend: str = "official",
         verify_account: bool = True,
+        server_utc_offset_hours: float | None = None,
     ) -> None:
         """``verify_account`` re-reads ``account_info().login`` before each trade, for terminals
-        another process may switch to another account; a private terminal can skip it."""
+        another process may switch to another account; a private terminal can skip it.
+        ``server_utc_offset_hours`` is the server clock's offset until ticks have taught it
+        (default: ``MT5_SERVER_UTC_OFFSET_HOURS``)."""
         self.mt5 = mt5_module
         self.terminal_path = terminal_path or None
         self.password_for = password_for
@@ -60,6 +65,12 @@ class OfficialGateway(Trading, Gateway):
         self._lock = threading.RLock()
         self._initialized = False
         self._current: tuple[int, str] | None = None
+        if server_utc_offset_hours is None:
+            from django.conf import settings
+
+            server_utc_offset_hours = float(getattr(settings, "MT5_SERVER_UTC_OFFSET_HOURS", 0.0))
+        self._clock = ServerClock(server_utc_offset_hours)
+        self._probes: list[str] = []
         # Entry commission and entry volume per (login, server, position ticket): they never
         # change once the position is open, so the deal history is read once per position.
         # Per account, each open position's (entry commission, entry lots): read once from history.

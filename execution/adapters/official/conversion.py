@@ -1,7 +1,10 @@
 """Conversions between the MetaTrader5 module's values and the gateway's: its result
-namedtuples into the gateway's dataclasses (floats into ``Decimal``, epoch milliseconds into
-UTC datetimes, codes into names), its retcodes into ``TradeResult``s, and the filling mode a
-request needs.
+namedtuples into the gateway's dataclasses (floats into ``Decimal``, the server's wall-clock
+times into UTC datetimes, codes into names), its retcodes into ``TradeResult``s, history
+windows into the server's wall clock, and the filling mode a request needs.
+
+Every MT5 time is the trade server's wall clock written as if it were a Unix timestamp; the
+``offset`` these functions take is how far that clock runs ahead of UTC (``servertime``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from execution.gateway import (
 )
 from execution.simulator import constants as c
 
-# Server clocks run ahead of UTC by a few hours; a day of padding covers every broker.
-HISTORY_PADDING = timedelta(days=1)
+# History windows are asked in the server's wall clock, padded on each side: an offset that
+# could not be learned yet (the fallback) may be off by a DST hour, or more when misconfigured,
+# and a deal missed by reconciliation would be an order sent twice.
+HISTORY_PADDING = timedelta(hours=3)
 
 ORDER_TYPE_NAMES = {
     c.ORDER_TYPE_BUY: "buy",
@@ -106,8 +111,9 @@ def optional_price(value: float) -> Decimal | None:
     return dec(value) if value else None
 
 
-def utc_ms(msc: int) -> datetime:
-    return datetime.fromtimestamp(msc / 1000, tz=UTC)
+def utc_ms(msc: int, offset: timedelta) -> datetime:
+    """An MT5 time in epoch ms of the server's wall clock, as a UTC datetime."""
+    return datetime.fromtimestamp(msc / 1000, tz=UTC) - offset
 
 
 def epoch(moment: datetime) -> int:
@@ -116,15 +122,17 @@ def epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def window(since: datetime) -> tuple[int, int]:
-    return epoch(since - HISTORY_PADDING), epoch(datetime.now(UTC) + HISTORY_PADDING)
+def window(since: datetime, offset: timedelta) -> tuple[int, int]:
+    """``history_*_get`` bounds from ``since`` (UTC) to now, in the server's wall clock, which is
+    how MT5 reads them (UTC bounds would miss the last ``offset`` hours), and padded."""
+    return epoch(since + offset - HISTORY_PADDING), epoch(datetime.now(UTC) + offset + HISTORY_PADDING)
 
 
 def side_of(order_type: int) -> Side:
     return "sell" if order_type % 2 else "buy"
 
 
-def to_symbol_info(raw: Any) -> SymbolInfo:
+def to_symbol_info(raw: Any, offset: timedelta) -> SymbolInfo:
     return SymbolInfo(
         name=raw.name,
         description=raw.description,
@@ -146,11 +154,11 @@ def to_symbol_info(raw: Any) -> SymbolInfo:
         currency_base=raw.currency_base,
         currency_profit=raw.currency_profit,
         currency_margin=raw.currency_margin,
-        quoted_at=datetime.fromtimestamp(int(raw.time), tz=UTC),
+        quoted_at=utc_ms(int(raw.time) * 1000, offset),
     )
 
 
-def to_position(raw: Any, digits: int, commission: Decimal) -> Position:
+def to_position(raw: Any, digits: int, commission: Decimal, offset: timedelta) -> Position:
     return Position(
         ticket=int(raw.ticket),
         symbol=raw.symbol,
@@ -165,11 +173,11 @@ def to_position(raw: Any, digits: int, commission: Decimal) -> Position:
         commission=commission,
         magic=int(raw.magic),
         comment=raw.comment,
-        opened_at=utc_ms(int(raw.time_msc)),
+        opened_at=utc_ms(int(raw.time_msc), offset),
     )
 
 
-def to_order(raw: Any) -> PendingOrder:
+def to_order(raw: Any, offset: timedelta) -> PendingOrder:
     return PendingOrder(
         ticket=int(raw.ticket),
         symbol=raw.symbol,
@@ -185,12 +193,12 @@ def to_order(raw: Any) -> PendingOrder:
         magic=int(raw.magic),
         comment=raw.comment,
         position_id=int(raw.position_id),
-        placed_at=utc_ms(int(raw.time_setup_msc)),
-        done_at=utc_ms(int(raw.time_done_msc)) if raw.time_done_msc else None,
+        placed_at=utc_ms(int(raw.time_setup_msc), offset),
+        done_at=utc_ms(int(raw.time_done_msc), offset) if raw.time_done_msc else None,
     )
 
 
-def to_deal(raw: Any, digits: int) -> Deal:
+def to_deal(raw: Any, digits: int, offset: timedelta) -> Deal:
     return Deal(
         ticket=int(raw.ticket),
         order=int(raw.order),
@@ -205,7 +213,7 @@ def to_deal(raw: Any, digits: int) -> Deal:
         swap=money(raw.swap, digits),
         magic=int(raw.magic),
         comment=raw.comment,
-        time=utc_ms(int(raw.time_msc)),
+        time=utc_ms(int(raw.time_msc), offset),
     )
 
 
@@ -216,9 +224,11 @@ def to_account_snapshot(
     raw_orders: Any,
     commissions: dict[int, Decimal],
     observed_at: datetime,
+    offset: timedelta,
 ) -> AccountSnapshot:
     """``account_info`` with its positions and pending orders, each position with its entry
-    commission (which the module's position does not carry)."""
+    commission (which the module's position does not carry). ``observed_at`` is the local UTC
+    clock when the terminal answered, not a server time."""
 
     def amount(value: float) -> Decimal:
         return money(value, digits)
@@ -236,8 +246,8 @@ def to_account_snapshot(
         margin_free=amount(info.margin_free),
         margin_level=dec(info.margin_level).quantize(Decimal("0.01")),
         profit=amount(info.profit),
-        positions=tuple(to_position(p, digits, commissions[int(p.ticket)]) for p in raw_positions),
-        orders=tuple(to_order(o) for o in raw_orders),
+        positions=tuple(to_position(p, digits, commissions[int(p.ticket)], offset) for p in raw_positions),
+        orders=tuple(to_order(o, offset) for o in raw_orders),
         observed_at=observed_at,
         trade_allowed=bool(info.trade_allowed) and bool(info.trade_expert),
     )

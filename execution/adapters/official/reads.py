@@ -53,9 +53,10 @@ class Reads(Session):
     def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None:
         with self._lock:
             raw = self._symbol_raw(login, server, symbol)
+            offset = self._server_offset()
         if raw is None:
             return None
-        return to_symbol_info(raw)
+        return to_symbol_info(raw, offset)
 
     def _commissions(self, login: int, server: str, raw_positions: Iterable[Any], digits: int) -> dict[int, Decimal]:
         """Each open position's entry commission, scaled to its remaining volume."""
@@ -63,8 +64,9 @@ class Reads(Session):
         known = self._entry_costs.get((login, server), {})
         missing = [p for p in positions if int(p.ticket) not in known]
         if missing:
-            since = min(utc_ms(int(p.time_msc)) for p in missing)
-            deals = self._read_list(login, server, "history_deals_get", *window(since))
+            offset = self._server_offset()
+            since = min(utc_ms(int(p.time_msc), offset) for p in missing)
+            deals = self._read_list(login, server, "history_deals_get", *window(since, offset))
             wanted = {int(p.ticket) for p in missing}
             found: dict[int, tuple[Decimal, Decimal]] = {}
             for deal in deals:
@@ -165,7 +167,8 @@ class Reads(Session):
         self._digits[(login, server)] = digits
         commissions = self._commissions(login, server, raw_positions, digits)
         observed_at = observed_at or datetime.now(UTC)
-        return to_account_snapshot(info, digits, raw_positions, raw_orders, commissions, observed_at)
+        offset = self._server_offset()
+        return to_account_snapshot(info, digits, raw_positions, raw_orders, commissions, observed_at, offset)
 
     def position(self, login: int, server: str, ticket: int) -> Position | None:
         """positions_get(ticket=...): a close needs its position, not the whole account."""
@@ -175,4 +178,5 @@ class Reads(Session):
             if not raw:
                 return None
             commissions = self._commissions(login, server, raw[:1], digits)
-        return to_position(raw[0], digits, commissions[int(raw[0].ticket)])
+            offset = self._server_offset()
+        return to_position(raw[0], digits, commissions[int(raw[0].ticket)], offset)

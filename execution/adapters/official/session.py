@@ -1,5 +1,6 @@
 """The terminal session under ``OfficialGateway``: ``initialize``, ``login`` into the account a
-call is for, one reconnect (shutdown, initialize, login) after an IPC error, and the health
+call is for, one reconnect (shutdown, initialize, login) after an IPC error, the server clock's
+offset from UTC (learned from ticks, looked at again after each reconnect), and the health
 check.
 
 One terminal holds one logged-in account, so every call first makes sure the requested
@@ -9,10 +10,15 @@ account is the logged-in one; ``None`` results carry their reason in ``last_erro
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from execution.adapters.official.servertime import ServerClock
 from execution.gateway import IPC_ERRORS, GatewayUnavailable
 from execution.simulator import constants as c
+
+# How many Market Watch symbols the server clock is learned from (the most recently quoted).
+CLOCK_PROBES = 4
 
 PasswordFor = Callable[[int, str], str | None]
 
@@ -29,6 +35,9 @@ class Session:
     _lock: Any
     _initialized: bool
     _current: tuple[int, str] | None
+    # The server's wall clock against UTC, and the symbols whose ticks teach it.
+    _clock: ServerClock
+    _probes: list[str]
 
     # --- connection -----------------------------------------------------------------------
     def _error(self) -> tuple[int, str]:
@@ -46,6 +55,9 @@ class Session:
             raise GatewayUnavailable(f"MT5 initialize failed: ({code}) {text}", code=code)
         self._initialized = True
         self._current = None
+        # A new link: learn the server's clock again (it may be another server's, or DST began).
+        self._clock.forget()
+        self._probes = []
 
     def _login(self, login: int, server: str) -> None:
         kwargs: dict[str, Any] = {"server": server}
@@ -109,6 +121,39 @@ class Session:
         if info is None or int(info.login) != login:
             # Someone else switched the shared terminal: log back in before trading.
             self._login(login, server)
+
+    # --- the server's clock -----------------------------------------------------------------
+    def _server_offset(self) -> timedelta:
+        """How far the server's wall clock runs ahead of UTC, looked at again when it is due
+        (call with the lock held)."""
+        if self._clock.due():
+            self._clock.look(self._probe_ticks())
+        return self._clock.offset
+
+    def server_utc_offset(self) -> timedelta:
+        """The offset every time this adapter returns was converted with: learned from ticks,
+        or ``MT5_SERVER_UTC_OFFSET_HOURS`` until a fresh tick has taught it."""
+        with self._lock:
+            return self._server_offset()
+
+    def _probe_ticks(self) -> dict[str, int]:
+        """The latest tick time (``time_msc``, server clock) of the most recently quoted Market
+        Watch symbols; empty when the terminal cannot say (the clock then keeps what it has)."""
+        try:
+            if not self._initialized:
+                self._initialize()
+            if not self._probes:
+                listed = [s for s in self.mt5.symbols_get() or () if getattr(s, "visible", True) and int(s.time)]
+                listed.sort(key=lambda s: int(s.time), reverse=True)
+                self._probes = [str(s.name) for s in listed[:CLOCK_PROBES]]
+            ticks = {}
+            for name in self._probes:
+                tick = self.mt5.symbol_info_tick(name)
+                if tick is not None:
+                    ticks[name] = int(tick.time_msc)
+            return ticks
+        except Exception:  # GatewayUnavailable, or a dead RPyC link: the reads will say so
+            return {}
 
     # --- health ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -197,15 +197,18 @@ class Trading(Reads):
     def deals_by_tag(self, login: int, server: str, *, tag: str, since: datetime) -> tuple[Deal, ...]:
         with self._lock:
             digits = self._account_digits(login, server)
-            raw = self._read_list(login, server, "history_deals_get", *window(since))
-        return tuple(to_deal(d, digits) for d in raw if d.comment == tag and int(d.magic) == self.magic)
+            offset = self._server_offset()
+            raw = self._read_list(login, server, "history_deals_get", *window(since, offset))
+        return tuple(to_deal(d, digits, offset) for d in raw if d.comment == tag and int(d.magic) == self.magic)
 
     def orders_by_tag(self, login: int, server: str, *, tag: str, since: datetime) -> tuple[PendingOrder, ...]:
         """Live pending orders and historical orders (filled, canceled, ...) carrying ``tag``."""
         with self._lock:
             live = self._read_list(login, server, "orders_get")
-            history = self._read_list(login, server, "history_orders_get", *window(since))
-        return tuple(to_order(o) for o in (*live, *history) if o.comment == tag and int(o.magic) == self.magic)
+            offset = self._server_offset()
+            history = self._read_list(login, server, "history_orders_get", *window(since, offset))
+        tagged = (o for o in (*live, *history) if o.comment == tag and int(o.magic) == self.magic)
+        return tuple(to_order(o, offset) for o in tagged)
 
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]:
         with self._lock:
@@ -213,4 +216,5 @@ class Trading(Reads):
             raw = [p for p in self._read_list(login, server, "positions_get") if p.comment == tag]
             raw = [p for p in raw if int(p.magic) == self.magic]
             commissions = self._commissions(login, server, raw, digits) if raw else {}
-        return tuple(to_position(p, digits, commissions[int(p.ticket)]) for p in raw)
+            offset = self._server_offset()
+        return tuple(to_position(p, digits, commissions[int(p.ticket)], offset) for p in raw)

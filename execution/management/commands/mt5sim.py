@@ -11,7 +11,10 @@
     mt5sim symbols
     mt5sim market --symbol SYM --open|--closed
 
-Every command prints JSON, one object a line, so scripts and tests can read it.
+Every command prints JSON, one object a line, so scripts and tests can read it. What it prints
+of MT5's records (positions, a quote's ``time_msc``) is what a terminal shows: times in the
+simulated server's wall clock, UTC + SIM_SERVER_UTC_OFFSET_HOURS, as MT5 stamps them. A fault's
+``until_msc`` is the simulator's own clock, UTC.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from execution.simulator.service import (
     sim_set_market_open,
     sim_set_price,
 )
+from execution.simulator.stamps import server_msc, server_offset_msc
 from execution.simulator.symbols import ensure_symbols
 
 FILLINGS = {"fok": c.ORDER_FILLING_FOK, "ioc": c.ORDER_FILLING_IOC, "return": c.ORDER_FILLING_RETURN}
@@ -53,7 +57,11 @@ def _decimal(value: str) -> Decimal:
 
 
 class Command(BaseCommand):
-    help = "Operate the MT5 simulator: accounts, quotes, positions, injected faults and the price feed."
+    help = (
+        "Operate the MT5 simulator: accounts, quotes, positions, injected faults and the price feed. "
+        "MT5 records print as a terminal shows them: times in the server's wall clock "
+        "(UTC + SIM_SERVER_UTC_OFFSET_HOURS)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, parser_class=CommandParser)
@@ -71,12 +79,16 @@ class Command(BaseCommand):
         show.add_argument("--login", type=int, required=True)
         show.add_argument("--server", default=None)
 
-        price = sub.add_parser("price", help="set a quote")
+        price = sub.add_parser("price", help="set a quote (its time_msc printed in server time, as a tick's)")
         price.add_argument("--symbol", required=True)
         price.add_argument("--bid", type=_decimal, required=True)
         price.add_argument("--ask", type=_decimal, help="default: bid + the symbol's typical spread")
 
-        positions = sub.add_parser("positions", help="an account's open positions, one JSON object a line")
+        positions = sub.add_parser(
+            "positions",
+            help="an account's open positions as positions_get() returns them, one JSON object a line; "
+            "time, time_msc, time_update are server time (UTC + SIM_SERVER_UTC_OFFSET_HOURS)",
+        )
         positions.add_argument("--login", type=int, required=True)
         positions.add_argument("--server", default=None)
 
@@ -153,7 +165,8 @@ class Command(BaseCommand):
 
     def do_price(self, options: dict[str, Any]) -> None:
         quote = sim_set_price(options["symbol"], options["bid"], options["ask"])
-        self.emit({"symbol": quote.symbol, "bid": str(quote.bid), "ask": str(quote.ask), "time_msc": quote.time_msc})
+        stamp = server_msc(quote.time_msc, server_offset_msc())  # the tick's time as a terminal shows it
+        self.emit({"symbol": quote.symbol, "bid": str(quote.bid), "ask": str(quote.ask), "time_msc": stamp})
         self.emit_triggered(quote)
 
     def do_positions(self, options: dict[str, Any]) -> None:
