@@ -188,6 +188,14 @@ def terminals_for(accounts: Iterable[tuple[int, str]]) -> dict[tuple[int, str], 
     return out
 
 
+def configured_terminals() -> list[TerminalConfig]:
+    """Every configured terminal; none configured, the legacy one (official and mt5linux)."""
+    configs = [config_of(t) for t in Terminal.objects.order_by("name")]
+    if configs or _backend() == "simulator":
+        return configs
+    return [legacy_terminal(getattr(settings, "MT5_LOGIN", 0), getattr(settings, "MT5_SERVER", ""))]
+
+
 # --- services (the ``terminals`` command and the panel) ---------------------------------------------
 def get_terminal(name: str) -> Terminal:
     terminal = Terminal.objects.filter(name=name).first()

@@ -29,11 +29,11 @@ from decimal import Decimal
 from typing import Any
 
 from execution.adapters.official.conversion import choose_filling
-from execution.adapters.official.session import PasswordFor
+from execution.adapters.official.session import PasswordFor, SharedModule
 from execution.adapters.official.trading import Trading
 from execution.gateway import Gateway
 
-__all__ = ["OfficialGateway", "PasswordFor", "choose_filling"]
+__all__ = ["OfficialGateway", "PasswordFor", "SharedModule", "choose_filling"]
 
 
 class OfficialGateway(Trading, Gateway):
@@ -48,16 +48,19 @@ class OfficialGateway(Trading, Gateway):
         magic: int,
         backend: str = "official",
         verify_account: bool = True,
+        shared: SharedModule | None = None,
     ) -> None:
         """``verify_account`` re-reads ``account_info().login`` before each trade, for terminals
-        another process may switch to another account; a private terminal can skip it."""
+        another process may switch to another account; a private terminal can skip it.
+        ``shared``: the module serves other terminals' gateways too (one attached at a time)."""
         self.mt5 = mt5_module
         self.terminal_path = terminal_path or None
         self.password_for = password_for
         self.magic = magic
         self.backend = backend
         self.verify_account = verify_account
-        self._lock = threading.RLock()
+        self._shared = shared
+        self._lock = shared.lock if shared is not None else threading.RLock()
         self._initialized = False
         self._current: tuple[int, str] | None = None
         # Entry commission and entry volume per (login, server, position ticket): they never
