@@ -1,3 +1,5 @@
+# ruff: noqa: F811  (the personas' fixtures are imported from tests.test_panel_personas, then named as arguments)
+
 """Configured terminals (ARCHITECTURE.md, "Real MT5 topology"): the ``terminals`` command, the
 resolver ``terminal_for``, the gateway sending each account's calls to its own terminal, and the
 demo terminal of seed_demo."""
@@ -13,6 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
+from django.urls import reverse
 
 from execution.adapters.router import TerminalRouter
 from execution.gateways import build_gateway, terminal_router
@@ -20,6 +23,7 @@ from execution.models import SimAccount, Terminal, TerminalAccount
 from execution.simulator import SimulatedMetaTrader5
 from execution.terminals import TerminalConfig, terminal_for, terminals_for
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER
+from tests.test_panel_personas import logged_in, root, sue, tess, world  # noqa: F401  (fixtures)
 
 pytest_plugins = ["tests.execution_fixtures"]
 
@@ -310,3 +314,46 @@ def test_seed_demo_pins_the_demo_account_to_the_demo_terminal_idempotently(db):
     assert (terminal.name, terminal.kind, terminal.path, terminal.password_env) == ("demo", "path", "demo", "")
     assert [str(pin) for pin in terminal.accounts.all()] == ["50040367@Broker-Server"]
     assert terminal_for(50040367, "Broker-Server").name == "demo"
+
+
+# --- the panel ----------------------------------------------------------------------------------------------
+def inline(*accounts: tuple[str, str], prefix: str = "accounts") -> dict[str, str]:
+    data = {f"{prefix}-TOTAL_FORMS": str(len(accounts)), f"{prefix}-INITIAL_FORMS": "0"}
+    for i, (login, server) in enumerate(accounts):
+        data |= {f"{prefix}-{i}-login": login, f"{prefix}-{i}-server": server}
+    return data
+
+
+def test_a_superuser_adds_a_terminal_with_its_accounts_in_the_panel(root, monkeypatch):
+    client = logged_in(root)
+    add = reverse("admin:execution_terminal_add")
+    assert client.get(add).status_code == 200
+    form = {"name": "ftmo-1", "kind": "path", "path": r"C:\MT5\terminal64.exe", "host": "", "port": "",
+            "password_env": "MT5_PASSWORD_FTMO", "notes": ""}  # fmt: skip
+    response = client.post(add, form | inline(("7001", " Broker-Server "), ("7002", "Broker-Server")))
+    assert response.status_code == 302, response.context["adminform"].errors if response.context else response
+    terminal = Terminal.objects.get(name="ftmo-1")
+    assert sorted(str(p) for p in terminal.accounts.all()) == ["7001@Broker-Server", "7002@Broker-Server"]
+
+    monkeypatch.setenv("MT5_PASSWORD_FTMO", SECRET)
+    listing = client.get(reverse("admin:execution_terminal_changelist")).content.decode()
+    assert "ftmo-1" in listing and "env MT5_PASSWORD_FTMO" in listing and SECRET not in listing
+
+    # An account pinned elsewhere, and a password where a variable's name goes, are refused.
+    other = form | {"name": "other", "path": "b.exe"}
+    response = client.post(add, other | inline(("7001", "broker-server")))
+    assert response.status_code == 200 and not Terminal.objects.filter(name="other").exists()
+    response = client.post(add, other | {"password_env": SECRET + "!"} | inline())
+    assert response.status_code == 200 and SECRET not in response.content.decode().replace(f'value="{SECRET}!"', "")
+    assert not Terminal.objects.filter(name="other").exists()
+
+
+def test_support_and_scoped_operators_cannot_see_terminals(sue, tess, root):
+    terminals("add", "t1", "--path", "a.exe", "--accounts", "7001@Broker-Server")
+    changelist = reverse("admin:execution_terminal_changelist")
+    for user in (sue, tess):
+        client = logged_in(user)
+        assert client.get(changelist).status_code == 403
+        assert client.get(reverse("admin:execution_terminal_add")).status_code == 403
+        assert changelist.encode() not in client.get(reverse("admin:index")).content
+    assert changelist.encode() in logged_in(root).get(reverse("admin:index")).content
