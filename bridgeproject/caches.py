@@ -122,6 +122,12 @@ CACHES: tuple[Cache, ...] = (
         "reset_gateway (MT5_BACKEND is read once)",
     ),
     Cache(
+        "one adapter per terminal, and one module per transport (official, mt5linux)",
+        "execution.gateways",
+        "per gateway: one per terminal this process has served",
+        "reset_gateway; a terminal's address changed makes a new one (the old one stays until then)",
+    ),
+    Cache(
         "entry costs of open positions; currency digits per account",
         "execution.adapters.official",
         "per gateway: one entry per open position and per account",

@@ -1,17 +1,19 @@
-"""Durable state of the MT5 simulator.
+"""Durable state of the execution layer: the configured MT5 terminals, and the MT5 simulator.
 
-The simulator is a trade server shared by every process (web, both lanes, the risk monitor,
-the price feed), so its state lives in the database rather than in memory. Only the
-simulator's tables live here; they are prefixed ``Sim`` so nobody mistakes them for the
-bridge's own records. Times are stored as epoch milliseconds, as MT5 reports them.
+``Terminal`` and ``TerminalAccount`` say which terminal serves which account
+(``execution.terminals`` reads them). The simulator is a trade server shared by every process
+(web, both lanes, the risk monitor, the price feed), so its state lives in the database rather
+than in memory; its tables are prefixed ``Sim`` so nobody mistakes them for the bridge's own
+records. Times are stored as epoch milliseconds, as MT5 reports them.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.db import models
+from django.db.models.functions import Lower, Trim
 
 from execution.simulator import constants as c
 
@@ -235,3 +237,67 @@ class SimTicketSequence(models.Model):
 
     def __str__(self) -> str:
         return str(self.value)
+
+
+class TerminalKind(models.TextChoices):
+    PATH = "path", "path (a terminal64.exe this host starts)"
+    MT5LINUX = "mt5linux", "mt5linux (an RPyC server at host:port)"
+
+
+class Terminal(models.Model):
+    """A configured MT5 terminal: where it runs and where the password of its accounts comes from.
+
+    It never holds a password: ``password_env`` names the environment variable that does, read
+    when an account logs in; empty means the terminal's saved login.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=TerminalKind.choices, default=TerminalKind.PATH)
+    path = models.CharField(
+        max_length=500, blank=True, help_text="terminal64.exe (kind path; optional for mt5linux: the remote terminal)."
+    )
+    host = models.CharField(max_length=255, blank=True, help_text="The mt5linux RPyC server (kind mt5linux).")
+    port = models.PositiveIntegerField(null=True, blank=True, help_text="Its port (kind mt5linux).")
+    password_env = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="The NAME of an environment variable holding its accounts' password (never the password); "
+        "empty: the terminal's saved login.",
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name",)
+        verbose_name = "MT5 terminal"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TerminalAccount(models.Model):
+    """An account pinned to a terminal: every call for it goes to that terminal, and only that one."""
+
+    terminal = models.ForeignKey(Terminal, on_delete=models.CASCADE, related_name="accounts")
+    login = models.BigIntegerField()
+    server = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ("login", "server")
+        verbose_name = "pinned account"
+        constraints = [
+            # An account is pinned to exactly one terminal; server names compare trimmed and case-insensitively.
+            models.UniqueConstraint(
+                "login",
+                Lower(Trim("server")),
+                name="terminalaccount_one_terminal",
+                violation_error_message="This account is already pinned to a terminal.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.login}@{self.server}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.server = self.server.strip()
+        super().save(*args, **kwargs)

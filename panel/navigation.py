@@ -98,6 +98,13 @@ def sidebar(request: HttpRequest) -> list[dict[str, Any]]:
             ],
         },
         {
+            "title": "MT5 terminals",
+            "separator": True,
+            "items": [
+                _model("Terminals", "terminal", "execution", "terminal"),
+            ],
+        },
+        {
             "title": "MT5 simulator",
             "separator": True,
             "collapsible": True,

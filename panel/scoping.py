@@ -4,7 +4,7 @@
 - a staff user sees the tenants of their StaffScope, or every tenant when it says `all_tenants`;
 - a staff user without a StaffScope sees no tenant's rows (fails closed).
 
-Rows that belong to no tenant (the simulator, monitor heartbeats, staff scopes) are shown only
+Rows that belong to no tenant (the terminals, the simulator, monitor heartbeats, staff scopes) are shown only
 to users who see every tenant: they describe the whole bridge, not one tenant.
 """
 

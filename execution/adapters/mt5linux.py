@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from execution.adapters.official import OfficialGateway, PasswordFor
+from execution.adapters.official import OfficialGateway, PasswordFor, SharedModule
 from execution.gateway import GatewayUnavailable
 from execution.simulator import constants as c
 
@@ -82,9 +82,17 @@ def build_mt5linux_gateway(
     terminal_path: str | None = None,
     password_for: PasswordFor | None = None,
     factory: Callable[..., Any] | None = None,
+    module: Mt5LinuxModule | None = None,
+    shared: SharedModule | None = None,
 ) -> OfficialGateway:
-    """Raises GatewayUnavailable when mt5linux is not installed; the link itself is opened lazily."""
-    module = Mt5LinuxModule(host, port, factory)
+    """Raises GatewayUnavailable when mt5linux is not installed; the link itself is opened lazily.
+    ``module`` and ``shared``: a server already serving other terminals' gateways."""
+    module = module or Mt5LinuxModule(host, port, factory)
     return OfficialGateway(
-        module, terminal_path=terminal_path, password_for=password_for, magic=magic, backend="mt5linux"
+        module,
+        terminal_path=terminal_path,
+        password_for=password_for,
+        magic=magic,
+        backend="mt5linux",
+        shared=shared,
     )

@@ -19,5 +19,6 @@ from panel.admin import (  # noqa: F401 (imported to register)
     protective_actions,
     tasks,
     tenancy,
+    terminals,
     users,
 )

@@ -31,11 +31,11 @@ from typing import Any
 
 from execution.adapters.official.conversion import choose_filling
 from execution.adapters.official.servertime import ServerClock
-from execution.adapters.official.session import PasswordFor
+from execution.adapters.official.session import PasswordFor, SharedModule
 from execution.adapters.official.trading import Trading
 from execution.gateway import Gateway
 
-__all__ = ["OfficialGateway", "PasswordFor", "choose_filling"]
+__all__ = ["OfficialGateway", "PasswordFor", "SharedModule", "choose_filling"]
 
 
 class OfficialGateway(Trading, Gateway):
@@ -51,18 +51,21 @@ class OfficialGateway(Trading, Gateway):
         backend: str = "official",
         verify_account: bool = True,
         server_utc_offset_hours: float | None = None,
+        shared: SharedModule | None = None,
     ) -> None:
         """``verify_account`` re-reads ``account_info().login`` before each trade, for terminals
         another process may switch to another account; a private terminal can skip it.
         ``server_utc_offset_hours`` is the server clock's offset until ticks have taught it
-        (default: ``MT5_SERVER_UTC_OFFSET_HOURS``)."""
+        (default: ``MT5_SERVER_UTC_OFFSET_HOURS``). ``shared``: the module serves other
+        terminals' gateways too (one attached at a time)."""
         self.mt5 = mt5_module
         self.terminal_path = terminal_path or None
         self.password_for = password_for
         self.magic = magic
         self.backend = backend
         self.verify_account = verify_account
-        self._lock = threading.RLock()
+        self._shared = shared
+        self._lock = shared.lock if shared is not None else threading.RLock()
         self._initialized = False
         self._current: tuple[int, str] | None = None
         if server_utc_offset_hours is None:

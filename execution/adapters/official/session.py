@@ -9,6 +9,7 @@ account is the logged-in one; ``None`` results carry their reason in ``last_erro
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,17 @@ from execution.simulator import constants as c
 CLOCK_PROBES = 4
 
 PasswordFor = Callable[[int, str], str | None]
+
+
+class SharedModule:
+    """One MT5 module serving several terminals, one attached at a time: the process's
+    ``MetaTrader5`` (one IPC link, whatever the path) or one mt5linux server. The sessions over it
+    share its lock, and a session whose terminal is not the attached one shuts the link down and
+    initialises its own before its next call."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.owner: object | None = None
 
 
 class Session:
@@ -38,6 +50,7 @@ class Session:
     # The server's wall clock against UTC, and the symbols whose ticks teach it.
     _clock: ServerClock
     _probes: list[str]
+    _shared: SharedModule | None
 
     # --- connection -----------------------------------------------------------------------
     def _error(self) -> tuple[int, str]:
@@ -47,7 +60,17 @@ class Session:
             return c.RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection"
         return int(code), str(text)
 
+    def _attached(self) -> bool:
+        """False when another terminal's session took the shared module since this one initialised it."""
+        return self._shared is None or self._shared.owner is self
+
     def _initialize(self) -> None:
+        if self._shared is not None and self._shared.owner not in (None, self):
+            try:
+                self.mt5.shutdown()  # detach the other terminal first
+            except Exception:  # noqa: S110 - initialize decides whether the link works
+                pass
+            self._shared.owner = None
         ok = self.mt5.initialize(self.terminal_path) if self.terminal_path else self.mt5.initialize()
         if not ok:
             code, text = self._error()
@@ -58,6 +81,8 @@ class Session:
         # A new link: learn the server's clock again (it may be another server's, or DST began).
         self._clock.forget()
         self._probes = []
+        if self._shared is not None:
+            self._shared.owner = self
 
     def _login(self, login: int, server: str) -> None:
         kwargs: dict[str, Any] = {"server": server}
@@ -71,7 +96,7 @@ class Session:
         self._current = (login, server)
 
     def _ensure(self, login: int, server: str) -> None:
-        if not self._initialized:
+        if not self._initialized or not self._attached():
             self._initialize()
         if self._current != (login, server):
             try:
@@ -159,7 +184,7 @@ class Session:
     def status(self) -> dict[str, Any]:
         with self._lock:
             try:
-                if not self._initialized:
+                if not self._initialized or not self._attached():
                     self._initialize()
                 info = self.mt5.terminal_info()
                 if info is None:

@@ -1,6 +1,6 @@
 """``mt5sim``: operate the MT5 simulator (ARCHITECTURE.md, "Operations contract").
 
-    mt5sim account create --login N --balance B [--server S] [--currency USD] [--leverage 100]
+    mt5sim account create --login N --balance B [--server S] [--currency USD] [--leverage 100] [--terminal NAME]
     mt5sim account show --login N [--server S]
     mt5sim price --symbol SYM --bid X [--ask Y]
     mt5sim positions --login N [--server S]
@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 
 from execution.adapters.official.conversion import choose_filling
 from execution.models import SimFaultKind, SimSymbol
@@ -45,6 +45,7 @@ from execution.simulator.service import (
 )
 from execution.simulator.stamps import server_msc, server_offset_msc
 from execution.simulator.symbols import ensure_symbols
+from execution.terminals import get_terminal, terminal_pin
 
 FILLINGS = {"fok": c.ORDER_FILLING_FOK, "ioc": c.ORDER_FILLING_IOC, "return": c.ORDER_FILLING_RETURN}
 
@@ -75,6 +76,9 @@ class Command(BaseCommand):
         create.add_argument("--currency", default="USD")
         create.add_argument("--leverage", type=int, default=100)
         create.add_argument("--password", default="", help="empty: any password is accepted")
+        create.add_argument(
+            "--terminal", default=None, help="pin the account to this configured terminal (default: a private one)"
+        )
         show = account_sub.add_parser("show", help="the account as JSON: money, margin mode, rights")
         show.add_argument("--login", type=int, required=True)
         show.add_argument("--server", default=None)
@@ -139,24 +143,30 @@ class Command(BaseCommand):
         if options["account_action"] == "show":
             self.emit(sim_account_state(options["login"], options["server"]))
             return
-        account, created = sim_account_create(
-            options["login"],
-            options["balance"],
-            server=options["server"],
-            currency=options["currency"],
-            leverage=options["leverage"],
-            password=options["password"],
-        )
-        self.emit(
-            {
-                "login": account.login,
-                "server": account.server,
-                "currency": account.currency,
-                "leverage": account.leverage,
-                "balance": f"{account.balance:.2f}",
-                "created": created,
-            }
-        )
+        with transaction.atomic():
+            # An unknown terminal or a pin elsewhere refuses before anything is created.
+            terminal = get_terminal(options["terminal"]) if options["terminal"] else None
+            account, created = sim_account_create(
+                options["login"],
+                options["balance"],
+                server=options["server"],
+                currency=options["currency"],
+                leverage=options["leverage"],
+                password=options["password"],
+            )
+            if terminal is not None:
+                terminal_pin(terminal, [(account.login, account.server)])
+        line = {
+            "login": account.login,
+            "server": account.server,
+            "currency": account.currency,
+            "leverage": account.leverage,
+            "balance": f"{account.balance:.2f}",
+            "created": created,
+        }
+        if terminal is not None:
+            line["terminal"] = terminal.name
+        self.emit(line)
 
     def emit_triggered(self, quote: Quote) -> None:
         """One line for each stop or pending order the quote set off."""

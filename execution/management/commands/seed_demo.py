@@ -9,12 +9,18 @@ from bridgeproject.errors import BridgeError
 from commands import examples
 from commands.envelope import PolicyPayloadSerializer
 from commands.validation import validate_with
+from execution.terminals import pinned_terminal, terminal_ensure, terminal_pin
 from policies.services import policy_apply
 from tenancy.services import token_create
 
+DEMO_TERMINAL = "demo"
+
 
 class Command(BaseCommand):
-    help = "Idempotently create the demo tenant, token, simulated account and the panel's policy snapshot."
+    help = (
+        "Idempotently create the demo tenant, token, simulated account (pinned to the demo terminal) "
+        "and the panel's policy snapshot."
+    )
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
@@ -22,6 +28,10 @@ class Command(BaseCommand):
 
         token, _ = token_create(tenant_ids=[examples.DEMO_TENANT], name="demo token", raw=examples.DEMO_TOKEN)
         sim_account_create(login=examples.DEMO_LOGIN, balance=examples.DEMO_BALANCE, server=examples.DEMO_SERVER)
+        # The demo account is served by the demo terminal (left alone when an operator pinned it elsewhere).
+        terminal, _ = terminal_ensure(DEMO_TERMINAL, path=DEMO_TERMINAL)
+        if pinned_terminal(examples.DEMO_LOGIN, examples.DEMO_SERVER) is None:
+            terminal_pin(terminal, [(examples.DEMO_LOGIN, examples.DEMO_SERVER)])
         snapshot = examples.example("policy_snapshot")
         payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
         try:
@@ -38,5 +48,5 @@ class Command(BaseCommand):
             status = exc.code
         self.stdout.write(
             f"demo ready: tenant {examples.DEMO_TENANT}, token {examples.DEMO_TOKEN}, "
-            f"account {examples.DEMO_LOGIN}@{examples.DEMO_SERVER}, policy v12 {status}"
+            f"account {examples.DEMO_LOGIN}@{examples.DEMO_SERVER} on terminal {DEMO_TERMINAL}, policy v12 {status}"
         )
