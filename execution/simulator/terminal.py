@@ -203,7 +203,7 @@ class SimulatedMetaTrader5:
             login=account.login, trade_mode=account.trade_mode, leverage=account.leverage,
             limit_orders=account.limit_orders, margin_so_mode=c.ACCOUNT_STOPOUT_MODE_PERCENT,
             trade_allowed=account.trade_allowed, trade_expert=account.trade_expert,
-            margin_mode=c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, currency_digits=account.currency_digits,
+            margin_mode=account.margin_mode, currency_digits=account.currency_digits,
             fifo_close=False, balance=float(account.balance), credit=float(account.credit), profit=float(floating),
             equity=float(equity), margin=float(margin), margin_free=float(equity - margin), margin_level=level,
             margin_so_call=float(account.margin_so_call), margin_so_so=float(account.margin_so_so),
@@ -282,7 +282,7 @@ class SimulatedMetaTrader5:
         """``_position_tuple`` for a position sim_bulk_state has valued already."""
         return TradePosition(
             ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
-            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.identifier, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
             price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
             comment=p.comment, external_id=p.external_id,
@@ -382,7 +382,7 @@ class SimulatedMetaTrader5:
         current, value = self._valuation.value(p, quotes)
         return TradePosition(
             ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_update_msc // 1000,
-            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            time_update_msc=p.time_update_msc, type=p.type, magic=p.magic, identifier=p.identifier, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
             price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
             comment=p.comment, external_id=p.external_id,
