@@ -166,6 +166,7 @@ def to_position(raw: Any, digits: int, commission: Decimal) -> Position:
         magic=int(raw.magic),
         comment=raw.comment,
         opened_at=utc_ms(int(raw.time_msc)),
+        identifier=int(raw.identifier),
     )
 
 
