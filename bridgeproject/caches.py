@@ -128,7 +128,7 @@ CACHES: tuple[Cache, ...] = (
         "reset_gateway; a terminal's address changed makes a new one (the old one stays until then)",
     ),
     Cache(
-        "entry costs of open positions; currency digits per account",
+        "entry costs of open positions; currency digits and margin mode per account",
         "execution.adapters.official",
         "per gateway: one entry per open position and per account",
         "closed positions are dropped when their account is read",

@@ -3,6 +3,10 @@
 Every trade request carries the command's tag (magic + comment), so an attempt that follows
 another — after a lost answer, or a worker that died mid-call — first looks for what the
 earlier attempt did (`reconcile`) and never sends twice what already happened.
+
+On a netting account (one position per symbol) an `open_position` against the symbol's
+position would reduce, close or reverse it: it is refused before anything is sent
+(`netting_opposite_position`); closing is `close_position`'s and `close_positions`' work.
 """
 
 from __future__ import annotations
@@ -145,11 +149,21 @@ def open_position(ctx: Context) -> Step:
     if ctx.reconcile:
         opened = [deal for deal in ctx.deals() if deal.entry == "in"]
         if opened:
-            return Step(State.SUCCEEDED, _deal_json(opened[0]))
+            return Step(State.SUCCEEDED, _opened_json(ctx, opened[0]))
     symbol = payload["symbol"]
     if ctx.gateway.symbol_info(ctx.login, ctx.server, symbol) is None:
         return Step(
             State.REJECTED, error_code="unknown_symbol", error_message=f"{symbol} is not traded on this server."
+        )
+    held = ctx.gateway.netting_position(ctx.login, ctx.server, symbol)
+    if held is not None and held.side != payload["direction"]:
+        return Step(
+            State.REJECTED,
+            error_code="netting_opposite_position",
+            error_message=(
+                f"The account nets positions and holds position {held.ticket} ({held.side} {held.volume} {symbol}):"
+                f" a {payload['direction']} would reduce, close or reverse it. Close it with close_position."
+            ),
         )
     result = ctx.gateway.open_position(
         ctx.login,
@@ -165,6 +179,17 @@ def open_position(ctx: Context) -> Step:
     )
     ctx.record(result)
     return _from_result(result)
+
+
+def _opened_json(ctx: Context, deal: Deal) -> dict[str, Any]:
+    """An open found by its tag: its deal, and the position it acted on. On a netting account
+    the deal's ``position_id`` is the position's identifier, whose ticket differs after a
+    reversal: the symbol's position with that identifier gives the ticket."""
+    data = _deal_json(deal)
+    held = ctx.gateway.netting_position(ctx.login, ctx.server, deal.symbol)
+    if held is not None and held.identifier == deal.position_id:
+        data["position"] = held.ticket
+    return data
 
 
 def _close(ctx: Context, position: Position, volume: Decimal | None, closed: dict[int, Deal]) -> TradeResult | None:

@@ -174,6 +174,10 @@ class Position:
     magic: int
     comment: str
     opened_at: datetime
+    # POSITION_IDENTIFIER, the ``position_id`` of its orders and deals: the ticket of the order
+    # that opened it. It is the ticket too, except after a reversal on a netting account, where
+    # the position takes the reversing order's ticket and keeps its identifier. 0: not known.
+    identifier: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,7 +280,8 @@ class TradeResult:
     # True when order_send may have executed although no answer came back (IPC error or
     # timeout after sending): reconcile by tag before sending again.
     maybe_executed: bool = False
-    # The position the request opened (hedging: the order ticket), closed or modified.
+    # The position the request opened (hedging: the order ticket; netting: the position its
+    # deal acted on, found from the deal), closed or modified.
     position: int = 0
     # A market deal filled in part (10010, TRADE_RETCODE_DONE_PARTIAL): ``volume`` is what was
     # filled, ``requested_volume`` what was asked. The outcome is still done (the part filled is
@@ -320,6 +325,13 @@ class Gateway(ABC):
     def position(self, login: int, server: str, ticket: int) -> Position | None:
         """One open position, or None; a backend that can read just that one overrides this."""
         return next((p for p in self.account_snapshot(login, server).positions if p.ticket == ticket), None)
+
+    def netting_position(self, login: int, server: str, symbol: str) -> Position | None:
+        """On an account that nets (MT5's retail netting and exchange margin modes: at most one
+        position per symbol, which every deal on the symbol adds to, reduces, closes or
+        reverses), its position on ``symbol``; None when it holds none there or the account
+        hedges. A backend that cannot tell answers None (it is taken for hedging)."""
+        return None
 
     @abstractmethod
     def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None: ...

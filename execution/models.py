@@ -53,8 +53,17 @@ class SimAccount(models.Model):
     )
     trade_expert = models.BooleanField(default=True, help_text="False: the server refuses Expert trading (10026).")
     limit_orders = models.PositiveIntegerField(default=200)
-    margin_so_call = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("50"))
-    margin_so_so = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("30"))
+    # ACCOUNT_MARGIN_MODE_RETAIL_NETTING (one position per symbol: deals add, reduce, close or
+    # reverse it) or ACCOUNT_MARGIN_MODE_RETAIL_HEDGING (every deal in opens a position of its own).
+    margin_mode = models.SmallIntegerField(
+        choices=[(c.ACCOUNT_MARGIN_MODE_RETAIL_NETTING, "netting"), (c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, "hedging")],
+        default=c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING,
+    )
+    # Margin call and stop-out levels, in percent of the margin level (equity / margin x 100):
+    # below ``margin_so_so`` the server closes the most losing position, again and again, until
+    # the level is back at or above it (``TradeServer.fire_triggers``).
+    margin_so_call = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("100"))
+    margin_so_so = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("50"))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -104,9 +113,12 @@ class SimSymbol(models.Model):
 
 
 class SimPosition(models.Model):
-    """An open position (hedging account: its ticket is the ticket of the order that opened it)."""
+    """An open position. Its ticket is the ticket of the order that opened it, and so is its
+    identifier (``position_id`` of its orders and deals); on a netting account a reversal gives
+    the position the reversing order's ticket and keeps its identifier, as MT5 does."""
 
     ticket = models.BigIntegerField(unique=True)
+    identifier = models.BigIntegerField(default=0, help_text="POSITION_IDENTIFIER: the opening order's ticket.")
     account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="positions")
     symbol = models.ForeignKey(SimSymbol, on_delete=models.PROTECT, related_name="+")
     type = models.SmallIntegerField()

@@ -12,6 +12,19 @@ returns ``None`` with -10005: the duplicate-order trap) and ``partial_fill`` (a 
 fills part of its volume: 10010 with the part filled; a FOK order, which MT5 never fills in
 part, is rejected instead).
 
+An account's margin mode decides what a market deal does (``SimAccount.margin_mode``). On a
+hedging account every deal in opens a position of its own, closed by a deal naming it. On a
+netting account there is at most one position per symbol: a deal in its direction adds to it
+(entry IN; its open price becomes the volume-weighted average), an opposite one reduces or
+closes it (OUT) or, larger than it, reverses it (INOUT: the rest opens the other way, and the
+position takes the reversing order's ticket but keeps its identifier, as MT5 does); realised
+profit goes to the balance. Every deal carries the position's identifier as ``position_id``.
+
+Every new quote also checks the margin level (equity / margin x 100) of the accounts holding
+the moved symbols: below the account's stop-out level (``margin_so_so``) the server closes the
+most losing position (reason SO, comment ``[so 45.20%]``), again and again, until the level is
+back at or above it or nothing is left to close.
+
 Who sends matters as in MT5: a request from the user's terminal needs the user's trade right
 (``SimAccount.trade_allowed``; 10017 without it, closes included); one from a program (the
 Python API, an Expert) needs the Expert right too (10026); a dealer's (``dealer=True``, the
@@ -27,7 +40,7 @@ from typing import Any, NamedTuple
 from django.db import transaction
 from django.db.models import F, Q
 
-from execution.models import SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition
+from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimOrder, SimPosition
 from execution.simulator import constants as c
 from execution.simulator import faults, pricing, sql
 from execution.simulator.pricing import ZERO
@@ -104,13 +117,23 @@ class Outcome(Exception):
 
 
 class Triggered(NamedTuple):
-    """What a quote set off: ``sl``/``tp`` (a position closed), ``filled``/``rejected`` (an order)."""
+    """What a quote set off: ``sl``/``tp``/``so`` (a position closed by its stop loss, its take
+    profit or the account's stop-out), ``filled``/``rejected`` (an order)."""
 
     kind: str
     symbol: str
     ticket: int
     deal: int
     price: Decimal
+
+
+# A netting position's volume-weighted open price keeps the precision of the price column.
+AVERAGE_PRICE = Decimal("0.000001")
+
+
+def opposite(held_type: int, is_buy: bool) -> bool:
+    """Is a deal in the direction ``is_buy`` against a position of type ``held_type``?"""
+    return (held_type == c.POSITION_TYPE_BUY) == (not is_buy)
 
 
 def filling_for(symbol: sql.TradedSymbol) -> int:
@@ -201,10 +224,19 @@ class TradeServer:
             return Outcome(c.TRADE_RETCODE_MARKET_CLOSED)
         partial = fault == SimFaultKind.PARTIAL_FILL
         try:
-            closing = position is not None and req.action == c.TRADE_ACTION_DEAL
+            # On a netting account a deal without a position acts on the symbol's position, if any.
+            held = None
+            if req.action == c.TRADE_ACTION_DEAL and position is None:
+                held = self._held(account, symbol)
+            reduces = (
+                held is not None
+                and opposite(held.type, req.type == c.ORDER_TYPE_BUY)
+                and dec(req.volume) <= held.volume
+            )
+            closing = req.action == c.TRADE_ACTION_DEAL and (position is not None or reduces)
             self._check_permissions(account, symbol, req, closing=closing)
             if req.action == c.TRADE_ACTION_DEAL and position is None:
-                outcome = self._open(account, symbol, req, dry_run, partial=partial)
+                outcome = self._open(account, symbol, req, dry_run, partial=partial, held=held)
             elif req.action == c.TRADE_ACTION_DEAL and position is not None:
                 outcome = self._close(account, position, req, dry_run, reason=self.reason, partial=partial)
             elif req.action == c.TRADE_ACTION_SLTP and position is not None:
@@ -269,6 +301,13 @@ class TradeServer:
         if req.symbol and req.symbol != symbol.name:
             raise Outcome(c.TRADE_RETCODE_INVALID, "Symbol does not match")
         return account, symbol, position, order
+
+    @staticmethod
+    def _held(account: sql.LockedAccount, symbol: sql.TradedSymbol) -> SimPosition | None:
+        """A netting account's position on ``symbol``, locked; None on a hedging account."""
+        if account.margin_mode == c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING:
+            return None
+        return SimPosition.objects.select_for_update().filter(account_id=account.pk, symbol_id=symbol.pk).first()
 
     def _take_fault(self, action: int, symbol: str, login: int) -> str | None:
         """The kind of the oldest matching outage running, else consume one matching counted
@@ -362,15 +401,16 @@ class TradeServer:
         return {"state": c.ORDER_STATE_FILLED, "volume_current": ZERO}
 
     def _open(
-        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, dry_run: bool, *, partial: bool
-    ) -> Outcome:
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, req: Request, dry_run: bool, *, partial: bool,
+        held: SimPosition | None = None,
+    ) -> Outcome:  # fmt: skip
         if req.type not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             raise Outcome(c.TRADE_RETCODE_INVALID_ORDER)
         is_buy = req.type == c.ORDER_TYPE_BUY
         volume = self._check_volume_and_filling(symbol, req, pending=False)
         price = self._check_market_price(symbol, req, is_buy)
         self._check_stops(symbol, is_buy, req.sl, req.tp, symbol.bid if is_buy else symbol.ask)
-        if self._lacks_margin(account, symbol, volume, price):
+        if self._lacks_margin(account, symbol, volume, price, is_buy=is_buy, held=held):
             raise Outcome(c.TRADE_RETCODE_NO_MONEY)
         if dry_run:
             return Outcome(c.TRADE_RETCODE_DONE)
@@ -378,34 +418,55 @@ class TradeServer:
         order_ticket, deal_ticket = allocate_tickets(2)
         stamp = now_msc()
         sl, tp = dec(req.sl), dec(req.tp)
+        position_id = self._enter(
+            account, symbol, order_ticket=order_ticket, deal_ticket=deal_ticket, is_buy=is_buy, volume=filled,
+            price=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, stamp=stamp, reason=self.reason,
+            held=held,
+        )  # fmt: skip
         sql.insert(SimOrder, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=req.type,
             type_filling=req.type_filling, volume_initial=volume, **self._order_fill(volume, filled),
-            price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, position_id=order_ticket,
+            price_open=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, position_id=position_id,
             reason=self.reason, time_setup_msc=stamp, time_done_msc=stamp,
         ))  # fmt: skip
-        self._enter(
-            account, symbol, order_ticket=order_ticket, deal_ticket=deal_ticket, is_buy=is_buy, volume=filled,
-            price=price, sl=sl, tp=tp, magic=req.magic, comment=req.comment, stamp=stamp, reason=self.reason,
-        )  # fmt: skip
         retcode = c.TRADE_RETCODE_DONE_PARTIAL if filled < volume else c.TRADE_RETCODE_DONE
         return Outcome(retcode, symbol=symbol, deal=deal_ticket, order=order_ticket, volume=filled, price=price)
 
     def _lacks_margin(
-        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, volume: Decimal, price: Decimal
-    ) -> bool:
-        """Would opening ``volume`` at ``price`` leave the account's free margin below zero?"""
+        self, account: sql.LockedAccount, symbol: sql.TradedSymbol, volume: Decimal, price: Decimal, *,
+        is_buy: bool, held: SimPosition | None = None,
+    ) -> bool:  # fmt: skip
+        """Would a deal of ``volume`` at ``price`` leave the account's free margin below zero? On
+        a netting account an opposite deal frees the margin of the position it reduces: one that
+        needs no more margin than before always passes, like a close."""
+        quotes = Valuation.quotes([symbol])
+        needed = self.valuation.margin(symbol, volume, price, quotes)
+        if held is not None and opposite(held.type, is_buy):
+            current = symbol.bid if held.type == c.POSITION_TYPE_BUY else symbol.ask
+            freed = self.valuation.margin(symbol, held.volume, current, quotes)
+            rest = volume - held.volume
+            needed = (self.valuation.margin(symbol, rest, price, quotes) if rest > 0 else ZERO) - freed
+            if needed <= 0:
+                return False
         floating, used = self.valuation.aggregate_exposure(account.pk, self._txn_symbols)
-        needed = self.valuation.margin(symbol, volume, price, Valuation.quotes([symbol]))
         return account.balance + account.credit + floating - used - needed < 0
 
-    @staticmethod
+    @classmethod
     def _enter(
-        account: sql.LockedAccount, symbol: sql.TradedSymbol, *, order_ticket: int, deal_ticket: int, is_buy: bool,
-        volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int, reason: int,
-    ) -> None:  # fmt: skip
-        """The entry deal and the position an executed order opens (its ticket is the order's);
-        both carry the order's reason (the three enums share its values)."""
+        cls, account: sql.LockedAccount, symbol: sql.TradedSymbol, *, order_ticket: int, deal_ticket: int,
+        is_buy: bool, volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int, comment: str, stamp: int,
+        reason: int, held: SimPosition | None = None,
+    ) -> int:  # fmt: skip
+        """The deal an executed market order makes and what it does to the positions; returns
+        the identifier of the position it acted on. Without a ``held`` position (a hedging
+        account, or a netting one flat on the symbol) it opens one, whose ticket and identifier
+        are the order's; with one it nets against it. Deals and positions carry the order's
+        reason (the three enums share its values)."""
+        if held is not None:
+            return cls._net(
+                account, symbol, held, order_ticket=order_ticket, deal_ticket=deal_ticket, is_buy=is_buy,
+                volume=volume, price=price, sl=sl, tp=tp, magic=magic, comment=comment, stamp=stamp, reason=reason,
+            )  # fmt: skip
         # MT5 charges the entry commission to the balance at once; the deal records it.
         commission = -pricing.money(symbol.commission_per_lot * volume, account.currency_digits)
         sql.insert(SimDeal, dict(
@@ -415,13 +476,69 @@ class TradeServer:
             comment=comment, time_msc=stamp,
         ))  # fmt: skip
         sql.insert(SimPosition, dict(
-            ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk,
+            ticket=order_ticket, identifier=order_ticket, account_id=account.pk, symbol_id=symbol.pk,
             type=c.POSITION_TYPE_BUY if is_buy else c.POSITION_TYPE_SELL, volume=volume, price_open=price, sl=sl,
             tp=tp, magic=magic, comment=comment, reason=reason, commission=commission, time_msc=stamp,
             time_update_msc=stamp,
         ))  # fmt: skip
         if commission:
             sql.add_to_balance(account.pk, commission)
+        return order_ticket
+
+    @staticmethod
+    def _net(
+        account: sql.LockedAccount, symbol: sql.TradedSymbol, held: SimPosition, *, order_ticket: int,
+        deal_ticket: int, is_buy: bool, volume: Decimal, price: Decimal, sl: Decimal, tp: Decimal, magic: int,
+        comment: str, stamp: int, reason: int,
+    ) -> int:  # fmt: skip
+        """A netting account's deal against its position on the symbol: in its direction it adds
+        (IN, the open price becoming the volume-weighted average; SL/TP given replace the
+        position's); against it, it reduces or closes it (OUT) or reverses it (INOUT, the rest
+        opening the other way at the deal's price with the request's SL/TP, under the reversing
+        order's ticket). Every deal charges its commission; what it closes realises its profit
+        and its share of the swap into the balance."""
+        digits = account.currency_digits
+        commission = -pricing.money(symbol.commission_per_lot * volume, digits)
+        deal: dict[str, Any] = dict(
+            ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
+            type=c.DEAL_TYPE_BUY if is_buy else c.DEAL_TYPE_SELL, magic=magic, position_id=held.identifier,
+            reason=reason, volume=volume, price=price, commission=commission, comment=comment, time_msc=stamp,
+        )  # fmt: skip
+        if not opposite(held.type, is_buy):
+            total = held.volume + volume
+            average = ((held.price_open * held.volume + price * volume) / total).quantize(AVERAGE_PRICE)
+            sql.insert(SimDeal, {**deal, "entry": c.DEAL_ENTRY_IN})
+            stops = {name: level for name, level in (("sl", sl), ("tp", tp)) if level}
+            sql.update(
+                SimPosition, held.pk, volume=total, price_open=average, commission=held.commission + commission,
+                time_update_msc=stamp, **stops,
+            )  # fmt: skip
+            if commission:
+                sql.add_to_balance(account.pk, commission)
+            return held.identifier
+        closed = min(volume, held.volume)
+        realised = pricing.profit(
+            symbol=symbol.name, currency_profit=symbol.currency_profit, contract_size=symbol.trade_contract_size,
+            is_buy=held.type == c.POSITION_TYPE_BUY, volume=closed, price_open=held.price_open, price_close=price,
+            account_currency=account.currency, account_digits=digits, quotes=Valuation.quotes([symbol]),
+        )  # fmt: skip
+        swap = held.swap if closed == held.volume else pricing.money(held.swap * closed / held.volume, digits)
+        entry = c.DEAL_ENTRY_OUT if volume <= held.volume else c.DEAL_ENTRY_INOUT
+        sql.insert(SimDeal, {**deal, "entry": entry, "swap": swap, "profit": realised})
+        if volume < held.volume:
+            sql.update(SimPosition, held.pk, volume=held.volume - volume, swap=held.swap - swap, time_update_msc=stamp)
+        elif volume == held.volume:
+            sql.delete_position(held.pk)
+        else:
+            rest = volume - held.volume
+            sql.update(
+                SimPosition, held.pk, ticket=order_ticket, type=c.POSITION_TYPE_BUY if is_buy else c.POSITION_TYPE_SELL,
+                volume=rest, price_open=price, sl=sl, tp=tp, swap=ZERO,
+                commission=pricing.money(commission * rest / volume, digits), magic=magic, comment=comment,
+                reason=reason, time_msc=stamp, time_update_msc=stamp,
+            )  # fmt: skip
+        sql.add_to_balance(account.pk, realised + swap + commission)
+        return held.identifier
 
     def _close(
         self, account: sql.LockedAccount, position: sql.LockedPosition, req: Request, dry_run: bool,
@@ -454,13 +571,13 @@ class TradeServer:
         sql.insert(SimOrder, dict(
             ticket=order_ticket, account_id=account.pk, symbol_id=symbol.pk, type=closing_type,
             type_filling=req.type_filling, volume_initial=requested, **self._order_fill(requested, volume),
-            price_open=price, magic=req.magic, comment=req.comment, position_id=position.ticket,
+            price_open=price, magic=req.magic, comment=req.comment, position_id=position.identifier,
             reason=reason, time_setup_msc=stamp, time_done_msc=stamp,
         ))  # fmt: skip
         sql.insert(SimDeal, dict(
             ticket=deal_ticket, account_id=account.pk, order=order_ticket, symbol=symbol.name,
             type=c.DEAL_TYPE_BUY if closing_type == c.ORDER_TYPE_BUY else c.DEAL_TYPE_SELL, entry=c.DEAL_ENTRY_OUT,
-            magic=req.magic, position_id=position.ticket, reason=reason, volume=volume, price=price,
+            magic=req.magic, position_id=position.identifier, reason=reason, volume=volume, price=price,
             commission=commission, swap=swap, profit=realised, comment=req.comment, time_msc=stamp,
         ))  # fmt: skip
         if full:
@@ -540,8 +657,10 @@ class TradeServer:
         reached, as the trade server does on every tick. A stop becomes a market order: it fills
         at the quote, so a gap past the stop fills worse than the stop. A limit fills at its price
         or the better quote; a stop order at the quote. Each runs in its own transaction with the
-        account locked, like ``order_send``; one a client closed or cancelled first is skipped."""
-        in_session = Q(symbol__sessions_open=True) & (Q(symbol__name__in=list(symbols)) if symbols else Q())
+        account locked, like ``order_send``; one a client closed or cancelled first is skipped.
+        Last, the accounts holding the symbols are checked for a stop-out (``_stop_outs``)."""
+        names = list(symbols) if symbols else None
+        in_session = Q(symbol__sessions_open=True) & (Q(symbol__name__in=names) if names else Q())
         buy, sell = Q(type=c.POSITION_TYPE_BUY), Q(type=c.POSITION_TYPE_SELL)
         stops = SimPosition.objects.filter(in_session).filter(
             (buy & Q(sl__gt=0, symbol__bid__lte=F("sl")))
@@ -562,7 +681,77 @@ class TradeServer:
         for account_id, ticket in orders.order_by("ticket").values_list("account_id", "ticket"):
             with transaction.atomic():
                 fired.extend(cls(account_id)._fill_pending(ticket))
+        fired.extend(cls._stop_outs(names))
         return fired
+
+    @classmethod
+    def _stop_outs(cls, names: list[str] | None) -> list[Triggered]:
+        """Stop out every account holding the symbols ``names`` (all: None) whose margin level
+        fell below its stop-out level. The accounts are first valued together from one GROUP BY
+        (``Valuation.grouped_exposure``, exact up to per-position rounding, so a level within a
+        point of the line is looked at too); each one near or below it is then judged exactly,
+        position by position, under its lock (``_stop_out``)."""
+        holding = SimPosition.objects.all()
+        if names:
+            holding = SimPosition.objects.filter(
+                account_id__in=SimPosition.objects.filter(symbol__name__in=names).values("account_id")
+            )
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for group in Valuation.position_groups(holding, "account_id"):
+            groups.setdefault(group["account_id"], []).append(group)
+        if not groups:
+            return []
+        accounts = SimAccount.objects.filter(pk__in=list(groups)).values_list(
+            "pk", "currency", "currency_digits", "leverage", "balance", "credit", "margin_so_so"
+        )
+        symbols: dict[int, sql.TradedSymbol] = {s.pk: s for s in read_symbols()}
+        fired: list[Triggered] = []
+        for pk, currency, digits, leverage, balance, credit, so_level in accounts.order_by("pk"):
+            floating, margin = Valuation(currency, digits, leverage).grouped_exposure(groups[pk], symbols)
+            if margin > 0 and (balance + credit + floating) / margin * 100 < so_level + 1:
+                with transaction.atomic():
+                    fired.extend(cls(pk)._stop_out())
+        return fired
+
+    def _stop_out(self) -> list[Triggered]:
+        """Close the account's most losing position (in a session that is open) while its margin
+        level is below its stop-out level: reason SO, the level in the comment (``[so 45.20%]``)."""
+        fired: list[Triggered] = []
+        while True:
+            account = sql.lock_account(self.account_id, faults.clock())
+            if account is None:
+                return fired
+            valuation = Valuation(account.currency, account.currency_digits, account.leverage)
+            positions = sql.account_position_rows(account.pk)
+            floating, margin = valuation.exposure(positions)
+            if not margin:
+                return fired
+            level = (account.balance + account.credit + floating) / margin * 100
+            if level >= account.margin_so_so:
+                return fired
+            quotes = Valuation.quotes(p.symbol for p in positions)
+            in_session = {s.pk for s in read_symbols() if s.sessions_open}
+            losses = []
+            for p in positions:
+                if p.symbol.pk in in_session:
+                    _, value = valuation.value(p, quotes)
+                    losses.append((value + p.swap, p.ticket))
+            if not losses:
+                return fired  # nothing the server can close now
+            _, ticket = min(losses)
+            locked = sql.lock_account_and_position(account.pk, ticket, faults.clock())
+            position = locked[1] if locked is not None else None
+            assert position is not None  # the account's lock is held: nothing closed it meanwhile
+            symbol = position.symbol
+            is_buy = position.type == c.POSITION_TYPE_BUY
+            market = symbol.bid if is_buy else symbol.ask
+            req = Request(
+                action=c.TRADE_ACTION_DEAL, symbol=symbol.name, volume=float(position.volume), price=float(market),
+                type=c.ORDER_TYPE_SELL if is_buy else c.ORDER_TYPE_BUY, type_filling=filling_for(symbol),
+                position=ticket, comment=f"[so {level.quantize(Decimal('0.01'))}%]",
+            )  # fmt: skip
+            outcome = self._close(account, position, req, dry_run=False, reason=c.DEAL_REASON_SO)
+            fired.append(Triggered("so", symbol.name, ticket, outcome.deal, pricing.price_round(market, symbol.digits)))
 
     def _fire_stop(self, ticket: int, magic: int) -> list[Triggered]:
         try:
@@ -603,17 +792,18 @@ class TradeServer:
         if order.type in (c.ORDER_TYPE_BUY_LIMIT, c.ORDER_TYPE_SELL_LIMIT):
             price = min(market, order.price_open) if is_buy else max(market, order.price_open)
         stamp = now_msc()
-        if self._lacks_margin(account, symbol, order.volume_current, price):
+        held = self._held(account, symbol)
+        if self._lacks_margin(account, symbol, order.volume_current, price, is_buy=is_buy, held=held):
             sql.update(SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_REJECTED, time_done_msc=stamp)
             return [Triggered("rejected", symbol.name, ticket, 0, pricing.price_round(price, symbol.digits))]
         (deal_ticket,) = allocate_tickets(1)
-        sql.update(
-            SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_FILLED, volume_current=ZERO,
-            position_id=order.ticket, time_done_msc=stamp,
-        )  # fmt: skip
-        self._enter(
+        position_id = self._enter(
             account, symbol, order_ticket=order.ticket, deal_ticket=deal_ticket, is_buy=is_buy,
             volume=order.volume_current, price=price, sl=order.sl, tp=order.tp, magic=order.magic,
-            comment=order.comment, stamp=stamp, reason=order.reason,
+            comment=order.comment, stamp=stamp, reason=order.reason, held=held,
+        )  # fmt: skip
+        sql.update(
+            SimOrder, order.pk, is_open=False, state=c.ORDER_STATE_FILLED, volume_current=ZERO,
+            position_id=position_id, time_done_msc=stamp,
         )  # fmt: skip
         return [Triggered("filled", symbol.name, ticket, deal_ticket, pricing.price_round(price, symbol.digits))]

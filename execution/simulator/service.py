@@ -24,6 +24,12 @@ from execution.simulator.stamps import allocate_tickets, now_msc
 from execution.simulator.symbols import SEED_NAMES, ensure_symbols
 from execution.simulator.valuation import Valuation
 
+# ``mt5sim account create --margin-mode``: the account's ACCOUNT_MARGIN_MODE_*.
+MARGIN_MODES = {
+    "netting": c.ACCOUNT_MARGIN_MODE_RETAIL_NETTING,
+    "hedging": c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING,
+}
+
 
 @transaction.atomic
 def sim_account_create(
@@ -35,8 +41,13 @@ def sim_account_create(
     *,
     password: str = "",
     name: str = "",
+    margin_mode: str = "hedging",
 ) -> tuple[SimAccount, bool]:
-    """Create a simulated account with an initial balance deal; an existing one is returned unchanged."""
+    """Create a simulated account with an initial balance deal; an existing one is returned
+    unchanged. ``margin_mode`` is ``hedging`` (a position per deal in) or ``netting`` (one
+    position per symbol)."""
+    if margin_mode not in MARGIN_MODES:
+        raise ValueError(f"unknown margin mode {margin_mode!r}; expected one of {', '.join(MARGIN_MODES)}")
     ensure_symbols()
     existing = SimAccount.objects.filter(login=login, server=server).first()
     if existing is not None:
@@ -51,6 +62,7 @@ def sim_account_create(
         balance=amount,
         password=password,
         name=name or f"Simulated {login}",
+        margin_mode=MARGIN_MODES[margin_mode],
     )
     if amount:
         (ticket,) = allocate_tickets(1)
@@ -254,7 +266,7 @@ def sim_account_state(login: int, server: str | None = None) -> dict[str, Any]:
         "margin": str(money(margin, digits)),
         "margin_free": str(money(equity - margin, digits)),
         "margin_level": str(level),
-        "margin_mode": c.name_of("ACCOUNT_MARGIN_MODE_", c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING),
+        "margin_mode": c.name_of("ACCOUNT_MARGIN_MODE_", account.margin_mode),
         "trade_allowed": account.trade_allowed,
         "trade_disabled": not account.trade_allowed,
         "trade_expert": account.trade_expert,

@@ -194,6 +194,7 @@ class PositionRow(NamedTuple):
     snapshot, and model instances would cost more than the arithmetic."""
 
     ticket: int
+    identifier: int
     type: int
     volume: Decimal
     price_open: Decimal
@@ -226,6 +227,7 @@ class BulkAccountRow(NamedTuple):
     trade_allowed: bool
     trade_expert: bool
     limit_orders: int
+    margin_mode: int
     margin_so_call: Decimal
     margin_so_so: Decimal
 
@@ -291,6 +293,7 @@ class LockedAccount(NamedTuple):
     trade_allowed: bool
     trade_expert: bool
     limit_orders: int
+    margin_mode: int
     margin_so_call: Decimal
     margin_so_so: Decimal
     pending_faults: bool
@@ -305,6 +308,7 @@ class LockedPosition(NamedTuple):
 
     id: int
     ticket: int
+    identifier: int
     type: int
     volume: Decimal
     price_open: Decimal

@@ -207,7 +207,7 @@ class SimulatedMetaTrader5:
             login=account.login, trade_mode=account.trade_mode, leverage=account.leverage,
             limit_orders=account.limit_orders, margin_so_mode=c.ACCOUNT_STOPOUT_MODE_PERCENT,
             trade_allowed=account.trade_allowed, trade_expert=account.trade_expert,
-            margin_mode=c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, currency_digits=account.currency_digits,
+            margin_mode=account.margin_mode, currency_digits=account.currency_digits,
             fifo_close=False, balance=float(account.balance), credit=float(account.credit), profit=float(floating),
             equity=float(equity), margin=float(margin), margin_free=float(equity - margin), margin_level=level,
             margin_so_call=float(account.margin_so_call), margin_so_so=float(account.margin_so_so),
@@ -288,7 +288,7 @@ class SimulatedMetaTrader5:
         opened, updated = server_msc(p.time_msc, offset), server_msc(p.time_update_msc, offset)
         return TradePosition(
             ticket=p.ticket, time=opened // 1000, time_msc=opened, time_update=updated // 1000,
-            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.identifier, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
             price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
             comment=p.comment, external_id=p.external_id,
@@ -390,7 +390,7 @@ class SimulatedMetaTrader5:
         opened, updated = server_msc(p.time_msc, offset), server_msc(p.time_update_msc, offset)
         return TradePosition(
             ticket=p.ticket, time=opened // 1000, time_msc=opened, time_update=updated // 1000,
-            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.ticket, reason=p.reason,
+            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.identifier, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
             price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
             comment=p.comment, external_id=p.external_id,

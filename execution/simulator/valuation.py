@@ -8,11 +8,12 @@ logged-in account's; the trade server values its margin check with the one it is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from django.db.models import DecimalField, F, Sum
+from django.db.models import DecimalField, F, QuerySet, Sum
 
 from execution.models import SimPosition, SimSymbol
 from execution.simulator import constants as c
@@ -70,10 +71,14 @@ class Valuation:
         order stays cheap however many positions the account holds. Profit and margin are
         linear in volume, so summing volume and volume x open price per group is exact up to
         MT5's per-position rounding, which a margin check does not need."""
-        groups = list(
-            SimPosition.objects.filter(account_id=account_id)
-            .values("symbol_id", "type")
-            .annotate(
+        groups = self.position_groups(SimPosition.objects.filter(account_id=account_id))
+        return self.grouped_exposure(groups, known)
+
+    @staticmethod
+    def position_groups(positions: QuerySet[SimPosition], *by: str) -> list[dict[str, Any]]:
+        """The positions summed per (``by``..., symbol, side): lots, volume x open price, swap."""
+        return list(
+            positions.values(*by, "symbol_id", "type").annotate(
                 lots=Sum("volume"),
                 notional=Sum(
                     F("volume") * F("price_open"), output_field=DecimalField(max_digits=30, decimal_places=10)
@@ -81,6 +86,11 @@ class Valuation:
                 swap=Sum("swap"),
             )
         )
+
+    def grouped_exposure(
+        self, groups: list[dict[str, Any]], known: Mapping[int, sql.TradedSymbol]
+    ) -> tuple[Decimal, Decimal]:
+        """(floating profit incl. swap, used margin) of ``position_groups``' groups."""
         if not groups:
             return ZERO, ZERO
         missing = {g["symbol_id"] for g in groups} - known.keys()

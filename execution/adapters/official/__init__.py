@@ -80,3 +80,5 @@ class OfficialGateway(Trading, Gateway):
         self._entry_costs: dict[tuple[int, str], dict[int, tuple[Decimal, Decimal]]] = {}
         # An account's currency digits never change; reconciliation reads skip account_info.
         self._digits: dict[tuple[int, str], int] = {}
+        # Nor does its margin mode (ACCOUNT_MARGIN_MODE_*): whether it nets or hedges.
+        self._margin_modes: dict[tuple[int, str], int] = {}

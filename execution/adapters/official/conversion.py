@@ -174,6 +174,7 @@ def to_position(raw: Any, digits: int, commission: Decimal, offset: timedelta) -
         magic=int(raw.magic),
         comment=raw.comment,
         opened_at=utc_ms(int(raw.time_msc), offset),
+        identifier=int(raw.identifier),
     )
 
 

@@ -1,6 +1,7 @@
 """Reading accounts through the terminal: snapshots (one, or many at once where the module can
 read them together), positions, symbols, and each position's entry commission, which the
-module's positions do not carry and the deal history does.
+module's positions do not carry and the deal history does; and whether an account nets (one
+position per symbol) or hedges.
 """
 
 from __future__ import annotations
@@ -31,16 +32,41 @@ class Reads(Session):
     _entry_costs: dict[tuple[int, str], dict[int, tuple[Decimal, Decimal]]]
     # An account's currency digits never change; reconciliation reads skip account_info.
     _digits: dict[tuple[int, str], int]
+    # Nor does its margin mode (ACCOUNT_MARGIN_MODE_*).
+    _margin_modes: dict[tuple[int, str], int]
 
     # --- reads ----------------------------------------------------------------------------
     def _account_digits(self, login: int, server: str) -> int:
         if (login, server) not in self._digits:
-            info = self._read(login, server, "account_info")
-            if info is None:
-                code, text = self._error()
-                raise GatewayUnavailable(f"MT5 account_info for {login}@{server} failed: ({code}) {text}", code=code)
-            self._digits[(login, server)] = int(info.currency_digits)
+            self._remember_account(login, server)
         return self._digits[(login, server)]
+
+    def _remember_account(self, login: int, server: str) -> None:
+        """Read what never changes about an account: its currency digits and margin mode."""
+        info = self._read(login, server, "account_info")
+        if info is None:
+            code, text = self._error()
+            raise GatewayUnavailable(f"MT5 account_info for {login}@{server} failed: ({code}) {text}", code=code)
+        self._digits[(login, server)] = int(info.currency_digits)
+        self._margin_modes[(login, server)] = int(info.margin_mode)
+
+    def _nets(self, login: int, server: str) -> bool:
+        """Does the account net positions (retail netting or exchange: one position per symbol)?"""
+        if (login, server) not in self._margin_modes:
+            self._remember_account(login, server)
+        return self._margin_modes[(login, server)] != c.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING
+
+    def netting_position(self, login: int, server: str, symbol: str) -> Position | None:
+        with self._lock:
+            if not self._nets(login, server):
+                return None
+            digits = self._account_digits(login, server)
+            raw = self._read_list(login, server, "positions_get", symbol=symbol)
+            if not raw:
+                return None
+            commissions = self._commissions(login, server, raw[:1], digits)
+            offset = self._server_offset()
+        return to_position(raw[0], digits, commissions[int(raw[0].ticket)], offset)
 
     def _symbol_raw(self, login: int, server: str, symbol: str) -> Any:
         info = self._read(login, server, "symbol_info", symbol)
@@ -165,6 +191,7 @@ class Reads(Session):
     ) -> AccountSnapshot:
         digits = int(info.currency_digits)
         self._digits[(login, server)] = digits
+        self._margin_modes[(login, server)] = int(info.margin_mode)
         commissions = self._commissions(login, server, raw_positions, digits)
         observed_at = observed_at or datetime.now(UTC)
         offset = self._server_offset()

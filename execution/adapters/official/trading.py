@@ -5,10 +5,15 @@ reconcile a request whose answer was lost.
 ``order_send`` returning ``None`` after the request may have left is never retried here: the
 result says ``maybe_executed`` and the caller reconciles by tag. The filling mode must match
 the symbol's ``filling_mode`` bitmask, for closes too.
+
+On a netting account (one position per symbol) an open's deal may add to a position opened
+earlier, so the position it acted on is read from the deal (``position_id``), never assumed
+to be the order's ticket; a close is the opposite deal naming the position, as on hedging.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -97,7 +102,22 @@ class Trading(Reads):
                 request["sl"] = float(sl)
             if tp:
                 request["tp"] = float(tp)
-            return self._send(login, server, request)
+            result = self._send(login, server, request)
+            if result.ok and result.deal and self._nets(login, server):
+                result = replace(result, position=self._position_of_deal(login, server, result.deal, symbol))
+            return result
+
+    def _position_of_deal(self, login: int, server: str, deal: int, symbol: str) -> int:
+        """The ticket of the netting position ``deal`` acted on: the deal's ``position_id`` is the
+        position's identifier, which is its ticket unless a reversal gave it another. The
+        symbol's position when the deal is not in the history yet; its identifier when the
+        position is gone (closed meanwhile)."""
+        found = self._read_list(login, server, "history_deals_get", ticket=deal)
+        identifier = int(found[0].position_id) if found else 0
+        for held in self._read_list(login, server, "positions_get", symbol=symbol):
+            if not identifier or int(held.identifier) == identifier:
+                return int(held.ticket)
+        return identifier
 
     def close_position(
         self, login: int, server: str, *, ticket: int, volume: Decimal | None = None, deviation: int = 20, tag: str

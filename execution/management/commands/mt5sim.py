@@ -1,6 +1,7 @@
 """``mt5sim``: operate the MT5 simulator (ARCHITECTURE.md, "Operations contract").
 
     mt5sim account create --login N --balance B [--server S] [--currency USD] [--leverage 100] [--terminal NAME]
+                          [--margin-mode hedging|netting]
     mt5sim account show --login N [--server S]
     mt5sim price --symbol SYM --bid X [--ask Y]
     mt5sim positions --login N [--server S]
@@ -34,6 +35,7 @@ from execution.models import SimFaultKind, SimSymbol
 from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
 from execution.simulator.service import (
+    MARGIN_MODES,
     Quote,
     sim_account_create,
     sim_account_state,
@@ -78,6 +80,12 @@ class Command(BaseCommand):
         create.add_argument("--password", default="", help="empty: any password is accepted")
         create.add_argument(
             "--terminal", default=None, help="pin the account to this configured terminal (default: a private one)"
+        )
+        create.add_argument(
+            "--margin-mode",
+            choices=tuple(MARGIN_MODES),
+            default="hedging",
+            help="hedging: a position per deal in; netting: one position per symbol",
         )
         show = account_sub.add_parser("show", help="the account as JSON: money, margin mode, rights")
         show.add_argument("--login", type=int, required=True)
@@ -153,6 +161,7 @@ class Command(BaseCommand):
                 currency=options["currency"],
                 leverage=options["leverage"],
                 password=options["password"],
+                margin_mode=options["margin_mode"],
             )
             if terminal is not None:
                 terminal_pin(terminal, [(account.login, account.server)])
@@ -169,7 +178,7 @@ class Command(BaseCommand):
         self.emit(line)
 
     def emit_triggered(self, quote: Quote) -> None:
-        """One line for each stop or pending order the quote set off."""
+        """One line for each stop, pending order or stop-out the quote set off."""
         for fired in quote.triggered:
             self.emit({"triggered": fired.kind, "ticket": fired.ticket, "deal": fired.deal, "price": str(fired.price)})
 
