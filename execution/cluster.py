@@ -111,10 +111,14 @@ class LaneSentinel(q_cluster.Sentinel):
             logger.error("lane worker %s timed out and was replaced", process.pid)
         elif timer == IDLE and process.generation == self.generation:
             # It may have died holding the task queue's read lock: nobody could read it again.
-            logger.error("lane worker %s died while idle; the lane gets a new task queue", process.pid)
+            logger.error(
+                "lane worker %s died while idle (exit code %s); the lane gets a new task queue",
+                process.pid,
+                process.exitcode,
+            )
             self._renew_task_queue()
         elif timer != RECYCLED:
-            logger.error("lane worker %s died and was replaced", process.pid)
+            logger.error("lane worker %s died (exit code %s) and was replaced", process.pid, process.exitcode)
         self._fill_pool()
         self.reincarnations += 1
 

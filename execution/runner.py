@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -39,6 +41,12 @@ logger = logging.getLogger("bridge.execution")
 
 FAST_LANE_DEADLINE = timedelta(seconds=settings.FAST_LANE_DEADLINE_SECONDS)
 FAST_LANE_LEASE = timedelta(seconds=settings.FAST_LANE_LEASE_SECONDS)
+_HOST = socket.gethostname()
+
+
+def _worker() -> str:
+    """The claim's timeline note: the worker that took the command ("which worker had it?")."""
+    return f"worker {_HOST} pid {os.getpid()}"  # the pid now: lane workers are forked
 
 
 def deadline_of(command: Command) -> datetime:
@@ -71,6 +79,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             "to": State.EXECUTING.value,
             "kind": CommandEvent.Kind.TRANSITION.value,
             "lease": lease_until,
+            "worker": _worker(),
         }
         if pk is not None:
             statement = sql.CLAIM_ONE
@@ -104,6 +113,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
                 kind=CommandEvent.Kind.TRANSITION,
                 from_state=State.QUEUED,
                 to_state=State.EXECUTING,
+                note=_worker(),
                 at=now,
             )
             if spare_doorbell and lane is not None and rings_with_the_commit(lane):

@@ -30,7 +30,7 @@ WITH claimed AS (
     WHERE id = {{which}} AND state = %(from)s RETURNING *
 ){{doorbell}}, timeline AS (
     INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-    SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed
+    SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, %(worker)s FROM claimed
 )
 SELECT {COMMAND.columns}, {ACCOUNT.columns}, {TENANT.columns},
     CASE WHEN c.lane = '{Lane.FAST.value}' THEN {notice_sql("busy")} END
