@@ -62,7 +62,10 @@ def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
             oldest = queued.aggregate(oldest=Min("lock"))["oldest"] if depth else None
         else:
             # Redis holds the doorbells; the commands themselves say how long they have waited.
-            depth = lane_broker(lane).queue_size()
+            try:
+                depth = lane_broker(lane).queue_size()
+            except Exception:  # Redis down or hung: the lane is served from the database meanwhile
+                depth = None  # (the broker check says so)
             waiting = Command.objects.filter(lane=lane, state=State.QUEUED)
             oldest = waiting.aggregate(oldest=Min("queued_at"))["oldest"]
         age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
