@@ -370,8 +370,8 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
 
     reset_gateway()
     trials = 4 if quick else 10
-    if name == "fast_kill_mid_close":
-        return drill_fast_kill_mid_close(url, trials=trials)
+    if name == "fast_kill_mid_close":  # half after the fill, half before: trials of each
+        return drill_fast_kill_mid_close(url, trials=2 * trials)
     if name == "fast_kill_idle":
         return drill_fast_kill_idle(url, trials=trials)
     if name == "redis_hung":
