@@ -158,6 +158,14 @@ FAST_LANE_DRAIN_SECONDS = env.float("FAST_LANE_DRAIN_SECONDS", default=1.0)
 NORMAL_LANE_YIELD_MS = env.int("NORMAL_LANE_YIELD_MS", default=50)
 # A command `executing` longer than this lost its worker; the sweeper re-queues it.
 COMMAND_EXECUTING_LEASE_SECONDS = env.int("COMMAND_EXECUTING_LEASE_SECONDS", default=90)
+# A fast command's lease: its worker renews it every FAST_LANE_LEASE_RENEW_SECONDS while it
+# executes, and the sweeper (every FAST_LANE_SWEEP_SECONDS) sends back a fast command whose lease
+# lapsed: a fast worker that dies mid-close costs about a second, not the 90 s above.
+FAST_LANE_LEASE_SECONDS = env.float("FAST_LANE_LEASE_SECONDS", default=1.2)
+FAST_LANE_LEASE_RENEW_SECONDS = env.float("FAST_LANE_LEASE_RENEW_SECONDS", default=0.3)
+FAST_LANE_SWEEP_SECONDS = env.float("FAST_LANE_SWEEP_SECONDS", default=0.2)
+if FAST_LANE_LEASE_RENEW_SECONDS * 3 > FAST_LANE_LEASE_SECONDS:
+    raise ImproperlyConfigured("FAST_LANE_LEASE_SECONDS must allow three renewals (FAST_LANE_LEASE_RENEW_SECONDS)")
 # A command `queued` longer than this may have lost its task (Redis broker); rung again.
 COMMAND_QUEUED_GRACE_SECONDS = env.int("COMMAND_QUEUED_GRACE_SECONDS", default=600)
 # The same for a fast command when its broker is Redis (a doorbell can be lost there).
@@ -204,6 +212,11 @@ CACHES = {
 # the command's transaction: a command row never exists without its task, nor a task without
 # its row. `retry` stays above `timeout` so a running task is never redelivered.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Ringing the fast lane's Redis doorbell from a request or the sweeper waits at most this long
+# (connect, then the command); a Redis that fails is then left alone for REDIS_RETRY_AFTER_SECONDS:
+# the command is already stored, and the sweeper rings again.
+REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.1)
+REDIS_RETRY_AFTER_SECONDS = env.float("REDIS_RETRY_AFTER_SECONDS", default=1.0)
 # The fast lane's broker: `redis` (the default when REDIS_URL is set) wakes a worker the moment a
 # task arrives (BLPOP) instead of polling the database. Redis has no delivery receipts, so the
 # doorbell is rung after the command commits, and the sweeper rings again for a fast command

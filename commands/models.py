@@ -68,6 +68,10 @@ class Command(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    # A fast command's lease while it executes: its worker renews it every
+    # FAST_LANE_LEASE_RENEW_SECONDS; once it lapses the sweeper sends the command back to its lane.
+    # Empty on the normal lane, whose lease is COMMAND_EXECUTING_LEASE_SECONDS after `updated_at`.
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

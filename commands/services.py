@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,8 @@ from django_q.brokers.orm import ORM as OrmBroker
 from django_q.brokers.redis_broker import Redis as RedisBroker
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bridgeproject.dbutil import one_statement, prepared_cursor
 from bridgeproject.errors import BridgeError
@@ -50,11 +53,18 @@ def lane_broker(lane: str) -> Broker:
     if broker is None:
         if kind == "redis":
             broker = RedisBroker(list_key=QUEUE_KEY_FOR_LANE[lane])
-            broker.connection = redis.from_url(settings.REDIS_URL)
+            broker.connection = bounded_redis(settings.REDIS_URL, settings.REDIS_SOCKET_TIMEOUT_SECONDS)
         else:
             broker = OrmBroker(list_key=QUEUE_KEY_FOR_LANE[lane])
         _brokers[(lane, kind)] = broker
     return broker
+
+
+def bounded_redis(url: str, timeout: float) -> redis.Redis:
+    """A Redis client that never waits on a hung server longer than `timeout` (to connect, then
+    for each answer) and never retries by itself: redis-py's defaults (5 s, three retries with
+    backoff) would hold a web request for seconds on a server that stopped answering."""
+    return redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
 def rings_with_the_commit(lane: str) -> bool:
@@ -89,10 +99,19 @@ def command_enqueue(*, command: Command) -> None:
         transaction.on_commit(lambda: _ring(broker, package))
 
 
+# After Redis failed to ring, when it may be tried again (time.monotonic()): a hung Redis costs one
+# request REDIS_SOCKET_TIMEOUT_SECONDS, not every request.
+_redis_resting_until = 0.0
+
+
 def _ring(broker: Broker, package: str) -> None:
+    global _redis_resting_until
+    if time.monotonic() < _redis_resting_until:
+        return  # the command is committed and queued: the sweeper rings it again
     try:
         broker.enqueue(package)
     except Exception:  # the command is committed: the sweeper rings again; never fail the request
+        _redis_resting_until = time.monotonic() + settings.REDIS_RETRY_AFTER_SECONDS
         logger.exception("could not ring the lane's doorbell; the sweeper will")
 
 

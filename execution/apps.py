@@ -1,3 +1,5 @@
+import sys
+
 from django.apps import AppConfig
 
 
@@ -12,3 +14,7 @@ class ExecutionConfig(AppConfig):
 
         # django-q2's own signal, received in the app that runs the lanes.
         post_spawn.connect(on_worker_spawned, dispatch_uid="lane-heartbeat")
+        if sys.argv[1:2] == ["qcluster"]:
+            from execution.cluster import install
+
+            install()  # a killed idle worker must not wedge its lane (execution/cluster.py)

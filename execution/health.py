@@ -62,13 +62,18 @@ def lane_check(lane: str) -> Callable[[], dict[str, Any]]:
             oldest = queued.aggregate(oldest=Min("lock"))["oldest"] if depth else None
         else:
             # Redis holds the doorbells; the commands themselves say how long they have waited.
-            depth = lane_broker(lane).queue_size()
+            try:
+                depth = lane_broker(lane).queue_size()
+            except Exception:  # Redis down or hung: the lane is served from the database meanwhile
+                depth = None  # (the broker check says so)
             waiting = Command.objects.filter(lane=lane, state=State.QUEUED)
             oldest = waiting.aggregate(oldest=Min("queued_at"))["oldest"]
         age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
         workers = workers_alive(lane)
         status = OK
-        if workers == 0 or age > LANE_MAX_AGE_SECONDS[lane]:
+        if workers == 0 and lane == Lane.FAST:
+            status = DOWN  # no protective close can run
+        elif workers == 0 or age > LANE_MAX_AGE_SECONDS[lane]:
             status = DEGRADED
         return {
             "status": status,
@@ -95,10 +100,17 @@ def check_mt5() -> dict[str, Any]:
     stale = watched.filter(Q(snapshot_at__lt=too_old) | Q(snapshot_at__isnull=True)).count()
     monitors = MonitorHeartbeat.objects.filter(heartbeat_at__gte=now - timedelta(seconds=5)).count()
     unreachable = outages.recent_failure()
-    healthy = bool(status.get("available")) and stale == 0 and unreachable is None
+    # AutoTrading off (the terminal's button) or Python trading disabled: MT5 refuses every trade.
+    trading_off = status.get("trade_allowed") is False or bool(status.get("trade_api_disabled"))
+    if not status.get("available"):
+        verdict = DOWN  # no protective close can run
+    elif stale or unreachable is not None or trading_off:
+        verdict = DEGRADED
+    else:
+        verdict = OK
     return {
         **status,
-        "status": OK if healthy else DEGRADED,
+        "status": verdict,
         # The lanes' and the monitor's own experience of the terminal, not just its status call.
         "recent_connection_failure": unreachable,
         "risk_monitors_alive": monitors,
@@ -107,7 +119,9 @@ def check_mt5() -> dict[str, Any]:
     }
 
 
-# Each check answers {"status": ok|degraded|down, ...}; database down means the bridge is down.
+# Each check answers {"status": ok|degraded|down, ...}. The bridge is down when the database is
+# (nothing can be accepted), or when no protective close can run: no live fast-lane worker, or the
+# MT5 backend unavailable. Any other check that is not ok leaves it degraded.
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "database": check_database,
     "broker": check_broker,
@@ -116,7 +130,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "mt5": check_mt5,
     "callbacks": lambda: callbacks_health(),
 }
-CRITICAL = frozenset({"database"})
+CRITICAL = frozenset({"database", "fast_lane", "mt5"})
 
 
 def run_checks() -> dict[str, Any]:
@@ -141,7 +155,7 @@ class HealthView(APIView):
 
     @extend_schema(
         operation_id="health",
-        summary="Liveness and readiness of every part; 503 only when down",
+        summary="Liveness and readiness of every part; 503 when down (no database, or no protective close can run)",
         responses={
             200: inline_serializer(
                 "Health",

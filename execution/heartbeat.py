@@ -1,6 +1,10 @@
 """Lane workers as they start: their heartbeat (health reads it), and the normal lane's lower CPU priority.
 
-Every django-q2 worker process writes a heartbeat row every few seconds.
+Every django-q2 worker process writes a heartbeat row (one per host and pid) every
+HEARTBEAT_SECONDS; health counts a worker live while its row is fresh within ALIVE_WITHIN_SECONDS
+and, when the worker runs on health's own host, while its process exists. The cluster's sentinel
+deletes a dead worker's row as it replaces it (execution.cluster), so a killed worker stops
+counting at once.
 
 django-q2's own cluster stats do not say which cluster (lane) they belong to, and health must
 tell a dead fast lane from a dead normal one.
@@ -25,8 +29,10 @@ from commands.lanes import Lane
 
 logger = logging.getLogger("bridge.lanes")
 
-HEARTBEAT_SECONDS = 2.0
-ALIVE_WITHIN_SECONDS = 3 * HEARTBEAT_SECONDS
+HEARTBEAT_SECONDS = 0.5
+ALIVE_WITHIN_SECONDS = 2.0
+# Rows of workers gone this long are deleted by the next worker that starts on the host.
+FORGET_AFTER = timedelta(minutes=10)
 _LANE_FOR_CLUSTER = {"normal": Lane.NORMAL, "fastlane": Lane.FAST}
 
 
@@ -60,6 +66,7 @@ def on_worker_spawned(sender: Any, proc_name: str, **kwargs: Any) -> None:
         connection_created.connect(_database_work_yields_too, dispatch_uid="normal-lane-backend-nice")
     try:
         beat(lane)
+        forget_gone_workers()
     except Exception:  # never stop a worker from starting over a heartbeat
         logger.warning("lane heartbeat failed", exc_info=True)
     if lane == Lane.FAST:
@@ -100,8 +107,35 @@ def _database_work_yields_too(sender: Any, connection: BaseDatabaseWrapper, **kw
         logger.debug("could not lower the backend's priority", exc_info=True)
 
 
+def forget(pid: int) -> None:
+    """Delete the heartbeat of a worker of this host that is gone (its sentinel replaces it)."""
+    from commands.models import LaneHeartbeat
+
+    LaneHeartbeat.objects.filter(host=socket.gethostname(), pid=pid).delete()
+
+
+def forget_gone_workers() -> None:
+    from commands.models import LaneHeartbeat
+
+    LaneHeartbeat.objects.filter(host=socket.gethostname(), seen_at__lt=timezone.now() - FORGET_AFTER).delete()
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
 def workers_alive(lane: str) -> int:
+    """Live workers of the lane: a heartbeat fresh within ALIVE_WITHIN_SECONDS, from a process that
+    still exists when it runs on this host (a worker of another host is taken at its word)."""
     from commands.models import LaneHeartbeat
 
     since = timezone.now() - timedelta(seconds=ALIVE_WITHIN_SECONDS)
-    return LaneHeartbeat.objects.filter(lane=lane, seen_at__gte=since).count()
+    here = socket.gethostname()
+    rows = LaneHeartbeat.objects.filter(lane=lane, seen_at__gte=since).values_list("host", "pid")
+    return sum(1 for host, pid in rows if host != here or process_exists(pid))

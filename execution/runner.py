@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -17,7 +19,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.models import OrmQ
@@ -28,7 +30,7 @@ from commands.lanes import Lane
 from commands.models import Command, CommandEvent
 from commands.services import command_enqueue, lane_broker, rings_with_the_commit
 from commands.states import State, check_transition
-from execution import outages, sql
+from execution import lease, outages, sql
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
@@ -38,6 +40,13 @@ from execution.yielding import say, yield_to_the_fast_lane
 logger = logging.getLogger("bridge.execution")
 
 FAST_LANE_DEADLINE = timedelta(seconds=settings.FAST_LANE_DEADLINE_SECONDS)
+FAST_LANE_LEASE = timedelta(seconds=settings.FAST_LANE_LEASE_SECONDS)
+_HOST = socket.gethostname()
+
+
+def _worker() -> str:
+    """The claim's timeline note: the worker that took the command ("which worker had it?")."""
+    return f"worker {_HOST} pid {os.getpid()}"  # the pid now: lane workers are forked
 
 
 def deadline_of(command: Command) -> datetime:
@@ -59,6 +68,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
     """
     check_transition(State.QUEUED, State.EXECUTING)
     now = timezone.now()
+    lease_until = now + FAST_LANE_LEASE  # fast commands only: the normal lane's lease is counted from updated_at
     if connection.vendor == "postgresql":
         # One statement: the conditional update, its timeline entry and the spare doorbell.
         params: dict[str, Any] = {
@@ -68,6 +78,8 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             "from": State.QUEUED.value,
             "to": State.EXECUTING.value,
             "kind": CommandEvent.Kind.TRANSITION.value,
+            "lease": lease_until,
+            "worker": _worker(),
         }
         if pk is not None:
             statement = sql.CLAIM_ONE
@@ -89,7 +101,10 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             if pk is None:
                 return None
             claimed = queued.filter(pk=pk).update(
-                state=State.EXECUTING, started_at=Coalesce("started_at", Value(now)), updated_at=now
+                state=State.EXECUTING,
+                started_at=Coalesce("started_at", Value(now)),
+                updated_at=now,
+                lease_until=Case(When(lane=Lane.FAST, then=Value(lease_until)), default=None),
             )
             if not claimed:
                 return None
@@ -98,6 +113,7 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
                 kind=CommandEvent.Kind.TRANSITION,
                 from_state=State.QUEUED,
                 to_state=State.EXECUTING,
+                note=_worker(),
                 at=now,
             )
             if spare_doorbell and lane is not None and rings_with_the_commit(lane):
@@ -123,6 +139,7 @@ def _claimed(row: Sequence[Any]) -> Command:
 
 def _finish(command: Command, step: Step, attempts: list[tuple[datetime, TradeResult]] | None = None) -> None:
     """The command's terminal state, with the attempts not yet written, in one transaction."""
+    lease.check(command)
     with transaction.atomic():
         _write_attempts(command, attempts or [], counted_by_caller=True)
         command.transition(
@@ -219,14 +236,22 @@ def lane_run(lane: str) -> int:
             return ran
 
 
-def _run_in_scope(command: Command) -> str:
+def _run_in_scope(command: Command) -> str | None:
     with context.scope(
         correlation_id=command.correlation_id,
         tenant=command.tenant.tenant_id,
         account=command.account.login,
         command_id=command.command_id,
     ):
-        return _run(command)
+        lease.hold(command)
+        try:
+            return _run(command)
+        except lease.LeaseLost:
+            # Taken back while this worker still ran it: the next claim reconciles what was sent.
+            logger.warning("command abandoned: its lease was taken back")
+            return None
+        finally:
+            lease.release(command)
 
 
 def _run(command: Command) -> str:
@@ -272,6 +297,7 @@ def _run(command: Command) -> str:
 
 
 def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult], None], reconcile: bool) -> Step:
+    lease.check(command)  # nothing is sent for a command another worker has taken over
     ctx = Context(command=command, gateway=gateway, record=record, reconcile=reconcile)
     try:
         return EXECUTORS[command.command_type](ctx)
@@ -298,33 +324,42 @@ class ReadOnlyGateway:
         return getattr(self._inner, name)
 
 
-def sweep_stuck(*, executing_lease: timedelta | None = None, queued_grace: timedelta | None = None) -> int:
+def sweep_stuck(
+    *, executing_lease: timedelta | None = None, queued_grace: timedelta | None = None, fast_only: bool = False
+) -> int:
     """Send commands whose worker vanished back to their lane; returns how many were re-queued.
 
-    `executing` past the lease: the worker died mid-command (the next attempt reconciles).
-    `queued` past the grace with no live task: the broker lost the doorbell (Redis has no
-    delivery receipts). A duplicate doorbell is harmless: the claim lets one through.
+    `executing` past its lease: the worker died mid-command (the next attempt reconciles). A fast
+    command's lease is `lease_until`, renewed by its worker (execution.lease); a normal one's is
+    COMMAND_EXECUTING_LEASE_SECONDS after it last moved. `queued` past the grace: the doorbell was
+    lost (Redis has no delivery receipts) or swallowed (a worker killed with it, or the task queue
+    of a cluster whose worker died holding its lock); a fast command is rung again after
+    COMMAND_FAST_QUEUED_GRACE_SECONDS. A duplicate doorbell is harmless: the claim lets one through.
+    `fast_only`: the fast lane's part alone, cheap enough to run every FAST_LANE_SWEEP_SECONDS.
     """
     now = timezone.now()
-    lease = executing_lease or timedelta(seconds=settings.COMMAND_EXECUTING_LEASE_SECONDS)
+    silent = executing_lease or timedelta(seconds=settings.COMMAND_EXECUTING_LEASE_SECONDS)
     grace = queued_grace or timedelta(seconds=settings.COMMAND_QUEUED_GRACE_SECONDS)
     requeued = 0
-    stuck = list(
-        Command.objects.filter(state=State.EXECUTING, updated_at__lt=now - lease).values_list("pk", flat=True)[:500]
-    )
-    for pk in stuck:
+    lapsed = Q(lease_until__lt=now)
+    if not fast_only:
+        lapsed |= Q(lease_until__isnull=True, updated_at__lt=now - silent)
+    executing = Command.objects.filter(lapsed, state=State.EXECUTING)
+    for pk in list(executing.values_list("pk", flat=True)[:500]):
         with transaction.atomic():
-            command = Command.objects.select_for_update(skip_locked=True).filter(pk=pk, state=State.EXECUTING).first()
+            # Locked, and the lease looked at again: a renewal may have just come in.
+            command = executing.select_for_update(skip_locked=True).filter(pk=pk).first()
             if command is None:
                 continue
-            command.transition(State.QUEUED, note="re-queued by the sweeper: the worker stopped answering")
+            command.transition(
+                State.QUEUED, note="re-queued by the sweeper: the worker stopped answering", lease_until=None
+            )
             command_enqueue(command=command)
             requeued += 1
-    waited_too_long = Q(updated_at__lt=now - grace)
-    if not rings_with_the_commit(Lane.FAST):
-        # Redis may lose a doorbell (no delivery receipts): a fast command is rung again soon.
-        fast_grace = timedelta(seconds=settings.COMMAND_FAST_QUEUED_GRACE_SECONDS)
-        waited_too_long |= Q(lane=Lane.FAST, updated_at__lt=now - fast_grace)
+    fast_grace = timedelta(seconds=settings.COMMAND_FAST_QUEUED_GRACE_SECONDS)
+    waited_too_long = Q(lane=Lane.FAST, updated_at__lt=now - fast_grace)
+    if not fast_only:
+        waited_too_long |= Q(updated_at__lt=now - grace)
     forgotten = Command.objects.filter(waited_too_long, state=State.QUEUED)[:500]
     for command in forgotten:
         with transaction.atomic():

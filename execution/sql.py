@@ -19,16 +19,18 @@ COMMAND, ACCOUNT, TENANT = RowReader(Command, "c"), RowReader(TradingAccount, "a
 
 
 # command_claim's writes as one PostgreSQL statement (table names from the models), which also
-# returns the claimed row with its account and tenant. The lane's oldest queued command comes
-# from the (state, lane, updated_at) index, SKIP LOCKED so that workers claiming at once take
-# different commands instead of waiting on each other.
+# returns the claimed row with its account and tenant; a fast command gets its lease. The lane's
+# oldest queued command comes from the (state, lane, updated_at) index, SKIP LOCKED so that
+# workers claiming at once take different commands instead of waiting on each other.
 _CLAIM_TEMPLATE = f"""
 WITH claimed AS (
-    UPDATE {Command._meta.db_table} SET state = %(to)s, started_at = COALESCE(started_at, %(now)s), updated_at = %(now)s
+    UPDATE {Command._meta.db_table}
+    SET state = %(to)s, started_at = COALESCE(started_at, %(now)s), updated_at = %(now)s,
+        lease_until = CASE WHEN lane = '{Lane.FAST.value}' THEN %(lease)s::timestamptz END
     WHERE id = {{which}} AND state = %(from)s RETURNING *
 ){{doorbell}}, timeline AS (
     INSERT INTO {CommandEvent._meta.db_table} (command_id, kind, at, from_state, to_state, note)
-    SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, '' FROM claimed
+    SELECT id, %(kind)s, %(now)s, %(from)s, %(to)s, %(worker)s FROM claimed
 )
 SELECT {COMMAND.columns}, {ACCOUNT.columns}, {TENANT.columns},
     CASE WHEN c.lane = '{Lane.FAST.value}' THEN {notice_sql("busy")} END

@@ -228,20 +228,30 @@ class Monitor:
         MonitorHeartbeat.objects.filter(monitor_id=self.monitor_id).delete()
 
 
-def sweep_forever(stop: threading.Event, *, every: float = SWEEP_EVERY.total_seconds()) -> None:
+def sweep_forever(
+    stop: threading.Event, *, every: float = SWEEP_EVERY.total_seconds(), fast_every: float | None = None
+) -> None:
     """The sweeper (`execution.runner.sweep_stuck`) on its own thread and database connection.
 
     Re-ringing a backlog's commands takes one transaction each: on the monitor's own loop that
-    could hold a cycle up for seconds, and with it the detection of a breach.
+    could hold a cycle up for seconds, and with it the detection of a breach. The fast lane's part
+    (lapsed leases, fast commands queued too long) runs every FAST_LANE_SWEEP_SECONDS, the whole
+    sweep every `every`.
     """
     watchdog = Watchdog()
-    while not stop.wait(every):
+    fast_every = min(every, fast_every or settings.FAST_LANE_SWEEP_SECONDS)
+    next_full = time.monotonic() + every
+    while not stop.wait(fast_every):
         try:
             close_old_connections()
-            requeued = sweep_stuck()
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + every
+            requeued = sweep_stuck(fast_only=not full)
             if requeued:
                 logger.warning("sweeper re-queued commands", extra={"count": requeued})
-            watchdog.check()
+            if full:
+                watchdog.check()
         except Exception:  # PostgreSQL restarting: drop the connection and try on the next turn
             logger.exception("the sweeper failed; it tries again")
             connection.close()

@@ -393,9 +393,11 @@ def test_the_manager_backend_fails_commands_clearly_and_health_says_so(trader):
     assert command.state == State.FAILED
     assert command.error_code == "mt5_unavailable"
     assert "Manager API" in command.error_message
-    health = trader.client.get("/api/v1/health").json()
+    response = trader.client.get("/api/v1/health")
+    health = response.json()
     assert health["checks"]["mt5"]["available"] is False
-    assert health["status"] == "degraded"
+    assert health["checks"]["mt5"]["status"] == "down"
+    assert (response.status_code, health["status"]) == (503, "down")  # no protective close can run
 
 
 def test_a_lost_answer_at_the_deadline_is_reconciled_before_saying_failed(trader, settings):

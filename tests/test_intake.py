@@ -542,9 +542,11 @@ def test_an_unknown_or_misspelt_list_filter_is_422_naming_it_instead_of_listing_
 def test_health_reports_each_check_and_queue_depth(alice, account_1):
     alice.post("mt5/commands", examples.CLOSE_POSITIONS)
     response = alice.client.get("/api/v1/health")
-    assert response.status_code == 200
+    assert response.status_code == 503  # no fast-lane worker runs here: no protective close could
     body = response.json()
-    assert body["status"] in {"ok", "degraded"}
+    assert body["status"] == "down"
+    assert body["checks"]["fast_lane"]["status"] == "down"
+    assert body["checks"]["fast_lane"]["workers_alive"] == 0
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["fast_lane"]["queue_depth"] == 1
     assert body["checks"]["normal_lane"]["queue_depth"] == 0

@@ -181,5 +181,8 @@ class TerminalRouter(Gateway):
             "backend": self.backend,
             "available": bool(statuses) and all(bool(s.get("available")) for s in statuses.values()),
             "detail": "; ".join(f"{name}: {s.get('detail', '')}" for name, s in statuses.items()) or "no terminal",
+            # Health is degraded when AutoTrading or Python trading is off on any terminal.
+            "trade_allowed": all(s.get("trade_allowed") is not False for s in statuses.values()),
+            "trade_api_disabled": any(bool(s.get("trade_api_disabled")) for s in statuses.values()),
             "terminals": statuses,
         }

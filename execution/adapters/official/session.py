@@ -208,5 +208,7 @@ class Session:
                 "detail": f"{info.name} build {info.build}, "
                 + ("connected to the trade server" if connected else "no connection to the trade server"),
                 "trade_allowed": bool(info.trade_allowed),
+                # The terminal's "disable automatic trading through the Python API" option.
+                "trade_api_disabled": bool(getattr(info, "tradeapi_disabled", False)),
                 "logged_in": self._current[0] if self._current else None,
             }
