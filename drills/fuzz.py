@@ -36,6 +36,7 @@ from drills.harness import (
     auth,
     free_port,
     fresh_database,
+    lanes,
     policy_body,
     print_figures,
     running,
@@ -107,9 +108,16 @@ def main() -> int:
     port = free_port()
     server = web(url, port, name="fuzz-web")
     runs = []
-    with running(server):
+    # The bridge as deployed: with both lanes up, health is not 503 `down` for want of a fast
+    # worker (which schemathesis would count as a server error).
+    with running(server, *lanes(url)):
         if not wait_http(port):
             raise SystemExit("the web process did not come up")
+        deadline = time.monotonic() + 60
+        while httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=10).status_code == 503:
+            if time.monotonic() > deadline:
+                raise SystemExit("health stayed 503 down: the lanes did not come up")
+            time.sleep(0.5)
         # tenant_2's account, registered the way Laravel does: its first policy snapshot.
         httpx.post(
             f"http://127.0.0.1:{port}/api/v1/mt5/policies",
