@@ -257,11 +257,13 @@ def breach_trial(
     for `outage` seconds from the moment the breach is recorded; time the outage's end → flat.
 
     From before the price moves, every order_send of the account fails with no connection (a
-    counted fault), so the breach's first close cannot get through before the outage begins; the
-    moment the action is recorded, that fault is swapped for the outage (reads cut off too) in
-    one transaction."""
-    from django.db import transaction
-
+    counted fault), so the breach's first close cannot get through before the outage begins. The
+    moment the action is recorded the outage (reads cut off too) is committed, and only then is
+    the counted fault ended. Not the other way round, nor in one transaction: a sender skips a
+    counted fault whose row another transaction holds (`SKIP LOCKED`, so that senders share a
+    count), so a close sent while the fault's row is being ended, with the outage not yet
+    committed, would go through."""
+    from execution.models import SimFault
     from execution.simulator.service import sim_clear_faults, sim_inject_fault, sim_set_price
     from policies.models import ProtectiveAction
 
@@ -270,8 +272,7 @@ def breach_trial(
     sim_set_price(SYMBOL, OPEN_BID)
     open_position(port, login)
     known = set(ProtectiveAction.objects.filter(account__login=login).values_list("pk", flat=True))
-    if outage:
-        sim_inject_fault("no_connection", login=login, count=1_000_000)
+    armed = sim_inject_fault("no_connection", login=login, count=1_000_000) if outage else None
     receiver.refuse_next = refuse_first
     moved_ms = time.time() * 1000
     sim_set_price(SYMBOL, BREACH_BID)
@@ -282,10 +283,10 @@ def breach_trial(
 
     if not wait_for(recorded, 30, 0.005):
         raise RuntimeError("no protective action within 30 s of the breach")
-    if outage:
-        with transaction.atomic():
-            sim_clear_faults(login=login)
-            fault = sim_inject_fault("no_connection", login=login, seconds=outage)
+    if armed is not None:
+        fault = sim_inject_fault("no_connection", login=login, seconds=outage)
+        # No service function ends one fault and not the others of its login: the row, directly.
+        SimFault.objects.filter(pk=armed.pk).update(remaining=0)
         recovery_ms = float(fault.until_msc or 0)
     else:
         recovery_ms = moved_ms
