@@ -1,7 +1,7 @@
 """Run every benchmark and drill, then write one markdown report with a table of figures and PNG plots.
 
     .venv/bin/python drills/report.py            # the full run (load 600 s, fuzz >= 1,000 cases)
-    .venv/bin/python drills/report.py --quick    # a smoke run of everything (~15 minutes)
+    .venv/bin/python drills/report.py --quick    # a smoke run of everything (~20 minutes)
     .venv/bin/python drills/report.py --only load fuzz --load-seconds 60
 
 Each step is its own process with a time limit: one that fails, crashes or times out is a FAIL
