@@ -1,7 +1,7 @@
 """Run every benchmark and drill, then write one markdown report with a table of figures and PNG plots.
 
     .venv/bin/python drills/report.py            # the full run (load 600 s, fuzz >= 1,000 cases)
-    .venv/bin/python drills/report.py --quick    # a smoke run of everything (~15 minutes)
+    .venv/bin/python drills/report.py --quick    # a smoke run of everything (~20 minutes)
     .venv/bin/python drills/report.py --only load fuzz --load-seconds 60
 
 Each step is its own process with a time limit: one that fails, crashes or times out is a FAIL
@@ -47,6 +47,7 @@ class Step:
 def steps(quick: bool, load_seconds: float, fuzz_examples: int) -> list[Step]:
     d, b = str(ROOT / "drills"), str(ROOT / "bench")
     fault = [f"{d}/faults.py"]
+    protect = [f"{d}/protection.py"]
     q = ["--quick"] if quick else []
     return [
         Step("bench_intake", "benchmark", [PY, f"{b}/bench_intake.py", "--seconds", "5" if quick else "10"], 600,
@@ -73,6 +74,12 @@ def steps(quick: bool, load_seconds: float, fuzz_examples: int) -> list[Step]:
              "Laravel down for hours (time x1000): every report delivered after"),
         Step("terminal_down", "drill", [PY, *fault, "terminal_down", *q], 900, "terminal_down",
              "MT5 unreachable 30 s: retried within deadlines, health degraded then ok"),
+        Step("mt5_outage", "drill", [PY, *protect, "mt5_outage", *q], 1800, "mt5_outage",
+             "MT5 cut off 45 s from a breach (8 s quick): flat right after, every report once, in sequence"),
+        Step("laravel_400", "drill", [PY, *protect, "laravel_400", *q], 1200, "laravel_400",
+             "Laravel answers 400 to one protective report: it alone dead-lettered and alerted, later ones delivered"),
+        Step("db_rebuilt", "drill", [PY, *protect, "db_rebuilt", *q], 1800, "db_rebuilt",
+             "database dropped and migrated fresh between breaches: no callback identity of a life seen before"),
         Step("load", "drill", [PY, f"{d}/load.py", "--seconds", str(load_seconds)], load_seconds + 1200, "load",
              "mixed traffic: zero errors, nothing lost or doubled, memory flat"),
     ]  # fmt: skip
