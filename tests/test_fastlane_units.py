@@ -79,24 +79,41 @@ def test_a_worker_whose_lease_was_taken_back_sends_nothing_and_records_nothing(a
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_renewing_thread_moves_the_lease_on_and_notices_when_it_is_taken(account, settings):
+def test_the_renewing_thread_moves_the_lease_on_and_notices_when_it_is_taken(account):
     command = queue_command(account, "sync_account", "renewed", fast=True)
     claimed = command_claim(command.pk)
     assert claimed is not None and claimed.lease_until is not None
     first = claimed.lease_until
+
+    def lease_until():
+        return Command.objects.values_list("lease_until", flat=True).get(pk=command.pk)
+
+    def lost() -> bool:
+        try:
+            lease.check(claimed)
+        except lease.LeaseLost:
+            return True
+        return False
+
     lease.hold(claimed)
     try:
-        time.sleep(settings.FAST_LANE_LEASE_RENEW_SECONDS * 2.5)
-        renewed = Command.objects.values_list("lease_until", flat=True).get(pk=command.pk)
-        assert renewed is not None and renewed > first
+        assert eventually(lambda: lease_until() > first)  # the thread renews it
         lease.check(claimed)  # still ours
         # The sweeper took it back and another worker claimed it: a new lease, not ours.
         Command.objects.filter(pk=command.pk).update(lease_until=timezone.now() + timedelta(seconds=30))
-        time.sleep(settings.FAST_LANE_LEASE_RENEW_SECONDS * 2.5)
-        with pytest.raises(lease.LeaseLost):
-            lease.check(claimed)
+        assert eventually(lost)  # the thread's next renewal notices
     finally:
         lease.release(claimed)
+
+
+def eventually(condition, timeout: float = 10.0) -> bool:
+    """Whether `condition` holds within `timeout` (polled; a renewal is due every 0.3 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 @pytest.fixture
