@@ -14,6 +14,9 @@ class Alert(models.Model):
         CALLBACK_DEAD = "callback_dead", "callback dead-lettered"
         LANE_DOWN = "lane_down", "a lane has no live worker"
         MONITOR_DOWN = "monitor_down", "a risk monitor stopped"
+        TERMINAL_UNOWNED = "terminal_unowned", "no process drives a terminal"
+        TERMINAL_TRADING_OFF = "terminal_trading_off", "a terminal refuses the bridge's trades"
+        TERMINAL_SWITCHED = "terminal_account_switched", "a terminal held another account after a trade"
 
     class Severity(models.TextChoices):
         CRITICAL = "critical"

@@ -181,6 +181,20 @@ COMMAND_RETRY_BACKOFF_SECONDS = [
 # closed); the simulator's server runs this many hours ahead of UTC, as an EET broker does.
 MT5_SERVER_UTC_OFFSET_HOURS = env.float("MT5_SERVER_UTC_OFFSET_HOURS", default=2.0)
 SIM_SERVER_UTC_OFFSET_HOURS = env.float("SIM_SERVER_UTC_OFFSET_HOURS", default=2.0)
+# The simulator's cost model, on by default with a real terminal's costs: a login() takes this
+# long (a real one waits for the trade server to authorise), and every other call this long.
+SIM_LOGIN_SECONDS = env.float("SIM_LOGIN_SECONDS", default=1.0)
+SIM_CALL_MS = env.float("SIM_CALL_MS", default=1.0)
+# The terminal option "Disable algorithmic trading when the account has been changed".
+SIM_DISABLE_AT_ON_SWITCH = env.bool("SIM_DISABLE_AT_ON_SWITCH", default=False)
+
+# One owner per terminal (execution.owners): the lease lapses this long after its holder stops
+# renewing it (dies), renewed this often; a call sent to another process's terminal waits this
+# long for its answer; an owner runs this many calls at once (each terminal one at a time).
+TERMINAL_LEASE_SECONDS = env.float("TERMINAL_LEASE_SECONDS", default=3.0)
+TERMINAL_LEASE_RENEW_SECONDS = env.float("TERMINAL_LEASE_RENEW_SECONDS", default=1.0)
+TERMINAL_CALL_TIMEOUT_SECONDS = env.float("TERMINAL_CALL_TIMEOUT_SECONDS", default=30.0)
+TERMINAL_OWNER_THREADS = env.int("TERMINAL_OWNER_THREADS", default=8)
 
 MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
 MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")

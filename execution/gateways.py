@@ -21,7 +21,7 @@ from execution.adapters.router import TerminalRouter
 from execution.adapters.unavailable import UnavailableGateway
 from execution.gateway import Gateway, GatewayUnavailable
 from execution.models import TerminalKind
-from execution.terminals import TerminalConfig, configured_terminals, terminal_for, terminals_for
+from execution.terminals import TerminalConfig, configured_terminals, terminal_for, terminal_named, terminals_for
 
 BACKENDS = ("simulator", "official", "mt5linux", "manager")
 
@@ -73,6 +73,8 @@ class TerminalAdapters:
         return key[0], module, shared
 
     def __call__(self, config: TerminalConfig) -> Gateway:
+        if self.backend == "simulator":
+            return self._simulated(config)
         try:
             transport, module, shared = self._module(config)
         except GatewayUnavailable as exc:
@@ -86,6 +88,19 @@ class TerminalAdapters:
             shared=shared,
         )
 
+    def _simulated(self, config: TerminalConfig) -> Gateway:
+        """A simulated terminal, known by its path (a private one by its name): like a real one,
+        every process attached to it shares its one logged-in account."""
+        from execution.simulator import SimulatedMetaTrader5  # needs the app registry
+
+        return OfficialGateway(
+            SimulatedMetaTrader5(),
+            terminal_path=config.path or config.name,
+            password_for=_password_for,
+            magic=self.magic,
+            backend="simulator",
+        )
+
 
 def _metatrader5() -> Any:
     try:
@@ -96,13 +111,15 @@ def _metatrader5() -> Any:
 
 
 def terminal_router(backend: str, *, magic: int, **adapters: Any) -> TerminalRouter:
-    """The official or mt5linux gateway: each account's calls go to its own terminal."""
+    """The simulator, official or mt5linux gateway: each account's calls go to the owner of its
+    terminal (``execution.owners``)."""
     return TerminalRouter(
         backend,
         build=TerminalAdapters(backend, magic=magic, **adapters),
         resolve=terminal_for,
         resolve_many=terminals_for,
         configured=configured_terminals,
+        named=terminal_named,
     )
 
 
@@ -110,11 +127,7 @@ def build_gateway(backend: str | None = None) -> Gateway:
     backend = (backend or getattr(settings, "MT5_BACKEND", "simulator") or "simulator").lower()
     magic = int(getattr(settings, "MT5_MAGIC", 20260529))
     if backend == "simulator":
-        from execution.simulator import SimulatedMetaTrader5  # needs the app registry
-
-        # Each process owns its simulated terminal, so nobody else can switch its account. An
-        # account's terminal (configured, or private) is an identity only here, for now.
-        return OfficialGateway(SimulatedMetaTrader5(), magic=magic, backend="simulator", verify_account=False)
+        return terminal_router(backend, magic=magic)
     if backend in ("official", "mt5linux"):
         return terminal_router(backend, magic=magic)
     if backend == "manager":
@@ -134,7 +147,10 @@ def get_gateway() -> Gateway:
 
 
 def reset_gateway(gateway: Gateway | None = None) -> None:
-    """Forget (or replace, for tests) this process's gateway."""
+    """Forget (or replace, for tests) this process's gateway; the terminals it owned are let go."""
     global _gateway
     with _lock:
+        owners = getattr(_gateway, "owners", None)
+        if owners is not None:
+            owners.stop()
         _gateway = gateway

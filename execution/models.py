@@ -9,6 +9,7 @@ records. Times are stored as epoch milliseconds, as MT5 reports them.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any, TypedDict
 
@@ -72,6 +73,29 @@ class SimAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.login}@{self.server}"
+
+
+class SimTerminal(models.Model):
+    """A simulated terminal, known by its path: what every process attached to it shares.
+
+    Like a real terminal it holds one logged-in account at a time, for every process that
+    ``initialize(path)``-ed it: a ``login()`` from any of them switches it for all, and
+    ``order_send`` trades on whatever account it holds at that instant. Its "Algo Trading" button
+    and its "disable Python API trading" option are the terminal's too.
+    """
+
+    path = models.CharField(max_length=500, unique=True)
+    account = models.ForeignKey(SimAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="terminals")
+    trade_allowed = models.BooleanField(default=True, help_text="The terminal's Algo Trading button.")
+    tradeapi_disabled = models.BooleanField(default=False, help_text="Its 'disable Python API trading' option.")
+    logins = models.PositiveIntegerField(default=0, help_text="How many times an account logged in here.")
+    logged_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "simulated terminal"
+
+    def __str__(self) -> str:
+        return self.path
 
 
 class SimSymbol(models.Model):
@@ -313,3 +337,47 @@ class TerminalAccount(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.server = self.server.strip()
         super().save(*args, **kwargs)
+
+
+def _now_msc() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TerminalLease(models.Model):
+    """Who drives a terminal now (``execution.owners``): held while its holder renews it.
+
+    Times are epoch milliseconds, compared the same way on every database."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=100)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(default=0)
+    expires_msc = models.BigIntegerField()
+    taken_msc = models.BigIntegerField(default=_now_msc)
+
+    class Meta:
+        verbose_name = "terminal lease"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder}"
+
+
+class TerminalCall(models.Model):
+    """An MT5 call for a terminal this process does not own, waiting for its owner: the durable
+    row of the durable-row + doorbell rule (``execution.owners``)."""
+
+    PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+    terminal = models.CharField(max_length=100)
+    priority = models.SmallIntegerField()
+    method = models.CharField(max_length=64)
+    payload = models.BinaryField()
+    state = models.CharField(max_length=8, default=PENDING)
+    result = models.BinaryField(null=True)
+    caller = models.CharField(max_length=100)
+    owner = models.CharField(max_length=100, blank=True)
+    deadline_msc = models.BigIntegerField()
+    created_msc = models.BigIntegerField(default=_now_msc)
+
+    class Meta:
+        indexes = [models.Index(fields=["terminal", "state", "priority", "id"], name="terminalcall_claim")]

@@ -188,6 +188,40 @@ def terminals_for(accounts: Iterable[tuple[int, str]]) -> dict[tuple[int, str], 
     return out
 
 
+def terminal_named(name: str) -> TerminalConfig | None:
+    """The terminal called ``name`` (configured, private or legacy), or None: how the owner of a
+    terminal finds it from a call another process sent."""
+    if name.startswith(PRIVATE_PREFIX) and name[len(PRIVATE_PREFIX) :].isdigit():
+        return private_terminal(int(name[len(PRIVATE_PREFIX) :]))
+    terminal = Terminal.objects.filter(name=name).first()
+    if terminal is not None:
+        return config_of(terminal)
+    if name == LEGACY and _backend() != "simulator":
+        return legacy_terminal(getattr(settings, "MT5_LOGIN", 0), getattr(settings, "MT5_SERVER", ""))
+    return None
+
+
+def terminal_names() -> list[str]:
+    """Every terminal the bridge drives: the configured ones, and the private terminal of each
+    unpinned account the bridge serves (simulator) or the legacy one (official, mt5linux)."""
+    from policies.models import TradingAccount
+
+    names = list(Terminal.objects.order_by("name").values_list("name", flat=True))
+    pinned = {
+        (login, normalise_server(server)) for login, server in TerminalAccount.objects.values_list("login", "server")
+    }
+    unpinned = [
+        (login, server)
+        for login, server in TradingAccount.objects.order_by("login").values_list("login", "server")
+        if (login, normalise_server(server)) not in pinned
+    ]
+    if _backend() == "simulator":
+        names += sorted({private_terminal(login).name for login, _ in unpinned})
+    elif unpinned or not names:
+        names.append(LEGACY)
+    return names
+
+
 def configured_terminals() -> list[TerminalConfig]:
     """Every configured terminal; none configured, the legacy one (official and mt5linux)."""
     configs = [config_of(t) for t in Terminal.objects.order_by("name")]

@@ -20,6 +20,7 @@ from commands.api import TENANT_PARAM
 from commands.intake import read_tenant
 from execution.gateway import AccountSnapshot, GatewayUnavailable
 from execution.gateways import get_gateway
+from execution.owners import Priority, call_priority
 from execution.snapshots import snapshot_remember
 from policies.models import ProtectiveAction, TradingAccount
 from policies.services import account_get_for_tenant
@@ -60,7 +61,8 @@ class AccountView(APIView):
     def get(self, request: Request, account_login: int) -> Response:
         account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
         try:
-            live = get_gateway().account_snapshot(account.login, account.server)
+            with call_priority(Priority.SYNC):  # Laravel waits on it: before the monitor and normal work
+                live = get_gateway().account_snapshot(account.login, account.server)
         except GatewayUnavailable as exc:
             age = (timezone.now() - account.last_snapshot_at).total_seconds() if account.last_snapshot_at else None
             raise BridgeError(

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from execution.gateway import Gateway
 from execution.gateways import get_gateway
+from execution.owners import Priority, call_priority
 from execution.runner import sweep_stuck
 from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
 from risk.engine import (
@@ -197,6 +198,10 @@ class Monitor:
             time.sleep(min(REQUEST_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def run(self, *, iterations: int | None = None) -> None:
+        with call_priority(Priority.MONITOR):  # on each terminal: after fast commands and sync reads
+            self._run(iterations)
+
+    def _run(self, iterations: int | None) -> None:
         watched, cycle_ms, count = 0, 0.0, 0
         due = time.monotonic()
         while not self.stopping and (iterations is None or count < iterations):

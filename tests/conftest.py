@@ -50,11 +50,31 @@ def django_db_setup(
             create_migrations_data()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _free_simulator() -> None:
+    """The simulator's cost model off for the suite (a login costs 1 s by default); tests about
+    the costs set them again."""
+    from django.conf import settings
+
+    settings.SIM_LOGIN_SECONDS = 0.0
+    settings.SIM_CALL_MS = 0.0
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
     caches.forget_all()
     yield
     caches.forget_all()
+
+
+@pytest.fixture(autouse=True)
+def _terminals_let_go() -> Iterator[None]:
+    """Every gateway a test built lets its terminals go (and closes its connections) when it ends:
+    a lease left behind would make the next test's gateway send its calls to a stale owner."""
+    yield
+    from execution.owners import stop_all
+
+    stop_all()
 
 
 class Api:

@@ -66,6 +66,10 @@ def bridge_env(**extra: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        # The simulator's cost model, turned down so the live tests stay short; a login still
+        # takes long enough for another process to act in the middle of it.
+        "SIM_LOGIN_SECONDS": os.environ.get("SIM_LOGIN_SECONDS", "0.05"),
+        "SIM_CALL_MS": os.environ.get("SIM_CALL_MS", "0"),
     }
     env.update(extra)
     return env

@@ -204,7 +204,7 @@ def test_a_requote_is_retried_and_every_attempt_is_recorded(trader, monkeypatch,
 def test_market_closed_until_the_deadline_fails_with_the_retcode(trader):
     sim_inject_fault("market_closed", symbol="EURUSD", count=50)
     command = submit(trader, "open_position", symbol="EURUSD", direction="buy", volume=0.1)
-    Command.objects.filter(pk=command.pk).update(expires_at=timezone.now() + timedelta(seconds=0.5))
+    Command.objects.filter(pk=command.pk).update(expires_at=timezone.now() + timedelta(seconds=2))
     command = run(command)
     assert command.state == State.FAILED
     assert command.error_code == "trade_retcode_market_closed"

@@ -35,7 +35,7 @@ def netting(db: None) -> SimulatedMetaTrader5:
     sim_account_create(CAROL, Decimal("100000"), server=SERVER, margin_mode="netting")
     pin_prices()
     mt5 = SimulatedMetaTrader5()
-    assert mt5.initialize(login=CAROL, server=SERVER), mt5.last_error()
+    assert mt5.initialize("carols-terminal", login=CAROL, server=SERVER), mt5.last_error()
     return mt5
 
 

@@ -14,6 +14,7 @@ from django.test import override_settings
 from execution.adapters.manager import ManagerGateway
 from execution.adapters.mt5linux import Mt5LinuxModule, build_mt5linux_gateway
 from execution.adapters.official import OfficialGateway, choose_filling
+from execution.adapters.router import TerminalRouter
 from execution.gateway import (
     COMMENT_LIMIT,
     RETCODES,
@@ -327,8 +328,8 @@ def test_account_snapshot_costs_a_few_queries(gateway, django_assert_max_num_que
     open_eurusd(gateway)
     gateway.account_snapshot(ALICE, SERVER)
     # Four reads (account, its positions' valuation, positions, orders) and, before each of the
-    # three terminal calls, the look for a no_connection outage.
-    with django_assert_max_num_queries(7):
+    # three terminal calls, the look at the terminal's account and for a no_connection outage.
+    with django_assert_max_num_queries(10):
         gateway.account_snapshot(ALICE, SERVER)
 
 
@@ -393,14 +394,16 @@ def test_status_reports_the_simulator_as_available(gateway):
 
 
 # --- the backends ---------------------------------------------------------------------------------
-def test_get_gateway_returns_one_simulator_backed_official_gateway_per_process(alice_account):
+def test_get_gateway_returns_one_router_per_process_over_simulated_terminals(alice_account):
     reset_gateway()
     try:
         with override_settings(MT5_BACKEND="simulator", MT5_MAGIC=MAGIC):
             first = get_gateway()
-            assert first is get_gateway()
-            assert isinstance(first, OfficialGateway) and isinstance(first.mt5, SimulatedMetaTrader5)
-            assert first.magic == MAGIC and first.status()["backend"] == "simulator"
+            assert first is get_gateway() and isinstance(first, TerminalRouter)
+            first.account_snapshot(ALICE, SERVER)
+            (adapter,) = first.terminals().values()
+            assert isinstance(adapter, OfficialGateway) and isinstance(adapter.mt5, SimulatedMetaTrader5)
+            assert adapter.magic == MAGIC and first.status()["backend"] == "simulator"
     finally:
         reset_gateway()
 

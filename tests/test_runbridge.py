@@ -5,10 +5,10 @@ from __future__ import annotations
 from execution.management.commands.runbridge import process_table
 
 
-def test_it_runs_web_both_lanes_the_monitor_the_callbacks_and_the_simulators_feed(settings):
+def test_it_runs_web_both_lanes_the_terminal_host_the_monitor_the_callbacks_and_the_simulators_feed(settings):
     settings.MT5_BACKEND = "simulator"
     table = process_table(host="127.0.0.1", port=8000, sim_feed=True)
-    assert set(table) == {"web", "normal", "fastlane", "risk", "callbacks", "simfeed"}
+    assert set(table) == {"web", "normal", "fastlane", "terminals", "risk", "callbacks", "simfeed"}
     assert table["fastlane"][1] == {"Q_CLUSTER_NAME": "fastlane"}
     assert process_table(host="127.0.0.1", port=8000, sim_feed=False).keys() == table.keys() - {"simfeed"}
 
@@ -20,3 +20,8 @@ def test_web_runs_four_sync_workers_unless_web_workers_says_otherwise(monkeypatc
     assert "--threads" not in web and "gthread" not in web
     monkeypatch.setenv("WEB_WORKERS", "6")
     assert "--workers 6 " in process_table(host="0.0.0.0", port=9000, sim_feed=False)["web"][0]
+
+
+def test_the_manager_backend_has_no_terminal_host(settings):
+    settings.MT5_BACKEND = "manager"
+    assert "terminals" not in process_table(host="127.0.0.1", port=8000, sim_feed=False)

@@ -72,9 +72,8 @@ def test_a_position_opened_now_shows_server_time_on_the_terminal_and_utc_through
     tick = terminal.symbol_info_tick("EURUSD")
     assert abs(tick.time_msc / 1000 - (now.timestamp() + HOURS_2)) <= 5  # pinned by the fixture a moment ago
     assert terminal.symbol_info("EURUSD").time == tick.time
-    # The risk monitor's bulk read shows the same as positions_get.
-    states = terminal.sim_bulk_state([(ALICE, SERVER)])
-    assert states[(ALICE, SERVER)][1][0].time_msc == raw.time_msc
+    # A second look (the risk monitor's) shows the same.
+    assert terminal.positions_get()[0].time_msc == raw.time_msc
 
     (position,) = gateway.account_snapshot(ALICE, SERVER).positions
     assert close_to(position.opened_at, now)

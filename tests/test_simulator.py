@@ -617,12 +617,12 @@ def test_it_reads_a_symbols_quote_and_settings_afresh_on_every_call(terminal):
 def test_it_modifies_a_position_with_one_locking_read_and_one_update(terminal, django_assert_num_queries):
     ticket = terminal.order_send(market_buy(terminal)).order
     request = {"action": c.TRADE_ACTION_SLTP, "position": ticket, "symbol": "EURUSD", "sl": 1.08, "tp": 1.09}
-    # Inside the test's transaction the atomic block is a savepoint: SAVEPOINT, the read, the
-    # UPDATE, RELEASE SAVEPOINT.
-    with django_assert_num_queries(4):
+    # The terminal's shared state (which account it holds), then, inside the test's transaction
+    # the atomic block is a savepoint: SAVEPOINT, the read, the UPDATE, RELEASE SAVEPOINT.
+    with django_assert_num_queries(5):
         assert terminal.order_send(request).retcode == c.TRADE_RETCODE_DONE
-    # The read, and the look for a no_connection outage every terminal call makes first.
-    with django_assert_num_queries(2):
+    # The read, and what every terminal call looks at first: the terminal's account, an outage.
+    with django_assert_num_queries(3):
         (position,) = terminal.positions_get(ticket=ticket)
     assert (position.sl, position.tp) == (1.08, 1.09)
 

@@ -21,6 +21,7 @@ from execution.adapters.router import TerminalRouter
 from execution.gateways import build_gateway, terminal_router
 from execution.models import SimAccount, Terminal, TerminalAccount
 from execution.simulator import SimulatedMetaTrader5
+from execution.simulator.service import sim_account_state
 from execution.terminals import TerminalConfig, terminal_for, terminals_for
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER
 from tests.test_panel_personas import logged_in, root, sue, tess, world  # noqa: F401  (fixtures)
@@ -287,11 +288,12 @@ def test_a_terminal_whose_library_is_missing_is_unavailable_and_says_why(db):
     assert status["available"] is False and "a: " in status["detail"] and "MetaTrader5" in status["detail"]
 
 
-def test_the_simulator_backend_is_unchanged_by_terminals(alice_account):
+def test_the_simulator_backend_trades_on_the_simulated_terminal_the_account_is_pinned_to(alice_account):
     terminals("add", "t1", "--path", "t1", "--accounts", f"{ALICE}@{SERVER}")
     gateway = build_gateway("simulator")
-    assert not isinstance(gateway, TerminalRouter) and gateway.status()["backend"] == "simulator"
+    assert isinstance(gateway, TerminalRouter) and gateway.status()["backend"] == "simulator"
     assert buy(gateway, ALICE, "b:sim-1").ok
+    assert sim_account_state(ALICE)["terminal"] == "t1"
 
 
 # --- mt5sim and seed_demo -----------------------------------------------------------------------------------

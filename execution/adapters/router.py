@@ -1,14 +1,16 @@
-"""``TerminalRouter``: one Gateway over many terminals, each call sent to the terminal of its account.
+"""``TerminalRouter``: one Gateway over many terminals, each call sent to the owner of its account's terminal.
 
 Every call names its account; the router asks ``execution.terminals`` which terminal serves it
-and hands the call to that terminal's own adapter, built on first use (one per terminal, kept
-for the life of the process). Callers see the plain ``Gateway`` interface.
+and hands the call to that terminal's owner (``execution.owners``): this process, through the
+terminal's own adapter (built on first use, one per terminal, kept for the life of the process),
+or the process that holds the terminal's lease. Callers see the plain ``Gateway`` interface.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -24,6 +26,7 @@ from execution.gateway import (
     SymbolInfo,
     TradeResult,
 )
+from execution.owners import Owners, call_priority, current_priority
 from execution.terminals import TerminalConfig
 
 Address = tuple[str, str, str, str, int | None]
@@ -38,19 +41,29 @@ class TerminalRouter(Gateway):
         resolve: Callable[[int, str], TerminalConfig],
         resolve_many: Callable[[Iterable[tuple[int, str]]], dict[tuple[int, str], TerminalConfig]],
         configured: Callable[[], list[TerminalConfig]],
+        named: Callable[[str], TerminalConfig | None],
+        owned: bool = True,
     ) -> None:
         """``build`` makes a terminal's adapter; ``resolve``/``resolve_many`` say which terminal
-        serves an account; ``configured`` lists the terminals health checks before any was used."""
+        serves an account and ``named`` which one has a name (for calls other processes send
+        here); ``configured`` lists the terminals health checks before any was used. ``owned``:
+        every call goes through the terminal's owner (off only for a router over adapters no other
+        process can reach)."""
         self.backend = backend
         self._build = build
         self._resolve = resolve
         self._resolve_many = resolve_many
         self._configured = configured
+        self._named = named
         self._lock = threading.Lock()
         self._gateways: dict[Address, tuple[str, Gateway]] = {}
+        self._configs: dict[str, TerminalConfig] = {}
+        self.owners = Owners(self._run_local) if owned else None
+        self._readers: ThreadPoolExecutor | None = None
 
     # --- routing ----------------------------------------------------------------------------
     def gateway_of(self, config: TerminalConfig) -> Gateway:
+        """This process's own adapter of the terminal (for its owner)."""
         found = self._gateways.get(config.address)
         if found is None:
             with self._lock:
@@ -59,17 +72,43 @@ class TerminalRouter(Gateway):
                     found = self._gateways[config.address] = (config.name, self._build(config))
         return found[1]
 
-    def gateway_for(self, login: int, server: str) -> Gateway:
-        return self.gateway_of(self._resolve(login, server))
-
     def terminals(self) -> dict[str, Gateway]:
-        """The terminals this process has used so far, by name."""
+        """The terminals this process has driven so far, by name."""
         with self._lock:
             return dict(self._gateways.values())
 
+    def _config_named(self, name: str) -> TerminalConfig:
+        config = self._configs.get(name) or self._named(name)
+        if config is None:
+            raise GatewayUnavailable(f"no terminal named {name!r}")
+        self._configs[name] = config
+        return config
+
+    def _call(self, login: int, server: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        config = self._resolve(login, server)
+        self._configs[config.name] = config
+        if self.owners is None:
+            return getattr(self.gateway_of(config), method)(login, server, *args, **kwargs)
+        return self.owners.call(config.name, method, (login, server, *args), kwargs)
+
+    def _run_local(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a call on our own adapter of the terminal (we own it)."""
+        gateway = self.gateway_of(self._config_named(name))
+        if method == "account_snapshots":  # one account at a time on the terminal (SELF_LOCKING)
+            assert self.owners is not None
+            out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
+            for login, server in args[0]:
+                try:
+                    with self.owners.driving(name):
+                        out[(login, server)] = gateway.account_snapshot(login, server)
+                except GatewayUnavailable as exc:
+                    out[(login, server)] = exc
+            return out
+        return getattr(gateway, method)(*args, **kwargs)
+
     # --- reads --------------------------------------------------------------------------------
     def account_snapshot(self, login: int, server: str) -> AccountSnapshot:
-        return self.gateway_for(login, server).account_snapshot(login, server)
+        return self._call(login, server, "account_snapshot")
 
     def account_snapshots(
         self, accounts: Iterable[tuple[int, str]]
@@ -79,30 +118,68 @@ class TerminalRouter(Gateway):
     def account_snapshots_stream(
         self, accounts: Iterable[tuple[int, str]]
     ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
-        """In ``accounts`` order, each read from its own terminal when its turn comes; the
-        terminals are looked up together, in one query."""
+        """Each terminal's accounts read by its owner, every terminal at the same time (one call
+        per terminal); the accounts come as their terminal answers. The terminals are looked up
+        together, in one query."""
         keys = list(accounts)
         configs = self._resolve_many(keys)
-        for login, server in keys:
+        by_terminal: dict[str, list[tuple[int, str]]] = {}
+        for key in keys:
+            config = configs[key]
+            self._configs[config.name] = config
+            by_terminal.setdefault(config.name, []).append(key)
+        if self.owners is None:
+            for name, group in by_terminal.items():
+                gateway = self.gateway_of(self._configs[name])
+                yield from ((key, _read(gateway, key)) for key in group)
+            return
+        owners = self.owners
+        here = [name for name in by_terminal if owners.owns(name) or owners.own_if_free(name)]
+        elsewhere = {name: group for name, group in by_terminal.items() if name not in here}
+        futures = {}
+        if elsewhere:
+            # Every other owner reads at the same time, on threads that only wait for answers.
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="terminal-reads")
+            priority = current_priority()
+            futures = {
+                self._readers.submit(self._read_terminal, name, group, priority): group
+                for name, group in elsewhere.items()
+            }
+        for name in here:  # ours, on this thread (its transaction, its connection)
+            yield from self._read_terminal(name, by_terminal[name]).items()
+        for future in as_completed(futures):
             try:
-                yield (login, server), self.gateway_of(configs[(login, server)]).account_snapshot(login, server)
+                yield from future.result().items()
             except GatewayUnavailable as exc:
-                yield (login, server), exc
+                yield from ((key, exc) for key in futures[future])
+
+    def _read_terminal(
+        self, name: str, group: list[tuple[int, str]], priority: Any = None
+    ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
+        assert self.owners is not None
+        if priority is None:
+            return self.owners.call(name, "account_snapshots", (group,), {})
+        with call_priority(priority):
+            return self.owners.call(name, "account_snapshots", (group,), {})
 
     def position(self, login: int, server: str, ticket: int) -> Position | None:
-        return self.gateway_for(login, server).position(login, server, ticket)
+        return self._call(login, server, "position", ticket)
+
+    def netting_position(self, login: int, server: str, symbol: str) -> Position | None:
+        return self._call(login, server, "netting_position", symbol)
 
     def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None:
-        return self.gateway_for(login, server).symbol_info(login, server, symbol)
+        return self._call(login, server, "symbol_info", symbol)
 
     def deals_by_tag(self, login: int, server: str, *, tag: str, since: datetime) -> tuple[Deal, ...]:
-        return self.gateway_for(login, server).deals_by_tag(login, server, tag=tag, since=since)
+        return self._call(login, server, "deals_by_tag", tag=tag, since=since)
 
     def orders_by_tag(self, login: int, server: str, *, tag: str, since: datetime) -> tuple[PendingOrder, ...]:
-        return self.gateway_for(login, server).orders_by_tag(login, server, tag=tag, since=since)
+        return self._call(login, server, "orders_by_tag", tag=tag, since=since)
 
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]:
-        return self.gateway_for(login, server).positions_by_tag(login, server, tag=tag)
+        return self._call(login, server, "positions_by_tag", tag=tag)
 
     # --- trading ------------------------------------------------------------------------------
     def open_position(
@@ -119,10 +196,10 @@ class TerminalRouter(Gateway):
         deviation: int = 20,
         tag: str,
     ) -> TradeResult:
-        gateway = self.gateway_for(login, server)
-        return gateway.open_position(
+        return self._call(
             login,
             server,
+            "open_position",
             symbol=symbol,
             side=side,
             volume=volume,
@@ -136,14 +213,12 @@ class TerminalRouter(Gateway):
     def close_position(
         self, login: int, server: str, *, ticket: int, volume: Decimal | None = None, deviation: int = 20, tag: str
     ) -> TradeResult:
-        return self.gateway_for(login, server).close_position(
-            login, server, ticket=ticket, volume=volume, deviation=deviation, tag=tag
-        )
+        return self._call(login, server, "close_position", ticket=ticket, volume=volume, deviation=deviation, tag=tag)
 
     def modify_position(
         self, login: int, server: str, *, ticket: int, sl: Decimal | None = None, tp: Decimal | None = None, tag: str
     ) -> TradeResult:
-        return self.gateway_for(login, server).modify_position(login, server, ticket=ticket, sl=sl, tp=tp, tag=tag)
+        return self._call(login, server, "modify_position", ticket=ticket, sl=sl, tp=tp, tag=tag)
 
     def place_pending_order(
         self,
@@ -159,30 +234,67 @@ class TerminalRouter(Gateway):
         tp: Decimal | None = None,
         tag: str,
     ) -> TradeResult:
-        return self.gateway_for(login, server).place_pending_order(
-            login, server, symbol=symbol, side=side, kind=kind, volume=volume, price=price, sl=sl, tp=tp, tag=tag
+        return self._call(
+            login,
+            server,
+            "place_pending_order",
+            symbol=symbol,
+            side=side,
+            kind=kind,
+            volume=volume,
+            price=price,
+            sl=sl,
+            tp=tp,
+            tag=tag,
         )
 
     def cancel_order(self, login: int, server: str, *, ticket: int, tag: str) -> TradeResult:
-        return self.gateway_for(login, server).cancel_order(login, server, ticket=ticket, tag=tag)
+        return self._call(login, server, "cancel_order", ticket=ticket, tag=tag)
 
     # --- health -------------------------------------------------------------------------------
+    def _terminal_status(self, config: TerminalConfig) -> dict[str, Any]:
+        self._configs[config.name] = config
+        if self.owners is None:
+            return self.gateway_of(config).status()
+        try:
+            with call_priority(current_priority()):
+                return self.owners.call(config.name, "status", (), {}, timeout=STATUS_TIMEOUT_SECONDS)
+        except GatewayUnavailable as exc:
+            return {"backend": self.backend, "available": False, "detail": exc.message}
+
+    def terminal_status(self, name: str) -> dict[str, Any]:
+        """One terminal's status, as its owner sees it."""
+        return self._terminal_status(self._config_named(name))
+
     def status(self) -> dict[str, Any]:
-        """Every terminal this process has used (or, before any was, every configured one): the
-        backend is available when each of them is."""
-        used = self.terminals()
-        if not used:
-            try:
-                used = {config.name: self.gateway_of(config) for config in self._configured()}
-            except Exception as exc:  # health must answer, whatever the database did
-                return {"backend": self.backend, "available": False, "detail": f"cannot read the terminals: {exc}"}
-        statuses = {name: gateway.status() for name, gateway in sorted(used.items())}
+        """Every terminal this process has used (or, before any was, every configured one), as
+        its owner sees it: the backend is available when each of them is."""
+        names = set(self._configs)
+        try:
+            configs = {c.name: c for c in self._configured()} if not names else {}
+        except Exception as exc:  # health must answer, whatever the database did
+            return {"backend": self.backend, "available": False, "detail": f"cannot read the terminals: {exc}"}
+        configs.update({name: self._configs[name] for name in names})
+        statuses = {name: self._terminal_status(config) for name, config in sorted(configs.items())}
         return {
             "backend": self.backend,
-            "available": bool(statuses) and all(bool(s.get("available")) for s in statuses.values()),
-            "detail": "; ".join(f"{name}: {s.get('detail', '')}" for name, s in statuses.items()) or "no terminal",
+            # No terminal yet (the simulator before any account was used): nothing is down.
+            "available": all(bool(s.get("available")) for s in statuses.values()),
+            "detail": "; ".join(f"{name}: {s.get('detail', '')}" for name, s in statuses.items())
+            or "no terminal in use yet",
             # Health is degraded when AutoTrading or Python trading is off on any terminal.
             "trade_allowed": all(s.get("trade_allowed") is not False for s in statuses.values()),
             "trade_api_disabled": any(bool(s.get("trade_api_disabled")) for s in statuses.values()),
             "terminals": statuses,
         }
+
+
+# How long health waits for a terminal's owner to say how its terminal is.
+STATUS_TIMEOUT_SECONDS = 2.0
+
+
+def _read(gateway: Gateway, key: tuple[int, str]) -> AccountSnapshot | Exception:
+    try:
+        return gateway.account_snapshot(*key)
+    except GatewayUnavailable as exc:
+        return exc

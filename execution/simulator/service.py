@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q
 
-from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol
+from execution.models import SimAccount, SimDeal, SimFault, SimFaultKind, SimPosition, SimSymbol, SimTerminal
 from execution.simulator import constants as c
 from execution.simulator import faults, sql
 from execution.simulator.pricing import money, price_round
@@ -246,8 +246,8 @@ def sim_dealer_close(
 def sim_account_state(login: int, server: str | None = None) -> dict[str, Any]:
     """The simulated account as an operator sees it (``mt5sim account show``): its money valued
     at the current quotes, its margin mode and its rights. Read straight from the trade
-    server's rows, so it answers during an outage too. ``terminal`` is null: terminals keep
-    their logged-in account in their own process, which the simulator's tables do not record."""
+    server's rows, so it answers during an outage too. ``terminal`` names the terminal(s) logged
+    into it now (null when none is)."""
     account = _find_account(login, server)
     valuation = Valuation(account.currency, account.currency_digits, account.leverage)
     positions = sql.account_position_rows(account.pk)
@@ -271,7 +271,8 @@ def sim_account_state(login: int, server: str | None = None) -> dict[str, Any]:
         "trade_disabled": not account.trade_allowed,
         "trade_expert": account.trade_expert,
         "positions": len(positions),
-        "terminal": None,
+        "terminal": ", ".join(sorted(SimTerminal.objects.filter(account=account).values_list("path", flat=True)))
+        or None,
     }
 
 

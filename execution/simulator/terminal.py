@@ -12,15 +12,18 @@ which every process shares through the database; so do its reads.
 from __future__ import annotations
 
 import fnmatch
+import time
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
-from execution.models import SimAccount, SimOrder, SimPosition
+from execution.models import SimAccount, SimOrder, SimPosition, SimTerminal
 from execution.simulator import constants as c
 from execution.simulator import faults, pricing, sql
-from execution.simulator.pricing import ZERO
 from execution.simulator.request import InvalidArgument, Request, dec, to_seconds
 from execution.simulator.server import BUY_TYPES, Outcome, TradeServer
 from execution.simulator.stamps import server_msc, server_offset_msc
@@ -40,6 +43,14 @@ from execution.simulator.types import (
 from execution.simulator.valuation import Valuation
 
 BUILD = 5200
+# The terminal ``initialize()`` attaches to when no path is given (the one installed).
+DEFAULT_PATH = "terminal64.exe"
+
+
+def _pay(seconds: float) -> None:
+    """The cost model: what a call to a real terminal takes (``SIM_CALL_MS``, ``SIM_LOGIN_SECONDS``)."""
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def _group_matcher(group: str | None) -> Any:
@@ -61,19 +72,29 @@ def _group_matcher(group: str | None) -> Any:
 class SimulatedMetaTrader5:
     """One simulated terminal. Every constant of the MetaTrader5 module is a class attribute."""
 
-    def __init__(self, *, trade_allowed: bool = True, tradeapi_disabled: bool = False, manual: bool = False) -> None:
-        # The terminal's "Algo Trading" button and its "disable Python API trading" option.
-        self.terminal_trade_allowed = trade_allowed
-        self.tradeapi_disabled = tradeapi_disabled
+    def __init__(
+        self, *, trade_allowed: bool | None = None, tradeapi_disabled: bool | None = None, manual: bool = False
+    ) -> None:
+        # The terminal's "Algo Trading" button and its "disable Python API trading" option belong
+        # to the terminal (``SimTerminal``): given here, they are set on it at ``initialize``.
+        self._switches = {
+            name: value
+            for name, value in (("trade_allowed", trade_allowed), ("tradeapi_disabled", tradeapi_disabled))
+            if value is not None
+        }
         # Not in the MetaTrader5 API: the trader at the terminal's own trade window rather than a
         # program. Its requests are the user's (reason CLIENT): the two switches above and the
         # server's Expert right do not apply to them; the user's trade right does.
         self.manual = manual
         self._connected = False
         self._path: str | None = None
+        self._terminal_id = 0  # the SimTerminal row, once initialize()d
+        # The terminal's state as this process last read it (``_sync``, before every call).
         self._account_id: int | None = None
         self._login: int | None = None
         self._server: str | None = None
+        self._trade_allowed = True
+        self._tradeapi_disabled = False
         # The logged-in account's currency, digits and leverage: what reports are valued in.
         self._valuation = Valuation()
         self._last_error: tuple[int, str] = (c.RES_S_OK, c.LAST_ERROR_TEXT[c.RES_S_OK])
@@ -91,10 +112,13 @@ class SimulatedMetaTrader5:
         """Can the terminal answer? Not before initialize(), nor inside a ``no_connection``
         outage (which breaks the link: initialize() again once it is over), nor for an account
         before login. ``order_send`` leaves the outage to the trade server, which takes every
-        fault in the transaction it already runs."""
+        fault in the transaction it already runs. Every call pays ``SIM_CALL_MS`` and sees the
+        account the terminal holds now, whoever logged it in."""
         if not self._connected:
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
+        _pay(settings.SIM_CALL_MS / 1000)
+        self._sync()
         if outage and faults.cut_off(self._login):
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
@@ -103,6 +127,25 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_AUTH_FAILED)
             return False
         return True
+
+    def _sync(self) -> None:
+        """Read the terminal's shared state: its account (another process may have switched it)
+        and its two trading switches."""
+        row = SimTerminal.objects.filter(pk=self._terminal_id).values_list(
+            "account_id", "trade_allowed", "tradeapi_disabled"
+        )
+        account_id, self._trade_allowed, self._tradeapi_disabled = row.first() or (None, True, False)
+        if account_id != self._account_id:
+            account = SimAccount.objects.filter(pk=account_id).first() if account_id is not None else None
+            self._adopt(account)
+
+    def _adopt(self, account: SimAccount | None) -> None:
+        if account is None:
+            self._account_id = self._login = self._server = None
+            self._valuation = Valuation()
+            return
+        self._account_id, self._login, self._server = account.pk, account.login, account.server
+        self._valuation = Valuation(account.currency, account.currency_digits, account.leverage)
 
     def _account(self, *, outage: bool = True) -> int | None:
         """The logged-in account's id when the terminal can answer for it; None (with
@@ -141,8 +184,12 @@ class SimulatedMetaTrader5:
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_INIT)
             return False
+        self._path = path or DEFAULT_PATH
+        terminal, _ = SimTerminal.objects.get_or_create(path=self._path)
+        if self._switches:
+            SimTerminal.objects.filter(pk=terminal.pk).update(**self._switches)
+        self._terminal_id = terminal.pk
         self._connected = True
-        self._path = path
         if login is not None:
             return self.login(login, password=password, server=server, timeout=timeout)
         self._ok()
@@ -151,6 +198,9 @@ class SimulatedMetaTrader5:
     def login(
         self, login: int, password: str | None = None, server: str | None = None, timeout: int | None = None
     ) -> bool:
+        """Switch the terminal to ``login``: for every process attached to it, at once. The
+        authorisation then takes ``SIM_LOGIN_SECONDS``, while the terminal already holds the new
+        account (what a process that did not log in sees meanwhile)."""
         if not self._ready(account=False):
             return False
         if isinstance(login, bool) or not isinstance(login, int):
@@ -162,14 +212,19 @@ class SimulatedMetaTrader5:
         found = list(accounts[:2])
         account = found[0] if len(found) == 1 else None
         if account is None or (account.password and password != account.password):
+            _pay(settings.SIM_LOGIN_SECONDS)
             self._fail(c.RES_E_AUTH_FAILED)
             return False
         if faults.cut_off(account.login):
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
-        self._account_id, self._login, self._server = account.pk, account.login, account.server
-        self._valuation = Valuation(account.currency, account.currency_digits, account.leverage)
+        switch: dict[str, Any] = {"account": account, "logins": F("logins") + 1, "logged_in_at": timezone.now()}
+        if settings.SIM_DISABLE_AT_ON_SWITCH and self._account_id not in (None, account.pk):
+            switch["trade_allowed"] = False  # "Disable algorithmic trading when the account has been changed"
+        SimTerminal.objects.filter(pk=self._terminal_id).update(**switch)
+        self._adopt(account)
+        _pay(settings.SIM_LOGIN_SECONDS)
         self._ok()
         return True
 
@@ -190,7 +245,7 @@ class SimulatedMetaTrader5:
         self._ok()
         return TerminalInfo(
             community_account=False, community_connection=False, connected=True, dlls_allowed=False,
-            trade_allowed=self.terminal_trade_allowed, tradeapi_disabled=self.tradeapi_disabled,
+            trade_allowed=self._trade_allowed, tradeapi_disabled=self._tradeapi_disabled,
             email_enabled=False, ftp_enabled=False, notifications_enabled=False, mqid=False, build=BUILD,
             maxbars=100000, codepage=0, ping_last=1000, community_balance=0.0, retransmission=0.0,
             company="MT5 Bridge Simulator", name="MetaTrader 5 Simulator", language="English",
@@ -198,9 +253,7 @@ class SimulatedMetaTrader5:
         )  # fmt: skip
 
     # --- account ----------------------------------------------------------------------------
-    def _account_tuple(
-        self, account: SimAccount | sql.BulkAccountRow, floating: Decimal, margin: Decimal
-    ) -> AccountInfo:
+    def _account_tuple(self, account: SimAccount | sql.AccountRow, floating: Decimal, margin: Decimal) -> AccountInfo:
         equity = account.balance + account.credit + floating
         level = float(equity / margin * 100) if margin else 0.0
         return AccountInfo(
@@ -226,73 +279,6 @@ class SimulatedMetaTrader5:
         floating, margin = self._valuation.exposure(sql.account_position_rows(account_id))
         self._ok()
         return self._account_tuple(account, floating, margin)
-
-    def sim_bulk_state(
-        self, keys: list[tuple[int, str]]
-    ) -> dict[tuple[int, str], tuple[AccountInfo, tuple[TradePosition, ...], tuple[TradeOrder, ...]]] | None:
-        """Not in the MetaTrader5 API: what account_info, positions_get and orders_get would return
-        for each account, read in three queries — the simulator's stand-in for one terminal per
-        account group, so the risk monitor's cycle over thousands of accounts stays short.
-
-        Rows are read as plain values (model instances would cost more than the arithmetic) and
-        each position is valued once, for both its tuple and the account's equity and margin.
-
-        A ``no_connection`` outage of every account answers ``None`` (-10004) like any call; one
-        of some accounts leaves them out, as their terminals would not answer."""
-        cut_off = sql.outage_logins(faults.clock())
-        if None in cut_off:
-            self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
-            return None
-        wanted = {key for key in keys if key[0] not in cut_off}
-        accounts = [
-            row
-            for row in sql.any_of(SimAccount.objects.all(), "login", list({k[0] for k in keys})).values_list(
-                *sql.BulkAccountRow._fields
-            )
-            if (row[1], row[2]) in wanted
-        ]
-        ids = [row[0] for row in accounts]
-        positions: dict[int, list[sql.PositionRow]] = {pk: [] for pk in ids}
-        rows = sql.bulk_position_rows(
-            sql.any_of(SimPosition.objects.all(), "account_id", ids).order_by("time_msc", "ticket"), positions
-        )
-        orders: dict[int, list[SimOrder]] = {pk: [] for pk in ids}
-        open_orders = sql.any_of(SimOrder.objects.filter(is_open=True), "account_id", ids)
-        for order in open_orders.select_related("symbol").order_by("time_setup_msc", "ticket"):
-            orders[order.account_id].append(order)
-        quotes = Valuation.quotes(row.symbol for row in rows)
-        offset = server_offset_msc()
-        out = {}
-        for values in accounts:
-            account = sql.BulkAccountRow(*values)
-            valuation = Valuation(account.currency, account.currency_digits, account.leverage)
-            floating = margin = ZERO
-            tuples = []
-            for position in positions[account.id]:
-                current, value = valuation.value(position, quotes)
-                floating += value + position.swap
-                margin += valuation.margin(position.symbol, position.volume, current, quotes)
-                tuples.append(self._bulk_position_tuple(position, current, value, offset))
-            info = self._account_tuple(account, floating, margin)
-            out[(account.login, account.server)] = (
-                info,
-                tuple(tuples),
-                tuple(self._order_tuple(o, offset) for o in orders[account.id]),
-            )
-        self._ok()
-        return out
-
-    @staticmethod
-    def _bulk_position_tuple(p: sql.PositionRow, current: Decimal, value: Decimal, offset: int) -> TradePosition:
-        """``_position_tuple`` for a position sim_bulk_state has valued already."""
-        opened, updated = server_msc(p.time_msc, offset), server_msc(p.time_update_msc, offset)
-        return TradePosition(
-            ticket=p.ticket, time=opened // 1000, time_msc=opened, time_update=updated // 1000,
-            time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.identifier, reason=p.reason,
-            volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
-            price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
-            comment=p.comment, external_id=p.external_id,
-        )  # fmt: skip
 
     # --- symbols ----------------------------------------------------------------------------
     def _symbol_tuple(self, s: sql.Symbol) -> SymbolInfo:
@@ -607,11 +593,11 @@ class SimulatedMetaTrader5:
         except InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        if self.tradeapi_disabled and not self.manual:
+        if self._tradeapi_disabled and not self.manual:
             self._fail(c.RES_E_AUTO_TRADING_DISABLED)
             return None
         self._request_id += 1
-        if not self.terminal_trade_allowed and not self.manual:
+        if not self._trade_allowed and not self.manual:
             # The terminal refuses before anything reaches the server: no fault is consumed.
             self._ok()
             return self._result(req, Outcome(c.TRADE_RETCODE_CLIENT_DISABLES_AT))

@@ -130,55 +130,19 @@ class Reads(Session):
     def account_snapshots(
         self, accounts: Iterable[tuple[int, str]]
     ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
-        """Many accounts at once: one pass when the module can read them together (the simulator)."""
         return dict(self.account_snapshots_stream(accounts))
 
     def account_snapshots_stream(
         self, accounts: Iterable[tuple[int, str]]
     ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
-        """``account_snapshots`` in order, for a caller that acts on each account as it comes (the
-        risk monitor): read together now when the module can (the simulator), each converted only
-        when its turn comes; otherwise each read when its turn comes. An account that cannot be
-        read comes as its exception, and the others still come."""
-        keys = list(accounts)
-        bulk = getattr(self.mt5, "sim_bulk_state", None)
-        if bulk is None:
-            return self._read_one_by_one(keys)
-        with self._lock:
-            states = bulk(keys)
-            if states is None:  # the terminal did not answer (an outage): no account was read
-                code, text = self._error()
-                failed = GatewayUnavailable(f"MT5 sim_bulk_state failed: ({code}) {text}", code=code)
-                return iter([(key, failed) for key in keys])
-        # One read, one time: when it returned. Every account in it was read by then; a time
-        # taken as each is converted would be later than the read, by the others' conversion.
-        return self._converted(keys, states, datetime.now(UTC))
-
-    def _read_one_by_one(
-        self, keys: list[tuple[int, str]]
-    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
-        for login, server in keys:
+        """``account_snapshots`` in order, each read when its turn comes (the risk monitor acts on
+        each as it comes). An account that cannot be read comes as its exception, and the others
+        still come. A terminal holds one account: on a shared one each read is a login."""
+        for login, server in list(accounts):
             try:
                 yield (login, server), self.account_snapshot(login, server)
             except GatewayUnavailable as exc:
                 yield (login, server), exc
-
-    def _converted(
-        self, keys: list[tuple[int, str]], states: dict[tuple[int, str], Any], observed_at: datetime
-    ) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
-        for key in keys:
-            state = states.get(key)
-            if state is None:
-                yield key, GatewayUnavailable(f"no answer for account {key[0]}@{key[1]} from the terminal")
-                continue
-            info, raw_positions, raw_orders = state
-            try:
-                with self._lock:  # a new position's entry commission is read from the terminal
-                    snapshot = self._snapshot(key[0], key[1], info, raw_positions, raw_orders, observed_at)
-            except GatewayUnavailable as exc:
-                yield key, exc
-                continue
-            yield key, snapshot
 
     def _snapshot(
         self,

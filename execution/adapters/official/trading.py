@@ -18,6 +18,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from execution.adapters.official.conversion import (
     PENDING_TYPES,
     answered,
@@ -59,7 +61,24 @@ class Trading(Reads):
                 self._initialized = False
                 self._current = None
             return unanswered(code, text, request, position)
+        if self.verify_account:
+            self._check_still_on(login, server, request)
         return answered(result, request, position)
+
+    def _check_still_on(self, login: int, server: str, request: dict[str, Any]) -> None:
+        """After a trade, the terminal must still hold the account it was for. Its owner is the
+        only process that switches it, so this never fires unless something outside the bridge
+        (a person at the terminal, a second bridge) logged in meanwhile: then the trade may be on
+        another account, and an operator must look."""
+        info = self.mt5.account_info()
+        if info is not None and int(info.login) != login:
+            self._current = None
+            alert_raise(
+                kind=Alert.Kind.TERMINAL_SWITCHED,
+                subject=f"{self.terminal_path or 'default'}:{login}",
+                title=f"Terminal {self.terminal_path or 'default'} switched accounts in a trade for {login}",
+                body=f"After the trade it held {info.login}: check {request.get('comment', '')!r} on both accounts.",
+            )
 
     @staticmethod
     def _check_tag(tag: str) -> None:

@@ -189,8 +189,9 @@ class Command(BaseCommand):
         self.emit_triggered(quote)
 
     def do_positions(self, options: dict[str, Any]) -> None:
+        # An operator's own terminal: reading here switches no terminal the bridge uses.
         terminal = SimulatedMetaTrader5()
-        terminal.initialize()
+        terminal.initialize(f"operator-{options['login']}")
         if not terminal.login(options["login"], server=options["server"]):
             raise CommandError(f"no simulated account {options['login']} ({terminal.last_error()[1]})")
         for position in terminal.positions_get() or ():
@@ -200,7 +201,7 @@ class Command(BaseCommand):
         """A market order from the trader's own terminal: magic 0, comment "manual", reason
         CLIENT, through the simulated terminal's order_send; the bridge knows nothing of it."""
         terminal = SimulatedMetaTrader5(manual=True)
-        terminal.initialize()
+        terminal.initialize(f"trader-{options['login']}")  # the trader's own terminal, at home
         if not terminal.login(options["login"], server=options["server"]):
             raise CommandError(f"cannot log into {options['login']}: {terminal.last_error()}")
         symbol = terminal.symbol_info(options["symbol"])

@@ -29,6 +29,9 @@ def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[st
         "risk": (f"{manage} riskmonitor", {}),
         "callbacks": (f"{manage} delivercallbacks", {}),
     }
+    if settings.MT5_BACKEND in ("simulator", "official", "mt5linux"):
+        # Owns the MT5 terminals: every other process's MT5 calls go through it.
+        processes["terminals"] = (f"{manage} terminalhost", {})
     if sim_feed and settings.MT5_BACKEND == "simulator":
         processes["simfeed"] = (f"{manage} mt5sim feed", {})
     return processes

@@ -1,0 +1,220 @@
+"""Terminal topologies with the simulator's MT5 costs on, beside the same runs with them off.
+
+    python bench/bench_terminals.py [--accounts 50] [--shared 5] [--trials 20] [--commands 40]
+
+Real processes on PostgreSQL: a terminal host owning every terminal, both lanes and the risk
+monitor; every MT5 call goes through the terminal's owner. Two topologies:
+
+- (a) one account per terminal: each account pinned alone to its own terminal;
+- (b) shared terminals: the accounts pinned to ``--shared`` terminals, round robin.
+
+Each runs twice: with the simulator's default costs (``SIM_LOGIN_SECONDS`` 1.0, ``SIM_CALL_MS``
+1: what a real terminal costs) and with both at 0 (the baseline, same run). Printed per run:
+the monitor's cycle over all accounts, price move → detection and detection → terminal-confirmed
+close (p50/p99, the protective actions' own timestamps; each trial opens 1 lot EURUSD on one
+account and drops the price 300 pips), and normal-lane ``open_position`` commands per second on
+one terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import UTC, datetime
+
+from common import fresh_database, percentile, setup_django, summary
+
+COSTS = {"costs on (defaults)": ("1.0", "1"), "costs off (baseline)": ("0", "0")}
+
+
+def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict[str, object]:
+    from django.conf import settings
+    from django.db import close_old_connections
+
+    from commands import examples
+    from commands.envelope import PolicyPayloadSerializer
+    from commands.models import Command
+    from commands.services import command_create
+    from commands.states import State
+    from commands.validation import validate_with
+    from execution.gateways import get_gateway, reset_gateway
+    from execution.owners import live_owners
+    from execution.simulator.service import sim_account_create, sim_set_price
+    from execution.terminals import terminal_add
+    from policies.models import MonitorHeartbeat, ProtectiveAction, TradingAccount
+    from policies.services import policy_apply
+    from tenancy.models import Tenant
+    from tests.processes import Proc
+
+    server = "Bench-Server"
+    tenant = Tenant.objects.get(tenant_id="tenant_1")
+    snapshot = examples.example("policy_snapshot")
+    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    sim_set_price("EURUSD", "1.08500")
+    sim_set_price("GBPUSD", "1.27000")
+    logins = [61_000_000 + i for i in range(args.accounts)]
+    terminals = args.accounts if topology == "a" else args.shared
+    groups: dict[int, list[int]] = {}
+    for i, login in enumerate(logins):
+        sim_account_create(login=login, balance=100000, server=server)
+        policy_apply(
+            tenant=tenant,
+            actor={**snapshot["actor"], "account_login": login, "server": server},
+            payload=payload,
+            envelope=snapshot,
+            correlation_id="bench",
+            idempotency_key=f"bench-{login}",
+        )
+        groups.setdefault(i % terminals, []).append(login)
+    for n, members in groups.items():
+        terminal_add(f"bench-{n}", path=f"bench-{n}", accounts=[(login, server) for login in members])
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "SIM_LOGIN_SECONDS": costs[0],
+        "SIM_CALL_MS": costs[1],
+    }
+    procs = [
+        Proc("bench-terminals", ["terminalhost"], env),
+        Proc("bench-normal", ["qcluster"], env),
+        Proc("bench-fast", ["qcluster"], {**env, "Q_CLUSTER_NAME": "fastlane"}),
+        Proc("bench-risk", ["riskmonitor"], env),
+    ]
+    move_to_detect: list[float] = []
+    detect_to_close: list[float] = []
+    cycles: list[float] = []
+    rate = float("nan")
+    for proc in procs:
+        proc.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(live_owners()) < terminals:
+            time.sleep(0.2)
+        reset_gateway()
+        gateway = get_gateway()  # this process sends its calls to the host, as the others do
+        for login in logins:
+            gateway.open_position(login, server, symbol="GBPUSD", side="buy", volume=0.01, tag="bench")
+        # Warm-up: the monitor's first cycles read every account (and its entry commissions) once.
+        deadline = time.monotonic() + 300
+        MonitorHeartbeat.objects.update(last_cycle_ms=0)
+        while time.monotonic() < deadline and not MonitorHeartbeat.objects.filter(last_cycle_ms__gt=0).exists():
+            time.sleep(0.2)
+        time.sleep(2)
+        for trial in range(min(args.trials, len(logins))):
+            login = logins[trial]
+            sim_set_price("EURUSD", "1.08500")
+            gateway.open_position(login, server, symbol="EURUSD", side="buy", volume=1, tag=f"t{trial}")
+            moved = datetime.now(UTC)
+            sim_set_price("EURUSD", "1.05500")
+            deadline = time.monotonic() + 120
+            action = None
+            while time.monotonic() < deadline:
+                close_old_connections()
+                action = ProtectiveAction.objects.filter(
+                    account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
+                ).first()
+                if action is not None:
+                    break
+                time.sleep(0.005)
+            if action is None or action.execution_status != "success":
+                print(f"  trial {trial}: no completed action ({action and action.execution_status})")
+                continue
+            move_to_detect.append((action.detection_timestamp - moved).total_seconds() * 1000)
+            detect_to_close.append((action.execution_timestamp - action.detection_timestamp).total_seconds() * 1000)
+            cycles.extend(MonitorHeartbeat.objects.values_list("last_cycle_ms", flat=True))
+        sim_set_price("EURUSD", "1.08500")
+        # Normal-lane commands on one terminal: its accounts round robin (on a shared terminal,
+        # a login whenever the account changes).
+        members = [login for login in groups[terminals - 1] if login not in logins[: args.trials]] or groups[0]
+        accounts = {a.login: a for a in TradingAccount.objects.filter(login__in=members).select_related("tenant")}
+        commands = []
+        started = time.monotonic()
+        for n in range(args.commands):
+            account = accounts[members[n % len(members)]]
+            commands.append(
+                command_create(
+                    tenant=account.tenant,
+                    account=account,
+                    common={
+                        "command_id": f"rate-{n}",
+                        "command_type": "open_position",
+                        "priority": "normal",
+                        "fast_lane": False,
+                        "reason": "",
+                        "expires_at_utc": None,
+                    },
+                    specific={"symbol": "GBPUSD", "direction": "buy", "volume": "0.01"},
+                    envelope={},
+                    correlation_id="bench",
+                    idempotency_key=f"rate-{n}",
+                ).pk
+            )
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            close_old_connections()
+            if not Command.objects.filter(pk__in=commands, state__in=[State.QUEUED, State.EXECUTING]).exists():
+                break
+            time.sleep(0.05)
+        done = Command.objects.filter(pk__in=commands, state=State.SUCCEEDED).count()
+        rate = done / (time.monotonic() - started)
+    finally:
+        reset_gateway()
+        for proc in procs:
+            proc.stop()
+    return {
+        "cycles": cycles,
+        "move_to_detect": move_to_detect,
+        "detect_to_close": detect_to_close,
+        "rate": rate,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=50)
+    parser.add_argument("--shared", type=int, default=5, help="terminals in topology (b)")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--commands", type=int, default=40)
+    parser.add_argument("--only", choices=["a", "b"], default=None)
+    args = parser.parse_args()
+
+    results = {}
+    ready = False
+    for topology in [args.only] if args.only else ["a", "b"]:
+        for label, costs in COSTS.items():
+            url = fresh_database("bridge_bench_terminals")
+            if not ready:
+                setup_django(url)
+                ready = True
+            results[(topology, label)] = run(args, topology, costs)
+            from django.db import connections
+
+            connections.close_all()
+
+    from django.conf import settings
+
+    interval = settings.RISK_POLL_INTERVAL_MS
+    for (topology, label), r in results.items():
+        name = (
+            f"(a) {args.accounts} accounts, one per terminal"
+            if topology == "a"
+            else f"(b) {args.accounts} accounts on {args.shared} shared terminals"
+        )
+        cycles = r["cycles"]
+        moves, closes = r["move_to_detect"], r["detect_to_close"]
+        print(f"\n{name} — {label}")
+        print(
+            f"  monitor cycle over all accounts:       p50 {percentile(cycles, 50):.0f} ms,"
+            f" max {max(cycles or [0]):.0f} ms"
+        )
+        print(f"  price move → detection:               {summary(moves) if moves else 'none'} (poll {interval} ms)")
+        print(f"  detection → terminal-confirmed close: {summary(closes) if closes else 'none'}")
+        print(f"  normal open_position on one terminal:  {r['rate']:.1f} commands/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,548 @@
+"""One owner per terminal (ARCHITECTURE.md, "Real MT5 topology").
+
+A terminal holds one logged-in account for every process attached to it, so exactly one process
+at a time drives it: the holder of its **lease**, a row of ``TerminalLease`` renewed every
+``TERMINAL_LEASE_RENEW_SECONDS`` and lapsing ``TERMINAL_LEASE_SECONDS`` after its holder stops
+renewing it (dies). Every MT5 call for an account goes through the owner of its terminal:
+
+- a process that owns the terminal runs the call itself, under the terminal's ``PriorityLock``:
+  one call at a time, the most urgent waiting call first (``Priority``: fast-lane commands, then
+  sync reads, then the risk monitor's reads, then normal-lane commands). A call in progress is
+  never interrupted; a bulk read takes the lock once per account, so a fast command waits for at
+  most one account's read;
+- a process that does not sends it to the owner as a durable row (``TerminalCall``) and rings the
+  owner's doorbell (PostgreSQL ``NOTIFY``); the owner claims calls most urgent first, runs them
+  under the same lock, and writes the answer back to the row, which the caller reads;
+- a process that finds the terminal without a live owner takes the lease itself. The terminal
+  hosts (``manage.py terminalhost``) take every terminal they can, so in production they own
+  them all; in a single process (the tests, a shell) the process owns what it uses.
+
+Nothing is run twice: a call is claimed by one owner, once. A caller that gives up before its call
+was claimed withdraws it (it then never runs); one whose call was claimed by an owner that died
+gets ``GatewayUnavailable`` — the outcome is unknown, and a command reconciles by tag before it
+sends anything again, as after any lost answer. Calls and answers travel pickled and signed with
+the secret key (django-q2's ``SignedPackage``, the same trust as its own tasks).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import heapq
+import itertools
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, connections
+from django_q.signing import SignedPackage
+
+from execution.gateway import GatewayUnavailable
+from execution.models import TerminalCall, TerminalLease
+
+logger = logging.getLogger("bridge.execution")
+
+CHANNEL = "terminal_call"
+# Calls that take the terminal once per account rather than once for all (a bulk read): a fast
+# command waits for one account's read, not for the whole terminal's.
+SELF_LOCKING = frozenset({"account_snapshots"})
+
+
+class Priority(IntEnum):
+    """Which waiting call a terminal serves first (lower first)."""
+
+    FAST = 0  # a fast-lane command: protection
+    SYNC = 1  # Laravel's sync read, waiting on an HTTP request
+    MONITOR = 2  # the risk monitor's reads
+    NORMAL = 3  # a normal-lane command
+
+
+_priority: contextvars.ContextVar[Priority] = contextvars.ContextVar("terminal_call_priority", default=Priority.NORMAL)
+
+
+@contextmanager
+def call_priority(priority: Priority) -> Iterator[None]:
+    """Every terminal call made inside runs at ``priority``."""
+    token = _priority.set(priority)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+def current_priority() -> Priority:
+    return _priority.get()
+
+
+class PriorityLock:
+    """One holder at a time; when it lets go, the most urgent waiter (then the oldest) goes next."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._waiting: list[tuple[int, int]] = []
+        self._seq = itertools.count()
+
+    @contextmanager
+    def held(self, priority: int) -> Iterator[None]:
+        me = (int(priority), next(self._seq))
+        with self._cond:
+            heapq.heappush(self._waiting, me)
+            while self._held or self._waiting[0] != me:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+
+_CALLS = TerminalCall._meta.db_table
+
+
+def _now_msc() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _lease_msc() -> int:
+    return round(float(settings.TERMINAL_LEASE_SECONDS) * 1000)
+
+
+def _safe_seconds() -> float:
+    """How long after a renewal began we may act as the owner: the lease less one renewal period
+    (the margin for a renewal that is late, and for clocks a little apart)."""
+    return float(settings.TERMINAL_LEASE_SECONDS) - float(settings.TERMINAL_LEASE_RENEW_SECONDS)
+
+
+class Owners:
+    """This process's side of terminal ownership: its leases, and the calls it serves or sends.
+
+    Its database work goes through a connection of its own, in autocommit: a lease or a call is
+    visible to the other processes at once, whatever transaction the calling thread is in.
+    """
+
+    def __init__(self, run_local: Callable[[str, str, tuple[Any, ...], dict[str, Any]], Any]) -> None:
+        """``run_local(terminal, method, args, kwargs)`` runs a call on this process's own adapter
+        of the terminal (the owner's side)."""
+        self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._pid = os.getpid()
+        self._run_local = run_local
+        self._mutex = threading.Lock()
+        self._db_lock = threading.RLock()
+        self._db: Any = None
+        # name -> monotonic time until which our lease surely holds (renewed by our thread).
+        self._owned: dict[str, float] = {}
+        self._locks: dict[str, PriorityLock] = {}
+        self._threads_started = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        _everyone.add(self)
+        self._calls: queue.Queue[TerminalCall | None] = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        self._loops: list[threading.Thread] = []
+
+    # --- the private connection ---------------------------------------------------------------
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        with self._db_lock:
+            if self._db is None or os.getpid() != self._pid:
+                self._db = connections.create_connection("default")
+                self._db.inc_thread_sharing()  # one connection for every thread of the process, in turn
+                self._pid = os.getpid()
+            try:
+                self._db.ensure_connection()
+                with self._db.cursor() as cursor:
+                    yield cursor
+            except Exception:
+                try:
+                    self._db.close()
+                except Exception:  # noqa: S110 - it was broken already
+                    pass
+                self._db = None
+                raise
+
+    # --- leases ---------------------------------------------------------------------------------
+    def lock_of(self, name: str) -> PriorityLock:
+        with self._mutex:
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = self._locks[name] = PriorityLock()
+            return lock
+
+    def owns(self, name: str) -> bool:
+        return self._owned.get(name, 0.0) > time.monotonic()
+
+    def owned(self) -> list[str]:
+        now = time.monotonic()
+        return [name for name, until in list(self._owned.items()) if until > now]
+
+    def take(self, name: str) -> bool:
+        """Take the terminal's lease if nobody holds it (or ours lapsed); True when ours now."""
+        started = time.monotonic()
+        now = _now_msc()
+        lease = TerminalLease._meta.db_table
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {lease} (name, holder, host, pid, expires_msc, taken_msc) "  # noqa: S608 - the model's table
+                "VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, "
+                "pid = excluded.pid, expires_msc = excluded.expires_msc, taken_msc = excluded.taken_msc "
+                f"WHERE {lease}.expires_msc < %s OR {lease}.holder = excluded.holder",
+                [name, self.holder, socket.gethostname(), os.getpid(), now + _lease_msc(), now, now],
+            )
+            cursor.execute(f"SELECT holder FROM {lease} WHERE name = %s", [name])  # noqa: S608
+            row = cursor.fetchone()
+        mine = row is not None and row[0] == self.holder
+        if mine:
+            if name not in self._owned:
+                logger.info("terminal lease taken", extra={"terminal": name})
+            self._owned[name] = started + _safe_seconds()
+            self._start_threads()
+        return mine
+
+    def holder_of(self, name: str) -> tuple[str, bool] | None:
+        """(holder, live) of the terminal's lease, or None when it never had one."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT holder, expires_msc FROM {TerminalLease._meta.db_table} WHERE name = %s",  # noqa: S608
+                [name],
+            )
+            row = cursor.fetchone()
+        return None if row is None else (row[0], int(row[1]) > _now_msc())
+
+    def renew(self) -> list[str]:
+        """Move our leases on; returns the ones we lost (another process took them over)."""
+        names = list(self._owned)
+        if not names:
+            return []
+        started = time.monotonic()
+        lease = TerminalLease._meta.db_table
+        marks = ", ".join(["%s"] * len(names))
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {lease} SET expires_msc = %s WHERE holder = %s AND name IN ({marks}) RETURNING name",  # noqa: S608
+                [_now_msc() + _lease_msc(), self.holder, *names],
+            )
+            kept = {row[0] for row in cursor.fetchall()}
+        lost = []
+        for name in names:
+            if name in kept:
+                self._owned[name] = started + _safe_seconds()
+            else:
+                self._owned.pop(name, None)
+                lost.append(name)
+                logger.error("terminal lease lost", extra={"terminal": name})
+        return lost
+
+    def release_all(self) -> None:
+        names = list(self._owned)
+        self._owned.clear()
+        if not names:
+            return
+        marks = ", ".join(["%s"] * len(names))
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {TerminalLease._meta.db_table} WHERE holder = %s AND name IN ({marks})",  # noqa: S608
+                    [self.holder, *names],
+                )
+        except Exception:  # shutting down: the leases lapse anyway
+            logger.exception("could not release the terminal leases")
+
+    # --- the caller's side ------------------------------------------------------------------------
+    def call(
+        self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, timeout: float | None = None
+    ) -> Any:
+        """Run ``method`` on the terminal's owner: here when we own it (or can take it), else there."""
+        priority = current_priority()
+        while True:
+            if self.owns(name) or self.own_if_free(name):
+                if method in SELF_LOCKING:
+                    return self._run_local(name, method, args, kwargs)
+                with self.lock_of(name).held(priority):
+                    if self.owns(name):
+                        return self._run_local(name, method, args, kwargs)
+                continue  # lost it while waiting: go round
+            outcome = self._remote(name, method, args, kwargs, priority, timeout)
+            if outcome is not _WITHDRAWN:
+                return outcome
+
+    @contextmanager
+    def driving(self, name: str) -> Iterator[None]:
+        """Hold the terminal for one step of a call that locks per step (``SELF_LOCKING``)."""
+        with self.lock_of(name).held(current_priority()):
+            if not self.owns(name):
+                raise GatewayUnavailable(f"terminal {name}: this process lost its lease")
+            yield
+
+    def own_if_free(self, name: str) -> bool:
+        """Take the terminal when nobody else holds a live lease on it; True when ours."""
+        found = self.holder_of(name)
+        if found is not None and found[1] and found[0] != self.holder:
+            return False
+        return self.take(name)
+
+    def _remote(
+        self,
+        name: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int,
+        timeout: float | None,
+    ) -> Any:
+        timeout = float(timeout or settings.TERMINAL_CALL_TIMEOUT_SECONDS)
+        payload = SignedPackage.dumps((args, kwargs)).encode()
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {_CALLS} (terminal, priority, method, payload, state, caller, owner, "  # noqa: S608
+                "deadline_msc, created_msc) VALUES (%s, %s, %s, %s, %s, %s, '', %s, %s) RETURNING id",
+                [name, int(priority), method, payload, TerminalCall.PENDING, self.holder,
+                 _now_msc() + round(timeout * 1000), _now_msc()],
+            )  # fmt: skip
+            pk = int(cursor.fetchone()[0])
+            if cursor.db.vendor == "postgresql":
+                cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, name])
+        return self._wait(pk, name, time.monotonic() + timeout)
+
+    def _wait(self, pk: int, name: str, give_up: float) -> Any:
+        """Read the call's row until it is answered; withdraw it when its owner died before taking it."""
+        pause, next_look = 0.0005, time.monotonic() + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
+        while True:
+            with self._cursor() as cursor:
+                cursor.execute(f"SELECT state, result FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
+                row = cursor.fetchone()
+            if row is None:
+                raise GatewayUnavailable(f"terminal {name}: the call vanished")
+            state, result = row
+            if state in (TerminalCall.DONE, TerminalCall.FAILED):
+                self._delete_call(pk)
+                value = SignedPackage.loads(bytes(result).decode())
+                if state == TerminalCall.FAILED:
+                    raise value
+                return value
+            now = time.monotonic()
+            if now >= give_up or now >= next_look:
+                next_look = now + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
+                found = self.holder_of(name)
+                owner_gone = found is None or not found[1]
+                if now >= give_up or owner_gone:
+                    if self._delete_call(pk, only_pending=True):
+                        if now < give_up:
+                            return _WITHDRAWN  # it never ran: run it on whoever owns the terminal now
+                        raise GatewayUnavailable(f"terminal {name}: its owner did not take the call in time")
+                    if owner_gone:
+                        self._delete_call(pk)
+                        raise GatewayUnavailable(
+                            f"terminal {name}: its owner died during the call; what it did is unknown"
+                        )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
+
+    def _delete_call(self, pk: int, *, only_pending: bool = False) -> bool:
+        with self._cursor() as cursor:
+            if only_pending:
+                cursor.execute(f"DELETE FROM {_CALLS} WHERE id = %s AND state = %s", [pk, TerminalCall.PENDING])  # noqa: S608
+            else:
+                cursor.execute(f"DELETE FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
+            return bool(cursor.rowcount)
+
+    # --- the owner's side -------------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        with self._mutex:
+            if self._threads_started and self._pid == os.getpid():
+                return
+            self._threads_started = True
+            self._stop.clear()
+            self._loops = [
+                threading.Thread(target=self._renewing, name="terminal-leases", daemon=True),
+                threading.Thread(target=self._serving, name="terminal-calls", daemon=True),
+            ]
+            self._workers = [
+                threading.Thread(target=self._working, name=f"terminal-worker-{i}", daemon=True)
+                for i in range(int(settings.TERMINAL_OWNER_THREADS))
+            ]
+            for thread in [*self._loops, *self._workers]:
+                thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, let our terminals go, close our connections."""
+        with self._mutex:
+            self._stop.set()
+            workers, threads = self._workers, [*self._workers, *self._loops]
+            self._workers, self._loops = [], []
+            for _ in workers:
+                self._calls.put(None)
+            self._threads_started = False
+        if threads:
+            self._ring_self()
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
+        self.release_all()
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _ring_self(self) -> None:
+        """Wake our serving thread from its doorbell wait (it sees it must stop)."""
+        try:
+            with self._cursor() as cursor:
+                if cursor.db.vendor == "postgresql":
+                    cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, ""])
+        except Exception:  # noqa: S110 - it wakes within a second anyway
+            pass
+
+    def _working(self) -> None:
+        """One of the owner's workers: runs claimed calls, each under its terminal's lock."""
+        try:
+            while (call := self._calls.get()) is not None:
+                self._answer(call)
+        finally:
+            connection.close()
+
+    def _renewing(self) -> None:
+        while not self._stop.wait(float(settings.TERMINAL_LEASE_RENEW_SECONDS)):
+            try:
+                self.renew()
+            except Exception:
+                logger.exception("renewing the terminal leases failed; trying again")
+            finally:
+                close_old_connections()
+
+    def _serving(self) -> None:
+        """Claim the calls sent to our terminals, most urgent first, and run each on the pool."""
+        listener = _Listener() if connection.vendor == "postgresql" else None
+        try:
+            while not self._stop.is_set():
+                try:
+                    claimed = self._claim()
+                except Exception:
+                    logger.exception("claiming terminal calls failed; trying again")
+                    claimed = None
+                    time.sleep(0.5)
+                if claimed is not None:
+                    self._calls.put(claimed)
+                    continue
+                if self._stop.is_set():
+                    break
+                if listener is not None:
+                    listener.wait(1.0)
+                else:
+                    self._wake.wait(0.02)
+                    self._wake.clear()
+        finally:
+            if listener is not None:
+                listener.close()
+            connection.close()
+
+    def _claim(self) -> TerminalCall | None:
+        names = self.owned()
+        if not names:
+            return None
+        TerminalCall.objects.filter(
+            state=TerminalCall.PENDING, terminal__in=names, deadline_msc__lt=_now_msc()
+        ).delete()
+        for candidate in (
+            TerminalCall.objects.filter(state=TerminalCall.PENDING, terminal__in=names)
+            .order_by("priority", "pk")
+            .values_list("pk", flat=True)[:8]
+        ):
+            taken = TerminalCall.objects.filter(pk=candidate, state=TerminalCall.PENDING).update(
+                state=TerminalCall.RUNNING, owner=self.holder
+            )
+            if taken:
+                return TerminalCall.objects.get(pk=candidate)
+        return None
+
+    def _answer(self, call: TerminalCall) -> None:
+        try:
+            args, kwargs = SignedPackage.loads(bytes(call.payload).decode())
+            state = TerminalCall.DONE
+            try:
+                with call_priority(Priority(call.priority)):
+                    if call.method in SELF_LOCKING:
+                        value = self._run_local(call.terminal, call.method, args, kwargs)
+                    else:
+                        with self.driving(call.terminal):
+                            value = self._run_local(call.terminal, call.method, args, kwargs)
+            except Exception as exc:  # the caller gets it raised
+                state, value = TerminalCall.FAILED, exc
+            try:
+                packed = SignedPackage.dumps(value)
+            except Exception as exc:  # an unpicklable exception
+                state, packed = (
+                    TerminalCall.FAILED,
+                    SignedPackage.dumps(GatewayUnavailable(f"{type(exc).__name__}: {exc}")),
+                )
+            TerminalCall.objects.filter(pk=call.pk).update(state=state, result=packed.encode())
+        except Exception:
+            logger.exception("answering a terminal call failed", extra={"terminal": call.terminal})
+            close_old_connections()
+
+
+_WITHDRAWN = object()
+_everyone: weakref.WeakSet[Owners] = weakref.WeakSet()
+
+
+def stop_all() -> None:
+    """Stop every ``Owners`` of this process and let its terminals go (at exit: the next owner need
+    not wait for the leases to lapse)."""
+    for owners in list(_everyone):
+        owners.stop()
+
+
+atexit.register(stop_all)
+
+
+class _Listener:
+    """The owner's doorbell: ``LISTEN terminal_call`` on a connection of its own."""
+
+    def __init__(self) -> None:
+        self._db = connections.create_connection("default")
+        self._db.ensure_connection()
+        self._db.connection.autocommit = True
+        self._db.connection.execute(f"LISTEN {CHANNEL}")
+
+    def wait(self, timeout: float) -> None:
+        try:
+            for _ in self._db.connection.notifies(timeout=timeout, stop_after=1):
+                pass
+        except Exception:
+            logger.exception("the terminal doorbell failed; polling")
+            time.sleep(min(timeout, 0.1))
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except Exception:  # noqa: S110 - shutting down
+            pass
+
+
+def live_owners() -> dict[str, tuple[str, str, int]]:
+    """Every terminal with a live lease: name -> (holder, host, pid)."""
+    return {
+        name: (holder, host, pid)
+        for name, holder, host, pid in TerminalLease.objects.filter(expires_msc__gte=_now_msc()).values_list(
+            "name", "holder", "host", "pid"
+        )
+    }
+
+
+def stale_calls_delete(older_than_seconds: float = 600) -> int:
+    """Calls left behind by callers that died before reading their answer."""
+    return TerminalCall.objects.filter(deadline_msc__lt=_now_msc() - round(older_than_seconds * 1000)).delete()[0]

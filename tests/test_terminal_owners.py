@@ -1,0 +1,292 @@
+"""One account per terminal at a time, one owner per terminal (ARCHITECTURE.md "Real MT5 topology").
+
+Personas: alice (50040367) and bob (50040368) are traders whose accounts share one terminal;
+the ops team runs the terminal host. The simulator is as hard as MT5: a terminal's logged-in
+account is shared by every process attached to it, a login costs time, and a switch can turn
+Algo Trading off.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal as D
+
+import pytest
+from django.core.management import call_command
+
+from execution.adapters.router import TerminalRouter
+from execution.gateway import GatewayUnavailable
+from execution.gateways import terminal_router
+from execution.models import SimDeal, TerminalCall, TerminalLease
+from execution.owners import Owners, Priority, PriorityLock, call_priority
+from execution.simulator import SimulatedMetaTrader5
+from execution.simulator import constants as c
+from execution.simulator import terminal as sim_terminal
+from execution.simulator.service import sim_account_create, sim_account_state, sim_set_price
+from execution.terminals import terminal_add
+from tests.execution_fixtures import market_buy
+
+ALICE, BOB, SERVER = 50040367, 50040368, "Broker-Server"
+
+
+@pytest.fixture
+def two_accounts(db):
+    sim_account_create(ALICE, D("100000"), server=SERVER)
+    sim_account_create(BOB, D("50000"), server=SERVER)
+    sim_set_price("EURUSD", "1.08500")
+
+
+# --- the simulator: a terminal is one account for every process attached to it ----------------------
+def test_a_login_from_one_process_switches_the_terminal_for_every_process_attached_to_it(two_accounts):
+    worker, monitor = SimulatedMetaTrader5(), SimulatedMetaTrader5()
+    assert worker.initialize("shared", login=ALICE, server=SERVER)
+    assert monitor.initialize("shared")
+    assert monitor.login(BOB, server=SERVER)
+    assert worker.account_info().login == BOB
+    result = worker.order_send(market_buy(worker, volume=0.1))  # the worker believes it trades for alice
+    assert result.retcode == c.TRADE_RETCODE_DONE
+    assert SimDeal.objects.get(ticket=result.deal).account.login == BOB
+
+
+def test_two_terminals_hold_their_own_accounts(two_accounts):
+    one, other = SimulatedMetaTrader5(), SimulatedMetaTrader5()
+    assert one.initialize("terminal-1", login=ALICE, server=SERVER)
+    assert other.initialize("terminal-2", login=BOB, server=SERVER)
+    assert (one.account_info().login, other.account_info().login) == (ALICE, BOB)
+
+
+def test_the_cost_model_charges_a_login_and_every_call(two_accounts, settings, monkeypatch):
+    settings.SIM_LOGIN_SECONDS, settings.SIM_CALL_MS = 1.0, 1.0
+    paid: list[float] = []
+    monkeypatch.setattr(sim_terminal, "_pay", paid.append)
+    mt5 = SimulatedMetaTrader5()
+    mt5.initialize("costly")
+    mt5.login(ALICE, server=SERVER)
+    mt5.account_info()
+    assert paid == [0.001, 1.0, 0.001]
+
+
+def test_a_switch_turns_algo_trading_off_when_the_terminal_is_set_to(two_accounts, settings):
+    settings.SIM_DISABLE_AT_ON_SWITCH = True
+    mt5 = SimulatedMetaTrader5()
+    assert mt5.initialize("switchy", login=ALICE, server=SERVER)
+    assert mt5.terminal_info().trade_allowed is True  # the first login is no switch
+    assert mt5.login(BOB, server=SERVER)
+    assert mt5.terminal_info().trade_allowed is False
+    assert mt5.order_send(market_buy(mt5, volume=0.1)).retcode == c.TRADE_RETCODE_CLIENT_DISABLES_AT
+
+
+def test_mt5sim_account_show_names_the_terminal_logged_into_the_account(two_accounts):
+    assert sim_account_state(ALICE)["terminal"] is None
+    SimulatedMetaTrader5().initialize("desk-7", login=ALICE, server=SERVER)
+    assert sim_account_state(ALICE)["terminal"] == "desk-7"
+    call_command("mt5sim", "positions", "--login", str(BOB))  # an operator's look logs in elsewhere
+    assert sim_account_state(ALICE)["terminal"] == "desk-7"
+
+
+# --- the priority lock ---------------------------------------------------------------------------------
+def test_a_fast_call_goes_before_normal_calls_that_waited_longer():
+    lock, order = PriorityLock(), []
+    release = threading.Event()
+
+    def take(priority: Priority, name: str) -> None:
+        with lock.held(priority):
+            order.append(name)
+
+    with lock.held(Priority.NORMAL):
+        threads = [threading.Thread(target=take, args=(Priority.NORMAL, f"normal-{i}")) for i in range(3)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.02)
+        fast = threading.Thread(target=take, args=(Priority.FAST, "fast"))
+        fast.start()
+        time.sleep(0.02)
+        release.set()
+    for thread in [*threads, fast]:
+        thread.join(5)
+    assert order == ["fast", "normal-0", "normal-1", "normal-2"]
+
+
+# --- owners: one process drives a terminal; the others send it their calls -------------------------
+def process() -> TerminalRouter:
+    """A gateway as a separate bridge process builds it (its own leases, adapters and threads)."""
+    return terminal_router("simulator", magic=20260529)
+
+
+@pytest.fixture
+def shared_terminal(transactional_db, settings):
+    settings.TERMINAL_LEASE_SECONDS, settings.TERMINAL_LEASE_RENEW_SECONDS = 1.0, 0.2
+    sim_account_create(ALICE, D("100000"), server=SERVER)
+    sim_account_create(BOB, D("50000"), server=SERVER)
+    sim_set_price("EURUSD", "1.08500")
+    terminal_add("desk", path="desk-terminal", accounts=[(ALICE, SERVER), (BOB, SERVER)])
+    host, worker = process(), process()
+    yield host, worker
+    for router in (host, worker):
+        assert router.owners is not None
+        router.owners.stop()
+
+
+def test_the_first_process_to_need_a_terminal_owns_it_and_the_next_sends_it_its_calls(shared_terminal):
+    host, worker = shared_terminal
+    assert host.account_snapshot(ALICE, SERVER).balance == D("100000.00")
+    assert host.owners.owns("desk") and not worker.owners.owns("desk")
+    opened = worker.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:bob-1")
+    assert opened.ok
+    assert SimDeal.objects.get(ticket=opened.deal).account.login == BOB
+    assert worker.terminals() == {}  # the worker never attached to the terminal
+    assert [p.ticket for p in worker.account_snapshot(BOB, SERVER).positions] == [opened.position]
+    assert not TerminalCall.objects.exists()  # every answered call is gone
+
+
+def test_a_refusal_on_the_owner_reaches_the_caller_as_the_same_exception(shared_terminal):
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    with pytest.raises(GatewayUnavailable, match="login"):
+        worker.account_snapshot(99999999, SERVER)  # pinned nowhere: a private terminal, no such account
+
+
+def test_interleaved_calls_of_two_processes_never_trade_or_read_on_the_wrong_account(shared_terminal):
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    wrong, reads = [], []
+
+    def trade(router: TerminalRouter, login: int, prefix: str) -> None:
+        for i in range(8):
+            result = router.open_position(
+                login, SERVER, symbol="EURUSD", side="buy", volume=D("0.01"), tag=f"b:{prefix}{i}"
+            )
+            if SimDeal.objects.get(ticket=result.deal).account.login != login:
+                wrong.append(result.deal)
+
+    def read(router: TerminalRouter, login: int, balance: D) -> None:
+        with call_priority(Priority.MONITOR):
+            for _ in range(8):
+                snap = router.account_snapshot(login, SERVER)
+                # Each open charges a few cents of commission; the other account is 50,000 away.
+                mine = snap.login == login and abs(snap.balance - balance) < 10
+                reads.append(mine or (login, snap.login, snap.balance))
+
+    threads = [
+        threading.Thread(target=trade, args=(host, ALICE, "a")),
+        threading.Thread(target=trade, args=(worker, BOB, "b")),
+        threading.Thread(target=read, args=(worker, ALICE, D("100000.00"))),
+        threading.Thread(target=read, args=(host, BOB, D("50000.00"))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == []
+    assert len(reads) == 16 and all(r is True for r in reads), reads
+
+
+def test_when_the_owner_dies_its_lease_lapses_and_the_next_caller_takes_the_terminal(shared_terminal, settings):
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    host.owners._stop.set()  # the host stops renewing and serving: as if killed (its lease is not released)
+    started = time.monotonic()
+    assert worker.account_snapshot(BOB, SERVER).balance == D("50000.00")
+    assert time.monotonic() - started < 5 * settings.TERMINAL_LEASE_SECONDS
+    assert worker.owners.owns("desk")
+    assert TerminalLease.objects.get(name="desk").holder == worker.owners.holder
+
+
+def test_a_second_owner_cannot_take_a_live_lease_and_a_lost_lease_is_noticed(shared_terminal):
+    host, worker = shared_terminal
+    assert host.owners.take("desk")
+    assert not worker.owners.own_if_free("desk")
+    TerminalLease.objects.filter(name="desk").update(holder="someone-else")
+    assert host.owners.renew() == ["desk"]
+    assert not host.owners.owns("desk")
+
+
+def test_an_owner_serves_a_waiting_fast_command_before_waiting_reads(shared_terminal):
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    owners = host.owners
+    assert isinstance(owners, Owners)
+    served: list[str] = []
+    original = host._run_local
+
+    def spy(name, method, args, kwargs):
+        served.append(method)
+        return original(name, method, args, kwargs)
+
+    owners._run_local = spy
+    gate = owners.lock_of("desk")
+    results = []
+
+    def call(priority: Priority, method: str) -> None:
+        with call_priority(priority):
+            if method == "read":
+                results.append(worker.account_snapshot(BOB, SERVER))
+            else:
+                results.append(
+                    worker.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.01"), tag="b:fast")
+                )
+
+    with gate.held(Priority.FAST):  # the terminal is busy: the calls queue up
+        readers = [threading.Thread(target=call, args=(Priority.MONITOR, "read")) for _ in range(3)]
+        for thread in readers:
+            thread.start()
+        time.sleep(0.3)
+        fast = threading.Thread(target=call, args=(Priority.FAST, "open"))
+        fast.start()
+        time.sleep(0.3)
+    for thread in [*readers, fast]:
+        thread.join(30)
+    assert served[0] == "open_position"
+    assert len(results) == 4
+
+
+def test_the_owner_alerts_when_the_terminal_holds_another_account_after_a_trade(two_accounts):
+    from alerts.models import Alert
+    from execution.adapters.official import OfficialGateway
+
+    mt5, intruder = SimulatedMetaTrader5(), SimulatedMetaTrader5()
+    gateway = OfficialGateway(mt5, terminal_path="desk-x", magic=20260529, backend="simulator")
+    intruder.initialize("desk-x")
+    send = mt5.order_send
+
+    def send_then_someone_logs_in(request):
+        result = send(request)
+        intruder.login(BOB, server=SERVER)  # a person at the terminal, a second bridge
+        return result
+
+    mt5.order_send = send_then_someone_logs_in
+    assert gateway.open_position(ALICE, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:x").ok
+    alert = Alert.objects.get(kind="terminal_account_switched")
+    assert str(ALICE) in alert.title and str(BOB) in alert.body
+
+
+def test_the_watchdog_alerts_when_no_process_drives_a_terminal_and_not_while_one_does(shared_terminal):
+    from alerts.models import Alert
+    from risk.watchdog import Watchdog
+
+    host, _ = shared_terminal
+    watchdog = Watchdog(grace_seconds=0)
+    watchdog.check()
+    assert Alert.objects.filter(kind=Alert.Kind.TERMINAL_UNOWNED, subject="terminal:desk").exists()
+    Alert.objects.all().delete()
+    host.account_snapshot(ALICE, SERVER)  # the host drives it now
+    watchdog.check()
+    assert not Alert.objects.filter(kind=Alert.Kind.TERMINAL_UNOWNED, subject="terminal:desk").exists()
+
+
+def test_the_terminal_host_takes_every_terminal_and_alerts_when_one_refuses_trades(shared_terminal, settings):
+    from io import StringIO
+
+    from alerts.models import Alert
+    from execution.gateways import reset_gateway
+    from execution.models import SimTerminal
+
+    SimulatedMetaTrader5(trade_allowed=False).initialize("desk-terminal")  # someone pressed Algo Trading
+    reset_gateway()
+    out = StringIO()
+    call_command("terminalhost", "--seconds", "1.5", stdout=out)
+    assert "owning desk" in out.getvalue()
+    assert Alert.objects.filter(kind=Alert.Kind.TERMINAL_TRADING_OFF, subject="terminal:desk").exists()
+    assert SimTerminal.objects.get(path="desk-terminal").trade_allowed is False
+    assert not TerminalLease.objects.filter(name="desk").exists()  # let go on the way out
