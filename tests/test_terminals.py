@@ -23,6 +23,7 @@ from execution.models import SimAccount, Terminal, TerminalAccount
 from execution.simulator import SimulatedMetaTrader5
 from execution.terminals import TerminalConfig, terminal_for, terminals_for
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER
+from tests.rpyc_fakes import FakeClassicConnection
 from tests.test_panel_personas import logged_in, root, sue, tess, world  # noqa: F401  (fixtures)
 
 pytest_plugins = ["tests.execution_fixtures"]
@@ -265,9 +266,9 @@ def test_the_mt5linux_gateway_reaches_each_terminal_at_its_own_host_and_port(ali
     log: list[tuple[Any, ...]] = []
     opened: list[dict[str, Any]] = []
 
-    def connect(**kwargs: Any) -> RecordingMT5:
+    def connect(**kwargs: Any) -> FakeClassicConnection:
         opened.append(kwargs)
-        return RecordingMT5(log, f"{kwargs['host']}:{kwargs['port']}")
+        return FakeClassicConnection(RecordingMT5(log, f"{kwargs['host']}:{kwargs['port']}"))
 
     gateway = terminal_router("mt5linux", magic=MAGIC, rpyc_factory=connect)
     snapshots = gateway.account_snapshots([(ALICE, SERVER), (BOB, SERVER)])
