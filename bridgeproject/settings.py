@@ -181,6 +181,9 @@ COMMAND_RETRY_BACKOFF_SECONDS = [
 # closed); the simulator's server runs this many hours ahead of UTC, as an EET broker does.
 MT5_SERVER_UTC_OFFSET_HOURS = env.float("MT5_SERVER_UTC_OFFSET_HOURS", default=2.0)
 SIM_SERVER_UTC_OFFSET_HOURS = env.float("SIM_SERVER_UTC_OFFSET_HOURS", default=2.0)
+# Brokers name symbols per trade server (EURUSD.m, EURUSDm, ...): each simulated server listed here
+# shows every symbol under its name plus this suffix and knows no other name ("SERVER=SUFFIX,...").
+SIM_SYMBOL_SUFFIXES = env.dict("SIM_SYMBOL_SUFFIXES", default={"Broker-Suffix": ".m"})
 
 MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
 MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")
