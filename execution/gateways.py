@@ -84,6 +84,7 @@ class TerminalAdapters:
             magic=self.magic,
             backend=transport,
             shared=shared,
+            symbols=config.symbols,
         )
 
 

@@ -26,7 +26,7 @@ from execution.gateway import (
 )
 from execution.terminals import TerminalConfig
 
-Address = tuple[str, str, str, str, int | None]
+Address = tuple[Any, ...]  # TerminalConfig.address
 
 
 class TerminalRouter(Gateway):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-# Stands for a name the server does not list: no instrument is stored under it, so the trade
+# Marks a name the server does not list: no instrument is stored under such a name, so the trade
 # server answers it as it answers any unknown symbol.
-NOT_LISTED = "\x00"
+NOT_LISTED = "not-listed:"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class ServerNames:
         return None
 
     def for_server(self, name: str) -> str:
-        """``stored``, with a name the server does not list kept unknown to the trade server."""
+        """``stored``, with a name the server does not list kept unknown to the trade server
+        (a request's symbol: the trade server refuses it as it refuses any unknown one)."""
         stored = self.stored(name)
         return NOT_LISTED + name if stored is None else stored
 

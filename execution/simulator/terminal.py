@@ -427,12 +427,9 @@ class SimulatedMetaTrader5:
         if account_id is None:
             return None
         matches, names = _group_matcher(group), self._names
-        stored = names.for_server(symbol) if symbol else symbol
-        rows = [
-            row
-            for row in sql.position_rows_of(account_id, ticket=ticket, symbol=stored)
-            if matches(names.shown(row.symbol.name))
-        ]
+        stored = names.stored(symbol) if symbol else symbol
+        found = () if symbol and stored is None else sql.position_rows_of(account_id, ticket=ticket, symbol=stored)
+        rows = [row for row in found if matches(names.shown(row.symbol.name))]
         quotes = Valuation.quotes(p.symbol for p in rows)
         offset = server_offset_msc()
         self._ok()
@@ -471,12 +468,11 @@ class SimulatedMetaTrader5:
         if account_id is None:
             return None
         matches, names = _group_matcher(group), self._names
-        stored = names.for_server(symbol) if symbol else symbol
-        rows = [
-            row
-            for row in sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=stored)
-            if matches(names.shown(row.symbol.name))
-        ]
+        stored = names.stored(symbol) if symbol else symbol
+        found = (
+            () if symbol and stored is None else sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=stored)
+        )
+        rows = [row for row in found if matches(names.shown(row.symbol.name))]
         offset = server_offset_msc()
         self._ok()
         return tuple(self._order_tuple(o, offset) for o in rows)

@@ -88,7 +88,10 @@ class Reads(Session):
     def _symbol_raw(self, login: int, server: str, symbol: str) -> Any:
         """``symbol_info`` of the canonical ``symbol`` under the server's name for it (its
         ``name``); a terminal without a configured naming learns it when the server does not
-        list the canonical name (``symbols``). None: the server does not trade it."""
+        list the canonical name (``symbols``). None: the server does not trade it, or ``symbol``
+        is the server's name of another canonical one (Laravel speaks canonical names only)."""
+        if self._symbols.canonical(server, symbol) != symbol:
+            return None
         info = self._listed(login, server, self._symbols.broker(server, symbol))
         if info is None and self._symbols.may_learn(server, symbol):
             listed = self._read(login, server, "symbols_get") or ()
