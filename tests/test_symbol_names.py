@@ -27,7 +27,7 @@ from django.test import override_settings
 
 from commands.states import State
 from execution.adapters.official import OfficialGateway, SymbolNaming
-from execution.adapters.official.symbols import SymbolBook, SymbolNamingError
+from execution.adapters.official.symbols import RETRY_LEARN_SECONDS, SymbolBook, SymbolNamingError
 from execution.gateway import order_tag
 from execution.gateways import get_gateway, terminal_router
 from execution.models import SimAccount
@@ -271,9 +271,12 @@ def test_a_server_with_plain_names_learns_nothing_and_costs_nothing(alice_accoun
 
 
 def test_an_ambiguous_server_list_teaches_nothing_and_a_lookalike_is_never_taken():
-    book = SymbolBook()
+    now = [1000.0]
+    book = SymbolBook(clock=lambda: now[0])
     assert book.learn("X", "EURUSD", ["EURUSD.m", "EURUSD.pro", "GBPUSD.m"]) is None
-    assert book.broker("X", "EURUSD") == "EURUSD" and book.may_learn("X", "EURUSD")
+    assert book.broker("X", "EURUSD") == "EURUSD" and not book.may_learn("X", "EURUSD")  # not at every request
+    now[0] += RETRY_LEARN_SECONDS
+    assert book.may_learn("X", "EURUSD")
     assert book.learn("X", "US30", ["US300", "US30X", "XUS30"]) is None  # other instruments, not affixes
     assert book.learn("X", "US30", ["US300", "#US30"]) == "#US30"
     assert book.canonical("X", "#GER40") == "GER40" and book.canonical("x ", "#US30") == "US30"
@@ -281,12 +284,14 @@ def test_an_ambiguous_server_list_teaches_nothing_and_a_lookalike_is_never_taken
     assert book.canonical("Y", "GBPUSDm") == "GBPUSD" and book.canonical("Y", "#GER40") == "#GER40"
 
 
-def test_an_unknown_symbol_is_still_unknown_after_looking_at_the_server_s_list(dana_account):
+def test_an_unknown_symbol_is_still_unknown_after_looking_at_the_server_s_list_once(dana_account):
     spy = Spy(SimulatedMetaTrader5())
     gateway = adapter(spy)
-    assert gateway.symbol_info(DANA, SUFFIXED, "DOGEUSD") is None
     result = dana_buys(gateway, symbol="DOGEUSD")
     assert result.retcode == c.TRADE_RETCODE_INVALID and "'DOGEUSD'" in result.message and spy.requests == []
+    assert spy.calls.count("symbols_get") == 1
+    assert dana_buys(gateway, symbol="DOGEUSD", tag="b:doge-2").retcode == c.TRADE_RETCODE_INVALID
+    assert spy.calls.count("symbols_get") == 1  # the server's long list is not read at every request
 
 
 # --- commands end to end: Laravel speaks EURUSD to a server that lists EURUSD.m --------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 # it starts (suffix) or ends (prefix) with a separator, or is lower case (EURUSDm).
 _LEARNABLE = re.compile(r"^(?:[._#\-+!$][A-Za-z0-9._\-+]{0,7}|[a-z]{1,4})$")
 _LEARNABLE_PREFIX = re.compile(r"^(?:[A-Za-z0-9]{0,7}[._#\-+!$]|[a-z]{1,4})$")
+# A canonical name that could not be learnt is looked for again after this long, not at every
+# request: the server's list is long, and a symbol it does not trade stays untraded for a while.
+RETRY_LEARN_SECONDS = 60.0
 _AFFIX = re.compile(r"^[^\s,=]{0,16}$")
 _NAME = re.compile(r"^[^\s,=]{1,32}$")
 
@@ -99,8 +103,9 @@ class SymbolBook:
     """One terminal's canonical ↔ broker names, per trade server (its configuration, and what it
     learnt). Thread-safe; the adapter asks it with the terminal's lock held anyway."""
 
-    def __init__(self, naming: SymbolNaming | None = None) -> None:
+    def __init__(self, naming: SymbolNaming | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.naming = naming or SymbolNaming()
+        self._clock = clock
         self._explicit = dict(self.naming.names)
         self._explicit_back = {broker: canonical for canonical, broker in self.naming.names}
         self._lock = threading.Lock()
@@ -108,6 +113,8 @@ class SymbolBook:
         self._learnt: dict[str, dict[str, str]] = {}
         self._learnt_back: dict[str, dict[str, str]] = {}
         self._affixes: dict[str, list[tuple[str, str]]] = {}
+        # (server, canonical) -> when learning it last failed.
+        self._failed: dict[tuple[str, str], float] = {}
 
     @staticmethod
     def _key(server: str) -> str:
@@ -146,18 +153,24 @@ class SymbolBook:
         """Should a canonical name the server does not list be looked for among its symbols?"""
         if self.naming.configured:
             return False
+        key = self._key(server)
         with self._lock:
-            return canonical not in self._learnt.get(self._key(server), {})
+            failed = self._failed.get((key, canonical))
+            if failed is not None and self._clock() - failed < RETRY_LEARN_SECONDS:
+                return False
+            return canonical not in self._learnt.get(key, {})
 
     def learn(self, server: str, canonical: str, listed: Iterable[str]) -> str | None:
         """Learn the server's name for ``canonical`` from the names it lists (``symbols_get()``):
         the one that is ``canonical`` plus a learnable suffix or prefix; None when there is none,
         or more than one (ambiguous)."""
         candidates = {name: affix for name in listed if (affix := learnable(canonical, name)) is not None}
+        key = self._key(server)
         if len(candidates) != 1:
+            with self._lock:
+                self._failed[(key, canonical)] = self._clock()
             return None
         ((broker, affix),) = candidates.items()
-        key = self._key(server)
         with self._lock:
             self._learnt.setdefault(key, {})[canonical] = broker
             self._learnt_back.setdefault(key, {})[broker] = canonical
