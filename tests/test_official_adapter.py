@@ -508,6 +508,24 @@ def test_mt5linux_results_are_local_namedtuples_and_nested_requests_too(alice_ac
     assert server.remote_reads == 0
 
 
+def test_mt5linux_sends_enum_constants_and_nested_values_as_plain_literals(alice_account):
+    import enum
+
+    class Action(enum.IntEnum):
+        DEAL = c.TRADE_ACTION_DEAL
+
+    sent: list[Any] = []
+    server = FakeClassicConnection(SimulatedMetaTrader5())
+    module = Mt5LinuxModule("wine-a", 18812, factory=lambda **kwargs: server)
+    assert module.initialize() is True  # the link is open, its helper defined: record what arrives instead
+    server.namespace["_bridge_call"] = lambda name, args, kwargs: sent.append((name, args, kwargs))
+    module.order_check({"action": Action.DEAL, "symbol": "EURUSD", "volume": 0.1, "nested": [1, (2,), {"a": None}]})
+    assert sent == [
+        ("order_check", ({"action": 1, "symbol": "EURUSD", "volume": 0.1, "nested": [1, (2,), {"a": None}]},), {})
+    ]
+    assert type(sent[0][1][0]["action"]) is int
+
+
 @pytest.mark.parametrize("value", [float("nan"), object(), {1, 2}, datetime.now(UTC)])
 def test_mt5linux_refuses_to_send_what_would_not_arrive_as_the_same_value(value):
     server = FakeClassicConnection(SimulatedMetaTrader5())

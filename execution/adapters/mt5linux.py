@@ -87,12 +87,19 @@ def literal(value: Any) -> str:
     """``value`` as Python source the server evaluates back to an equal plain value. Only plain
     values are sent (MT5's arguments are numbers, strings, booleans and a request dict); anything
     else would not round-trip through ``repr`` and is refused here, before it leaves."""
-    if value is None or isinstance(value, bool | int | str | bytes):
+    # The base type's repr: an IntEnum or a str subclass would print as something else.
+    if value is None or isinstance(value, bool):
         return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, str):
+        return repr(str(value))
+    if isinstance(value, bytes):
+        return repr(bytes(value))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise TypeError(f"cannot send the float {value!r} to the mt5linux server")
-        return repr(value)
+        return repr(float(value))
     if isinstance(value, list):
         return "[" + ", ".join(literal(v) for v in value) + "]"
     if isinstance(value, tuple):
