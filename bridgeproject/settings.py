@@ -195,6 +195,9 @@ TERMINAL_LEASE_SECONDS = env.float("TERMINAL_LEASE_SECONDS", default=3.0)
 TERMINAL_LEASE_RENEW_SECONDS = env.float("TERMINAL_LEASE_RENEW_SECONDS", default=1.0)
 TERMINAL_CALL_TIMEOUT_SECONDS = env.float("TERMINAL_CALL_TIMEOUT_SECONDS", default=30.0)
 TERMINAL_OWNER_THREADS = env.int("TERMINAL_OWNER_THREADS", default=8)
+# Brokers name symbols per trade server (EURUSD.m, EURUSDm, ...): each simulated server listed here
+# shows every symbol under its name plus this suffix and knows no other name ("SERVER=SUFFIX,...").
+SIM_SYMBOL_SUFFIXES = env.dict("SIM_SYMBOL_SUFFIXES", default={"Broker-Suffix": ".m"})
 
 MT5_BACKEND = env.str("MT5_BACKEND", default="simulator")
 MT5_TERMINAL_PATH = env.str("MT5_TERMINAL_PATH", default="")

@@ -86,6 +86,7 @@ class TerminalAdapters:
             magic=self.magic,
             backend=transport,
             shared=shared,
+            symbols=config.symbols,
         )
 
     def _simulated(self, config: TerminalConfig) -> Gateway:
@@ -99,6 +100,7 @@ class TerminalAdapters:
             password_for=_password_for,
             magic=self.magic,
             backend="simulator",
+            symbols=config.symbols,
         )
 
 

@@ -300,6 +300,20 @@ class Terminal(models.Model):
         help_text="The NAME of an environment variable holding its accounts' password (never the password); "
         "empty: the terminal's saved login.",
     )
+    # How its trade servers name symbols (execution.adapters.official.symbols): Laravel speaks the
+    # canonical name; nothing configured, the adapter learns each server's names.
+    symbol_suffix = models.CharField(
+        max_length=16, blank=True, help_text="Added to every canonical symbol name on its servers (EURUSD.m: .m)."
+    )
+    symbol_prefix = models.CharField(
+        max_length=16, blank=True, help_text="Put before every canonical symbol name on its servers (#US30: #)."
+    )
+    symbol_names = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Exceptions to the suffix and prefix, CANONICAL=BROKER[,...] (US30=DJ30.cash). "
+        "Nothing configured: each server's names are learnt from its symbol list when unambiguous.",
+    )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Lower, Trim
 
+from execution.adapters.official.symbols import SymbolNaming, SymbolNamingError
 from execution.models import Terminal, TerminalAccount, TerminalKind
 
 PRIVATE_PREFIX = "private-"
@@ -56,11 +57,14 @@ class TerminalConfig:
     host: str = ""
     port: int | None = None
     password: str | None = field(default=None, repr=False, compare=False)
+    # How its servers name symbols (canonical EURUSD, the server's EURUSD.m).
+    symbols: SymbolNaming = field(default_factory=SymbolNaming)
 
     @property
-    def address(self) -> tuple[str, str, str, str, int | None]:
-        """Everything that identifies the terminal, the password excluded."""
-        return (self.name, self.kind, self.path, self.host, self.port)
+    def address(self) -> tuple[str, str, str, str, int | None, SymbolNaming]:
+        """Everything that identifies the terminal, the password excluded (a changed symbol
+        naming makes a new adapter, as a changed address does)."""
+        return (self.name, self.kind, self.path, self.host, self.port, self.symbols)
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -111,6 +115,18 @@ def check_password_env(value: str) -> str:
     return value
 
 
+def symbol_naming(*, suffix: str = "", prefix: str = "", names: str = "") -> SymbolNaming:
+    """A terminal's symbol naming, checked (``TerminalError`` in one line when it cannot be)."""
+    try:
+        return SymbolNaming.parse(suffix=suffix, prefix=prefix, names=names)
+    except SymbolNamingError as exc:
+        raise TerminalError(str(exc)) from exc
+
+
+def naming_of(terminal: Terminal) -> SymbolNaming:
+    return symbol_naming(suffix=terminal.symbol_suffix, prefix=terminal.symbol_prefix, names=terminal.symbol_names)
+
+
 def password_source(terminal: Terminal) -> str:
     return f"env {terminal.password_env}" if terminal.password_env else SAVED_LOGIN
 
@@ -126,6 +142,7 @@ def config_of(terminal: Terminal) -> TerminalConfig:
         host=terminal.host,
         port=terminal.port,
         password=password,
+        symbols=naming_of(terminal),
     )
 
 
@@ -248,10 +265,13 @@ def terminal_add(
     accounts: Iterable[tuple[int, str]] = (),
     password_env: str = "",
     notes: str = "",
+    symbols: SymbolNaming | None = None,
 ) -> Terminal:
-    """A new terminal (``host`` and ``port``: mt5linux, its ``path`` optional; else ``path``), its accounts pinned."""
+    """A new terminal (``host`` and ``port``: mt5linux, its ``path`` optional; else ``path``), its accounts pinned.
+    ``symbols``: how its servers name symbols (default: learnt)."""
     check_name(name)
     check_password_env(password_env)
+    symbols = symbols or SymbolNaming()
     path, host = path.strip(), host.strip()
     if host or port is not None:
         if not host or port is None:
@@ -268,7 +288,16 @@ def terminal_add(
     try:
         with transaction.atomic():
             terminal = Terminal.objects.create(
-                name=name, kind=kind, path=path, host=host, port=port, password_env=password_env, notes=notes
+                name=name,
+                kind=kind,
+                path=path,
+                host=host,
+                port=port,
+                password_env=password_env,
+                notes=notes,
+                symbol_suffix=symbols.suffix,
+                symbol_prefix=symbols.prefix,
+                symbol_names=symbols.names_text(),
             )
     except IntegrityError as exc:  # added meanwhile by someone else
         raise TerminalError(f"a terminal named {name!r} already exists") from exc
@@ -299,6 +328,16 @@ def terminal_pin(terminal: Terminal | str, accounts: Iterable[tuple[int, str]]) 
         existing[(login, normalise_server(server))] = pin
         pinned.append(pin)
     return pinned
+
+
+@transaction.atomic
+def terminal_set_symbols(terminal: Terminal | str, symbols: SymbolNaming) -> Terminal:
+    """How the terminal's servers name symbols, from now on (an empty naming: learnt)."""
+    terminal = get_terminal(terminal) if isinstance(terminal, str) else terminal
+    terminal.symbol_suffix, terminal.symbol_prefix = symbols.suffix, symbols.prefix
+    terminal.symbol_names = symbols.names_text()
+    terminal.save(update_fields=["symbol_suffix", "symbol_prefix", "symbol_names"])
+    return terminal
 
 
 @transaction.atomic

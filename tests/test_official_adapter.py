@@ -30,6 +30,7 @@ from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
 from execution.simulator.service import sim_inject_fault, sim_set_market_open, sim_set_price
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER
+from tests.rpyc_fakes import FakeClassicConnection
 
 pytest_plugins = ["tests.execution_fixtures"]
 
@@ -448,7 +449,105 @@ def test_mt5linux_turns_a_broken_link_into_no_ipc_connection():
 
 
 def test_mt5linux_drives_the_same_adapter_over_a_client(alice_account):
-    gateway = build_mt5linux_gateway("127.0.0.1", 18812, magic=MAGIC, factory=lambda **kwargs: SimulatedMetaTrader5())
+    server = FakeClassicConnection(SimulatedMetaTrader5())
+    gateway = build_mt5linux_gateway("127.0.0.1", 18812, magic=MAGIC, factory=lambda **kwargs: server)
     assert open_eurusd(gateway).ok
     assert len(gateway.account_snapshot(ALICE, SERVER).positions) == 1
     assert gateway.status()["backend"] == "mt5linux"
+
+
+# --- mt5linux: one round trip per call, results copied locally ---------------------------------------
+def test_over_mt5linux_alice_s_snapshot_costs_one_round_trip_per_mt5_call_and_no_remote_read(alice_account):
+    """Each MT5 call is one eval on the mt5linux server whose answer arrives by value: reading the
+    snapshot's positions and their fields asks the server nothing more."""
+    spy = Spy(SimulatedMetaTrader5())
+    server = FakeClassicConnection(spy)
+    gateway = build_mt5linux_gateway("wine-a", 18812, magic=MAGIC, factory=lambda **kwargs: server)
+    for n in range(3):
+        assert open_eurusd(gateway, tag=f"b:rt-{n}").ok
+    spy.calls.clear()
+    server.round_trips = 0
+    snapshot = gateway.account_snapshot(ALICE, SERVER)
+    assert len(snapshot.positions) == 3
+    assert all(p.symbol == "EURUSD" and p.volume == D("1.00") for p in snapshot.positions)
+    assert {"account_info", "positions_get", "orders_get"} <= set(spy.calls)
+    assert server.round_trips == len(spy.calls) and server.remote_reads == 0
+
+
+def test_the_counting_server_would_see_a_remote_read_per_field_of_a_result_left_remote(alice_account):
+    """The counter the test above relies on: a position read field by field through a remote
+    reference (what the mt5linux client returns) costs a round trip per field."""
+    server = FakeClassicConnection(SimulatedMetaTrader5())
+    gateway = build_mt5linux_gateway("wine-a", 18812, magic=MAGIC, factory=lambda **kwargs: server)
+    assert open_eurusd(gateway).ok
+    before = server.round_trips
+    positions = server.eval("_bridge_mt5.positions_get()")
+    fields = [positions[0].ticket, positions[0].symbol, positions[0].volume, positions[0].price_open]
+    assert fields[1] == "EURUSD"
+    assert server.remote_reads == 8 and server.round_trips - before == 1 + 8
+
+
+def test_mt5linux_results_are_local_namedtuples_and_nested_requests_too(alice_account):
+    server = FakeClassicConnection(SimulatedMetaTrader5())
+    module = Mt5LinuxModule("wine-a", 18812, factory=lambda **kwargs: server)
+    assert module.initialize() is True and module.login(ALICE, server=SERVER) is True
+    request = {
+        "action": c.TRADE_ACTION_DEAL,
+        "symbol": "EURUSD",
+        "volume": 0.1,
+        "type": c.ORDER_TYPE_BUY,
+        "type_filling": c.ORDER_FILLING_FOK,
+        "deviation": 20,
+        "magic": MAGIC,
+        "comment": "b:local",
+    }
+    result = module.order_send(request)
+    assert type(result).__name__ == "OrderSendResult" and result.retcode == c.TRADE_RETCODE_DONE
+    assert type(result.request).__name__ == "TradeRequest" and result.request.comment == "b:local"
+    (position,) = module.positions_get(symbol="EURUSD")
+    assert position._asdict()["comment"] == "b:local" and position.volume == 0.1
+    assert module.positions_get(symbol="NOPE") == () and module.symbol_info("NOPE") is None
+    assert module.last_error()[0] == c.RES_E_NOT_FOUND
+    assert server.remote_reads == 0
+
+
+def test_mt5linux_sends_enum_constants_and_nested_values_as_plain_literals(alice_account):
+    import enum
+
+    class Action(enum.IntEnum):
+        DEAL = c.TRADE_ACTION_DEAL
+
+    sent: list[Any] = []
+    server = FakeClassicConnection(SimulatedMetaTrader5())
+    module = Mt5LinuxModule("wine-a", 18812, factory=lambda **kwargs: server)
+    assert module.initialize() is True  # the link is open, its helper defined: record what arrives instead
+    server.namespace["_bridge_call"] = lambda name, args, kwargs: sent.append((name, args, kwargs))
+    module.order_check({"action": Action.DEAL, "symbol": "EURUSD", "volume": 0.1, "nested": [1, (2,), {"a": None}]})
+    assert sent == [
+        ("order_check", ({"action": 1, "symbol": "EURUSD", "volume": 0.1, "nested": [1, (2,), {"a": None}]},), {})
+    ]
+    assert type(sent[0][1][0]["action"]) is int
+
+
+@pytest.mark.parametrize("value", [float("nan"), object(), {1, 2}, datetime.now(UTC)])
+def test_mt5linux_refuses_to_send_what_would_not_arrive_as_the_same_value(value):
+    server = FakeClassicConnection(SimulatedMetaTrader5())
+    module = Mt5LinuxModule("wine-a", 18812, factory=lambda **kwargs: server)
+    with pytest.raises(TypeError, match="cannot send"):
+        module.order_send({"action": 1, "price": value})
+    assert server.round_trips == 0
+
+
+def test_a_dropped_mt5linux_link_is_closed_and_the_next_call_opens_a_new_one(alice_account):
+    servers: list[FakeClassicConnection] = []
+
+    def connect(**kwargs: Any) -> FakeClassicConnection:
+        servers.append(FakeClassicConnection(SimulatedMetaTrader5()))
+        return servers[-1]
+
+    module = Mt5LinuxModule("wine-a", 18812, factory=connect)
+    assert module.initialize() is True
+    servers[0].namespace["_bridge_call"] = lambda *args: (_ for _ in ()).throw(EOFError("stream has been closed"))
+    assert module.terminal_info() is None
+    assert module.last_error()[0] == c.RES_E_INTERNAL_FAIL_CONNECT and servers[0].closed
+    assert module.initialize() is True and len(servers) == 2

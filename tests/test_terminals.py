@@ -24,6 +24,7 @@ from execution.simulator import SimulatedMetaTrader5
 from execution.simulator.service import sim_account_state
 from execution.terminals import TerminalConfig, terminal_for, terminals_for
 from tests.execution_fixtures import ALICE, BOB, MAGIC, SERVER
+from tests.rpyc_fakes import FakeClassicConnection
 from tests.test_panel_personas import logged_in, root, sue, tess, world  # noqa: F401  (fixtures)
 
 pytest_plugins = ["tests.execution_fixtures"]
@@ -53,10 +54,10 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 
 def table(output: str) -> dict[str, list[str]]:
-    """``terminals list`` as {name: [kind, where, accounts, password source]}."""
+    """``terminals list`` as {name: [kind, where, accounts, symbols, password source]}."""
     lines = output.splitlines()
     header = lines[0]
-    starts = [header.index(title) for title in ("NAME", "KIND", "WHERE", "ACCOUNTS", "PASSWORD")]
+    starts = [header.index(title) for title in ("NAME", "KIND", "WHERE", "ACCOUNTS", "SYMBOLS", "PASSWORD")]
     rows = {}
     for line in lines[1:]:
         cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
@@ -71,8 +72,14 @@ def test_add_pins_the_accounts_and_list_shows_kind_address_accounts_and_password
     terminals("add", "wine-1", "--host", "10.0.0.5", "--port", "18812", "--accounts", "7003@Broker-Server")
     rows = table(terminals("list"))
     assert rows == {
-        "ftmo-1": ["path", r"C:\MT5\FTMO\terminal64.exe", "7001@Broker-Server,7002@Other", "env MT5_PASSWORD_FTMO"],
-        "wine-1": ["mt5linux", "10.0.0.5:18812", "7003@Broker-Server", "the terminal's saved login"],
+        "ftmo-1": [
+            "path",
+            r"C:\MT5\FTMO\terminal64.exe",
+            "7001@Broker-Server,7002@Other",
+            "learnt",
+            "env MT5_PASSWORD_FTMO",
+        ],
+        "wine-1": ["mt5linux", "10.0.0.5:18812", "7003@Broker-Server", "learnt", "the terminal's saved login"],
     }
 
 
@@ -266,9 +273,9 @@ def test_the_mt5linux_gateway_reaches_each_terminal_at_its_own_host_and_port(ali
     log: list[tuple[Any, ...]] = []
     opened: list[dict[str, Any]] = []
 
-    def connect(**kwargs: Any) -> RecordingMT5:
+    def connect(**kwargs: Any) -> FakeClassicConnection:
         opened.append(kwargs)
-        return RecordingMT5(log, f"{kwargs['host']}:{kwargs['port']}")
+        return FakeClassicConnection(RecordingMT5(log, f"{kwargs['host']}:{kwargs['port']}"))
 
     gateway = terminal_router("mt5linux", magic=MAGIC, rpyc_factory=connect)
     snapshots = gateway.account_snapshots([(ALICE, SERVER), (BOB, SERVER)])
@@ -348,6 +355,22 @@ def test_a_superuser_adds_a_terminal_with_its_accounts_in_the_panel(root, monkey
     response = client.post(add, other | {"password_env": SECRET + "!"} | inline())
     assert response.status_code == 200 and SECRET not in response.content.decode().replace(f'value="{SECRET}!"', "")
     assert not Terminal.objects.filter(name="other").exists()
+
+
+def test_a_superuser_sets_a_terminal_s_symbol_suffix_in_the_panel_and_a_malformed_name_is_refused(root):
+    client = logged_in(root)
+    add = reverse("admin:execution_terminal_add")
+    form = {"name": "suffix-1", "kind": "path", "path": "S.exe", "host": "", "port": "", "password_env": "",
+            "symbol_suffix": " .m ", "symbol_prefix": "", "symbol_names": "DOW = US30.m", "notes": ""}  # fmt: skip
+    response = client.post(add, form | inline(("7101", "Broker-Suffix")))
+    assert response.status_code == 302, response.context["adminform"].errors if response.context else response
+    terminal = Terminal.objects.get(name="suffix-1")
+    assert (terminal.symbol_suffix, terminal.symbol_names) == (".m", "DOW=US30.m")
+    assert terminal_for(7101, "Broker-Suffix").symbols.names == (("DOW", "US30.m"),)
+    assert "SYMBOL.m, DOW=US30.m" in client.get(reverse("admin:execution_terminal_changelist")).content.decode()
+    response = client.post(add, form | {"name": "bad", "symbol_names": "US30"} | inline())
+    assert response.status_code == 200 and "malformed symbol name" in response.content.decode()
+    assert not Terminal.objects.filter(name="bad").exists()
 
 
 def test_support_and_scoped_operators_cannot_see_terminals(sue, tess, root):

@@ -29,7 +29,7 @@ from execution.gateway import (
 from execution.owners import Owners, call_priority, current_priority
 from execution.terminals import TerminalConfig
 
-Address = tuple[str, str, str, str, int | None]
+Address = tuple[Any, ...]  # TerminalConfig.address
 
 
 class TerminalRouter(Gateway):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from django.utils import timezone
 from execution.models import SimAccount, SimOrder, SimPosition, SimTerminal
 from execution.simulator import constants as c
 from execution.simulator import faults, pricing, sql
+from execution.simulator.naming import ServerNames, names_of
 from execution.simulator.request import InvalidArgument, Request, dec, to_seconds
 from execution.simulator.server import BUY_TYPES, Outcome, TradeServer
 from execution.simulator.stamps import server_msc, server_offset_msc
@@ -156,6 +158,16 @@ class SimulatedMetaTrader5:
 
     def last_error(self) -> tuple[int, str]:
         return self._last_error
+
+    @property
+    def _names(self) -> ServerNames:
+        """How the logged-in account's trade server names its symbols (``naming``)."""
+        return names_of(self._server)
+
+    def _symbol_rows(self, symbol: str) -> list[sql.Symbol]:
+        """The instrument the server lists under ``symbol``; none when it lists no such name."""
+        stored = self._names.stored(symbol)
+        return read_symbols(name=stored) if stored else []
 
     def sim_disconnect(self) -> None:
         """Test hook: the terminal process died or its IPC pipe broke."""
@@ -294,9 +306,10 @@ class SimulatedMetaTrader5:
             except LookupError:
                 tick_value = 0.0
         seconds = server_msc(s.price_time_msc, server_offset_msc()) // 1000
+        name = self._names.shown(s.name)
         return SymbolInfo(
-            custom=False, chart_mode=c.SYMBOL_CHART_MODE_BID, select=s.name not in self._hidden,
-            visible=s.name not in self._hidden, session_deals=0, session_buy_orders=0, session_sell_orders=0,
+            custom=False, chart_mode=c.SYMBOL_CHART_MODE_BID, select=name not in self._hidden,
+            visible=name not in self._hidden, session_deals=0, session_buy_orders=0, session_sell_orders=0,
             volume=0, volumehigh=0, volumelow=0, time=seconds, digits=s.digits, spread=spread, spread_float=True,
             ticks_bookdepth=0, trade_calc_mode=s.trade_calc_mode, trade_mode=s.trade_mode, start_time=0,
             expiration_time=0, trade_stops_level=s.trade_stops_level, trade_freeze_level=0,
@@ -319,7 +332,7 @@ class SimulatedMetaTrader5:
             price_greeks_vega=0.0, price_greeks_rho=0.0, price_greeks_omega=0.0, price_sensitivity=0.0, basis="",
             category="", currency_base=s.currency_base, currency_profit=s.currency_profit,
             currency_margin=s.currency_margin, bank="", description=s.description, exchange="", formula="", isin="",
-            name=s.name, page="", path=f"Simulated\\{s.name}",
+            name=name, page="", path=f"Simulated\\{name}",
         )  # fmt: skip
 
     def symbols_total(self) -> int | None:
@@ -333,12 +346,13 @@ class SimulatedMetaTrader5:
             return None
         matches = _group_matcher(group)
         self._ok()
-        return tuple(self._symbol_tuple(s) for s in read_symbols() if matches(s.name))
+        shown = self._names.shown
+        return tuple(self._symbol_tuple(s) for s in read_symbols() if matches(shown(s.name)))
 
     def symbol_info(self, symbol: str) -> SymbolInfo | None:
         if not self._ready(account=False):
             return None
-        rows = read_symbols(name=symbol)
+        rows = self._symbol_rows(symbol)
         if not rows:
             self._fail(c.RES_E_NOT_FOUND)
             return None
@@ -348,7 +362,7 @@ class SimulatedMetaTrader5:
     def symbol_info_tick(self, symbol: str) -> Tick | None:
         if not self._ready(account=False):
             return None
-        rows = read_symbols(name=symbol)
+        rows = self._symbol_rows(symbol)
         if not rows or symbol in self._hidden:
             self._fail(c.RES_E_NOT_FOUND)
             return None
@@ -363,7 +377,7 @@ class SimulatedMetaTrader5:
     def symbol_select(self, symbol: str, enable: bool = True) -> bool:
         if not self._ready(account=False):
             return False
-        if not read_symbols(name=symbol):
+        if not self._symbol_rows(symbol):
             self._fail(c.RES_E_NOT_FOUND)
             return False
         (self._hidden.discard if enable else self._hidden.add)(symbol)
@@ -378,8 +392,8 @@ class SimulatedMetaTrader5:
             ticket=p.ticket, time=opened // 1000, time_msc=opened, time_update=updated // 1000,
             time_update_msc=updated, type=p.type, magic=p.magic, identifier=p.identifier, reason=p.reason,
             volume=float(p.volume), price_open=float(p.price_open), sl=float(p.sl), tp=float(p.tp),
-            price_current=float(current), swap=float(p.swap), profit=float(value), symbol=p.symbol.name,
-            comment=p.comment, external_id=p.external_id,
+            price_current=float(current), swap=float(p.swap), profit=float(value),
+            symbol=self._names.shown(p.symbol.name), comment=p.comment, external_id=p.external_id,
         )  # fmt: skip
 
     def positions_total(self) -> int | None:
@@ -395,18 +409,19 @@ class SimulatedMetaTrader5:
         account_id = self._account()
         if account_id is None:
             return None
-        matches = _group_matcher(group)
-        rows = [
-            row for row in sql.position_rows_of(account_id, ticket=ticket, symbol=symbol) if matches(row.symbol.name)
-        ]
+        matches, names = _group_matcher(group), self._names
+        stored = names.stored(symbol) if symbol else symbol
+        found = () if symbol and stored is None else sql.position_rows_of(account_id, ticket=ticket, symbol=stored)
+        rows = [row for row in found if matches(names.shown(row.symbol.name))]
         quotes = Valuation.quotes(p.symbol for p in rows)
         offset = server_offset_msc()
         self._ok()
         return tuple(self._position_tuple(p, quotes, offset) for p in rows)
 
-    def _order_tuple(self, o: SimOrder | sql.OrderRow, offset: int) -> TradeOrder:
-        """An order as the terminal shows it. ``time_expiration`` is stored as the request gave
-        it, which was already the server's wall clock."""
+    def _order_tuple(self, o: SimOrder | sql.OrderRow, offset: int, names: ServerNames | None = None) -> TradeOrder:
+        """An order as the terminal shows it (named as ``names``' server does: by default the
+        logged-in account's). ``time_expiration`` is stored as the request gave it, which was
+        already the server's wall clock."""
         current = o.symbol.ask if o.type in BUY_TYPES else o.symbol.bid
         setup, done = server_msc(o.time_setup_msc, offset), server_msc(o.time_done_msc, offset)
         return TradeOrder(
@@ -417,7 +432,8 @@ class SimulatedMetaTrader5:
             volume_initial=float(o.volume_initial), volume_current=float(o.volume_current),
             price_open=float(o.price_open), sl=float(o.sl), tp=float(o.tp),
             price_current=float(current) if o.is_open else float(o.price_open),
-            price_stoplimit=float(o.price_stoplimit), symbol=o.symbol.name, comment=o.comment,
+            price_stoplimit=float(o.price_stoplimit), symbol=(names or self._names).shown(o.symbol.name),
+            comment=o.comment,
             external_id=o.external_id,
         )  # fmt: skip
 
@@ -434,12 +450,12 @@ class SimulatedMetaTrader5:
         account_id = self._account()
         if account_id is None:
             return None
-        matches = _group_matcher(group)
-        rows = [
-            row
-            for row in sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=symbol)
-            if matches(row.symbol.name)
-        ]
+        matches, names = _group_matcher(group), self._names
+        stored = names.stored(symbol) if symbol else symbol
+        found = (
+            () if symbol and stored is None else sql.order_rows(account_id, is_open=True, ticket=ticket, symbol=stored)
+        )
+        rows = [row for row in found if matches(names.shown(row.symbol.name))]
         offset = server_offset_msc()
         self._ok()
         return tuple(self._order_tuple(o, offset) for o in rows)
@@ -475,11 +491,11 @@ class SimulatedMetaTrader5:
         except InvalidArgument as exc:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
-        matches = _group_matcher(group)
+        matches, names = _group_matcher(group), self._names
         rows = [
             row
             for row in sql.order_rows(account_id, is_open=False, window=window, position=position, ticket=ticket)
-            if matches(row.symbol.name)
+            if matches(names.shown(row.symbol.name))
         ]
         offset = server_offset_msc()
         self._ok()
@@ -506,14 +522,18 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
         rows = sql.deal_rows(account_id, window=window, ticket=ticket, position=position)
-        matches = _group_matcher(group)
+        matches, names = _group_matcher(group), self._names
         offset = server_offset_msc()
-        deals = tuple(self._deal_tuple(row, offset) for row in rows if not group or matches(row[sql.DEAL_SYMBOL_AT]))
+        deals = tuple(
+            self._deal_tuple(row, offset, names)
+            for row in rows
+            if not group or matches(names.shown(row[sql.DEAL_SYMBOL_AT]))
+        )
         self._ok()
         return deals
 
     @staticmethod
-    def _deal_tuple(row: tuple[Any, ...], offset: int) -> TradeDeal:
+    def _deal_tuple(row: tuple[Any, ...], offset: int, names: ServerNames) -> TradeDeal:
         """A row of ``_deals_select``: TradeDeal's columns in its order, ``time`` left out."""
         (ticket, order, time_msc, type_, entry, magic, position_id, reason, volume, price, commission, swap, profit,
          fee, symbol, comment, external_id) = row  # fmt: skip
@@ -521,8 +541,8 @@ class SimulatedMetaTrader5:
         return TradeDeal(
             ticket=ticket, order=order, time=time_msc // 1000, time_msc=time_msc, type=type_, entry=entry,
             magic=magic, position_id=position_id, reason=reason, volume=float(volume), price=float(price),
-            commission=float(commission), swap=float(swap), profit=float(profit), fee=float(fee), symbol=symbol,
-            comment=comment, external_id=external_id,
+            commission=float(commission), swap=float(swap), profit=float(profit), fee=float(fee),
+            symbol=names.shown(symbol), comment=comment, external_id=external_id,
         )  # fmt: skip
 
     def history_deals_total(self, date_from: Any, date_to: Any) -> int | None:
@@ -533,7 +553,7 @@ class SimulatedMetaTrader5:
     def order_calc_margin(self, action: int, symbol: str, volume: float, price: float) -> float | None:
         if not self._ready():
             return None
-        rows = read_symbols(name=symbol)
+        rows = self._symbol_rows(symbol)
         if not rows or action not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             self._fail(c.RES_E_INVALID_PARAMS)
             return None
@@ -545,7 +565,7 @@ class SimulatedMetaTrader5:
     ) -> float | None:
         if not self._ready():
             return None
-        rows = read_symbols(name=symbol)
+        rows = self._symbol_rows(symbol)
         if not rows or action not in (c.ORDER_TYPE_BUY, c.ORDER_TYPE_SELL):
             self._fail(c.RES_E_INVALID_PARAMS)
             return None
@@ -571,7 +591,7 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_INVALID_PARAMS, str(exc))
             return None
         with transaction.atomic():
-            outcome = self._trade_server(account_id).execute(req, dry_run=True)
+            outcome = self._trade_server(account_id).execute(self._on_server(req), dry_run=True)
         retcode, comment = outcome.retcode, outcome.comment
         if retcode in (c.TRADE_RETCODE_DONE, c.TRADE_RETCODE_PLACED):
             retcode, comment = 0, "Done"
@@ -604,7 +624,7 @@ class SimulatedMetaTrader5:
         # The outcome is caught inside the transaction, so whatever it did (a fill, a consumed
         # fault) commits; rejections happen before any write and leave nothing behind.
         with transaction.atomic():
-            outcome = self._trade_server(account_id).execute(req, dry_run=False)
+            outcome = self._trade_server(account_id).execute(self._on_server(req), dry_run=False)
         if outcome.connection_lost:
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
@@ -621,6 +641,11 @@ class SimulatedMetaTrader5:
             price=outcome.price, bid=outcome.bid, ask=outcome.ask, comment=outcome.comment,
             request_id=self._request_id, retcode_external=0, request=req.as_tuple(),
         )  # fmt: skip
+
+    def _on_server(self, req: Request) -> Request:
+        """The request as the trade server reads it: its symbol, named as the logged-in account's
+        server names it, is the instrument stored under the plain name (``naming``)."""
+        return replace(req, symbol=self._names.for_server(req.symbol)) if req.symbol else req
 
     def _trade_server(self, account_id: int) -> TradeServer:
         """The trade server, acting on the logged-in account and valuing in its currency, for

@@ -17,7 +17,14 @@ from unfold.admin import TabularInline
 from unfold.decorators import display
 
 from execution.models import Terminal, TerminalAccount, TerminalKind
-from execution.terminals import TerminalError, check_name, check_password_env, password_source
+from execution.terminals import (
+    TerminalError,
+    check_name,
+    check_password_env,
+    naming_of,
+    password_source,
+    symbol_naming,
+)
 from panel.admin.base import ScopedAdmin
 
 if TYPE_CHECKING:
@@ -31,7 +38,18 @@ class _AccountCount(TypedDict):
 class TerminalForm(forms.ModelForm):
     class Meta:
         model = Terminal
-        fields = ("name", "kind", "path", "host", "port", "password_env", "notes")
+        fields = (
+            "name",
+            "kind",
+            "path",
+            "host",
+            "port",
+            "password_env",
+            "symbol_suffix",
+            "symbol_prefix",
+            "symbol_names",
+            "notes",
+        )
 
     def clean_name(self) -> str:
         name: str = self.cleaned_data["name"]
@@ -56,6 +74,16 @@ class TerminalForm(forms.ModelForm):
                 raise forms.ValidationError("An mt5linux terminal needs a host and a port.")
         elif not data.get("path"):
             raise forms.ValidationError("A path terminal needs the path of its terminal64.exe.")
+        try:
+            naming = symbol_naming(
+                suffix=data.get("symbol_suffix") or "",
+                prefix=data.get("symbol_prefix") or "",
+                names=data.get("symbol_names") or "",
+            )
+        except TerminalError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        data["symbol_suffix"], data["symbol_prefix"] = naming.suffix, naming.prefix
+        data["symbol_names"] = naming.names_text()
         return data
 
 
@@ -70,7 +98,7 @@ class TerminalAccountInline(TabularInline):
 class TerminalAdmin(ScopedAdmin[Terminal]):
     form = TerminalForm
     inlines = (TerminalAccountInline,)
-    list_display = ("name", "kind", "where", "accounts", "password", "created_at")
+    list_display = ("name", "kind", "where", "accounts", "symbols", "password", "created_at")
     list_filter = ("kind",)
     search_fields = ("name", "path", "host", "accounts__login")
     readonly_fields = ("created_at",)
@@ -88,6 +116,10 @@ class TerminalAdmin(ScopedAdmin[Terminal]):
     @display(description="accounts", ordering="account_count")
     def accounts(self, obj: WithAnnotations[Terminal, _AccountCount]) -> int:
         return obj.account_count
+
+    @display(description="symbols")
+    def symbols(self, obj: Terminal) -> str:
+        return naming_of(obj).describe()
 
     @display(description="password")
     def password(self, obj: Terminal) -> str:

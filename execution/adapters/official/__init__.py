@@ -20,7 +20,9 @@ account is shared state.
 
 ``session`` keeps the terminal initialised and logged in (and reconnects), ``reads`` reads
 accounts, positions and symbols, ``trading`` sends orders and reconciles by tag, and
-``conversion`` turns the module's values into the gateway's.
+``conversion`` turns the module's values into the gateway's, and ``symbols`` maps canonical
+symbol names to each server's own (``EURUSD`` ↔ ``EURUSD.m``): requests carry the server's name,
+everything read back the canonical one.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from typing import Any
 from execution.adapters.official.conversion import choose_filling
 from execution.adapters.official.servertime import ServerClock
 from execution.adapters.official.session import PasswordFor, SharedModule
+from execution.adapters.official.symbols import SymbolBook, SymbolNaming
 from execution.adapters.official.trading import Trading
 from execution.gateway import Gateway
 
-__all__ = ["OfficialGateway", "PasswordFor", "SharedModule", "choose_filling"]
+__all__ = ["OfficialGateway", "PasswordFor", "SharedModule", "SymbolNaming", "choose_filling"]
 
 
 class OfficialGateway(Trading, Gateway):
@@ -52,12 +55,14 @@ class OfficialGateway(Trading, Gateway):
         verify_account: bool = True,
         server_utc_offset_hours: float | None = None,
         shared: SharedModule | None = None,
+        symbols: SymbolNaming | None = None,
     ) -> None:
         """``verify_account`` re-reads ``account_info().login`` before each trade, for terminals
         another process may switch to another account; a private terminal can skip it.
         ``server_utc_offset_hours`` is the server clock's offset until ticks have taught it
         (default: ``MT5_SERVER_UTC_OFFSET_HOURS``). ``shared``: the module serves other
-        terminals' gateways too (one attached at a time)."""
+        terminals' gateways too (one attached at a time). ``symbols``: how the terminal's servers
+        name symbols (``symbols``; learnt when not configured)."""
         self.mt5 = mt5_module
         self.terminal_path = terminal_path or None
         self.password_for = password_for
@@ -82,3 +87,4 @@ class OfficialGateway(Trading, Gateway):
         self._digits: dict[tuple[int, str], int] = {}
         # Nor does its margin mode (ACCOUNT_MARGIN_MODE_*): whether it nets or hedges.
         self._margin_modes: dict[tuple[int, str], int] = {}
+        self._symbols = SymbolBook(symbols)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from execution.adapters.official.symbols import Rename, same
 from execution.gateway import (
     IPC_ERRORS,
     RETRY,
@@ -132,9 +133,9 @@ def side_of(order_type: int) -> Side:
     return "sell" if order_type % 2 else "buy"
 
 
-def to_symbol_info(raw: Any, offset: timedelta) -> SymbolInfo:
+def to_symbol_info(raw: Any, offset: timedelta, canonical: Rename = same) -> SymbolInfo:
     return SymbolInfo(
-        name=raw.name,
+        name=canonical(raw.name),
         description=raw.description,
         digits=int(raw.digits),
         point=dec(raw.point),
@@ -158,10 +159,10 @@ def to_symbol_info(raw: Any, offset: timedelta) -> SymbolInfo:
     )
 
 
-def to_position(raw: Any, digits: int, commission: Decimal, offset: timedelta) -> Position:
+def to_position(raw: Any, digits: int, commission: Decimal, offset: timedelta, canonical: Rename = same) -> Position:
     return Position(
         ticket=int(raw.ticket),
-        symbol=raw.symbol,
+        symbol=canonical(raw.symbol),
         side="buy" if raw.type == c.POSITION_TYPE_BUY else "sell",
         volume=dec(raw.volume),
         price_open=dec(raw.price_open),
@@ -178,10 +179,10 @@ def to_position(raw: Any, digits: int, commission: Decimal, offset: timedelta) -
     )
 
 
-def to_order(raw: Any, offset: timedelta) -> PendingOrder:
+def to_order(raw: Any, offset: timedelta, canonical: Rename = same) -> PendingOrder:
     return PendingOrder(
         ticket=int(raw.ticket),
-        symbol=raw.symbol,
+        symbol=canonical(raw.symbol),
         side=side_of(int(raw.type)),
         order_type=ORDER_TYPE_NAMES.get(int(raw.type), str(raw.type)),
         state=ORDER_STATE_NAMES.get(int(raw.state), str(raw.state)),
@@ -199,12 +200,12 @@ def to_order(raw: Any, offset: timedelta) -> PendingOrder:
     )
 
 
-def to_deal(raw: Any, digits: int, offset: timedelta) -> Deal:
+def to_deal(raw: Any, digits: int, offset: timedelta, canonical: Rename = same) -> Deal:
     return Deal(
         ticket=int(raw.ticket),
         order=int(raw.order),
         position_id=int(raw.position_id),
-        symbol=raw.symbol,
+        symbol=canonical(raw.symbol),
         side=DEAL_TYPE_NAMES.get(int(raw.type), str(raw.type)),
         entry=DEAL_ENTRY_NAMES.get(int(raw.entry), str(raw.entry)),
         volume=dec(raw.volume),
@@ -226,6 +227,7 @@ def to_account_snapshot(
     commissions: dict[int, Decimal],
     observed_at: datetime,
     offset: timedelta,
+    canonical: Rename = same,
 ) -> AccountSnapshot:
     """``account_info`` with its positions and pending orders, each position with its entry
     commission (which the module's position does not carry). ``observed_at`` is the local UTC
@@ -247,8 +249,8 @@ def to_account_snapshot(
         margin_free=amount(info.margin_free),
         margin_level=dec(info.margin_level).quantize(Decimal("0.01")),
         profit=amount(info.profit),
-        positions=tuple(to_position(p, digits, commissions[int(p.ticket)], offset) for p in raw_positions),
-        orders=tuple(to_order(o, offset) for o in raw_orders),
+        positions=tuple(to_position(p, digits, commissions[int(p.ticket)], offset, canonical) for p in raw_positions),
+        orders=tuple(to_order(o, offset, canonical) for o in raw_orders),
         observed_at=observed_at,
         trade_allowed=bool(info.trade_allowed) and bool(info.trade_expert),
     )

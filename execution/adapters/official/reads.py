@@ -21,6 +21,7 @@ from execution.adapters.official.conversion import (
     window,
 )
 from execution.adapters.official.session import Session
+from execution.adapters.official.symbols import Rename, SymbolBook
 from execution.gateway import AccountSnapshot, GatewayUnavailable, Position, SymbolInfo
 from execution.simulator import constants as c
 
@@ -34,6 +35,12 @@ class Reads(Session):
     _digits: dict[tuple[int, str], int]
     # Nor does its margin mode (ACCOUNT_MARGIN_MODE_*).
     _margin_modes: dict[tuple[int, str], int]
+    # Canonical symbol names <-> each server's own (``symbols``).
+    _symbols: SymbolBook
+
+    def _canonical(self, server: str) -> Rename:
+        """Renames ``server``'s symbol names to the canonical ones, for everything read back."""
+        return lambda name: self._symbols.canonical(server, name)
 
     # --- reads ----------------------------------------------------------------------------
     def _account_digits(self, login: int, server: str) -> int:
@@ -61,19 +68,36 @@ class Reads(Session):
             if not self._nets(login, server):
                 return None
             digits = self._account_digits(login, server)
-            raw = self._read_list(login, server, "positions_get", symbol=symbol)
+            broker = self._symbols.broker(server, symbol)
+            raw = self._read_list(login, server, "positions_get", symbol=broker)
             if not raw:
                 return None
             commissions = self._commissions(login, server, raw[:1], digits)
             offset = self._server_offset()
-        return to_position(raw[0], digits, commissions[int(raw[0].ticket)], offset)
+        return to_position(raw[0], digits, commissions[int(raw[0].ticket)], offset, self._canonical(server))
 
-    def _symbol_raw(self, login: int, server: str, symbol: str) -> Any:
-        info = self._read(login, server, "symbol_info", symbol)
+    def _listed(self, login: int, server: str, name: str) -> Any:
+        """``symbol_info`` of the server's symbol ``name``, selected into Market Watch if need be."""
+        info = self._read(login, server, "symbol_info", name)
         if info is None or not getattr(info, "visible", True):
             # Symbols outside Market Watch have no live quotes until selected.
-            if self._read(login, server, "symbol_select", symbol, True):
-                info = self._read(login, server, "symbol_info", symbol)
+            if self._read(login, server, "symbol_select", name, True):
+                info = self._read(login, server, "symbol_info", name)
+        return info
+
+    def _symbol_raw(self, login: int, server: str, symbol: str) -> Any:
+        """``symbol_info`` of the canonical ``symbol`` under the server's name for it (its
+        ``name``); a terminal without a configured naming learns it when the server does not
+        list the canonical name (``symbols``). None: the server does not trade it, or ``symbol``
+        is the server's name of another canonical one (Laravel speaks canonical names only)."""
+        if self._symbols.canonical(server, symbol) != symbol:
+            return None
+        info = self._listed(login, server, self._symbols.broker(server, symbol))
+        if info is None and self._symbols.may_learn(server, symbol):
+            listed = self._read(login, server, "symbols_get") or ()
+            learnt = self._symbols.learn(server, symbol, (str(s.name) for s in listed))
+            if learnt is not None:
+                info = self._listed(login, server, learnt)
         return info
 
     def symbol_info(self, login: int, server: str, symbol: str) -> SymbolInfo | None:
@@ -82,7 +106,7 @@ class Reads(Session):
             offset = self._server_offset()
         if raw is None:
             return None
-        return to_symbol_info(raw, offset)
+        return to_symbol_info(raw, offset, self._canonical(server))
 
     def _commissions(self, login: int, server: str, raw_positions: Iterable[Any], digits: int) -> dict[int, Decimal]:
         """Each open position's entry commission, scaled to its remaining volume."""
@@ -159,7 +183,9 @@ class Reads(Session):
         commissions = self._commissions(login, server, raw_positions, digits)
         observed_at = observed_at or datetime.now(UTC)
         offset = self._server_offset()
-        return to_account_snapshot(info, digits, raw_positions, raw_orders, commissions, observed_at, offset)
+        return to_account_snapshot(
+            info, digits, raw_positions, raw_orders, commissions, observed_at, offset, self._canonical(server)
+        )
 
     def position(self, login: int, server: str, ticket: int) -> Position | None:
         """positions_get(ticket=...): a close needs its position, not the whole account."""
@@ -170,4 +196,4 @@ class Reads(Session):
                 return None
             commissions = self._commissions(login, server, raw[:1], digits)
             offset = self._server_offset()
-        return to_position(raw[0], digits, commissions[int(raw[0].ticket)], offset)
+        return to_position(raw[0], digits, commissions[int(raw[0].ticket)], offset, self._canonical(server))

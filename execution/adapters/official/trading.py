@@ -60,10 +60,21 @@ class Trading(Reads):
                 # Force a fresh initialize + login before the next call on this terminal.
                 self._initialized = False
                 self._current = None
-            return unanswered(code, text, request, position)
+            return unanswered(code, text, self._reported(server, request), position)
         if self.verify_account:
             self._check_still_on(login, server, request)
-        return answered(result, request, position)
+        return answered(result, self._reported(server, request), position)
+
+    def _reported(self, server: str, request: dict[str, Any]) -> dict[str, Any]:
+        """The request as results report it: its symbol canonical, the server's name beside it
+        when it differs."""
+        broker = request.get("symbol")
+        if not broker:
+            return request
+        canonical = self._symbols.canonical(server, broker)
+        if canonical == broker:
+            return request
+        return {**request, "symbol": canonical, "broker_symbol": broker}
 
     def _check_still_on(self, login: int, server: str, request: dict[str, Any]) -> None:
         """After a trade, the terminal must still hold the account it was for. Its owner is the
@@ -107,7 +118,7 @@ class Trading(Reads):
             is_buy = side == "buy"
             request: dict[str, Any] = {
                 "action": c.TRADE_ACTION_DEAL,
-                "symbol": symbol,
+                "symbol": str(info.name),  # the server's name for it
                 "volume": float(volume),
                 "type": c.ORDER_TYPE_BUY if is_buy else c.ORDER_TYPE_SELL,
                 "price": float(price) if price is not None else float(info.ask if is_buy else info.bid),
@@ -123,10 +134,11 @@ class Trading(Reads):
                 request["tp"] = float(tp)
             result = self._send(login, server, request)
             if result.ok and result.deal and self._nets(login, server):
-                result = replace(result, position=self._position_of_deal(login, server, result.deal, symbol))
+                result = replace(result, position=self._position_of_deal(login, server, result.deal, str(info.name)))
             return result
 
     def _position_of_deal(self, login: int, server: str, deal: int, symbol: str) -> int:
+        # ``symbol``: the server's name of the deal's symbol.
         """The ticket of the netting position ``deal`` acted on: the deal's ``position_id`` is the
         position's identifier, which is its ticket unless a reversal gave it another. The
         symbol's position when the deal is not in the history yet; its identifier when the
@@ -148,9 +160,10 @@ class Trading(Reads):
             if not found:
                 return refused(c.TRADE_RETCODE_POSITION_CLOSED, f"Position {ticket} is not open", position=ticket)
             position = found[0]
-            info = self._symbol_raw(login, server, position.symbol)
+            info = self._listed(login, server, position.symbol)
             if info is None:
-                return refused(c.TRADE_RETCODE_INVALID, f"Unknown symbol {position.symbol!r}", position=ticket)
+                name = self._symbols.canonical(server, position.symbol)
+                return refused(c.TRADE_RETCODE_INVALID, f"Unknown symbol {name!r}", position=ticket)
             closing_sell = position.type == c.POSITION_TYPE_BUY
             request = {
                 "action": c.TRADE_ACTION_DEAL,
@@ -209,7 +222,7 @@ class Trading(Reads):
                 return refused(c.TRADE_RETCODE_INVALID, f"Unknown symbol {symbol!r}")
             request: dict[str, Any] = {
                 "action": c.TRADE_ACTION_PENDING,
-                "symbol": symbol,
+                "symbol": str(info.name),  # the server's name for it
                 "volume": float(volume),
                 "type": PENDING_TYPES[(side, kind)],
                 "price": float(price),
@@ -238,7 +251,10 @@ class Trading(Reads):
             digits = self._account_digits(login, server)
             offset = self._server_offset()
             raw = self._read_list(login, server, "history_deals_get", *window(since, offset))
-        return tuple(to_deal(d, digits, offset) for d in raw if d.comment == tag and int(d.magic) == self.magic)
+        canonical = self._canonical(server)
+        return tuple(
+            to_deal(d, digits, offset, canonical) for d in raw if d.comment == tag and int(d.magic) == self.magic
+        )
 
     def orders_by_tag(self, login: int, server: str, *, tag: str, since: datetime) -> tuple[PendingOrder, ...]:
         """Live pending orders and historical orders (filled, canceled, ...) carrying ``tag``."""
@@ -247,7 +263,8 @@ class Trading(Reads):
             offset = self._server_offset()
             history = self._read_list(login, server, "history_orders_get", *window(since, offset))
         tagged = (o for o in (*live, *history) if o.comment == tag and int(o.magic) == self.magic)
-        return tuple(to_order(o, offset) for o in tagged)
+        canonical = self._canonical(server)
+        return tuple(to_order(o, offset, canonical) for o in tagged)
 
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]:
         with self._lock:
@@ -256,4 +273,5 @@ class Trading(Reads):
             raw = [p for p in raw if int(p.magic) == self.magic]
             commissions = self._commissions(login, server, raw, digits) if raw else {}
             offset = self._server_offset()
-        return tuple(to_position(p, digits, commissions[int(p.ticket)], offset) for p in raw)
+        canonical = self._canonical(server)
+        return tuple(to_position(p, digits, commissions[int(p.ticket)], offset, canonical) for p in raw)

@@ -2,6 +2,8 @@
 
     terminals add NAME (--path PATH | --host H --port P [--path REMOTE_PATH]) [--accounts LOGIN@SERVER,...]
                        [--password-env VAR] [--notes TEXT]
+                       [--symbol-suffix S] [--symbol-prefix P] [--symbol-names CANONICAL=BROKER,...]
+    terminals symbols NAME [--suffix S] [--prefix P] [--names CANONICAL=BROKER,...]
     terminals pin NAME --accounts LOGIN@SERVER[,...]
     terminals unpin NAME --accounts LOGIN@SERVER[,...]
     terminals list
@@ -9,7 +11,10 @@
 
 An account is pinned to exactly one terminal. A password is never given here nor stored:
 ``--password-env`` names the environment variable that holds it (read by the processes that log
-in), and without it the terminal's saved login is used. Errors are one line, exit code 1.
+in), and without it the terminal's saved login is used. ``--symbol-suffix`` and friends say how its
+trade servers name symbols (``EURUSD.m`` for the canonical ``EURUSD``: ``--symbol-suffix .m``);
+nothing given, the adapter learns each server's names when unambiguous (``terminals symbols NAME``
+with no option goes back to that). Errors are one line, exit code 1.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from execution.models import Terminal
 from execution.terminals import (
     TerminalError,
+    naming_of,
     parse_accounts,
     password_source,
+    symbol_naming,
     terminal_add,
     terminal_pin,
     terminal_remove,
+    terminal_set_symbols,
     terminal_unpin,
 )
 
@@ -46,6 +54,14 @@ class Command(BaseCommand):
         add.add_argument("--accounts", action="append", default=[], help="LOGIN@SERVER[,LOGIN@SERVER...]")
         add.add_argument("--password-env", default="", help="the NAME of the environment variable holding the password")
         add.add_argument("--notes", default="")
+        add.add_argument("--symbol-suffix", default="", help="what its servers add to symbol names (EURUSD.m: .m)")
+        add.add_argument("--symbol-prefix", default="", help="what its servers put before symbol names (#US30: #)")
+        add.add_argument("--symbol-names", default="", help="exceptions, CANONICAL=BROKER[,...] (US30=DJ30.cash)")
+        symbols = sub.add_parser("symbols", help="how a terminal's servers name symbols (no option: learnt)")
+        symbols.add_argument("name")
+        symbols.add_argument("--suffix", default="")
+        symbols.add_argument("--prefix", default="")
+        symbols.add_argument("--names", default="", help="CANONICAL=BROKER[,...]")
         # Accepted only to be refused with a clear message, instead of argparse's "unrecognized".
         add.add_argument("--password", default=None, help="refused: " + NO_SECRETS)
 
@@ -77,9 +93,17 @@ class Command(BaseCommand):
             accounts=parse_accounts(options["accounts"]) if options["accounts"] else (),
             password_env=options["password_env"],
             notes=options["notes"],
+            symbols=symbol_naming(
+                suffix=options["symbol_suffix"], prefix=options["symbol_prefix"], names=options["symbol_names"]
+            ),
         )
         count = terminal.accounts.count()
         self.stdout.write(f"terminal {terminal.name} added ({terminal.kind}, {count} account(s) pinned)")
+
+    def do_symbols(self, options: dict[str, Any]) -> None:
+        naming = symbol_naming(suffix=options["suffix"], prefix=options["prefix"], names=options["names"])
+        terminal = terminal_set_symbols(options["name"], naming)
+        self.stdout.write(f"terminal {terminal.name}: symbols {naming.describe()}")
 
     def do_pin(self, options: dict[str, Any]) -> None:
         pinned = terminal_pin(options["name"], parse_accounts(options["accounts"]))
@@ -94,11 +118,11 @@ class Command(BaseCommand):
         self.stdout.write(f"terminal {options['name']} removed ({unpinned} account(s) unpinned)")
 
     def do_list(self, options: dict[str, Any]) -> None:
-        rows = [("NAME", "KIND", "WHERE", "ACCOUNTS", "PASSWORD")]
+        rows = [("NAME", "KIND", "WHERE", "ACCOUNTS", "SYMBOLS", "PASSWORD")]
         for t in Terminal.objects.prefetch_related("accounts").order_by("name"):
             where = (f"{t.host}:{t.port}" + (f" {t.path}" if t.path else "")) if t.kind == "mt5linux" else t.path
             accounts = ",".join(str(a) for a in t.accounts.all()) or "-"
-            rows.append((t.name, t.kind, where, accounts, password_source(t)))
+            rows.append((t.name, t.kind, where, accounts, naming_of(t).describe(), password_source(t)))
         if len(rows) == 1:
             self.stdout.write("no terminal configured")
             return
