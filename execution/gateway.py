@@ -390,6 +390,17 @@ class Gateway(ABC):
     @abstractmethod
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]: ...
 
+    def set_server_trade_disabled(self, login: int, server: str, *, disabled: bool) -> bool | None:
+        """Disable (or enable) the account's trading on the MT5 server itself, so the trader's own
+        terminal is refused too (the Manager API's ``USER_RIGHT_TRADE_DISABLED``). True: done;
+        None: this backend cannot (a terminal has no such right); ``GatewayUnavailable``: it
+        could not be reached."""
+        return None
+
+    def server_trade_disabled(self, login: int, server: str) -> bool | None:
+        """Whether the server has the account's trading disabled; None: this backend cannot tell."""
+        return None
+
     @abstractmethod
     def status(self) -> dict[str, Any]:
         """``{"backend": str, "available": bool, "detail": str, ...}``; never raises."""
