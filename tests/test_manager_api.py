@@ -33,7 +33,7 @@ from execution.models import SimAccount, SimPosition
 from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
 from execution.simulator import manager as simulated
-from execution.simulator.service import sim_inject_fault, sim_set_price
+from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
 from tests.execution_fixtures import ALICE, BOB, SERVER, pin_prices
 
 pytest_plugins = ["tests.execution_fixtures"]
@@ -389,6 +389,29 @@ def test_disabling_alices_trading_on_the_server_refuses_her_own_terminal_with_10
     assert desk.set_server_trade_disabled(ALICE, SERVER, disabled=False) is True
     assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE
     assert SimAccount.objects.get(login=ALICE).trade_expert  # the other rights are kept
+
+
+def test_alices_disable_trading_command_disables_her_trading_on_the_server_and_enable_restores_it(
+    alice, account_1, desk
+):
+    from commands.states import State
+    from execution.gateways import reset_gateway
+    from tests.test_execution import LOGIN, run, submit
+
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
+    reset_gateway(desk)
+    try:
+        disabled = run(submit(alice, "disable_trading"))
+        assert (disabled.state, disabled.result) == (
+            State.SUCCEEDED,
+            {"trading_enabled": False, "server_trade_disabled": True},
+        )
+        assert desk.server_trade_disabled(LOGIN, SERVER) is True
+        assert SimAccount.objects.get(login=LOGIN).trade_allowed is False  # her terminal gets 10017
+        assert run(submit(alice, "enable_trading")).state == State.SUCCEEDED
+        assert desk.server_trade_disabled(LOGIN, SERVER) is False
+    finally:
+        reset_gateway()
 
 
 def test_a_terminal_backend_has_no_server_side_switch(gateway):
