@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the panel personas' fixtures are imported, then named as arguments)
 """The Manager API backend on the simulator's Manager surface (MANAGER_API.md).
 
 Personas: alice (7001) and bob (7002) trade on the simulated ``Broker-Server``; the prop firm's
@@ -35,6 +36,7 @@ from execution.simulator import constants as c
 from execution.simulator import manager as simulated
 from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
 from tests.execution_fixtures import ALICE, BOB, SERVER, pin_prices
+from tests.test_panel_personas import logged_in, root, world  # noqa: F401  (the panel's personas, for the account page)
 
 pytest_plugins = ["tests.execution_fixtures"]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -410,6 +412,23 @@ def test_alices_disable_trading_command_disables_her_trading_on_the_server_and_e
         assert SimAccount.objects.get(login=LOGIN).trade_allowed is False  # her terminal gets 10017
         assert run(submit(alice, "enable_trading")).state == State.SUCCEEDED
         assert desk.server_trade_disabled(LOGIN, SERVER) is False
+    finally:
+        reset_gateway()
+
+
+def test_the_account_page_shows_the_server_side_state_of_alices_trading(root, world, desk):
+    from django.urls import reverse
+
+    from execution.gateways import reset_gateway
+
+    account = world.account_1
+    sim_account_create(login=account.login, balance=100000, server=account.server)
+    page_url = reverse("admin:policies_tradingaccount_change", args=[account.pk])
+    reset_gateway(desk)
+    try:
+        assert b"enabled on the server" in logged_in(root).get(page_url).content
+        desk.set_server_trade_disabled(account.login, account.server, disabled=True)
+        assert b"disabled on the server (USER_RIGHT_TRADE_DISABLED)" in logged_in(root).get(page_url).content
     finally:
         reset_gateway()
 
