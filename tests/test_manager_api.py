@@ -461,3 +461,67 @@ def test_the_verify_module_reads_dealer_send_answers_in_every_form_it_may_take()
     assert manager_verify.dealer_request_id(True, Request()) == 17
     assert manager_verify.dealer_request_id(False, Request()) is None
     assert manager_verify.tick_of(("EURUSD", object()))[0] == "EURUSD"
+
+
+class _Binding:
+    """A stand-in binding whose dealer answers the test delivers by hand (the simulator's answer
+    in its own time), to pin down the adapter's correlation."""
+
+    class ManagerAPI:
+        def __init__(self) -> None:
+            self.sent: list[tuple[Any, Any]] = []
+
+        def Connect(self, *args: Any) -> bool:
+            return True
+
+        def Disconnect(self) -> bool:
+            return True
+
+        def Subscribe(self, sink: Any) -> bool:
+            return True
+
+        PositionSubscribe = DealSubscribe = OrderSubscribe = UserSubscribe = TickSubscribe = Subscribe
+
+        def TimeServer(self) -> int:
+            return int(time.time()) + 7200
+
+        def DealerSend(self, request: Any, sink: Any) -> int:
+            self.sent.append((request, sink))
+            return len(self.sent)
+
+    MTRequest = simulated.MTRequest
+
+    @staticmethod
+    def LastError() -> tuple[int, int, str]:
+        return (0, 0, "ok")
+
+
+def test_a_late_answer_to_an_earlier_request_with_the_same_tag_is_not_taken_for_the_next_ones():
+    conn = ManagerConnection(_Binding, server="mt5.example.net:443", login=DESK, password="p", answer_timeout=0.3)
+    conn.start()
+    try:
+        assert conn.server_offset == timedelta(hours=2)
+        assert conn.dealer_send(conn.new("MTRequest"), "b:same") == (True, None)  # its answer is late
+        results: list[Any] = []
+        waiting = threading.Thread(target=lambda: results.append(conn.dealer_send(conn.new("MTRequest"), "b:same")))
+        conn.answer_timeout = 5.0
+        waiting.start()
+        api = conn._api
+        wait_for(lambda: len(api.sent) == 2)
+        (first, sink), (second, _) = api.sent
+
+        def answer(request: Any, request_id: int, retcode: int) -> Any:
+            copy = request._copy()
+            copy.ID, copy.ResultRetcode = request_id, retcode
+            return copy
+
+        sink.OnDealerAnswer(answer(first, 1, c.TRADE_RETCODE_DONE))  # the first one's, late
+        sink.OnDealerAnswer(answer(second, 2, 10002))  # accepted: in flight, keep waiting
+        time.sleep(0.1)
+        assert results == []
+        sink.OnDealerAnswer(answer(second, 2, c.TRADE_RETCODE_REJECT))
+        waiting.join(timeout=5)
+        (sent, final), *_ = results
+        assert sent is True and final.ID == 2 and final.ResultRetcode == c.TRADE_RETCODE_REJECT
+    finally:
+        conn.close()

@@ -42,9 +42,10 @@ class Listener(Protocol):
 
 @dataclass
 class _Waiter:
+    """One dealer request's answers as they come (None: the connection dropped)."""
+
     tag: str
-    done: threading.Event = field(default_factory=threading.Event)
-    answer: Any = None
+    answers: queue.Queue[Any] = field(default_factory=queue.Queue)
 
 
 class _Sink:
@@ -143,7 +144,11 @@ class ManagerConnection:
         if self._dispatcher is None:
             self._dispatcher = threading.Thread(target=self._dispatch, name="manager-events", daemon=True)
             self._dispatcher.start()
-        self.ensure()
+        try:
+            self.ensure()
+        except GatewayUnavailable:
+            self._events.put(("reconnect", ()))  # keep trying in the background
+            raise
 
     def ensure(self) -> None:
         with self.lock:
@@ -256,19 +261,22 @@ class ManagerConnection:
                 return False, None
             request_id = verify.dealer_request_id(returned, request)
             if request_id is not None:
+                # The id is authoritative from now on: a late answer to an earlier request with
+                # the same tag must not be taken for this one's.
                 self._waiters[request_id] = waiter
+                self._by_tag.pop(tag, None)
         try:
             deadline = time.monotonic() + self.answer_timeout
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not waiter.done.wait(remaining):
+                try:
+                    answer = waiter.answers.get(timeout=max(remaining, 0))
+                except queue.Empty:
                     return True, None
-                answer = waiter.answer
                 if answer is None:  # the connection dropped
                     return True, None
                 if int(answer.ResultRetcode) not in verify.IN_FLIGHT_RETCODES:
                     return True, answer
-                waiter.done.clear()
         finally:
             with self.lock:
                 if request_id is not None:
@@ -282,13 +290,11 @@ class ManagerConnection:
         if waiter is None:
             waiter = self._by_tag.get(str(getattr(answer, "Comment", "")))
         if waiter is not None:
-            waiter.answer = answer
-            waiter.done.set()
+            waiter.answers.put(answer)
 
     def _fail_waiters(self) -> None:
         for waiter in [*self._waiters.values(), *self._by_tag.values()]:
-            waiter.answer = None
-            waiter.done.set()
+            waiter.answers.put(None)
 
     # --- the dispatcher ---------------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -299,6 +305,8 @@ class ManagerConnection:
             try:
                 if kind == "disconnect":
                     self._reconnect()
+                elif kind == "reconnect":
+                    self._reconnect(dropped=False)
                 elif kind == "resync":
                     for listener in list(self._listeners):
                         listener.on_resync(self)
@@ -307,16 +315,19 @@ class ManagerConnection:
                         listener.on_event(kind, args)
             except Exception:
                 log.exception("manager event %s failed in a listener", kind)
-            if kind in ("disconnect", "resync") and self._after_work is not None:
+            if kind in ("disconnect", "reconnect", "resync") and self._after_work is not None:
                 self._after_work()
 
-    def _reconnect(self) -> None:
-        with self.lock:
-            if not self.connected:
-                return
-            self.connected = False
-            self.drops += 1
-        self._fail_waiters()
+    def _reconnect(self, *, dropped: bool = True) -> None:
+        """Connect again, with backoff, until connected or closed; ``dropped``: after a drop."""
+        if dropped:
+            with self.lock:
+                if not self.connected:
+                    return
+                self.connected = False
+                self.drops += 1
+                self.last_error = (10, "the connection dropped; reconnecting")
+            self._fail_waiters()
         attempt = 0
         while not self._closed.is_set():
             try:

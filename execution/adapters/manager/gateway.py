@@ -528,10 +528,13 @@ class ManagerGateway(Gateway):
     # --- health ---------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         base = {"backend": self.backend, "manager_server": self.conn.server, "manager_login": self.conn.login}
+        if not self.conn.connected:
+            # The dispatcher (or the next call) is connecting: health never waits for Connect.
+            code, text = self.conn.last_error
+            return {**base, "available": False, "detail": f"not connected to {self.conn.server}: ({code}) {text}"}
         try:
             started = time.monotonic()
             with self.conn.lock:
-                self.conn.ensure()
                 server_time = self.conn.call("TimeServer")
             if not server_time:
                 code, text = self.conn.error()
