@@ -353,6 +353,8 @@ def _set_trading(ctx: Context, enabled: bool) -> Step:
     TradingAccount.objects.filter(pk=ctx.account.pk).update(trading_enabled=enabled, trading_disabled_reason=reason)
     result: dict[str, Any] = {"trading_enabled": enabled}
     if ctx.gateway.set_server_trade_disabled(ctx.login, ctx.server, disabled=not enabled) is not None:
+        # Enabled again here, the right is set again by the risk monitor while a breach blocks trading.
+        TradingAccount.objects.filter(pk=ctx.account.pk).update(server_trade_disabled=not enabled)
         result["server_trade_disabled"] = not enabled
     return Step(State.SUCCEEDED, result)
 

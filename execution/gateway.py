@@ -306,6 +306,8 @@ class Gateway(ABC):
     """What the bridge asks of MT5. Each call names the account; the backend logs into it."""
 
     backend: str = "unknown"
+    # Can the backend disable an account's trading on the MT5 server (set_server_trade_disabled)?
+    server_side_trading: bool = False
 
     @abstractmethod
     def account_snapshot(self, login: int, server: str) -> AccountSnapshot: ...

@@ -44,6 +44,7 @@ from risk.engine import (
     watched_accounts,
     watched_version,
 )
+from risk.server_side import server_trading_sync
 from risk.watchdog import Watchdog
 
 logger = logging.getLogger("bridge.risk")
@@ -137,10 +138,17 @@ class Monitor:
             chunk = accounts[start : start + CHUNK]
             try:
                 read_started = time.monotonic()
-                snapshots = read_accounts(self.gateway_factory(), [(a.login, a.server) for a in chunk])
+                gateway = self.gateway_factory()
+                snapshots = read_accounts(gateway, [(a.login, a.server) for a in chunk])
                 self._first_read = self._first_read or read_started
                 self._longest_read = max(self._longest_read, time.monotonic() - read_started)
-                breaches += risk_evaluate_snapshots(accounts=chunk, snapshots=snapshots).breaches
+                # The Manager API: the MT5 server disables trading too (risk.server_side).
+                held = dict(snapshots) if gateway.server_side_trading else None
+                breaches += risk_evaluate_snapshots(
+                    accounts=chunk, snapshots=snapshots if held is None else held
+                ).breaches
+                if held is not None:
+                    server_trading_sync(gateway=gateway, accounts=chunk, snapshots=held)
             except Exception:  # one bad batch must not blind the monitor to the others
                 logger.exception("evaluation failed", extra={"accounts": len(chunk)})
         return len(accounts), breaches

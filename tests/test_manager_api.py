@@ -34,7 +34,7 @@ from execution.models import SimAccount, SimPosition
 from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
 from execution.simulator import manager as simulated
-from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
+from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price, sim_set_trade_disabled
 from tests.execution_fixtures import ALICE, BOB, SERVER, pin_prices
 from tests.test_panel_personas import logged_in, root, world  # noqa: F401  (the panel's personas, for the account page)
 
@@ -525,3 +525,50 @@ def test_a_late_answer_to_an_earlier_request_with_the_same_tag_is_not_taken_for_
         assert sent is True and final.ID == 2 and final.ResultRetcode == c.TRADE_RETCODE_REJECT
     finally:
         conn.close()
+
+
+def test_a_daily_breach_disables_the_traders_terminal_on_the_server_until_the_block_lifts(trader, desk):
+    from execution.gateways import reset_gateway
+    from policies.models import TradingAccount
+    from risk.engine import risk_evaluate_many
+    from tests.conftest import LOGIN, send_policy
+
+    send_policy(trader, policy_version=14, enforcement_flags={"disable_trading_on_breach": True})
+    accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+    terminal = SimulatedMetaTrader5(manual=True)
+    assert terminal.initialize(login=LOGIN, server=SERVER)
+    reset_gateway(desk)
+    try:
+        desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:big")
+        risk_evaluate_many(accounts=accounts, gateway=desk)
+        assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE  # no breach yet: she trades
+        sim_set_price("EURUSD", "1.05300")  # below the daily floor
+        risk_evaluate_many(accounts=accounts, gateway=desk)
+        assert desk.server_trade_disabled(LOGIN, SERVER) is True
+        assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is True
+        assert manual_buy(terminal).retcode == c.TRADE_RETCODE_TRADE_DISABLED  # her own terminal too
+
+        # Laravel's next policy no longer disables trading on a breach: the block lifts, and the
+        # bridge clears the right it set.
+        send_policy(trader, policy_version=15, enforcement_flags={"disable_trading_on_breach": False})
+        accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+        wait_for(lambda: desk.account_snapshot(LOGIN, SERVER).trade_allowed is False)  # the pump caught up
+        risk_evaluate_many(accounts=accounts, gateway=desk)
+        assert desk.server_trade_disabled(LOGIN, SERVER) is False
+        assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is False
+        assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE
+    finally:
+        reset_gateway()
+
+
+def test_the_bridge_never_clears_a_right_an_administrator_took_away(trader, desk):
+    from policies.models import TradingAccount
+    from risk.engine import risk_evaluate_many
+    from tests.conftest import LOGIN
+
+    accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+    sim_set_trade_disabled(LOGIN, True)  # the broker's back office, not the bridge
+    wait_for(lambda: desk.account_snapshot(LOGIN, SERVER).trade_allowed is False)
+    risk_evaluate_many(accounts=accounts, gateway=desk)
+    assert desk.server_trade_disabled(LOGIN, SERVER) is True
+    assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is False

@@ -75,6 +75,7 @@ def units(volume: Decimal) -> int:
 
 class ManagerGateway(Gateway):
     backend = "manager"
+    server_side_trading = True
 
     def __init__(self, connection: ManagerConnection, *, groups: str = "*") -> None:
         self.conn = connection
