@@ -572,3 +572,63 @@ def test_the_bridge_never_clears_a_right_an_administrator_took_away(trader, desk
     risk_evaluate_many(accounts=accounts, gateway=desk)
     assert desk.server_trade_disabled(LOGIN, SERVER) is True
     assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is False
+
+
+# --- the event-driven monitor (issue #17 item 3, first version) ------------------------------------------
+@pytest.fixture
+def watching(trader, desk):
+    """Alice's account (50040367, policy v13: daily floor 98,500) watched by the event monitor."""
+    from execution.gateways import reset_gateway
+    from risk.events import EventMonitor
+
+    reset_gateway(desk)
+    monitor = EventMonitor(desk)
+    try:
+        yield monitor
+    finally:
+        reset_gateway()
+
+
+def test_a_tick_below_alices_daily_floor_is_acted_on_by_the_event_monitor_without_a_poll(watching, desk):
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    opened = desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:ev")
+    watching.start()
+    assert watching.trusted and watching.resyncs == 1
+    key = (LOGIN, SERVER)
+    sim_set_price("EURUSD", "1.08400", "1.08410")  # -200: quiet, revalued in memory only
+    wait_for(lambda: watching.revaluations[key] >= 1)
+    assert watching.confirmations[key] == 0 and not ProtectiveAction.objects.exists()
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # about -6,400: below the daily floor
+    wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
+    assert watching.confirmations[key] >= 1  # a real read confirmed it before anything was raised
+    assert {a.ticket for a in ProtectiveAction.objects.filter(rule_key="single_trade_loss")} == {opened.position}
+
+
+def test_a_tick_revalues_only_the_accounts_holding_its_symbol(watching, desk):
+    from tests.conftest import LOGIN
+
+    sim_account_create(login=LOGIN + 1, balance=100000, server=SERVER)
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag="b:e1")
+    watching.start()
+    sim_set_price("GBPUSD", "1.27100", "1.27114")
+    sim_set_price("EURUSD", "1.08490", "1.08500")
+    wait_for(lambda: watching.revaluations[(LOGIN, SERVER)] >= 1)
+    time.sleep(0.05)
+    assert set(watching.revaluations) == {(LOGIN, SERVER)}  # GBPUSD's tick touched nobody
+
+
+def test_a_breach_while_the_link_is_down_is_found_by_the_resync_before_anything_is_trusted(watching, desk):
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:ev2")
+    watching.start()
+    sim_inject_fault("no_connection", seconds=1.0)
+    wait_for(lambda: not desk.conn.connected)
+    assert watching.trusted is False
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # its tick is lost with the link
+    assert not ProtectiveAction.objects.exists()
+    wait_for(lambda: watching.resyncs == 2 and watching.trusted, timeout=10)
+    assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists()

@@ -301,9 +301,14 @@ class ManagerConnection:
         while not self._closed.is_set():
             kind, args = self._events.get()
             if kind == "closed":
+                if self._after_work is not None:
+                    self._after_work()
                 return
             try:
                 if kind == "disconnect":
+                    if self.connected:  # tell the listeners first: they stop trusting their state
+                        for listener in list(self._listeners):
+                            listener.on_event("disconnect", ())
                     self._reconnect()
                 elif kind == "reconnect":
                     self._reconnect(dropped=False)
