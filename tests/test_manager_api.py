@@ -632,3 +632,18 @@ def test_a_breach_while_the_link_is_down_is_found_by_the_resync_before_anything_
     assert not ProtectiveAction.objects.exists()
     wait_for(lambda: watching.resyncs == 2 and watching.trusted, timeout=10)
     assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists()
+
+
+def test_the_risk_monitor_starts_the_event_monitor_with_the_manager_backend_and_keeps_polling(trader, desk):
+    from policies.models import ProtectiveAction
+    from risk.monitor import Monitor
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:ev3")
+    monitor = Monitor(gateway_factory=lambda: desk)
+    monitor.run(iterations=1)  # one polling cycle: quiet
+    assert monitor.events is not None and monitor.events.trusted
+    assert not ProtectiveAction.objects.exists()
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # no further cycle runs: the tick alone must do it
+    wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
+    assert monitor.events.confirmations[(LOGIN, SERVER)] >= 1
