@@ -23,8 +23,12 @@ base currency = the account's: / price; otherwise the position's own profit-per-
 its last snapshot), which is exact for the first two and close for the rest; a real read
 confirms before anything is acted on.
 
-Not yet: the benchmark of issue #17, a vectorised revaluation (numpy) for 10,000 accounts, and
-wiring into ``runbridge``'s monitor process (today it is started by whoever builds it).
+The polling ``risk.monitor.Monitor`` starts one on its own accounts when the backend is the
+Manager API (``Monitor.follow_events``) and resyncs it when the accounts or the monitors change.
+
+Not yet: the benchmark of issue #17, and a vectorised revaluation (numpy, per-symbol equity
+deltas compared with the floors in bulk) for 10,000 accounts: this one loops over the holders of
+a symbol in Python, and a suspect account costs a database round trip for its risk row.
 """
 
 from __future__ import annotations
