@@ -647,3 +647,15 @@ def test_the_risk_monitor_starts_the_event_monitor_with_the_manager_backend_and_
     sim_set_price("EURUSD", "1.05300", "1.05310")  # no further cycle runs: the tick alone must do it
     wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
     assert monitor.events.confirmations[(LOGIN, SERVER)] >= 1
+
+
+def test_on_carols_netting_account_an_open_adds_to_her_position_and_the_desk_names_it(desk):
+    carol = 7003
+    sim_account_create(login=carol, balance=100000, server=SERVER, margin_mode="netting")
+    wait_for(lambda: desk.conn.record("UserGet", carol) is not None)  # pumped
+    first = desk.open_position(carol, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag="b:n1")
+    second = desk.open_position(carol, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.2"), tag="b:n2")
+    assert first.ok and second.ok and second.position == first.position  # one position per symbol
+    held = desk.netting_position(carol, SERVER, "EURUSD")
+    assert held is not None and (held.ticket, held.volume) == (first.position, Decimal("0.3"))
+    assert desk.netting_position(ALICE, SERVER, "EURUSD") is None  # alice hedges
