@@ -659,3 +659,19 @@ def test_on_carols_netting_account_an_open_adds_to_her_position_and_the_desk_nam
     held = desk.netting_position(carol, SERVER, "EURUSD")
     assert held is not None and (held.ticket, held.volume) == (first.position, Decimal("0.3"))
     assert desk.netting_position(ALICE, SERVER, "EURUSD") is None  # alice hedges
+
+
+def test_a_call_to_the_server_pays_the_simulators_call_cost_and_a_pumped_read_does_not(accounts):
+    api = simulated.ManagerAPI()
+    assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+    try:
+        with override_settings(SIM_CALL_MS=60):
+            started = time.monotonic()
+            assert api.PositionGet(ALICE) == []
+            pumped = time.monotonic() - started
+            started = time.monotonic()
+            assert api.PositionRequest(ALICE) == []
+            asked = time.monotonic() - started
+        assert asked >= 0.06 > pumped
+    finally:
+        api.Disconnect()

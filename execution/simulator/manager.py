@@ -18,7 +18,8 @@ Like the real API (``MANAGER_API.md``):
 - A pump cycle sees what changed since the last one, so changes that came and went between two
   cycles make no event (a position opened and closed: its deals only), and a symbol that
   ticked several times makes one ``OnTick``. Within a cycle events come in this order: users,
-  ticks, orders, deals (by ticket), positions.
+  ticks, orders, deals (by ticket), positions. A call that goes to the server (``*Request*``,
+  a dealer request) costs ``SIM_CALL_MS`` when the simulator's cost model sets it.
 - ``DealerSend`` only queues the request and returns its id; the dealer thread executes it on
   the trade server from the dealer's seat (the user's rights do not apply; the symbol's
   session does) and answers through the sink's ``OnDealerAnswer``.
@@ -44,6 +45,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from enum import IntEnum, IntFlag
@@ -586,10 +588,18 @@ class ManagerAPI:
             Time=stamp // 1000, TimeMsc=stamp,
         )  # fmt: skip
 
+    @staticmethod
+    def _round_trip() -> None:
+        """What a call to the server costs: ``SIM_CALL_MS`` (the terminals' cost model, when set)."""
+        cost = float(getattr(settings, "SIM_CALL_MS", 0) or 0)
+        if cost > 0:
+            time.sleep(cost / 1000)
+
     def _request(self, logins: Iterable[int] | None) -> _World | None:
         """A ``*Request*`` call: the shared state now, one round trip."""
         if not self._require():
             return None
+        self._round_trip()
         if faults.cut_off(None):
             _set_error(EnMTAPIRetcode.MT_RET_ERR_NETWORK)
             return None
@@ -819,6 +829,7 @@ class ManagerAPI:
                 if faults.cut_off(None):
                     self._drop(notify=True)
                     return
+                self._round_trip()
                 try:
                     outcome = self._execute(answer)
                 except Exception as exc:
