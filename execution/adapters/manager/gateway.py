@@ -179,10 +179,9 @@ class ManagerGateway(Gateway):
                 out[(login, server)] = self._snapshot(
                     login, server, currency, account, user, positions[login], orders[login], observed_at
                 )
-        live_tickets = {int(p.Position) for p in raw_positions}
-        for ticket in [t for t in self._entry_costs if t not in live_tickets]:
-            if len(self._entry_costs) > 100_000:
-                del self._entry_costs[ticket]
+        if len(self._entry_costs) > 100_000:  # forget closed positions' costs now and then
+            open_now = {int(p.Position) for p in raw_positions}
+            self._entry_costs = {t: cost for t, cost in self._entry_costs.items() if t in open_now}
         return out
 
     def _snapshot(
@@ -347,7 +346,7 @@ class ManagerGateway(Gateway):
         return replace(result, position=deal.position_id if deal else result.order)
 
     def _tagged_deals(self, login: int, tag: str, since: datetime) -> list[Deal]:
-        digits = 2
+        digits = self._digits(login)
         start, end = self._window(since)
         raw = self.conn.records("DealRequest", login, start, end)
         return [self._deal(d, digits) for d in raw if str(d.Comment) == tag and self._magic_ok(d)]
