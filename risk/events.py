@@ -6,8 +6,9 @@ each watched account's last MT5 snapshot in memory:
 
 - **A tick** revalues, in memory, only the positions on its symbol, of only the accounts holding
   it (an index symbol -> accounts), and runs the rule table (``rules.evaluate``, pure) on the
-  revalued picture. Quiet: nothing else happens (no database, no MT5 call). Suspect (a breach,
-  or a risk state that would change): the account is read from MT5 at once and that real
+  revalued picture. Quiet: nothing else happens (no database, no MT5 call; a risk state that
+  only moves, a new high water mark, is kept in memory). A breach: the account is read from MT5
+  at once and that real
   snapshot goes through ``engine.risk_evaluate_snapshot`` (persisted, protective actions raised
   exactly once, as by the polling monitor). The in-memory revaluation only decides when to
   look; it never declares a breach itself.
@@ -28,7 +29,7 @@ Manager API (``Monitor.follow_events``) and resyncs it when the accounts or the 
 
 Not yet: the benchmark of issue #17, and a vectorised revaluation (numpy, per-symbol equity
 deltas compared with the floors in bulk) for 10,000 accounts: this one loops over the holders of
-a symbol in Python, and a suspect account costs a database round trip for its risk row.
+a symbol in Python, and a breached account costs an MT5 read and a database round trip.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class EventMonitor:
                 held = self._held[key]
                 held.snapshot = self._revalued(held.snapshot, symbol, bid, ask)
                 self.revaluations[key] += 1
-                if self._suspect(held):
+                if self._breached(held):
                     self._refresh(key)
 
     def _contract(self, snapshot: AccountSnapshot, symbol: str) -> tuple[Decimal, str, str]:
@@ -214,12 +215,17 @@ class EventMonitor:
             observed_at=self.now(),
         )
 
-    def _suspect(self, held: _Held) -> bool:
-        """Would the rule table act on this picture (a breach, or a state to persist)?"""
+    def _breached(self, held: _Held) -> bool:
+        """Would the rule table see a breach in this picture? A state that only moves (a new high
+        water mark) is kept in memory for the next tick's floors and left to the polling monitor
+        to persist: no read for it."""
         if held.state is None or held.state.policy_version != held.watched.policy.policy_version:
             return True
         evaluation = rules.evaluate(account_view(held.snapshot), held.watched.policy, held.state)
-        return bool(evaluation.breaches) or evaluation.state is not held.state
+        if evaluation.breaches:
+            return True
+        held.state = evaluation.state
+        return False
 
     # --- confirming with a real read ---------------------------------------------------------------
     def _refresh(self, key: Key) -> None:
