@@ -675,3 +675,18 @@ def test_a_call_to_the_server_pays_the_simulators_call_cost_and_a_pumped_read_do
         assert asked >= 0.06 > pumped
     finally:
         api.Disconnect()
+
+
+def test_alices_equity_climbing_to_new_highs_costs_the_event_monitor_no_mt5_read(watching, desk):
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("1"), tag="b:up")
+    watching.start()
+    key = (LOGIN, SERVER)
+    before = watching._held[key].state
+    for bid in ("1.08700", "1.08900", "1.09100"):
+        sim_set_price("EURUSD", bid)
+        wait_for(lambda bid=bid: watching._held[key].snapshot.positions[0].price_current == Decimal(bid))
+    assert watching.confirmations[key] == 0
+    held = watching._held[key]
+    assert held.snapshot.equity > Decimal("100500") and held.state is not before  # a new high, kept in memory
