@@ -205,6 +205,13 @@ MT5_LOGIN = env.int("MT5_LOGIN", default=0)
 MT5_PASSWORD = env.str("MT5_PASSWORD", default="")
 MT5_SERVER = env.str("MT5_SERVER", default="")
 MT5_MAGIC = env.int("MT5_MAGIC", default=20260529)
+# The Manager API backend (MT5_BACKEND=manager, docs/manager-api.md): host:port, or "simulator".
+MT5_MANAGER_SERVER = env.str("MT5_MANAGER_SERVER", default="")
+MT5_MANAGER_LOGIN = env.int("MT5_MANAGER_LOGIN", default=0)
+MT5_MANAGER_PASSWORD = env.str("MT5_MANAGER_PASSWORD", default="")
+MT5_MANAGER_GROUPS = env.str("MT5_MANAGER_GROUPS", default="*")
+# How often the simulator's Manager surface refreshes its pumped copy and calls the sinks.
+SIM_MANAGER_PUMP_MS = env.int("SIM_MANAGER_PUMP_MS", default=20)
 MT5LINUX_HOST = env.str("MT5LINUX_HOST", default="127.0.0.1")
 MT5LINUX_PORT = env.int("MT5LINUX_PORT", default=18812)
 

@@ -345,9 +345,18 @@ def cancel_orders(ctx: Context) -> Step:
 
 
 def _set_trading(ctx: Context, enabled: bool) -> Step:
+    """The bridge refuses (or accepts again) new positions; where the backend can (the Manager
+    API's USER_RIGHT_TRADE_DISABLED), the MT5 server does too, so the trader's own terminal is
+    refused as well. The bridge's flag is set first: a server that cannot be reached leaves the
+    command to be retried (``GatewayUnavailable``), never the account open on the bridge."""
     reason = "" if enabled else (ctx.command.reason or f"disabled by command {ctx.command.command_id}")
     TradingAccount.objects.filter(pk=ctx.account.pk).update(trading_enabled=enabled, trading_disabled_reason=reason)
-    return Step(State.SUCCEEDED, {"trading_enabled": enabled})
+    result: dict[str, Any] = {"trading_enabled": enabled}
+    if ctx.gateway.set_server_trade_disabled(ctx.login, ctx.server, disabled=not enabled) is not None:
+        # Enabled again here, the right is set again by the risk monitor while a breach blocks trading.
+        TradingAccount.objects.filter(pk=ctx.account.pk).update(server_trade_disabled=not enabled)
+        result["server_trade_disabled"] = not enabled
+    return Step(State.SUCCEEDED, result)
 
 
 def disable_trading(ctx: Context) -> Step:

@@ -306,6 +306,8 @@ class Gateway(ABC):
     """What the bridge asks of MT5. Each call names the account; the backend logs into it."""
 
     backend: str = "unknown"
+    # Can the backend disable an account's trading on the MT5 server (set_server_trade_disabled)?
+    server_side_trading: bool = False
 
     @abstractmethod
     def account_snapshot(self, login: int, server: str) -> AccountSnapshot: ...
@@ -389,6 +391,17 @@ class Gateway(ABC):
 
     @abstractmethod
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]: ...
+
+    def set_server_trade_disabled(self, login: int, server: str, *, disabled: bool) -> bool | None:
+        """Disable (or enable) the account's trading on the MT5 server itself, so the trader's own
+        terminal is refused too (the Manager API's ``USER_RIGHT_TRADE_DISABLED``). True: done;
+        None: this backend cannot (a terminal has no such right); ``GatewayUnavailable``: it
+        could not be reached."""
+        return None
+
+    def server_trade_disabled(self, login: int, server: str) -> bool | None:
+        """Whether the server has the account's trading disabled; None: this backend cannot tell."""
+        return None
 
     @abstractmethod
     def status(self) -> dict[str, Any]:

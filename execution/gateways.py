@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from execution.adapters.manager import ManagerGateway
+from execution.adapters.manager import build_manager_gateway
 from execution.adapters.official import OfficialGateway, SharedModule
 from execution.adapters.router import TerminalRouter
 from execution.adapters.unavailable import UnavailableGateway
@@ -133,8 +133,11 @@ def build_gateway(backend: str | None = None) -> Gateway:
     if backend in ("official", "mt5linux"):
         return terminal_router(backend, magic=magic)
     if backend == "manager":
-        return ManagerGateway(
-            server=getattr(settings, "MT5_MANAGER_SERVER", ""), login=int(getattr(settings, "MT5_MANAGER_LOGIN", 0))
+        return build_manager_gateway(
+            server=str(getattr(settings, "MT5_MANAGER_SERVER", "")),
+            login=int(getattr(settings, "MT5_MANAGER_LOGIN", 0)),
+            password=str(getattr(settings, "MT5_MANAGER_PASSWORD", "")),
+            groups=str(getattr(settings, "MT5_MANAGER_GROUPS", "*")),
         )
     return UnavailableGateway(backend, f"unknown MT5_BACKEND {backend!r}; expected one of {', '.join(BACKENDS)}")
 

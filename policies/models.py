@@ -22,6 +22,10 @@ class TradingAccount(models.Model):
     # The bridge-enforced switch of `disable_trading` / `enable_trading` commands.
     trading_enabled = models.BooleanField(default=True)
     trading_disabled_reason = models.CharField(max_length=200, blank=True)
+    # The bridge has disabled this account's trading on the MT5 server itself (the Manager API's
+    # USER_RIGHT_TRADE_DISABLED), for a command or a breach; it clears the right when neither
+    # holds any more, and never clears one it did not set.
+    server_trade_disabled = models.BooleanField(default=False)
     # The last MT5 snapshot the bridge saw, served (with its age) when the terminal is unreachable.
     last_snapshot = models.JSONField(null=True, blank=True)
     last_snapshot_at = models.DateTimeField(null=True, blank=True)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from execution import outages
 from execution.gateway import AccountSnapshot, Gateway, GatewayUnavailable
 from policies.models import AccountRisk, PolicySnapshot, RiskSample, TradingAccount
-from risk import protection, rules, sql
+from risk import protection, rules, server_side, sql
 
 logger = logging.getLogger("bridge.risk")
 
@@ -323,7 +323,12 @@ def risk_evaluate_many(
     watched = [a if isinstance(a, WatchedAccount) else WatchedAccount.of(a) for a in accounts]
     known = [w for w in watched if w is not None]
     snapshots = read_accounts(gateway, [(w.login, w.server) for w in known])
-    return risk_evaluate_snapshots(accounts=known, snapshots=snapshots, now=now)
+    if not gateway.server_side_trading:
+        return risk_evaluate_snapshots(accounts=known, snapshots=snapshots, now=now)
+    held = dict(snapshots)
+    outcome = risk_evaluate_snapshots(accounts=known, snapshots=held, now=now)
+    server_side.server_trading_sync(gateway=gateway, accounts=known, snapshots=held, now=now)
+    return outcome
 
 
 def risk_evaluate_snapshots(

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
+from execution.adapters.manager import ManagerGateway
 from execution.gateway import Gateway
 from execution.gateways import get_gateway
 from execution.owners import Priority, call_priority
@@ -45,6 +46,8 @@ from risk.engine import (
     watched_accounts,
     watched_version,
 )
+from risk.events import EventMonitor
+from risk.server_side import server_trading_sync
 from risk.watchdog import Watchdog
 
 logger = logging.getLogger("bridge.risk")
@@ -100,6 +103,9 @@ class Monitor:
     _answers: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT), repr=False)
     _first_read: float = field(default=0.0, repr=False)
     _longest_read: float = field(default=0.0, repr=False)
+    # With the Manager API: the event-driven monitor acting between cycles, and for what it last resynced.
+    events: EventMonitor | None = field(default=None, repr=False)
+    _events_for: tuple[tuple[str, ...], int] | None = field(default=None, repr=False)
 
     def heartbeat(self, watched: int, cycle_ms: float) -> list[str]:
         """Say we are alive; return the live monitors (us included), sorted."""
@@ -138,13 +144,35 @@ class Monitor:
             chunk = accounts[start : start + CHUNK]
             try:
                 read_started = time.monotonic()
-                snapshots = read_accounts(self.gateway_factory(), [(a.login, a.server) for a in chunk])
+                gateway = self.gateway_factory()
+                snapshots = read_accounts(gateway, [(a.login, a.server) for a in chunk])
                 self._first_read = self._first_read or read_started
                 self._longest_read = max(self._longest_read, time.monotonic() - read_started)
-                breaches += risk_evaluate_snapshots(accounts=chunk, snapshots=snapshots).breaches
+                # The Manager API: the MT5 server disables trading too (risk.server_side).
+                held = dict(snapshots) if gateway.server_side_trading else None
+                breaches += risk_evaluate_snapshots(
+                    accounts=chunk, snapshots=snapshots if held is None else held
+                ).breaches
+                if held is not None:
+                    server_trading_sync(gateway=gateway, accounts=chunk, snapshots=held)
             except Exception:  # one bad batch must not blind the monitor to the others
                 logger.exception("evaluation failed", extra={"accounts": len(chunk)})
         return len(accounts), breaches
+
+    def follow_events(self) -> None:
+        """With the Manager API backend, the event-driven monitor (``risk.events``) watches this
+        monitor's accounts between cycles; it resyncs when the accounts or the monitors change.
+        The polling cycles go on as the safety net."""
+        gateway = self.gateway_factory()
+        if not isinstance(gateway, ManagerGateway):
+            return
+        key = (tuple(self.monitors), self._generation)
+        if self.events is None:
+            self.events = EventMonitor(gateway, owns=lambda pk: owner_of(pk, self.monitors) == self.monitor_id)
+            self.events.start()
+        elif key != self._events_for:
+            self.events.resync()
+        self._events_for = key
 
     def requested(self, monitors: list[str]) -> int:
         """Evaluate at once the accounts whose commands just finished; returns how many."""
@@ -216,6 +244,7 @@ class Monitor:
                 if connection.get_autocommit():  # drop a broken or old connection between cycles
                     close_old_connections()
                 watched, _ = self.cycle(self.monitors)
+                self.follow_events()
                 if self._first_read:
                     self._lags.append(self._first_read - due + self._longest_read)
                 self.monitors = self.heartbeat(watched, cycle_ms)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from execution.adapters.manager import ManagerGateway
 from execution.adapters.mt5linux import Mt5LinuxModule, build_mt5linux_gateway
 from execution.adapters.official import OfficialGateway, choose_filling
 from execution.adapters.router import TerminalRouter
@@ -409,15 +408,16 @@ def test_get_gateway_returns_one_router_per_process_over_simulated_terminals(ali
         reset_gateway()
 
 
-def test_manager_backend_is_unavailable_and_never_fakes_success(alice_account):
+def test_a_manager_backend_on_a_real_server_without_the_package_is_unavailable_and_never_fakes_success(
+    alice_account,
+):
     reset_gateway()
     try:
-        with override_settings(MT5_BACKEND="manager"):
+        with override_settings(MT5_BACKEND="manager", MT5_MANAGER_SERVER="mt5.example.net:443", MT5_MANAGER_LOGIN=1):
             gateway = get_gateway()
-        assert isinstance(gateway, ManagerGateway)
         status = gateway.status()
         assert (status["backend"], status["available"]) == ("manager", False)
-        with pytest.raises(GatewayUnavailable, match="MT5 Manager API backend is not available in this build"):
+        with pytest.raises(GatewayUnavailable, match=r"MT5_MANAGER_SERVER=mt5\.example\.net:443 needs the MT5Manager"):
             open_eurusd(gateway)
         with pytest.raises(GatewayUnavailable):
             gateway.account_snapshot(ALICE, SERVER)

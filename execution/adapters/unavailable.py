@@ -93,5 +93,10 @@ class UnavailableGateway(Gateway):
     def positions_by_tag(self, login: int, server: str, *, tag: str) -> tuple[Position, ...]:
         self._raise()
 
+    def set_server_trade_disabled(self, login: int, server: str, *, disabled: bool) -> bool | None:
+        if self.backend == "manager":  # the switch exists but cannot be reached: never pretend
+            self._raise()
+        return None
+
     def status(self) -> dict[str, Any]:
         return {"backend": self.backend, "available": False, "detail": self.reason, **self.details}

@@ -21,6 +21,8 @@ from django.utils.safestring import SafeString
 from unfold.contrib.filters.admin import RangeDateTimeFilter
 from unfold.decorators import action, display
 
+from execution.gateway import GatewayUnavailable
+from execution.gateways import get_gateway
 from panel.admin.base import (
     BigTableMixin,
     ReadOnlyMixin,
@@ -108,6 +110,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         "policy_link",
         "trading_enabled",
         "trading_disabled_reason",
+        "server_trading",
         "risk_summary",
         "recent_commands",
         "recent_actions",
@@ -117,7 +120,10 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     )
     fieldsets = (
         ("Account", {"fields": ("login", "server", "tenant", "trading_account_id", "platform", "created_at")}),
-        ("Policy and trading", {"fields": ("policy_link", "trading_enabled", "trading_disabled_reason")}),
+        (
+            "Policy and trading",
+            {"fields": ("policy_link", "trading_enabled", "trading_disabled_reason", "server_trading")},
+        ),
         ("Risk state", {"fields": ("risk_summary",)}),
         ("Recent activity", {"fields": ("recent_commands", "recent_actions")}),
         ("Last MT5 snapshot", {"fields": ("last_snapshot_at", "snapshot_json")}),
@@ -229,6 +235,19 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
             for a in ProtectiveAction.objects.filter(account=obj).order_by("-created_at")[:10]
         ]
         return table_html(["rule", "scope", "status", "detected (UTC)"], rows)
+
+    @display(description="trading on the MT5 server")
+    def server_trading(self, obj: TradingAccount) -> str:
+        """The user's trade right as the MT5 server has it now (the Manager API backend only)."""
+        try:
+            disabled = get_gateway().server_trade_disabled(obj.login, obj.server)
+        except GatewayUnavailable as exc:
+            return f"unknown: MT5 cannot be reached ({exc.message})"
+        if disabled is None:
+            return "not known with this MT5 backend (the bridge itself refuses new positions when disabled)"
+        if disabled:
+            return "disabled on the server (USER_RIGHT_TRADE_DISABLED): the trader's own terminal is refused too"
+        return "enabled on the server"
 
     @display(description="snapshot")
     def snapshot_json(self, obj: TradingAccount) -> SafeString:

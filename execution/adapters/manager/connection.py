@@ -1,0 +1,350 @@
+"""``ManagerConnection``: one manager connection to an MT5 server, kept up.
+
+- Connects with pumping (``verify.PUMP_MODE``) and subscribes one sink object to the
+  connection, position, deal, order, user and tick events. Sink methods run on the API's own
+  thread: they only put the event on a queue (``OnDealerAnswer`` also wakes its waiter) and
+  never raise. A dispatcher thread of ours hands queued events to the listeners, in order.
+- Every API call goes through ``call`` under one lock (``verify.SERIALISE_CALLS``).
+- ``dealer_send`` queues a request with ``DealerSend`` and waits for its answer, correlated by
+  request id, else by tag; no answer within ``verify.ANSWER_TIMEOUT_SECONDS`` (or the
+  connection dropping meanwhile) is a lost answer: the caller reconciles by tag.
+- After ``OnDisconnect`` (or a call failing with a network error) the dispatcher reconnects
+  with backoff; each successful connect bumps ``generation`` and calls every listener's
+  ``on_resync(connection)`` before any later event, so a listener rebuilds its state from
+  ``*Request*`` reads and never trusts what it had before the drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+from execution.adapters.manager import verify
+from execution.gateway import GatewayUnavailable
+
+log = logging.getLogger(__name__)
+
+# MT_RET_ERR_NETWORK, MT_RET_ERR_CONNECTION: the link is gone.
+LINK_ERRORS = frozenset({7, 10})
+
+
+class Listener(Protocol):
+    def on_event(self, kind: str, args: tuple[Any, ...]) -> None: ...
+
+    def on_resync(self, connection: ManagerConnection) -> None: ...
+
+
+@dataclass
+class _Waiter:
+    """One dealer request's answers as they come (None: the connection dropped)."""
+
+    tag: str
+    answers: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+
+class _Sink:
+    """The object the API calls back. Tiny methods: queue the event, never raise."""
+
+    def __init__(self, owner: ManagerConnection) -> None:
+        self._owner = owner
+
+    def _put(self, kind: str, *args: Any) -> None:
+        self._owner._events.put((kind, args))  # an unbounded queue's put does not fail
+
+    def OnConnect(self) -> None:
+        self._put("connect")
+
+    def OnDisconnect(self) -> None:
+        self._put("disconnect")
+
+    def OnPositionAdd(self, position: Any) -> None:
+        self._put("position_add", position)
+
+    def OnPositionUpdate(self, position: Any) -> None:
+        self._put("position_update", position)
+
+    def OnPositionDelete(self, position: Any) -> None:
+        self._put("position_delete", position)
+
+    def OnDealAdd(self, deal: Any) -> None:
+        self._put("deal_add", deal)
+
+    def OnOrderAdd(self, order: Any) -> None:
+        self._put("order_add", order)
+
+    def OnOrderUpdate(self, order: Any) -> None:
+        self._put("order_update", order)
+
+    def OnOrderDelete(self, order: Any) -> None:
+        self._put("order_delete", order)
+
+    def OnUserUpdate(self, user: Any) -> None:
+        self._put("user_update", user)
+
+    def OnTick(self, *args: Any) -> None:
+        try:
+            found = verify.tick_of(args)
+        except Exception:
+            found = None
+        if found is not None:
+            self._put("tick", *found)
+
+    def OnDealerAnswer(self, answer: Any) -> None:
+        try:
+            self._owner._answered(answer)
+        except Exception:
+            log.exception("manager dealer answer could not be matched")
+
+
+class ManagerConnection:
+    """One manager login to one server, reconnecting on its own; see the module docstring."""
+
+    def __init__(
+        self,
+        module: Any,
+        *,
+        server: str,
+        login: int,
+        password: str,
+        answer_timeout: float = verify.ANSWER_TIMEOUT_SECONDS,
+        now: Callable[[], float] = time.time,
+        after_work: Callable[[], None] | None = None,
+    ) -> None:
+        """``after_work`` runs on the dispatcher thread after each reconnect and resync (the
+        gateway closes that thread's database connection with it)."""
+        self.module = module
+        self.server, self.login, self._password = server, login, password
+        self.answer_timeout = answer_timeout
+        self._now = now
+        self._after_work = after_work
+        self.lock = threading.RLock()
+        self._api: Any = None
+        self._sink = _Sink(self)
+        self._events: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
+        self._listeners: list[Listener] = []
+        self._waiters: dict[int, _Waiter] = {}
+        self._by_tag: dict[str, _Waiter] = {}
+        self.connected = False
+        self.generation = 0
+        self.drops = 0
+        self.last_error: tuple[int, str] = (0, "")
+        self.server_offset = timedelta(0)
+        self._closed = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+
+    # --- connecting -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (raising GatewayUnavailable when the server cannot be reached) and dispatch."""
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(target=self._dispatch, name="manager-events", daemon=True)
+            self._dispatcher.start()
+        try:
+            self.ensure()
+        except GatewayUnavailable:
+            self._events.put(("reconnect", ()))  # keep trying in the background
+            raise
+
+    def ensure(self) -> None:
+        with self.lock:
+            if self.connected:
+                return
+            self._connect()
+
+    def _connect(self) -> None:
+        if self._api is None:
+            self._api = self.module.ManagerAPI()
+            self._api.Subscribe(self._sink)
+        ok = self._api.Connect(self.server, self.login, self._password, verify.PUMP_MODE, verify.CONNECT_TIMEOUT_MS)
+        if not ok:
+            self.last_error = verify.last_error(self.module)
+            code, text = self.last_error
+            raise GatewayUnavailable(f"Manager API Connect to {self.server} failed: ({code}) {text}", code=code)
+        for subscribe in ("PositionSubscribe", "DealSubscribe", "OrderSubscribe", "UserSubscribe", "TickSubscribe"):
+            if not getattr(self._api, subscribe)(self._sink):
+                code, text = verify.last_error(self.module)
+                log.warning("manager %s failed: (%s) %s", subscribe, code, text)
+        server_seconds = self._api.TimeServer()
+        if server_seconds:
+            # The server's wall clock ahead of UTC, to the quarter hour.
+            quarters = round((int(server_seconds) - self._now()) / 900)
+            self.server_offset = timedelta(minutes=15 * quarters)
+        self.connected = True
+        self.generation += 1
+        self._events.put(("resync", ()))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._events.put(("closed", ()))
+        with self.lock:
+            if self._api is not None and self.connected:
+                self._api.Disconnect()
+            self.connected = False
+        self._fail_waiters()
+        if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
+            self._dispatcher.join(timeout=5)
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # --- calls ---------------------------------------------------------------------------------------
+    def call(self, name: str, *args: Any) -> Any:
+        """``api.name(*args)`` under the lock, connected first; a link error marks the connection down."""
+        with self.lock:
+            self.ensure()
+            try:
+                return getattr(self._api, name)(*args)
+            except Exception as exc:
+                raise GatewayUnavailable(f"Manager API {name} raised {type(exc).__name__}: {exc}") from exc
+
+    def error(self) -> tuple[int, str]:
+        code, text = verify.last_error(self.module)
+        if code in LINK_ERRORS:
+            self._lost()
+        return code, text
+
+    def records(self, name: str, *args: Any) -> list[Any]:
+        """A bulk read's records; GatewayUnavailable when it failed."""
+        with self.lock:
+            value = self.call(name, *args)
+            found, (code, text) = verify.listed(self.module, value)
+            if found is None:
+                if code in LINK_ERRORS:
+                    self._lost()
+                raise GatewayUnavailable(f"Manager API {name} failed: ({code}) {text}", code=code)
+            return found
+
+    def record(self, name: str, *args: Any) -> Any:
+        """One record, or None when the server has none (MT_RET_ERR_NOTFOUND)."""
+        with self.lock:
+            value = self.call(name, *args)
+            if value is None or value is False:
+                code, text = verify.last_error(self.module)
+                if code == 13:
+                    return None
+                if code in LINK_ERRORS:
+                    self._lost()
+                raise GatewayUnavailable(f"Manager API {name} failed: ({code}) {text}", code=code)
+            return value
+
+    def new(self, name: str) -> Any:
+        with self.lock:
+            self.ensure()
+            return verify.new_record(self.module, name, self._api)
+
+    def _lost(self) -> None:
+        """The link is gone: reconnect from the dispatcher."""
+        if self.connected:
+            self._events.put(("disconnect", ()))
+
+    # --- dealing ------------------------------------------------------------------------------------
+    def dealer_send(self, request: Any, tag: str) -> tuple[bool, Any]:
+        """(sent, answer): sent False when DealerSend refused it (nothing left); answer None when
+        it was sent but no final answer came in time (lost: reconcile by tag)."""
+        waiter = _Waiter(tag)
+        with self.lock:
+            self.ensure()
+            self._by_tag[tag] = waiter
+            try:
+                returned = self._api.DealerSend(request, self._sink)
+            except Exception as exc:
+                self._by_tag.pop(tag, None)
+                raise GatewayUnavailable(f"Manager API DealerSend raised {type(exc).__name__}: {exc}") from exc
+            if verify.dealer_send_failed(returned):
+                self._by_tag.pop(tag, None)
+                self.last_error = self.error()
+                return False, None
+            request_id = verify.dealer_request_id(returned, request)
+            if request_id is not None:
+                # The id is authoritative from now on: a late answer to an earlier request with
+                # the same tag must not be taken for this one's.
+                self._waiters[request_id] = waiter
+                self._by_tag.pop(tag, None)
+        try:
+            deadline = time.monotonic() + self.answer_timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    answer = waiter.answers.get(timeout=max(remaining, 0))
+                except queue.Empty:
+                    return True, None
+                if answer is None:  # the connection dropped
+                    return True, None
+                if int(answer.ResultRetcode) not in verify.IN_FLIGHT_RETCODES:
+                    return True, answer
+        finally:
+            with self.lock:
+                if request_id is not None:
+                    self._waiters.pop(request_id, None)
+                if self._by_tag.get(tag) is waiter:
+                    del self._by_tag[tag]
+
+    def _answered(self, answer: Any) -> None:
+        """On the API's thread: wake the waiter of ``answer`` (by id, else by tag)."""
+        waiter = self._waiters.get(int(getattr(answer, "ID", 0) or 0))
+        if waiter is None:
+            waiter = self._by_tag.get(str(getattr(answer, "Comment", "")))
+        if waiter is not None:
+            waiter.answers.put(answer)
+
+    def _fail_waiters(self) -> None:
+        for waiter in [*self._waiters.values(), *self._by_tag.values()]:
+            waiter.answers.put(None)
+
+    # --- the dispatcher ---------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while not self._closed.is_set():
+            kind, args = self._events.get()
+            if kind == "closed":
+                if self._after_work is not None:
+                    self._after_work()
+                return
+            try:
+                if kind == "disconnect":
+                    if self.connected:  # tell the listeners first: they stop trusting their state
+                        for listener in list(self._listeners):
+                            listener.on_event("disconnect", ())
+                    self._reconnect()
+                elif kind == "reconnect":
+                    self._reconnect(dropped=False)
+                elif kind == "resync":
+                    for listener in list(self._listeners):
+                        listener.on_resync(self)
+                elif kind != "connect":
+                    for listener in list(self._listeners):
+                        listener.on_event(kind, args)
+            except Exception:
+                log.exception("manager event %s failed in a listener", kind)
+            if kind in ("disconnect", "reconnect", "resync") and self._after_work is not None:
+                self._after_work()
+
+    def _reconnect(self, *, dropped: bool = True) -> None:
+        """Connect again, with backoff, until connected or closed; ``dropped``: after a drop."""
+        if dropped:
+            with self.lock:
+                if not self.connected:
+                    return
+                self.connected = False
+                self.drops += 1
+                self.last_error = (10, "the connection dropped; reconnecting")
+            self._fail_waiters()
+        attempt = 0
+        while not self._closed.is_set():
+            try:
+                with self.lock:
+                    if self.connected:
+                        return
+                    self._connect()
+                log.warning("manager connection to %s restored after a drop", self.server)
+                return
+            except GatewayUnavailable as exc:
+                self.last_error = (exc.code or 0, exc.message)
+                delay = verify.RECONNECT_BACKOFF_SECONDS[min(attempt, len(verify.RECONNECT_BACKOFF_SECONDS) - 1)]
+                attempt += 1
+                if self._closed.wait(delay):
+                    return

@@ -1,0 +1,692 @@
+# ruff: noqa: F811  (the panel personas' fixtures are imported, then named as arguments)
+"""The Manager API backend on the simulator's Manager surface (MANAGER_API.md).
+
+Personas: alice (7001) and bob (7002) trade on the simulated ``Broker-Server``; the prop firm's
+risk desk watches both through one manager connection (login 1000). Alice also has her own
+terminal (``SimulatedMetaTrader5(manual=True)``, or ``mt5sim trade``), outside the bridge.
+
+The surface pumps on threads of its own, so these tests commit (transactional database) and
+wait for what the threads deliver, never for fixed pauses where a condition can be awaited.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from execution.adapters.manager import ManagerConnection, ManagerGateway, build_manager_gateway
+from execution.adapters.manager import verify as manager_verify
+from execution.gateway import DONE, RETRY, order_tag
+from execution.gateways import build_gateway
+from execution.models import SimAccount, SimPosition
+from execution.simulator import SimulatedMetaTrader5
+from execution.simulator import constants as c
+from execution.simulator import manager as simulated
+from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price, sim_set_trade_disabled
+from tests.execution_fixtures import ALICE, BOB, SERVER, pin_prices
+from tests.test_panel_personas import logged_in, root, world  # noqa: F401  (the panel's personas, for the account page)
+
+pytest_plugins = ["tests.execution_fixtures"]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DESK = 1000  # the risk desk's manager login
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("the condition did not hold in time")
+
+
+class Recorder:
+    """A listener of the adapter's connection: every event and resync, in order, with its thread."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple[Any, ...]]] = []
+        self.resyncs: list[int] = []
+        self.resync_positions: list[set[int]] = []
+        self.lock = threading.Lock()
+
+    def on_event(self, kind: str, args: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.events.append((kind, args))
+
+    def on_resync(self, connection: ManagerConnection) -> None:
+        positions = connection.records("PositionRequestByLogins", [ALICE, BOB])
+        with self.lock:
+            self.resyncs.append(connection.generation)
+            self.resync_positions.append({int(p.Position) for p in positions})
+
+    def kinds(self, login: int | None = None) -> list[str]:
+        with self.lock:
+            return [k for k, a in self.events if login is None or (a and getattr(a[0], "Login", None) == login)]
+
+
+@pytest.fixture
+def accounts(alice_account: SimAccount, bob_account: SimAccount) -> None:
+    pin_prices()
+
+
+@pytest.fixture
+def desk(accounts: None) -> Iterator[ManagerGateway]:
+    """The risk desk's manager gateway over the simulator, connected and pumping every 5 ms."""
+    with override_settings(SIM_MANAGER_PUMP_MS=5):
+        gateway = build_manager_gateway(server="simulator", login=DESK, password="desk", groups="*")
+        assert isinstance(gateway, ManagerGateway)
+        gateway.conn.answer_timeout = 1.0
+        try:
+            yield gateway
+        finally:
+            gateway.conn.close()
+
+
+@pytest.fixture
+def recorder(desk: ManagerGateway) -> Recorder:
+    recorder = Recorder()
+    desk.conn.listen(recorder)
+    return recorder
+
+
+def alices_terminal() -> SimulatedMetaTrader5:
+    """Alice's own desktop terminal: her requests are the user's, not a program's."""
+    terminal = SimulatedMetaTrader5(manual=True)
+    assert terminal.initialize(login=ALICE, server=SERVER), terminal.last_error()
+    return terminal
+
+
+def manual_buy(terminal: SimulatedMetaTrader5, volume: float = 0.1) -> Any:
+    tick = terminal.symbol_info_tick("EURUSD")
+    return terminal.order_send(
+        {
+            "action": c.TRADE_ACTION_DEAL, "symbol": "EURUSD", "volume": volume, "type": c.ORDER_TYPE_BUY,
+            "price": tick.ask, "deviation": 20, "comment": "manual", "type_filling": c.ORDER_FILLING_IOC,
+        }
+    )  # fmt: skip
+
+
+# --- the surface ------------------------------------------------------------------------------------------
+def test_every_manager_call_the_adapter_makes_exists_on_the_simulated_surface():
+    source = "".join(p.read_text() for p in Path("execution/adapters/manager").glob("*.py"))
+    api_name = r'"((?:User|Position|Order|Deal|Group|Tick|Time|Symbol|History)[A-Za-z]*)"'
+    called = {n for n in re.findall(api_name, source) if re.search("Get|Request|Update|Subscribe|Server|Last", n)}
+    called |= {"Connect", "Disconnect", "Subscribe", "DealerSend"}
+    assert {"UserAccountRequestByLogins", "PositionRequestByLogins", "DealRequest", "UserUpdate"} <= called
+    missing = sorted(name for name in called if not callable(getattr(simulated.ManagerAPI, name, None)))
+    assert missing == []
+
+
+def test_a_get_call_without_its_pump_mode_fails_like_the_real_api(accounts):
+    api = simulated.ManagerAPI()
+    assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_USERS, 1000)
+    try:
+        assert api.UserGet(ALICE).Login == ALICE
+        assert api.PositionGet(ALICE) is None
+        assert simulated.LastError()[1] == simulated.EnMTAPIRetcode.MT_RET_ERR_PARAMS
+        assert api.PositionRequest(ALICE) == []  # a *Request* asks the server instead
+    finally:
+        api.Disconnect()
+
+
+def test_the_manager_cannot_connect_during_an_outage_of_the_whole_server(accounts):
+    sim_inject_fault("no_connection", seconds=5)
+    api = simulated.ManagerAPI()
+    assert not api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+    assert simulated.LastError()[1] == simulated.EnMTAPIRetcode.MT_RET_ERR_NETWORK
+
+
+# --- reads -----------------------------------------------------------------------------------------------------
+def test_the_desk_reads_alice_and_bob_in_one_call_with_the_values_her_terminal_shows(desk):
+    terminal = alices_terminal()
+    assert manual_buy(terminal, 0.5).retcode == c.TRADE_RETCODE_DONE
+    sim_set_price("EURUSD", "1.08300", "1.08310")
+    snapshots = desk.account_snapshots([(ALICE, SERVER), (BOB, SERVER)])
+    alice, bob = snapshots[(ALICE, SERVER)], snapshots[(BOB, SERVER)]
+    info = terminal.account_info()
+    assert not isinstance(alice, Exception) and not isinstance(bob, Exception)
+    assert (alice.balance, alice.equity, alice.currency) == (
+        Decimal(str(info.balance)),
+        Decimal(str(info.equity)).quantize(Decimal("0.01")),
+        "USD",
+    )
+    assert alice.equity < alice.balance and alice.trade_allowed
+    (position,) = alice.positions
+    held = terminal.positions_get()[0]
+    assert (position.ticket, position.volume, position.side, position.comment) == (
+        held.ticket,
+        Decimal("0.5"),
+        "buy",
+        "manual",
+    )
+    assert position.profit == Decimal(str(held.profit))
+    assert abs(position.opened_at - datetime.now(UTC)) < timedelta(seconds=30)  # server time made UTC
+    assert bob.positions == () and bob.balance == Decimal("50000.00")
+
+
+def test_an_account_the_manager_cannot_see_is_an_error_for_that_account_only(desk):
+    snapshots = desk.account_snapshots([(ALICE, SERVER), (999999, SERVER)])
+    assert not isinstance(snapshots[(ALICE, SERVER)], Exception)
+    assert isinstance(snapshots[(999999, SERVER)], Exception)
+
+
+def test_symbol_info_comes_from_the_pumped_symbol_and_the_last_tick(desk):
+    info = desk.symbol_info(ALICE, SERVER, "EURUSD")
+    assert info is not None
+    assert (info.bid, info.ask, info.contract_size, info.volume_step) == (
+        Decimal("1.085"),
+        Decimal("1.0851"),
+        Decimal("100000.0"),
+        Decimal("0.01"),
+    )
+    assert desk.symbol_info(ALICE, SERVER, "NOPE") is None
+
+
+# --- dealing -------------------------------------------------------------------------------------------------------
+def test_the_desk_opens_modifies_and_closes_alices_position_through_dealer_send(desk):
+    tag = order_tag("cmd-open-1")
+    opened = desk.open_position(ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.3"), tag=tag)
+    assert (opened.outcome, opened.retcode, opened.volume) == (DONE, c.TRADE_RETCODE_DONE, Decimal("0.3"))
+    terminal = alices_terminal()
+    (held,) = terminal.positions_get()
+    assert (held.ticket, held.comment) == (opened.position, tag)  # one world: her terminal sees it
+
+    modified = desk.modify_position(ALICE, SERVER, ticket=opened.position, sl=Decimal("1.08000"), tag=order_tag("m"))
+    assert modified.outcome == DONE
+    assert terminal.positions_get()[0].sl == pytest.approx(1.08)
+
+    closed = desk.close_position(ALICE, SERVER, ticket=opened.position, tag=order_tag("cmd-close-1"))
+    assert (closed.outcome, closed.volume, closed.position) == (DONE, Decimal("0.3"), opened.position)
+    assert terminal.positions_get() == ()
+    (deal,) = desk.deals_by_tag(ALICE, SERVER, tag=order_tag("cmd-close-1"), since=datetime.now(UTC) - timedelta(1))
+    assert (deal.entry, deal.position_id, deal.ticket) == ("out", opened.position, closed.deal)
+    again = desk.close_position(ALICE, SERVER, ticket=opened.position, tag=order_tag("cmd-close-2"))
+    assert (again.outcome, again.retcode) == ("final", c.TRADE_RETCODE_POSITION_CLOSED)
+
+
+def test_a_partial_close_through_the_desk_leaves_the_rest_open(desk):
+    opened = desk.open_position(ALICE, SERVER, symbol="EURUSD", side="sell", volume=Decimal("1"), tag="b:o")
+    closed = desk.close_position(ALICE, SERVER, ticket=opened.position, volume=Decimal("0.4"), tag="b:c")
+    assert closed.ok and closed.volume == Decimal("0.4")
+    assert desk.position(ALICE, SERVER, opened.position).volume == Decimal("0.6")
+
+
+def test_the_desk_places_finds_and_cancels_a_pending_order_by_tag(desk):
+    placed = desk.place_pending_order(
+        ALICE, SERVER, symbol="EURUSD", side="buy", kind="limit", volume=Decimal("0.2"), price=Decimal("1.07"),
+        tag="b:pend",
+    )  # fmt: skip
+    assert (placed.outcome, placed.retcode) == (DONE, c.TRADE_RETCODE_PLACED)
+    (order,) = desk.orders_by_tag(ALICE, SERVER, tag="b:pend", since=datetime.now(UTC) - timedelta(hours=1))
+    assert (order.ticket, order.order_type, order.state) == (placed.order, "buy_limit", "placed")
+    assert [o.ticket for o in desk.account_snapshot(ALICE, SERVER).orders] == [placed.order]
+    cancelled = desk.cancel_order(ALICE, SERVER, ticket=placed.order, tag="b:cancel")
+    assert cancelled.outcome == DONE
+    assert desk.account_snapshot(ALICE, SERVER).orders == ()
+    assert desk.cancel_order(ALICE, SERVER, ticket=placed.order, tag="b:cancel2").outcome == "final"
+
+
+def test_positions_by_tag_finds_the_desks_position_with_its_entry_commission(desk):
+    opened = desk.open_position(ALICE, SERVER, symbol="XAUUSD", side="buy", volume=Decimal("0.1"), tag="b:gold")
+    (found,) = desk.positions_by_tag(ALICE, SERVER, tag="b:gold")
+    entry = desk.deals_by_tag(ALICE, SERVER, tag="b:gold", since=datetime.now(UTC) - timedelta(hours=1))
+    assert found.ticket == opened.position and found.commission == entry[0].commission
+
+
+def test_a_refused_dealer_request_answers_with_the_trade_servers_retcode(desk):
+    sim_inject_fault("market_closed", count=1, login=ALICE)
+    result = desk.open_position(ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag="b:mc")
+    assert (result.outcome, result.retcode, result.maybe_executed) == (RETRY, c.TRADE_RETCODE_MARKET_CLOSED, False)
+    assert not SimPosition.objects.exists()
+
+
+def test_a_lost_dealer_answer_is_reconciled_by_tag_as_the_close_that_filled(desk):
+    opened = desk.open_position(ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.2"), tag="b:o2")
+    sim_inject_fault("timeout_after_fill", count=1, login=ALICE)
+    started = time.monotonic()
+    closed = desk.close_position(ALICE, SERVER, ticket=opened.position, tag="b:lost-close")
+    assert time.monotonic() - started >= desk.conn.answer_timeout  # it did wait for the answer
+    assert (closed.outcome, closed.maybe_executed, closed.volume) == (DONE, False, Decimal("0.2"))
+    assert "reconciled by tag" in closed.message and closed.deal
+    assert not SimPosition.objects.filter(ticket=opened.position).exists()
+
+
+def test_a_dealer_request_lost_with_the_connection_is_not_called_failed_and_the_desk_reconnects(desk, recorder):
+    opened = desk.open_position(ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.2"), tag="b:o3")
+    sim_inject_fault("no_connection", count=1, login=ALICE)
+    closed = desk.close_position(ALICE, SERVER, ticket=opened.position, tag="b:lost-link")
+    assert (closed.outcome, closed.maybe_executed) == (RETRY, True)  # unknown: reconcile before any retry
+    assert SimPosition.objects.filter(ticket=opened.position).exists()  # the request never left
+    wait_for(lambda: desk.conn.drops == 1 and desk.conn.connected and len(recorder.resyncs) >= 2)
+    again = desk.close_position(ALICE, SERVER, ticket=opened.position, tag="b:lost-link")
+    assert again.outcome == DONE
+
+
+# --- events ----------------------------------------------------------------------------------------------------
+def test_alices_own_trade_reaches_the_desk_as_events_in_order_on_the_apis_thread(accounts):
+    threads: list[str] = []
+    seen: list[str] = []
+
+    class Sink:
+        def _record(self, name: str) -> None:
+            threads.append(threading.current_thread().name)
+            seen.append(name)
+
+        def OnDealAdd(self, deal: Any) -> None:
+            self._record(f"deal:{deal.Entry}")
+
+        def OnPositionAdd(self, position: Any) -> None:
+            self._record("position_add")
+
+        def OnPositionDelete(self, position: Any) -> None:
+            self._record("position_delete")
+
+        def OnTick(self, symbol: str, tick: Any) -> None:
+            self._record(f"tick:{symbol}")
+
+    with override_settings(SIM_MANAGER_PUMP_MS=5):
+        api = simulated.ManagerAPI()
+        sink = Sink()
+        assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+        try:
+            assert api.DealSubscribe(sink) and api.PositionSubscribe(sink) and api.TickSubscribe(sink)
+            terminal = alices_terminal()
+            assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE
+            wait_for(lambda: "position_add" in seen)
+            ticket = terminal.positions_get()[0].ticket
+            sim_set_price("GBPUSD", "1.27100", "1.27114")
+            wait_for(lambda: "tick:GBPUSD" in seen)
+            tick = terminal.symbol_info_tick("EURUSD")
+            close = {
+                "action": c.TRADE_ACTION_DEAL, "symbol": "EURUSD", "volume": 0.1, "type": c.ORDER_TYPE_SELL,
+                "position": ticket, "price": tick.bid, "deviation": 20, "type_filling": c.ORDER_FILLING_IOC,
+            }  # fmt: skip
+            assert terminal.order_send(close).retcode == c.TRADE_RETCODE_DONE
+            wait_for(lambda: "position_delete" in seen)
+        finally:
+            api.Disconnect()
+    assert seen == ["deal:0", "position_add", "tick:GBPUSD", "deal:1", "position_delete"]
+    assert threading.current_thread().name not in threads and set(threads) == {"sim-mgr-pump"}
+
+
+def test_a_sink_that_raises_does_not_stop_the_events_of_the_others(accounts):
+    got: list[int] = []
+
+    class Broken:
+        def OnDealAdd(self, deal: Any) -> None:
+            raise RuntimeError("a bug in a sink")
+
+    class Fine:
+        def OnDealAdd(self, deal: Any) -> None:
+            got.append(deal.Deal)
+
+    with override_settings(SIM_MANAGER_PUMP_MS=5):
+        api = simulated.ManagerAPI()
+        assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+        try:
+            api.DealSubscribe(Broken())
+            api.DealSubscribe(Fine())
+            manual_buy(alices_terminal())
+            manual_buy(alices_terminal())
+            wait_for(lambda: len(got) == 2)
+        finally:
+            api.Disconnect()
+
+
+def test_the_desks_listener_hears_alices_trade_after_its_first_resync(desk, recorder):
+    wait_for(lambda: recorder.resyncs == [1])
+    manual_buy(alices_terminal())
+    wait_for(lambda: "position_add" in recorder.kinds(ALICE))
+    assert recorder.kinds(ALICE).index("deal_add") < recorder.kinds(ALICE).index("position_add")
+
+
+def test_a_drop_loses_the_events_meanwhile_and_the_resync_after_it_sees_the_position_gone(desk, recorder):
+    opened = desk.open_position(
+        ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), sl=Decimal("1.08000"), tag="b:sl"
+    )
+    wait_for(lambda: "position_add" in recorder.kinds(ALICE))  # the desk knew it open
+    assert opened.position in {p.ticket for p in desk.account_snapshot(ALICE, SERVER).positions}
+    sim_inject_fault("no_connection", seconds=1.0)
+    wait_for(lambda: not desk.conn.connected)
+    assert desk.status()["available"] is False
+    quote = sim_set_price("EURUSD", "1.07900", "1.07910")
+    assert [t.kind for t in quote.triggered] == ["sl"]  # the server closes it meanwhile
+    wait_for(lambda: desk.conn.connected and len(recorder.resyncs) == 2)
+    assert recorder.resyncs == [1, 2] and recorder.resync_positions[-1] == set()  # the resync saw it gone
+    assert "position_delete" not in recorder.kinds(ALICE)  # that event was lost with the link
+    assert desk.account_snapshot(ALICE, SERVER).positions == ()
+    assert desk.status()["available"] is True and desk.conn.drops == 1
+
+
+# --- server-side enforcement ---------------------------------------------------------------------------------------
+def test_disabling_alices_trading_on_the_server_refuses_her_own_terminal_with_10017(desk):
+    terminal = alices_terminal()
+    assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE
+    assert desk.set_server_trade_disabled(ALICE, SERVER, disabled=True) is True
+    assert desk.server_trade_disabled(ALICE, SERVER) is True
+    assert manual_buy(terminal).retcode == c.TRADE_RETCODE_TRADE_DISABLED
+    out = io.StringIO()
+    call_command("mt5sim", "trade", "--login", str(ALICE), "--symbol", "EURUSD", "--side", "buy", "--volume", "0.1",
+                 stdout=out)  # fmt: skip
+    assert json.loads(out.getvalue())["retcode"] == c.TRADE_RETCODE_TRADE_DISABLED
+    wait_for(lambda: desk.account_snapshot(ALICE, SERVER).trade_allowed is False)
+    ticket = terminal.positions_get()[0].ticket
+    assert desk.close_position(ALICE, SERVER, ticket=ticket, tag="b:dealer-close").ok  # the dealer still can
+    assert desk.server_trade_disabled(BOB, SERVER) is False  # bob is untouched
+
+    assert desk.set_server_trade_disabled(ALICE, SERVER, disabled=False) is True
+    assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE
+    assert SimAccount.objects.get(login=ALICE).trade_expert  # the other rights are kept
+
+
+def test_alices_disable_trading_command_disables_her_trading_on_the_server_and_enable_restores_it(
+    alice, account_1, desk
+):
+    from commands.states import State
+    from execution.gateways import reset_gateway
+    from tests.test_execution import LOGIN, run, submit
+
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER)
+    reset_gateway(desk)
+    try:
+        disabled = run(submit(alice, "disable_trading"))
+        assert (disabled.state, disabled.result) == (
+            State.SUCCEEDED,
+            {"trading_enabled": False, "server_trade_disabled": True},
+        )
+        assert desk.server_trade_disabled(LOGIN, SERVER) is True
+        assert SimAccount.objects.get(login=LOGIN).trade_allowed is False  # her terminal gets 10017
+        assert run(submit(alice, "enable_trading")).state == State.SUCCEEDED
+        assert desk.server_trade_disabled(LOGIN, SERVER) is False
+    finally:
+        reset_gateway()
+
+
+def test_the_account_page_shows_the_server_side_state_of_alices_trading(root, world, desk):
+    from django.urls import reverse
+
+    from execution.gateways import reset_gateway
+
+    account = world.account_1
+    sim_account_create(login=account.login, balance=100000, server=account.server)
+    page_url = reverse("admin:policies_tradingaccount_change", args=[account.pk])
+    reset_gateway(desk)
+    try:
+        assert b"enabled on the server" in logged_in(root).get(page_url).content
+        desk.set_server_trade_disabled(account.login, account.server, disabled=True)
+        assert b"disabled on the server (USER_RIGHT_TRADE_DISABLED)" in logged_in(root).get(page_url).content
+    finally:
+        reset_gateway()
+
+
+def test_a_terminal_backend_has_no_server_side_switch(gateway):
+    assert gateway.set_server_trade_disabled(ALICE, SERVER, disabled=True) is None
+
+
+# --- configuration ---------------------------------------------------------------------------------------------
+def test_the_manager_backend_selects_the_simulator_and_says_what_it_needs(accounts):
+    with override_settings(MT5_MANAGER_SERVER="simulator", MT5_MANAGER_LOGIN=0):
+        status = build_gateway("manager").status()
+    assert (status["available"], status["detail"]) == (False, "MT5 Manager API backend: MT5_MANAGER_LOGIN is not set")
+    with override_settings(MT5_MANAGER_SERVER="mt5.example.net:443", MT5_MANAGER_LOGIN=DESK):
+        status = build_gateway("manager").status()
+    assert status["available"] is False and "needs the MT5Manager package" in status["detail"]
+    with override_settings(MT5_MANAGER_SERVER="", MT5_MANAGER_LOGIN=DESK, SIM_MANAGER_PUMP_MS=5):
+        gateway = build_gateway("manager")
+        try:
+            assert isinstance(gateway, ManagerGateway) and gateway.status()["available"] is True
+        finally:
+            gateway.conn.close()
+
+
+def test_the_verify_module_reads_dealer_send_answers_in_every_form_it_may_take():
+    class Request:
+        ID = 17
+
+    assert manager_verify.dealer_request_id(5, Request()) == 5
+    assert manager_verify.dealer_request_id(True, Request()) == 17
+    assert manager_verify.dealer_request_id(False, Request()) is None
+    assert manager_verify.tick_of(("EURUSD", object()))[0] == "EURUSD"
+
+
+class _Binding:
+    """A stand-in binding whose dealer answers the test delivers by hand (the simulator's answer
+    in its own time), to pin down the adapter's correlation."""
+
+    class ManagerAPI:
+        def __init__(self) -> None:
+            self.sent: list[tuple[Any, Any]] = []
+
+        def Connect(self, *args: Any) -> bool:
+            return True
+
+        def Disconnect(self) -> bool:
+            return True
+
+        def Subscribe(self, sink: Any) -> bool:
+            return True
+
+        PositionSubscribe = DealSubscribe = OrderSubscribe = UserSubscribe = TickSubscribe = Subscribe
+
+        def TimeServer(self) -> int:
+            return int(time.time()) + 7200
+
+        def DealerSend(self, request: Any, sink: Any) -> int:
+            self.sent.append((request, sink))
+            return len(self.sent)
+
+    MTRequest = simulated.MTRequest
+
+    @staticmethod
+    def LastError() -> tuple[int, int, str]:
+        return (0, 0, "ok")
+
+
+def test_a_late_answer_to_an_earlier_request_with_the_same_tag_is_not_taken_for_the_next_ones():
+    conn = ManagerConnection(_Binding, server="mt5.example.net:443", login=DESK, password="p", answer_timeout=0.3)
+    conn.start()
+    try:
+        assert conn.server_offset == timedelta(hours=2)
+        assert conn.dealer_send(conn.new("MTRequest"), "b:same") == (True, None)  # its answer is late
+        results: list[Any] = []
+        waiting = threading.Thread(target=lambda: results.append(conn.dealer_send(conn.new("MTRequest"), "b:same")))
+        conn.answer_timeout = 5.0
+        waiting.start()
+        api = conn._api
+        wait_for(lambda: len(api.sent) == 2)
+        (first, sink), (second, _) = api.sent
+
+        def answer(request: Any, request_id: int, retcode: int) -> Any:
+            copy = request._copy()
+            copy.ID, copy.ResultRetcode = request_id, retcode
+            return copy
+
+        sink.OnDealerAnswer(answer(first, 1, c.TRADE_RETCODE_DONE))  # the first one's, late
+        sink.OnDealerAnswer(answer(second, 2, 10002))  # accepted: in flight, keep waiting
+        time.sleep(0.1)
+        assert results == []
+        sink.OnDealerAnswer(answer(second, 2, c.TRADE_RETCODE_REJECT))
+        waiting.join(timeout=5)
+        (sent, final), *_ = results
+        assert sent is True and final.ID == 2 and final.ResultRetcode == c.TRADE_RETCODE_REJECT
+    finally:
+        conn.close()
+
+
+def test_a_daily_breach_disables_the_traders_terminal_on_the_server_until_the_block_lifts(trader, desk):
+    from execution.gateways import reset_gateway
+    from policies.models import TradingAccount
+    from risk.engine import risk_evaluate_many
+    from tests.conftest import LOGIN, send_policy
+
+    send_policy(trader, policy_version=14, enforcement_flags={"disable_trading_on_breach": True})
+    accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+    terminal = SimulatedMetaTrader5(manual=True)
+    assert terminal.initialize(login=LOGIN, server=SERVER)
+    reset_gateway(desk)
+    try:
+        desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:big")
+        risk_evaluate_many(accounts=accounts, gateway=desk)
+        assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE  # no breach yet: she trades
+        sim_set_price("EURUSD", "1.05300")  # below the daily floor
+        risk_evaluate_many(accounts=accounts, gateway=desk)
+        assert desk.server_trade_disabled(LOGIN, SERVER) is True
+        assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is True
+        assert manual_buy(terminal).retcode == c.TRADE_RETCODE_TRADE_DISABLED  # her own terminal too
+
+        # Laravel's next policy no longer disables trading on a breach: the block lifts, and the
+        # bridge clears the right it set.
+        send_policy(trader, policy_version=15, enforcement_flags={"disable_trading_on_breach": False})
+        accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+        wait_for(lambda: desk.account_snapshot(LOGIN, SERVER).trade_allowed is False)  # the pump caught up
+        risk_evaluate_many(accounts=accounts, gateway=desk)
+        assert desk.server_trade_disabled(LOGIN, SERVER) is False
+        assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is False
+        assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE
+    finally:
+        reset_gateway()
+
+
+def test_the_bridge_never_clears_a_right_an_administrator_took_away(trader, desk):
+    from policies.models import TradingAccount
+    from risk.engine import risk_evaluate_many
+    from tests.conftest import LOGIN
+
+    accounts = list(TradingAccount.objects.select_related("current_policy", "tenant"))
+    sim_set_trade_disabled(LOGIN, True)  # the broker's back office, not the bridge
+    wait_for(lambda: desk.account_snapshot(LOGIN, SERVER).trade_allowed is False)
+    risk_evaluate_many(accounts=accounts, gateway=desk)
+    assert desk.server_trade_disabled(LOGIN, SERVER) is True
+    assert TradingAccount.objects.get(login=LOGIN).server_trade_disabled is False
+
+
+# --- the event-driven monitor (issue #17 item 3, first version) ------------------------------------------
+@pytest.fixture
+def watching(trader, desk):
+    """Alice's account (50040367, policy v13: daily floor 98,500) watched by the event monitor."""
+    from execution.gateways import reset_gateway
+    from risk.events import EventMonitor
+
+    reset_gateway(desk)
+    monitor = EventMonitor(desk)
+    try:
+        yield monitor
+    finally:
+        reset_gateway()
+
+
+def test_a_tick_below_alices_daily_floor_is_acted_on_by_the_event_monitor_without_a_poll(watching, desk):
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    opened = desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:ev")
+    watching.start()
+    assert watching.trusted and watching.resyncs == 1
+    key = (LOGIN, SERVER)
+    sim_set_price("EURUSD", "1.08400", "1.08410")  # -200: quiet, revalued in memory only
+    wait_for(lambda: watching.revaluations[key] >= 1)
+    assert watching.confirmations[key] == 0 and not ProtectiveAction.objects.exists()
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # about -6,400: below the daily floor
+    wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
+    assert watching.confirmations[key] >= 1  # a real read confirmed it before anything was raised
+    assert {a.ticket for a in ProtectiveAction.objects.filter(rule_key="single_trade_loss")} == {opened.position}
+
+
+def test_a_tick_revalues_only_the_accounts_holding_its_symbol(watching, desk):
+    from tests.conftest import LOGIN
+
+    sim_account_create(login=LOGIN + 1, balance=100000, server=SERVER)
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag="b:e1")
+    watching.start()
+    sim_set_price("GBPUSD", "1.27100", "1.27114")
+    sim_set_price("EURUSD", "1.08490", "1.08500")
+    wait_for(lambda: watching.revaluations[(LOGIN, SERVER)] >= 1)
+    time.sleep(0.05)
+    assert set(watching.revaluations) == {(LOGIN, SERVER)}  # GBPUSD's tick touched nobody
+
+
+def test_a_breach_while_the_link_is_down_is_found_by_the_resync_before_anything_is_trusted(watching, desk):
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:ev2")
+    watching.start()
+    sim_inject_fault("no_connection", seconds=1.0)
+    wait_for(lambda: not desk.conn.connected)
+    assert watching.trusted is False
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # its tick is lost with the link
+    assert not ProtectiveAction.objects.exists()
+    wait_for(lambda: watching.resyncs == 2 and watching.trusted, timeout=10)
+    assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists()
+
+
+def test_the_risk_monitor_starts_the_event_monitor_with_the_manager_backend_and_keeps_polling(trader, desk):
+    from policies.models import ProtectiveAction
+    from risk.monitor import Monitor
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:ev3")
+    monitor = Monitor(gateway_factory=lambda: desk)
+    monitor.run(iterations=1)  # one polling cycle: quiet
+    assert monitor.events is not None and monitor.events.trusted
+    assert not ProtectiveAction.objects.exists()
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # no further cycle runs: the tick alone must do it
+    wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
+    assert monitor.events.confirmations[(LOGIN, SERVER)] >= 1
+
+
+def test_on_carols_netting_account_an_open_adds_to_her_position_and_the_desk_names_it(desk):
+    carol = 7003
+    sim_account_create(login=carol, balance=100000, server=SERVER, margin_mode="netting")
+    wait_for(lambda: desk.conn.record("UserGet", carol) is not None)  # pumped
+    first = desk.open_position(carol, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag="b:n1")
+    second = desk.open_position(carol, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.2"), tag="b:n2")
+    assert first.ok and second.ok and second.position == first.position  # one position per symbol
+    held = desk.netting_position(carol, SERVER, "EURUSD")
+    assert held is not None and (held.ticket, held.volume) == (first.position, Decimal("0.3"))
+    assert desk.netting_position(ALICE, SERVER, "EURUSD") is None  # alice hedges
+
+
+def test_a_call_to_the_server_pays_the_simulators_call_cost_and_a_pumped_read_does_not(accounts):
+    api = simulated.ManagerAPI()
+    assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+    try:
+        with override_settings(SIM_CALL_MS=60):
+            started = time.monotonic()
+            assert api.PositionGet(ALICE) == []
+            pumped = time.monotonic() - started
+            started = time.monotonic()
+            assert api.PositionRequest(ALICE) == []
+            asked = time.monotonic() - started
+        assert asked >= 0.06 > pumped
+    finally:
+        api.Disconnect()
+
+
+def test_alices_equity_climbing_to_new_highs_costs_the_event_monitor_no_mt5_read(watching, desk):
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("1"), tag="b:up")
+    watching.start()
+    key = (LOGIN, SERVER)
+    before = watching._held[key].state
+    for bid in ("1.08700", "1.08900", "1.09100"):
+        sim_set_price("EURUSD", bid)
+        wait_for(lambda bid=bid: watching._held[key].snapshot.positions[0].price_current == Decimal(bid))
+    assert watching.confirmations[key] == 0
+    held = watching._held[key]
+    assert held.snapshot.equity > Decimal("100500") and held.state is not before  # a new high, kept in memory
