@@ -17,6 +17,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
 from commands.models import Command, CommandType
 from commands.states import State
 from execution import hooks
@@ -346,7 +350,11 @@ def cancel_orders(ctx: Context) -> Step:
 
 def _set_trading(ctx: Context, enabled: bool) -> Step:
     reason = "" if enabled else (ctx.command.reason or f"disabled by command {ctx.command.command_id}")
-    TradingAccount.objects.filter(pk=ctx.account.pk).update(trading_enabled=enabled, trading_disabled_reason=reason)
+    # Disabling an account already disabled keeps the moment it was first disabled (the panel's "since").
+    since = None if enabled else Coalesce(F("trading_disabled_at"), Value(timezone.now()))
+    TradingAccount.objects.filter(pk=ctx.account.pk).update(
+        trading_enabled=enabled, trading_disabled_reason=reason, trading_disabled_at=since
+    )
     return Step(State.SUCCEEDED, {"trading_enabled": enabled})
 
 

@@ -22,6 +22,7 @@ class TradingAccount(models.Model):
     # The bridge-enforced switch of `disable_trading` / `enable_trading` commands.
     trading_enabled = models.BooleanField(default=True)
     trading_disabled_reason = models.CharField(max_length=200, blank=True)
+    trading_disabled_at = models.DateTimeField(null=True, blank=True, help_text="When trading was last disabled.")
     # The last MT5 snapshot the bridge saw, served (with its age) when the terminal is unreachable.
     last_snapshot = models.JSONField(null=True, blank=True)
     last_snapshot_at = models.DateTimeField(null=True, blank=True)

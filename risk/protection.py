@@ -18,6 +18,7 @@ that holds"), and reported to Laravel through the callback outbox.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -60,6 +61,18 @@ GOAL_MET: dict[str, str] = {
     Goal.ACCOUNT_FLAT: "account flat: every position closed, every pending order cancelled",
     Goal.TRADING_DISABLED: "trading disabled",
 }
+# What makes an account flat: every position closed at market, every pending order cancelled (the
+# close-all of a protective action, and of the panel's "Close all and disable" kill switch).
+CLOSE_ALL_SPECS: tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]] = (
+    (
+        CommandType.CLOSE_POSITIONS,
+        {
+            "target": {"mode": "all_positions"},
+            "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
+        },
+    ),
+    (CommandType.CANCEL_ORDERS, {}),
+)
 # The bridge's own command ids (PROTOCOL.md §9 "Command ids"): refused on intake, so nothing a
 # tenant sends can take one.
 COMMAND_ID_PREFIX = f"{BRIDGE_COMMAND_ID_PREFIX}pa-"
@@ -204,19 +217,12 @@ def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[t
         return [(CommandType.CLOSE_POSITION, {"ticket": action.ticket})]
     if action.goal == Goal.ORDER_CANCELLED:
         return [(CommandType.CANCEL_ORDERS, {"tickets": [action.ticket]})]
+    close_positions, cancel_orders = CLOSE_ALL_SPECS
     specs: list[tuple[str, dict[str, Any]]] = []
     if snapshot.positions or action.attempt_count == 0:
-        specs.append(
-            (
-                CommandType.CLOSE_POSITIONS,
-                {
-                    "target": {"mode": "all_positions"},
-                    "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
-                },
-            )
-        )
+        specs.append((close_positions[0], copy.deepcopy(close_positions[1])))
     if snapshot.orders or action.attempt_count == 0:
-        specs.append((CommandType.CANCEL_ORDERS, {}))
+        specs.append((cancel_orders[0], copy.deepcopy(cancel_orders[1])))
     return specs
 
 

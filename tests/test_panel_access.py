@@ -56,6 +56,7 @@ OPERATOR_MODELS = {
     "callbacks.callbackattempt",
     "panel.librarypayload",
     "panel.panelsend",
+    "panel.killswitchuse",
 }
 SUPPORT_MODELS = {
     "policies.tradingaccount",

@@ -257,5 +257,5 @@ def test_the_dashboard_counts_only_what_the_user_may_see(world: World) -> None:
         card["label"]: card["value"] for card in logged_in(tess).get(reverse("admin:index")).context["panel_cards"]
     }
     assert cards["Commands, last hour"] == 1
-    assert cards["Accounts in hard breach"] == 1
+    assert cards["Accounts in breach"] == 1
     assert cards["Callbacks dead-lettered"] == 1

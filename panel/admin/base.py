@@ -21,6 +21,7 @@ from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import DropdownFilter
 from unfold.paginator import InfinitePaginator
 
+from panel.formatting import utc
 from panel.scoping import TENANT_LOOKUPS, TOKEN_LABEL, is_tenant_owned, scope_queryset, visible_tenants
 
 if TYPE_CHECKING:
@@ -215,6 +216,12 @@ def confirm_then(
     return TemplateResponse(request, "panel/confirm.html", context)
 
 
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "—"
+    return utc(value) if isinstance(value, datetime) else value
+
+
 def table_html(headers: list[str], rows: list[list[Any]]) -> SafeString:
     """A plain table for readonly detail fields (values are escaped unless already safe)."""
     from django.utils.html import format_html_join
@@ -223,10 +230,7 @@ def table_html(headers: list[str], rows: list[list[Any]]) -> SafeString:
     body = format_html_join(
         "",
         "<tr>{}</tr>",
-        (
-            (format_html_join("", "<td>{}</td>", ((cell if cell is not None else "—",) for cell in row)),)
-            for row in rows
-        ),
+        ((format_html_join("", "<td>{}</td>", ((_cell(cell),) for cell in row)),) for row in rows),
     )
     return format_html(
         '<div class="panel-table-wrap"><table class="panel-table">'

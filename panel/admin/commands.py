@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -16,6 +17,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from commands.models import Command, CommandEvent, IdempotencyRecord, LaneHeartbeat
+from commands.states import State, can_transition
 from execution.heartbeat import ALIVE_WITHIN_SECONDS
 from panel.admin.base import (
     STATE_LABELS,
@@ -29,6 +31,7 @@ from panel.admin.base import (
     pretty_json,
     table_html,
 )
+from panel.dashboard import OUTCOMES, received_in_window
 from panel.services import command_cancel
 
 SUMMARY_FIELDS = (
@@ -49,6 +52,33 @@ TIMESTAMP_FIELDS = ("received_at", "queued_at", "started_at", "finished_at", "ex
 TRACE_FIELDS = ("correlation_id", "idempotency_key", "idempotency_record_link", "related_links")
 
 
+class ReceivedWindowFilter(admin.SimpleListFilter):
+    """The dashboard's window: what its "last hour" counters count is what this filter lists."""
+
+    title = "received"
+    parameter_name = "received"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [("1h", "In the last hour")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Command]) -> QuerySet[Command]:
+        return queryset.filter(received_in_window()) if self.value() == "1h" else queryset
+
+
+class OutcomeFilter(admin.SimpleListFilter):
+    """The dashboard's groups of states, each one filter value (the state filter picks one state)."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [(key, label) for key, (label, _) in OUTCOMES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Command]) -> QuerySet[Command]:
+        outcome = OUTCOMES.get(self.value() or "")
+        return queryset.filter(state__in=outcome[1]) if outcome else queryset
+
+
 @admin.register(Command)
 class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
     list_display = (
@@ -64,6 +94,8 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
     list_select_related = ("account", "tenant")
     list_filter = (
         TenantFilter,
+        ReceivedWindowFilter,
+        OutcomeFilter,
         ("state", ChoicesDropdownFilter),
         ("lane", ChoicesDropdownFilter),
         ("command_type", ChoicesDropdownFilter),
@@ -158,7 +190,7 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
             )
             rows.append(
                 [
-                    event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z",
+                    event.at,
                     event.kind,
                     change,
                     event.attempt,
@@ -167,7 +199,7 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
                     pretty_json(event.response) if event.response is not None else None,
                 ]
             )
-        return table_html(["at (UTC)", "kind", "state change", "attempt", "note", "MT5 request", "MT5 result"], rows)
+        return table_html(["at", "kind", "state change", "attempt", "note", "MT5 request", "MT5 result"], rows)
 
     @display(description="payload")
     def payload_json(self, obj: Command) -> SafeString:
@@ -183,8 +215,18 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
 
     # --- cancel: queued (or received) → cancelled through the state machine ---------------------
 
-    def has_cancel_permission(self, request: HttpRequest, obj: Command | None = None) -> bool:
-        return request.user.has_perm("panel.cancel_command")
+    def has_cancel_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        """Offered on a command's page only while it can still be cancelled (never on a finished one)."""
+        if not request.user.has_perm("panel.cancel_command"):
+            return False
+        if object_id is None:
+            return True
+        state = (
+            Command.objects.filter(pk=object_id).values_list("state", flat=True).first()
+            if object_id.isdigit()
+            else None
+        )
+        return state is not None and can_transition(state, State.CANCELLED)
 
     @admin.action(description="Cancel selected commands that have not started", permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Command]) -> None:
