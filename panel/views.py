@@ -29,6 +29,7 @@ from commands.models import Command
 from panel import fieldspec
 from panel.catalogue import catalogue_entries
 from panel.dashboard import dashboard_data
+from panel.effects import send_effect
 from panel.environment import environment_report
 from panel.navigation import environment_label
 from panel.payloads import (
@@ -38,6 +39,7 @@ from panel.payloads import (
     SAMPLE_ACCOUNT,
     SAMPLE_COMMAND_FIELDS,
     SAMPLE_POLICY_FIELDS,
+    SYNC_REQUEST,
     build_request,
 )
 from panel.scoping import scope_queryset, visible_tenants
@@ -113,13 +115,15 @@ def builder(request: HttpRequest) -> TemplateResponse:
         "policy": fieldspec.policy_spec(),
         "samples": {"commands": SAMPLE_COMMAND_FIELDS, "policy": SAMPLE_POLICY_FIELDS, "account": SAMPLE_ACCOUNT},
     }
+    # Opened without a choice, the builder shows a read-only request (a GET of an account), and a command
+    # type that changes nothing on MT5: a real trade is never one click away.
     initial = {
         "request_type": request.GET.get("request_type")
         if request.GET.get("request_type") in REQUEST_TYPES
-        else "command",
+        else SYNC_REQUEST,
         "command_type": request.GET.get("command_type")
         if request.GET.get("command_type") in fieldspec.COMMAND_TYPES
-        else "close_positions",
+        else "sync_account",
         "tenant_id": request.GET.get("tenant")
         if request.GET.get("tenant") in tenants
         else (tenants[0] if tenants else ""),
@@ -205,6 +209,10 @@ def builder_send(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"error": "The builder sends only to the commands, policies and account paths."}, status=400
         )
+    effect = send_effect(method=method, path=path, body=data.get("body"))
+    if effect is not None and data.get("confirmed") is not True:
+        # Nothing is sent until the operator has seen the account, the environment and the effect.
+        return JsonResponse({"confirm": effect.as_dict()}, status=428)
     raw_headers = _object(data, "headers") or {}
     headers = {name: str(raw_headers[name]) for name in SENDABLE_HEADERS if raw_headers.get(name)}
     try:

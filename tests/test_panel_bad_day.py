@@ -29,7 +29,7 @@ from policies.models import ProtectiveAction, TradingAccount
 from risk.breach import breach_status
 from risk.engine import risk_evaluate_account
 from tests.conftest import LOGIN, SERVER, Api, fresh, register_account
-from tests.test_panel_personas import logged_in, make_user, oscar, root, sue  # noqa: F401
+from tests.test_panel_personas import World, logged_in, make_user, oscar, root, sue, world  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -239,3 +239,59 @@ def bob_tenant() -> Any:
     from tenancy.models import Tenant
 
     return Tenant.objects.get(tenant_id="tenant_2")
+
+
+# --- 3. no real trade by accident ---------------------------------------------------------------------
+
+
+def test_a_builder_send_that_opens_a_position_does_nothing_until_oscar_confirms_it(trader: Api, oscar: User) -> None:
+    import json
+
+    panel = logged_in(oscar)
+    config = panel.get(reverse("panel:builder")).context["builder_config"]
+    assert config["initial"]["request_type"] == "sync_request"  # read-only until oscar picks something else
+    body = fresh("close_positions")
+    body["payload"] = {"command_id": "by-hand-1", "command_type": "open_position", "symbol": "EURUSD"}
+    body["payload"].update(direction="buy", volume=1.0)
+    send = {"tenant_id": "tenant_1", "method": "POST", "path": "/api/v1/mt5/commands", "body": body}
+
+    asked = panel.post(reverse("panel:builder-send"), json.dumps(send), content_type="application/json")
+    assert asked.status_code == 428
+    assert asked.json()["confirm"] == {
+        "account": f"{LOGIN} @ {SERVER}",
+        "environment": "PROD · SIMULATOR",
+        "effect": "opens a buy position of 1.0 lot(s) EURUSD on MT5",
+    }
+    assert not Command.objects.filter(command_id="by-hand-1").exists()
+
+    sent = panel.post(
+        reverse("panel:builder-send"), json.dumps({**send, "confirmed": True}), content_type="application/json"
+    )
+    assert sent.json()["status"] == 202 and Command.objects.filter(command_id="by-hand-1").exists()
+
+
+def test_a_replay_asks_first_and_a_read_only_one_does_not(world: World, oscar: User) -> None:
+    from panel.models import LibraryPayload
+
+    panel = logged_in(oscar)
+    payload = LibraryPayload.objects.get(slug="open_position")
+    url = reverse("admin:panel_librarypayload_replay", args=[payload.pk])
+    before = Command.objects.count()
+    asked = panel.post(url, {"tenant": world.tenant_1.pk, "mode": "fresh"})
+    assert asked.context["confirm"].effect.startswith("opens a buy position")
+    assert "PROD · SIMULATOR" in asked.content.decode() and Command.objects.count() == before
+    done = panel.post(url, {"tenant": world.tenant_1.pk, "mode": "fresh", "confirmed": "1"})
+    assert done.context["result"].status == 202 and Command.objects.count() == before + 1
+
+    sync = LibraryPayload.objects.get(slug="sync_request")
+    sync_url = reverse("admin:panel_librarypayload_replay", args=[sync.pk])
+    read = panel.post(sync_url, {"tenant": world.tenant_1.pk, "mode": "fresh"})
+    assert read.context["confirm"] is None and read.context["result"] is not None
+
+
+def test_the_badge_names_the_environment_and_the_mt5_backend(root: User, settings: Any) -> None:
+    from panel.navigation import environment_badge
+
+    assert environment_badge(None) == ["PROD · SIMULATOR", "warning"]  # type: ignore[arg-type]
+    settings.MT5_BACKEND, settings.BRIDGE_ENVIRONMENT = "official", "staging"
+    assert environment_badge(None) == ["STAGING · OFFICIAL", "danger"]  # type: ignore[arg-type]
