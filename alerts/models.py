@@ -1,5 +1,5 @@
-"""An alert: something an operator must know now (a protective goal late, a callback
-dead-lettered, a lane or a risk monitor gone), kept until acknowledged in the panel."""
+"""An alert: something an operator must know now (an account in breach, a protective goal late, a
+callback dead-lettered, a lane or a risk monitor gone), kept until acknowledged in the panel."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class Alert(models.Model):
         CALLBACK_DEAD = "callback_dead", "callback dead-lettered"
         LANE_DOWN = "lane_down", "a lane has no live worker"
         MONITOR_DOWN = "monitor_down", "a risk monitor stopped"
+        ACCOUNT_BREACH = "account_breach", "an account breached a drawdown or a hard limit"
 
     class Severity(models.TextChoices):
         CRITICAL = "critical"

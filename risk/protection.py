@@ -179,11 +179,34 @@ def protective_action_raise(
     transaction.on_commit(lambda: _recorded.add(key))
     with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
         logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
+        if breach.hard or breach.rule_key in ALERTED_RULES:
+            _alert_breach(action, account)
         if action.goal in (Goal.NONE, Goal.TRADING_DISABLED):
             _finish_without_command(action, policy)
         elif not _flattened_by_another(action):
             _attempt(action, account, snapshot)
     return True
+
+
+# Breaches of the whole account operators hear of at once (a single trade's loss is the engine's routine work).
+ALERTED_RULES = ("daily_drawdown", "total_drawdown")
+
+
+def _alert_breach(action: ProtectiveAction, account: TradingAccount) -> None:
+    """Tell operators an account breached: in the panel until acknowledged, and through ALERT_URLS."""
+    alert_raise(
+        kind=Alert.Kind.ACCOUNT_BREACH,
+        subject=f"breach:{account.pk}:{action.rule_key}:{action.scope}:{action.policy_version}",
+        title=f"Account {account.login}: {action.rule_key} breached"
+        f"{' (hard)' if action.hard else ''}, measured {action.measured:,.2f} against {action.floor_or_limit:,.2f}",
+        body=(
+            f"{account} of {account.tenant.tenant_id}: {action.rule_key} ({action.scope}, policy "
+            f"v{action.policy_version}) breached at {utc_iso(action.detection_timestamp)}; "
+            f"the bridge's action: {action.get_goal_display()}."
+        ),
+        tenant_id=account.tenant.tenant_id,
+        severity=Alert.Severity.CRITICAL if action.hard else Alert.Severity.WARNING,
+    )
 
 
 def _goal_of(breach: rules.Breach, policy: rules.Policy) -> str:

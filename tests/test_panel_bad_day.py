@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
@@ -295,3 +296,68 @@ def test_the_badge_names_the_environment_and_the_mt5_backend(root: User, setting
     assert environment_badge(None) == ["PROD · SIMULATOR", "warning"]  # type: ignore[arg-type]
     settings.MT5_BACKEND, settings.BRIDGE_ENVIRONMENT = "official", "staging"
     assert environment_badge(None) == ["STAGING · OFFICIAL", "danger"]  # type: ignore[arg-type]
+
+
+# --- 4. and 5. the live dashboard and its alerts ------------------------------------------------------
+
+
+def test_the_dashboard_fragment_is_served_to_htmx_polls_and_tells_a_signed_out_poll_to_reload(
+    trader: Api, root: User
+) -> None:
+    from django.test import Client
+
+    panel = logged_in(root)
+    index = panel.get(reverse("admin:index")).content.decode()
+    live_url = reverse("panel:dashboard-live")
+    assert f'hx-get="{live_url}"' in index and 'hx-trigger="every 5s"' in index
+    assert "unfold/js/htmx/htmx.js" in index and "cdn" not in index.lower()  # htmx from our own static files
+
+    fragment = panel.get(live_url, HTTP_HX_REQUEST="true")
+    html = fragment.content.decode()
+    assert fragment.status_code == 200 and "<html" not in html and 'id="panel-health"' in html
+    assert 'id="health-mt5"' in html and "normal lane" in html and "callback outbox" in html
+    assert panel.get(live_url)["Location"] == reverse("admin:index")  # opened by hand: the whole dashboard
+
+    signed_out = Client().get(live_url, HTTP_HX_REQUEST="true")
+    assert signed_out["HX-Redirect"].startswith(reverse("admin:login"))
+
+
+def test_oscar_sees_the_breach_alert_on_the_dashboard_and_acknowledges_it_there(
+    trader: Api, closed_out: ProtectiveAction, oscar: User
+) -> None:
+    from alerts.models import Alert
+
+    alert = Alert.objects.get(kind=Alert.Kind.ACCOUNT_BREACH)
+    assert alert.title.startswith(f"Account {LOGIN}: daily_drawdown breached") and "93,575.00" in alert.title
+    panel = logged_in(oscar)
+    fragment = panel.get(reverse("panel:dashboard-live"), HTTP_HX_REQUEST="true").content.decode()
+    assert alert.title in fragment and reverse("panel:alert-acknowledge", args=[alert.pk]) in fragment
+
+    assert panel.post(reverse("panel:alert-acknowledge", args=[alert.pk])).status_code == 302
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == oscar
+    cards = {card["key"]: card["value"] for card in panel.get(reverse("admin:index")).context["panel_cards"]}
+    assert cards["alerts"] == 0
+
+
+def test_every_dashboard_counter_equals_the_list_it_opens_and_the_list_says_which_filter(
+    world: World, root: User
+) -> None:
+    from datetime import timedelta
+
+    from tests.conftest import queue_command
+
+    for n, state in enumerate((State.FAILED, State.REJECTED, State.EXPIRED, State.SUCCEEDED)):
+        Command.objects.filter(pk=queue_command(world.account_1, "sync_account", f"c-{n}").pk).update(state=state)
+    old = queue_command(world.account_1, "sync_account", "two-hours-old")
+    Command.objects.filter(pk=old.pk).update(state=State.FAILED, received_at=timezone.now() - timedelta(hours=2))
+    panel = logged_in(root)
+    cards = panel.get(reverse("admin:index")).context["panel_cards"]
+    assert {card["key"]: card["value"] for card in cards}["failed"] == 3  # not the one two hours old
+    for card in cards:
+        opened = panel.get(card["url"])
+        rows = opened.context["cl"].queryset.count()
+        assert rows == card["value"], card["label"]
+        specs = opened.context["cl"].filter_specs
+        chosen = [spec for spec in specs if isinstance(spec, admin.SimpleListFilter) and spec.value()]
+        assert chosen, f"{card['label']}: the filter drawer says All"
