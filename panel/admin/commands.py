@@ -102,8 +102,8 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
         ("received_at", RangeDateTimeFilter),
     )
     list_filter_submit = True
-    search_fields = ("command_id__exact", "correlation_id__exact", "idempotency_key__exact")
-    search_help_text = "Exact command id, correlation id or idempotency key."
+    search_fields = ("command_id__istartswith", "correlation_id__istartswith", "idempotency_key__istartswith")
+    search_help_text = "Command id, correlation id or idempotency key: its beginning, in any case."
     ordering = ("-received_at", "-id")
     sortable_by = ("age_column",)
     actions = ("cancel_selected", "export_csv")
@@ -273,8 +273,8 @@ class CommandEventAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CommandEvent])
     list_select_related = ("command",)
     list_filter = (TenantFilter, "kind", ("at", RangeDateTimeFilter))
     list_filter_submit = True
-    search_fields = ("command__command_id__exact",)
-    search_help_text = "Exact command id."
+    search_fields = ("command__command_id__istartswith",)
+    search_help_text = "Command id: its beginning, in any case."
     ordering = ("-at", "-id")
     sortable_by = ("at",)
     readonly_fields = ("command_link", "kind", "at", "change", "attempt", "note", "request_json", "response_json")
@@ -313,8 +313,8 @@ class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Idempoten
     list_select_related = ("tenant",)
     list_filter = (TenantFilter, "request_type", ("created_at", RangeDateTimeFilter))
     list_filter_submit = True
-    search_fields = ("key__exact", "correlation_id__exact")
-    search_help_text = "Exact idempotency key or correlation id."
+    search_fields = ("key__istartswith", "correlation_id__istartswith")
+    search_help_text = "Idempotency key or correlation id: its beginning, in any case."
     ordering = ("-created_at",)
     sortable_by = ("created_at",)
     readonly_fields = (
@@ -340,7 +340,10 @@ class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Idempoten
 
     @display(description="command")
     def command_link(self, obj: IdempotencyRecord) -> SafeString | str:
-        command = Command.objects.filter(tenant_id=obj.tenant_id, idempotency_key=obj.key).first()
+        # iexact reads the key's prefix index; the exact match then keeps only this very key.
+        command = Command.objects.filter(
+            tenant_id=obj.tenant_id, idempotency_key__iexact=obj.key, idempotency_key=obj.key
+        ).first()
         return admin_link(command, command.command_id) if command else "—"
 
     @display(description="stored response (replayed for the same key)")
