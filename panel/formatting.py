@@ -39,3 +39,11 @@ def money(value: Decimal | float | int | str | None, account: Any = None, *, wit
     amount = Decimal(str(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
     text = f"{amount:,.{digits}f}"
     return f"{text} {currency}" if with_currency and currency else text
+
+
+def plain_number(value: Decimal | float | int | None) -> str:
+    """Lots, percentages: as written, without the database's trailing zeros (1.00000000 is 1)."""
+    if value is None:
+        return "—"
+    text = format(Decimal(str(value)).normalize(), "f")
+    return text

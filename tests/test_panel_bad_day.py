@@ -361,3 +361,53 @@ def test_every_dashboard_counter_equals_the_list_it_opens_and_the_list_says_whic
         specs = opened.context["cl"].filter_specs
         chosen = [spec for spec in specs if isinstance(spec, admin.SimpleListFilter) and spec.value()]
         assert chosen, f"{card['label']}: the filter drawer says All"
+
+
+# --- 6. pages that fit --------------------------------------------------------------------------------
+
+
+def test_the_command_page_leads_with_its_state_what_mt5_said_and_the_timeline(world: World, root: User) -> None:
+    Command.objects.filter(pk=world.command_1.pk).update(
+        state=State.FAILED, error_code="market_closed", error_message="Market is closed", finished_at=timezone.now()
+    )
+    page = logged_in(root).get(reverse("admin:commands_command_change", args=[world.command_1.pk])).content.decode()
+    state, said, timeline = page.index('id="command-state"'), page.index('id="command-result"'), page.index("Timeline")
+    assert state < said < timeline < page.index("Raw envelope as received")
+    assert "market_closed: Market is closed" in page
+
+
+def test_cancel_is_offered_on_a_queued_command_and_never_on_a_finished_one(world: World, oscar: User) -> None:
+    panel = logged_in(oscar)
+    cancel = reverse("admin:commands_command_cancel_detail", args=[world.command_1.pk])
+    page = reverse("admin:commands_command_change", args=[world.command_1.pk])
+    assert cancel in panel.get(page).content.decode()
+    Command.objects.filter(pk=world.command_1.pk).update(state=State.SUCCEEDED)
+    assert cancel not in panel.get(page).content.decode()
+
+
+def test_signing_in_on_a_bookmarked_login_page_lands_on_the_dashboard(root: User) -> None:
+    from django.test import Client
+
+    from tests.test_panel_personas import PASSWORD
+
+    response = Client().post(reverse("admin:login"), {"username": "root", "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] == reverse("admin:index")
+
+
+def test_a_missing_panel_page_is_a_styled_404_and_a_missing_api_route_stays_problem_json(root: User) -> None:
+    panel = logged_in(root)
+    missing = panel.get(reverse("panel:kill-switch", args=["account", 999999, "disable_trading"]))
+    assert missing.status_code == 404 and "Back to the dashboard" in missing.content.decode()
+    assert panel.get("/api/v1/no-such-route")["Content-Type"].startswith("application/problem+json")
+
+
+def test_money_has_the_accounts_currency_digits_and_every_time_one_format() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from panel.formatting import money
+
+    yen = TradingAccount(last_snapshot={"currency": "JPY", "currency_digits": 0})
+    assert money(Decimal("9470790.12345678"), yen, with_currency=True) == "9,470,790 JPY"
+    assert money(Decimal("94707.90000000"), TradingAccount(last_snapshot={"currency_digits": 2})) == "94,707.90"
+    assert utc(datetime(2026, 5, 29, 12, 0, 0, 123456, tzinfo=UTC)) == "2026-05-29 12:00:00 UTC"

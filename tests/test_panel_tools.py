@@ -400,7 +400,8 @@ def test_the_protective_action_page_shows_the_numbers_the_command_and_the_report
     client = logged_in(root)
     content = client.get(reverse("admin:policies_protectiveaction_change", args=[world.action_1.pk])).content.decode()
     assert world.command_1.command_id in content and world.delivery_1.idempotency_key in content
-    assert "93575" in content and "close_all" in content and "EURUSD" in content
+    assert "93,575.00" in content and "close_all" in content and "EURUSD" in content
+    assert "93575.00000000" not in content  # money in the currency digits, never the column's 8 decimals
     rows = client.get(reverse("admin:policies_protectiveaction_changelist")).context["cl"].result_list
     assert {row.pk: row.report_status for row in rows} == {world.action_1.pk: "dead", world.action_2.pk: "dead"}
 

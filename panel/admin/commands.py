@@ -32,6 +32,7 @@ from panel.admin.base import (
     table_html,
 )
 from panel.dashboard import OUTCOMES, received_in_window
+from panel.formatting import utc
 from panel.services import command_cancel
 
 SUMMARY_FIELDS = (
@@ -50,6 +51,19 @@ SUMMARY_FIELDS = (
 )
 TIMESTAMP_FIELDS = ("received_at", "queued_at", "started_at", "finished_at", "expires_at", "updated_at")
 TRACE_FIELDS = ("correlation_id", "idempotency_key", "idempotency_record_link", "related_links")
+
+
+def _exchange(event: CommandEvent) -> SafeString | None:
+    """An attempt's MT5 request and result, folded so the timeline stays as wide as its card."""
+    if event.request is None and event.response is None:
+        return None
+    retcode = (event.response or {}).get("retcode_name") if isinstance(event.response, dict) else None
+    return format_html(
+        "<details><summary>{}</summary>{}{}</details>",
+        retcode or "request and result",
+        pretty_json(event.request),
+        pretty_json(event.response),
+    )
 
 
 class ReceivedWindowFilter(admin.SimpleListFilter):
@@ -129,17 +143,21 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
         *SUMMARY_FIELDS,
         *TIMESTAMP_FIELDS,
         *TRACE_FIELDS,
+        "state_now",
+        "result_summary",
         "timeline",
         "payload_json",
         "result_json",
         "envelope_json",
     )
+    # The page leads with what an operator asks first: where is it, what did MT5 say, what happened when.
     fieldsets = (
+        ("Now", {"fields": ("state_now", "result_summary")}),
+        ("Timeline: state changes and every MT5 attempt", {"fields": ("timeline",)}),
         ("Command", {"fields": SUMMARY_FIELDS}),
         ("Times (UTC)", {"fields": TIMESTAMP_FIELDS}),
         ("Tracing", {"fields": TRACE_FIELDS}),
-        ("Timeline: state changes and every MT5 attempt", {"fields": ("timeline",)}),
-        ("MT5 result", {"fields": ("result_json",)}),
+        ("MT5 result, whole", {"fields": ("result_json",)}),
         ("Payload as validated", {"fields": ("payload_json",)}),
         ("Raw envelope as received", {"fields": ("envelope_json",)}),
     )
@@ -181,6 +199,30 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
             return "—"
         return format_html("<br>".join(["{}"] * len(links)), *links)
 
+    @display(description="state")
+    def state_now(self, obj: Command) -> SafeString:
+        done = f" · finished {utc(obj.finished_at)}" if obj.finished_at else f" · received {age(obj.received_at)} ago"
+        return format_html(
+            '<span class="panel-badge {}" id="command-state">{}</span> {} on the {} lane, {} attempt(s){}',
+            {"success": "ok", "danger": "danger", "warning": "warning"}.get(STATE_LABELS.get(obj.state, ""), "info"),
+            obj.state,
+            obj.command_type,
+            obj.lane,
+            obj.attempts,
+            done,
+        )
+
+    @display(description="MT5 said")
+    def result_summary(self, obj: Command) -> SafeString | str:
+        result = obj.result or {}
+        said = " ".join(
+            str(result[k]) for k in ("retcode", "retcode_name", "message") if result.get(k) not in (None, "")
+        )
+        error = f"{obj.error_code}: {obj.error_message}" if obj.error_code or obj.error_message else ""
+        if not said and not error:
+            return "— (nothing yet)"
+        return format_html('<span id="command-result">{}</span>', " · ".join(part for part in (said, error) if part))
+
     @display(description="timeline")
     def timeline(self, obj: Command) -> SafeString:
         rows = []
@@ -188,18 +230,8 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
             change = (
                 f"{event.from_state or '·'} → {event.to_state}" if event.kind == CommandEvent.Kind.TRANSITION else ""
             )
-            rows.append(
-                [
-                    event.at,
-                    event.kind,
-                    change,
-                    event.attempt,
-                    event.note or None,
-                    pretty_json(event.request) if event.request is not None else None,
-                    pretty_json(event.response) if event.response is not None else None,
-                ]
-            )
-        return table_html(["at", "kind", "state change", "attempt", "note", "MT5 request", "MT5 result"], rows)
+            rows.append([event.at, event.kind, change, event.attempt, event.note or None, _exchange(event)])
+        return table_html(["at", "kind", "state change", "attempt", "note", "MT5 request and result"], rows)
 
     @display(description="payload")
     def payload_json(self, obj: Command) -> SafeString:
