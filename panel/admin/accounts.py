@@ -28,6 +28,7 @@ from panel.admin.base import (
     admin_link,
     age,
     changelist_url,
+    money_column,
     pretty_json,
     search_by_login,
     table_html,
@@ -312,10 +313,10 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin[AccountRisk]):
     list_display = (
         "account",
         "policy_version",
-        "measured",
-        "daily_floor",
-        "total_floor",
-        "high_water_mark",
+        "measured_money",
+        "daily_floor_money",
+        "total_floor_money",
+        "high_water_mark_money",
         "violation_count",
         "hard_breached",
         "trading_block",
@@ -326,6 +327,10 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin[AccountRisk]):
     show_full_result_count = False
     ordering = ("account__login",)
     readonly_fields = tuple(f.name for f in AccountRisk._meta.concrete_fields if f.name != "id")
+    measured_money = money_column("measured")
+    daily_floor_money = money_column("daily_floor", "daily floor")
+    total_floor_money = money_column("total_floor", "total floor")
+    high_water_mark_money = money_column("high_water_mark", "high-water mark")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[AccountRisk], search_term: str

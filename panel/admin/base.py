@@ -19,9 +19,10 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import DropdownFilter
+from unfold.decorators import display
 from unfold.paginator import InfinitePaginator
 
-from panel.formatting import utc
+from panel.formatting import money, utc
 from panel.scoping import TENANT_LOOKUPS, TOKEN_LABEL, is_tenant_owned, scope_queryset, visible_tenants
 
 if TYPE_CHECKING:
@@ -238,3 +239,13 @@ def table_html(headers: list[str], rows: list[list[Any]]) -> SafeString:
         head,
         body,
     )
+
+
+def money_column(field: str, description: str | None = None, *, account: str = "account") -> Callable[[Any, Any], str]:
+    """A list or detail column showing a money field in its account's currency digits (never 8 decimals)."""
+
+    @display(description=description or field.replace("_", " "))
+    def column(model_admin: Any, obj: Any) -> str:
+        return money(getattr(obj, field), getattr(obj, account, None))
+
+    return column

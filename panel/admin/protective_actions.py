@@ -3,7 +3,6 @@ the report to Laravel."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -22,10 +21,11 @@ from panel.admin.base import (
     ScopedAdmin,
     TenantFilter,
     admin_link,
+    money_column,
     search_by_login,
     table_html,
 )
-from panel.formatting import money, plain_number
+from panel.formatting import plain_number
 from policies.models import ProtectiveAction
 from risk.rules import RULES
 
@@ -39,14 +39,6 @@ class RuleFilter(DropdownFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ProtectiveAction]) -> QuerySet[ProtectiveAction]:
         return queryset.filter(rule_key=self.value()) if self.value() else queryset
-
-
-def money_column(field: str, description: str | None = None) -> Callable[[Any, ProtectiveAction], str]:
-    @display(description=description or field.replace("_", " "))
-    def column(model_admin: Any, obj: ProtectiveAction) -> str:
-        return money(getattr(obj, field), obj.account)
-
-    return column
 
 
 @admin.register(ProtectiveAction)
