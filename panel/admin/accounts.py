@@ -118,6 +118,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         "policy_link",
         "trading_enabled",
         "trading_disabled_reason",
+        "trading_disabled_at",
         "risk_summary",
         "recent_commands",
         "recent_actions",
@@ -127,7 +128,10 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     )
     fieldsets = (
         ("Account", {"fields": ("login", "server", "tenant", "trading_account_id", "platform", "created_at")}),
-        ("Policy and trading", {"fields": ("policy_link", "trading_enabled", "trading_disabled_reason")}),
+        (
+            "Policy and trading",
+            {"fields": ("policy_link", "trading_enabled", "trading_disabled_reason", "trading_disabled_at")},
+        ),
         ("Risk state", {"fields": ("risk_summary",)}),
         ("Recent activity", {"fields": ("recent_commands", "recent_actions")}),
         ("Last MT5 snapshot", {"fields": ("last_snapshot_at", "snapshot_json")}),
