@@ -62,7 +62,20 @@ class AccountView(APIView):
         parameters=[TENANT_PARAM],
         responses={
             200: inline_serializer(
-                "Account", {"account_login": serializers.IntegerField(), "snapshot": serializers.DictField()}
+                "Account",
+                {
+                    "account_login": serializers.IntegerField(),
+                    "snapshot": serializers.DictField(),
+                    "in_breach": inline_serializer(
+                        "InBreach",
+                        {
+                            "reasons": serializers.ListField(child=serializers.CharField()),
+                            "since": serializers.DateTimeField(allow_null=True),
+                        },
+                        allow_null=True,
+                        help_text="Null within limits: hard-breached, trading disabled, or below a floor now.",
+                    ),
+                },
             ),
             **docs.GET_PROBLEMS,
             **docs.problems(503),
