@@ -208,12 +208,17 @@ def test_halting_a_tenant_disables_every_account_and_enabling_it_restores_only_t
     run_fast_lane()
     tenant = account().tenant
 
+    tenant_page = reverse("admin:tenancy_tenant_change", args=[tenant.pk])
+    actions = tenant_page.removesuffix("change/")
+    offered = panel.get(tenant_page).content.decode()
+    assert f"{actions}halt/" in offered and f"{actions}resume/" not in offered
     halt = switch_url("tenant", tenant.pk, "halt_tenant")
     assert "1 account(s) affected" in panel.get(halt).content.decode()
     assert panel.post(halt, {"reason": "broker incident"}).status_code == 302
     run_fast_lane()
     assert not TradingAccount.objects.filter(tenant=tenant, trading_enabled=True).exists()
 
+    assert f"{actions}resume/" in panel.get(tenant_page).content.decode()
     assert panel.post(switch_url("tenant", tenant.pk, "resume_tenant"), {"reason": "incident over"}).status_code == 302
     run_fast_lane()
     assert account().trading_enabled is True
