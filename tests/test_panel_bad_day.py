@@ -416,3 +416,14 @@ def test_money_has_the_accounts_currency_digits_and_every_time_one_format() -> N
     assert money(Decimal("9470790.12345678"), yen, with_currency=True) == "9,470,790 JPY"
     assert money(Decimal("94707.90000000"), TradingAccount(last_snapshot={"currency_digits": 2})) == "94,707.90"
     assert utc(datetime(2026, 5, 29, 12, 0, 0, 123456, tzinfo=UTC)) == "2026-05-29 12:00:00 UTC"
+
+
+def test_re_send_is_offered_on_a_dead_letter_and_not_on_a_delivery_still_on_its_way(world: World, oscar: User) -> None:
+    from callbacks.models import CallbackDelivery, DeliveryStatus
+
+    panel = logged_in(oscar)
+    resend = reverse("admin:callbacks_callbackdelivery_resend_detail", args=[world.delivery_1.pk])
+    page = reverse("admin:callbacks_callbackdelivery_change", args=[world.delivery_1.pk])
+    assert resend in panel.get(page).content.decode()  # dead-lettered
+    CallbackDelivery.objects.filter(pk=world.delivery_1.pk).update(status=DeliveryStatus.PENDING)
+    assert resend not in panel.get(page).content.decode()

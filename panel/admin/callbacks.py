@@ -166,8 +166,18 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CallbackDe
 
     # --- re-send ----------------------------------------------------------------------------
 
-    def has_resend_permission(self, request: HttpRequest, obj: CallbackDelivery | None = None) -> bool:
-        return request.user.has_perm("panel.resend_callback")
+    def has_resend_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        """On a delivery's page, offered once it has ended (dead or delivered): an open one is on its way."""
+        if not request.user.has_perm("panel.resend_callback"):
+            return False
+        if object_id is None:
+            return True
+        status = (
+            CallbackDelivery.objects.filter(pk=object_id).values_list("status", flat=True).first()
+            if object_id.isdigit()
+            else None
+        )
+        return status in (DeliveryStatus.DEAD, DeliveryStatus.DELIVERED)
 
     @admin.action(description="Re-send selected deliveries now", permissions=["resend"])
     def resend_selected(self, request: HttpRequest, queryset: QuerySet[CallbackDelivery]) -> None:
