@@ -1,5 +1,5 @@
-"""An alert: something an operator must know now (a protective goal late, a callback
-dead-lettered, a lane or a risk monitor gone), kept until acknowledged in the panel."""
+"""An alert: something an operator must know now (an account in breach, a protective goal late, a
+callback dead-lettered, a lane or a risk monitor gone), kept until acknowledged in the panel."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class Alert(models.Model):
         TERMINAL_UNOWNED = "terminal_unowned", "no process drives a terminal"
         TERMINAL_TRADING_OFF = "terminal_trading_off", "a terminal refuses the bridge's trades"
         TERMINAL_SWITCHED = "terminal_account_switched", "a terminal held another account after a trade"
+        ACCOUNT_BREACH = "account_breach", "an account breached a drawdown or a hard limit"
 
     class Severity(models.TextChoices):
         CRITICAL = "critical"

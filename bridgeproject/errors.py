@@ -161,6 +161,10 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     return problem_response(BridgeError(404, "not_found", f"No route for {request.path}."))
 
 
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return problem_response(BridgeError(403, "forbidden", "You may not do this."))
+
+
 def handler500(request: HttpRequest) -> HttpResponse:
     return problem_response(
         BridgeError(500, "internal_error", "The bridge failed to process the request; it is logged.")

@@ -369,6 +369,15 @@ MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "panel.middleware.StaticFilesMiddleware"
 )
 WHITENOISE_USE_FINDERS = True
+# The dashboard refreshes itself with htmx polling (unfold ships htmx and serves it from static):
+# django-htmx's middleware sets request.htmx, so a poll gets the fragment and a signed-out poll a
+# client redirect instead of a login form swapped into the page.
+INSTALLED_APPS.append("django_htmx")
+MIDDLEWARE.append("django_htmx.middleware.HtmxMiddleware")
+# Signing in on a bookmarked /admin/login/ (no ?next=) lands on the dashboard, not on Django's
+# default /accounts/profile/ (which the bridge does not serve).
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "admin:index"
 # --- end of operational panel ---------------------------------------------------------------
 # --- Abuse limits ---------------------------------------------------------------------------
 # Failed authentications per client (bridgeproject/ratelimit.py): past the limit within one

@@ -1,10 +1,13 @@
 """The URL wiring, on top of every app: each app's routes, composed here and nowhere else."""
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from bridgeproject import errors
 from execution.health import HealthView
+from panel import views as panel_views
 from risk.api import AccountView, ProtectiveActionsView
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -30,5 +33,19 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
 ]
 
-handler404 = "bridgeproject.errors.handler404"
+# The API answers problem JSON; the panel (under /admin/) a page in its own chrome.
+handler403 = "bridgeproject.urls.forbidden"
+handler404 = "bridgeproject.urls.not_found"
 handler500 = "bridgeproject.errors.handler500"
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/admin/"):
+        return panel_views.error_page(request, 403, exception)
+    return errors.handler403(request, exception)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/admin/"):
+        return panel_views.error_page(request, 404, exception)
+    return errors.handler404(request, exception)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django.contrib.postgres.indexes import OpClass
 from django.db import DatabaseError, connection, models
+from django.db.models.functions import Cast, Upper
 from django.utils import timezone
 
 from bridgeproject.dbutil import prepared_cursor
@@ -10,6 +12,13 @@ from commands.lanes import Lane
 from commands.states import TERMINAL, State, check_transition
 from policies.models import TradingAccount
 from tenancy.models import Tenant
+
+
+def prefix_index(column: str, name: str) -> models.Index:
+    """An index for a case-insensitive prefix search on a text column: `col__istartswith` is
+    UPPER(col::text) LIKE UPPER('abc%') on PostgreSQL, which this serves (text_pattern_ops: a LIKE
+    prefix whatever the collation). commands 0007 creates it on PostgreSQL, a plain UPPER(col) elsewhere."""
+    return models.Index(OpClass(Upper(Cast(column, models.TextField())), name="text_pattern_ops"), name=name)
 
 
 class CommandType(models.TextChoices):
@@ -82,9 +91,10 @@ class Command(models.Model):
             models.Index(fields=["account", "-received_at"], name="command_account_recent"),
             models.Index(fields=["state", "lane", "updated_at"], name="command_state_lane"),
             # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
-            models.Index(fields=["command_id"], name="panel_cmd_command_id"),
-            models.Index(fields=["correlation_id"], name="panel_cmd_correlation"),
-            models.Index(fields=["idempotency_key"], name="panel_cmd_idem_key"),
+            # Prefix and case-insensitive: UPPER(col) LIKE UPPER('abc%') (`__istartswith`) reads these.
+            prefix_index("command_id", "panel_cmd_command_id_ci"),
+            prefix_index("correlation_id", "panel_cmd_correlation_ci"),
+            prefix_index("idempotency_key", "panel_cmd_idem_key_ci"),
             models.Index(fields=["-received_at", "-id"], name="panel_cmd_recent"),
             models.Index(fields=["state", "-received_at"], name="panel_cmd_state_recent"),
         ]
@@ -173,8 +183,8 @@ class IdempotencyRecord(models.Model):
         constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_tenant_key_unique")]
         indexes = [
             # The panel's searches and newest-first lists (named panel_*: the panel's migrations made them first).
-            models.Index(fields=["key"], name="panel_idem_key"),
-            models.Index(fields=["correlation_id"], name="panel_idem_correlation"),
+            prefix_index("key", "panel_idem_key_ci"),
+            prefix_index("correlation_id", "panel_idem_correlation_ci"),
             models.Index(fields=["-created_at"], name="panel_idem_recent"),
             models.Index(fields=["tenant", "-created_at"], name="panel_idem_tenant_recent"),
         ]

@@ -17,6 +17,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
 from commands.models import Command, CommandType
 from commands.states import State
 from execution import hooks
@@ -350,7 +354,11 @@ def _set_trading(ctx: Context, enabled: bool) -> Step:
     refused as well. The bridge's flag is set first: a server that cannot be reached leaves the
     command to be retried (``GatewayUnavailable``), never the account open on the bridge."""
     reason = "" if enabled else (ctx.command.reason or f"disabled by command {ctx.command.command_id}")
-    TradingAccount.objects.filter(pk=ctx.account.pk).update(trading_enabled=enabled, trading_disabled_reason=reason)
+    # Disabling an account already disabled keeps the moment it was first disabled (the panel's "since").
+    since = None if enabled else Coalesce(F("trading_disabled_at"), Value(timezone.now()))
+    TradingAccount.objects.filter(pk=ctx.account.pk).update(
+        trading_enabled=enabled, trading_disabled_reason=reason, trading_disabled_at=since
+    )
     result: dict[str, Any] = {"trading_enabled": enabled}
     if ctx.gateway.set_server_trade_disabled(ctx.login, ctx.server, disabled=not enabled) is not None:
         # Enabled again here, the right is set again by the risk monitor while a breach blocks trading.

@@ -56,6 +56,7 @@ def snapshot_json(snapshot: AccountSnapshot) -> dict[str, Any]:
             "login": snapshot.login,
             "server": snapshot.server,
             "currency": snapshot.currency,
+            "currency_digits": snapshot.currency_digits,
             "leverage": snapshot.leverage,
             "balance": snapshot.balance,
             "credit": snapshot.credit,

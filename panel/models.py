@@ -25,6 +25,7 @@ class PanelAccess(models.Model):
             ("use_builder", "Can use the payload builder"),
             ("view_environment", "Can view the environment page"),
             ("view_catalogue", "Can view the command catalogue"),
+            ("use_kill_switch", "Can disable, close out and enable trading (kill switches)"),
         ]
 
 
@@ -136,3 +137,31 @@ class PanelSend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} by {self.username} ({self.status})"
+
+
+class KillSwitchUse(models.Model):
+    """Every kill switch used in the panel: who, why, on what, in which environment, and the commands it raised.
+
+    The audit trail of the switches; the commands themselves (risk.kill_switch) carry the same who
+    and why in their reason and envelope.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey(
+        "policies.TradingAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    switch = models.CharField(max_length=32)
+    reason = models.TextField()
+    username = models.CharField(max_length=150)
+    environment = models.CharField(max_length=64, help_text="Environment and MT5 backend when it was used.")
+    commands = models.JSONField(default=list, blank=True, help_text="The command ids it raised.")
+    used_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-used_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-used_at"], name="killswitch_tenant_recent")]
+        verbose_name = "kill switch use"
+
+    def __str__(self) -> str:
+        target = self.account or self.tenant
+        return f"{self.switch} on {target} by {self.username}"

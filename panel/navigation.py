@@ -10,10 +10,15 @@ from django.templatetags.static import static
 from django.urls import reverse
 
 
+def environment_label() -> str:
+    """The environment and the MT5 backend, as every confirmation names them: PROD · SIMULATOR."""
+    return f"{settings.BRIDGE_ENVIRONMENT} · {settings.MT5_BACKEND}".upper()
+
+
 def environment_badge(request: HttpRequest) -> list[str]:
-    """A red badge in prod, so nobody mistakes production for staging on a bad day."""
-    name = settings.BRIDGE_ENVIRONMENT
-    return [name, "danger" if name == "prod" else "warning"]
+    """Red when a send reaches a real MT5 (any backend but the simulator), in any environment; amber on the
+    simulator. The label says both, so nobody mistakes a simulator for production, or the reverse."""
+    return [environment_label(), "warning" if settings.MT5_BACKEND == "simulator" else "danger"]
 
 
 def panel_stylesheet(request: HttpRequest) -> str:
@@ -73,6 +78,7 @@ def sidebar(request: HttpRequest) -> list[dict[str, Any]]:
                 _model("Trading accounts", "account_balance", "policies", "tradingaccount"),
                 _model("Risk states", "shield", "policies", "accountrisk"),
                 _model("Protective actions", "gpp_maybe", "policies", "protectiveaction"),
+                _model("Kill switch log", "front_hand", "panel", "killswitchuse"),
                 _model("Policy snapshots", "policy", "policies", "policysnapshot"),
                 _model("Risk samples", "show_chart", "policies", "risksample"),
                 _model("Risk monitors", "radar", "policies", "monitorheartbeat"),

@@ -1,6 +1,7 @@
 """The panel's roles, as Django groups and the permissions each one holds.
 
-- operators: read everything the panel shows, and act: send, replay, cancel, re-send; keep the payload library.
+- operators: read everything the panel shows, and act: send, replay, cancel, re-send, use the kill switches;
+  keep the payload library.
 - support: read-only on commands, accounts (their policies and risk) and protective actions.
 - superusers: everything, including API tokens, staff scopes and the simulator.
 
@@ -38,6 +39,7 @@ ROLE_MODEL_PERMISSIONS: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {
         ("callbacks", "callbackattempt"): _VIEW,
         ("panel", "librarypayload"): _KEEP,
         ("panel", "panelsend"): _VIEW,
+        ("panel", "killswitchuse"): _VIEW,
     },
     SUPPORT: {
         ("policies", "tradingaccount"): _VIEW,
@@ -59,6 +61,7 @@ PANEL_PERMISSIONS: dict[str, str] = {
     "use_builder": "Can use the payload builder",
     "view_environment": "Can view the environment page",
     "view_catalogue": "Can view the command catalogue",
+    "use_kill_switch": "Can disable, close out and enable trading (kill switches)",
 }
 
 ROLE_PANEL_PERMISSIONS: dict[str, tuple[str, ...]] = {

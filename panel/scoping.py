@@ -34,6 +34,7 @@ TENANT_LOOKUPS: dict[str, str] = {
     "callbacks.callbackattempt": "delivery__tenant",
     "panel.librarypayload": "tenant",
     "panel.panelsend": "tenant",
+    "panel.killswitchuse": "tenant",
 }
 # Tokens name several tenants: one is visible only when every tenant it names is.
 TOKEN_LABEL = "tenancy.apitoken"

@@ -1,4 +1,5 @@
-"""The panel's writes: send and replay through the real API path, cancel a command, re-send a callback.
+"""The panel's writes: send and replay through the real API path, cancel a command, re-send a callback, use a
+kill switch.
 
 Each is keyword-only, checks the user's tenant scope itself (a view forgetting to is not a leak),
 and records what it did.
@@ -7,6 +8,7 @@ and records what it did.
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +18,16 @@ from django.db import transaction
 
 from commands.models import Command
 from commands.states import State, can_transition
-from panel.models import LibraryPayload, PanelSend
+from panel.models import KillSwitchUse, LibraryPayload, PanelSend
+from panel.navigation import environment_label
 from panel.payloads import new_command_id, utc_now_iso
 from panel.scoping import may_see_tenant
 from panel.sending import ApiResult, api_call
 from policies.models import TradingAccount
+from risk.kill_switch import Switch, account_switch, tenant_switch
 from tenancy.models import Tenant
+
+logger = logging.getLogger("bridge.panel")
 
 
 class PanelError(Exception):
@@ -247,3 +253,51 @@ def callback_resend_for(*, user: Any, delivery: Any) -> Any:
 
     _check_tenant(user, delivery.tenant)
     return callback_resend(delivery=delivery)
+
+
+ACCOUNT_SWITCHES = (Switch.DISABLE, Switch.CLOSE_ALL_AND_DISABLE, Switch.ENABLE)
+TENANT_SWITCHES = (Switch.HALT_TENANT, Switch.RESUME_TENANT)
+
+
+def kill_switch_use(
+    *, user: Any, switch: str, reason: str, account: TradingAccount | None = None, tenant: Tenant | None = None
+) -> KillSwitchUse:
+    """Use a kill switch on an account or a tenant (risk.kill_switch raises the commands) and record who and why.
+
+    The commands and the record commit together; risk.kill_switch.KillSwitchRefused (no reason,
+    nothing to act on) leaves neither.
+    """
+    target = account.tenant if account is not None else tenant
+    if target is None:
+        raise PanelError("Name an account or a tenant.")
+    _check_tenant(user, target)
+    username = user.get_username()
+    with transaction.atomic():
+        if account is not None:
+            if switch not in ACCOUNT_SWITCHES:
+                raise PanelError(f"{switch} is not an account's switch.")
+            commands = account_switch(account=account, switch=switch, reason=reason, actor=username)
+        else:
+            if switch not in TENANT_SWITCHES:
+                raise PanelError(f"{switch} is not a tenant's switch.")
+            commands = tenant_switch(tenant=target, switch=switch, reason=reason, actor=username)
+        use = KillSwitchUse.objects.create(
+            tenant=target,
+            account=account,
+            switch=switch,
+            reason=" ".join(reason.split()),
+            username=username,
+            environment=environment_label(),
+            commands=[c.command_id for c in commands],
+        )
+    logger.warning(
+        "kill switch",
+        extra={
+            "switch": switch,
+            "tenant": target.tenant_id,
+            "account": account.login if account else None,
+            "user": username,
+            "commands": len(commands),
+        },
+    )
+    return use

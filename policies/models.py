@@ -26,6 +26,7 @@ class TradingAccount(models.Model):
     # USER_RIGHT_TRADE_DISABLED), for a command or a breach; it clears the right when neither
     # holds any more, and never clears one it did not set.
     server_trade_disabled = models.BooleanField(default=False)
+    trading_disabled_at = models.DateTimeField(null=True, blank=True, help_text="When trading was last disabled.")
     # The last MT5 snapshot the bridge saw, served (with its age) when the terminal is unreachable.
     last_snapshot = models.JSONField(null=True, blank=True)
     last_snapshot_at = models.DateTimeField(null=True, blank=True)

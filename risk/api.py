@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bridgeproject.errors import BridgeError
+from bridgeproject.jsonutil import utc_iso
 from commands import schema_docs as docs
 from commands.api import TENANT_PARAM
 from commands.intake import read_tenant
@@ -24,6 +25,7 @@ from execution.owners import Priority, call_priority
 from execution.snapshots import snapshot_remember
 from policies.models import ProtectiveAction, TradingAccount
 from policies.services import account_get_for_tenant
+from risk.breach import breach_status
 from risk.selectors import protective_actions_of, risk_summary
 
 
@@ -41,8 +43,17 @@ def account_body(
         "trading_disabled_reason": account.trading_disabled_reason,
         "snapshot": snapshot,
         "risk": risk_summary(account, live),
+        "in_breach": breach_json(account),
     }
     return body
+
+
+def breach_json(account: TradingAccount) -> dict[str, Any] | None:
+    """risk.breach's answer: null within limits, else why (most serious first) and since when."""
+    status = breach_status(account)
+    if status is None:
+        return None
+    return {"reasons": list(status.reasons), "since": utc_iso(status.since) if status.since else None}
 
 
 class AccountView(APIView):
@@ -52,7 +63,20 @@ class AccountView(APIView):
         parameters=[TENANT_PARAM],
         responses={
             200: inline_serializer(
-                "Account", {"account_login": serializers.IntegerField(), "snapshot": serializers.DictField()}
+                "Account",
+                {
+                    "account_login": serializers.IntegerField(),
+                    "snapshot": serializers.DictField(),
+                    "in_breach": inline_serializer(
+                        "InBreach",
+                        {
+                            "reasons": serializers.ListField(child=serializers.CharField()),
+                            "since": serializers.DateTimeField(allow_null=True),
+                        },
+                        allow_null=True,
+                        help_text="Null within limits: hard-breached, trading disabled, or below a floor now.",
+                    ),
+                },
             ),
             **docs.GET_PROBLEMS,
             **docs.problems(503),

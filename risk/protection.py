@@ -18,6 +18,7 @@ that holds"), and reported to Laravel through the callback outbox.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -60,6 +61,18 @@ GOAL_MET: dict[str, str] = {
     Goal.ACCOUNT_FLAT: "account flat: every position closed, every pending order cancelled",
     Goal.TRADING_DISABLED: "trading disabled",
 }
+# What makes an account flat: every position closed at market, every pending order cancelled (the
+# close-all of a protective action, and of the panel's "Close all and disable" kill switch).
+CLOSE_ALL_SPECS: tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]] = (
+    (
+        CommandType.CLOSE_POSITIONS,
+        {
+            "target": {"mode": "all_positions"},
+            "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
+        },
+    ),
+    (CommandType.CANCEL_ORDERS, {}),
+)
 # The bridge's own command ids (PROTOCOL.md §9 "Command ids"): refused on intake, so nothing a
 # tenant sends can take one.
 COMMAND_ID_PREFIX = f"{BRIDGE_COMMAND_ID_PREFIX}pa-"
@@ -166,11 +179,34 @@ def protective_action_raise(
     transaction.on_commit(lambda: _recorded.add(key))
     with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
         logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
+        if breach.hard or breach.rule_key in ALERTED_RULES:
+            _alert_breach(action, account)
         if action.goal in (Goal.NONE, Goal.TRADING_DISABLED):
             _finish_without_command(action, policy)
         elif not _flattened_by_another(action):
             _attempt(action, account, snapshot)
     return True
+
+
+# Breaches of the whole account operators hear of at once (a single trade's loss is the engine's routine work).
+ALERTED_RULES = ("daily_drawdown", "total_drawdown")
+
+
+def _alert_breach(action: ProtectiveAction, account: TradingAccount) -> None:
+    """Tell operators an account breached: in the panel until acknowledged, and through ALERT_URLS."""
+    alert_raise(
+        kind=Alert.Kind.ACCOUNT_BREACH,
+        subject=f"breach:{account.pk}:{action.rule_key}:{action.scope}:{action.policy_version}",
+        title=f"Account {account.login}: {action.rule_key} breached"
+        f"{' (hard)' if action.hard else ''}, measured {action.measured:,.2f} against {action.floor_or_limit:,.2f}",
+        body=(
+            f"{account} of {account.tenant.tenant_id}: {action.rule_key} ({action.scope}, policy "
+            f"v{action.policy_version}) breached at {utc_iso(action.detection_timestamp)}; "
+            f"the bridge's action: {action.get_goal_display()}."
+        ),
+        tenant_id=account.tenant.tenant_id,
+        severity=Alert.Severity.CRITICAL if action.hard else Alert.Severity.WARNING,
+    )
 
 
 def _goal_of(breach: rules.Breach, policy: rules.Policy) -> str:
@@ -204,19 +240,12 @@ def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[t
         return [(CommandType.CLOSE_POSITION, {"ticket": action.ticket})]
     if action.goal == Goal.ORDER_CANCELLED:
         return [(CommandType.CANCEL_ORDERS, {"tickets": [action.ticket]})]
+    close_positions, cancel_orders = CLOSE_ALL_SPECS
     specs: list[tuple[str, dict[str, Any]]] = []
     if snapshot.positions or action.attempt_count == 0:
-        specs.append(
-            (
-                CommandType.CLOSE_POSITIONS,
-                {
-                    "target": {"mode": "all_positions"},
-                    "execution": {"allow_partial_close": False, "close_only_profitable": False, "force_market": True},
-                },
-            )
-        )
+        specs.append((close_positions[0], copy.deepcopy(close_positions[1])))
     if snapshot.orders or action.attempt_count == 0:
-        specs.append((CommandType.CANCEL_ORDERS, {}))
+        specs.append((cancel_orders[0], copy.deepcopy(cancel_orders[1])))
     return specs
 
 

@@ -56,6 +56,7 @@ OPERATOR_MODELS = {
     "callbacks.callbackattempt",
     "panel.librarypayload",
     "panel.panelsend",
+    "panel.killswitchuse",
 }
 SUPPORT_MODELS = {
     "policies.tradingaccount",
@@ -290,7 +291,8 @@ def test_only_operators_replay_and_send(request: pytest.FixtureRequest, world: W
     client = persona_client(request, name)
     payload = LibraryPayload.objects.get(slug="close_positions")
     replay = client.post(
-        reverse("admin:panel_librarypayload_replay", args=[payload.pk]), {"tenant": world.tenant_1.pk, "mode": "fresh"}
+        reverse("admin:panel_librarypayload_replay", args=[payload.pk]),
+        {"tenant": world.tenant_1.pk, "mode": "fresh", "confirmed": "1"},
     )
     built = client.post(
         reverse("panel:builder-preview"),
@@ -367,7 +369,7 @@ def test_the_body_of_a_panel_send_cannot_act_for_a_tenant_other_than_the_one_che
 
     body = fresh("close_positions", tenant_id="tenant_2")
     body["actor"].update(account_login=77770002, server="Other-Server")
-    send = {"tenant_id": "tenant_1", "method": "POST", "path": "/api/v1/mt5/commands", "body": body}
+    send = {"tenant_id": "tenant_1", "method": "POST", "path": "/api/v1/mt5/commands", "body": body, "confirmed": True}
     response = logged_in(tess).post(reverse("panel:builder-send"), json.dumps(send), content_type="application/json")
     assert response.json()["status"] == 403 and response.json()["body"]["code"] == "tenant_forbidden"
 

@@ -60,8 +60,16 @@ def preview(client: Any, **body: Any) -> dict[str, Any]:
 
 
 def send(client: Any, built_json: dict[str, Any], tenant_id: str = "tenant_1") -> dict[str, Any]:
+    """A builder send as the page makes it: asked first (nothing sent), then confirmed."""
     body = {"tenant_id": tenant_id, **{k: built_json[k] for k in ("method", "path", "headers", "body")}}
+    sends = PanelSend.objects.count()
     response = client.post(reverse("panel:builder-send"), json.dumps(body), content_type="application/json")
+    if built_json["method"] == "POST":
+        assert response.status_code == 428, response.content
+        assert response.json()["confirm"]["environment"] == "PROD · SIMULATOR"
+        assert PanelSend.objects.count() == sends  # nothing sent until confirmed
+        body["confirmed"] = True
+        response = client.post(reverse("panel:builder-send"), json.dumps(body), content_type="application/json")
     assert response.status_code == 200, response.content
     return response.json()
 
@@ -176,7 +184,12 @@ def test_the_builder_page_is_drawn_from_the_apis_serializers(root: User, world: 
     target = next(field for field in config["spec"]["commands"]["close_positions"] if field["name"] == "target")
     mode = next(field for field in target["fields"] if field["name"] == "mode")
     assert mode["choices"] == ["all_positions", "by_symbol", "by_tickets", "losing", "profitable"]
-    assert config["initial"] == {"request_type": "command", "command_type": "close_positions", "tenant_id": "tenant_1"}
+    # Opened without a choice: a read-only request, never a close-all one click away.
+    assert config["initial"] == {
+        "request_type": "sync_request",
+        "command_type": "sync_account",
+        "tenant_id": "tenant_1",
+    }
     assert {a["login"] for a in config["accounts"]} == {50040367, 77770002}
 
 
@@ -300,9 +313,9 @@ def test_the_replay_page_shows_the_request_and_the_response(oscar: User, world: 
     payload = LibraryPayload.objects.get(slug="close_positions")
     client = logged_in(oscar)
     url = reverse("admin:panel_librarypayload_replay", args=[payload.pk])
-    page = client.post(url, {"tenant": world.tenant_1.pk, "mode": "fresh"})
+    page = client.post(url, {"tenant": world.tenant_1.pk, "mode": "fresh", "confirmed": "1"})
     assert page.status_code == 200 and page.context["result"].status == 202 and page.context["command_url"]
-    again = client.post(url, {"tenant": world.tenant_1.pk, "mode": "same"})
+    again = client.post(url, {"tenant": world.tenant_1.pk, "mode": "same", "confirmed": "1"})
     assert b"Idempotent-Replayed: true" in again.content
 
 
@@ -387,7 +400,8 @@ def test_the_protective_action_page_shows_the_numbers_the_command_and_the_report
     client = logged_in(root)
     content = client.get(reverse("admin:policies_protectiveaction_change", args=[world.action_1.pk])).content.decode()
     assert world.command_1.command_id in content and world.delivery_1.idempotency_key in content
-    assert "93575" in content and "close_all" in content and "EURUSD" in content
+    assert "93,575.00" in content and "close_all" in content and "EURUSD" in content
+    assert "93575.00000000" not in content  # money in the currency digits, never the column's 8 decimals
     rows = client.get(reverse("admin:policies_protectiveaction_changelist")).context["cl"].result_list
     assert {row.pk: row.report_status for row in rows} == {world.action_1.pk: "dead", world.action_2.pk: "dead"}
 

@@ -14,6 +14,7 @@ from panel.admin import (  # noqa: F401 (imported to register)
     callbacks,
     commands,
     execution,
+    kill_switches,
     payloads,
     policy_snapshots,
     protective_actions,

@@ -4,13 +4,12 @@ samples behind the chart, and the risk monitors' heartbeats."""
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -31,28 +30,28 @@ from panel.admin.base import (
     admin_link,
     age,
     changelist_url,
+    money_column,
     pretty_json,
     search_by_login,
     table_html,
 )
 from panel.charts import DEFAULT_RANGE, RANGES, risk_series
+from panel.formatting import money, utc
 from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, RiskSample, TradingAccount
-
-
-def _money(value: Decimal | None) -> str:
-    return "—" if value is None else f"{value:,.2f}"
+from risk.breach import BreachStatus, breach_status, in_breach_q
+from risk.kill_switch import Switch
 
 
 class RiskFilter(admin.SimpleListFilter):
-    """The question an operator asks first: which accounts are in trouble?"""
+    """The question an operator asks first: which accounts are in trouble? "In breach" is risk.breach's one
+    definition, the same query the dashboard counts."""
 
     title = "risk"
     parameter_name = "risk"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [
-            ("breached", "Hard breach"),
-            ("blocked", "Trading blocked"),
+            ("breached", "In breach (hard, disabled or below a floor)"),
             ("ok", "Within limits"),
             ("unevaluated", "Not evaluated yet"),
         ]
@@ -60,13 +59,11 @@ class RiskFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> QuerySet[TradingAccount]:
         match self.value():
             case "breached":
-                return queryset.filter(risk__hard_breached=True)
-            case "blocked":
-                return queryset.filter(Q(trading_enabled=False) | ~Q(risk__trading_block=""), risk__isnull=False)
+                return queryset.filter(in_breach_q())
             case "ok":
-                return queryset.filter(risk__hard_breached=False, risk__trading_block="", trading_enabled=True)
+                return queryset.filter(risk__isnull=False).exclude(in_breach_q())
             case "unevaluated":
-                return queryset.filter(risk__isnull=True)
+                return queryset.filter(risk__isnull=True).exclude(in_breach_q())
         return queryset
 
 
@@ -77,6 +74,18 @@ def _risk_of(account: TradingAccount) -> AccountRisk | None:
         return None
 
 
+def _breach_text(account: TradingAccount) -> str:
+    breach = _breach_of(account)
+    return "no" if breach is None else f"{breach.reason} (since {utc(breach.since)})"
+
+
+def _breach_of(account: TradingAccount) -> BreachStatus | None:
+    """risk.breach's verdict, worked out once per row however many columns show it."""
+    if not hasattr(account, "_panel_breach"):
+        account._panel_breach = breach_status(account, _risk_of(account))  # type: ignore[attr-defined]
+    return account._panel_breach  # type: ignore[attr-defined]
+
+
 @admin.register(TradingAccount)
 class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     list_display = (
@@ -84,6 +93,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         "server",
         "tenant",
         "risk_status",
+        "breach_reason",
         "trading_enabled",
         "policy_version",
         "equity",
@@ -99,7 +109,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     show_full_result_count = False
     list_per_page = 50
     actions = ("export_csv",)
-    actions_detail = ("open_risk_chart",)
+    actions_detail = ("open_risk_chart", "switch_disable", "switch_close_all", "switch_enable")
     export_fields = ("login", "server", "tenant__tenant_id", "trading_account_id", "trading_enabled", "created_at")
     readonly_fields = (
         "login",
@@ -111,6 +121,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         "trading_enabled",
         "trading_disabled_reason",
         "server_trading",
+        "trading_disabled_at",
         "risk_summary",
         "recent_commands",
         "recent_actions",
@@ -122,7 +133,15 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         ("Account", {"fields": ("login", "server", "tenant", "trading_account_id", "platform", "created_at")}),
         (
             "Policy and trading",
-            {"fields": ("policy_link", "trading_enabled", "trading_disabled_reason", "server_trading")},
+            {
+                "fields": (
+                    "policy_link",
+                    "trading_enabled",
+                    "trading_disabled_reason",
+                    "trading_disabled_at",
+                    "server_trading",
+                )
+            },
         ),
         ("Risk state", {"fields": ("risk_summary",)}),
         ("Recent activity", {"fields": ("recent_commands", "recent_actions")}),
@@ -137,19 +156,18 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
             return by_login, False
         return super().get_search_results(request, queryset, search_term)
 
-    @display(
-        description="risk",
-        label={"ok": "success", "hard breach": "danger", "blocked": "warning", "not evaluated": "info"},
-    )
+    @display(description="risk", label={"ok": "success", "in breach": "danger", "not evaluated": "info"})
     def risk_status(self, obj: TradingAccount) -> str:
-        risk = _risk_of(obj)
-        if risk is None:
-            return "not evaluated"
-        if risk.hard_breached:
-            return "hard breach"
-        if risk.trading_block or not obj.trading_enabled:
-            return "blocked"
-        return "ok"
+        if _breach_of(obj) is not None:
+            return "in breach"
+        return "not evaluated" if _risk_of(obj) is None else "ok"
+
+    @display(description="breach: why, since")
+    def breach_reason(self, obj: TradingAccount) -> SafeString | str:
+        breach = _breach_of(obj)
+        if breach is None:
+            return "—"
+        return format_html('{}<br><span class="panel-muted">since {}</span>', breach.reason, utc(breach.since))
 
     @display(description="policy")
     def policy_version(self, obj: TradingAccount) -> str:
@@ -158,21 +176,21 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     @display(description="equity")
     def equity(self, obj: TradingAccount) -> str:
         risk = _risk_of(obj)
-        return _money(risk.equity if risk else None)
+        return money(risk.equity if risk else None, obj, with_currency=True)
 
     @display(description="daily headroom")
     def daily_headroom(self, obj: TradingAccount) -> str:
         risk = _risk_of(obj)
         if risk is None or risk.measured is None or risk.daily_floor is None:
             return "—"
-        return _money(risk.measured - risk.daily_floor)
+        return money(risk.measured - risk.daily_floor, obj)
 
     @display(description="total headroom")
     def total_headroom(self, obj: TradingAccount) -> str:
         risk = _risk_of(obj)
         if risk is None or risk.measured is None:
             return "—"
-        return _money(risk.measured - risk.total_floor)
+        return money(risk.measured - risk.total_floor, obj)
 
     @display(description="evaluated")
     def evaluated(self, obj: TradingAccount) -> str:
@@ -198,19 +216,20 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         return table_html(
             ["", "value"],
             [
-                ["measured", _money(risk.measured)],
-                ["equity / balance", f"{_money(risk.equity)} / {_money(risk.balance)}"],
-                ["daily floor", _money(risk.daily_floor)],
-                ["total floor", _money(risk.total_floor)],
-                ["high-water mark", _money(risk.high_water_mark)],
+                ["measured", money(risk.measured, obj)],
+                ["equity / balance", f"{money(risk.equity, obj)} / {money(risk.balance, obj)}"],
+                ["daily floor", money(risk.daily_floor, obj)],
+                ["total floor", money(risk.total_floor, obj)],
+                ["high-water mark", money(risk.high_water_mark, obj)],
                 [
                     "daily reference",
-                    f"{_money(risk.daily_reference)} ({risk.daily_reference_date}, {risk.daily_reference_source})",
+                    f"{money(risk.daily_reference, obj)} ({risk.daily_reference_date}, {risk.daily_reference_source})",
                 ],
                 ["violations", risk.violation_count],
                 ["hard breach", "yes" if risk.hard_breached else "no"],
+                ["in breach", _breach_text(obj)],
                 ["trading block", risk.trading_block or "none"],
-                ["evaluated at (UTC)", risk.evaluated_at],
+                ["evaluated at", risk.evaluated_at],
             ],
         )
 
@@ -226,7 +245,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
             '<a class="text-primary-600 underline" href="{}">all commands of this account</a>',
             changelist_url(Command, account=obj.pk),
         )
-        return format_html("{}{}", table_html(["command", "type", "state", "lane", "received (UTC)"], rows), more)
+        return format_html("{}{}", table_html(["command", "type", "state", "lane", "received"], rows), more)
 
     @display(description="protective actions")
     def recent_actions(self, obj: TradingAccount) -> SafeString:
@@ -234,7 +253,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
             [admin_link(a, a.rule_key), a.scope, a.execution_status, a.detection_timestamp]
             for a in ProtectiveAction.objects.filter(account=obj).order_by("-created_at")[:10]
         ]
-        return table_html(["rule", "scope", "status", "detected (UTC)"], rows)
+        return table_html(["rule", "scope", "status", "detected"], rows)
 
     @display(description="trading on the MT5 server")
     def server_trading(self, obj: TradingAccount) -> str:
@@ -259,6 +278,34 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
         risk_view = self.admin_site.admin_view(self.risk_view)
         return [path("<path:object_id>/risk/", risk_view, name="policies_tradingaccount_risk"), *super().get_urls()]
 
+    # --- kill switches: each opens its confirmation (risk.kill_switch through panel.services); offered where it applies
+
+    def _enabled(self, object_id: str) -> bool | None:
+        return TradingAccount.objects.filter(pk=object_id).values_list("trading_enabled", flat=True).first()
+
+    def has_switch_off_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        may = request.user.has_perm("panel.use_kill_switch")
+        return may and (object_id is None or self._enabled(object_id) is True)
+
+    def has_switch_flat_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        return request.user.has_perm("panel.use_kill_switch")
+
+    def has_switch_on_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        may = request.user.has_perm("panel.use_kill_switch")
+        return may and (object_id is None or self._enabled(object_id) is False)
+
+    @action(description="Disable trading", icon="block", url_path="disable-trading", permissions=["switch_off"])
+    def switch_disable(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return redirect(reverse("panel:kill-switch", args=["account", object_id, Switch.DISABLE]))
+
+    @action(description="Close all and disable", icon="dangerous", url_path="close-all", permissions=["switch_flat"])
+    def switch_close_all(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return redirect(reverse("panel:kill-switch", args=["account", object_id, Switch.CLOSE_ALL_AND_DISABLE]))
+
+    @action(description="Enable trading", icon="check_circle", url_path="enable-trading", permissions=["switch_on"])
+    def switch_enable(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return redirect(reverse("panel:kill-switch", args=["account", object_id, Switch.ENABLE]))
+
     @action(description="Risk chart", icon="show_chart", url_path="risk-chart")
     def open_risk_chart(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return redirect(reverse("admin:policies_tradingaccount_risk", args=[object_id]))
@@ -277,6 +324,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
             "opts": self.opts,
             "account": account,
             "risk": _risk_of(account),
+            "breach": _breach_of(account),
             "chart": chart,
             "ranges": RANGES.values(),
             "range_key": chart["range"],
@@ -293,10 +341,10 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin[AccountRisk]):
     list_display = (
         "account",
         "policy_version",
-        "measured",
-        "daily_floor",
-        "total_floor",
-        "high_water_mark",
+        "measured_money",
+        "daily_floor_money",
+        "total_floor_money",
+        "high_water_mark_money",
         "violation_count",
         "hard_breached",
         "trading_block",
@@ -307,6 +355,10 @@ class AccountRiskAdmin(ReadOnlyMixin, ScopedAdmin[AccountRisk]):
     show_full_result_count = False
     ordering = ("account__login",)
     readonly_fields = tuple(f.name for f in AccountRisk._meta.concrete_fields if f.name != "id")
+    measured_money = money_column("measured")
+    daily_floor_money = money_column("daily_floor", "daily floor")
+    total_floor_money = money_column("total_floor", "total floor")
+    high_water_mark_money = money_column("high_water_mark", "high-water mark")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[AccountRisk], search_term: str

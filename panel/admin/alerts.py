@@ -12,6 +12,7 @@ from unfold.decorators import action, display
 from alerts.models import Alert
 from alerts.services import alert_acknowledge
 from panel.admin.base import ScopedAdmin
+from panel.formatting import utc
 
 
 class OpenFilter(admin.SimpleListFilter):
@@ -71,7 +72,7 @@ class AlertAdmin(ScopedAdmin[Alert]):
         if obj.acknowledged_at is None:
             return "open"
         who = obj.acknowledged_by.get_username() if obj.acknowledged_by else "?"
-        return f"{who}, {obj.acknowledged_at:%Y-%m-%d %H:%M:%S} UTC"
+        return f"{who}, {utc(obj.acknowledged_at)}"
 
     @admin.action(description="Acknowledge the selected alerts", permissions=["change"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:

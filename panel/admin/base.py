@@ -19,8 +19,10 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import DropdownFilter
+from unfold.decorators import display
 from unfold.paginator import InfinitePaginator
 
+from panel.formatting import money, utc
 from panel.scoping import TENANT_LOOKUPS, TOKEN_LABEL, is_tenant_owned, scope_queryset, visible_tenants
 
 if TYPE_CHECKING:
@@ -215,6 +217,12 @@ def confirm_then(
     return TemplateResponse(request, "panel/confirm.html", context)
 
 
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "—"
+    return utc(value) if isinstance(value, datetime) else value
+
+
 def table_html(headers: list[str], rows: list[list[Any]]) -> SafeString:
     """A plain table for readonly detail fields (values are escaped unless already safe)."""
     from django.utils.html import format_html_join
@@ -223,10 +231,7 @@ def table_html(headers: list[str], rows: list[list[Any]]) -> SafeString:
     body = format_html_join(
         "",
         "<tr>{}</tr>",
-        (
-            (format_html_join("", "<td>{}</td>", ((cell if cell is not None else "—",) for cell in row)),)
-            for row in rows
-        ),
+        ((format_html_join("", "<td>{}</td>", ((_cell(cell),) for cell in row)),) for row in rows),
     )
     return format_html(
         '<div class="panel-table-wrap"><table class="panel-table">'
@@ -234,3 +239,13 @@ def table_html(headers: list[str], rows: list[list[Any]]) -> SafeString:
         head,
         body,
     )
+
+
+def money_column(field: str, description: str | None = None, *, account: str = "account") -> Callable[[Any, Any], str]:
+    """A list or detail column showing a money field in its account's currency digits (never 8 decimals)."""
+
+    @display(description=description or field.replace("_", " "))
+    def column(model_admin: Any, obj: Any) -> str:
+        return money(getattr(obj, field), getattr(obj, account, None))
+
+    return column

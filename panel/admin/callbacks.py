@@ -26,6 +26,7 @@ from panel.admin.base import (
     pretty_json,
     table_html,
 )
+from panel.formatting import utc
 from panel.services import callback_resend_for
 
 
@@ -121,7 +122,7 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CallbackDe
     def next_try(self, obj: CallbackDelivery) -> str:
         if not obj.is_open or obj.next_attempt_at is None:
             return "—"
-        return obj.next_attempt_at.strftime("%Y-%m-%d %H:%M:%SZ")
+        return utc(obj.next_attempt_at)
 
     @display(description="age", ordering="created_at")
     def age_column(self, obj: CallbackDelivery) -> str:
@@ -157,9 +158,7 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CallbackDe
             ]
             for a in obj.attempt_log.all()
         ]
-        return table_html(
-            ["#", "at (UTC)", "HTTP", "outcome", "ms", "Retry-After s", "next try", "error", "response"], rows
-        )
+        return table_html(["#", "at", "HTTP", "outcome", "ms", "Retry-After s", "next try", "error", "response"], rows)
 
     @display(description="envelope")
     def envelope_json(self, obj: CallbackDelivery) -> SafeString:
@@ -167,8 +166,18 @@ class CallbackDeliveryAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CallbackDe
 
     # --- re-send ----------------------------------------------------------------------------
 
-    def has_resend_permission(self, request: HttpRequest, obj: CallbackDelivery | None = None) -> bool:
-        return request.user.has_perm("panel.resend_callback")
+    def has_resend_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        """On a delivery's page, offered once it has ended (dead or delivered): an open one is on its way."""
+        if not request.user.has_perm("panel.resend_callback"):
+            return False
+        if object_id is None:
+            return True
+        status = (
+            CallbackDelivery.objects.filter(pk=object_id).values_list("status", flat=True).first()
+            if object_id.isdigit()
+            else None
+        )
+        return status in (DeliveryStatus.DEAD, DeliveryStatus.DELIVERED)
 
     @admin.action(description="Re-send selected deliveries now", permissions=["resend"])
     def resend_selected(self, request: HttpRequest, queryset: QuerySet[CallbackDelivery]) -> None:

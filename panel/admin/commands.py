@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -16,6 +17,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from commands.models import Command, CommandEvent, IdempotencyRecord, LaneHeartbeat
+from commands.states import State, can_transition
 from execution.heartbeat import ALIVE_WITHIN_SECONDS
 from panel.admin.base import (
     STATE_LABELS,
@@ -29,6 +31,8 @@ from panel.admin.base import (
     pretty_json,
     table_html,
 )
+from panel.dashboard import OUTCOMES, received_in_window
+from panel.formatting import utc
 from panel.services import command_cancel
 
 SUMMARY_FIELDS = (
@@ -49,6 +53,46 @@ TIMESTAMP_FIELDS = ("received_at", "queued_at", "started_at", "finished_at", "ex
 TRACE_FIELDS = ("correlation_id", "idempotency_key", "idempotency_record_link", "related_links")
 
 
+def _exchange(event: CommandEvent) -> SafeString | None:
+    """An attempt's MT5 request and result, folded so the timeline stays as wide as its card."""
+    if event.request is None and event.response is None:
+        return None
+    retcode = (event.response or {}).get("retcode_name") if isinstance(event.response, dict) else None
+    return format_html(
+        "<details><summary>{}</summary>{}{}</details>",
+        retcode or "request and result",
+        pretty_json(event.request),
+        pretty_json(event.response),
+    )
+
+
+class ReceivedWindowFilter(admin.SimpleListFilter):
+    """The dashboard's window: what its "last hour" counters count is what this filter lists."""
+
+    title = "received"
+    parameter_name = "received"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [("1h", "In the last hour")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Command]) -> QuerySet[Command]:
+        return queryset.filter(received_in_window()) if self.value() == "1h" else queryset
+
+
+class OutcomeFilter(admin.SimpleListFilter):
+    """The dashboard's groups of states, each one filter value (the state filter picks one state)."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [(key, label) for key, (label, _) in OUTCOMES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Command]) -> QuerySet[Command]:
+        outcome = OUTCOMES.get(self.value() or "")
+        return queryset.filter(state__in=outcome[1]) if outcome else queryset
+
+
 @admin.register(Command)
 class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
     list_display = (
@@ -64,14 +108,16 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
     list_select_related = ("account", "tenant")
     list_filter = (
         TenantFilter,
+        ReceivedWindowFilter,
+        OutcomeFilter,
         ("state", ChoicesDropdownFilter),
         ("lane", ChoicesDropdownFilter),
         ("command_type", ChoicesDropdownFilter),
         ("received_at", RangeDateTimeFilter),
     )
     list_filter_submit = True
-    search_fields = ("command_id__exact", "correlation_id__exact", "idempotency_key__exact")
-    search_help_text = "Exact command id, correlation id or idempotency key."
+    search_fields = ("command_id__istartswith", "correlation_id__istartswith", "idempotency_key__istartswith")
+    search_help_text = "Command id, correlation id or idempotency key: its beginning, in any case."
     ordering = ("-received_at", "-id")
     sortable_by = ("age_column",)
     actions = ("cancel_selected", "export_csv")
@@ -97,17 +143,21 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
         *SUMMARY_FIELDS,
         *TIMESTAMP_FIELDS,
         *TRACE_FIELDS,
+        "state_now",
+        "result_summary",
         "timeline",
         "payload_json",
         "result_json",
         "envelope_json",
     )
+    # The page leads with what an operator asks first: where is it, what did MT5 say, what happened when.
     fieldsets = (
+        ("Now", {"fields": ("state_now", "result_summary")}),
+        ("Timeline: state changes and every MT5 attempt", {"fields": ("timeline",)}),
         ("Command", {"fields": SUMMARY_FIELDS}),
         ("Times (UTC)", {"fields": TIMESTAMP_FIELDS}),
         ("Tracing", {"fields": TRACE_FIELDS}),
-        ("Timeline: state changes and every MT5 attempt", {"fields": ("timeline",)}),
-        ("MT5 result", {"fields": ("result_json",)}),
+        ("MT5 result, whole", {"fields": ("result_json",)}),
         ("Payload as validated", {"fields": ("payload_json",)}),
         ("Raw envelope as received", {"fields": ("envelope_json",)}),
     )
@@ -149,6 +199,30 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
             return "—"
         return format_html("<br>".join(["{}"] * len(links)), *links)
 
+    @display(description="state")
+    def state_now(self, obj: Command) -> SafeString:
+        done = f" · finished {utc(obj.finished_at)}" if obj.finished_at else f" · received {age(obj.received_at)} ago"
+        return format_html(
+            '<span class="panel-badge {}" id="command-state">{}</span> {} on the {} lane, {} attempt(s){}',
+            {"success": "ok", "danger": "danger", "warning": "warning"}.get(STATE_LABELS.get(obj.state, ""), "info"),
+            obj.state,
+            obj.command_type,
+            obj.lane,
+            obj.attempts,
+            done,
+        )
+
+    @display(description="MT5 said")
+    def result_summary(self, obj: Command) -> SafeString | str:
+        result = obj.result or {}
+        said = " ".join(
+            str(result[k]) for k in ("retcode", "retcode_name", "message") if result.get(k) not in (None, "")
+        )
+        error = f"{obj.error_code}: {obj.error_message}" if obj.error_code or obj.error_message else ""
+        if not said and not error:
+            return "— (nothing yet)"
+        return format_html('<span id="command-result">{}</span>', " · ".join(part for part in (said, error) if part))
+
     @display(description="timeline")
     def timeline(self, obj: Command) -> SafeString:
         rows = []
@@ -156,18 +230,8 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
             change = (
                 f"{event.from_state or '·'} → {event.to_state}" if event.kind == CommandEvent.Kind.TRANSITION else ""
             )
-            rows.append(
-                [
-                    event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z",
-                    event.kind,
-                    change,
-                    event.attempt,
-                    event.note or None,
-                    pretty_json(event.request) if event.request is not None else None,
-                    pretty_json(event.response) if event.response is not None else None,
-                ]
-            )
-        return table_html(["at (UTC)", "kind", "state change", "attempt", "note", "MT5 request", "MT5 result"], rows)
+            rows.append([event.at, event.kind, change, event.attempt, event.note or None, _exchange(event)])
+        return table_html(["at", "kind", "state change", "attempt", "note", "MT5 request and result"], rows)
 
     @display(description="payload")
     def payload_json(self, obj: Command) -> SafeString:
@@ -183,8 +247,18 @@ class CommandAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Command]):
 
     # --- cancel: queued (or received) → cancelled through the state machine ---------------------
 
-    def has_cancel_permission(self, request: HttpRequest, obj: Command | None = None) -> bool:
-        return request.user.has_perm("panel.cancel_command")
+    def has_cancel_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        """Offered on a command's page only while it can still be cancelled (never on a finished one)."""
+        if not request.user.has_perm("panel.cancel_command"):
+            return False
+        if object_id is None:
+            return True
+        state = (
+            Command.objects.filter(pk=object_id).values_list("state", flat=True).first()
+            if object_id.isdigit()
+            else None
+        )
+        return state is not None and can_transition(state, State.CANCELLED)
 
     @admin.action(description="Cancel selected commands that have not started", permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Command]) -> None:
@@ -231,8 +305,8 @@ class CommandEventAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[CommandEvent])
     list_select_related = ("command",)
     list_filter = (TenantFilter, "kind", ("at", RangeDateTimeFilter))
     list_filter_submit = True
-    search_fields = ("command__command_id__exact",)
-    search_help_text = "Exact command id."
+    search_fields = ("command__command_id__istartswith",)
+    search_help_text = "Command id: its beginning, in any case."
     ordering = ("-at", "-id")
     sortable_by = ("at",)
     readonly_fields = ("command_link", "kind", "at", "change", "attempt", "note", "request_json", "response_json")
@@ -271,8 +345,8 @@ class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Idempoten
     list_select_related = ("tenant",)
     list_filter = (TenantFilter, "request_type", ("created_at", RangeDateTimeFilter))
     list_filter_submit = True
-    search_fields = ("key__exact", "correlation_id__exact")
-    search_help_text = "Exact idempotency key or correlation id."
+    search_fields = ("key__istartswith", "correlation_id__istartswith")
+    search_help_text = "Idempotency key or correlation id: its beginning, in any case."
     ordering = ("-created_at",)
     sortable_by = ("created_at",)
     readonly_fields = (
@@ -298,7 +372,10 @@ class IdempotencyRecordAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Idempoten
 
     @display(description="command")
     def command_link(self, obj: IdempotencyRecord) -> SafeString | str:
-        command = Command.objects.filter(tenant_id=obj.tenant_id, idempotency_key=obj.key).first()
+        # iexact reads the key's prefix index; the exact match then keeps only this very key.
+        command = Command.objects.filter(
+            tenant_id=obj.tenant_id, idempotency_key__iexact=obj.key, idempotency_key=obj.key
+        ).first()
         return admin_link(command, command.command_id) if command else "—"
 
     @display(description="stored response (replayed for the same key)")

@@ -16,6 +16,7 @@ from unfold.widgets import UnfoldAdminRadioSelectWidget, UnfoldAdminSelectWidget
 
 from commands.models import Command
 from panel.admin.base import BigTableMixin, ReadOnlyMixin, ScopedAdmin, TenantFilter, pretty_json, table_html
+from panel.effects import send_effect
 from panel.models import LibraryPayload, PanelSend
 from panel.payloads import COMMAND, FLAT_COMMAND, POLICY_SNAPSHOT, validate_request
 from panel.scoping import scope_queryset, sees_all_tenants, visible_tenants
@@ -112,7 +113,12 @@ class LibraryPayloadAdmin(ScopedAdmin[LibraryPayload]):
         form = ReplayForm(request.POST or None, user=request.user, payload=payload)
         result = send = None
         error = ""
-        if request.method == "POST" and form.is_valid():
+        effect = send_effect(method=payload.method, path=payload.path, body=payload.body)
+        confirm = None
+        if request.method == "POST" and form.is_valid() and effect is not None and request.POST.get("confirmed") != "1":
+            # Nothing is sent until the operator has seen the account, the environment and the effect.
+            confirm = effect
+        elif request.method == "POST" and form.is_valid():
             try:
                 result, send = payload_replay(
                     user=request.user,
@@ -134,6 +140,7 @@ class LibraryPayloadAdmin(ScopedAdmin[LibraryPayload]):
             "payload": payload,
             "payload_json": pretty_json(payload.body) if payload.body is not None else "",
             "form": form,
+            "confirm": confirm,
             "result": result,
             "send": send,
             "error": error,

@@ -21,9 +21,11 @@ from panel.admin.base import (
     ScopedAdmin,
     TenantFilter,
     admin_link,
+    money_column,
     search_by_login,
     table_html,
 )
+from panel.formatting import plain_number
 from policies.models import ProtectiveAction
 from risk.rules import RULES
 
@@ -48,8 +50,8 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Protective
         "action",
         "scope",
         "status_label",
-        "measured",
-        "floor_or_limit",
+        "measured_money",
+        "floor_or_limit_money",
         "command_column",
         "report_column",
     )
@@ -93,16 +95,16 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Protective
         "tenant",
         "ticket",
         "symbol",
-        "volume",
+        "volume_lots",
     )
     WHY = (
-        "threshold_used",
-        "floor_or_limit",
-        "measured",
-        "equity",
-        "balance",
-        "floating_pnl",
-        "closed_pnl",
+        "threshold_pct",
+        "floor_or_limit_money",
+        "measured_money",
+        "equity_money",
+        "balance_money",
+        "floating_pnl_money",
+        "closed_pnl_money",
         "violation_count",
     )
     WHEN = ("detection_timestamp", "execution_timestamp", "created_at")
@@ -154,6 +156,22 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Protective
     @display(description="report", label=STATE_LABELS)
     def report_column(self, obj: ProtectiveAction) -> str:
         return getattr(obj, "report_status", None) or "—"
+
+    # Money in the account's currency digits, lots and percentages without trailing zeros (never 8 decimals).
+    measured_money = money_column("measured")
+    floor_or_limit_money = money_column("floor_or_limit", "floor or limit")
+    equity_money = money_column("equity")
+    balance_money = money_column("balance")
+    floating_pnl_money = money_column("floating_pnl", "floating P&L")
+    closed_pnl_money = money_column("closed_pnl", "closed P&L")
+
+    @display(description="volume (lots)")
+    def volume_lots(self, obj: ProtectiveAction) -> str:
+        return plain_number(obj.volume)
+
+    @display(description="threshold used (%)")
+    def threshold_pct(self, obj: ProtectiveAction) -> str:
+        return plain_number(obj.threshold_used)
 
     @display(description="positions")
     def positions_table(self, obj: ProtectiveAction) -> SafeString | str:

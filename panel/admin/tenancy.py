@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypedDict
 
 from django import forms
@@ -14,6 +15,8 @@ from django.urls import reverse
 from unfold.decorators import action, display
 
 from panel.admin.base import ScopedAdmin, TenantFilter, confirm_then
+from policies.models import TradingAccount
+from risk.kill_switch import Switch, accounts_to_halt, halted_by_tenant
 from tenancy.auth import token_cache
 from tenancy.models import ApiToken, Tenant, new_token_value
 
@@ -26,6 +29,10 @@ class _AccountCount(TypedDict):
     account_count: int
 
 
+def _has(accounts_of: Callable[[Tenant], QuerySet[TradingAccount]], object_id: str) -> bool:
+    return object_id.isdigit() and accounts_of(Tenant(pk=int(object_id))).exists()
+
+
 @admin.register(Tenant)
 class TenantAdmin(ScopedAdmin[Tenant]):
     list_display = ("tenant_id", "name", "accounts", "created_at")
@@ -33,6 +40,7 @@ class TenantAdmin(ScopedAdmin[Tenant]):
     search_fields = ("tenant_id", "name")
     readonly_fields = ("created_at",)
     fields = ("tenant_id", "name", "created_at")
+    actions_detail = ("switch_halt", "switch_resume")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).annotate(account_count=Count("accounts"))
@@ -43,6 +51,28 @@ class TenantAdmin(ScopedAdmin[Tenant]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         return False
+
+    # --- kill switches: halt every account of the tenant, or enable again those the halt disabled
+
+    def has_switch_halt_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        may = request.user.has_perm("panel.use_kill_switch")
+        return may and (
+            object_id is None or (str(object_id).isdigit() and accounts_to_halt(Tenant(pk=int(object_id))).exists())
+        )
+
+    def has_switch_resume_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        may = request.user.has_perm("panel.use_kill_switch")
+        return may and (
+            object_id is None or (str(object_id).isdigit() and halted_by_tenant(Tenant(pk=int(object_id))).exists())
+        )
+
+    @action(description="Halt all trading", icon="front_hand", url_path="halt", permissions=["switch_halt"])
+    def switch_halt(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return redirect(reverse("panel:kill-switch", args=["tenant", object_id, Switch.HALT_TENANT]))
+
+    @action(description="Enable trading", icon="check_circle", url_path="resume", permissions=["switch_resume"])
+    def switch_resume(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return redirect(reverse("panel:kill-switch", args=["tenant", object_id, Switch.RESUME_TENANT]))
 
     @display(description="accounts", ordering="account_count")
     def accounts(self, obj: WithAnnotations[Tenant, _AccountCount]) -> int:

@@ -218,17 +218,34 @@
   }
 
   // --- send -----------------------------------------------------------------------------------
-  async function send() {
+  // Every send that changes state is sent twice: first unconfirmed, and the server answers 428 with the
+  // account, the environment and the effect; only the operator's click on the confirmation sends it.
+  function askToConfirm(facts, built) {
+    $("b-confirm-account").textContent = facts.account;
+    $("b-confirm-environment").textContent = facts.environment;
+    $("b-confirm-effect").textContent = facts.effect;
+    $("b-confirm").hidden = false;
+    $("b-confirm-send").onclick = () => { $("b-confirm").hidden = true; send(built); };
+    $("b-confirm-send").focus();
+  }
+  $("b-confirm-cancel").addEventListener("click", () => { $("b-confirm").hidden = true; $("b-send").disabled = false; });
+
+  async function send(confirmed) {
     if (!state.built) return;
     $("b-send").disabled = true;
-    const built = state.built;
+    const built = confirmed || state.built;
     const { status, data } = await post(config.send_url, {
       tenant_id: $("b-tenant").value,
       method: built.method,
       path: built.path,
       headers: built.headers,
       body: built.body,
+      confirmed: Boolean(confirmed),
     });
+    if (status === 428 && data.confirm) {
+      askToConfirm(data.confirm, built);
+      return;
+    }
     $("b-send").disabled = false;
     $("b-result").hidden = false;
     const shown = status === 200 ? data.status : status;
@@ -265,7 +282,7 @@
   $("builder-form").addEventListener("input", (event) => { if (event.target.id !== "b-account-pick") schedule(); });
   $("builder-form").addEventListener("change", (event) => { if (event.target.dataset.path) schedule(); });
   $("b-new-ids").addEventListener("click", () => { state.ids = null; schedule(); });
-  $("b-send").addEventListener("click", send);
+  $("b-send").addEventListener("click", () => send(null));
   for (const button of document.querySelectorAll("[data-tab]")) {
     button.addEventListener("click", () => {
       state.tab = button.dataset.tab;
