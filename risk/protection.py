@@ -49,6 +49,8 @@ Status = ProtectiveAction.Status
 # The goal each action pursues (an escalation without a close acts by disabling trading).
 GOAL_OF_ACTION: dict[str, str] = {
     "close_position": Goal.POSITION_CLOSED,
+    "reduce_position": Goal.POSITION_REDUCED,
+    "report": Goal.NONE,
     "cancel_order": Goal.ORDER_CANCELLED,
     "close_all": Goal.ACCOUNT_FLAT,
     "none": Goal.TRADING_DISABLED,
@@ -56,6 +58,7 @@ GOAL_OF_ACTION: dict[str, str] = {
 # What a report says once the goal holds (the panel's wording for a close).
 GOAL_MET: dict[str, str] = {
     Goal.POSITION_CLOSED: "position closed successfully",
+    Goal.POSITION_REDUCED: "position reduced to the volume allowed",
     Goal.ORDER_CANCELLED: "order cancelled",
     Goal.ACCOUNT_FLAT: "account flat: every position closed, every pending order cancelled",
     Goal.TRADING_DISABLED: "trading disabled",
@@ -80,6 +83,8 @@ def goal_holds(action: ProtectiveAction, snapshot: AccountSnapshot, account: Tra
     """Whether MT5 (this snapshot) shows the action's goal reached."""
     if action.goal == Goal.POSITION_CLOSED:
         return all(p.ticket != action.ticket for p in snapshot.positions)
+    if action.goal == Goal.POSITION_REDUCED:
+        return all(p.ticket != action.ticket or p.volume <= action.floor_or_limit for p in snapshot.positions)
     if action.goal == Goal.ORDER_CANCELLED:
         return all(o.ticket != action.ticket for o in snapshot.orders)
     if action.goal == Goal.ACCOUNT_FLAT:
@@ -151,6 +156,7 @@ def protective_action_raise(
         violation_count=breach.violation_count,
         detection_timestamp=snapshot.observed_at,
         goal=_goal_of(breach, policy),
+        explanation=jsonable(breach.explanation or {}),
     )
     # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
     # sees this breach again without a transaction.
@@ -174,7 +180,7 @@ def protective_action_raise(
 
 
 def _goal_of(breach: rules.Breach, policy: rules.Policy) -> str:
-    if not breach.enabled:
+    if not breach.enabled or breach.action == "report":
         return Goal.NONE
     if breach.action == "none" and not policy.disable_trading_on_breach:
         return Goal.NONE
@@ -188,6 +194,8 @@ def _finish_without_command(action: ProtectiveAction, policy: rules.Policy) -> N
     if action.goal == Goal.TRADING_DISABLED:
         action.execution_status, action.mt5_response = Status.SUCCESS, "trading disabled"
         action.goal_met_at = now
+    elif action.action == "report":
+        action.execution_status, action.mt5_response = Status.SKIPPED, "report only: no action on MT5"
     elif action.action == "none" and action.enabled:
         action.execution_status, action.mt5_response = Status.SKIPPED, "disable_trading_on_breach is off"
     else:
@@ -202,6 +210,14 @@ def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[t
     """What an attempt sends for the goal: only what the account still holds."""
     if action.goal == Goal.POSITION_CLOSED:
         return [(CommandType.CLOSE_POSITION, {"ticket": action.ticket})]
+    if action.goal == Goal.POSITION_REDUCED:
+        # The volume above the limit, of what the position holds now (a partial close).
+        held = next((p for p in snapshot.positions if p.ticket == action.ticket), None)
+        if held is None or held.volume <= action.floor_or_limit:
+            return []
+        return [
+            (CommandType.CLOSE_POSITION, {"ticket": action.ticket, "volume": str(held.volume - action.floor_or_limit)})
+        ]
     if action.goal == Goal.ORDER_CANCELLED:
         return [(CommandType.CANCEL_ORDERS, {"tickets": [action.ticket]})]
     specs: list[tuple[str, dict[str, Any]]] = []
@@ -417,6 +433,7 @@ def report_payload(action: ProtectiveAction) -> dict[str, Any]:
         "mt5_response": action.mt5_response,
         "error_message": action.error_message or None,
         "violation_count": action.violation_count,
+        "explanation": action.explanation or None,
     }
     if action.action == "close_all":
         payload["positions"] = jsonable(action.positions)

@@ -323,7 +323,8 @@ class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[RiskSample]):
 
     @display(description="below a floor", boolean=True)
     def below_a_floor(self, obj: RiskSample) -> bool:
-        return obj.equity < obj.daily_floor or obj.equity < obj.total_floor
+        floors = [floor for floor in (obj.daily_floor, obj.total_floor) if floor is not None]
+        return any(obj.equity < floor for floor in floors)
 
 
 @admin.register(MonitorHeartbeat)
