@@ -433,11 +433,35 @@ def report_payload(action: ProtectiveAction) -> dict[str, Any]:
         "mt5_response": action.mt5_response,
         "error_message": action.error_message or None,
         "violation_count": action.violation_count,
-        "explanation": action.explanation or None,
+        "explanation": _explanation_numbers(action.explanation) if action.explanation else None,
     }
     if action.action == "close_all":
         payload["positions"] = jsonable(action.positions)
     return payload
+
+
+def _explanation_numbers(explanation: dict[str, Any]) -> dict[str, Any]:
+    """The stored explanation (exact decimal strings) with its amounts as JSON numbers, the
+    callbacks' shape (PROTOCOL.md §9 "Numbers")."""
+
+    def number(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return float(Decimal(value))
+            except ArithmeticError:
+                return value
+        return value
+
+    out = dict(explanation)
+    for key in ("measured", "floor_or_limit", "high_water_mark"):
+        out[key] = number(out.get(key))
+    reference = out.get("reference")
+    if isinstance(reference, dict):
+        out["reference"] = {**reference, "value": number(reference.get("value"))}
+    params = out.get("rule_params")
+    if isinstance(params, dict):
+        out["rule_params"] = {k: v if k == "trading_day" else number(v) for k, v in params.items()}
+    return out
 
 
 def protective_action_report(*, action: ProtectiveAction) -> None:
