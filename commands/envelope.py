@@ -262,10 +262,18 @@ class EnforcementFlagsSerializer(serializers.Serializer):
     disable_trading_on_breach = StrictBooleanField()
     # RISK_RULES v2 "More rules": absent means true. No default here, so a stored snapshot's
     # payload (and its fingerprint) is what Laravel sent.
-    close_excess_positions = StrictBooleanField(required=False)
-    close_oversized_positions = StrictBooleanField(required=False)
-    close_positions_without_sl = StrictBooleanField(required=False)
-    close_all_before_weekend = StrictBooleanField(required=False)
+    close_excess_positions = StrictBooleanField(
+        required=False, help_text="Close positions beyond max_open_positions, newest first (absent: true)."
+    )
+    close_oversized_positions = StrictBooleanField(
+        required=False, help_text="Close the volume above max_position_volume (absent: true)."
+    )
+    close_positions_without_sl = StrictBooleanField(
+        required=False, help_text="Close a position without a stop loss after the grace (absent: true)."
+    )
+    close_all_before_weekend = StrictBooleanField(
+        required=False, help_text="Close all past close_before_weekend on Friday (absent: true)."
+    )
 
 
 class PolicyPayloadSerializer(serializers.Serializer):
@@ -276,37 +284,66 @@ class PolicyPayloadSerializer(serializers.Serializer):
     initial_balance_snapshot = Money()
     daily_starting_balance = Money()
     daily_starting_balance_date = serializers.DateField()
-    max_daily_dd_pct = Percent(allow_null=True)
-    max_total_dd_pct = Percent(allow_null=True)
+    max_daily_dd_pct = Percent(allow_null=True, help_text="Above 0, at most 100; null turns the rule off.")
+    max_total_dd_pct = Percent(allow_null=True, help_text="Above 0, at most 100; null turns the rule off.")
     drawdown_type = serializers.ChoiceField(choices=["equity", "balance"])
     lock_trailing_drawdown = StrictBooleanField()
     trailing_drawdown = StrictBooleanField(required=False)
     daily_dd_base = serializers.ChoiceField(choices=["starting_balance", "initial_balance"], required=False)
     daily_reset_time_utc = LocalTime(required=False)
-    max_single_trade_loss_pct = Percent(allow_null=True)
+    max_single_trade_loss_pct = Percent(allow_null=True, help_text="Above 0, at most 100; null turns the rule off.")
     max_single_trade_loss_violations_allowed = StrictIntegerField(min_value=0, max_value=1_000_000)
     current_single_trade_exceed_count = StrictIntegerField(min_value=0, max_value=1_000_000)
     high_water_mark = Money(required=False, allow_null=True)
     enforcement_flags = EnforcementFlagsSerializer()
     # Rules v2: the trading day in a named time zone.
-    daily_reset_timezone = Text(max_length=64, required=False, allow_null=True)
-    daily_reset_time = LocalTime(required=False, allow_null=True)
+    daily_reset_timezone = Text(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        help_text="IANA name (Europe/Prague); absent: daily_reset_time_utc in UTC.",
+    )
+    daily_reset_time = LocalTime(
+        required=False, allow_null=True, help_text="Local HH:MM in daily_reset_timezone (absent: 00:00)."
+    )
     daily_reference_fallback = serializers.ChoiceField(
-        choices=["balance", "equity", "max_balance_equity"], required=False
+        choices=["balance", "equity", "max_balance_equity"],
+        required=False,
+        help_text="D the bridge takes at the reset when Laravel's snapshot is late (absent: balance).",
     )
     # Rules v2: trailing drawdown as the firms define it; the breach boundary; reinstatement.
-    trailing_source = serializers.ChoiceField(choices=["equity", "balance", "eod_balance"], required=False)
-    trailing_lock_offset = Money(required=False)
-    breach_at_floor = StrictBooleanField(required=False)
-    reinstate = StrictBooleanField(required=False)
+    trailing_source = serializers.ChoiceField(
+        choices=["equity", "balance", "eod_balance"],
+        required=False,
+        help_text="What the high-water mark follows (absent: drawdown_type).",
+    )
+    trailing_lock_offset = Money(required=False, help_text="With the lock, the floor stops at I + this (absent: 0).")
+    breach_at_floor = StrictBooleanField(
+        required=False, help_text="Reaching the floor is a breach (absent: false, strictly below)."
+    )
+    reinstate = StrictBooleanField(
+        required=False, help_text="Lift a lifetime breach and take the violation count from this snapshot."
+    )
     # Rules v2: more rules, each off when absent or null.
-    max_open_positions = StrictIntegerField(min_value=0, max_value=10_000, required=False, allow_null=True)
-    max_position_volume = Lots(required=False, allow_null=True)
-    max_total_volume = Lots(required=False, allow_null=True)
-    require_stop_loss = StrictBooleanField(required=False)
-    stop_loss_grace_seconds = StrictIntegerField(min_value=0, max_value=86_400, required=False)
-    close_before_weekend = LocalTime(required=False, allow_null=True)
-    profit_target_pct = NumberField(above=Decimal("0"), max_value=Decimal("1000"), required=False, allow_null=True)
+    max_open_positions = StrictIntegerField(
+        min_value=0, max_value=10_000, required=False, allow_null=True, help_text="Absent or null: off."
+    )
+    max_position_volume = Lots(required=False, allow_null=True, help_text="Lots; absent or null: off.")
+    max_total_volume = Lots(required=False, allow_null=True, help_text="Open lots; absent or null: off.")
+    require_stop_loss = StrictBooleanField(
+        required=False, help_text="Refuse opens without a stop loss; close such positions after the grace."
+    )
+    stop_loss_grace_seconds = StrictIntegerField(min_value=0, max_value=86_400, required=False, help_text="Absent: 30.")
+    close_before_weekend = LocalTime(
+        required=False, allow_null=True, help_text="Local HH:MM on Friday, in the reset time zone; absent or null: off."
+    )
+    profit_target_pct = NumberField(
+        above=Decimal("0"),
+        max_value=Decimal("1000"),
+        required=False,
+        allow_null=True,
+        help_text="Reported when M reaches I x (1 + pct%); absent or null: off.",
+    )
 
     def validate_daily_reset_timezone(self, value: str | None) -> str | None:
         if value is not None:

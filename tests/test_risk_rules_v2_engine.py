@@ -297,3 +297,36 @@ def test_the_sync_read_shows_no_floor_for_a_rule_that_is_off(trader):
 
     assert risk["total_floor"] is None and risk["total_headroom"] is None
     assert Decimal(risk["daily_floor"]) == Decimal("93575")
+
+
+# --- The panel's builder ----------------------------------------------------------------------
+
+
+def test_the_builders_policy_form_shows_the_v2_fields_and_what_it_builds_is_applied(alice, account_1):
+    from panel.fieldspec import policy_spec
+    from panel.payloads import POLICY_SNAPSHOT, SAMPLE_ACCOUNT, build_request, sample_fields
+
+    spec = {field["name"]: field for field in policy_spec()}
+    for name in ("daily_reset_timezone", "trailing_source", "max_open_positions", "profit_target_pct", "reinstate"):
+        assert name in spec and spec[name]["required"] is False
+    assert spec["max_daily_dd_pct"]["allow_null"] is True and spec["max_daily_dd_pct"]["above"] == 0.0
+    assert spec["trailing_source"]["choices"] == ["equity", "balance", "eod_balance"]
+    flags = {field["name"] for field in spec["enforcement_flags"]["fields"]}
+    assert {"close_excess_positions", "close_all_before_weekend"} <= flags
+
+    fields = {
+        **sample_fields(POLICY_SNAPSHOT, None),
+        "max_daily_dd_pct": None,
+        "daily_reset_timezone": "America/New_York",
+        "daily_reset_time": "17:00",
+        "max_open_positions": 5,
+        "policy_version": 13,
+    }
+    fields["daily_starting_balance_date"] = timezone.now().date().isoformat()
+    request = build_request(
+        request_type=POLICY_SNAPSHOT, tenant_id="tenant_1", account=SAMPLE_ACCOUNT, command_type=None, fields=fields
+    )
+
+    assert request.errors == []
+    headers = {k: v for k, v in request.headers.items() if k not in ("Authorization", "Content-Type")}
+    assert alice.post("mt5/policies", request.body, headers=headers).json()["status"] == "applied"
