@@ -22,8 +22,7 @@ How breaches are reported:
 object when nothing changed, so the caller can persist only when `new is not old`.
 
 All money is `Decimal`. Floors and thresholds are rounded to the account's `currency_digits`
-(half away from zero) before they are compared, so the figure shown is the figure compared;
-the durable total floor is kept unrounded (a ratchet) and rounded where it is compared.
+(half away from zero) before they are compared, so the figure shown is the figure compared.
 
 Days (RISK_RULES "The trading day, in a named time zone"): a trading day starts at the local
 reset time of `daily_reset_timezone` (UTC without one), follows daylight saving by itself, and
@@ -32,9 +31,12 @@ is named by the local calendar date of its last instant (`TradingCalendar`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import partial
+from operator import attrgetter
 from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -383,6 +385,7 @@ class Thresholds:
     stop_loss_grace: timedelta
     close_before_weekend: time | None
     profit_target: Decimal | None  # I x (1 + pct%), rounded
+    position_rules: bool  # any of "More rules" that looks at positions is on
     active: bool
     disable_trading: bool
 
@@ -434,6 +437,11 @@ def compile_policy(policy: Policy, digits: int = 2) -> Thresholds:
         stop_loss_grace=timedelta(seconds=policy.stop_loss_grace_seconds),
         close_before_weekend=policy.close_before_weekend,
         profit_target=target,
+        position_rules=policy.max_open_positions is not None
+        or policy.max_position_volume is not None
+        or policy.max_total_volume is not None
+        or policy.require_stop_loss
+        or policy.close_before_weekend is not None,
         active=policy.account_status == ACTIVE,
         disable_trading=policy.disable_trading_on_breach,
     )
@@ -458,19 +466,20 @@ def daily_floor(t: Thresholds, reference: Decimal) -> Decimal | None:
 
 def total_floor(t: Thresholds, high_water_mark: Decimal, previous: Decimal) -> Decimal:
     """Static `I - pct% x I` or trailing `HWM - pct% x I` (with the lock, never above
-    `I + trailing_lock_offset`); never below `previous` (the floor of this policy version so far).
-    Unrounded: the caller rounds it where it is compared. 0 when the rule is off."""
+    `I + trailing_lock_offset`), rounded; never below `previous` (the floor of this policy version
+    so far). 0 when the rule is off: nothing is compared with it.
+
+    Rounding before the ratchet gives what rounding after it would (rounding is monotone), so the
+    durable floor is the rounded one, the figure shown and compared."""
     if t.total_amount is None:
-        return _ZERO  # the rule is off: nothing is compared with it
+        return _ZERO
     floor = high_water_mark - t.total_amount if t.trailing else t.static_total_floor
     if t.lock and floor > t.lock_at:
         floor = t.lock_at
+    floor = _round(floor, t.quantum)
+    if t.digits != 2:  # a floor fixed with the policy's default digits, held at the account's
+        previous = _round(previous, t.quantum)
     return floor if floor > previous else previous
-
-
-def _below(measured: Decimal, floor: Decimal, at_floor: bool) -> bool:
-    """The breach boundary: `M < floor`, or `M <= floor` with `breach_at_floor`."""
-    return measured <= floor if at_floor else measured < floor
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,13 +496,14 @@ class TradingCalendar:
     otherwise. Remembers the last day it looked up, so the monitor's every-poll question is two
     comparisons."""
 
-    __slots__ = ("_last", "_shift", "reset", "zone")
+    __slots__ = ("_last", "_shift", "_weekend", "reset", "zone")
 
     def __init__(self, zone: tzinfo, reset: time) -> None:
         self.zone = zone
         self.reset = reset.replace(tzinfo=None)
         self._shift = timedelta(0) if self.reset == _MIDNIGHT else _ONE_DAY
         self._last: tuple[datetime, datetime, date] | None = None
+        self._weekend: tuple[time, datetime, datetime, tuple[datetime, datetime, date] | None] | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TradingCalendar) and (self.zone, self.reset) == (other.zone, other.reset)
@@ -511,6 +521,13 @@ class TradingCalendar:
     def start_of(self, name: date) -> datetime:
         """When the trading day named `name` starts (UTC)."""
         return self.local_instant(name - self._shift, self.reset)
+
+    def end_of(self, name: date) -> datetime:
+        """When the trading day named `name` ends: when the next one starts (UTC)."""
+        last = self._last
+        if last is not None and last[2] == name:
+            return last[1]
+        return self.start_of(name + _ONE_DAY)
 
     def day_of(self, at: datetime) -> date:
         """The name of the trading day `at` belongs to."""
@@ -534,14 +551,25 @@ class TradingCalendar:
 
     def weekend_window(self, at: datetime, cutoff: time) -> tuple[datetime, datetime, date] | None:
         """(from, until, friday) when `at` is past `cutoff` local on a Friday and before the trading
-        day named the following Monday starts; else None."""
+        day named the following Monday starts; else None. Remembers the stretch of time its last
+        answer holds for (a weekend, or the week between two)."""
+        known = self._weekend
+        if known is not None and known[0] == cutoff and known[1] <= at < known[2]:
+            return known[3]
         local = at.astimezone(self.zone).date()
         friday = local - timedelta(days=(local.weekday() - _FRIDAY) % 7)
         begins = self.local_instant(friday, cutoff)
         ends = self.start_of(friday + timedelta(days=3))
+        answer: tuple[datetime, datetime, date] | None
         if begins <= at < ends:
-            return begins, ends, friday
-        return None
+            answer = (begins, ends, friday)
+            holds = (begins, ends)
+        elif at < begins:
+            answer, holds = None, (self.start_of(friday - timedelta(days=4)), begins)
+        else:
+            answer, holds = None, (ends, self.local_instant(friday + timedelta(days=7), cutoff))
+        self._weekend = (cutoff, holds[0], holds[1], answer)
+        return answer
 
 
 def _local_instant(day: date, at: time, zone: tzinfo) -> datetime:
@@ -600,7 +628,7 @@ class RiskState:
     """What the rules remember between evaluations; durable, so it survives restarts.
 
     `initial_balance` is the I the high-water mark was started from: a snapshot with another I
-    restarts it. `total_floor` is this policy version's floor so far (a ratchet, unrounded).
+    restarts it. `total_floor` is this policy version's floor so far (a ratchet, rounded).
     `hard_breached` is a lifetime breach (total drawdown or the single-trade escalation);
     `trading_disabled_until` is when a daily breach's disable ends. Whether either actually
     blocks trading is `disable_trading_on_breach` of the policy in force (`open_position_block`).
@@ -711,7 +739,14 @@ class Breach:
     enabled: bool
     hard: bool
     violation_count: int | None
-    explanation: dict[str, Any] | None = field(default=None, compare=False)
+    # Builds `explanation` when asked (most evaluations see a breach already acted on).
+    explain: Callable[[], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def explanation(self) -> dict[str, Any] | None:
+        """RISK_RULES "Explaining a breach": {measured, measured_kind, floor_or_limit, reference:
+        {kind, value, source}, high_water_mark, rule_params}."""
+        return None if self.explain is None else self.explain()
 
 
 @dataclass(frozen=True, slots=True)
@@ -795,48 +830,47 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
 
     breaches: list[Breach] = []
 
-    # daily_drawdown: M < daily_floor.
+    # daily_drawdown: M < daily_floor (M <= daily_floor with `breach_at_floor`).
     if source == "laravel" and reference == policy.daily_starting_balance:
         d_floor = t.laravel_daily_floor
     else:
         d_floor = daily_floor(t, reference)
-    if d_floor is not None and _below(measured, d_floor, at_floor):
+    if d_floor is not None and (measured <= d_floor if at_floor else measured < d_floor):
         # The day is the reference's: a snapshot for the next day arriving a moment before the
         # reset makes that day's floor (and its one protective action) start a moment early.
-        explanation = _explain(
-            t, policy, measured, d_floor, hwm, ("daily_starting_balance", reference, source), DAILY_DRAWDOWN
-        )
-        explanation["rule_params"]["trading_day"] = reference_date.isoformat()
-        breaches.append(
-            _breach(DAILY_DRAWDOWN, policy, f"day:{reference_date.isoformat()}", d_floor, measured, explanation)
-        )
+        day = reference_date.isoformat()
+        why = partial(_explain, t, policy, measured, d_floor, hwm, ("daily_starting_balance", reference, source))
+        breaches.append(_breach(DAILY_DRAWDOWN, policy, f"day:{day}", d_floor, measured, why, trading_day=day))
         # A daily breach disables trading until the next trading day starts.
-        until = calendar.start_of(reference_date + _ONE_DAY)
+        until = calendar.end_of(reference_date)
         if disabled_until is None or disabled_until < until:
             disabled_until = until
             changed = True
 
     # total_drawdown: M < total_floor; the HWM follows `trailing_source` (the measured value by default).
-    source_now = t.trailing_source
-    if source_now == "equity":
+    trailing = t.trailing_source
+    if trailing == "equity":
         if view.equity > hwm:
             hwm = view.equity
-    elif source_now == "balance" and view.balance > hwm:
+    elif trailing == "balance" and view.balance > hwm:
         hwm = view.balance
-    if hwm != state.high_water_mark:
-        changed = True
-    t_floor = total_floor(t, hwm, state.total_floor)
-    if t_floor != state.total_floor:
-        changed = True
+    t_floor = state.total_floor
+    if hwm != state.high_water_mark or t.digits != 2:
+        # Within a version the floor is a function of the HWM and itself: unchanged while the
+        # HWM is (the state's floor is rounded to 2 digits, an account with others recomputes).
+        changed = changed or hwm != state.high_water_mark
+        t_floor = total_floor(t, hwm, t_floor)
+        if t_floor != state.total_floor:
+            changed = True
     hard = state.hard_breached
     shown_total: Decimal | None = None
     if t.total_amount is not None:
-        shown_total = _round(t_floor, t.quantum)
-        if _below(measured, shown_total, at_floor):
-            explanation = _explain(
-                t, policy, measured, shown_total, hwm, ("initial_balance", t.initial_balance, "laravel"), TOTAL_DRAWDOWN
+        shown_total = t_floor
+        if measured <= shown_total if at_floor else measured < shown_total:
+            why = partial(
+                _explain, t, policy, measured, shown_total, hwm, ("initial_balance", t.initial_balance, "laravel")
             )
-            breaches.append(_breach(TOTAL_DRAWDOWN, policy, "lifetime", shown_total, measured, explanation))
+            breaches.append(_breach(TOTAL_DRAWDOWN, policy, "lifetime", shown_total, measured, why))
             if not hard:
                 hard = changed = True
 
@@ -845,52 +879,44 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
     counted = state.breached_tickets
     count = state.violation_count
     positions = view.positions
-    if limit is not None:
+    if limit is not None and positions:
         newly: list[int] | None = None
+        # With `breach_at_floor`, L(p) <= -threshold: the first amount past the limit, so `<`
+        # against the next number up (Decimal's own next_plus) is the same test.
+        strict_limit = limit.next_plus() if at_floor else limit
         for p in positions:
             loss = p.profit + p.swap + p.commission
-            if (loss <= limit if at_floor else loss < limit) and p.ticket not in counted:
+            if loss < strict_limit and p.ticket not in counted:
                 if newly is None:
                     newly = []
                 elif p.ticket in newly:
                     continue
                 newly.append(p.ticket)
                 count += 1
-                explanation = _explain(
-                    t, policy, loss, limit, hwm, ("initial_balance", t.initial_balance, "laravel"), SINGLE_TRADE_LOSS
-                )
-                explanation["measured_kind"] = "position_loss"
-                explanation["rule_params"]["violation_count"] = count
+                why = partial(_explain, t, policy, loss, limit, hwm, ("initial_balance", t.initial_balance, "laravel"))
                 breaches.append(
-                    _breach(SINGLE_TRADE_LOSS, policy, f"ticket:{p.ticket}", limit, loss, explanation, p.ticket, count)
+                    _breach(SINGLE_TRADE_LOSS, policy, f"ticket:{p.ticket}", limit, loss, why, p.ticket, count)
                 )
         if newly is not None:
             counted = counted.union(newly)
             changed = True
             # single_trade_loss_limit: count > allowed escalates to a lifetime (hard) breach.
             if count > t.violations_allowed:
-                allowed = Decimal(t.violations_allowed)
-                explanation = _explain(t, policy, Decimal(count), allowed, hwm, None, SINGLE_TRADE_LOSS_LIMIT)
-                explanation["measured_kind"] = "violation_count"
+                allowed, measured_count = Decimal(t.violations_allowed), Decimal(count)
+                why = partial(_explain, t, policy, measured_count, allowed, hwm, None)
                 breaches.append(
-                    _breach(
-                        SINGLE_TRADE_LOSS_LIMIT, policy, "lifetime", allowed, Decimal(count), explanation, None, count
-                    )
+                    _breach(SINGLE_TRADE_LOSS_LIMIT, policy, "lifetime", allowed, measured_count, why, None, count)
                 )
                 hard = True
 
-    if positions:
-        breaches.extend(_position_rules(view, policy, t, today, hwm))
+    if positions and t.position_rules:
+        _position_rules(breaches, view, policy, t, today, hwm)
 
     # profit_target: M >= I x (1 + pct%), reported once per policy version.
     target = t.profit_target
     if target is not None and measured >= target:
-        explanation = _explain(
-            t, policy, measured, target, hwm, ("initial_balance", t.initial_balance, "laravel"), PROFIT_TARGET
-        )
-        breaches.append(
-            _breach(PROFIT_TARGET, policy, f"version:{policy.policy_version}", target, measured, explanation)
-        )
+        why = partial(_explain, t, policy, measured, target, hwm, ("initial_balance", t.initial_balance, "laravel"))
+        breaches.append(_breach(PROFIT_TARGET, policy, f"version:{policy.policy_version}", target, measured, why))
 
     if changed:
         state = RiskState(
@@ -927,66 +953,56 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
     )
 
 
-def _position_rules(view: AccountView, policy: Policy, t: Thresholds, today: date, hwm: Decimal) -> list[Breach]:
-    """The position rules of "More rules" on positions opened anywhere (the bridge refuses them
-    before MT5 when they come through it: `open_position_check`)."""
-    found: list[Breach] = []
+_VOLUME: Final = attrgetter("volume")
+_SL: Final = attrgetter("sl")
+
+
+def _position_rules(
+    breaches: list[Breach], view: AccountView, policy: Policy, t: Thresholds, today: date, hwm: Decimal
+) -> None:
+    """The rules of "More rules" on positions however they were opened (the bridge refuses them
+    before MT5 when they come through it: `open_position_check`). The quiet case is a few passes
+    in C over the positions' volumes and stops; only a breach walks them in Python."""
     positions = view.positions
     at = view.observed_at
 
     # max_open_positions: the newest beyond the limit are closed, each its own action.
     most = t.max_open_positions
     if most is not None and len(positions) > most:
-        newest_first = sorted(positions, key=_age_key, reverse=True)
-        for p in newest_first[: len(positions) - most]:
-            explanation = _explain(t, policy, Decimal(len(positions)), Decimal(most), hwm, None, MAX_OPEN_POSITIONS)
-            explanation["measured_kind"] = "open_positions"
-            found.append(
-                _breach(
-                    MAX_OPEN_POSITIONS,
-                    policy,
-                    f"ticket:{p.ticket}",
-                    Decimal(most),
-                    Decimal(len(positions)),
-                    explanation,
-                    p.ticket,
-                )
-            )
+        held, allowed = Decimal(len(positions)), Decimal(most)
+        why = partial(_explain, t, policy, held, allowed, hwm, None)
+        for p in sorted(positions, key=_age_key, reverse=True)[: len(positions) - most]:
+            breaches.append(_breach(MAX_OPEN_POSITIONS, policy, f"ticket:{p.ticket}", allowed, held, why, p.ticket))
 
-    # max_position_volume: a position above it is brought back to it (the excess closed).
     largest = t.max_position_volume
-    if largest is not None:
-        for p in positions:
-            if p.volume > largest:
-                explanation = _explain(t, policy, p.volume, largest, hwm, None, MAX_POSITION_VOLUME)
-                explanation["measured_kind"] = "position_volume"
-                found.append(
-                    _breach(MAX_POSITION_VOLUME, policy, f"ticket:{p.ticket}", largest, p.volume, explanation, p.ticket)
-                )
-
-    # max_total_volume: open volume above it, reported once a trading day.
     total_limit = t.max_total_volume
-    if total_limit is not None:
-        volume = sum((p.volume for p in positions), _ZERO)
-        if volume > total_limit:
-            explanation = _explain(t, policy, volume, total_limit, hwm, None, MAX_TOTAL_VOLUME)
-            explanation["measured_kind"] = "open_volume"
-            found.append(
-                _breach(MAX_TOTAL_VOLUME, policy, f"day:{today.isoformat()}", total_limit, volume, explanation)
-            )
+    if largest is not None or total_limit is not None:
+        biggest = max(map(_VOLUME, positions))
+        # max_position_volume: a position above it is brought back to it (the excess closed).
+        if largest is not None and biggest > largest:
+            for p in positions:
+                if p.volume > largest:
+                    why = partial(_explain, t, policy, p.volume, largest, hwm, None)
+                    breaches.append(
+                        _breach(MAX_POSITION_VOLUME, policy, f"ticket:{p.ticket}", largest, p.volume, why, p.ticket)
+                    )
+        # max_total_volume: open volume above it, reported once a trading day (no need to add
+        # the volumes up while as many positions as are open, each the biggest, stay within it).
+        if total_limit is not None and biggest * len(positions) > total_limit:
+            volume = sum(map(_VOLUME, positions), _ZERO)
+            if volume > total_limit:
+                why = partial(_explain, t, policy, volume, total_limit, hwm, None)
+                breaches.append(_breach(MAX_TOTAL_VOLUME, policy, f"day:{today.isoformat()}", total_limit, volume, why))
 
-    # stop_loss_required: a position without a stop loss past the grace is closed.
-    if t.require_stop_loss:
+    # stop_loss_required: a position without a stop loss (none, or 0) past the grace is closed.
+    if t.require_stop_loss and not all(map(_SL, positions)):
         grace = t.stop_loss_grace
+        seconds = Decimal(int(grace.total_seconds()))
         for p in positions:
             if not p.sl and p.opened_at is not None and at - p.opened_at > grace:
                 age = Decimal((at - p.opened_at).total_seconds())
-                seconds = Decimal(int(grace.total_seconds()))
-                explanation = _explain(t, policy, age, seconds, hwm, None, STOP_LOSS_REQUIRED)
-                explanation["measured_kind"] = "seconds_without_stop_loss"
-                found.append(
-                    _breach(STOP_LOSS_REQUIRED, policy, f"ticket:{p.ticket}", seconds, age, explanation, p.ticket)
-                )
+                why = partial(_explain, t, policy, age, seconds, hwm, None)
+                breaches.append(_breach(STOP_LOSS_REQUIRED, policy, f"ticket:{p.ticket}", seconds, age, why, p.ticket))
 
     # weekend_holding: positions open past Friday's cut-off (local) are closed, once a week.
     cutoff = t.close_before_weekend
@@ -995,12 +1011,19 @@ def _position_rules(view: AccountView, policy: Policy, t: Thresholds, today: dat
         if window is not None:
             year, week, _ = window[2].isocalendar()
             count = Decimal(len(positions))
-            explanation = _explain(t, policy, count, _ZERO, hwm, None, WEEKEND_HOLDING)
-            explanation["measured_kind"] = "open_positions"
-            explanation["rule_params"]["weekend_from"] = window[0].isoformat().replace("+00:00", "Z")
-            explanation["rule_params"]["weekend_until"] = window[1].isoformat().replace("+00:00", "Z")
-            found.append(_breach(WEEKEND_HOLDING, policy, f"week:{year}-W{week:02d}", _ZERO, count, explanation))
-    return found
+            why = partial(_explain, t, policy, count, _ZERO, hwm, None)
+            breaches.append(
+                _breach(
+                    WEEKEND_HOLDING,
+                    policy,
+                    f"week:{year}-W{week:02d}",
+                    _ZERO,
+                    count,
+                    why,
+                    weekend_from=window[0].isoformat().replace("+00:00", "Z"),
+                    weekend_until=window[1].isoformat().replace("+00:00", "Z"),
+                )
+            )
 
 
 def _age_key(p: PositionView) -> tuple[datetime, int]:
@@ -1008,17 +1031,31 @@ def _age_key(p: PositionView) -> tuple[datetime, int]:
     return (p.opened_at or datetime.min.replace(tzinfo=UTC), p.ticket)
 
 
+# What each rule's explanation calls the measured value (the drawdown rules: `drawdown_type`).
+_MEASURED_KIND: Final[dict[str, str]] = {
+    "single_trade_loss": "position_loss",
+    "single_trade_loss_limit": "violation_count",
+    "max_open_positions": "open_positions",
+    "max_position_volume": "position_volume",
+    "max_total_volume": "open_volume",
+    "stop_loss_required": "seconds_without_stop_loss",
+    "weekend_holding": "open_positions",
+}
+
+
 def _explain(
     t: Thresholds,
     policy: Policy,
     measured: Decimal,
     floor_or_limit: Decimal,
-    hwm: Decimal,
+    hwm: Decimal | None,
     reference: tuple[str, Decimal, str] | None,
     rule: Rule,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     """RISK_RULES "Explaining a breach": measured, what it was held against, the reference it came
-    from, the high-water mark and the rule's parameters."""
+    from, the high-water mark and the rule's parameters. Built only when asked for (a breach's
+    `explanation`): most evaluations see a breach already acted on."""
     params: dict[str, Any] = {rule.param: getattr(policy, rule.param), "currency_digits": t.digits}
     if rule is DAILY_DRAWDOWN:
         params["daily_dd_base"] = policy.daily_dd_base
@@ -1036,9 +1073,10 @@ def _explain(
         params["stop_loss_grace_seconds"] = policy.stop_loss_grace_seconds
     if rule.key in ("daily_drawdown", "total_drawdown", "single_trade_loss"):
         params["breach_at_floor"] = t.at_floor
+    params.update(extra)
     return {
         "measured": measured,
-        "measured_kind": "equity" if t.measure_equity else "balance",
+        "measured_kind": _MEASURED_KIND.get(rule.key, "equity" if t.measure_equity else "balance"),
         "floor_or_limit": floor_or_limit,
         "reference": None
         if reference is None
@@ -1081,15 +1119,19 @@ def _enforced(scope: str, ticket: int, action: Action, measured: Decimal) -> Bre
         enabled=True,
         hard=False,
         violation_count=None,
-        explanation={
-            "measured": measured,
-            "measured_kind": "position_loss" if action == "close_position" else "pending_order",
-            "floor_or_limit": _ZERO,
-            "reference": None,
-            "high_water_mark": None,
-            "rule_params": {"trading_block": "trading_disabled"},
-        },
+        explain=partial(_enforced_explanation, measured, action),
     )
+
+
+def _enforced_explanation(measured: Decimal, action: Action) -> dict[str, Any]:
+    return {
+        "measured": measured,
+        "measured_kind": "position_loss" if action == "close_position" else "pending_order",
+        "floor_or_limit": _ZERO,
+        "reference": None,
+        "high_water_mark": None,
+        "rule_params": {"trading_block": "trading_disabled"},
+    }
 
 
 def _breach(
@@ -1098,10 +1140,12 @@ def _breach(
     scope: str,
     floor_or_limit: Decimal,
     measured: Decimal,
-    explanation: dict[str, Any] | None = None,
+    why: Callable[..., dict[str, Any]] | None = None,
     ticket: int | None = None,
     violation_count: int | None = None,
+    **extra: Any,
 ) -> Breach:
+    """A breach of `rule`; `why` is `_explain` with all but the rule and its extra parameters."""
     param = getattr(policy, rule.param)
     if isinstance(param, bool):
         threshold = Decimal(int(param))
@@ -1109,6 +1153,8 @@ def _breach(
         threshold = Decimal(param.hour * 100 + param.minute)  # HHMM: the report's number
     else:
         threshold = Decimal(param)
+    if violation_count is not None:
+        extra["violation_count"] = violation_count
     return Breach(
         rule_key=rule.key,
         scope=scope,
@@ -1120,7 +1166,7 @@ def _breach(
         enabled=True if rule.flag is None else getattr(policy, rule.flag),
         hard=rule.hard,
         violation_count=violation_count,
-        explanation=explanation,
+        explain=None if why is None else partial(why, rule, extra),
     )
 
 
@@ -1168,9 +1214,8 @@ def open_position_check(
     t = policy.thresholds_for(view.currency_digits)
 
     def refuse(rule: Rule, measured: Decimal, limit: Decimal, kind: str, message: str) -> Rejection:
-        explanation = _explain(t, policy, measured, limit, _ZERO, None, rule)
+        explanation = _explain(t, policy, measured, limit, None, None, rule, {})
         explanation["measured_kind"] = kind
-        explanation["high_water_mark"] = None
         return Rejection(rule.key, measured, limit, message, explanation)
 
     if t.require_stop_loss and not order.stop_loss:
