@@ -464,14 +464,14 @@ def open_position_guard(account: TradingAccount) -> tuple[str, str] | None:
     return None
 
 
-def _has_pre_trade_limits(policy: rules.Policy) -> bool:
+def _has_pre_trade_limits(policy: rules.Policy, payload: dict[str, Any]) -> bool:
     t = policy.thresholds
     return (
         t.require_stop_loss
         or t.max_position_volume is not None
         or t.max_open_positions is not None
         or t.max_total_volume is not None
-        or t.single_trade_threshold is not None
+        or (t.single_trade_threshold is not None and bool(payload.get("stop_loss")))
     )
 
 
@@ -485,7 +485,7 @@ def open_position_limits(
     if snapshot is None:
         return None
     policy = policy_of(snapshot)
-    if not _has_pre_trade_limits(policy):
+    if not _has_pre_trade_limits(policy, payload):
         return None
     order = rules.OrderView(
         symbol=payload["symbol"],
@@ -494,13 +494,21 @@ def open_position_limits(
         price=_decimal_or_none(payload.get("open_price")),
         stop_loss=_decimal_or_none(payload.get("stop_loss")),
     )
-    mt5 = gateway.account_snapshot(account.login, account.server)
+    t = policy.thresholds
+    # MT5 is read for what the policy's limits need, no more: the account for the count and the
+    # open volume, the symbol for the loss at a stop (an open without a stop risks nothing here).
+    if t.max_open_positions is not None or t.max_total_volume is not None:
+        view = account_view(gateway.account_snapshot(account.login, account.server))
+    else:
+        view = rules.AccountView(
+            login=account.login, balance=Decimal(0), equity=Decimal(0), positions=(), observed_at=timezone.now()
+        )
     symbol = None
-    if order.stop_loss and policy.thresholds.single_trade_threshold is not None:
+    if order.stop_loss and t.single_trade_threshold is not None:
         info = gateway.symbol_info(account.login, account.server, order.symbol)
         if info is not None:
             symbol = rules.SymbolView(tick_size=info.tick_size, tick_value=info.tick_value, bid=info.bid, ask=info.ask)
-    rejection = rules.open_position_check(order, account_view(mt5), policy, symbol)
+    rejection = rules.open_position_check(order, view, policy, symbol)
     if rejection is None:
         return None
     result = jsonable(

@@ -26,6 +26,7 @@ from execution.simulator.service import sim_clear_faults, sim_set_price
 from policies.models import AccountRisk, ProtectiveAction
 from risk.engine import risk_evaluate_account
 from tests.conftest import LOGIN, SERVER, fresh, send_policy
+from tests.test_panel_personas import sue  # noqa: F401  (Sue of support, a fixture)
 from tests.test_risk_engine import account, open_buy, run_fast_lane
 
 pytestmark = pytest.mark.django_db
@@ -330,3 +331,21 @@ def test_the_builders_policy_form_shows_the_v2_fields_and_what_it_builds_is_appl
     assert request.errors == []
     headers = {k: v for k, v in request.headers.items() if k not in ("Authorization", "Content-Type")}
     assert alice.post("mt5/policies", request.body, headers=headers).json()["status"] == "applied"
+
+
+def test_support_reads_a_breachs_explanation_on_its_protective_action_page(trader, sue):  # noqa: F811
+    from django.urls import reverse
+
+    from tests.test_panel_personas import logged_in
+
+    open_buy(trader, 1.0)
+    sim_set_price("EURUSD", "1.06000")
+    evaluate()
+    action = ProtectiveAction.objects.get()
+
+    response = logged_in(sue).get(reverse("admin:policies_protectiveaction_change", args=[action.pk]))
+    assert response.status_code == 200, response.status_code
+    content = response.content.decode()
+
+    assert "Explanation" in content
+    assert "position_loss" in content and "-2000.00" in content and "initial_balance 100000" in content
