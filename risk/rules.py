@@ -270,9 +270,9 @@ class Policy:
     def __post_init__(self) -> None:
         _validate(self)
         if self.daily_reset_timezone is not None:
-            calendar = TradingCalendar(_zone(self.daily_reset_timezone), self.daily_reset_time or _MIDNIGHT)
+            calendar = TradingCalendar.shared(_zone(self.daily_reset_timezone), self.daily_reset_time or _MIDNIGHT)
         else:
-            calendar = TradingCalendar(UTC, self.daily_reset_time_utc)
+            calendar = TradingCalendar.shared(UTC, self.daily_reset_time_utc)
         object.__setattr__(self, "calendar", calendar)
         object.__setattr__(self, "_by_digits", {})
         object.__setattr__(self, "thresholds", self.thresholds_for(2))
@@ -503,7 +503,19 @@ class TradingCalendar:
         self.reset = reset.replace(tzinfo=None)
         self._shift = timedelta(0) if self.reset == _MIDNIGHT else _ONE_DAY
         self._last: tuple[datetime, datetime, date] | None = None
-        self._weekend: tuple[time, datetime, datetime, tuple[datetime, datetime, date] | None] | None = None
+        self._weekend: dict[time, tuple[datetime, datetime, tuple[datetime, datetime, date] | None]] = {}
+
+    @classmethod
+    def shared(cls, zone: tzinfo, reset: time) -> TradingCalendar:
+        """The one calendar of (zone, reset) in this process: the accounts that share it share
+        its remembered day, which stays in the CPU's cache across a monitor's cycle."""
+        key = (str(zone), reset.replace(tzinfo=None))
+        calendar = _CALENDARS.get(key)
+        if calendar is None:
+            if len(_CALENDARS) > 10_000:
+                _CALENDARS.clear()
+            calendar = _CALENDARS[key] = cls(zone, reset)
+        return calendar
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TradingCalendar) and (self.zone, self.reset) == (other.zone, other.reset)
@@ -553,9 +565,9 @@ class TradingCalendar:
         """(from, until, friday) when `at` is past `cutoff` local on a Friday and before the trading
         day named the following Monday starts; else None. Remembers the stretch of time its last
         answer holds for (a weekend, or the week between two)."""
-        known = self._weekend
-        if known is not None and known[0] == cutoff and known[1] <= at < known[2]:
-            return known[3]
+        known = self._weekend.get(cutoff)
+        if known is not None and known[0] <= at < known[1]:
+            return known[2]
         local = at.astimezone(self.zone).date()
         friday = local - timedelta(days=(local.weekday() - _FRIDAY) % 7)
         begins = self.local_instant(friday, cutoff)
@@ -568,8 +580,12 @@ class TradingCalendar:
             answer, holds = None, (self.start_of(friday - timedelta(days=4)), begins)
         else:
             answer, holds = None, (ends, self.local_instant(friday + timedelta(days=7), cutoff))
-        self._weekend = (cutoff, holds[0], holds[1], answer)
+        self._weekend[cutoff] = (holds[0], holds[1], answer)
         return answer
+
+
+# TradingCalendar.shared's calendars, by (zone name, reset); declared in bridgeproject.caches.
+_CALENDARS: dict[tuple[str, time], TradingCalendar] = {}
 
 
 def _local_instant(day: date, at: time, zone: tzinfo) -> datetime:
