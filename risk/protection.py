@@ -147,7 +147,9 @@ def protective_action_raise(
         ticket=breach.ticket,
         symbol=position.symbol if position else "",
         volume=position.volume if position else None,
-        floating_pnl=breach.measured if breach.ticket else snapshot.profit,
+        # The position's own profit + swap + commission (what a rule measured may be a count or
+        # lots: max_open_positions, max_position_volume); the account's for account-wide actions.
+        floating_pnl=position.profit + position.swap + position.commission if position else snapshot.profit,
         equity=snapshot.equity,
         balance=snapshot.balance,
         threshold_used=breach.threshold_used,

@@ -233,6 +233,8 @@ def test_a_position_opened_elsewhere_beyond_max_open_positions_is_closed_newest_
     assert [p.ticket for p in positions()] == [older]
     (report,) = reports()
     assert report["rule_key"] == "max_open_positions" and report["execution_status"] == "success"
+    assert report["ticket"] == newer and report["volume"] == 0.1
+    assert report["floating_pnl"] == float(action.floating_pnl) and abs(report["floating_pnl"]) < 100  # money, not 2
     assert report["explanation"]["measured_kind"] == "open_positions"
 
 
