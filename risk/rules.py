@@ -1400,10 +1400,12 @@ def _validate(policy: Policy) -> None:
         raise PolicyError("initial_balance_snapshot: must be positive")
     if policy.daily_starting_balance < 0:
         raise PolicyError("daily_starting_balance: must not be negative")
-    # A percent is > 0 and <= 100; null turns its rule off (0 % would close a 1-cent loser).
+    # The schema refuses 0 % at intake (RISK_RULES v2: null turns a rule off; 0 % would close a
+    # 1-cent loser). A snapshot stored before v2 may hold 0: it keeps its old meaning, so the
+    # account stays watched rather than becoming unreadable.
     for name in ("max_daily_dd_pct", "max_total_dd_pct", "max_single_trade_loss_pct"):
         pct = getattr(policy, name)
-        if pct is not None and not 0 < pct <= _HUNDRED:
+        if pct is not None and not 0 <= pct <= _HUNDRED:
             raise PolicyError(f"{name}: a percent above 0 and at most 100 (null: off), got {pct}")
     if policy.profit_target_pct is not None and policy.profit_target_pct <= 0:
         raise PolicyError(f"profit_target_pct: must be positive, got {policy.profit_target_pct}")

@@ -169,11 +169,19 @@ def test_with_every_drawdown_rule_off_the_floors_and_headrooms_are_none() -> Non
     assert result.breaches == ()
 
 
-@pytest.mark.parametrize("pct", [0, -1, "100.01", 101])
-def test_a_percent_of_zero_or_outside_0_to_100_is_refused(pct: Any) -> None:
-    # Before v2, 0 % meant "any loss breaches": a 1-cent loser was closed.
+@pytest.mark.parametrize("pct", [-1, "100.01", 101])
+def test_a_percent_outside_0_to_100_is_refused(pct: Any) -> None:
     with pytest.raises(PolicyError, match="max_single_trade_loss_pct: a percent above 0"):
         policy(max_single_trade_loss_pct=pct)
+
+
+def test_a_zero_percent_stored_before_v2_keeps_its_old_meaning_so_the_account_stays_watched() -> None:
+    # The schema refuses 0 % at intake (422); a stored one must not make the account unreadable.
+    p = policy(max_single_trade_loss_pct=0)
+
+    result = evaluate(view("99999.99", positions=(position(1, "-0.01"),)), p, RiskState.initial(p))
+
+    assert keys(result) == ["single_trade_loss"]
 
 
 def test_a_percent_field_left_out_is_an_error_not_a_rule_turned_off() -> None:
