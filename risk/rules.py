@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import partial
 from operator import attrgetter
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -765,11 +765,12 @@ class Breach:
         return None if self.explain is None else self.explain()
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     """The outcome of one evaluation: breaches, the next state, and the figures behind them.
 
-    A drawdown rule that is off has no floor: its floor and headroom are None."""
+    A drawdown rule that is off has no floor: its floor and headroom are None. Immutable like
+    the rest; a named tuple because one is made per account per poll, and a frozen dataclass
+    costs several times as much to build."""
 
     breaches: tuple[Breach, ...]
     state: RiskState
