@@ -254,6 +254,36 @@ def test_an_oversized_position_opened_elsewhere_is_reduced_to_the_limit(trader):
     assert action.execution_status == "success" and action.goal_met_at is not None
 
 
+def test_a_position_opened_elsewhere_without_a_stop_loss_is_closed_after_the_grace(trader):
+    send_policy(trader, policy_version=14, require_stop_loss=True, stop_loss_grace_seconds=0)
+    ticket = open_elsewhere(0.1)
+
+    evaluate()
+    action = ProtectiveAction.objects.get()
+    assert (action.rule_key, action.ticket, action.goal) == ("stop_loss_required", ticket, "position_closed")
+    run_fast_lane()
+    evaluate()
+
+    assert positions() == ()
+    assert reports()[-1]["explanation"]["measured_kind"] == "seconds_without_stop_loss"
+
+
+def test_open_volume_above_the_total_limit_opened_elsewhere_is_reported_once_a_day_and_left_open(trader):
+    send_policy(trader, policy_version=14, max_total_volume=0.5)
+    open_elsewhere(0.3)
+    open_elsewhere(0.3)
+
+    evaluate()
+    evaluate()
+
+    action = ProtectiveAction.objects.get()
+    assert (action.rule_key, action.goal, action.execution_status) == ("max_total_volume", "none", "skipped")
+    assert action.scope.startswith("day:")
+    assert len(positions()) == 2
+    (report,) = reports()
+    assert report["explanation"]["measured"] == 0.6 and report["explanation"]["floor_or_limit"] == 0.5
+
+
 def test_the_profit_target_is_reported_once_and_nothing_is_done_on_mt5(trader):
     send_policy(trader, policy_version=14, profit_target_pct=1)
     open_buy(trader, 1.0)
