@@ -508,7 +508,19 @@ def open_position_limits(
         info = gateway.symbol_info(account.login, account.server, order.symbol)
         if info is not None:
             symbol = rules.SymbolView(tick_size=info.tick_size, tick_value=info.tick_value, bid=info.bid, ask=info.ask)
-    rejection = rules.open_position_check(order, view, policy, symbol)
+    adds_to = None
+    if t.max_open_positions is not None or t.max_position_volume is not None:
+        held = gateway.netting_position(account.login, account.server, order.symbol)
+        if held is not None and held.side == order.direction:
+            adds_to = next((p for p in view.positions if p.ticket == held.ticket), None) or rules.PositionView(
+                ticket=held.ticket,
+                symbol=held.symbol,
+                volume=held.volume,
+                profit=held.profit,
+                swap=held.swap,
+                commission=held.commission,
+            )
+    rejection = rules.open_position_check(order, view, policy, symbol, adds_to)
     if rejection is None:
         return None
     result = jsonable(

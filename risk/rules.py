@@ -1225,10 +1225,19 @@ class Rejection:
 
 
 def open_position_check(
-    order: OrderView, view: AccountView, policy: Policy, symbol: SymbolView | None = None
+    order: OrderView,
+    view: AccountView,
+    policy: Policy,
+    symbol: SymbolView | None = None,
+    adds_to: PositionView | None = None,
 ) -> Rejection | None:
-    """The first pre-trade limit `order` would break on the account as `view` shows it, or None."""
+    """The first pre-trade limit `order` would break on the account as `view` shows it, or None.
+
+    `adds_to`: on an account that nets, the position of the same side the order would add to
+    (it opens no new position, and the position's volume grows by the order's)."""
     t = policy.thresholds_for(view.currency_digits)
+    volume_after = order.volume if adds_to is None else adds_to.volume + order.volume
+    opened_after = len(view.positions) + (0 if adds_to is not None else 1)
 
     def refuse(rule: Rule, measured: Decimal, limit: Decimal, kind: str, message: str) -> Rejection:
         explanation = _explain(t, policy, measured, limit, None, None, rule, {})
@@ -1237,21 +1246,21 @@ def open_position_check(
 
     if t.require_stop_loss and not order.stop_loss:
         return refuse(STOP_LOSS_REQUIRED, _ZERO, Decimal(1), "stop_loss_given", "A stop loss is required.")
-    if t.max_position_volume is not None and order.volume > t.max_position_volume:
+    if t.max_position_volume is not None and volume_after > t.max_position_volume:
         return refuse(
             MAX_POSITION_VOLUME,
-            order.volume,
+            volume_after,
             t.max_position_volume,
             "position_volume",
-            f"{order.volume} lots is more than the {t.max_position_volume} lots allowed in one position.",
+            f"The position would hold {volume_after} lots; {t.max_position_volume} are allowed in one.",
         )
-    if t.max_open_positions is not None and len(view.positions) + 1 > t.max_open_positions:
+    if t.max_open_positions is not None and opened_after > t.max_open_positions:
         return refuse(
             MAX_OPEN_POSITIONS,
-            Decimal(len(view.positions) + 1),
+            Decimal(opened_after),
             Decimal(t.max_open_positions),
             "open_positions",
-            f"It would be open position {len(view.positions) + 1}; {t.max_open_positions} are allowed.",
+            f"It would be open position {opened_after}; {t.max_open_positions} are allowed.",
         )
     if t.max_total_volume is not None:
         volume = sum((p.volume for p in view.positions), order.volume)

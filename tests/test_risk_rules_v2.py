@@ -635,6 +635,17 @@ def test_an_order_breaking_a_pre_trade_limit_is_refused_naming_the_rule(
     assert open_position_check(the_order, view(positions=positions), policy(), EURUSD) is None
 
 
+def test_on_a_netting_account_an_order_adding_to_its_position_opens_none_but_grows_it() -> None:
+    p = policy(max_open_positions=1, max_position_volume=2)
+    held = position(1, volume="1.5")
+
+    growing = open_position_check(order(volume="0.5"), view(positions=(held,)), p, EURUSD, adds_to=held)
+    too_big = open_position_check(order(volume="0.6"), view(positions=(held,)), p, EURUSD, adds_to=held)
+
+    assert growing is None
+    assert too_big is not None and (too_big.rule_key, too_big.measured) == ("max_position_volume", D("2.1"))
+
+
 def test_an_order_within_every_limit_goes() -> None:
     p = policy(require_stop_loss=True, max_position_volume=1, max_open_positions=3, max_total_volume=3)
 

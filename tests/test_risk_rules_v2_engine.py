@@ -381,3 +381,20 @@ def test_support_reads_a_breachs_explanation_on_its_protective_action_page(trade
 
     assert "Explanation" in content
     assert "position_loss" in content and "-2000.00" in content and "initial_balance 100000" in content
+
+
+def test_on_a_netting_account_a_second_buy_adds_to_the_one_position_within_max_open_positions(alice, account_1):
+    from execution.simulator.service import sim_account_create
+
+    sim_account_create(login=LOGIN, balance=100000, server=SERVER, margin_mode="netting")
+    sim_set_price("EURUSD", "1.08500")
+    send_policy(alice, policy_version=13, max_open_positions=1, max_position_volume=0.5)
+
+    first = open_through_bridge(alice, 0.2)
+    second = open_through_bridge(alice, 0.2)
+    third = open_through_bridge(alice, 0.2)
+
+    assert (first.state, second.state) == (State.SUCCEEDED, State.SUCCEEDED)
+    assert third.state == State.REJECTED and third.result["rule_key"] == "max_position_volume"
+    (position,) = positions()
+    assert position.volume == Decimal("0.4")
