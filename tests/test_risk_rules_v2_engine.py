@@ -398,3 +398,15 @@ def test_on_a_netting_account_a_second_buy_adds_to_the_one_position_within_max_o
     assert third.state == State.REJECTED and third.result["rule_key"] == "max_position_volume"
     (position,) = positions()
     assert position.volume == Decimal("0.4")
+
+
+def test_the_account_page_shows_a_total_floor_turned_off_as_off(trader, sue):  # noqa: F811
+    from django.urls import reverse
+
+    from tests.test_panel_personas import logged_in
+
+    send_policy(trader, policy_version=14, max_total_dd_pct=None)
+    evaluate()
+
+    content = logged_in(sue).get(reverse("admin:policies_tradingaccount_change", args=[account().pk])).content
+    assert b"<td>total floor</td><td>off</td>" in content

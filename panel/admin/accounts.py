@@ -37,6 +37,16 @@ from panel.charts import DEFAULT_RANGE, RANGES, risk_series
 from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, RiskSample, TradingAccount
 
 
+def _total_floor(account: TradingAccount, risk: AccountRisk | None) -> Decimal | None:
+    """The total floor, or None when the policy turns the rule off (RISK_RULES v2: a null percent)."""
+    if risk is None:
+        return None
+    policy = account.current_policy
+    if policy is not None and policy.payload.get("max_total_dd_pct", 0) is None:
+        return None
+    return risk.total_floor
+
+
 def _money(value: Decimal | None) -> str:
     return "—" if value is None else f"{value:,.2f}"
 
@@ -164,9 +174,10 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     @display(description="total headroom")
     def total_headroom(self, obj: TradingAccount) -> str:
         risk = _risk_of(obj)
-        if risk is None or risk.measured is None:
+        floor = _total_floor(obj, risk)
+        if risk is None or risk.measured is None or floor is None:
             return "—"
-        return _money(risk.measured - risk.total_floor)
+        return _money(risk.measured - floor)
 
     @display(description="evaluated")
     def evaluated(self, obj: TradingAccount) -> str:
@@ -195,7 +206,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
                 ["measured", _money(risk.measured)],
                 ["equity / balance", f"{_money(risk.equity)} / {_money(risk.balance)}"],
                 ["daily floor", _money(risk.daily_floor)],
-                ["total floor", _money(risk.total_floor)],
+                ["total floor", _money(_total_floor(obj, risk)) if _total_floor(obj, risk) is not None else "off"],
                 ["high-water mark", _money(risk.high_water_mark)],
                 [
                     "daily reference",
