@@ -168,6 +168,14 @@ CACHES: tuple[Cache, ...] = (
         limit=200_001,
     ),
     Cache(
+        "(time zone, reset time) → trading calendar",
+        "risk.rules",
+        "10,000 calendars (emptied past it); each remembers its current day and weekend windows",
+        "never: a calendar is a pure function of its zone and reset time",
+        target="risk.rules:_CALENDARS",
+        limit=10_001,
+    ),
+    Cache(
         "the accounts with a policy",
         "risk.monitor",
         "per monitor: every watched account",

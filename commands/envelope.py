@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import UTC
 from decimal import Decimal
 from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from commands.models import CommandType, Priority
+from policies import hooks as policy_hooks
 
 MAX_VOLUME = Decimal("1000")
 MAX_PRICE = Decimal("100000000")
@@ -55,12 +57,14 @@ class NumberField(serializers.Field):
         min_value: Decimal | None = None,
         max_value: Decimal | None = None,
         decimal_places: int = 8,
+        above: Decimal | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.min_value = min_value
         self.max_value = max_value
         self.decimal_places = decimal_places
+        self.above = above
 
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, int | float):
@@ -70,6 +74,8 @@ class NumberField(serializers.Field):
             raise serializers.ValidationError("Must be a finite number.")
         if self.min_value is not None and value < self.min_value:
             raise serializers.ValidationError(f"Must be at least {self.min_value}.")
+        if self.above is not None and value <= self.above:
+            raise serializers.ValidationError(f"Must be more than {self.above}.")
         if self.max_value is not None and value > self.max_value:
             raise serializers.ValidationError(f"Must be at most {self.max_value}.")
         # A finite Decimal's exponent is an int (only NaN and infinities have a letter there).
@@ -242,8 +248,11 @@ class LegacyFlatCommandSerializer(serializers.Serializer):
 # --- Policy snapshot payload (RISK_RULES.md) ---------------------------------------------------
 
 
-Percent = lambda **kw: NumberField(min_value=Decimal("0"), max_value=Decimal("100"), **kw)  # noqa: E731
+# A percent is > 0 and <= 100 (RISK_RULES v2); null, where allowed, turns its rule off.
+Percent = lambda **kw: NumberField(above=Decimal("0"), max_value=Decimal("100"), **kw)  # noqa: E731
 Money = lambda **kw: NumberField(min_value=Decimal("0"), max_value=Decimal("1000000000000"), decimal_places=2, **kw)  # noqa: E731
+LocalTime = lambda **kw: serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"], **kw)  # noqa: E731
+Lots = lambda **kw: NumberField(above=Decimal("0"), max_value=MAX_VOLUME, **kw)  # noqa: E731
 
 
 class EnforcementFlagsSerializer(serializers.Serializer):
@@ -251,23 +260,103 @@ class EnforcementFlagsSerializer(serializers.Serializer):
     close_all_on_daily_dd = StrictBooleanField()
     close_all_on_total_dd = StrictBooleanField(required=False, default=True)
     disable_trading_on_breach = StrictBooleanField()
+    # RISK_RULES v2 "More rules": absent means true. No default here, so a stored snapshot's
+    # payload (and its fingerprint) is what Laravel sent.
+    close_excess_positions = StrictBooleanField(
+        required=False, help_text="Close positions beyond max_open_positions, newest first (absent: true)."
+    )
+    close_oversized_positions = StrictBooleanField(
+        required=False, help_text="Close the volume above max_position_volume (absent: true)."
+    )
+    close_positions_without_sl = StrictBooleanField(
+        required=False, help_text="Close a position without a stop loss after the grace (absent: true)."
+    )
+    close_all_before_weekend = StrictBooleanField(
+        required=False, help_text="Close all past close_before_weekend on Friday (absent: true)."
+    )
 
 
 class PolicyPayloadSerializer(serializers.Serializer):
+    """A policy snapshot's payload; every field's meaning is RISK_RULES.md (v2 fields optional)."""
+
     account_status = Text(max_length=32)
     policy_version = StrictIntegerField(min_value=1, max_value=2**31 - 1)
     initial_balance_snapshot = Money()
     daily_starting_balance = Money()
     daily_starting_balance_date = serializers.DateField()
-    max_daily_dd_pct = Percent()
-    max_total_dd_pct = Percent()
+    max_daily_dd_pct = Percent(allow_null=True, help_text="Above 0, at most 100; null turns the rule off.")
+    max_total_dd_pct = Percent(allow_null=True, help_text="Above 0, at most 100; null turns the rule off.")
     drawdown_type = serializers.ChoiceField(choices=["equity", "balance"])
     lock_trailing_drawdown = StrictBooleanField()
     trailing_drawdown = StrictBooleanField(required=False)
     daily_dd_base = serializers.ChoiceField(choices=["starting_balance", "initial_balance"], required=False)
-    daily_reset_time_utc = serializers.TimeField(required=False, format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
-    max_single_trade_loss_pct = Percent()
+    daily_reset_time_utc = LocalTime(required=False)
+    max_single_trade_loss_pct = Percent(allow_null=True, help_text="Above 0, at most 100; null turns the rule off.")
     max_single_trade_loss_violations_allowed = StrictIntegerField(min_value=0, max_value=1_000_000)
     current_single_trade_exceed_count = StrictIntegerField(min_value=0, max_value=1_000_000)
     high_water_mark = Money(required=False, allow_null=True)
     enforcement_flags = EnforcementFlagsSerializer()
+    # Rules v2: the trading day in a named time zone.
+    daily_reset_timezone = Text(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        help_text="IANA name (Europe/Prague); absent: daily_reset_time_utc in UTC.",
+    )
+    daily_reset_time = LocalTime(
+        required=False, allow_null=True, help_text="Local HH:MM in daily_reset_timezone (absent: 00:00)."
+    )
+    daily_reference_fallback = serializers.ChoiceField(
+        choices=["balance", "equity", "max_balance_equity"],
+        required=False,
+        help_text="D the bridge takes at the reset when Laravel's snapshot is late (absent: balance).",
+    )
+    # Rules v2: trailing drawdown as the firms define it; the breach boundary; reinstatement.
+    trailing_source = serializers.ChoiceField(
+        choices=["equity", "balance", "eod_balance"],
+        required=False,
+        help_text="What the high-water mark follows (absent: drawdown_type).",
+    )
+    trailing_lock_offset = Money(required=False, help_text="With the lock, the floor stops at I + this (absent: 0).")
+    breach_at_floor = StrictBooleanField(
+        required=False, help_text="Reaching the floor is a breach (absent: false, strictly below)."
+    )
+    reinstate = StrictBooleanField(
+        required=False, help_text="Lift a lifetime breach and take the violation count from this snapshot."
+    )
+    # Rules v2: more rules, each off when absent or null.
+    max_open_positions = StrictIntegerField(
+        min_value=0, max_value=10_000, required=False, allow_null=True, help_text="Absent or null: off."
+    )
+    max_position_volume = Lots(required=False, allow_null=True, help_text="Lots; absent or null: off.")
+    max_total_volume = Lots(required=False, allow_null=True, help_text="Open lots; absent or null: off.")
+    require_stop_loss = StrictBooleanField(
+        required=False, help_text="Refuse opens without a stop loss; close such positions after the grace."
+    )
+    stop_loss_grace_seconds = StrictIntegerField(min_value=0, max_value=86_400, required=False, help_text="Absent: 30.")
+    close_before_weekend = LocalTime(
+        required=False, allow_null=True, help_text="Local HH:MM on Friday, in the reset time zone; absent or null: off."
+    )
+    profit_target_pct = NumberField(
+        above=Decimal("0"),
+        max_value=Decimal("1000"),
+        required=False,
+        allow_null=True,
+        help_text="Reported when M reaches I x (1 + pct%); absent or null: off.",
+    )
+
+    def validate_daily_reset_timezone(self, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise serializers.ValidationError("Must be an IANA time zone name, such as Europe/Prague.") from None
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # What needs the risk engine's calendar (a starting-balance date after the current
+        # trading day) is its to judge, through the hook it answers.
+        objections = policy_hooks.policy_objections(attrs)
+        if objections:
+            raise serializers.ValidationError(dict(objections))
+        return attrs

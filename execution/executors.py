@@ -159,6 +159,9 @@ def open_position(ctx: Context) -> Step:
         return Step(
             State.REJECTED, error_code="unknown_symbol", error_message=f"{symbol} is not traded on this server."
         )
+    limited = hooks.open_position_limits(ctx.account, payload, ctx.gateway)
+    if limited is not None:
+        return Step(State.REJECTED, limited[2], error_code=limited[0], error_message=limited[1])
     held = ctx.gateway.netting_position(ctx.login, ctx.server, symbol)
     if held is not None and held.side != payload["direction"]:
         return Step(

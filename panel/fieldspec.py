@@ -63,7 +63,7 @@ def field_spec(name: str, field: serializers.Field) -> dict[str, Any]:
     }
     if isinstance(field, serializers.ChoiceField):
         spec["choices"] = [str(choice) for choice in field.choices]
-    for limit in ("min_value", "max_value", "max_length"):
+    for limit in ("min_value", "max_value", "max_length", "above"):
         value = getattr(field, limit, None)
         if value is not None:
             spec[limit] = float(value) if not isinstance(value, int) else value

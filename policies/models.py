@@ -90,6 +90,9 @@ class AccountRisk(models.Model):
     breached_tickets = models.JSONField(default=list, blank=True)
     hard_breached = models.BooleanField(default=False)
     trading_disabled_until = models.DateTimeField(null=True, blank=True)
+    last_trading_day = models.DateField(
+        null=True, blank=True, help_text="The trading day last evaluated (an eod_balance high-water mark's clock)."
+    )
     # The figures of the last evaluation, for the API and the panel.
     measured = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
     balance = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
@@ -116,8 +119,9 @@ class RiskSample(models.Model):
     at = models.DateTimeField()
     balance = models.DecimalField(max_digits=20, decimal_places=2)
     equity = models.DecimalField(max_digits=20, decimal_places=2)
-    daily_floor = models.DecimalField(max_digits=20, decimal_places=2)
-    total_floor = models.DecimalField(max_digits=20, decimal_places=2)
+    # Null: the rule is off in the policy of the time (RISK_RULES v2: a null percent).
+    daily_floor = models.DecimalField(max_digits=20, decimal_places=2, null=True, blank=True)
+    total_floor = models.DecimalField(max_digits=20, decimal_places=2, null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -145,6 +149,7 @@ class ProtectiveAction(models.Model):
 
     class Goal(models.TextChoices):
         POSITION_CLOSED = "position_closed"
+        POSITION_REDUCED = "position_reduced", "position reduced (volume within the limit)"
         ORDER_CANCELLED = "order_cancelled"
         ACCOUNT_FLAT = "account_flat", "account flat (no positions, no pending orders)"
         TRADING_DISABLED = "trading_disabled"
@@ -165,9 +170,13 @@ class ProtectiveAction(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="protective_actions")
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="protective_actions")
     rule_key = models.CharField(max_length=32, db_index=True)
-    scope = models.CharField(max_length=64, help_text="ticket:<n>, day:<date> or lifetime")
+    scope = models.CharField(
+        max_length=64, help_text="ticket:<n>, order:<n>, day:<date>, week:<yyyy-Www>, version:<n> or lifetime"
+    )
     policy_version = models.PositiveIntegerField()
-    action = models.CharField(max_length=16, help_text="close_position, close_all or none")
+    action = models.CharField(
+        max_length=16, help_text="close_position, reduce_position, close_all, cancel_order, none or report"
+    )
     enabled = models.BooleanField(help_text="The enforcement flag: off means recorded and reported as skipped.")
     hard = models.BooleanField(default=False)
     ticket = models.BigIntegerField(null=True, blank=True)
@@ -187,6 +196,11 @@ class ProtectiveAction(models.Model):
     mt5_response = models.TextField(blank=True)
     error_message = models.TextField(blank=True)
     positions = models.JSONField(default=list, blank=True, help_text="One result per position (account-wide actions).")
+    explanation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="measured, measured_kind, floor_or_limit, reference, high_water_mark, rule_params (RISK_RULES v2).",
+    )
     command = models.ForeignKey(
         "commands.Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="protective_actions"
     )

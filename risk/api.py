@@ -134,6 +134,7 @@ class ProtectiveActionSerializer(serializers.ModelSerializer):
             "mt5_response",
             "error_message",
             "positions",
+            "explanation",
             "command_id",
             "command_state",
             "created_at",

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import Count, Max, QuerySet, Sum
 from django.utils import timezone
 
+from bridgeproject.jsonutil import jsonable
 from execution import outages
 from execution.gateway import AccountSnapshot, Gateway, GatewayUnavailable
 from policies.models import AccountRisk, PolicySnapshot, RiskSample, TradingAccount
@@ -73,6 +75,7 @@ def state_from_row(row: AccountRisk) -> rules.RiskState:
         breached_tickets=frozenset(row.breached_tickets),
         hard_breached=row.hard_breached,
         trading_disabled_until=row.trading_disabled_until,
+        last_trading_day=row.last_trading_day,
     )
 
 
@@ -88,6 +91,7 @@ def _state_to_row(state: rules.RiskState, row: AccountRisk) -> None:
     row.breached_tickets = sorted(state.breached_tickets)
     row.hard_breached = state.hard_breached
     row.trading_disabled_until = state.trading_disabled_until
+    row.last_trading_day = state.last_trading_day
 
 
 def risk_state_apply_policy(*, account: TradingAccount, snapshot: PolicySnapshot) -> AccountRisk:
@@ -122,11 +126,13 @@ def account_view(snapshot: AccountSnapshot) -> rules.AccountView:
                 swap=p.swap,
                 commission=p.commission,
                 opened_at=p.opened_at,
+                sl=p.sl,
             )
             for p in snapshot.positions
         ),
         observed_at=snapshot.observed_at,
         orders=tuple((o.ticket, o.placed_at) for o in snapshot.orders),
+        currency_digits=snapshot.currency_digits,
     )
 
 
@@ -461,3 +467,78 @@ def open_position_guard(account: TradingAccount) -> tuple[str, str] | None:
     if block == "trading_disabled":
         return "trading_disabled", "Trading is disabled after a risk breach."
     return None
+
+
+def _has_pre_trade_limits(policy: rules.Policy, payload: dict[str, Any]) -> bool:
+    t = policy.thresholds
+    return (
+        t.require_stop_loss
+        or t.max_position_volume is not None
+        or t.max_open_positions is not None
+        or t.max_total_volume is not None
+        or (t.single_trade_threshold is not None and bool(payload.get("stop_loss")))
+    )
+
+
+def open_position_limits(
+    account: TradingAccount, payload: dict[str, Any], gateway: Gateway
+) -> tuple[str, str, dict[str, Any]] | None:
+    """The executor's pre-trade check (RISK_RULES v2 "More rules"): an open_position that would
+    break a limit of the policy is rejected before MT5 with `risk_limit_exceeded`, the rule, the
+    numbers and the limit in its result. MT5 is read only when the policy has such a limit."""
+    snapshot = account.current_policy
+    if snapshot is None:
+        return None
+    policy = policy_of(snapshot)
+    if not _has_pre_trade_limits(policy, payload):
+        return None
+    order = rules.OrderView(
+        symbol=payload["symbol"],
+        direction=payload["direction"],
+        volume=Decimal(str(payload["volume"])),
+        price=_decimal_or_none(payload.get("open_price")),
+        stop_loss=_decimal_or_none(payload.get("stop_loss")),
+    )
+    t = policy.thresholds
+    # MT5 is read for what the policy's limits need, no more: the account for the count and the
+    # open volume, the symbol for the loss at a stop (an open without a stop risks nothing here).
+    if t.max_open_positions is not None or t.max_total_volume is not None:
+        view = account_view(gateway.account_snapshot(account.login, account.server))
+    else:
+        view = rules.AccountView(
+            login=account.login, balance=Decimal(0), equity=Decimal(0), positions=(), observed_at=timezone.now()
+        )
+    symbol = None
+    if order.stop_loss and t.single_trade_threshold is not None:
+        info = gateway.symbol_info(account.login, account.server, order.symbol)
+        if info is not None:
+            symbol = rules.SymbolView(tick_size=info.tick_size, tick_value=info.tick_value, bid=info.bid, ask=info.ask)
+    adds_to = None
+    if t.max_open_positions is not None or t.max_position_volume is not None:
+        held = gateway.netting_position(account.login, account.server, order.symbol)
+        if held is not None and held.side == order.direction:
+            adds_to = next((p for p in view.positions if p.ticket == held.ticket), None) or rules.PositionView(
+                ticket=held.ticket,
+                symbol=held.symbol,
+                volume=held.volume,
+                profit=held.profit,
+                swap=held.swap,
+                commission=held.commission,
+            )
+    rejection = rules.open_position_check(order, view, policy, symbol, adds_to)
+    if rejection is None:
+        return None
+    result = jsonable(
+        {
+            "rule_key": rejection.rule_key,
+            "measured": rejection.measured,
+            "limit": rejection.limit,
+            "policy_version": policy.policy_version,
+            "explanation": rejection.explanation,
+        }
+    )
+    return "risk_limit_exceeded", f"{rejection.rule_key}: {rejection.message}", result
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

@@ -50,6 +50,8 @@ Status = ProtectiveAction.Status
 # The goal each action pursues (an escalation without a close acts by disabling trading).
 GOAL_OF_ACTION: dict[str, str] = {
     "close_position": Goal.POSITION_CLOSED,
+    "reduce_position": Goal.POSITION_REDUCED,
+    "report": Goal.NONE,
     "cancel_order": Goal.ORDER_CANCELLED,
     "close_all": Goal.ACCOUNT_FLAT,
     "none": Goal.TRADING_DISABLED,
@@ -57,6 +59,7 @@ GOAL_OF_ACTION: dict[str, str] = {
 # What a report says once the goal holds (the panel's wording for a close).
 GOAL_MET: dict[str, str] = {
     Goal.POSITION_CLOSED: "position closed successfully",
+    Goal.POSITION_REDUCED: "position reduced to the volume allowed",
     Goal.ORDER_CANCELLED: "order cancelled",
     Goal.ACCOUNT_FLAT: "account flat: every position closed, every pending order cancelled",
     Goal.TRADING_DISABLED: "trading disabled",
@@ -93,6 +96,8 @@ def goal_holds(action: ProtectiveAction, snapshot: AccountSnapshot, account: Tra
     """Whether MT5 (this snapshot) shows the action's goal reached."""
     if action.goal == Goal.POSITION_CLOSED:
         return all(p.ticket != action.ticket for p in snapshot.positions)
+    if action.goal == Goal.POSITION_REDUCED:
+        return all(p.ticket != action.ticket or p.volume <= action.floor_or_limit for p in snapshot.positions)
     if action.goal == Goal.ORDER_CANCELLED:
         return all(o.ticket != action.ticket for o in snapshot.orders)
     if action.goal == Goal.ACCOUNT_FLAT:
@@ -155,7 +160,9 @@ def protective_action_raise(
         ticket=breach.ticket,
         symbol=position.symbol if position else "",
         volume=position.volume if position else None,
-        floating_pnl=breach.measured if breach.ticket else snapshot.profit,
+        # The position's own profit + swap + commission (what a rule measured may be a count or
+        # lots: max_open_positions, max_position_volume); the account's for account-wide actions.
+        floating_pnl=position.profit + position.swap + position.commission if position else snapshot.profit,
         equity=snapshot.equity,
         balance=snapshot.balance,
         threshold_used=breach.threshold_used,
@@ -164,6 +171,7 @@ def protective_action_raise(
         violation_count=breach.violation_count,
         detection_timestamp=snapshot.observed_at,
         goal=_goal_of(breach, policy),
+        explanation=jsonable(breach.explanation or {}),
     )
     # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
     # sees this breach again without a transaction.
@@ -210,7 +218,7 @@ def _alert_breach(action: ProtectiveAction, account: TradingAccount) -> None:
 
 
 def _goal_of(breach: rules.Breach, policy: rules.Policy) -> str:
-    if not breach.enabled:
+    if not breach.enabled or breach.action == "report":
         return Goal.NONE
     if breach.action == "none" and not policy.disable_trading_on_breach:
         return Goal.NONE
@@ -224,6 +232,8 @@ def _finish_without_command(action: ProtectiveAction, policy: rules.Policy) -> N
     if action.goal == Goal.TRADING_DISABLED:
         action.execution_status, action.mt5_response = Status.SUCCESS, "trading disabled"
         action.goal_met_at = now
+    elif action.action == "report":
+        action.execution_status, action.mt5_response = Status.SKIPPED, "report only: no action on MT5"
     elif action.action == "none" and action.enabled:
         action.execution_status, action.mt5_response = Status.SKIPPED, "disable_trading_on_breach is off"
     else:
@@ -238,6 +248,14 @@ def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[t
     """What an attempt sends for the goal: only what the account still holds."""
     if action.goal == Goal.POSITION_CLOSED:
         return [(CommandType.CLOSE_POSITION, {"ticket": action.ticket})]
+    if action.goal == Goal.POSITION_REDUCED:
+        # The volume above the limit, of what the position holds now (a partial close).
+        held = next((p for p in snapshot.positions if p.ticket == action.ticket), None)
+        if held is None or held.volume <= action.floor_or_limit:
+            return []
+        return [
+            (CommandType.CLOSE_POSITION, {"ticket": action.ticket, "volume": str(held.volume - action.floor_or_limit)})
+        ]
     if action.goal == Goal.ORDER_CANCELLED:
         return [(CommandType.CANCEL_ORDERS, {"tickets": [action.ticket]})]
     close_positions, cancel_orders = CLOSE_ALL_SPECS
@@ -446,10 +464,35 @@ def report_payload(action: ProtectiveAction) -> dict[str, Any]:
         "mt5_response": action.mt5_response,
         "error_message": action.error_message or None,
         "violation_count": action.violation_count,
+        "explanation": _explanation_numbers(action.explanation) if action.explanation else None,
     }
     if action.action == "close_all":
         payload["positions"] = jsonable(action.positions)
     return payload
+
+
+def _explanation_numbers(explanation: dict[str, Any]) -> dict[str, Any]:
+    """The stored explanation (exact decimal strings) with its amounts as JSON numbers, the
+    callbacks' shape (PROTOCOL.md §9 "Numbers")."""
+
+    def number(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return float(Decimal(value))
+            except ArithmeticError:
+                return value
+        return value
+
+    out = dict(explanation)
+    for key in ("measured", "floor_or_limit", "high_water_mark"):
+        out[key] = number(out.get(key))
+    reference = out.get("reference")
+    if isinstance(reference, dict):
+        out["reference"] = {**reference, "value": number(reference.get("value"))}
+    params = out.get("rule_params")
+    if isinstance(params, dict):
+        out["rule_params"] = {k: v if k == "trading_day" else number(v) for k, v in params.items()}
+    return out
 
 
 def protective_action_report(*, action: ProtectiveAction) -> None:

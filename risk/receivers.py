@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 
 from bridgeproject.dbutil import prepared_cursor
 from commands.models import Command, Source
 from policies.models import PolicySnapshot, ProtectiveAction, TradingAccount
-from risk import sql
+from risk import rules, sql
 
 
 def on_policy_applied(*, account: TradingAccount, snapshot: PolicySnapshot) -> None:
@@ -16,6 +18,17 @@ def on_policy_applied(*, account: TradingAccount, snapshot: PolicySnapshot) -> N
     from risk.engine import risk_state_apply_policy
 
     risk_state_apply_policy(account=account, snapshot=snapshot)
+
+
+def policy_objections(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the rule table refuses in a payload the schema accepted, judged at the time it arrives."""
+    try:
+        policy = rules.Policy.from_payload(payload)
+    except rules.PolicyError as exc:
+        field, _, message = str(exc).partition(": ")
+        return [(field, message or str(exc))]
+    problem = rules.starting_balance_date_problem(policy, timezone.now())
+    return [] if problem is None else [("daily_starting_balance_date", problem)]
 
 
 def on_command_finished(command: Command) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -22,18 +23,23 @@ def risk_summary(account: TradingAccount, live: AccountSnapshot | None = None) -
     risk = AccountRisk.objects.filter(account=account).first()
     if risk is None:
         return None
-    if live is not None and account.current_policy is not None:
-        policy = policy_of(account.current_policy)
-        if policy.policy_version == risk.policy_version:
-            evaluation = rules.evaluate(account_view(live), policy, state_from_row(risk))
-            risk.measured, risk.daily_floor = evaluation.measured, evaluation.daily_floor
-            risk.total_floor, risk.trading_block = evaluation.total_floor, evaluation.trading_block or ""
-            risk.high_water_mark = evaluation.state.high_water_mark
-            risk.snapshot_at = live.observed_at
+    policy = policy_of(account.current_policy) if account.current_policy is not None else None
+    total_floor: Decimal | None = risk.total_floor
+    if live is not None and policy is not None and policy.policy_version == risk.policy_version:
+        evaluation = rules.evaluate(account_view(live), policy, state_from_row(risk))
+        risk.measured, risk.daily_floor = evaluation.measured, evaluation.daily_floor
+        total_floor, risk.trading_block = evaluation.total_floor, evaluation.trading_block or ""
+        risk.high_water_mark = evaluation.state.high_water_mark
+        risk.snapshot_at = live.observed_at
+    elif policy is not None:
+        # What is compared is the floor rounded to the currency digits; a rule that is off has none.
+        digits = (account.last_snapshot or {}).get("currency_digits", 2)
+        t = policy.thresholds_for(digits if isinstance(digits, int) else 2)
+        total_floor = None if t.total_amount is None else rules.round_money(risk.total_floor, t.quantum)
     measured = risk.measured
     breaches = list(
         ProtectiveAction.objects.filter(account=account, policy_version=risk.policy_version).values(
-            "rule_key", "scope", "execution_status", "detection_timestamp"
+            "rule_key", "scope", "execution_status", "detection_timestamp", "explanation"
         )[:50]
     )
     return jsonable(
@@ -41,9 +47,9 @@ def risk_summary(account: TradingAccount, live: AccountSnapshot | None = None) -
             "policy_version": risk.policy_version,
             "measured": measured,
             "daily_floor": risk.daily_floor,
-            "total_floor": risk.total_floor,
+            "total_floor": total_floor,
             "daily_headroom": None if measured is None or risk.daily_floor is None else measured - risk.daily_floor,
-            "total_headroom": None if measured is None else measured - risk.total_floor,
+            "total_headroom": None if measured is None or total_floor is None else measured - total_floor,
             "high_water_mark": risk.high_water_mark,
             "daily_reference": risk.daily_reference,
             "daily_reference_date": risk.daily_reference_date,

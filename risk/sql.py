@@ -42,6 +42,7 @@ STATE_FIELDS = (
     "breached_tickets",
     "hard_breached",
     "trading_disabled_until",
+    "last_trading_day",
 )
 
 
@@ -60,7 +61,7 @@ _states: dict[int, RiskRow] = {}
 
 
 def _state_from_values(values: tuple[Any, ...]) -> rules.RiskState:
-    (version, initial, hwm, floor, reference, reference_date, source, count, tickets, hard, until) = values
+    (version, initial, hwm, floor, reference, reference_date, source, count, tickets, hard, until, last_day) = values
     return rules.RiskState(
         policy_version=version,
         initial_balance=initial,
@@ -73,6 +74,7 @@ def _state_from_values(values: tuple[Any, ...]) -> rules.RiskState:
         breached_tickets=frozenset(tickets),
         hard_breached=hard,
         trading_disabled_until=until,
+        last_trading_day=last_day,
     )
 
 
@@ -109,7 +111,7 @@ class Figures(NamedTuple):
     measured: Decimal
     balance: Decimal
     equity: Decimal
-    daily_floor: Decimal
+    daily_floor: Decimal | None  # None: the rule is off
     trading_block: str
     snapshot_at: datetime
 

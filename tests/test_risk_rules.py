@@ -157,6 +157,13 @@ def test_the_rule_table_has_one_row_per_rule_key_of_the_spec() -> None:
         ("total_drawdown", "lifetime", "close_all", "close_all_on_total_dd", True),
         ("single_trade_loss", "ticket", "close_position", "close_position_on_single_trade_breach", False),
         ("single_trade_loss_limit", "lifetime", "none", None, True),
+        ("max_open_positions", "ticket", "close_position", "close_excess_positions", False),
+        ("max_position_volume", "ticket", "reduce_position", "close_oversized_positions", False),
+        ("max_total_volume", "day", "report", None, False),
+        ("stop_loss_required", "ticket", "close_position", "close_positions_without_sl", False),
+        ("single_trade_risk", "command", "reject", None, False),
+        ("weekend_holding", "week", "close_all", "close_all_before_weekend", False),
+        ("profit_target", "version", "report", None, False),
     ]
 
 
@@ -443,7 +450,7 @@ def test_a_daily_breach_disables_trading_until_the_next_trading_day() -> None:
     assert next_day.state.trading_disabled_until is None
 
 
-def test_a_total_breach_disables_trading_until_an_active_newer_snapshot() -> None:
+def test_a_total_breach_disables_trading_until_an_active_newer_snapshot_that_reinstates() -> None:
     flags = {"disable_trading_on_breach": True, "max_daily_dd_pct": 20}  # no daily breach
     p12 = policy(**flags)
     breached = run(p12, "89000").state
@@ -451,24 +458,28 @@ def test_a_total_breach_disables_trading_until_an_active_newer_snapshot() -> Non
     newer_but_suspended = RiskState.apply_policy(
         breached, policy(policy_version=13, account_status="suspended", **flags)
     )
-    p14 = policy(policy_version=14, **flags)
-    newer_and_active = RiskState.apply_policy(newer_but_suspended, p14)
+    routine = RiskState.apply_policy(newer_but_suspended, policy(policy_version=14, **flags))
+    p15 = policy(policy_version=15, reinstate=True, **flags)
+    newer_and_active = RiskState.apply_policy(routine, p15)
 
     assert open_position_block(p12, breached, NOON) == "trading_disabled"
     assert same_version is breached
     assert newer_but_suspended.hard_breached is True
+    assert routine.hard_breached is True  # a routine active snapshot does not lift it (v2)
     assert newer_and_active.hard_breached is False
-    assert open_position_block(p14, newer_and_active, NOON) is None
+    assert open_position_block(p15, newer_and_active, NOON) is None
 
 
-def test_the_escalation_disables_trading_until_an_active_newer_snapshot() -> None:
+def test_the_escalation_disables_trading_until_an_active_newer_snapshot_that_reinstates() -> None:
     p = policy(disable_trading_on_breach=True, current_single_trade_exceed_count=1)
 
     result = evaluate(view("97500", positions=(position(1, "-2500"),)), p, RiskState.initial(p))
 
     assert result.state.hard_breached is True
     assert result.trading_block == "trading_disabled"
-    after = RiskState.apply_policy(result.state, policy(policy_version=13, disable_trading_on_breach=True))
+    routine = RiskState.apply_policy(result.state, policy(policy_version=13, disable_trading_on_breach=True))
+    after = RiskState.apply_policy(routine, policy(policy_version=14, disable_trading_on_breach=True, reinstate=True))
+    assert routine.hard_breached is True
     assert after.hard_breached is False
 
 
@@ -521,29 +532,30 @@ def test_a_newer_snapshot_still_carrying_yesterdays_reference_keeps_the_bridge_o
     assert state.daily_reference_source == "bridge"
 
 
-def test_a_reset_time_other_than_midnight_moves_the_day_boundary() -> None:
-    p = policy(daily_reset_time_utc="22:00")
+def test_a_reset_time_other_than_midnight_moves_the_day_boundary_and_names_the_day_it_ends_on() -> None:
+    p = policy(daily_reset_time_utc="22:00", daily_starting_balance_date="2026-05-30")
     state = RiskState.initial(p)
     before = datetime(2026, 5, 30, 21, 59, 59, tzinfo=UTC)
     at_reset = datetime(2026, 5, 30, 22, 0, tzinfo=UTC)
 
-    assert trading_day(before, time(22, 0)) == date(2026, 5, 29)
-    assert trading_day(at_reset, time(22, 0)) == date(2026, 5, 30)
+    # The day that starts 29 May 22:00 ends on 30 May: it is 30 May's (RISK_RULES v2).
+    assert trading_day(before, time(22, 0)) == date(2026, 5, 30)
+    assert trading_day(at_reset, time(22, 0)) == date(2026, 5, 31)
     assert evaluate(view("97000", at=before), p, state).state is state
     rolled = evaluate(view("97000", at=at_reset), p, state)
     assert (rolled.state.daily_reference_date, rolled.state.daily_reference_source) == (
-        date(2026, 5, 30),
+        date(2026, 5, 31),
         "bridge",
     )
 
 
-def test_a_daily_disable_with_a_late_reset_ends_at_the_next_reset() -> None:
-    p = policy(daily_reset_time_utc="22:00", disable_trading_on_breach=True)
+def test_a_daily_disable_with_a_late_reset_lasts_one_day_not_two() -> None:
+    p = policy(daily_reset_time_utc="22:00", disable_trading_on_breach=True, daily_starting_balance_date="2026-05-30")
 
     breached = run(p, "93000", at=datetime(2026, 5, 29, 23, 0, tzinfo=UTC))
 
     assert breached.state.trading_disabled_until == datetime(2026, 5, 30, 22, 0, tzinfo=UTC)
-    assert only(breached, "daily_drawdown").scope == "day:2026-05-29"
+    assert only(breached, "daily_drawdown").scope == "day:2026-05-30"
 
 
 def test_a_snapshot_for_the_next_day_arriving_before_the_reset_is_used_at_once() -> None:

@@ -4,6 +4,7 @@ samples behind the chart, and the risk monitors' heartbeats."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +41,16 @@ from panel.formatting import money, utc
 from policies.models import AccountRisk, MonitorHeartbeat, ProtectiveAction, RiskSample, TradingAccount
 from risk.breach import BreachStatus, breach_status, in_breach_q
 from risk.kill_switch import Switch
+
+
+def _total_floor(account: TradingAccount, risk: AccountRisk | None) -> Decimal | None:
+    """The total floor, or None when the policy turns the rule off (RISK_RULES v2: a null percent)."""
+    if risk is None:
+        return None
+    policy = account.current_policy
+    if policy is not None and policy.payload.get("max_total_dd_pct", 0) is None:
+        return None
+    return risk.total_floor
 
 
 class RiskFilter(admin.SimpleListFilter):
@@ -188,9 +199,10 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
     @display(description="total headroom")
     def total_headroom(self, obj: TradingAccount) -> str:
         risk = _risk_of(obj)
-        if risk is None or risk.measured is None:
+        floor = _total_floor(obj, risk)
+        if risk is None or risk.measured is None or floor is None:
             return "—"
-        return money(risk.measured - risk.total_floor, obj)
+        return money(risk.measured - floor, obj)
 
     @display(description="evaluated")
     def evaluated(self, obj: TradingAccount) -> str:
@@ -219,7 +231,7 @@ class TradingAccountAdmin(ReadOnlyMixin, ScopedAdmin[TradingAccount]):
                 ["measured", money(risk.measured, obj)],
                 ["equity / balance", f"{money(risk.equity, obj)} / {money(risk.balance, obj)}"],
                 ["daily floor", money(risk.daily_floor, obj)],
-                ["total floor", money(risk.total_floor, obj)],
+                ["total floor", money(_total_floor(obj, risk), obj) if _total_floor(obj, risk) is not None else "off"],
                 ["high-water mark", money(risk.high_water_mark, obj)],
                 [
                     "daily reference",
@@ -394,7 +406,8 @@ class RiskSampleAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[RiskSample]):
 
     @display(description="below a floor", boolean=True)
     def below_a_floor(self, obj: RiskSample) -> bool:
-        return obj.equity < obj.daily_floor or obj.equity < obj.total_floor
+        floors = [floor for floor in (obj.daily_floor, obj.total_floor) if floor is not None]
+        return any(obj.equity < floor for floor in floors)
 
 
 @admin.register(MonitorHeartbeat)

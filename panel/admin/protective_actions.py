@@ -106,6 +106,7 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Protective
         "floating_pnl_money",
         "closed_pnl_money",
         "violation_count",
+        "explanation_table",
     )
     WHEN = ("detection_timestamp", "execution_timestamp", "created_at")
     OUTCOME = ("execution_status", "mt5_response", "error_message", "positions_table")
@@ -172,6 +173,26 @@ class ProtectiveActionAdmin(BigTableMixin, ReadOnlyMixin, ScopedAdmin[Protective
     @display(description="threshold used (%)")
     def threshold_pct(self, obj: ProtectiveAction) -> str:
         return plain_number(obj.threshold_used)
+
+    @display(description="explanation")
+    def explanation_table(self, obj: ProtectiveAction) -> SafeString | str:
+        """RISK_RULES "Explaining a breach", for support: what was measured against what, and why."""
+        explanation = obj.explanation or {}
+        if not explanation:
+            return "—"
+        reference = explanation.get("reference") or {}
+        params = explanation.get("rule_params") or {}
+        rows: list[list[Any]] = [
+            ["measured", f"{explanation.get('measured')} ({explanation.get('measured_kind')})"],
+            ["floor or limit", explanation.get("floor_or_limit")],
+            [
+                "reference",
+                f"{reference.get('kind')} {reference.get('value')} ({reference.get('source')})" if reference else "—",
+            ],
+            ["high-water mark", explanation.get("high_water_mark") or "—"],
+            *([name, value] for name, value in sorted(params.items())),
+        ]
+        return table_html(["", "value"], rows)
 
     @display(description="positions")
     def positions_table(self, obj: ProtectiveAction) -> SafeString | str:

@@ -60,7 +60,14 @@
       return box;
     }
     let input;
-    if (spec.kind === "boolean") {
+    if (spec.kind === "boolean" && !spec.required && (spec.default === null || spec.default === undefined)) {
+      // Optional with no default of its own (a Rules v2 field): absent, true or false, so leaving
+      // it alone sends nothing and the rule's own default applies (help says which).
+      input = el("select", { id });
+      input.appendChild(option("", "— (absent)", value === undefined || value === null));
+      input.appendChild(option("true", "true", value === true));
+      input.appendChild(option("false", "false", value === false));
+    } else if (spec.kind === "boolean") {
       input = el("input", { type: "checkbox", id, checked: value === true });
       return tag(input, spec, path, el("div", { class: "panel-check" }, [input, el("label", { for: id, text: spec.name, style: "margin:0" })]));
     }
@@ -86,6 +93,8 @@
   function tag(input, spec, path, wrapper) {
     input.dataset.path = path;
     input.dataset.kind = spec.kind;
+    // Required but nullable (a rule that may be off): left empty, it is sent as null.
+    if (spec.required && spec.allow_null) input.dataset.emptyIsNull = "1";
     if (spec.child) input.dataset.childKind = spec.child.kind;
     return wrapper;
   }
@@ -127,7 +136,10 @@
     for (const input of $("b-fields").querySelectorAll("[data-path]")) {
       const kind = input.dataset.kind;
       let value;
-      if (kind === "boolean") value = input.checked;
+      if (kind === "boolean" && input.tagName === "SELECT") {
+        if (input.value === "") continue;
+        value = input.value === "true";
+      } else if (kind === "boolean") value = input.checked;
       else if (kind === "list") {
         const parts = input.value.split(",").map((s) => s.trim()).filter(Boolean);
         if (!parts.length) continue;
@@ -136,8 +148,9 @@
         if (!input.value.trim()) continue;
         try { value = JSON.parse(input.value); } catch (e) { value = input.value; }
       } else {
-        if (input.value === "") continue;
-        value = convert(kind, input.value);
+        if (input.value === "" && input.dataset.emptyIsNull) value = null;
+        else if (input.value === "") continue;
+        else value = convert(kind, input.value);
       }
       const keys = input.dataset.path.split(".");
       let node = fields;
