@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from bridgeproject.errors import validation_error
+from bridgeproject.errors import BridgeError, validation_error
 from commands import schema_docs as docs
 from commands import selectors
+from commands.envelope import parse_utc
 from commands.intake import handle_post, read_tenant
 from commands.serializers import AcceptedSerializer, CommandDetailSerializer, CommandSerializer, PolicyResultSerializer
 from commands.states import State
@@ -56,7 +57,26 @@ class IngestView(APIView):
         return handle_post(request, request_types=frozenset({"command", "policy_snapshot"}), allow_flat=False)
 
 
-class CommandPagination(CursorPagination):
+class StrictCursorPagination(CursorPagination):
+    """Cursor pagination ordered by a timestamp: a cursor it did not make is a 400 `invalid_cursor`,
+    never a query with a position the database cannot read (that was a 500)."""
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or cursor.position is None or parse_utc(str(cursor.position)) is not None
+        if not valid:
+            raise BridgeError(
+                400, "invalid_cursor", "The cursor is not one this API gave: follow the `next` or `previous` link."
+            )
+        return cursor
+
+
+class CommandPagination(StrictCursorPagination):
     ordering = ("-received_at", "-id")
     page_size = 50
     max_page_size = 200
@@ -115,9 +135,9 @@ class CommandsView(APIView):
         if state is not None and state not in State.values:
             errors.append({"field": "state", "message": f"One of {', '.join(State.values)}."})
         since_raw = params.get("since")
-        since = parse_datetime(since_raw) if since_raw else None
-        if since_raw and (since is None or since.tzinfo is None):
-            errors.append({"field": "since", "message": "An ISO-8601 timestamp with Z or an offset."})
+        since = parse_utc(since_raw) if since_raw else None
+        if since_raw and since is None:
+            errors.append({"field": "since", "message": "An ISO-8601 timestamp with Z or an offset, of a real date."})
         if errors:
             raise validation_error(errors)
         commands = selectors.command_list(

@@ -9,14 +9,13 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bridgeproject.errors import BridgeError
 from commands import schema_docs as docs
-from commands.api import TENANT_PARAM
+from commands.api import TENANT_PARAM, StrictCursorPagination
 from commands.intake import read_tenant
 from execution.gateway import AccountSnapshot, GatewayUnavailable
 from execution.gateways import get_gateway
@@ -114,7 +113,7 @@ class ProtectiveActionSerializer(serializers.ModelSerializer):
         ]
 
 
-class ActionPagination(CursorPagination):
+class ActionPagination(StrictCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 50
 
