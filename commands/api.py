@@ -26,6 +26,24 @@ IDEMPOTENCY_PARAMS = [
     OpenApiParameter("X-Correlation-ID", str, OpenApiParameter.HEADER, description="Echoed; generated when absent."),
     OpenApiParameter("X-Protocol-Version", str, OpenApiParameter.HEADER, description="Defaults to 1."),
 ]
+SERVER_PARAM = OpenApiParameter(
+    "server",
+    str,
+    description="The account's server, when the caller has its login on several (else 409 ambiguous_account);"
+    " compared trimmed and case-insensitively.",
+)
+
+
+def server_of(request: Request) -> str | None:
+    """The `?server=` of an account read, or None; 422 when it is given but names no server."""
+    raw = request.query_params.get("server")
+    if raw is None:
+        return None
+    if not raw.strip() or len(raw) > 128 or not raw.isprintable():
+        raise validation_error([{"field": "server", "message": "A server name: 1–128 printable characters."}])
+    return raw
+
+
 TENANT_PARAM = OpenApiParameter(
     "X-Tenant-ID", str, OpenApiParameter.HEADER, description="Which tenant, for a token scoped to several."
 )
@@ -91,7 +109,7 @@ class CommandPagination(StrictCursorPagination):
 
 # The command list's query parameters: any other is refused, so a misspelt filter never
 # silently lists everything.
-LIST_QUERY_PARAMETERS = frozenset({"account_login", "state", "since", "cursor", "page_size"})
+LIST_QUERY_PARAMETERS = frozenset({"account_login", "server", "state", "since", "cursor", "page_size"})
 
 
 class CommandsView(APIView):
@@ -113,6 +131,7 @@ class CommandsView(APIView):
         summary="The tenant's commands, newest first, cursor-paginated",
         parameters=[
             OpenApiParameter("account_login", int),
+            SERVER_PARAM,
             OpenApiParameter("state", str, enum=State.values),
             OpenApiParameter("since", str, description="ISO-8601; commands received at or after."),
             OpenApiParameter("cursor", str),
@@ -140,8 +159,11 @@ class CommandsView(APIView):
             errors.append({"field": "since", "message": "An ISO-8601 timestamp with Z or an offset, of a real date."})
         if errors:
             raise validation_error(errors)
+        server = server_of(request)
+        if server is not None and login is None:
+            raise validation_error([{"field": "server", "message": "Only with account_login."}])
         commands = selectors.command_list(
-            tenant=tenant, account_login=int(login) if login else None, state=state, since=since
+            tenant=tenant, account_login=int(login) if login else None, server=server, state=state, since=since
         )
         paginator = CommandPagination()
         page = paginator.paginate_queryset(commands, request, view=self)

@@ -20,7 +20,7 @@ from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, P
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, IdempotencyRecord
 from commands.services import command_accept
 from commands.validation import validate_command_payload, validate_with
-from policies.models import TradingAccount
+from policies.models import TradingAccount, server_key
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
 from tenancy.auth import Principal, principal_of
 from tenancy.models import Tenant
@@ -76,7 +76,7 @@ _accounts: dict[tuple[int, int, str | None], TradingAccount] = {}
 
 
 def _account_for_command(tenant: Tenant, login: int, server: str | None) -> TradingAccount:
-    cache_key = (tenant.pk, login, server)
+    cache_key = (tenant.pk, login, None if server is None else server_key(server))
     account = _accounts.get(cache_key)
     if account is None:
         account = account_get_for_tenant(tenant=tenant, login=login, server=server)

@@ -20,7 +20,7 @@ from panel.models import LibraryPayload, PanelSend
 from panel.payloads import new_command_id, utc_now_iso
 from panel.scoping import may_see_tenant
 from panel.sending import ApiResult, api_call
-from policies.models import TradingAccount
+from policies.models import TradingAccount, on_server
 from tenancy.models import Tenant
 
 
@@ -159,7 +159,7 @@ def _enqueue_report(
     account = (
         None
         if login is None
-        else TradingAccount.objects.filter(tenant=tenant, login=login, server=actor.get("server", "")).first()
+        else on_server(TradingAccount.objects.filter(tenant=tenant, login=login), str(actor.get("server", ""))).first()
     )
     path = payload.path
     body: dict[str, Any]

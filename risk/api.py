@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from bridgeproject.errors import BridgeError
 from commands import schema_docs as docs
-from commands.api import TENANT_PARAM, StrictCursorPagination
+from commands.api import SERVER_PARAM, TENANT_PARAM, StrictCursorPagination, server_of
 from commands.intake import read_tenant
 from execution.gateway import AccountSnapshot, GatewayUnavailable
 from execution.gateways import get_gateway
@@ -47,7 +47,7 @@ class AccountView(APIView):
     @extend_schema(
         operation_id="account_get",
         summary="Sync request: the live MT5 snapshot, the policy version and the risk state",
-        parameters=[TENANT_PARAM],
+        parameters=[SERVER_PARAM, TENANT_PARAM],
         responses={
             200: inline_serializer(
                 "Account", {"account_login": serializers.IntegerField(), "snapshot": serializers.DictField()}
@@ -57,7 +57,7 @@ class AccountView(APIView):
         },
     )
     def get(self, request: Request, account_login: int) -> Response:
-        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
+        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login, server=server_of(request))
         try:
             live = get_gateway().account_snapshot(account.login, account.server)
         except GatewayUnavailable as exc:
@@ -122,14 +122,14 @@ class ProtectiveActionsView(APIView):
     @extend_schema(
         operation_id="protective_actions_list",
         summary="The account's protective action history, newest first",
-        parameters=[TENANT_PARAM],
+        parameters=[SERVER_PARAM, TENANT_PARAM],
         responses={
             200: docs.cursor_page("ProtectiveActionPage", ProtectiveActionSerializer(many=True)),
             **docs.GET_PROBLEMS,
         },
     )
     def get(self, request: Request, account_login: int) -> Response:
-        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
+        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login, server=server_of(request))
         paginator = ActionPagination()
         page = paginator.paginate_queryset(protective_actions_of(account), request, view=self)
         return paginator.get_paginated_response(ProtectiveActionSerializer(page, many=True).data)
