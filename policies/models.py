@@ -52,6 +52,12 @@ class TradingAccount(models.Model):
         return f"{self.login}@{self.server}"
 
     @property
+    def money_digits(self) -> int:
+        """The account currency's digits, from the last MT5 snapshot seen (2 before any)."""
+        digits = (self.last_snapshot or {}).get("currency_digits")
+        return digits if isinstance(digits, int) and 0 <= digits <= 8 else 2
+
+    @property
     def account_status(self) -> str:
         """The current policy's account_status ('active' when no policy is held yet)."""
         if self.current_policy is None:
