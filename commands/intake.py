@@ -76,7 +76,11 @@ _accounts: dict[tuple[int, int, str | None], TradingAccount] = {}
 
 
 def _account_for_command(tenant: Tenant, login: int, server: str | None) -> TradingAccount:
-    cache_key = (tenant.pk, login, None if server is None else server_key(server))
+    if server is None:
+        # The flat body names no server: the tenant may register the login on another server
+        # later, which makes it ambiguous (409), so this answer is never remembered.
+        return account_get_for_tenant(tenant=tenant, login=login)
+    cache_key = (tenant.pk, login, server_key(server))
     account = _accounts.get(cache_key)
     if account is None:
         account = account_get_for_tenant(tenant=tenant, login=login, server=server)

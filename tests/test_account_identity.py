@@ -81,6 +81,10 @@ def test_a_server_name_is_stored_trimmed(alice, tenant_1):
 
 
 def test_alice_with_one_login_on_two_servers_is_asked_to_name_one_and_can(alices_account, alice, tenant_1):
+    first = copy.deepcopy(examples.LEGACY_OPEN_POSITION)
+    first["command_id"] = "before-the-second-server"
+    assert alice.post("mt5/commands", first).status_code == 202  # one server: the flat body is enough
+    Command.objects.all().delete()
     register_account(tenant_1, server="Second-Server")
     for response in (
         alice.get(f"mt5/accounts/{LOGIN}"),

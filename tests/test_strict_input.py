@@ -115,7 +115,7 @@ def test_the_same_key_in_two_different_objects_is_fine(alice, account_1):
 
 
 @pytest.mark.parametrize(
-    "command_id", ["cmd/1", "cmd 1", "cmd?x=1", "cmd#1", "cmd%2F1", "é-cmd", "..", ".", "x" * 65, ""]
+    "command_id", ["cmd/1", "cmd 1", "cmd?x=1", "cmd#1", "cmd%2F1", "é-cmd", "..", ".", "x" * 65, "", "cmd-1\n"]
 )
 def test_a_command_id_that_could_not_be_read_back_by_its_url_is_refused_at_intake(alice, account_1, command_id):
     body = fresh("close_positions")
