@@ -32,6 +32,52 @@ _TITLES = {
 }
 
 
+# Every problem `code` the API sends, with its status and when (the OpenAPI document lists them;
+# tests/test_openapi.py holds this table equal to the codes the code raises).
+PROBLEM_CODES: dict[str, tuple[int, str]] = {
+    "malformed_json": (400, "The body is not strict JSON (NaN, Infinity, too deep, NUL or lone surrogate)."),
+    "duplicate_json_key": (400, "An object of the body holds a key twice."),
+    "idempotency_key_required": (400, "No idempotency key from any source."),
+    "idempotency_key_mismatch": (400, "X-Idempotency-Key and meta.idempotency_key differ."),
+    "invalid_idempotency_key": (400, "The key is not 1–255 printable ASCII characters."),
+    "unsupported_protocol_version": (400, "X-Protocol-Version names another major version."),
+    "tenant_required": (400, "A token scoped to several tenants sent a GET without X-Tenant-ID."),
+    "invalid_cursor": (400, "The cursor is not one this API gave."),
+    "authentication_failed": (401, "Missing, malformed, unknown or revoked token (WWW-Authenticate: Bearer)."),
+    "tenant_forbidden": (403, "The tenant, account or command belongs to another tenant or is outside the token."),
+    "forbidden": (403, "Anything else the caller may not do (outside the API: a page of the panel)."),
+    "not_found": (404, "No such route or resource."),
+    "command_not_found": (404, "No command with this id for the tenant."),
+    "account_not_found": (404, "The account is not registered (a first policy snapshot registers it)."),
+    "method_not_allowed": (405, "The method is not allowed on this path."),
+    "duplicate_command_id": (409, "The command_id was already used under another idempotency key."),
+    "request_in_progress": (
+        409,
+        "Reserved by PROTOCOL §6; this bridge never sends it: a retry that arrives while the first request"
+        " is processed waits for it and replays its answer.",
+    ),
+    "stale_policy_version": (409, "policy_version is older than the account's current version; nothing changed."),
+    "policy_version_conflict": (409, "The same policy_version is held with another payload."),
+    "ambiguous_account": (
+        409,
+        "The caller has this login on several servers: name one (?server= or actor.server); `servers` lists them.",
+    ),
+    "payload_too_large": (413, "The body is over 256 KiB."),
+    "unsupported_media_type": (415, "The body is not Content-Type: application/json."),
+    "validation_failed": (422, "Fields are missing or invalid: one `errors` entry per field."),
+    "idempotency_key_reused": (422, "The idempotency key was used with another body."),
+    "reserved_command_id": (422, "command_id starts with the reserved prefix `bridge-`."),
+    "rate_limited": (429, "Too many failed authentications from this client (Retry-After)."),
+    "internal_error": (500, "A bug of the bridge; it is logged under the correlation id."),
+    "mt5_unavailable": (503, "The MT5 terminal cannot be reached; `last_known_snapshot` and its age are given."),
+    "database_unavailable": (503, "The database is unavailable for a moment; retry with the same key (Retry-After)."),
+}
+
+
+def problem_codes_of(status: int) -> list[str]:
+    return [code for code, (code_status, _) in PROBLEM_CODES.items() if code_status == status]
+
+
 class BridgeError(Exception):
     """An error the client is told about: a status, a stable snake_case code and a sentence."""
 

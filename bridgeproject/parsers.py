@@ -1,4 +1,5 @@
-"""A JSON parser that refuses what JSON does not allow (NaN, Infinity), absurd nesting, and strings
+"""A JSON parser that refuses what JSON does not allow (NaN, Infinity), absurd nesting, a key twice in
+one object (RFC 8259 leaves its meaning to the parser: which `command_type` would run?), and strings
 no database column can hold: an unpaired UTF-16 surrogate escape ("\\ud800") or a NUL ("\\u0000")."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
+
+from bridgeproject.errors import BridgeError
 
 MAX_DEPTH = 32
 # A \uD800–\uDFFF escape: json.loads joins a valid pair into one character and leaves a lone one
@@ -58,10 +61,35 @@ def _has_unstorable_text(value: Any) -> bool:
     return False
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: the object, unless a key appears twice in it."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
 def loads_strict(raw: bytes) -> Any:
-    """Parse a request body; raise ParseError with a clear message when it is not strict JSON."""
+    """Parse a request body; raise ParseError with a clear message when it is not strict JSON, and
+    a 400 `duplicate_json_key` when an object holds a key twice."""
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_object)
+    except _DuplicateKey as exc:
+        raise BridgeError(
+            400,
+            "duplicate_json_key",
+            f"The body has the key {exc.key[:64]!r} twice in one object; send each key once.",
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ParseError(f"The body is not valid JSON: {exc}") from exc
     # Nesting needs an opening bracket a level: a body with fewer cannot be too deep.

@@ -11,11 +11,14 @@ its ``incr`` is read-then-write, so racing failures may be undercounted by the f
 a process serves at once: the limit is approximate there, exact with Redis). Past
 ``AUTH_FAILURES_PER_MINUTE`` the client gets **429** with ``Retry-After`` until the window ends.
 
-Why a valid token stays fast: the success path touches no store. A block, once a process has
-seen it, is remembered in that process's memory, so a blocked client costs no query at all
-and learns nothing from its guesses (every request of a blocked client gets 429, valid
-token or not). Another process learns of the block at the client's first failure there, so
-the guesses one client gets per window are bounded by the limit plus one per process.
+Why a valid token stays fast and is never refused: the success path touches no store, and a
+request with a valid token is answered whatever failures its address has piled up (PROTOCOL
+§9 "Abuse limits": Laravel may share an address with whoever is guessing, and its critical
+closes must go through). Only a failed attempt consults the limiter. A block, once a process
+has seen it, is remembered in that process's memory, so a blocked client's further guesses are
+answered 429 without being counted (one token lookup each, cached). Another process learns of
+the block at the client's first failure there, so the guesses one client gets answered 401 per
+window are bounded by the limit plus one per process.
 
 A broken store never locks anyone out: the limiter fails open (and logs it).
 """

@@ -304,11 +304,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.auth.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["bridgeproject.parsers.StrictJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["bridgeproject.renderers.BridgeJSONRenderer"],
     "EXCEPTION_HANDLER": "bridgeproject.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-    "DATETIME_FORMAT": "iso-8601",
+    # Serializers hand datetimes to the renderer, which writes RFC 3339 UTC with milliseconds.
+    "DATETIME_FORMAT": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MT5 execution and risk bridge",
@@ -316,6 +317,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # PROTOCOL §9 "OpenAPI": 3.1 (webhooks, JSON Schema 2020-12), both callbacks under `webhooks`.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": ["commands.openapi.PROTECTIVE_ACTION_WEBHOOK", "commands.openapi.COMMAND_RESULT_WEBHOOK"],
+    "ENUM_NAME_OVERRIDES": {"CommandTypeEnum": "commands.models.CommandType", "SideEnum": ["buy", "sell"]},
 }
 
 # --- Logging: one JSON object a line, with the correlation id, tenant, account and command ---
@@ -393,5 +398,6 @@ RATE_LIMIT_REDIS_URL = REDIS_URL
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "bridgeproject.errors.document_problem_content_type",
+    "commands.openapi.document_headers_and_codes",
 ]
 # --- end of abuse limits --------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from bridgeproject import errors
+from commands.openapi import SchemaView
 from execution.health import HealthView
 from panel import views as panel_views
 from risk.api import AccountView, ProtectiveActionsView
@@ -19,7 +20,7 @@ api_v1: list[URLPattern | URLResolver] = [
         name="account-protective-actions",
     ),
     path("health", HealthView.as_view(), name="health"),
-    path("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path("schema", SchemaView.as_view(), name="schema"),
 ]
 
 urlpatterns = [

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from bridgeproject.errors import validation_error
+from bridgeproject.errors import BridgeError, validation_error
 from commands import schema_docs as docs
 from commands import selectors
+from commands.envelope import parse_utc
 from commands.intake import handle_post, read_tenant
 from commands.serializers import AcceptedSerializer, CommandDetailSerializer, CommandSerializer, PolicyResultSerializer
 from commands.states import State
@@ -25,6 +26,24 @@ IDEMPOTENCY_PARAMS = [
     OpenApiParameter("X-Correlation-ID", str, OpenApiParameter.HEADER, description="Echoed; generated when absent."),
     OpenApiParameter("X-Protocol-Version", str, OpenApiParameter.HEADER, description="Defaults to 1."),
 ]
+SERVER_PARAM = OpenApiParameter(
+    "server",
+    str,
+    description="The account's server, when the caller has its login on several (else 409 ambiguous_account);"
+    " compared trimmed and case-insensitively.",
+)
+
+
+def server_of(request: Request) -> str | None:
+    """The `?server=` of an account read, or None; 422 when it is given but names no server."""
+    raw = request.query_params.get("server")
+    if raw is None:
+        return None
+    if not raw.strip() or len(raw) > 128 or not raw.isprintable():
+        raise validation_error([{"field": "server", "message": "A server name: 1–128 printable characters."}])
+    return raw
+
+
 TENANT_PARAM = OpenApiParameter(
     "X-Tenant-ID", str, OpenApiParameter.HEADER, description="Which tenant, for a token scoped to several."
 )
@@ -56,7 +75,26 @@ class IngestView(APIView):
         return handle_post(request, request_types=frozenset({"command", "policy_snapshot"}), allow_flat=False)
 
 
-class CommandPagination(CursorPagination):
+class StrictCursorPagination(CursorPagination):
+    """Cursor pagination ordered by a timestamp: a cursor it did not make is a 400 `invalid_cursor`,
+    never a query with a position the database cannot read (that was a 500)."""
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or cursor.position is None or parse_utc(str(cursor.position)) is not None
+        if not valid:
+            raise BridgeError(
+                400, "invalid_cursor", "The cursor is not one this API gave: follow the `next` or `previous` link."
+            )
+        return cursor
+
+
+class CommandPagination(StrictCursorPagination):
     ordering = ("-received_at", "-id")
     page_size = 50
     max_page_size = 200
@@ -71,7 +109,7 @@ class CommandPagination(CursorPagination):
 
 # The command list's query parameters: any other is refused, so a misspelt filter never
 # silently lists everything.
-LIST_QUERY_PARAMETERS = frozenset({"account_login", "state", "since", "cursor", "page_size"})
+LIST_QUERY_PARAMETERS = frozenset({"account_login", "server", "state", "since", "cursor", "page_size"})
 
 
 class CommandsView(APIView):
@@ -93,6 +131,7 @@ class CommandsView(APIView):
         summary="The tenant's commands, newest first, cursor-paginated",
         parameters=[
             OpenApiParameter("account_login", int),
+            SERVER_PARAM,
             OpenApiParameter("state", str, enum=State.values),
             OpenApiParameter("since", str, description="ISO-8601; commands received at or after."),
             OpenApiParameter("cursor", str),
@@ -115,13 +154,16 @@ class CommandsView(APIView):
         if state is not None and state not in State.values:
             errors.append({"field": "state", "message": f"One of {', '.join(State.values)}."})
         since_raw = params.get("since")
-        since = parse_datetime(since_raw) if since_raw else None
-        if since_raw and (since is None or since.tzinfo is None):
-            errors.append({"field": "since", "message": "An ISO-8601 timestamp with Z or an offset."})
+        since = parse_utc(since_raw) if since_raw else None
+        if since_raw and since is None:
+            errors.append({"field": "since", "message": "An ISO-8601 timestamp with Z or an offset, of a real date."})
         if errors:
             raise validation_error(errors)
+        server = server_of(request)
+        if server is not None and login is None:
+            raise validation_error([{"field": "server", "message": "Only with account_login."}])
         commands = selectors.command_list(
-            tenant=tenant, account_login=int(login) if login else None, state=state, since=since
+            tenant=tenant, account_login=int(login) if login else None, server=server, state=state, since=since
         )
         paginator = CommandPagination()
         page = paginator.paginate_queryset(commands, request, view=self)

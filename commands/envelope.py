@@ -7,11 +7,12 @@ a request (a compiled fast path, DRF as the judge) is `commands.validation`.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -23,10 +24,36 @@ MAX_VOLUME = Decimal("1000")
 MAX_PRICE = Decimal("100000000")
 
 
+NO_TIME_ZONE = "Must have a time zone: Z or an offset such as +02:00."
+
+
+def parse_utc(raw: str) -> datetime | None:
+    """An ISO-8601 timestamp with Z or an offset, in UTC; None when it is none: no time zone (a
+    wall clock of where?), no such date, or outside the years UTC can hold."""
+    try:
+        parsed = parse_datetime(raw)
+    except ValueError:  # the shape of a timestamp, but no such date (year 0, month 13)
+        return None
+    if parsed is None or parsed.utcoffset() is None:
+        return None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
 class UtcDateTimeField(serializers.DateTimeField):
-    """ISO-8601 in, UTC out: an offset other than Z is converted on intake."""
+    """ISO-8601 with a time zone in, UTC out: an offset other than Z is converted on intake, and a
+    timestamp without one is refused (PROTOCOL §1: every timestamp is UTC or says its offset)."""
 
     def to_internal_value(self, value: Any):  # noqa: ANN201
+        if isinstance(value, str):
+            try:
+                naive = (parsed := parse_datetime(value)) is not None and parsed.utcoffset() is None
+            except ValueError:
+                naive = False  # DRF words "no such date"
+            if naive:
+                raise serializers.ValidationError(NO_TIME_ZONE)
         parsed = super().to_internal_value(value)
         return parsed.astimezone(UTC)
 
@@ -154,8 +181,24 @@ Ticket = lambda **kw: StrictIntegerField(min_value=1, max_value=2**63 - 1, **kw)
 Symbol = lambda **kw: Text(max_length=32, **kw)  # noqa: E731
 
 
+# PROTOCOL §9 "Command ids": 1–64 characters a URL path segment carries as they are, so every
+# accepted command reads back at GET /mt5/commands/{command_id}; "." and ".." are path steps.
+COMMAND_ID_PATTERN = r"\A(?!\.+\Z)[A-Za-z0-9._:-]+\Z"  # and max_length=64
+COMMAND_ID_RULE = "1–64 characters of A–Z, a–z, 0–9, '.', '_', ':' and '-' (not dots alone)."
+
+
+def CommandId() -> serializers.RegexField:  # a field factory, named as the fields are
+    return serializers.RegexField(
+        COMMAND_ID_PATTERN,
+        max_length=64,
+        trim_whitespace=False,
+        error_messages={"invalid": COMMAND_ID_RULE, "max_length": COMMAND_ID_RULE},
+        help_text=COMMAND_ID_RULE,
+    )
+
+
 class CommandCommonSerializer(serializers.Serializer):
-    command_id = Text()
+    command_id = CommandId()
     command_type = serializers.ChoiceField(choices=CommandType.choices)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     fast_lane = StrictBooleanField(default=False)
@@ -237,7 +280,7 @@ PAYLOAD_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 class LegacyFlatCommandSerializer(serializers.Serializer):
     """The flat body of the panel's PowerShell quick test."""
 
-    command_id = Text()
+    command_id = CommandId()
     tenant_id = Text(max_length=64)
     account_id = StrictIntegerField(min_value=1, max_value=2**63 - 1)
     command_type = serializers.ChoiceField(choices=CommandType.choices)

@@ -20,7 +20,7 @@ from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, P
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, IdempotencyRecord
 from commands.services import command_accept
 from commands.validation import validate_command_payload, validate_with
-from policies.models import TradingAccount
+from policies.models import TradingAccount, server_key
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
 from tenancy.auth import Principal, principal_of
 from tenancy.models import Tenant
@@ -76,7 +76,11 @@ _accounts: dict[tuple[int, int, str | None], TradingAccount] = {}
 
 
 def _account_for_command(tenant: Tenant, login: int, server: str | None) -> TradingAccount:
-    cache_key = (tenant.pk, login, server)
+    if server is None:
+        # The flat body names no server: the tenant may register the login on another server
+        # later, which makes it ambiguous (409), so this answer is never remembered.
+        return account_get_for_tenant(tenant=tenant, login=login)
+    cache_key = (tenant.pk, login, server_key(server))
     account = _accounts.get(cache_key)
     if account is None:
         account = account_get_for_tenant(tenant=tenant, login=login, server=server)

@@ -27,11 +27,16 @@ def command_get(*, tenant: Tenant, command_id: str) -> Command:
 
 
 def command_list(
-    *, tenant: Tenant, account_login: int | None = None, state: str | None = None, since: datetime | None = None
+    *,
+    tenant: Tenant,
+    account_login: int | None = None,
+    server: str | None = None,
+    state: str | None = None,
+    since: datetime | None = None,
 ) -> QuerySet[Command]:
     commands = Command.objects.filter(tenant=tenant).select_related("account")
     if account_login is not None:
-        account = account_get_for_tenant(tenant=tenant, login=account_login)
+        account = account_get_for_tenant(tenant=tenant, login=account_login, server=server)
         commands = commands.filter(account=account)
     if state:
         commands = commands.filter(state=state)

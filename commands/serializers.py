@@ -51,6 +51,8 @@ class CommandEventSerializer(serializers.ModelSerializer):
 
 
 class CommandSerializer(serializers.ModelSerializer):
+    """A command as the API gives it; an absent text is null, never "" (PROTOCOL §9)."""
+
     account_login = serializers.IntegerField(source="account.login")
     server = serializers.CharField(source="account.server")
     received_at_utc = serializers.DateTimeField(source="received_at")
@@ -59,6 +61,9 @@ class CommandSerializer(serializers.ModelSerializer):
     finished_at_utc = serializers.DateTimeField(source="finished_at", allow_null=True)
     expires_at_utc = serializers.DateTimeField(source="expires_at", allow_null=True)
     mt5_result = serializers.JSONField(source="result", allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    error_code = serializers.CharField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
 
     class Meta:
         model = Command
@@ -85,6 +90,15 @@ class CommandSerializer(serializers.ModelSerializer):
             "finished_at_utc",
             "expires_at_utc",
         ]
+
+    BLANK_AS_NULL = ("reason", "error_code", "error_message")
+
+    def to_representation(self, instance: Command) -> dict:
+        data = super().to_representation(instance)
+        for name in self.BLANK_AS_NULL:
+            if data.get(name) == "":
+                data[name] = None
+        return data
 
 
 class CommandDetailSerializer(CommandSerializer):

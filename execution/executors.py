@@ -35,6 +35,9 @@ from execution.gateway import (
 )
 from policies.models import TradingAccount
 
+# The deviation an open_position is sent with when it gives no max_slippage_points (MT5 points).
+DEFAULT_DEVIATION_POINTS = 20
+
 
 @dataclass
 class Step:
@@ -155,10 +158,29 @@ def open_position(ctx: Context) -> Step:
         if opened:
             return Step(State.SUCCEEDED, _opened_json(ctx, opened[0]))
     symbol = payload["symbol"]
-    if ctx.gateway.symbol_info(ctx.login, ctx.server, symbol) is None:
+    info = ctx.gateway.symbol_info(ctx.login, ctx.server, symbol)
+    if info is None:
         return Step(
             State.REJECTED, error_code="unknown_symbol", error_message=f"{symbol} is not traded on this server."
         )
+    slippage = payload.get("max_slippage_points")
+    deviation = DEFAULT_DEVIATION_POINTS if slippage is None else int(slippage)
+    open_price = _dec(payload.get("open_price"))
+    if open_price is not None:
+        # MT5 holds a request to its price and deviation only under instant or request execution;
+        # under market execution (most brokers) it fills at whatever the market is. So the bridge
+        # compares the quote with open_price itself, before sending, whatever the symbol's mode.
+        market = info.ask if payload["direction"] == "buy" else info.bid
+        away = abs(market - open_price) / info.point if info.point > 0 else Decimal(0)
+        if away > deviation:
+            return Step(
+                State.REJECTED,
+                error_code="slippage_exceeded",
+                error_message=(
+                    f"The market ({'ask' if payload['direction'] == 'buy' else 'bid'} {market}) is {away:f} points"
+                    f" from open_price {open_price}; max_slippage_points is {deviation}. Nothing was sent."
+                ),
+            )
     limited = hooks.open_position_limits(ctx.account, payload, ctx.gateway)
     if limited is not None:
         return Step(State.REJECTED, limited[2], error_code=limited[0], error_message=limited[1])
@@ -181,7 +203,7 @@ def open_position(ctx: Context) -> Step:
         price=_dec(payload.get("open_price")),
         sl=_dec(payload.get("stop_loss")),
         tp=_dec(payload.get("take_profit")),
-        deviation=int(payload.get("max_slippage_points") or 20),
+        deviation=deviation,
         tag=ctx.tag,
     )
     ctx.record(result)

@@ -14,6 +14,8 @@ from django_q.brokers import get_broker
 from django_q.models import OrmQ
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +26,7 @@ from commands.models import Command
 from commands.services import lane_broker, rings_with_the_commit
 from commands.states import State
 from execution.heartbeat import workers_alive
+from tenancy.auth import authenticate_token
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 # A lane whose oldest task has waited this long is not keeping up.
@@ -149,13 +152,77 @@ def run_checks() -> dict[str, Any]:
     return {"status": overall, "checks": results, "checked_at_utc": timezone.now()}
 
 
+# PROTOCOL §9: public health names no tenant, login or account. Without credentials each check
+# shows only these figures (a connection failure's age, not its text); a valid token sees every
+# check whole but for what names an account (the terminal's logged-in login, the terminals by
+# name, the text of a connection failure); a staff session of the panel sees everything.
+PUBLIC_KEYS = frozenset(
+    {
+        "status",
+        "latency_ms",
+        "vendor",
+        "workers_alive",
+        "queue_depth",
+        "oldest_task_age_s",
+        "backend",
+        "available",
+        "trade_allowed",
+        "trade_api_disabled",
+        "risk_monitors_alive",
+        "accounts_with_stale_snapshot",
+        "pending",
+        "oldest_pending_age_s",
+        "dead_letters",
+        "configured",
+        "recent_connection_failure",  # how long ago only: its text may name an account
+    }
+)
+NAMES_AN_ACCOUNT = frozenset({"logged_in", "terminals"})
+
+
+def public_view(report: dict[str, Any]) -> dict[str, Any]:
+    checks = {
+        name: {key: value for key, value in check.items() if key in PUBLIC_KEYS}
+        for name, check in token_view(report)["checks"].items()
+    }
+    return {**report, "checks": checks}
+
+
+def token_view(report: dict[str, Any]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    for name, check in report["checks"].items():
+        kept = {key: value for key, value in check.items() if key not in NAMES_AN_ACCOUNT}
+        failure = kept.get("recent_connection_failure")
+        if isinstance(failure, dict):
+            kept["recent_connection_failure"] = {"seconds_ago": failure.get("seconds_ago")}
+        checks[name] = kept
+    return {**report, "checks": checks}
+
+
+def _viewer(request: Request) -> str:
+    """`staff`, `token` or `public`: who is asking, without ever refusing the request."""
+    user: Any = request.user  # the panel's session (SessionAuthentication), else None
+    if user is not None and user.is_authenticated and getattr(user, "is_staff", False):
+        return "staff"
+    scheme, _, raw = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    raw = raw.strip()
+    if scheme.lower() == "bearer" and raw and len(raw) <= 512 and authenticate_token(raw) is not None:
+        return "token"
+    return "public"
+
+
 class HealthView(APIView):
-    authentication_classes: list = []
-    permission_classes: list = []
+    """No authentication is required; what is shown depends on who asks (PUBLIC_KEYS above). A
+    wrong token is simply the public view: it is not a failed authentication to count."""
+
+    authentication_classes = [SessionAuthentication]  # never refuses: no session is AnonymousUser
+    permission_classes = [AllowAny]  # and the document says so: its security is optional
 
     @extend_schema(
         operation_id="health",
         summary="Liveness and readiness of every part; 503 when down (no database, or no protective close can run)",
+        description="No authentication. Without credentials each check shows its status and figures only"
+        " (no tenant, login or account); with a bearer token or a staff session, every check's details.",
         responses={
             200: inline_serializer(
                 "Health",
@@ -172,4 +239,10 @@ class HealthView(APIView):
     )
     def get(self, request: Request) -> Response:
         report = run_checks()
-        return Response(report, status=503 if report["status"] == DOWN else 200)
+        status = 503 if report["status"] == DOWN else 200
+        viewer = _viewer(request)
+        if viewer == "public":
+            report = public_view(report)
+        elif viewer == "token":
+            report = token_view(report)
+        return Response(report, status=status)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridgeproject.jsonutil import utc_iso
+from bridgeproject.jsonutil import callback_numbers, utc_iso
 from callbacks.services import callback_enqueue
 from commands.models import Command, Source
 from execution import hooks
 
 
 def command_result_payload(command: Command) -> dict[str, Any]:
-    result = command.result or {}
+    """PROTOCOL §7 and §9: numbers as JSON numbers (money to the account currency's digits), the
+    stable `error_code` beside `error_message`, null for what is absent."""
+    result = callback_numbers(command.result or {}, command.account.money_digits)
     return {
         "command_id": command.command_id,
         "command_type": command.command_type,
@@ -24,6 +26,7 @@ def command_result_payload(command: Command) -> dict[str, Any]:
             "price": result.get("price"),
         },
         "result": result,
+        "error_code": command.error_code or None,
         "error_message": command.error_message or None,
         "finished_at_utc": utc_iso(command.finished_at) if command.finished_at else None,
     }

@@ -23,7 +23,7 @@ from panel.navigation import environment_label
 from panel.payloads import new_command_id, utc_now_iso
 from panel.scoping import may_see_tenant
 from panel.sending import ApiResult, api_call
-from policies.models import TradingAccount
+from policies.models import TradingAccount, on_server
 from risk.kill_switch import Switch, account_switch, tenant_switch
 from tenancy.models import Tenant
 
@@ -165,7 +165,7 @@ def _enqueue_report(
     account = (
         None
         if login is None
-        else TradingAccount.objects.filter(tenant=tenant, login=login, server=actor.get("server", "")).first()
+        else on_server(TradingAccount.objects.filter(tenant=tenant, login=login), str(actor.get("server", ""))).first()
     )
     path = payload.path
     body: dict[str, Any]

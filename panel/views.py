@@ -44,7 +44,7 @@ from panel.payloads import (
 )
 from panel.scoping import scope_queryset, visible_tenants
 from panel.services import ACCOUNT_SWITCHES, TENANT_SWITCHES, PanelError, kill_switch_use, panel_send
-from policies.models import TradingAccount
+from policies.models import TradingAccount, on_server
 from risk.kill_switch import KillSwitchRefused, Switch, accounts_to_halt, effect_of, halted_by_tenant
 from tenancy.models import Tenant
 
@@ -189,7 +189,7 @@ def _account_warnings(request_type: str, tenant: Tenant, account: dict[str, Any]
         return []
     registered = TradingAccount.objects.filter(tenant=tenant, login=login)
     if request_type == "command" and account.get("server"):
-        registered = registered.filter(server=account["server"])
+        registered = on_server(registered, str(account["server"]))
     if registered.exists():
         return []
     # Say nothing about other tenants: only that this one has no such account.

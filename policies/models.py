@@ -3,13 +3,27 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.db.models.functions import Lower, Trim
 from django.utils import timezone
 
 from tenancy.models import Tenant
 
 
+def server_key(name: str) -> str:
+    """How server names compare (PROTOCOL §9 "Identity of accounts"): trimmed, case-insensitively."""
+    return name.strip().lower()
+
+
+def on_server(accounts: models.QuerySet[TradingAccount], server: str) -> models.QuerySet[TradingAccount]:
+    """`accounts` on the server named `server`, however its name is spaced or capitalised."""
+    return accounts.alias(server_key=Lower(Trim("server"))).filter(server_key=server_key(server))
+
+
 class TradingAccount(models.Model):
-    """An MT5 account (server + login), owned by the tenant whose first policy snapshot registered it."""
+    """An MT5 account (server + login), owned by the tenant whose first policy snapshot registered it.
+
+    `server` keeps the spelling of that first snapshot (trimmed); names compare trimmed and
+    case-insensitively, so `broker-server ` is the same account as `Broker-Server`."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="accounts")
     server = models.CharField(max_length=128)
@@ -33,12 +47,20 @@ class TradingAccount(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["server", "login"], name="account_server_login_unique")]
+        constraints = [
+            models.UniqueConstraint(Lower(Trim("server")), "login", name="account_server_key_login_unique"),
+        ]
         indexes = [models.Index(fields=["tenant", "login"])]
         ordering = ["login"]
 
     def __str__(self) -> str:
         return f"{self.login}@{self.server}"
+
+    @property
+    def money_digits(self) -> int:
+        """The account currency's digits, from the last MT5 snapshot seen (2 before any)."""
+        digits = (self.last_snapshot or {}).get("currency_digits")
+        return digits if isinstance(digits, int) and 0 <= digits <= 8 else 2
 
     @property
     def account_status(self) -> str:

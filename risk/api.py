@@ -7,17 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bridgeproject.errors import BridgeError
-from bridgeproject.jsonutil import utc_iso
+from bridgeproject.jsonutil import blank_as_null, decimal_text, utc_iso
 from commands import schema_docs as docs
-from commands.api import TENANT_PARAM
+from commands.api import SERVER_PARAM, TENANT_PARAM, StrictCursorPagination, server_of
 from commands.intake import read_tenant
 from execution.gateway import AccountSnapshot, GatewayUnavailable
 from execution.gateways import get_gateway
@@ -40,7 +39,7 @@ def account_body(
         "policy_version": policy.policy_version if policy else None,
         "account_status": account.account_status,
         "trading_enabled": account.trading_enabled,
-        "trading_disabled_reason": account.trading_disabled_reason,
+        "trading_disabled_reason": account.trading_disabled_reason or None,
         "snapshot": snapshot,
         "risk": risk_summary(account, live),
         "in_breach": breach_json(account),
@@ -56,34 +55,128 @@ def breach_json(account: TradingAccount) -> dict[str, Any] | None:
     return {"reasons": list(status.reasons), "since": utc_iso(status.since) if status.since else None}
 
 
+# --- The sync read's documented shape (PROTOCOL §5, §9: money, prices and volumes are decimal strings) ---
+
+
+def _decimal(**kwargs: Any) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=30, decimal_places=8, **kwargs)
+
+
+class PositionReadSerializer(serializers.Serializer):
+    ticket = serializers.IntegerField()
+    symbol = serializers.CharField()
+    side = serializers.ChoiceField(choices=["buy", "sell"])
+    volume = _decimal()
+    price_open = _decimal()
+    price_current = _decimal()
+    sl = _decimal(allow_null=True)
+    tp = _decimal(allow_null=True)
+    profit = _decimal()
+    swap = _decimal()
+    commission = _decimal()
+    magic = serializers.IntegerField()
+    comment = serializers.CharField()
+    opened_at_utc = serializers.DateTimeField()
+
+
+class PendingOrderReadSerializer(serializers.Serializer):
+    ticket = serializers.IntegerField()
+    symbol = serializers.CharField()
+    type = serializers.CharField(help_text="buy_limit, sell_limit, buy_stop, sell_stop, ...")
+    side = serializers.ChoiceField(choices=["buy", "sell"])
+    volume = _decimal()
+    price_open = _decimal()
+    sl = _decimal(allow_null=True)
+    tp = _decimal(allow_null=True)
+    comment = serializers.CharField()
+    placed_at_utc = serializers.DateTimeField()
+
+
+class AccountSnapshotReadSerializer(serializers.Serializer):
+    login = serializers.IntegerField()
+    server = serializers.CharField()
+    currency = serializers.CharField()
+    currency_digits = serializers.IntegerField()
+    leverage = serializers.IntegerField()
+    balance = _decimal()
+    credit = _decimal()
+    equity = _decimal()
+    margin = _decimal()
+    free_margin = _decimal()
+    margin_level = _decimal()
+    profit = _decimal()
+    trade_allowed = serializers.BooleanField()
+    observed_at_utc = serializers.DateTimeField()
+    positions = PositionReadSerializer(many=True)
+    pending_orders = PendingOrderReadSerializer(many=True)
+
+
+class BreachReadSerializer(serializers.Serializer):
+    rule_key = serializers.CharField()
+    scope = serializers.CharField()
+    execution_status = serializers.CharField()
+    detection_timestamp = serializers.DateTimeField()
+    explanation = serializers.DictField(
+        help_text='RISK_RULES v2 "Explaining a breach": measured, floor or limit, reference, high-water mark.'
+    )
+
+
+class RiskReadSerializer(serializers.Serializer):
+    policy_version = serializers.IntegerField()
+    measured = _decimal(allow_null=True, help_text="Equity or balance, as the policy's drawdown_type says.")
+    daily_floor = _decimal(allow_null=True)
+    total_floor = _decimal(allow_null=True, help_text="Null when the policy turns the total drawdown rule off.")
+    daily_headroom = _decimal(allow_null=True)
+    total_headroom = _decimal(allow_null=True)
+    high_water_mark = _decimal()
+    daily_reference = _decimal()
+    daily_reference_date = serializers.DateField()
+    daily_reference_source = serializers.CharField()
+    violation_count = serializers.IntegerField()
+    hard_breached = serializers.BooleanField()
+    trading_enabled = serializers.BooleanField()
+    trading_block = serializers.CharField(allow_null=True)
+    trading_disabled_until = serializers.DateTimeField(allow_null=True)
+    snapshot_at = serializers.DateTimeField(allow_null=True)
+    evaluated_at = serializers.DateTimeField(allow_null=True)
+    breaches = BreachReadSerializer(many=True)
+
+
+class InBreachSerializer(serializers.Serializer):
+    reasons = serializers.ListField(child=serializers.CharField())
+    since = serializers.DateTimeField(allow_null=True)
+
+
+class AccountReadSerializer(serializers.Serializer):
+    """The sync read: the live MT5 snapshot, the current policy version and the risk state."""
+
+    account_login = serializers.IntegerField()
+    server = serializers.CharField()
+    trading_account_id = serializers.CharField()
+    policy_version = serializers.IntegerField(allow_null=True)
+    account_status = serializers.CharField()
+    trading_enabled = serializers.BooleanField()
+    trading_disabled_reason = serializers.CharField(allow_null=True)
+    snapshot = AccountSnapshotReadSerializer()
+    risk = RiskReadSerializer(allow_null=True, help_text="Null until the account's first policy is applied.")
+    in_breach = InBreachSerializer(
+        allow_null=True, help_text="Null within limits: hard-breached, trading disabled, or below a floor now."
+    )
+
+
 class AccountView(APIView):
     @extend_schema(
         operation_id="account_get",
         summary="Sync request: the live MT5 snapshot, the policy version and the risk state",
-        parameters=[TENANT_PARAM],
+        parameters=[SERVER_PARAM, TENANT_PARAM],
         responses={
-            200: inline_serializer(
-                "Account",
-                {
-                    "account_login": serializers.IntegerField(),
-                    "snapshot": serializers.DictField(),
-                    "in_breach": inline_serializer(
-                        "InBreach",
-                        {
-                            "reasons": serializers.ListField(child=serializers.CharField()),
-                            "since": serializers.DateTimeField(allow_null=True),
-                        },
-                        allow_null=True,
-                        help_text="Null within limits: hard-breached, trading disabled, or below a floor now.",
-                    ),
-                },
-            ),
+            200: AccountReadSerializer,
             **docs.GET_PROBLEMS,
             **docs.problems(503),
         },
     )
     def get(self, request: Request, account_login: int) -> Response:
-        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
+        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login, server=server_of(request))
         try:
             with call_priority(Priority.SYNC):  # Laravel waits on it: before the monitor and normal work
                 live = get_gateway().account_snapshot(account.login, account.server)
@@ -98,12 +191,19 @@ class AccountView(APIView):
                     "last_known_snapshot_age_s": None if age is None else round(age, 3),
                 },
             ) from exc
-        snapshot = snapshot_remember(account=account, snapshot=live)
+        snapshot = snapshot_remember(account=account, snapshot=live, gateway=get_gateway())
         return Response(account_body(account, snapshot, live))
 
 
 class ProtectiveActionSerializer(serializers.ModelSerializer):
+    """A protective action as the API gives it (PROTOCOL §9 "Numbers"): money as decimal strings with
+    the account currency's digits, volumes and thresholds as exact decimal strings, null for absent."""
+
+    MONEY = ("floating_pnl", "closed_pnl", "equity", "balance", "floor_or_limit", "measured")
     account_login = serializers.IntegerField(source="account.login")
+    symbol = serializers.CharField(allow_null=True)
+    mt5_response = serializers.CharField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
     command_id = serializers.CharField(source="command.command_id", allow_null=True, default=None)
     command_state = serializers.CharField(source="command.state", allow_null=True, default=None)
 
@@ -140,8 +240,20 @@ class ProtectiveActionSerializer(serializers.ModelSerializer):
             "created_at",
         ]
 
+    def to_representation(self, instance: ProtectiveAction) -> dict:
+        data = super().to_representation(instance)
+        money = instance.account.money_digits
+        for name in self.MONEY:
+            data[name] = decimal_text(getattr(instance, name), money)
+        for name in ("volume", "threshold_used"):
+            value = getattr(instance, name)
+            data[name] = None if value is None else f"{value.normalize():f}"
+        for name in ("symbol", "mt5_response", "error_message"):
+            data[name] = blank_as_null(data[name])
+        return data
 
-class ActionPagination(CursorPagination):
+
+class ActionPagination(StrictCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 50
 
@@ -150,14 +262,14 @@ class ProtectiveActionsView(APIView):
     @extend_schema(
         operation_id="protective_actions_list",
         summary="The account's protective action history, newest first",
-        parameters=[TENANT_PARAM],
+        parameters=[SERVER_PARAM, TENANT_PARAM],
         responses={
             200: docs.cursor_page("ProtectiveActionPage", ProtectiveActionSerializer(many=True)),
             **docs.GET_PROBLEMS,
         },
     )
     def get(self, request: Request, account_login: int) -> Response:
-        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login)
+        account = account_get_for_tenant(tenant=read_tenant(request), login=account_login, server=server_of(request))
         paginator = ActionPagination()
         page = paginator.paginate_queryset(protective_actions_of(account), request, view=self)
         return paginator.get_paginated_response(ProtectiveActionSerializer(page, many=True).data)

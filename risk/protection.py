@@ -33,7 +33,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from alerts.services import alert_raise
 from bridgeproject import context
-from bridgeproject.jsonutil import jsonable, utc_iso
+from bridgeproject.jsonutil import callback_numbers, decimal_number, jsonable, utc_iso
 from callbacks.services import callback_enqueue
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, Command, CommandType, Priority, Source
 from commands.services import command_create
@@ -440,7 +440,11 @@ def _correlation(action: ProtectiveAction) -> str:
 
 
 def report_payload(action: ProtectiveAction) -> dict[str, Any]:
-    """The panel's protective_action_report payload, plus the action's identity, goal and progress."""
+    """The panel's protective_action_report payload, plus the action's identity, goal and progress.
+
+    Numbers as PROTOCOL §9 gives them in callbacks: JSON numbers, money rounded to the account
+    currency's digits, inside `positions[]` too; null for what is absent."""
+    money = action.account.money_digits
     payload: dict[str, Any] = {
         "action_id": str(action.action_id),
         "report_sequence": action.report_sequence,
@@ -453,21 +457,21 @@ def report_payload(action: ProtectiveAction) -> dict[str, Any]:
         "ticket": action.ticket,
         "symbol": action.symbol or None,
         "volume": float(action.volume) if action.volume is not None else None,
-        "floating_pnl": float(action.floating_pnl) if action.floating_pnl is not None else None,
-        "closed_pnl": float(action.closed_pnl),
-        "equity": float(action.equity),
-        "balance": float(action.balance),
+        "floating_pnl": decimal_number(action.floating_pnl, money),
+        "closed_pnl": decimal_number(action.closed_pnl, money),
+        "equity": decimal_number(action.equity, money),
+        "balance": decimal_number(action.balance, money),
         "threshold_used": float(action.threshold_used),
         "detection_timestamp": utc_iso(action.detection_timestamp),
         "execution_timestamp": utc_iso(action.execution_timestamp) if action.execution_timestamp else None,
         "execution_status": action.execution_status,
-        "mt5_response": action.mt5_response,
+        "mt5_response": action.mt5_response or None,
         "error_message": action.error_message or None,
         "violation_count": action.violation_count,
         "explanation": _explanation_numbers(action.explanation) if action.explanation else None,
     }
     if action.action == "close_all":
-        payload["positions"] = jsonable(action.positions)
+        payload["positions"] = callback_numbers(jsonable(action.positions), money)
     return payload
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from bridgeproject.jsonutil import jsonable
+from bridgeproject.jsonutil import decimal_text, jsonable
 from execution.gateway import AccountSnapshot
 from policies.models import AccountRisk, ProtectiveAction, TradingAccount
 from risk import rules
@@ -42,16 +42,23 @@ def risk_summary(account: TradingAccount, live: AccountSnapshot | None = None) -
             "rule_key", "scope", "execution_status", "detection_timestamp", "explanation"
         )[:50]
     )
+    money = currency_digits(account, live)
+
+    def text(value: Any) -> str | None:
+        return decimal_text(value, money)
+
     return jsonable(
         {
             "policy_version": risk.policy_version,
-            "measured": measured,
-            "daily_floor": risk.daily_floor,
-            "total_floor": total_floor,
-            "daily_headroom": None if measured is None or risk.daily_floor is None else measured - risk.daily_floor,
-            "total_headroom": None if measured is None or total_floor is None else measured - total_floor,
-            "high_water_mark": risk.high_water_mark,
-            "daily_reference": risk.daily_reference,
+            "measured": text(measured),
+            "daily_floor": text(risk.daily_floor),
+            "total_floor": text(total_floor),
+            "daily_headroom": None
+            if measured is None or risk.daily_floor is None
+            else text(measured - risk.daily_floor),
+            "total_headroom": None if measured is None or total_floor is None else text(measured - total_floor),
+            "high_water_mark": text(risk.high_water_mark),
+            "daily_reference": text(risk.daily_reference),
             "daily_reference_date": risk.daily_reference_date,
             "daily_reference_source": risk.daily_reference_source,
             "violation_count": risk.violation_count,
@@ -64,6 +71,11 @@ def risk_summary(account: TradingAccount, live: AccountSnapshot | None = None) -
             "breaches": breaches,
         }
     )
+
+
+def currency_digits(account: TradingAccount, live: AccountSnapshot | None = None) -> int:
+    """The account currency's digits: the live snapshot's, else the last one remembered, else 2."""
+    return int(live.currency_digits) if live is not None else account.money_digits
 
 
 def protective_actions_of(account: TradingAccount) -> QuerySet[ProtectiveAction]:

@@ -109,12 +109,11 @@ def authenticate_token(raw: str) -> Principal | None:
 
 class BearerTokenAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Principal, str] | None:
-        # A client blocked for repeated failures is refused from memory, before any lookup, so
-        # its guesses cost nothing and tell it nothing (bridgeproject/ratelimit.py).
+        # A valid token is never refused because of failures from its address (PROTOCOL §9
+        # "Abuse limits"): Laravel's critical closes must not wait behind an attacker sharing a
+        # NAT or proxy with it. Only a failed attempt consults the per-client block, which is
+        # kept in memory, so a blocked client's guesses cost one token lookup and no count.
         client = client_of(request._request)
-        wait = auth_failures.blocked_for(client)
-        if wait:
-            raise Throttled(wait=wait, detail="Too many failed authentications from this client.")
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             raise AuthenticationFailed("Send Authorization: Bearer <token>.")
@@ -132,6 +131,9 @@ class BearerTokenAuthentication(BaseAuthentication):
     @staticmethod
     def _failed(client: str) -> None:
         """Count a failed attempt; past the per-client limit the answer is 429, not 401."""
+        wait = auth_failures.blocked_for(client)
+        if wait:  # already blocked, known from memory: no count, no query
+            raise Throttled(wait=wait, detail="Too many failed authentications from this client.")
         verdict = auth_failures.record_failure(client)
         if verdict.blocked:
             raise Throttled(wait=verdict.retry_after, detail="Too many failed authentications from this client.")

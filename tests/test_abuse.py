@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ from django_q.models import OrmQ
 
 from bridgeproject.logging import JsonFormatter
 from bridgeproject.ratelimit import auth_failures, client_of
+from commands import examples
 from commands.models import Command, CommandEvent, IdempotencyRecord
 from execution.gateways import get_gateway, reset_gateway
 from execution.runner import command_execute
@@ -66,12 +68,29 @@ def test_unknown_tokens_past_the_limit_are_answered_429_with_retry_after(client,
     assert 1 <= int(response["Retry-After"]) <= 60
 
 
-def test_a_blocked_client_is_refused_even_with_a_valid_token_and_costs_no_query(client, tenant_1):
+def test_laravel_behind_the_attackers_address_still_gets_its_critical_close_accepted(client, account_1, settings):
+    settings.AUTH_FAILURES_PER_MINUTE = 30
+    statuses = flood(client, ATTACKER, 31)  # the 31 bad tokens from one address
+    assert statuses[-1] == 429
+    body = copy.deepcopy(examples.CLOSE_POSITIONS)  # priority critical, fast lane
+    response = client.post(
+        "/api/v1/mt5/commands",
+        data=json.dumps(body),
+        content_type="application/json",
+        **as_client(ATTACKER, ALICE_TOKEN),
+    )
+    assert response.status_code == 202, response.content
+    assert Command.objects.get(command_id="cmd-10001").lane == "fast"
+    assert get_commands(client, ATTACKER, ALICE_TOKEN).status_code == 200
+    assert get_commands(client, ATTACKER, "guess-after").status_code == 429  # the guessing stays blocked
+
+
+def test_a_blocked_clients_further_guesses_are_not_counted_again(client, tenant_1, monkeypatch):
     flood(client, ATTACKER, 6)
-    with CaptureQueriesContext(connection) as queries:
-        response = get_commands(client, ATTACKER, ALICE_TOKEN)
-    assert response.status_code == 429
-    assert len(queries) == 0
+    counted: list[str] = []
+    monkeypatch.setattr(auth_failures.store, "incr", lambda key, ttl: counted.append(key) or 99)
+    assert flood(client, ATTACKER, 3) == [429] * 3
+    assert counted == []
 
 
 def test_a_valid_token_from_another_client_still_works_during_a_flood(client, tenant_1):

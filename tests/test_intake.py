@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from typing import Any
 
@@ -466,8 +467,8 @@ def test_timestamps_with_an_offset_come_back_in_utc(alice, account_1):
     body["payload"]["expires_at_utc"] = "2026-05-29T14:30:00+02:00"
     alice.post("mt5/commands", body)
     detail = alice.get(f"mt5/commands/{body['payload']['command_id']}").json()
-    assert detail["expires_at_utc"] == "2026-05-29T12:30:00Z"
-    assert detail["received_at_utc"].endswith("Z")
+    assert detail["expires_at_utc"] == "2026-05-29T12:30:00.000Z"  # RFC 3339, milliseconds (PROTOCOL §9)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", detail["received_at_utc"])
 
 
 # --- policies ---------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""The OpenAPI document (PROTOCOL §9 "OpenAPI"): served as JSON unless YAML is asked for, 3.1, with
+every response header, both callbacks under `webhooks`, and every error code listed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.utils import OpenApiResponse, OpenApiWebhook, extend_schema
+from drf_spectacular.views import SpectacularAPIView
+
+from bridgeproject.errors import PROBLEM_CODES
+from commands import schema_docs as docs
+from commands.error_codes import describe_command_error_codes
+
+
+class SchemaView(SpectacularAPIView):
+    """GET /api/v1/schema: JSON by default (`Accept: */*` included), YAML on `?format=yaml` or
+    `Accept: application/yaml`."""
+
+    renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
+    authentication_classes: list = []
+    permission_classes: list = []
+
+
+_SIGNATURE = (
+    "Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256 of webhook-id.webhook-timestamp.body>` with"
+    " LARAVEL_WEBHOOK_SECRET (sent only when it is set). Verify it with the Standard Webhooks library"
+    " (PHP: `new StandardWebhooks\\\\Webhook($secret)`, then `verify($payload, $headers)`)."
+)
+
+
+def _webhook(name: str, summary: str, body: Any) -> OpenApiWebhook:
+    return OpenApiWebhook(
+        name=name,
+        decorator=extend_schema(
+            summary=summary,
+            description=_SIGNATURE
+            + " Delivered at least once, in order per account; retried on 5xx, 408, 409, 425, 429 and timeouts"
+            " for 24 h (Retry-After honoured); any other 4xx dead-letters that one callback.",
+            request=body,
+            responses={
+                200: OpenApiResponse(description="Received (any 2xx)."),
+                409: OpenApiResponse(description="Retried later."),
+                429: OpenApiResponse(description="Retried after Retry-After."),
+            },
+        ),
+    )
+
+
+PROTECTIVE_ACTION_WEBHOOK = _webhook(
+    "protective_action_report",
+    "A protective action's outcome (POST {LARAVEL_API_URL}/api/internal/mt5/protective-actions)",
+    docs.ProtectiveActionReportDoc,
+)
+COMMAND_RESULT_WEBHOOK = _webhook(
+    "command_result",
+    "A command's terminal state (POST {LARAVEL_API_URL}/api/internal/mt5/command-results)",
+    docs.CommandResultDoc,
+)
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+HEADERS = {
+    "X-Correlation-ID": _header("The request's correlation id (generated when it sent none); on every response."),
+    "Idempotent-Replayed": _header(
+        "`true` when the answer is the stored answer to an earlier request with this idempotency key.",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "Retry-After": _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 1}),
+    "WWW-Authenticate": _header('`Bearer realm="mt5-bridge"`.'),
+}
+
+_WEBHOOK_HEADERS = [
+    ("Authorization", "`Bearer {LARAVEL_INTERNAL_TOKEN}`.", True),
+    ("webhook-id", "The callback's id (= meta.request_id); the same on every retry.", False),
+    ("webhook-timestamp", "Unix seconds of this attempt.", False),
+    ("webhook-signature", "`v1,<base64 HMAC-SHA256>` (Standard Webhooks); when LARAVEL_WEBHOOK_SECRET is set.", False),
+    ("X-Idempotency-Key", "= meta.idempotency_key: de-duplicate on it.", True),
+    ("X-Correlation-ID", "= meta.correlation_id.", True),
+    ("X-Protocol-Version", "`1`.", True),
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _any_or_null(node: Any) -> None:
+    """A nullable free-form JSON field comes out of drf-spectacular as `oneOf: [{type: null}, {}]`,
+    which `null` matches twice (invalid under oneOf); any value, null included, is `{}`."""
+    if isinstance(node, dict):
+        one_of = node.get("oneOf")
+        if isinstance(one_of, list) and {} in one_of and {"type": "null"} in one_of and len(one_of) == 2:
+            del node["oneOf"]
+        for child in node.values():
+            _any_or_null(child)
+    elif isinstance(node, list):
+        for child in node:
+            _any_or_null(child)
+
+
+def document_headers_and_codes(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: response headers, the webhooks' request headers, and the
+    error codes (problem codes on Problem.code, command error codes on Command.error_code)."""
+    components = result.setdefault("components", {})
+    components.setdefault("headers", {}).update(HEADERS)
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, response in operation["responses"].items():
+                headers = response.setdefault("headers", {})
+                headers["X-Correlation-ID"] = _ref("X-Correlation-ID")
+                if method == "post" and status in {"200", "202"}:
+                    headers["Idempotent-Replayed"] = _ref("Idempotent-Replayed")
+                if status in {"429", "503"}:
+                    headers["Retry-After"] = _ref("Retry-After")
+                if status == "401":
+                    headers["WWW-Authenticate"] = _ref("WWW-Authenticate")
+    for webhook in result.get("webhooks", {}).values():
+        for operation in webhook.values():
+            if isinstance(operation, dict):
+                operation["parameters"] = [
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": required,
+                        "description": text,
+                        "schema": {"type": "string"},
+                    }
+                    for name, text, required in _WEBHOOK_HEADERS
+                ]
+                operation.pop("security", None)
+    _any_or_null(result)
+    schemas = components.get("schemas", {})
+    problem = schemas.get("Problem", {}).get("properties", {}).get("code")
+    if problem is not None:
+        problem["description"] = "A stable snake_case code:\n" + "\n".join(
+            f"- `{code}` ({status}): {meaning}" for code, (status, meaning) in PROBLEM_CODES.items()
+        )
+    command = schemas.get("Command", {}).get("properties", {}).get("error_code")
+    if command is not None:
+        command["description"] = "Null unless the command failed, was rejected or expired; then one of:\n" + (
+            describe_command_error_codes()
+        )
+    return result
