@@ -77,7 +77,9 @@ class Visit:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
+        # 428 is the builder's "confirm first" answer (account, environment, effect), a step of the
+        # flow the test walks through; the browser logs every 4xx fetch as an error line.
+        if message.type == "error" and "status of 428" not in message.text:
             self.errors.append(f"{self.page.url}: {message.text}")
 
     def go(self, path: str) -> None:
@@ -205,7 +207,8 @@ def test_a_bad_day_breach_kill_switch_confirmation_live_dashboard_prefix_search_
     )  # htmx polled and swapped in fresh figures
     page.click("#card-breach")
     page.wait_for_load_state("networkidle")
-    assert page.locator("#result_list tbody tr").count() == 1 and "in breach" in page.inner_text("#result_list")
+    assert page.locator("#result_list tbody tr").count() == 1
+    assert "in breach" in page.inner_text("#result_list").lower()  # the badge is set in capitals
 
     # The kill switch: a confirmation naming the account, the environment and the effect; nothing before it.
     visit.go(f"/admin/policies/tradingaccount/{account.pk}/change/")
