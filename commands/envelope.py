@@ -293,7 +293,9 @@ class LegacyFlatCommandSerializer(serializers.Serializer):
 
 # A percent is > 0 and <= 100 (RISK_RULES v2); null, where allowed, turns its rule off.
 Percent = lambda **kw: NumberField(above=Decimal("0"), max_value=Decimal("100"), **kw)  # noqa: E731
-Money = lambda **kw: NumberField(min_value=Decimal("0"), max_value=Decimal("1000000000000"), decimal_places=2, **kw)  # noqa: E731
+# Below 10^12: the risk state stores money as numeric(20, 8) (an amount of 10^12 would overflow it).
+MONEY_MAX = Decimal("999999999999.99")
+Money = lambda **kw: NumberField(min_value=Decimal("0"), max_value=MONEY_MAX, decimal_places=2, **kw)  # noqa: E731
 LocalTime = lambda **kw: serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"], **kw)  # noqa: E731
 Lots = lambda **kw: NumberField(above=Decimal("0"), max_value=MAX_VOLUME, **kw)  # noqa: E731
 

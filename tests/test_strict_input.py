@@ -9,6 +9,7 @@ import json
 from urllib.parse import urlencode
 
 import pytest
+from django.utils import timezone
 
 from commands import examples
 from commands.models import Command, IdempotencyRecord
@@ -140,3 +141,22 @@ def test_every_accepted_command_id_reads_back_by_its_url(alice, account_1, comma
     response = alice.get(f"mt5/commands/{command_id}")
     assert response.status_code == 200, response.content
     assert response.json()["command_id"] == command_id
+
+
+# --- hostile policy numbers (issue #19: they answered 500) ---------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value"), [("initial_balance_snapshot", 0), ("high_water_mark", 1e12), ("initial_balance_snapshot", -5)]
+)
+def test_a_policy_with_an_impossible_balance_is_a_422_naming_the_field_and_changes_nothing(
+    alice, account_1, field, value
+):
+    from policies.models import PolicySnapshot
+
+    before = PolicySnapshot.objects.count()
+    body = fresh("policy_snapshot")
+    body["payload"][field] = value
+    body["payload"]["policy_version"] = 13
+    body["payload"]["daily_starting_balance_date"] = timezone.now().date().isoformat()
+    answer = problem(alice.post("mt5/policies", body), 422, "validation_failed")
+    assert [error["field"] for error in answer["errors"]] == [f"payload.{field}"]
+    assert PolicySnapshot.objects.count() == before
