@@ -7,7 +7,7 @@ renewing it (dies). Every MT5 call for an account goes through the owner of its 
 
 - a process that owns the terminal runs the call itself, under the terminal's ``PriorityLock``:
   one call at a time, the most urgent waiting call first (``Priority``: fast-lane commands, then
-  sync reads, then the risk monitor's reads, then normal-lane commands). A call in progress is
+  sync reads, then the risk monitor's reads and normal-lane commands in the order they came). A call in progress is
   never interrupted; a bulk read takes the lock once per account, so a fast command waits for at
   most one account's read;
 - a process that does not sends it to the owner as a durable row (``TerminalCall``) and rings the
@@ -59,12 +59,16 @@ SELF_LOCKING = frozenset({"account_snapshots"})
 
 
 class Priority(IntEnum):
-    """Which waiting call a terminal serves first (lower first)."""
+    """Which waiting call a terminal serves first (lower first; equal ones in the order they came)."""
 
     FAST = 0  # a fast-lane command: protection
     SYNC = 1  # Laravel's sync read, waiting on an HTTP request
-    MONITOR = 2  # the risk monitor's reads
-    NORMAL = 3  # a normal-lane command
+    # The risk monitor's reads and normal-lane commands take turns: on a shared terminal the
+    # monitor's cycle (a login per account) never ends before the next is due, and ranked above
+    # normal work it would starve it. A bulk read takes the terminal one account at a time, so a
+    # normal command waits for at most one account's read, and a read for at most one command.
+    MONITOR = 2
+    NORMAL = 2
 
 
 _priority: contextvars.ContextVar[Priority] = contextvars.ContextVar("terminal_call_priority", default=Priority.NORMAL)

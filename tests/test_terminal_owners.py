@@ -108,6 +108,24 @@ def test_a_fast_call_goes_before_normal_calls_that_waited_longer():
     assert order == ["fast", "normal-0", "normal-1", "normal-2"]
 
 
+def test_the_monitors_reads_and_normal_commands_take_turns_in_the_order_they_came():
+    lock, order = PriorityLock(), []
+
+    def take(priority: Priority, name: str) -> None:
+        with lock.held(priority):
+            order.append(name)
+
+    with lock.held(Priority.FAST):
+        threads = []
+        for priority, name in [(Priority.MONITOR, "read-1"), (Priority.NORMAL, "open"), (Priority.MONITOR, "read-2")]:
+            threads.append(threading.Thread(target=take, args=(priority, name)))
+            threads[-1].start()
+            time.sleep(0.02)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["read-1", "open", "read-2"]  # a normal command is never starved by the reads
+
+
 # --- owners: one process drives a terminal; the others send it their calls -------------------------
 def process() -> TerminalRouter:
     """A gateway as a separate bridge process builds it (its own leases, adapters and threads)."""
