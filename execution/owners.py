@@ -146,7 +146,10 @@ class Owners:
         self._run_local = run_local
         self._mutex = threading.Lock()
         self._db_lock = threading.RLock()
-        self._db: Any = None
+        self._local = threading.local()
+        self._dbs: list[Any] = []  # every private connection, to close them all on stop()
+        # Terminals another process owned when we last looked: name -> monotonic time to look again.
+        self._elsewhere: dict[str, float] = {}
         # name -> monotonic time until which our lease surely holds (renewed by our thread).
         self._owned: dict[str, float] = {}
         self._locks: dict[str, PriorityLock] = {}
@@ -155,28 +158,32 @@ class Owners:
         self._wake = threading.Event()
         _everyone.add(self)
         self._calls: queue.Queue[TerminalCall | None] = queue.Queue()
+        self._next_sweep = 0.0
         self._workers: list[threading.Thread] = []
         self._loops: list[threading.Thread] = []
 
     # --- the private connection ---------------------------------------------------------------
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
-        with self._db_lock:
-            if self._db is None or os.getpid() != self._pid:
-                self._db = connections.create_connection("default")
-                self._db.inc_thread_sharing()  # one connection for every thread of the process, in turn
-                self._pid = os.getpid()
+        """A cursor on this thread's private connection (each thread its own: the monitor's
+        readers wait for many owners at once, and one shared connection made them queue)."""
+        db = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            db = self._local.db = connections.create_connection("default")
+            self._local.pid = os.getpid()
+            with self._db_lock:
+                self._dbs.append(db)
+        try:
+            db.ensure_connection()
+            with db.cursor() as cursor:
+                yield cursor
+        except Exception:
             try:
-                self._db.ensure_connection()
-                with self._db.cursor() as cursor:
-                    yield cursor
-            except Exception:
-                try:
-                    self._db.close()
-                except Exception:  # noqa: S110 - it was broken already
-                    pass
-                self._db = None
-                raise
+                db.close()
+            except Exception:  # noqa: S110 - it was broken already
+                pass
+            self._local.db = None
+            raise
 
     # --- leases ---------------------------------------------------------------------------------
     def lock_of(self, name: str) -> PriorityLock:
@@ -273,7 +280,7 @@ class Owners:
         """Run ``method`` on the terminal's owner: here when we own it (or can take it), else there."""
         priority = current_priority()
         while True:
-            if self.owns(name) or self.own_if_free(name):
+            if self.owns(name) or (self._elsewhere.get(name, 0.0) <= time.monotonic() and self.own_if_free(name)):
                 if method in SELF_LOCKING:
                     return self._run_local(name, method, args, kwargs)
                 with self.lock_of(name).held(priority):
@@ -296,6 +303,8 @@ class Owners:
         """Take the terminal when nobody else holds a live lease on it; True when ours."""
         found = self.holder_of(name)
         if found is not None and found[1] and found[0] != self.holder:
+            # Another process drives it: send it our calls without asking again for a while.
+            self._elsewhere[name] = time.monotonic() + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
             return False
         return self.take(name)
 
@@ -310,36 +319,45 @@ class Owners:
     ) -> Any:
         timeout = float(timeout or settings.TERMINAL_CALL_TIMEOUT_SECONDS)
         payload = SignedPackage.dumps((args, kwargs)).encode()
+        insert = (
+            f"INSERT INTO {_CALLS} (terminal, priority, method, payload, state, caller, owner, "  # noqa: S608
+            "deadline_msc, created_msc) VALUES (%s, %s, %s, %s, %s, %s, '', %s, %s) RETURNING id"
+        )
+        values = [name, int(priority), method, payload, TerminalCall.PENDING, self.holder,
+                  _now_msc() + round(timeout * 1000), _now_msc()]  # fmt: skip
         with self._cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {_CALLS} (terminal, priority, method, payload, state, caller, owner, "  # noqa: S608
-                "deadline_msc, created_msc) VALUES (%s, %s, %s, %s, %s, %s, '', %s, %s) RETURNING id",
-                [name, int(priority), method, payload, TerminalCall.PENDING, self.holder,
-                 _now_msc() + round(timeout * 1000), _now_msc()],
-            )  # fmt: skip
+            if cursor.db.vendor == "postgresql":  # the row and its doorbell in one round trip
+                cursor.execute(
+                    f"WITH call AS ({insert}) SELECT id, pg_notify(%s, %s) FROM call",  # noqa: S608
+                    [*values, CHANNEL, name],
+                )
+            else:
+                cursor.execute(insert, values)
             pk = int(cursor.fetchone()[0])
-            if cursor.db.vendor == "postgresql":
-                cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, name])
         return self._wait(pk, name, time.monotonic() + timeout)
 
     def _wait(self, pk: int, name: str, give_up: float) -> Any:
         """Read the call's row until it is answered; withdraw it when its owner died before taking it."""
         pause, next_look = 0.0005, time.monotonic() + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
         while True:
-            with self._cursor() as cursor:
-                cursor.execute(f"SELECT state, result FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
+            with self._cursor() as cursor:  # the answer, taken (deleted) as it is read
+                cursor.execute(
+                    f"DELETE FROM {_CALLS} WHERE id = %s AND state IN (%s, %s) RETURNING state, result",  # noqa: S608
+                    [pk, TerminalCall.DONE, TerminalCall.FAILED],
+                )
                 row = cursor.fetchone()
-            if row is None:
-                raise GatewayUnavailable(f"terminal {name}: the call vanished")
-            state, result = row
-            if state in (TerminalCall.DONE, TerminalCall.FAILED):
-                self._delete_call(pk)
+            if row is not None:
+                state, result = row
                 value = SignedPackage.loads(bytes(result).decode())
                 if state == TerminalCall.FAILED:
                     raise value
                 return value
             now = time.monotonic()
             if now >= give_up or now >= next_look:
+                with self._cursor() as cursor:
+                    cursor.execute(f"SELECT 1 FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
+                    if cursor.fetchone() is None:
+                        raise GatewayUnavailable(f"terminal {name}: the call vanished")
                 next_look = now + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
                 found = self.holder_of(name)
                 owner_gone = found is None or not found[1]
@@ -398,9 +416,13 @@ class Owners:
                 thread.join(timeout=10)
         self.release_all()
         with self._db_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            dbs, self._dbs = self._dbs, []
+        for db in dbs:
+            try:
+                db.close()
+            except Exception:  # noqa: S110 - shutting down
+                pass
+        self._local = threading.local()
 
     def _ring_self(self) -> None:
         """Wake our serving thread from its doorbell wait (it sees it must stop)."""
@@ -458,9 +480,13 @@ class Owners:
         names = self.owned()
         if not names:
             return None
-        TerminalCall.objects.filter(
-            state=TerminalCall.PENDING, terminal__in=names, deadline_msc__lt=_now_msc()
-        ).delete()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + 1.0
+            TerminalCall.objects.filter(
+                state=TerminalCall.PENDING, terminal__in=names, deadline_msc__lt=_now_msc()
+            ).delete()
+        if connection.vendor == "postgresql":
+            return self._claim_one(names)
         for candidate in (
             TerminalCall.objects.filter(state=TerminalCall.PENDING, terminal__in=names)
             .order_by("priority", "pk")
@@ -472,6 +498,22 @@ class Owners:
             if taken:
                 return TerminalCall.objects.get(pk=candidate)
         return None
+
+    def _claim_one(self, names: list[str]) -> TerminalCall | None:
+        """The most urgent pending call of our terminals, claimed in one statement."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_CALLS} SET state = %s, owner = %s WHERE id = ("  # noqa: S608
+                f"SELECT id FROM {_CALLS} WHERE state = %s AND terminal = ANY(%s) "
+                "ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "RETURNING id, terminal, priority, method, payload",
+                [TerminalCall.RUNNING, self.holder, TerminalCall.PENDING, names],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        pk, terminal, priority, method, payload = row
+        return TerminalCall(pk=pk, terminal=terminal, priority=priority, method=method, payload=payload)
 
     def _answer(self, call: TerminalCall) -> None:
         try:
