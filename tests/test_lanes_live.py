@@ -17,7 +17,7 @@ from execution.gateway import order_tag
 from execution.gateways import get_gateway, reset_gateway
 from execution.runner import sweep_stuck
 from execution.simulator.service import sim_account_create, sim_inject_fault, sim_set_price
-from tests.conftest import queue_command, register_account
+from tests.conftest import ALICE_TOKEN, queue_command, register_account
 from tests.processes import lane, running, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -172,7 +172,8 @@ def test_on_the_redis_broker_health_counts_the_fast_queue_in_redis_and_pings_it(
     from commands.services import lane_broker
 
     queue_command(account, "sync_account", "fast-waiting", fast=True)
-    checks = client.get("/api/v1/health").json()["checks"]
+    operator = {"HTTP_AUTHORIZATION": f"Bearer {ALICE_TOKEN}"}  # the details are for a token, not the public
+    checks = client.get("/api/v1/health", **operator).json()["checks"]
     assert checks["broker"]["fast_lane_broker"].startswith("Redis")
     assert checks["fast_lane"]["queue_depth"] == 1
     assert checks["fast_lane"]["oldest_task_age_s"] >= 0
@@ -180,7 +181,7 @@ def test_on_the_redis_broker_health_counts_the_fast_queue_in_redis_and_pings_it(
     monkeypatch.setattr(lane_broker(Lane.FAST), "connection", redis.from_url("redis://127.0.0.1:1/0"))
     # A live fast worker (this process's own heartbeat): only the broker is at fault here.
     LaneHeartbeat.objects.create(lane="fast", host=socket.gethostname(), pid=os.getpid())
-    body = client.get("/api/v1/health")
+    body = client.get("/api/v1/health", **operator)
     assert body.json()["status"] == "degraded", body.json()  # commands are still taken; the fast lane is not rung
     assert body.json()["checks"]["broker"]["status"] == "down"
     assert body.json()["checks"]["broker"]["fast_lane_broker"].startswith("unreachable")

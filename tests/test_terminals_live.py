@@ -106,7 +106,8 @@ def test_every_process_kind_on_shared_terminals_trades_and_reads_each_account_as
     assert wrong == []
     assert SimDeal.objects.filter(comment__startswith="b:own-").count() == 160  # each exactly once
     assert reads and mixed == []
-    assert len(owners) == 1 and get_gateway().owners.holder not in owners  # the host drove both
+    # The host (or a lane that needed a terminal first) drove them; this process only sent its reads.
+    assert get_gateway().owners.holder not in owners
 
 
 def test_kill_9_of_the_terminal_owner_mid_command_moves_the_lease_and_the_command_reconciles(shared_desks):
