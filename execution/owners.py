@@ -354,25 +354,39 @@ class Owners:
                 return value
             now = time.monotonic()
             if now >= give_up or now >= next_look:
-                with self._cursor() as cursor:
-                    cursor.execute(f"SELECT 1 FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
-                    if cursor.fetchone() is None:
-                        raise GatewayUnavailable(f"terminal {name}: the call vanished")
                 next_look = now + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
-                found = self.holder_of(name)
-                owner_gone = found is None or not found[1]
-                if now >= give_up or owner_gone:
-                    if self._delete_call(pk, only_pending=True):
-                        if now < give_up:
-                            return _WITHDRAWN  # it never ran: run it on whoever owns the terminal now
-                        raise GatewayUnavailable(f"terminal {name}: its owner did not take the call in time")
-                    if owner_gone:
-                        self._delete_call(pk)
-                        raise GatewayUnavailable(
-                            f"terminal {name}: its owner died during the call; what it did is unknown"
-                        )
+                outcome = self._look_again(pk, name, late=now >= give_up)
+                if outcome is not _WAIT:
+                    return outcome
             time.sleep(pause)
             pause = min(pause * 2, 0.004)
+
+    def _look_again(self, pk: int, name: str, *, late: bool) -> Any:
+        """While a call waits: is its owner still the terminal's? ``_WAIT`` to go on waiting,
+        ``_WITHDRAWN`` when it never ran and should be sent again; raises when it cannot end well."""
+        with self._cursor() as cursor:
+            cursor.execute(f"SELECT state, owner FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
+            row = cursor.fetchone()
+        if row is None:
+            raise GatewayUnavailable(f"terminal {name}: the call vanished")
+        state, claimer = row
+        found = self.holder_of(name)
+        holder = found[0] if found is not None and found[1] else None
+        if state == TerminalCall.PENDING:
+            if holder is not None and not late:
+                return _WAIT  # an owner (maybe a new one) will take it
+            if self._delete_call(pk, only_pending=True):
+                if holder is None and not late:
+                    self._elsewhere.pop(name, None)
+                    return _WITHDRAWN  # it never ran and nobody drives the terminal: run it here
+                raise GatewayUnavailable(f"terminal {name}: its owner did not take the call in time")
+            return _WAIT  # taken meanwhile
+        if state == TerminalCall.RUNNING and (claimer != holder or late):
+            # Claimed by an owner that died or lost the terminal (or that never answered): what
+            # it did is unknown; a command reconciles by tag before sending anything again.
+            self._delete_call(pk)
+            raise GatewayUnavailable(f"terminal {name}: its owner went during the call; what it did is unknown")
+        return _WAIT
 
     def _delete_call(self, pk: int, *, only_pending: bool = False) -> bool:
         with self._cursor() as cursor:
@@ -542,6 +556,7 @@ class Owners:
 
 
 _WITHDRAWN = object()
+_WAIT = object()
 _everyone: weakref.WeakSet[Owners] = weakref.WeakSet()
 
 

@@ -308,3 +308,48 @@ def test_the_terminal_host_takes_every_terminal_and_alerts_when_one_refuses_trad
     assert Alert.objects.filter(kind=Alert.Kind.TERMINAL_TRADING_OFF, subject="terminal:desk").exists()
     assert SimTerminal.objects.get(path="desk-terminal").trade_allowed is False
     assert not TerminalLease.objects.filter(name="desk").exists()  # let go on the way out
+
+
+def test_a_call_its_owner_took_before_dying_fails_as_unknown_even_once_a_new_owner_holds_the_terminal(
+    shared_terminal,
+):
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    stuck, release = threading.Event(), threading.Event()
+    original = host._run_local
+
+    def hang_on_trades(name, method, args, kwargs):
+        if method == "open_position":
+            stuck.set()
+            release.wait(30)  # the owner is frozen mid-order_send, then killed
+            raise GatewayUnavailable("killed")
+        return original(name, method, args, kwargs)
+
+    host.owners._run_local = hang_on_trades
+    outcome: list[object] = []
+
+    def send() -> None:
+        try:
+            outcome.append(
+                worker.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:orphan")
+            )
+        except GatewayUnavailable as exc:
+            outcome.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert stuck.wait(10)
+    host.owners._stop.set()  # it stops renewing: its lease lapses
+    successor = process()
+    try:
+        deadline = time.monotonic() + 10
+        while not successor.owners.own_if_free("desk") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert successor.owners.owns("desk")  # a new owner holds the terminal
+        sender.join(15)
+        assert not sender.is_alive(), "the caller waited on a call nobody will answer"
+        (failed,) = outcome
+        assert isinstance(failed, GatewayUnavailable) and "unknown" in failed.message
+    finally:
+        release.set()
+        successor.owners.stop()
