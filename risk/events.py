@@ -103,12 +103,16 @@ class _Book:
     inverse: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))  # rate = 1 / price
     profit: Floats = field(default_factory=lambda: np.zeros(0))
     cost: Floats = field(default_factory=lambda: np.zeros(0))  # swap + commission
-    limit: Floats = field(default_factory=lambda: np.zeros(0))  # L(p) below this breaches
-    counted: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))
+    # The profit below which the position is suspect: its single-trade limit less its swap and
+    # commission, plus the rounding allowance; -inf once counted (or for a free slot).
+    trip: Floats = field(default_factory=lambda: np.zeros(0))
+    seen: Ints = field(default_factory=lambda: np.zeros(0, np.int64))  # ``ticks`` when the slot was filled
     live: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))
+    ticks: int = 0
+    unit: bool = True  # every position's rate is 1: no conversion to compute
     _holders: Ints | None = None
 
-    _ARRAYS = ("row", "buy", "size", "open", "rate", "inverse", "profit", "cost", "limit", "counted", "live")
+    _ARRAYS = ("row", "buy", "size", "open", "rate", "inverse", "profit", "trip", "seen", "live")
 
     def take(self) -> int:
         if self.free:
@@ -122,7 +126,8 @@ class _Book:
 
     def release(self, slot: int) -> None:
         self.live[slot] = False
-        self.size[slot] = self.profit[slot] = self.cost[slot] = 0.0
+        self.size[slot] = self.profit[slot] = 0.0
+        self.trip[slot] = -np.inf
         self.free.append(slot)
         self._holders = None
 
@@ -176,10 +181,14 @@ class EventMonitor:
         self._lock_at: Floats = np.zeros(0)  # the locked floor's cap (I), +inf when not locked
         self._total_amount: Floats = np.zeros(0)
         self._slack: Floats = np.zeros(0)
+        # The measured value below which the account is suspect: the higher of the floors whose
+        # breach is not already recorded, plus the rounding allowance (-inf when the policy
+        # measures balance, which no tick moves).
+        self._trip: Floats = np.zeros(0)
         self._day_ends: Floats = np.zeros(0)  # epoch seconds
+        self._next_day_end = np.inf
         self._daily_known: Bools = np.zeros(0, np.bool_)  # a recorded daily breach, confirmed
         self._total_known: Bools = np.zeros(0, np.bool_)
-        self._revalued: Ints = np.zeros(0, np.int64)
         # What it did, for health, tests and the benchmark.
         self.resyncs = 0
         self.ticks = 0
@@ -187,7 +196,7 @@ class EventMonitor:
 
     _ROW_ARRAYS = (
         "_equity", "_balance", "_on_equity", "_daily_floor", "_total_floor", "_hwm", "_trailing", "_lock_at",
-        "_total_amount", "_slack", "_day_ends", "_daily_known", "_total_known", "_revalued",
+        "_total_amount", "_slack", "_trip", "_day_ends", "_daily_known", "_total_known",
     )  # fmt: skip
 
     def start(self) -> None:
@@ -206,11 +215,14 @@ class EventMonitor:
         """How many ticks revalued ``key`` since it was last rebuilt from a read."""
         with self._lock:
             held = self._held.get(key)
-            return 0 if held is None else int(self._revalued[held.row])
+            if held is None:
+                return 0
+            seen = {symbol: int(self._books[symbol].seen[slot]) for symbol, slot in held.slots}
+            return sum(self._books[symbol].ticks - at for symbol, at in seen.items())
 
     def revalued_keys(self) -> set[Key]:
         with self._lock:
-            return {key for key, held in self._held.items() if self._revalued[held.row]}
+            return {key for key in self._held if self.revaluations(key)}
 
     def equity(self, key: Key) -> float:
         """The account's equity in memory."""
@@ -304,6 +316,7 @@ class EventMonitor:
         self._keys.clear()
         self._free_rows.clear()
         self._books.clear()
+        self._next_day_end = np.inf
         for name in self._ROW_ARRAYS:
             setattr(self, name, np.zeros(0, getattr(self, name).dtype))
 
@@ -333,6 +346,9 @@ class EventMonitor:
         self._by_login.pop(key[0], None)
         self._keys[held.row] = None
         self._equity[held.row] = 0.0
+        self._trip[held.row] = -np.inf
+        self._hwm[held.row] = np.inf
+        self._day_ends[held.row] = np.inf
         self._free_rows.append(held.row)
 
     def _hold(self, watched: WatchedAccount, snapshot: AccountSnapshot, state: rules.RiskState | None) -> None:
@@ -355,7 +371,8 @@ class EventMonitor:
         self._on_equity[row] = t.measure_equity
         self._daily_floor[row] = float(evaluation.daily_floor)
         self._total_floor[row] = float(evaluation.total_floor)
-        self._hwm[row] = float(evaluation.state.high_water_mark)
+        # Only equity moves with ticks: an account measured on balance has no high to follow.
+        self._hwm[row] = float(evaluation.state.high_water_mark) if t.measure_equity else np.inf
         self._trailing[row] = t.trailing
         self._lock_at[row] = float(t.initial_balance) if t.lock else np.inf
         self._total_amount[row] = float(t.total_amount)
@@ -363,13 +380,14 @@ class EventMonitor:
         day = evaluation.state.daily_reference_date
         ends = datetime.combine(day + timedelta(days=1), t.reset_time, tzinfo=UTC)
         self._day_ends[row] = ends.timestamp()
+        self._next_day_end = min(self._next_day_end, ends.timestamp())
         # A breach this real read shows whose protective action is recorded: known until the
         # account is read again, so ticks do not read it again while its action is at work.
         self._daily_known[row] = "daily_drawdown" in recorded
         self._total_known[row] = "total_drawdown" in recorded
-        self._revalued[row] = 0
+        self._retrip(np.array([row]))
         counted = evaluation.state.breached_tickets
-        limit = float(t.single_trade_limit)
+        limit = float(t.single_trade_limit) + ROUNDING_PER_POSITION
         slots: list[tuple[str, int]] = []
         for p in snapshot.positions:
             book = self._books.setdefault(p.symbol, _Book())
@@ -381,15 +399,22 @@ class EventMonitor:
             book.open[slot] = float(p.price_open)
             book.rate[slot] = rate
             book.inverse[slot] = inverse
+            book.unit = book.unit and rate == 1.0 and not inverse
             book.profit[slot] = float(p.profit)
-            book.cost[slot] = float(p.swap + p.commission)
-            book.limit[slot] = limit
-            book.counted[slot] = p.ticket in counted
+            book.trip[slot] = -np.inf if p.ticket in counted else limit - float(p.swap + p.commission)
+            book.seen[slot] = book.ticks
             book.live[slot] = True
             book._holders = None
             slots.append((p.symbol, slot))
         self._held[key] = _Held(watched, snapshot, evaluation.state, row, slots)
         self._by_login[watched.login] = key
+
+    def _retrip(self, rows: Ints) -> None:
+        """The rows' trip level from their floors and which breaches are already recorded."""
+        daily = np.where(self._daily_known[rows], -np.inf, self._daily_floor[rows])
+        total = np.where(self._total_known[rows], -np.inf, self._total_floor[rows])
+        level = np.maximum(daily, total) + self._slack[rows]
+        self._trip[rows] = np.where(self._on_equity[rows], level, -np.inf)
 
     def _contract(self, snapshot: AccountSnapshot, symbol: str) -> tuple[float, str, str]:
         if symbol not in self._contracts:
@@ -425,35 +450,37 @@ class EventMonitor:
             if not len(holders):
                 return
             n = book.used
+            book.ticks += 1
             price = np.where(book.buy[:n], bid, ask)
-            rate = np.where(book.inverse[:n], 1.0 / price, book.rate[:n])
-            profit = book.size[:n] * (price - book.open[:n]) * rate
-            moved = np.bincount(book.row[:n], weights=profit - book.profit[:n], minlength=len(self._keys))
+            profit = book.size[:n] * (price - book.open[:n])
+            if not book.unit:
+                profit *= np.where(book.inverse[:n], 1.0 / price, book.rate[:n])
+            moved = np.bincount(book.row[:n], weights=profit - book.profit[:n], minlength=len(self._equity))
             book.profit[:n] = profit
-            equity = self._equity[holders] + moved[holders]
-            self._equity[holders] = equity
-            self._revalued[holders] += 1
-            measured = np.where(self._on_equity[holders], equity, self._balance[holders])
+            self._equity += moved  # zero but for the holders
+            equity = self._equity[holders]
             # A new high-water mark raises a trailing floor (capped at I when locked; never down).
-            higher = measured > self._hwm[holders]
+            higher = equity > self._hwm[holders]
             if higher.any():
                 rows = holders[higher]
-                self._hwm[rows] = measured[higher]
+                self._hwm[rows] = equity[higher]
                 trailing = rows[self._trailing[rows]]
-                floor = np.minimum(self._hwm[trailing] - self._total_amount[trailing], self._lock_at[trailing])
-                self._total_floor[trailing] = np.maximum(self._total_floor[trailing], floor)
-            edge = measured - self._slack[holders]
-            suspect = ((edge < self._daily_floor[holders]) & ~self._daily_known[holders]) | (
-                (edge < self._total_floor[holders]) & ~self._total_known[holders]
-            )
-            suspect |= self._day_ends[holders] <= self.now().timestamp()
-            over = (profit + book.cost[:n] - ROUNDING_PER_POSITION < book.limit[:n]) & book.live[:n]
-            over &= ~book.counted[:n]
+                if len(trailing):
+                    floor = np.minimum(self._hwm[trailing] - self._total_amount[trailing], self._lock_at[trailing])
+                    self._total_floor[trailing] = np.maximum(self._total_floor[trailing], floor)
+                    self._retrip(trailing)
+            suspect = equity < self._trip[holders]
+            now = self.now().timestamp()
+            if now >= self._next_day_end:  # a trading day ended: its floors are read afresh
+                suspect |= self._day_ends[holders] <= now
+            over = profit < book.trip[:n]
             rows = holders[suspect]
             if over.any():
                 rows = np.union1d(rows, book.row[:n][over])
             if len(rows):
                 self.confirm([key for key in (self._keys[int(r)] for r in rows) if key is not None])
+                if now >= self._next_day_end:
+                    self._next_day_end = float(self._day_ends[: len(self._keys)].min(initial=np.inf))
 
     # --- confirming with a real read ---------------------------------------------------------------
     def confirm(self, keys: Iterable[Key]) -> None:
