@@ -274,6 +274,8 @@ class EventMonitor:
         """Read every owned account again and evaluate it; trust the state only after that."""
         with self._lock:
             self.trusted = False
+            connection = getattr(self.gateway, "conn", None)
+            generation = getattr(connection, "generation", None)
             watched = [w for w in watched_accounts() if self.owns(w.pk)]
             try:
                 snapshots = self._read([(w.login, w.server) for w in watched])
@@ -283,7 +285,10 @@ class EventMonitor:
             self._clear()
             self._judge_and_hold(watched, snapshots)
             self.resyncs += 1
-            self.trusted = True
+            # A drop during the reads: events were lost meanwhile, so the picture is not trusted
+            # until the resync that follows the reconnect.
+            dropped = connection is not None and (not connection.connected or connection.generation != generation)
+            self.trusted = not dropped
 
     def _read(self, keys: list[Key]) -> dict[Key, AccountSnapshot | Exception]:
         found: dict[Key, AccountSnapshot | Exception] = {}

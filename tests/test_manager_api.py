@@ -819,6 +819,8 @@ def test_two_risk_monitors_share_the_accounts_with_none_watched_twice_and_one_ta
     for login in logins[1:]:
         sim_account_create(login=login, balance=100000, server=SERVER)
         register_account(tenant_1, login=login, server=SERVER)
+    for login in logins[1:]:
+        wait_for(lambda login=login: desk.conn.record("UserGet", login) is not None)  # pumped
         desk.open_position(login, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag=f"b:{login}")
     wait_for(lambda: set(logins[1:]) <= {int(a[0].Login) for k, a in list(recorder.events) if k == "position_add"})
     try:
