@@ -142,10 +142,13 @@ class _Book:
 
 @dataclass
 class _Held:
+    """What is kept of an account besides its arrays: not its snapshot (the arrays hold what a
+    tick needs; a hundred thousand ``Position`` records would be most of the monitor's memory)."""
+
     watched: WatchedAccount
-    snapshot: AccountSnapshot
-    state: rules.RiskState | None
+    state: rules.RiskState
     row: int
+    tickets: tuple[int, ...] = ()
     slots: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -236,8 +239,8 @@ class EventMonitor:
     def position_profit(self, key: Key, ticket: int) -> float:
         with self._lock:
             held = self._held[key]
-            for (symbol, slot), position in zip(held.slots, held.snapshot.positions, strict=True):
-                if position.ticket == ticket:
+            for (symbol, slot), held_ticket in zip(held.slots, held.tickets, strict=True):
+                if held_ticket == ticket:
                     return float(self._books[symbol].profit[slot])
         raise KeyError(ticket)
 
@@ -411,7 +414,7 @@ class EventMonitor:
             book.live[slot] = True
             book._holders = None
             slots.append((p.symbol, slot))
-        self._held[key] = _Held(watched, snapshot, evaluation.state, row, slots)
+        self._held[key] = _Held(watched, evaluation.state, row, tuple(p.ticket for p in snapshot.positions), slots)
         self._by_login[watched.login] = key
 
     def _retrip(self, rows: Ints) -> None:
