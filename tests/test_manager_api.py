@@ -576,13 +576,24 @@ def test_the_bridge_never_clears_a_right_an_administrator_took_away(trader, desk
 
 # --- the event-driven monitor (issue #17 item 3, first version) ------------------------------------------
 @pytest.fixture
-def watching(trader, desk):
-    """Alice's account (50040367, policy v13: daily floor 98,500) watched by the event monitor."""
+def watching(trader, desk, recorder, monkeypatch):
+    """Alice's account (50040367, policy v13) watched by the event monitor. Its ``start`` waits
+    until the pump has delivered the events of the positions already open, so the monitor's
+    counters count only what the test does after it starts."""
     from execution.gateways import reset_gateway
     from risk.events import EventMonitor
+    from tests.conftest import LOGIN
 
     reset_gateway(desk)
     monitor = EventMonitor(desk)
+    start = monitor.start
+
+    def start_once_the_pump_caught_up() -> None:
+        tickets = {p.ticket for p in desk.account_snapshot(LOGIN, SERVER).positions}
+        wait_for(lambda: tickets <= {int(a[0].Position) for k, a in list(recorder.events) if k == "position_add"})
+        start()
+
+    monkeypatch.setattr(monitor, "start", start_once_the_pump_caught_up)
     try:
         yield monitor
     finally:
@@ -598,7 +609,7 @@ def test_a_tick_below_alices_daily_floor_is_acted_on_by_the_event_monitor_withou
     assert watching.trusted and watching.resyncs == 1
     key = (LOGIN, SERVER)
     sim_set_price("EURUSD", "1.08400", "1.08410")  # -200: quiet, revalued in memory only
-    wait_for(lambda: watching.revaluations[key] >= 1)
+    wait_for(lambda: watching.revaluations(key) >= 1)
     assert watching.confirmations[key] == 0 and not ProtectiveAction.objects.exists()
     sim_set_price("EURUSD", "1.05300", "1.05310")  # about -6,400: below the daily floor
     wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
@@ -614,9 +625,9 @@ def test_a_tick_revalues_only_the_accounts_holding_its_symbol(watching, desk):
     watching.start()
     sim_set_price("GBPUSD", "1.27100", "1.27114")
     sim_set_price("EURUSD", "1.08490", "1.08500")
-    wait_for(lambda: watching.revaluations[(LOGIN, SERVER)] >= 1)
+    wait_for(lambda: watching.revaluations((LOGIN, SERVER)) >= 1)
     time.sleep(0.05)
-    assert set(watching.revaluations) == {(LOGIN, SERVER)}  # GBPUSD's tick touched nobody
+    assert watching.revalued_keys() == {(LOGIN, SERVER)}  # GBPUSD's tick touched nobody
 
 
 def test_a_breach_while_the_link_is_down_is_found_by_the_resync_before_anything_is_trusted(watching, desk):
@@ -683,10 +694,161 @@ def test_alices_equity_climbing_to_new_highs_costs_the_event_monitor_no_mt5_read
     desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("1"), tag="b:up")
     watching.start()
     key = (LOGIN, SERVER)
-    before = watching._held[key].state
-    for bid in ("1.08700", "1.08900", "1.09100"):
+    before = watching.high_water_mark(key)
+    for n, bid in enumerate(("1.08700", "1.08900", "1.09100"), start=1):
         sim_set_price("EURUSD", bid)
-        wait_for(lambda bid=bid: watching._held[key].snapshot.positions[0].price_current == Decimal(bid))
+        wait_for(lambda n=n: watching.revaluations(key) >= n)
     assert watching.confirmations[key] == 0
-    held = watching._held[key]
-    assert held.snapshot.equity > Decimal("100500") and held.state is not before  # a new high, kept in memory
+    assert watching.equity(key) > 100500 and watching.high_water_mark(key) > before  # a new high, kept in memory
+
+
+# --- the vectorised event monitor (issue #17 item 3) ------------------------------------------------------
+DAVE = 7004  # another of the firm's traders, on GBPUSD
+
+
+@pytest.fixture
+def dave(trader, tenant_1):
+    """Dave's account at 100,000 with the example policy, watched beside alice's."""
+    from tests.conftest import register_account
+
+    sim_account_create(login=DAVE, balance=100000, server=SERVER)
+    sim_set_price("GBPUSD", "1.27000", "1.27014")
+    register_account(tenant_1, login=DAVE, server=SERVER)
+    return DAVE
+
+
+def test_a_tick_evaluates_only_the_holders_of_its_symbol_and_what_the_server_does_not_confirm_raises_nothing(
+    dave, desk
+):
+    from execution.gateways import reset_gateway
+    from policies.models import ProtectiveAction
+    from risk.events import EventMonitor
+    from tests.conftest import LOGIN
+
+    reset_gateway(desk)
+    try:
+        desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:a1")
+        desk.open_position(DAVE, SERVER, symbol="GBPUSD", side="buy", volume=Decimal("2"), tag="b:d1")
+        monitor = EventMonitor(desk)  # not listening: only the ticks this test hands it
+        monitor.resync()
+        alice, dave_key = (LOGIN, SERVER), (DAVE, SERVER)
+        assert monitor.watched_keys() == {alice, dave_key}
+
+        # A GBPUSD quote far below dave's floors that the server never had: his picture is
+        # suspect, a real read says otherwise, nothing is raised; alice is not even revalued.
+        monitor.tick("GBPUSD", 1.20000, 1.20014)
+        assert (monitor.revaluations(dave_key), monitor.revaluations(alice)) == (0, 0)  # rebuilt by the read
+        assert monitor.confirmations == {dave_key: 1}
+        assert not ProtectiveAction.objects.exists()
+        before = monitor.equity(dave_key)
+        assert before == float(desk.account_snapshot(DAVE, SERVER).equity)  # the real read's
+
+        # EURUSD really falls below alice's daily floor: only she is revalued and read, and acted on.
+        sim_set_price("EURUSD", "1.05300", "1.05310")
+        monitor.tick("EURUSD", 1.05300, 1.05310)
+        assert monitor.confirmations == {dave_key: 1, alice: 1}
+        assert set(ProtectiveAction.objects.values_list("account__login", flat=True)) == {LOGIN}
+        assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists()
+
+        # A quiet tick on dave's symbol revalues him alone, in memory.
+        monitor.tick("GBPUSD", 1.27100, 1.27114)
+        assert monitor.revaluations(dave_key) == 1 and monitor.revalued_keys() == {dave_key}
+        assert monitor.confirmations == {dave_key: 1, alice: 1}
+        assert monitor.equity(dave_key) == pytest.approx(before + 2 * 100000 * (1.27100 - 1.27000), abs=0.01)
+    finally:
+        reset_gateway()
+
+
+def test_alices_breach_already_recorded_is_not_read_again_at_every_tick_but_a_new_one_is(watching, desk):
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    for n in range(4):  # four lots, each its own position: no single one loses past its limit
+        desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("1"), tag=f"b:k{n}")
+    watching.resync()
+    key = (LOGIN, SERVER)
+    sim_set_price("EURUSD", "1.06750", "1.06760")  # about -7,000: below the daily floor, above the total
+    watching.tick("EURUSD", 1.06750, 1.06760)
+    assert watching.confirmations[key] == 1
+    assert set(ProtectiveAction.objects.values_list("rule_key", flat=True)) == {"daily_drawdown"}
+    for bid in (1.06740, 1.06730, 1.06720):  # the same breach, its action at work: memory only
+        watching.tick("EURUSD", bid, bid + 0.0001)
+    assert watching.confirmations[key] == 1 and watching.revaluations(key) == 3
+    sim_set_price("EURUSD", "1.05500", "1.05510")
+    watching.tick("EURUSD", 1.05500, 1.05510)  # about -12,000: below the total floor too, a new breach
+    assert watching.confirmations[key] == 2
+    assert ProtectiveAction.objects.filter(rule_key="total_drawdown").exists()
+
+
+def test_a_connection_drop_mid_breach_misses_nothing_the_resync_finds_it(watching, desk, monkeypatch):
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:m1")
+    watching.start()
+    assert watching.trusted and watching.resyncs == 1
+    read = desk.account_snapshots
+    failed: list[str] = []
+
+    def the_link_drops_as_the_breach_is_confirmed(keys):
+        if not failed:
+            failed.append("dropped")
+            sim_inject_fault("no_connection", seconds=1.0)
+        return read(keys)
+
+    monkeypatch.setattr(desk, "account_snapshots", the_link_drops_as_the_breach_is_confirmed)
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # the tick makes alice suspect; the read fails
+    wait_for(lambda: failed and not desk.conn.connected, timeout=3)
+    assert not ProtectiveAction.objects.exists()  # nothing acted on an unconfirmed picture
+    # The read's link error and the API's OnDisconnect may each count a drop: a resync follows each.
+    wait_for(lambda: watching.resyncs >= 2 and watching.trusted, timeout=10)
+    assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists()
+    assert desk.conn.drops >= 1
+
+
+def test_two_risk_monitors_share_the_accounts_with_none_watched_twice_and_one_takes_over_when_the_other_dies(
+    trader, tenant_1, desk, recorder
+):
+    from execution.gateways import reset_gateway
+    from policies.models import MonitorHeartbeat
+    from risk.monitor import Monitor
+    from tests.conftest import LOGIN, register_account
+
+    reset_gateway(desk)
+    logins = [LOGIN, *range(7100, 7108)]
+    for login in logins[1:]:
+        sim_account_create(login=login, balance=100000, server=SERVER)
+        register_account(tenant_1, login=login, server=SERVER)
+    for login in logins[1:]:
+        wait_for(lambda login=login: desk.conn.record("UserGet", login) is not None)  # pumped
+        desk.open_position(login, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), tag=f"b:{login}")
+    wait_for(lambda: set(logins[1:]) <= {int(a[0].Login) for k, a in list(recorder.events) if k == "position_add"})
+    try:
+        first, second = (
+            Monitor(monitor_id="risk-a", gateway_factory=lambda: desk),
+            Monitor(monitor_id="risk-b", gateway_factory=lambda: desk),
+        )
+        for monitor in (first, second, first, second):  # both alive, each seeing the other
+            monitor.monitors = monitor.heartbeat(0, 0.0)
+        assert first.monitors == second.monitors == ["risk-a", "risk-b"]
+        first.follow_events()
+        second.follow_events()
+        assert first.events is not None and second.events is not None
+        a, b = first.events.watched_keys(), second.events.watched_keys()
+        assert a and b and not a & b and a | b == {(login, SERVER) for login in logins}
+
+        sim_set_price("EURUSD", "1.08490", "1.08500")  # one tick reaches both: each account revalued once
+        holders = {(login, SERVER) for login in logins[1:]}  # alice holds nothing
+
+        def revalued(key: tuple[int, str]) -> int:
+            return first.events.revaluations(key) + second.events.revaluations(key)  # type: ignore[union-attr]
+
+        wait_for(lambda: all(revalued(k) for k in holders))
+        assert [revalued(k) for k in sorted(holders)] == [1] * len(holders) and revalued((LOGIN, SERVER)) == 0
+
+        MonitorHeartbeat.objects.filter(monitor_id="risk-b").delete()  # risk-b died
+        first.monitors = first.heartbeat(0, 0.0)
+        first.follow_events()
+        assert first.events.watched_keys() == a | b
+    finally:
+        reset_gateway()

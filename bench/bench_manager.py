@@ -1,0 +1,360 @@
+"""The event-driven risk monitor of the Manager API backend at a prop firm's scale (issue #17).
+
+    python bench/bench_manager.py [--accounts 10000] [--positions 10] [--symbols 20] [--seconds 30]
+
+PostgreSQL and the simulator's Manager surface, with its cost model at the defaults
+(SIM_CALL_MS). Every account has a policy and ``--positions`` small positions over ``--symbols``
+symbols; each symbol ticks 5 times a second (a random walk within +/- 5 pips), and once a second
+a breach is planted: one account holds a 50-lot position that the next tick of its symbol takes
+past its single-trade limit. The monitor (``risk.events.EventMonitor``, every account watched)
+runs on the manager connection's dispatcher thread, a fast-lane worker runs in a thread of the
+same process, and the close goes out through ``DealerSend``.
+
+Measured, each beside what it is compared with in the same run:
+
+- tick -> protective ``DealerSend`` sent, and tick -> close confirmed (the dealer's answer), p50/p99,
+  from the moment the tick reaches the connection's sink;
+- the monitor's CPU per tick (thread time, quiet ticks; and ticks that confirmed a breach with
+  a real read, with the read's wall time), beside a bare vectorised revaluation of the same
+  symbol's positions right after it on the same thread (new profit per position, summed per
+  account, the holders compared with one floor each);
+- a full resync (the first, which creates every risk state, and a steady one);
+- the monitor's memory (its arrays, and what a second monitor's resync keeps, by tracemalloc);
+- the polling monitor on the same accounts: one cycle over all of them (a price move is seen
+  within the poll interval plus a cycle).
+
+How ticks reach the monitor here: the simulator's pump re-reads the whole shared state each
+cycle, which at 10,000 accounts x 10 positions takes seconds, so the bench turns the pump off
+and hands each tick to the connection's sink (``OnTick``, what the API's thread calls) right
+after writing the quote to the simulator. Position and deal events are therefore not delivered
+during the run; confirming reads, the engine and ``DealerSend`` are the real paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import threading
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from common import fresh_database, percentile, setup_django, summary
+
+SERVER = "Bench-Server"
+LOGIN0 = 70_000_000
+PIP = 0.0001
+BIG_LOTS = 50
+PLANT_DEPTH = 0.0010  # the first plant's trigger, below the base price
+PLANT_STEP = 0.0002  # each next plant on a symbol goes this much deeper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--positions", type=int, default=10)
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--tick-hz", type=float, default=5.0)
+    parser.add_argument("--database", default="bridge_bench_manager")
+    args = parser.parse_args()
+
+    url = fresh_database(args.database)
+    setup_django(url)
+    import numpy as np
+    import psutil
+    from django.conf import settings
+    from django.db import close_old_connections, connection
+
+    from commands import examples
+    from commands.envelope import PolicyPayloadSerializer
+    from commands.validation import validate_with
+    from execution.adapters.manager import ManagerGateway, build_manager_gateway
+    from execution.gateways import reset_gateway
+    from execution.models import SimAccount, SimPosition, SimSymbol
+    from execution.runner import lane_run
+    from execution.simulator import manager as simulated
+    from execution.simulator.service import sim_account_create, sim_set_price
+    from execution.simulator.stamps import now_msc
+    from execution.simulator.symbols import SEED_SYMBOLS
+    from policies.models import ProtectiveAction
+    from policies.services import policy_apply
+    from risk.events import EventMonitor
+    from risk.monitor import Monitor
+    from tenancy.models import Tenant
+
+    rng = random.Random(20261207)
+    # --- symbols: EURUSD, GBPUSD and clones of EURUSD, all with USD profit ---------------------
+    eurusd = next(s for s in SEED_SYMBOLS if s["name"] == "EURUSD")
+    sim_set_price("EURUSD", "1.08500")
+    names = ["EURUSD", "GBPUSD"] + [f"FX{n:02d}USD" for n in range(1, args.symbols - 1)]
+    names = names[: args.symbols]
+    base: dict[str, float] = {"EURUSD": 1.08500, "GBPUSD": 1.27000}
+    stamp = now_msc()
+    for n, name in enumerate(names[2:], start=1):
+        anchor = Decimal("1.00000") + Decimal(n) / 100
+        base[name] = float(anchor)
+        spec = {**eurusd, "name": name, "description": f"bench {name}", "currency_base": f"X{n:02d}"}
+        spec["anchor"] = anchor
+        SimSymbol.objects.update_or_create(
+            name=name, defaults={**spec, "bid": anchor, "ask": anchor + Decimal("0.00010"), "price_time_msc": stamp}
+        )
+    for name in names:
+        sim_set_price(name, f"{base[name]:.5f}")
+
+    # --- accounts, policies, positions -----------------------------------------------------------
+    started = time.monotonic()
+    tenant = Tenant.objects.get(tenant_id="tenant_1")
+    snapshot = examples.example("policy_snapshot")
+    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    logins = [LOGIN0 + i for i in range(args.accounts)]
+    for login in logins:
+        sim_account_create(login=login, balance=100000, server=SERVER)
+        policy_apply(
+            tenant=tenant,
+            actor={**snapshot["actor"], "account_login": login, "server": SERVER},
+            payload=payload,
+            envelope=snapshot,
+            correlation_id="bench",
+            idempotency_key=f"bench-{login}",
+        )
+    account_ids = dict(SimAccount.objects.filter(server=SERVER).values_list("login", "id"))
+    symbol_ids = dict(SimSymbol.objects.filter(name__in=names).values_list("name", "id"))
+    # Plant k (second k) is on symbol k % S, the (k // S)-th on it: its victim's 50-lot buy
+    # breaches its single-trade limit (2,000) when the price falls below its trigger.
+    plants = []
+    for k in range(args.seconds):
+        symbol, depth = names[k % len(names)], k // len(names)
+        trigger = base[symbol] - PLANT_DEPTH - PLANT_STEP * depth
+        plants.append((k, logins[k], symbol, trigger))
+    victims = {login: (symbol, trigger) for _, login, symbol, trigger in plants}
+    rows, ticket = [], 10_000_000
+    for login in logins:
+        held = rng.sample(names, min(args.positions, len(names)))
+        for n, symbol in enumerate(held):
+            ticket += 1
+            side = rng.randrange(2)
+            volume = Decimal(rng.randrange(1, 51)) / 100
+            price_open = Decimal(f"{base[symbol] + rng.uniform(-3, 3) * PIP:.5f}")
+            if n == 0 and login in victims:
+                symbol, trigger = victims[login]
+                side, volume = 0, Decimal(BIG_LOTS)
+                price_open = Decimal(f"{trigger + 0.0004:.5f}")
+            rows.append(
+                SimPosition(
+                    ticket=ticket, identifier=ticket, account_id=account_ids[login], symbol_id=symbol_ids[symbol],
+                    type=side, volume=volume, price_open=price_open, comment="bench", time_msc=stamp,
+                    time_update_msc=stamp,
+                )
+            )  # fmt: skip
+    SimPosition.objects.bulk_create(rows, batch_size=5000)
+    print(
+        f"{args.accounts} accounts with a policy, {len(rows)} positions over {len(names)} symbols "
+        f"in {time.monotonic() - started:.0f} s"
+    )
+
+    # --- the manager connection, the monitor, a fast-lane worker ---------------------------------
+    settings.SIM_MANAGER_PUMP_MS = 3_600_000  # see the module docstring: ticks are handed to the sink
+    gateway = build_manager_gateway(server=f"simulator:{SERVER}", login=1000, password="desk", groups="*")
+    assert isinstance(gateway, ManagerGateway)
+    reset_gateway(gateway)
+    conn = gateway.conn
+    api = conn._api
+    sent: dict[int, float] = {}
+    confirmed: dict[int, float] = {}
+    dealer_send = api.DealerSend
+
+    def timed_dealer_send(request: Any, sink: Any) -> Any:
+        sent.setdefault(int(request.Login), time.perf_counter())
+        return dealer_send(request, sink)
+
+    api.DealerSend = timed_dealer_send
+    answered = conn._answered
+
+    def timed_answer(answer: Any) -> None:
+        if int(answer.ResultRetcode) in (10009, 10010):
+            confirmed.setdefault(int(answer.Login), time.perf_counter())
+        answered(answer)
+
+    conn._answered = timed_answer  # type: ignore[method-assign]
+
+    process = psutil.Process()
+    gc.collect()
+    rss_before = process.memory_info().rss
+    monitor = EventMonitor(gateway)
+    first_resync = time.perf_counter()
+    monitor.start()
+    first_resync = time.perf_counter() - first_resync
+    gc.collect()
+    rss_after = process.memory_info().rss
+    assert monitor.trusted, "the first resync failed"
+    steady_resync = time.perf_counter()
+    monitor.resync()
+    steady_resync = time.perf_counter() - steady_resync
+    watched = len(monitor.watched_keys())
+    print(f"monitor watching {watched} accounts; first resync {first_resync:.1f} s, steady {steady_resync:.1f} s")
+
+    quiet_cpu: list[float] = []
+    confirming_cpu: list[float] = []
+    confirm_wall: list[float] = []
+    tick = monitor.tick
+    confirm = monitor.confirm
+
+    bare_cpu: list[float] = []
+    bare_last: dict[str, Any] = {}
+
+    def bare(symbol: str, bid: float, ask: float) -> None:
+        """The baseline: the least a tick costs. Each of the symbol's positions revalued, the
+        change summed per account, the holders' equity compared with one floor each."""
+        book = monitor._books[symbol]
+        n = book.used
+        row, size, price_open = book.row[:n], book.size[:n], book.open[:n]
+        last = bare_last.get(symbol)
+        if last is None or len(last) != n:
+            last = book.profit[:n].copy()
+        holders = book.holders
+        price = np.where(book.buy[:n], bid, ask)
+        profit = size * (price - price_open)
+        moved = np.bincount(row, weights=profit - last, minlength=len(monitor._equity))
+        suspect = monitor._equity[holders] + moved[holders] < monitor._trip[holders]
+        bare_last[symbol] = profit
+        assert suspect.dtype == np.bool_
+
+    def timed_tick(symbol: str, bid: float, ask: float) -> None:
+        """The monitor's tick, then the baseline on the same positions, on the same thread."""
+        before = sum(monitor.confirmations.values())
+        cpu = time.thread_time()
+        tick(symbol, bid, ask)
+        cpu = time.thread_time() - cpu
+        (quiet_cpu if sum(monitor.confirmations.values()) == before else confirming_cpu).append(cpu * 1000)
+        if symbol in monitor._books:
+            cpu = time.thread_time()
+            bare(symbol, bid, ask)
+            bare_cpu.append((time.thread_time() - cpu) * 1000)
+
+    def timed_confirm(keys: Any) -> None:
+        wall = time.perf_counter()
+        confirm(keys)
+        confirm_wall.append((time.perf_counter() - wall) * 1000)
+
+    monitor.tick = timed_tick  # type: ignore[method-assign]
+    monitor.confirm = timed_confirm  # type: ignore[method-assign]
+
+    stop = threading.Event()
+
+    def fast_lane() -> None:
+        while not stop.is_set():
+            try:
+                if not lane_run("fast"):
+                    time.sleep(0.005)  # the lane's doorbell, as a poll: at most 5 ms added
+            except Exception as exc:  # keep the worker up, as the cluster would
+                print(f"fast lane: {exc!r}")
+                time.sleep(0.05)
+        connection.close()
+
+    worker = threading.Thread(target=fast_lane, name="bench-fast-lane", daemon=True)
+    worker.start()
+
+    # --- the feed: each symbol 5 ticks a second, a breach planted every second --------------------
+    planted_at: dict[int, float] = {}
+    period = 1.0 / (args.tick_hz * len(names))
+    due = time.perf_counter()
+    run_started = due
+    ticks = 0
+    pending = list(plants)
+    sink = conn._sink
+    while True:
+        now = time.perf_counter()
+        elapsed = now - run_started
+        if elapsed >= args.seconds:
+            break
+        symbol = names[ticks % len(names)]
+        plant = None
+        if pending and pending[0][2] == symbol and elapsed >= pending[0][0]:
+            plant = pending.pop(0)
+            bid = plant[3] - 0.00005
+        else:
+            bid = base[symbol] + rng.uniform(-5, 5) * PIP
+        ask = bid + 0.0001
+        # The quote as sim_set_price writes it, without its SL/TP trigger scan (no position here has one).
+        stamp = now_msc()
+        SimSymbol.objects.filter(name=symbol).update(
+            bid=Decimal(f"{bid:.5f}"), ask=Decimal(f"{ask:.5f}"), price_time_msc=stamp
+        )
+        tick_record = simulated.MTTickShort(
+            bid=round(bid, 5), ask=round(ask, 5), datetime=stamp // 1000, datetime_msc=stamp
+        )
+        if plant is not None:
+            planted_at[plant[1]] = time.perf_counter()
+        sink.OnTick(symbol, tick_record)
+        ticks += 1
+        due += period
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    ran_for = time.perf_counter() - run_started
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not all(login in confirmed for login in planted_at):
+        time.sleep(0.05)
+    stop.set()
+    worker.join(timeout=10)
+    close_old_connections()
+
+    # --- memory: what a second monitor's resync keeps ---------------------------------------------
+    gc.collect()
+    tracemalloc.start()
+    kept_before = tracemalloc.get_traced_memory()[0]
+    second = EventMonitor(gateway)
+    second.resync()
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - kept_before
+    tracemalloc.stop()
+    del second
+
+    # --- the polling monitor on the same accounts --------------------------------------------------
+    poller = Monitor(monitor_id="bench-poll", gateway_factory=lambda: gateway)
+    cycles = []
+    for _ in range(3):
+        cycle = time.perf_counter()
+        poller.cycle(["bench-poll"])
+        cycles.append((time.perf_counter() - cycle) * 1000)
+
+    conn.close()
+    tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
+    tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
+    actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
+    per_symbol = statistics.fmean(len(monitor._books[name].holders) for name in names)
+    positions_per_symbol = statistics.fmean(book.used - len(book.free) for book in monitor._books.values())
+    quiet, baseline = percentile(quiet_cpu, 50), percentile(bare_cpu, 50)
+    rate = ticks / ran_for
+    lines = [
+        f"Manager API event monitor, {datetime.now(UTC):%Y-%m-%d}: {watched} accounts x {args.positions} positions,",
+        f"  {len(names)} symbols at {args.tick_hz:g} ticks/s each ({rate:.0f} ticks/s delivered),",
+        f"  {len(planted_at)} breaches planted, SIM_CALL_MS {settings.SIM_CALL_MS:g}",
+        f"  holders per symbol {per_symbol:.0f}, positions per symbol {positions_per_symbol:.0f}",
+        f"  tick -> protective DealerSend sent: {summary(tick_to_send)}  ({len(tick_to_send)}/{len(planted_at)})",
+        f"  tick -> close confirmed:            {summary(tick_to_close)}  ({len(tick_to_close)}/{len(planted_at)})",
+        f"  protective actions raised for the planted breaches: {actions}",
+        f"  monitor CPU per quiet tick:         {cpu_summary(quiet_cpu)}",
+        f"  bare vectorised revaluation (base): {cpu_summary(bare_cpu)}  -> monitor / bare = {quiet / baseline:.1f}x",
+        f"  monitor CPU per confirming tick:    {summary(confirming_cpu)}",
+        f"  confirming read + engine (wall):    {summary(confirm_wall)}",
+        f"  full resync: first {first_resync:.1f} s (every risk state created), steady {steady_resync:.1f} s",
+        f"  monitor memory: arrays {monitor.memory_bytes() / 2**20:.1f} MiB; a second monitor's resync keeps"
+        f" {kept / 2**20:.0f} MiB (tracemalloc); RSS +{(rss_after - rss_before) / 2**20:.0f} MiB over the first",
+        f"  polling monitor, one cycle over the same accounts: {', '.join(f'{c:.0f}' for c in cycles)} ms"
+        f" (a move is seen within RISK_POLL_INTERVAL_MS {settings.RISK_POLL_INTERVAL_MS} + a cycle)",
+    ]
+    print("\n" + "\n".join(lines))
+
+
+def cpu_summary(values: list[float]) -> str:
+    return f"p50 {percentile(values, 50):.3f} ms | p99 {percentile(values, 99):.3f} ms | n {len(values)}"
+
+
+if __name__ == "__main__":
+    main()
