@@ -594,13 +594,13 @@ class _Listener:
             pass
 
 
-def live_owners() -> dict[str, tuple[str, str, int]]:
-    """Every terminal with a live lease: name -> (holder, host, pid)."""
+def live_owners(names: list[str] | None = None) -> dict[str, tuple[str, str, int]]:
+    """Every terminal with a live lease (or those of ``names``): name -> (holder, host, pid)."""
+    leases = TerminalLease.objects.filter(expires_msc__gte=_now_msc())
+    if names is not None:
+        leases = leases.filter(name__in=names)
     return {
-        name: (holder, host, pid)
-        for name, holder, host, pid in TerminalLease.objects.filter(expires_msc__gte=_now_msc()).values_list(
-            "name", "holder", "host", "pid"
-        )
+        name: (holder, host, pid) for name, holder, host, pid in leases.values_list("name", "holder", "host", "pid")
     }
 
 

@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from execution.adapters.router import TerminalRouter
 from execution.gateways import build_gateway, terminal_router
-from execution.models import SimAccount, Terminal, TerminalAccount
+from execution.models import SimAccount, Terminal, TerminalAccount, TerminalLease
 from execution.simulator import SimulatedMetaTrader5
 from execution.simulator.service import sim_account_state
 from execution.terminals import TerminalConfig, terminal_for, terminals_for
@@ -347,6 +347,9 @@ def test_a_superuser_adds_a_terminal_with_its_accounts_in_the_panel(root, monkey
     monkeypatch.setenv("MT5_PASSWORD_FTMO", SECRET)
     listing = client.get(reverse("admin:execution_terminal_changelist")).content.decode()
     assert "ftmo-1" in listing and "env MT5_PASSWORD_FTMO" in listing and SECRET not in listing
+    assert "nobody (is the terminal host running?)" in listing  # no process drives it yet
+    TerminalLease.objects.create(name="ftmo-1", holder="h", host="vps-7", pid=4242, expires_msc=2**62)
+    assert "vps-7 pid 4242" in client.get(reverse("admin:execution_terminal_changelist")).content.decode()
 
     # An account pinned elsewhere, and a password where a variable's name goes, are refused.
     other = form | {"name": "other", "path": "b.exe"}

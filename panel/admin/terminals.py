@@ -17,6 +17,7 @@ from unfold.admin import TabularInline
 from unfold.decorators import display
 
 from execution.models import Terminal, TerminalAccount, TerminalKind
+from execution.owners import live_owners
 from execution.terminals import (
     TerminalError,
     check_name,
@@ -98,7 +99,7 @@ class TerminalAccountInline(TabularInline):
 class TerminalAdmin(ScopedAdmin[Terminal]):
     form = TerminalForm
     inlines = (TerminalAccountInline,)
-    list_display = ("name", "kind", "where", "accounts", "symbols", "password", "created_at")
+    list_display = ("name", "kind", "where", "accounts", "driven_by", "symbols", "password", "created_at")
     list_filter = ("kind",)
     search_fields = ("name", "path", "host", "accounts__login")
     readonly_fields = ("created_at",)
@@ -116,6 +117,15 @@ class TerminalAdmin(ScopedAdmin[Terminal]):
     @display(description="accounts", ordering="account_count")
     def accounts(self, obj: WithAnnotations[Terminal, _AccountCount]) -> int:
         return obj.account_count
+
+    @display(description="driven by")
+    def driven_by(self, obj: Terminal) -> str:
+        """The process holding the terminal's lease (execution.owners), or why nobody does."""
+        owner = live_owners([obj.name]).get(obj.name)
+        if owner is None:
+            return "nobody (is the terminal host running?)"
+        _, host, pid = owner
+        return f"{host} pid {pid}"
 
     @display(description="symbols")
     def symbols(self, obj: Terminal) -> str:
