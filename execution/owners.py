@@ -45,6 +45,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
+from django.db.models import Q
 from django_q.signing import SignedPackage
 
 from execution.gateway import GatewayUnavailable
@@ -97,6 +98,12 @@ class PriorityLock:
         self._waiting: list[tuple[int, int]] = []
         self._seq = itertools.count()
 
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for the lock now."""
+        with self._cond:
+            return len(self._waiting)
+
     @contextmanager
     def held(self, priority: int) -> Iterator[None]:
         me = (int(priority), next(self._seq))
@@ -115,6 +122,8 @@ class PriorityLock:
 
 
 _CALLS = TerminalCall._meta.db_table
+# An answered call still here this long after its deadline has lost its caller.
+ABANDONED_MSC = 600_000
 
 
 def _now_msc() -> int:
@@ -496,8 +505,11 @@ class Owners:
             return None
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 1.0
-            TerminalCall.objects.filter(
-                state=TerminalCall.PENDING, terminal__in=names, deadline_msc__lt=_now_msc()
+            # Calls whose caller gave up before we took them, and answers a caller never took (it
+            # died) once it is surely gone.
+            now = _now_msc()
+            TerminalCall.objects.filter(terminal__in=names).filter(
+                Q(state=TerminalCall.PENDING, deadline_msc__lt=now) | Q(deadline_msc__lt=now - ABANDONED_MSC)
             ).delete()
         if connection.vendor == "postgresql":
             return self._claim_one(names)
@@ -602,8 +614,3 @@ def live_owners(names: list[str] | None = None) -> dict[str, tuple[str, str, int
     return {
         name: (holder, host, pid) for name, holder, host, pid in leases.values_list("name", "holder", "host", "pid")
     }
-
-
-def stale_calls_delete(older_than_seconds: float = 600) -> int:
-    """Calls left behind by callers that died before reading their answer."""
-    return TerminalCall.objects.filter(deadline_msc__lt=_now_msc() - round(older_than_seconds * 1000)).delete()[0]

@@ -26,6 +26,7 @@ from execution.simulator import terminal as sim_terminal
 from execution.simulator.service import sim_account_create, sim_account_state, sim_set_price
 from execution.terminals import terminal_add
 from tests.execution_fixtures import market_buy
+from tests.processes import wait_for
 
 ALICE, BOB, SERVER = 50040367, 50040368, "Broker-Server"
 
@@ -86,9 +87,13 @@ def test_mt5sim_account_show_names_the_terminal_logged_into_the_account(two_acco
 
 
 # --- the priority lock ---------------------------------------------------------------------------------
+def queued(lock: PriorityLock, count: int) -> None:
+    """Wait until `count` callers wait for the lock (so each came after the one before)."""
+    assert wait_for(lambda: lock.waiting == count, timeout=5, every=0.001)
+
+
 def test_a_fast_call_goes_before_normal_calls_that_waited_longer():
     lock, order = PriorityLock(), []
-    release = threading.Event()
 
     def take(priority: Priority, name: str) -> None:
         with lock.held(priority):
@@ -96,13 +101,12 @@ def test_a_fast_call_goes_before_normal_calls_that_waited_longer():
 
     with lock.held(Priority.NORMAL):
         threads = [threading.Thread(target=take, args=(Priority.NORMAL, f"normal-{i}")) for i in range(3)]
-        for thread in threads:
+        for count, thread in enumerate(threads, 1):
             thread.start()
-            time.sleep(0.02)
+            queued(lock, count)
         fast = threading.Thread(target=take, args=(Priority.FAST, "fast"))
         fast.start()
-        time.sleep(0.02)
-        release.set()
+        queued(lock, 4)
     for thread in [*threads, fast]:
         thread.join(5)
     assert order == ["fast", "normal-0", "normal-1", "normal-2"]
@@ -120,7 +124,7 @@ def test_the_monitors_reads_and_normal_commands_take_turns_in_the_order_they_cam
         for priority, name in [(Priority.MONITOR, "read-1"), (Priority.NORMAL, "open"), (Priority.MONITOR, "read-2")]:
             threads.append(threading.Thread(target=take, args=(priority, name)))
             threads[-1].start()
-            time.sleep(0.02)
+            queued(lock, len(threads))
     for thread in threads:
         thread.join(5)
     assert order == ["read-1", "open", "read-2"]  # a normal command is never starved by the reads
@@ -249,10 +253,10 @@ def test_an_owner_serves_a_waiting_fast_command_before_waiting_reads(shared_term
         readers = [threading.Thread(target=call, args=(Priority.MONITOR, "read")) for _ in range(3)]
         for thread in readers:
             thread.start()
-        time.sleep(0.3)
+        queued(gate, 3)  # the owner took the three reads and waits for the terminal
         fast = threading.Thread(target=call, args=(Priority.FAST, "open"))
         fast.start()
-        time.sleep(0.3)
+        queued(gate, 4)
     for thread in [*readers, fast]:
         thread.join(30)
     assert served[0] == "open_position"
@@ -353,3 +357,28 @@ def test_a_call_its_owner_took_before_dying_fails_as_unknown_even_once_a_new_own
     finally:
         release.set()
         successor.owners.stop()
+
+
+def test_the_owner_sweeps_calls_nobody_waits_for_any_more_and_keeps_the_rest(shared_terminal):
+    from execution.owners import ABANDONED_MSC
+
+    host, _ = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    now = time.time_ns() // 1_000_000
+    rows = {
+        "given up": ("pending", now - 1),  # its caller stopped waiting before it was taken
+        "orphaned answer": ("done", now - ABANDONED_MSC - 1),  # its caller died before reading it
+        "fresh answer": ("done", now - 1),  # its caller is reading it now
+        "waiting": ("pending", now + 60_000),
+    }
+    made = {
+        label: TerminalCall.objects.create(
+            terminal="desk", priority=3, method="status", payload=b"", state=state, caller="c", deadline_msc=deadline
+        ).pk
+        for label, (state, deadline) in rows.items()
+    }
+    host.owners._stop.set()  # its serving thread stops: this test drives the sweep
+    host.owners._next_sweep = 0.0
+    host.owners._claim()
+    left = set(TerminalCall.objects.values_list("pk", flat=True))
+    assert left >= {made["fresh answer"]} and made["given up"] not in left and made["orphaned answer"] not in left
