@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from datetime import UTC, datetime
 
-from common import fresh_database, percentile, setup_django, summary
+from common import breach_trial, fresh_database, percentile, setup_django, summary
 
 
 def main() -> None:
@@ -27,7 +26,6 @@ def main() -> None:
     url = fresh_database("bridge_bench_risk")
     setup_django(url)
     from django.conf import settings
-    from django.db import close_old_connections
 
     from commands import examples
     from commands.envelope import PolicyPayloadSerializer
@@ -35,7 +33,7 @@ def main() -> None:
     from commands.validation import validate_with
     from execution.gateways import get_gateway
     from execution.simulator.service import sim_account_create, sim_set_price
-    from policies.models import MonitorHeartbeat, ProtectiveAction, TradingAccount
+    from policies.models import MonitorHeartbeat, TradingAccount
     from policies.services import policy_apply
     from tenancy.models import Tenant
     from tests.processes import Proc
@@ -98,25 +96,11 @@ def main() -> None:
         time.sleep(3)
         for trial in range(args.trials):
             login = logins[trial]
-            sim_set_price("EURUSD", "1.08500")
-            gateway.open_position(login, "Bench-Server", symbol="EURUSD", side="buy", volume=1, tag=f"t{trial}")
-            moved = datetime.now(UTC)
-            sim_set_price("EURUSD", "1.05500")
-            deadline = time.monotonic() + 60
-            action = None
-            while time.monotonic() < deadline:
-                close_old_connections()
-                action = ProtectiveAction.objects.filter(
-                    account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
-                ).first()
-                if action is not None:
-                    break
-                time.sleep(0.005)
-            if action is None or action.execution_status != "success":
-                print(f"trial {trial}: no completed action ({action and action.execution_status})")
+            timed = breach_trial(gateway, login, "Bench-Server", trial)
+            if timed is None:
                 continue
-            move_to_detect.append((action.detection_timestamp - moved).total_seconds() * 1000)
-            detect_to_close.append((action.execution_timestamp - action.detection_timestamp).total_seconds() * 1000)
+            move_to_detect.append(timed[0])
+            detect_to_close.append(timed[1])
             cycles.extend(MonitorHeartbeat.objects.values_list("last_cycle_ms", flat=True))
     finally:
         for proc in procs:

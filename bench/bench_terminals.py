@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from datetime import UTC, datetime
 
-from common import fresh_database, percentile, setup_django, summary
+from common import breach_trial, fresh_database, percentile, setup_django, summary
 
 COSTS = {"costs on (defaults)": ("1.0", "1"), "costs off (baseline)": ("0", "0")}
 
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     from execution.owners import live_owners
     from execution.simulator.service import sim_account_create, sim_set_price
     from execution.terminals import terminal_add
-    from policies.models import MonitorHeartbeat, ProtectiveAction, TradingAccount
+    from policies.models import MonitorHeartbeat, TradingAccount
     from policies.services import policy_apply
     from tenancy.models import Tenant
     from tests.processes import Proc
@@ -106,25 +105,11 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
         time.sleep(2)
         for trial in range(min(args.trials, len(logins))):
             login = logins[trial]
-            sim_set_price("EURUSD", "1.08500")
-            gateway.open_position(login, server, symbol="EURUSD", side="buy", volume=1, tag=f"t{trial}")
-            moved = datetime.now(UTC)
-            sim_set_price("EURUSD", "1.05500")
-            deadline = time.monotonic() + 120
-            action = None
-            while time.monotonic() < deadline:
-                close_old_connections()
-                action = ProtectiveAction.objects.filter(
-                    account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
-                ).first()
-                if action is not None:
-                    break
-                time.sleep(0.005)
-            if action is None or action.execution_status != "success":
-                print(f"  trial {trial}: no completed action ({action and action.execution_status})")
+            timed = breach_trial(gateway, login, server, trial, timeout=120)
+            if timed is None:
                 continue
-            move_to_detect.append((action.detection_timestamp - moved).total_seconds() * 1000)
-            detect_to_close.append((action.execution_timestamp - action.detection_timestamp).total_seconds() * 1000)
+            move_to_detect.append(timed[0])
+            detect_to_close.append(timed[1])
             cycles.extend(MonitorHeartbeat.objects.values_list("last_cycle_ms", flat=True))
         sim_set_price("EURUSD", "1.08500")
         # Normal-lane commands on one terminal: its accounts round robin (on a shared terminal,

@@ -45,3 +45,38 @@ def percentile(values: list[float], pct: float) -> float:
 def summary(values: list[float]) -> str:
     p50, p99, mean = percentile(values, 50), percentile(values, 99), statistics.fmean(values)
     return f"p50 {p50:7.1f} ms | p99 {p99:7.1f} ms | mean {mean:7.1f} ms | n {len(values)}"
+
+
+def breach_trial(gateway, login: int, server: str, trial: int, *, timeout: float = 60) -> tuple[float, float] | None:
+    """One single-trade breach, timed by the protective action's own timestamps: open 1.0 lot
+    EURUSD on the account, drop the price 300 pips, wait for the action to complete. Returns
+    (price move → detection, detection → confirmed close) in ms, or None (said why)."""
+    import time
+    from datetime import UTC, datetime
+
+    from django.db import close_old_connections
+
+    from execution.simulator.service import sim_set_price
+    from policies.models import ProtectiveAction
+
+    sim_set_price("EURUSD", "1.08500")
+    gateway.open_position(login, server, symbol="EURUSD", side="buy", volume=1, tag=f"t{trial}")
+    moved = datetime.now(UTC)
+    sim_set_price("EURUSD", "1.05500")
+    deadline = time.monotonic() + timeout
+    action = None
+    while time.monotonic() < deadline:
+        close_old_connections()
+        action = ProtectiveAction.objects.filter(
+            account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
+        ).first()
+        if action is not None:
+            break
+        time.sleep(0.005)
+    if action is None or action.execution_status != "success":
+        print(f"  trial {trial}: no completed action ({action and action.execution_status})")
+        return None
+    return (
+        (action.detection_timestamp - moved).total_seconds() * 1000,
+        (action.execution_timestamp - action.detection_timestamp).total_seconds() * 1000,
+    )
