@@ -167,6 +167,10 @@ class Owners:
         self._wake = threading.Event()
         _everyone.add(self)
         self._calls: queue.Queue[TerminalCall | None] = queue.Queue()
+        # Idle workers. A call is claimed only when a worker is free to run it at once, so the
+        # calls waiting stay in the table, where the most urgent is claimed first: a fast command
+        # never queues here behind reads claimed before it came.
+        self._idle = threading.Semaphore(0)
         self._next_sweep = 0.0
         self._workers: list[threading.Thread] = []
         self._loops: list[threading.Thread] = []
@@ -420,6 +424,7 @@ class Owners:
                 threading.Thread(target=self._working, name=f"terminal-worker-{i}", daemon=True)
                 for i in range(int(settings.TERMINAL_OWNER_THREADS))
             ]
+            self._idle = threading.Semaphore(len(self._workers))
             for thread in [*self._loops, *self._workers]:
                 thread.start()
 
@@ -460,7 +465,10 @@ class Owners:
         """One of the owner's workers: runs claimed calls, each under its terminal's lock."""
         try:
             while (call := self._calls.get()) is not None:
-                self._answer(call)
+                try:
+                    self._answer(call)
+                finally:
+                    self._idle.release()
         finally:
             connection.close()
 
@@ -478,6 +486,8 @@ class Owners:
         listener = _Listener() if connection.vendor == "postgresql" else None
         try:
             while not self._stop.is_set():
+                if not self._idle.acquire(timeout=0.5):
+                    continue  # every worker busy: what waits stays in the table, most urgent first
                 try:
                     claimed = self._claim()
                 except Exception:
@@ -487,6 +497,7 @@ class Owners:
                 if claimed is not None:
                     self._calls.put(claimed)
                     continue
+                self._idle.release()
                 if self._stop.is_set():
                     break
                 if listener is not None:

@@ -263,6 +263,45 @@ def test_an_owner_serves_a_waiting_fast_command_before_waiting_reads(shared_term
     assert len(results) == 4
 
 
+def test_a_fast_command_sent_while_every_owner_worker_is_busy_runs_before_the_reads_that_came_earlier(
+    shared_terminal, settings
+):
+    """A risk manager's protective close reaches a busy terminal host behind a cycle of monitor
+    reads: the host claims a call only when a worker can run it, so the close is the next to run."""
+    settings.TERMINAL_OWNER_THREADS = 1
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal, with its one worker
+    owners = host.owners
+    assert isinstance(owners, Owners)
+    served: list[str] = []
+    original = host._run_local
+
+    def spy(name, method, args, kwargs):
+        served.append(method)
+        return original(name, method, args, kwargs)
+
+    owners._run_local = spy
+
+    def read() -> None:
+        with call_priority(Priority.MONITOR):
+            worker.account_snapshot(BOB, SERVER)
+
+    def close_fast() -> None:
+        with call_priority(Priority.FAST):
+            worker.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.01"), tag="b:fast")
+
+    gate = owners.lock_of("desk")
+    threads = [threading.Thread(target=read) for _ in range(4)] + [threading.Thread(target=close_fast)]
+    with gate.held(Priority.FAST):  # the host's only worker will wait for the terminal
+        for count, thread in enumerate(threads, start=1):
+            thread.start()
+            assert wait_for(lambda n=count: TerminalCall.objects.count() == n, timeout=5, every=0.001)
+        assert wait_for(lambda: gate.waiting == 1, timeout=5, every=0.001)  # the first read is running
+    for thread in threads:
+        thread.join(30)
+    assert served == ["account_snapshot", "open_position", "account_snapshot", "account_snapshot", "account_snapshot"]
+
+
 def test_the_owner_alerts_when_the_terminal_holds_another_account_after_a_trade(two_accounts):
     from alerts.models import Alert
     from execution.adapters.official import OfficialGateway
