@@ -621,8 +621,9 @@ def test_it_modifies_a_position_with_one_locking_read_and_one_update(terminal, d
     # the atomic block is a savepoint: SAVEPOINT, the read, the UPDATE, RELEASE SAVEPOINT.
     with django_assert_num_queries(5):
         assert terminal.order_send(request).retcode == c.TRADE_RETCODE_DONE
-    # The read, and what every terminal call looks at first: the terminal's account, an outage.
-    with django_assert_num_queries(3):
+    # The read, and what every terminal call looks at first, in one query: the terminal's
+    # account and switches, and whether an outage cuts it off.
+    with django_assert_num_queries(2):
         (position,) = terminal.positions_get(ticket=ticket)
     assert (position.sl, position.tp) == (1.08, 1.09)
 

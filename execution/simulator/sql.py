@@ -34,6 +34,7 @@ from execution.models import (
     SimOrder,
     SimPosition,
     SimSymbol,
+    SimTerminal,
     SimTicketSequence,
 )
 from execution.simulator.types import TradeDeal
@@ -471,6 +472,37 @@ def outage_logins(now_msc: int) -> set[int | None]:
     (None: every login)."""
     rows = cached("outage_logins", _outage_logins_select).rows({"kind": SimFaultKind.NO_CONNECTION, "now": now_msc})
     return {row[0] for row in rows}
+
+
+class TerminalState(NamedTuple):
+    account_id: int | None
+    trade_allowed: bool
+    tradeapi_disabled: bool
+    cut_off: bool
+
+
+def _terminal_state_select(db: BaseDatabaseWrapper) -> Select:
+    """The terminal's shared state (its account and two switches) and whether a ``no_connection``
+    outage cuts it off now (one of every account, or of the account it holds), in one round trip."""
+    login = f"(SELECT {column(SimAccount, 'login', 'a')} FROM {table(SimAccount)} a WHERE {column(SimAccount, 'id', 'a')} = {column(SimTerminal, 'account_id', 't')})"  # noqa: S608, E501
+    outage = (
+        f"EXISTS(SELECT 1 FROM {table(SimFault)} f WHERE {column(SimFault, 'kind', 'f')} = %(kind)s"  # noqa: S608
+        f" AND {column(SimFault, 'until_msc', 'f')} > %(now)s AND {column(SimFault, 'symbol', 'f')} = ''"
+        f" AND ({column(SimFault, 'login', 'f')} IS NULL OR {column(SimFault, 'login', 'f')} = {login}))"
+    )
+    cols = Columns(db).add(SimTerminal, ("account_id", "trade_allowed", "tradeapi_disabled"), "t")
+    cols.add_expression(outage, BooleanField())
+    return cols.select(f"FROM {table(SimTerminal)} t WHERE {column(SimTerminal, 'id', 't')} = %(terminal)s")
+
+
+def terminal_state(terminal_id: int, now_msc: int) -> TerminalState:
+    """What a call to the terminal sees first (``terminal.SimulatedMetaTrader5._ready``)."""
+    rows = cached("terminal_state", _terminal_state_select).rows(
+        {"terminal": terminal_id, "now": now_msc, "kind": SimFaultKind.NO_CONNECTION}
+    )
+    if not rows:
+        return TerminalState(None, True, False, bool(outage_logins(now_msc) & {None}))
+    return TerminalState(*rows[0])
 
 
 def _lock_account_select(db: BaseDatabaseWrapper) -> Select:

@@ -120,8 +120,8 @@ class SimulatedMetaTrader5:
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
         _pay(settings.SIM_CALL_MS / 1000)
-        self._sync()
-        if outage and faults.cut_off(self._login):
+        cut_off = self._sync()
+        if outage and cut_off:
             self._connected = False
             self._fail(c.RES_E_INTERNAL_FAIL_CONNECT)
             return False
@@ -130,16 +130,15 @@ class SimulatedMetaTrader5:
             return False
         return True
 
-    def _sync(self) -> None:
+    def _sync(self) -> bool:
         """Read the terminal's shared state: its account (another process may have switched it)
-        and its two trading switches."""
-        row = SimTerminal.objects.filter(pk=self._terminal_id).values_list(
-            "account_id", "trade_allowed", "tradeapi_disabled"
-        )
-        account_id, self._trade_allowed, self._tradeapi_disabled = row.first() or (None, True, False)
-        if account_id != self._account_id:
-            account = SimAccount.objects.filter(pk=account_id).first() if account_id is not None else None
+        and its two trading switches; True when a ``no_connection`` outage cuts it off now."""
+        state = sql.terminal_state(self._terminal_id, faults.clock())
+        self._trade_allowed, self._tradeapi_disabled = state.trade_allowed, state.tradeapi_disabled
+        if state.account_id != self._account_id:
+            account = SimAccount.objects.filter(pk=state.account_id).first() if state.account_id is not None else None
             self._adopt(account)
+        return state.cut_off
 
     def _adopt(self, account: SimAccount | None) -> None:
         if account is None:
