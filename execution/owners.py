@@ -12,7 +12,8 @@ renewing it (dies). Every MT5 call for an account goes through the owner of its 
   most one account's read;
 - a process that does not sends it to the owner as a durable row (``TerminalCall``) and rings the
   owner's doorbell (PostgreSQL ``NOTIFY``); the owner claims calls most urgent first, runs them
-  under the same lock, and writes the answer back to the row, which the caller reads;
+  under the same lock, writes the answer back to the row and rings the caller's own doorbell,
+  upon which the caller reads it (and reads it anyway now and then, should a ring be lost);
 - a process that finds the terminal without a live owner takes the lease itself. The terminal
   hosts (``manage.py terminalhost``) take every terminal they can, so in production they own
   them all; in a single process (the tests, a shell) the process owns what it uses.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import hashlib
 import heapq
 import itertools
 import logging
@@ -54,9 +56,13 @@ from execution.models import TerminalCall, TerminalLease
 logger = logging.getLogger("bridge.execution")
 
 CHANNEL = "terminal_call"
-# Calls that take the terminal once per account rather than once for all (a bulk read): a fast
-# command waits for one account's read, not for the whole terminal's.
-SELF_LOCKING = frozenset({"account_snapshots"})
+# A function run on the terminal's owner (``TerminalRouter.run_on_owner``): a whole command's
+# attempt in one round trip, its gateway calls made there.
+RUN = "run"
+# Calls that take the terminal per step rather than once for all: a bulk read once per account
+# (a fast command waits for one account's read, not for the whole terminal's), a function run on
+# the owner once per gateway call it makes.
+SELF_LOCKING = frozenset({"account_snapshots", RUN})
 
 
 class Priority(IntEnum):
@@ -172,6 +178,11 @@ class Owners:
         # never queues here behind reads claimed before it came.
         self._idle = threading.Semaphore(0)
         self._next_sweep = 0.0
+        # The caller's side: the calls this process waits for (id -> its event, set when its
+        # answer's doorbell rings) and the thread listening for those rings.
+        self._answers: dict[int, threading.Event] = {}
+        self._answer_listener: threading.Thread | None = None
+        self.channel = answer_channel(self.holder)
         self._workers: list[threading.Thread] = []
         self._loops: list[threading.Thread] = []
 
@@ -347,10 +358,20 @@ class Owners:
             else:
                 cursor.execute(insert, values)
             pk = int(cursor.fetchone()[0])
-        return self._wait(pk, name, time.monotonic() + timeout)
+            rung = threading.Event() if cursor.db.vendor == "postgresql" else None
+            if rung is not None:
+                self._answers[pk] = rung
+        if rung is not None:
+            self._listen_for_answers()
+        try:
+            return self._wait(pk, name, time.monotonic() + timeout, rung)
+        finally:
+            self._answers.pop(pk, None)
 
-    def _wait(self, pk: int, name: str, give_up: float) -> Any:
-        """Read the call's row until it is answered; withdraw it when its owner died before taking it."""
+    def _wait(self, pk: int, name: str, give_up: float, rung: threading.Event | None = None) -> Any:
+        """Read the call's row when its answer rings (or, should a ring be lost, every
+        ``ANSWER_LOOK_SECONDS``; without doorbells, polling); withdraw it when its owner died
+        before taking it."""
         pause, next_look = 0.0005, time.monotonic() + float(settings.TERMINAL_LEASE_RENEW_SECONDS)
         while True:
             with self._cursor() as cursor:  # the answer, taken (deleted) as it is read
@@ -371,8 +392,12 @@ class Owners:
                 outcome = self._look_again(pk, name, late=now >= give_up)
                 if outcome is not _WAIT:
                     return outcome
-            time.sleep(pause)
-            pause = min(pause * 2, 0.004)
+            if rung is not None:
+                rung.wait(ANSWER_LOOK_SECONDS)
+                rung.clear()
+            else:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.004)
 
     def _look_again(self, pk: int, name: str, *, late: bool) -> Any:
         """While a call waits: is its owner still the terminal's? ``_WAIT`` to go on waiting,
@@ -409,6 +434,35 @@ class Owners:
                 cursor.execute(f"DELETE FROM {_CALLS} WHERE id = %s", [pk])  # noqa: S608
             return bool(cursor.rowcount)
 
+    def _listen_for_answers(self) -> None:
+        with self._mutex:
+            if self._answer_listener is not None and self._answer_listener.is_alive():
+                return
+            self._answer_listener = threading.Thread(target=self._hearing_answers, name="terminal-answers", daemon=True)
+            self._answer_listener.start()
+
+    def _hearing_answers(self) -> None:
+        """Set the waiting call's event when its answer's doorbell rings (the payload is its id)."""
+        listener: _Listener | None = None
+        while not self._stop.is_set():
+            try:
+                if listener is None:
+                    listener = _Listener(self.channel)
+                    for waiting in list(self._answers.values()):
+                        waiting.set()  # rings sent before we listened (again): every caller looks
+                for payload in listener.payloads(1.0):
+                    rung = self._answers.get(int(payload)) if payload.isdigit() else None
+                    if rung is not None:
+                        rung.set()
+            except Exception:
+                logger.exception("the answers' doorbell failed; listening again")
+                if listener is not None:
+                    listener.close()
+                listener = None
+                time.sleep(0.1)
+        if listener is not None:
+            listener.close()
+
     # --- the owner's side -------------------------------------------------------------------------
     def _start_threads(self) -> None:
         with self._mutex:
@@ -433,7 +487,9 @@ class Owners:
         with self._mutex:
             self._stop.set()
             workers, threads = self._workers, [*self._workers, *self._loops]
-            self._workers, self._loops = [], []
+            if self._answer_listener is not None:
+                threads.append(self._answer_listener)
+            self._workers, self._loops, self._answer_listener = [], [], None
             for _ in workers:
                 self._calls.put(None)
             self._threads_started = False
@@ -572,12 +628,33 @@ class Owners:
                     TerminalCall.FAILED,
                     SignedPackage.dumps(GatewayUnavailable(f"{type(exc).__name__}: {exc}")),
                 )
-            TerminalCall.objects.filter(pk=call.pk).update(state=state, result=packed.encode())
+            _answer_write(call, state, packed.encode())
         except Exception:
             logger.exception("answering a terminal call failed", extra={"terminal": call.terminal})
             close_old_connections()
 
 
+def answer_channel(holder: str) -> str:
+    """The doorbell a caller listens on for its answers (a PostgreSQL identifier, from its holder name)."""
+    return "terminal_answer_" + hashlib.md5(holder.encode(), usedforsecurity=False).hexdigest()[:20]
+
+
+def _answer_write(call: TerminalCall, state: str, result: bytes) -> None:
+    """Write the answer to the call's row and ring its caller's doorbell, in one statement."""
+    if connection.vendor != "postgresql":
+        TerminalCall.objects.filter(pk=call.pk).update(state=state, result=result)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH answered AS (UPDATE {_CALLS} SET state = %s, result = %s WHERE id = %s RETURNING id, caller) "  # noqa: S608
+            "SELECT pg_notify(%s || substr(md5(caller), 1, 20), id::text) "
+            "FROM answered",
+            [state, result, call.pk, "terminal_answer_"],
+        )
+
+
+# How often a caller whose answer did not ring looks at its call's row all the same.
+ANSWER_LOOK_SECONDS = 0.05
 _WITHDRAWN = object()
 _WAIT = object()
 _everyone: weakref.WeakSet[Owners] = weakref.WeakSet()
@@ -594,13 +671,14 @@ atexit.register(stop_all)
 
 
 class _Listener:
-    """The owner's doorbell: ``LISTEN terminal_call`` on a connection of its own."""
+    """A doorbell: ``LISTEN`` on a connection of its own (the owner's ``terminal_call``, or a
+    caller's answers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel: str = CHANNEL) -> None:
         self._db = connections.create_connection("default")
         self._db.ensure_connection()
         self._db.connection.autocommit = True
-        self._db.connection.execute(f"LISTEN {CHANNEL}")
+        self._db.connection.execute(f"LISTEN {channel}")
 
     def wait(self, timeout: float) -> None:
         try:
@@ -609,6 +687,14 @@ class _Listener:
         except Exception:
             logger.exception("the terminal doorbell failed; polling")
             time.sleep(min(timeout, 0.1))
+
+    def payloads(self, timeout: float) -> list[str]:
+        """The payloads of the rings within ``timeout`` (returns at the first, with any others
+        already arrived)."""
+        found = [n.payload for n in self._db.connection.notifies(timeout=timeout, stop_after=1)]
+        if found:
+            found += [n.payload for n in self._db.connection.notifies(timeout=0)]
+        return found
 
     def close(self) -> None:
         try:

@@ -31,6 +31,7 @@ from commands.models import Command, CommandEvent
 from commands.services import command_enqueue, lane_broker, rings_with_the_commit
 from commands.states import State, check_transition
 from execution import lease, outages, sql
+from execution.adapters.router import TerminalRouter
 from execution.executors import EXECUTORS, Context, Step
 from execution.gateway import Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
@@ -305,12 +306,35 @@ def _run_attempts(command: Command, deadline: datetime) -> str:
 
 def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult], None], reconcile: bool) -> Step:
     lease.check(command)  # nothing is sent for a command another worker has taken over
-    ctx = Context(command=command, gateway=gateway, record=record, reconcile=reconcile)
     try:
+        if isinstance(gateway, TerminalRouter):
+            # The whole attempt on the terminal's owner: one round trip, not one per MT5 call.
+            step, results = gateway.run_on_owner(
+                command.account.login, command.account.server, attempt_on_owner, command, reconcile
+            )
+            for result in results:
+                record(result)
+            if step.error_code == "mt5_unavailable":
+                outages.note_failure(step.error_message)
+            return step
+        ctx = Context(command=command, gateway=gateway, record=record, reconcile=reconcile)
         return EXECUTORS[command.command_type](ctx)
     except GatewayUnavailable as exc:
         outages.note_failure(exc.message)
         return Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
+
+
+def attempt_on_owner(gateway: Gateway, command: Command, reconcile: bool) -> tuple[Step, list[TradeResult]]:
+    """One attempt of a command, run by its terminal's owner (``TerminalRouter.run_on_owner``):
+    the step and every trade answer on the way, also when MT5 went away after one was sent (the
+    caller records them all: what may have been sent decides the last look)."""
+    results: list[TradeResult] = []
+    ctx = Context(command=command, gateway=gateway, record=results.append, reconcile=reconcile)
+    try:
+        step = EXECUTORS[command.command_type](ctx)
+    except GatewayUnavailable as exc:
+        step = Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
+    return step, results
 
 
 class ReadOnlyGateway:

@@ -302,6 +302,71 @@ def test_a_fast_command_sent_while_every_owner_worker_is_busy_runs_before_the_re
     assert served == ["account_snapshot", "open_position", "account_snapshot", "account_snapshot", "account_snapshot"]
 
 
+def test_a_protective_close_run_by_a_lane_worker_reaches_the_terminal_host_in_one_round_trip(
+    shared_terminal, tenant_1
+):
+    """A risk manager's close goes from the fast-lane worker to the terminal's host once: the
+    host runs the whole attempt (read the position, close it, read its deal) and sends back the
+    outcome, instead of one round trip per MT5 call."""
+    from commands.states import State
+    from execution.gateways import reset_gateway
+    from execution.runner import command_execute
+    from tests.conftest import queue_command, register_account
+
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
+    account = register_account(tenant_1, login=BOB, server=SERVER)
+    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    sent: list[str] = []
+    original = worker.owners._remote
+
+    def count(name, method, *rest):
+        sent.append(method)
+        return original(name, method, *rest)
+
+    worker.owners._remote = count
+    command = queue_command(account, "close_position", "risk-close-1", fast=True, ticket=opened.position)
+    reset_gateway(worker)  # this thread is the fast-lane worker, its terminal owned by the host
+    try:
+        command_execute(command.pk)
+    finally:
+        reset_gateway()
+    command.refresh_from_db()
+    assert command.state == State.SUCCEEDED, (command.error_code, command.error_message)
+    assert command.result["profit"] is not None  # the closing deal's profit, read on the host
+    assert host.account_snapshot(BOB, SERVER).positions == ()
+    assert sent == ["run"]
+
+
+def test_a_caller_reads_its_answer_when_the_owner_rings_not_at_its_next_look(shared_terminal, monkeypatch):
+    """The fast-lane worker waiting for the host's answer hears it ring: were it left to its
+    periodic look at the row, it would wait a minute here."""
+    from execution import owners as owners_module
+
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    monkeypatch.setattr(owners_module, "ANSWER_LOOK_SECONDS", 60.0)
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.extend(worker.account_snapshot(BOB, SERVER) for _ in range(3)))
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the caller waited for its look, not for the ring"
+    assert [a.login for a in answers] == [BOB, BOB, BOB]
+
+
+def test_an_answer_whose_ring_is_lost_is_still_read_at_the_callers_next_look(shared_terminal, monkeypatch):
+    from execution import owners as owners_module
+
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+
+    def answer_without_ringing(call, state, result):
+        TerminalCall.objects.filter(pk=call.pk).update(state=state, result=result)
+
+    monkeypatch.setattr(owners_module, "_answer_write", answer_without_ringing)
+    assert worker.account_snapshot(BOB, SERVER).balance == D("50000.00")
+
+
 def test_the_owner_alerts_when_the_terminal_holds_another_account_after_a_trade(two_accounts):
     from alerts.models import Alert
     from execution.adapters.official import OfficialGateway

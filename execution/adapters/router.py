@@ -26,7 +26,7 @@ from execution.gateway import (
     SymbolInfo,
     TradeResult,
 )
-from execution.owners import Owners, call_priority, current_priority
+from execution.owners import RUN, Owners, call_priority, current_priority
 from execution.terminals import TerminalConfig
 
 Address = tuple[Any, ...]  # TerminalConfig.address
@@ -91,8 +91,22 @@ class TerminalRouter(Gateway):
             return getattr(self.gateway_of(config), method)(login, server, *args, **kwargs)
         return self.owners.call(config.name, method, (login, server, *args), kwargs)
 
+    def run_on_owner(self, login: int, server: str, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(gateway, *args)`` run by the owner of the account's terminal, ``gateway``
+        being the owner's router: every gateway call it makes is local there. One round trip
+        to the owner however many calls it makes; ``function`` and ``args`` travel pickled (a
+        module-level function, by reference)."""
+        config = self._resolve(login, server)
+        self._configs[config.name] = config
+        if self.owners is None:
+            return function(self, *args)
+        return self.owners.call(config.name, RUN, (function, *args), {})
+
     def _run_local(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run a call on our own adapter of the terminal (we own it)."""
+        if method == RUN:  # each gateway call it makes takes the terminal (SELF_LOCKING)
+            function, *rest = args
+            return function(self, *rest)
         gateway = self.gateway_of(self._config_named(name))
         if method == "account_snapshots":  # one account at a time on the terminal (SELF_LOCKING)
             assert self.owners is not None
