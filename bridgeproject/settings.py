@@ -195,6 +195,9 @@ TERMINAL_LEASE_SECONDS = env.float("TERMINAL_LEASE_SECONDS", default=3.0)
 TERMINAL_LEASE_RENEW_SECONDS = env.float("TERMINAL_LEASE_RENEW_SECONDS", default=1.0)
 TERMINAL_CALL_TIMEOUT_SECONDS = env.float("TERMINAL_CALL_TIMEOUT_SECONDS", default=30.0)
 TERMINAL_OWNER_THREADS = env.int("TERMINAL_OWNER_THREADS", default=8)
+# How long a terminal host's busy thread may keep Python's interpreter lock before a thread back
+# from the database or the terminal gets it (sys.setswitchinterval; Python's default is 5 ms).
+TERMINAL_HOST_SWITCH_INTERVAL_MS = env.float("TERMINAL_HOST_SWITCH_INTERVAL_MS", default=1.0)
 # Brokers name symbols per trade server (EURUSD.m, EURUSDm, ...): each simulated server listed here
 # shows every symbol under its name plus this suffix and knows no other name ("SERVER=SUFFIX,...").
 SIM_SYMBOL_SUFFIXES = env.dict("SIM_SYMBOL_SUFFIXES", default={"Broker-Suffix": ".m"})

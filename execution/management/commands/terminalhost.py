@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -59,6 +60,10 @@ class Command(BaseCommand):
         if not isinstance(gateway, TerminalRouter) or gateway.owners is None:
             raise CommandError(f"MT5_BACKEND={settings.MT5_BACKEND} has no terminals to own")
         owners = gateway.owners
+        # A fast command's calls wait on the database and the terminal many times; each time they
+        # come back, a thread reading another terminal may hold the interpreter lock for a whole
+        # switch interval. A shorter one bounds that wait.
+        sys.setswitchinterval(settings.TERMINAL_HOST_SWITCH_INTERVAL_MS / 1000)
         limit = options["max_terminals"]
         if limit is None:
             limit = 1 if settings.MT5_BACKEND == "official" else 1_000_000
