@@ -302,9 +302,7 @@ def test_a_fast_command_sent_while_every_owner_worker_is_busy_runs_before_the_re
     assert served == ["account_snapshot", "open_position", "account_snapshot", "account_snapshot", "account_snapshot"]
 
 
-def test_a_protective_close_run_by_a_lane_worker_reaches_the_terminal_host_in_one_round_trip(
-    shared_terminal, tenant_1
-):
+def test_a_protective_close_run_by_a_lane_worker_reaches_the_terminal_host_in_one_round_trip(shared_terminal, tenant_1):
     """A risk manager's close goes from the fast-lane worker to the terminal's host once: the
     host runs the whole attempt (read the position, close it, read its deal) and sends back the
     outcome, instead of one round trip per MT5 call."""
