@@ -71,8 +71,7 @@ def main() -> None:
     from django.db import close_old_connections, connection
 
     from commands import examples
-    from commands.envelope import PolicyPayloadSerializer
-    from commands.validation import validate_with
+    from commands.validation import validate_policy_payload
     from execution.adapters.manager import ManagerGateway, build_manager_gateway
     from execution.gateways import reset_gateway
     from execution.models import SimAccount, SimPosition, SimSymbol
@@ -110,7 +109,7 @@ def main() -> None:
     started = time.monotonic()
     tenant = Tenant.objects.get(tenant_id="tenant_1")
     snapshot = examples.example("policy_snapshot")
-    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    payload = validate_policy_payload(snapshot["payload"])
     logins = [LOGIN0 + i for i in range(args.accounts)]
     for login in logins:
         sim_account_create(login=login, balance=100000, server=SERVER)

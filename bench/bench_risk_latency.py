@@ -28,9 +28,8 @@ def main() -> None:
     from django.conf import settings
 
     from commands import examples
-    from commands.envelope import PolicyPayloadSerializer
     from commands.services import command_create
-    from commands.validation import validate_with
+    from commands.validation import validate_policy_payload
     from execution.gateways import get_gateway
     from execution.simulator.service import sim_account_create, sim_set_price
     from policies.models import MonitorHeartbeat, TradingAccount
@@ -40,7 +39,7 @@ def main() -> None:
 
     tenant = Tenant.objects.get(tenant_id="tenant_1")
     snapshot = examples.example("policy_snapshot")
-    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    payload = validate_policy_payload(snapshot["payload"])
     gateway = get_gateway()
     sim_set_price("EURUSD", "1.08500")
     sim_set_price("GBPUSD", "1.27000")

@@ -32,11 +32,10 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     from django.db import close_old_connections
 
     from commands import examples
-    from commands.envelope import PolicyPayloadSerializer
     from commands.models import Command
     from commands.services import command_create
     from commands.states import State
-    from commands.validation import validate_with
+    from commands.validation import validate_policy_payload
     from execution.gateways import get_gateway, reset_gateway
     from execution.owners import live_owners
     from execution.simulator.service import sim_account_create, sim_set_price
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     server = "Bench-Server"
     tenant = Tenant.objects.get(tenant_id="tenant_1")
     snapshot = examples.example("policy_snapshot")
-    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    payload = validate_policy_payload(snapshot["payload"])
     sim_set_price("EURUSD", "1.08500")
     sim_set_price("GBPUSD", "1.27000")
     logins = [61_000_000 + i for i in range(args.accounts)]

@@ -75,19 +75,6 @@ CACHES: tuple[Cache, ...] = (
         limit=1_000,
     ),
     Cache(
-        "serializer class → compiled validator",
-        "commands.validation",
-        "one per serializer class",
-        "never: compiled at import",
-        target="commands.validation:_fast",
-    ),
-    Cache(
-        "bound serializer per thread and class",
-        "commands.validation",
-        "one per thread and serializer class",
-        "its previous results are dropped before each use",
-    ),
-    Cache(
         "lane → broker",
         "commands.services",
         "one per lane and broker kind",

@@ -14,9 +14,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bridgeproject.errors import BridgeError, validation_error
+from bridgeproject.schema import parse_utc
 from commands import schema_docs as docs
 from commands import selectors
-from commands.envelope import parse_utc
 from commands.intake import handle_post, read_tenant
 from commands.serializers import AcceptedSerializer, CommandDetailSerializer, CommandSerializer, PolicyResultSerializer
 from commands.states import State

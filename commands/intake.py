@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bridgeproject import context
-from bridgeproject.errors import BridgeError, flatten_errors, validation_error
+from bridgeproject.errors import BridgeError, validation_error
 from bridgeproject.middleware import correlated
 from commands import idempotency
-from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, PolicyPayloadSerializer
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, IdempotencyRecord
 from commands.services import command_accept
-from commands.validation import validate_command_payload, validate_with
+from commands.validation import validate_command_payload, validate_envelope, validate_flat, validate_policy_payload
 from policies.models import TradingAccount, server_key
 from policies.services import account_get_for_tenant, policy_apply, tenant_forbidden
 from tenancy.auth import Principal, principal_of
@@ -67,10 +65,6 @@ def read_tenant(request: Request) -> Tenant:
     return tenant_for(principal, wanted)
 
 
-def _as_validation_error(exc: serializers.ValidationError) -> BridgeError:
-    return validation_error(flatten_errors(exc.detail))
-
-
 # An account never changes tenant once registered, so a found (tenant, login, server) stays true.
 _accounts: dict[tuple[int, int, str | None], TradingAccount] = {}
 
@@ -100,10 +94,7 @@ def _accept_command(
 ) -> tuple[int, dict[str, Any]]:
     account = _account_for_command(tenant, login, server)
     context.bind(account=login)
-    try:
-        common, specific = validate_command_payload(command_fields)
-    except serializers.ValidationError as exc:
-        raise _as_validation_error(exc) from exc
+    common, specific = validate_command_payload(command_fields)
     context.bind(command_id=common["command_id"])
     if common["command_id"].lower().startswith(BRIDGE_COMMAND_ID_PREFIX):
         raise BridgeError(
@@ -125,10 +116,7 @@ def _accept_command(
 def _apply_policy(
     tenant: Tenant, envelope: dict[str, Any], body: dict[str, Any], key: str
 ) -> tuple[int, dict[str, Any]]:
-    try:
-        payload = validate_with(PolicyPayloadSerializer, envelope["payload"], "payload")
-    except serializers.ValidationError as exc:
-        raise _as_validation_error(exc) from exc
+    payload = validate_policy_payload(envelope["payload"])
     actor = envelope["actor"]
     context.bind(account=actor["account_login"])
     result = policy_apply(
@@ -179,10 +167,7 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
         correlation_id=correlation_id,
     )
     if flat:
-        try:
-            flat_fields = validate_with(LegacyFlatCommandSerializer, body, "")
-        except serializers.ValidationError as exc:
-            raise _as_validation_error(exc) from exc
+        flat_fields = validate_flat(body)
         login, server = flat_fields["account_id"], None
         command_fields = {
             **flat_fields["payload"],
@@ -190,10 +175,7 @@ def handle_post(request: Request, *, request_types: frozenset[str], allow_flat: 
             "command_type": flat_fields["command_type"],
         }
     else:
-        try:
-            envelope = validate_with(EnvelopeSerializer, body, "")
-        except serializers.ValidationError as exc:
-            raise _as_validation_error(exc) from exc
+        envelope = validate_envelope(body)
         request_type = envelope["request"]["type"]
         if request_type not in request_types:
             raise validation_error(

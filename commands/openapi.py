@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.plumbing import ResolvedComponent, build_choice_field
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
     OpenApiJsonRenderer2,
@@ -13,10 +15,13 @@ from drf_spectacular.renderers import (
 )
 from drf_spectacular.utils import OpenApiResponse, OpenApiWebhook, extend_schema
 from drf_spectacular.views import SpectacularAPIView
+from pydantic import BaseModel
+from rest_framework import serializers
 
 from bridgeproject.errors import PROBLEM_CODES
 from commands import schema_docs as docs
 from commands.error_codes import describe_command_error_codes
+from commands.models import CommandType, Priority
 
 
 class SchemaView(SpectacularAPIView):
@@ -26,6 +31,59 @@ class SchemaView(SpectacularAPIView):
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
     authentication_classes: list = []
     permission_classes: list = []
+
+
+def _untitled(node: Any) -> Any:
+    """Pydantic titles every schema after its class or field name; the document names components
+    by their keys, so the titles are dropped (a property called `title` is a schema, not text)."""
+    if isinstance(node, dict):
+        return {key: _untitled(value) for key, value in node.items() if not (key == "title" and isinstance(value, str))}
+    if isinstance(node, list):
+        return [_untitled(item) for item in node]
+    return node
+
+
+def _choices_as_drf_names_them(node: Any) -> Any:
+    """An enum of a model's TextChoices (command types, priorities) documented as the response
+    serializers document it, so requests and responses share one named enum component."""
+    if isinstance(node, dict):
+        for choices in (CommandType, Priority):
+            if node.get("enum") == list(choices.values):
+                node.update(build_choice_field(serializers.ChoiceField(choices=choices.choices)))
+        for value in node.values():
+            _choices_as_drf_names_them(value)
+    elif isinstance(node, list):
+        for item in node:
+            _choices_as_drf_names_them(item)
+    return node
+
+
+class RequestModelExtension(OpenApiSerializerExtension):
+    """A request model (pydantic, `commands.schema` / `policies.schema`) as a component: the JSON
+    Schema of what it validates. Its nested models become components of their own, named as
+    drf-spectacular names request components (`<Model>Request`)."""
+
+    target_class = BaseModel
+    match_subclasses = True
+    priority = 1  # before drf_spectacular.contrib.pydantic, which documents the serialized form
+
+    def get_name(self, auto_schema: Any, direction: str) -> str:
+        return self.target.__name__
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        suffix = "Request" if direction == "request" else ""
+        model: type[BaseModel] = self.target
+        schema = model.model_json_schema(ref_template=f"#/components/schemas/{{model}}{suffix}", mode="validation")
+        for name, sub_schema in schema.pop("$defs", {}).items():
+            auto_schema.registry.register_on_missing(
+                ResolvedComponent(
+                    name=f"{name}{suffix}",
+                    type=ResolvedComponent.SCHEMA,
+                    object=f"{name}{suffix}",
+                    schema=_choices_as_drf_names_them(_untitled(sub_schema)),
+                )
+            )
+        return _choices_as_drf_names_them(_untitled(schema))
 
 
 _SIGNATURE = (

@@ -1,4 +1,5 @@
-"""OpenAPI descriptions of the request bodies, built from the same serializers that validate them."""
+"""OpenAPI descriptions: the request bodies (the request models that validate them), the problems,
+and the callbacks."""
 
 from __future__ import annotations
 
@@ -6,67 +7,26 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicPr
 from rest_framework import serializers
 
 from bridgeproject.errors import PROBLEM_CODES
-from commands import envelope as env
-from commands import examples
+from commands import examples, schema
 from commands.error_codes import describe_command_error_codes
+from commands.models import CommandType
 from commands.serializers import ProblemSerializer
 
+# The request bodies are the request models themselves (commands.schema): the document is generated
+# from the models that validate them (openapi.RequestModelExtension), never from a copy.
+PolicyEnvelopeDoc = schema.PolicyEnvelopeDoc
 
-def _command_payload_doc(command_type: str, specific: type[serializers.Serializer]) -> type[serializers.Serializer]:
-    """One command type's payload: the common fields and its own, with `command_type` that one value
-    (so a body matches exactly one of the discriminator's schemas)."""
-    name = "".join(part.title() for part in command_type.split("_")) + "Payload"
-    return type(
-        name,
-        (env.CommandCommonSerializer, specific),
-        {
-            "__doc__": f"Payload of a `{command_type}` command.",
-            "command_type": serializers.ChoiceField(choices=[command_type]),
-        },
-    )
-
-
-COMMAND_PAYLOADS = {ctype: _command_payload_doc(ctype, cls) for ctype, cls in env.PAYLOAD_SERIALIZERS.items()}
-
-# The discriminator's values are the command types themselves (PROTOCOL §9 "OpenAPI").
-CommandPayloadDoc = PolymorphicProxySerializer(
-    component_name="CommandPayload",
-    serializers={str(ctype): serializer for ctype, serializer in COMMAND_PAYLOADS.items()},
-    resource_type_field_name="command_type",
-)
-
-
-class CommandRequestDoc(env.RequestSerializer):
-    type = serializers.ChoiceField(choices=["command"])
-
-
-class PolicyRequestDoc(env.RequestSerializer):
-    type = serializers.ChoiceField(choices=["policy_snapshot"])
-
-
-class CommandEnvelopeDoc(env.EnvelopeSerializer):
-    """A command envelope (PROTOCOL.md §4–5)."""
-
-    request = CommandRequestDoc()
-    payload = CommandPayloadDoc
-
-
-class PolicyEnvelopeDoc(env.EnvelopeSerializer):
-    """A policy snapshot envelope (RISK_RULES.md gives every field's meaning)."""
-
-    request = PolicyRequestDoc()
-    payload = env.PolicyPayloadSerializer()
-
-
+# drf-spectacular takes a request model wherever it takes a serializer (RequestModelExtension);
+# its type stubs only know serializers.
 InboundEnvelopeDoc = PolymorphicProxySerializer(
     component_name="InboundEnvelope",
-    serializers=[CommandEnvelopeDoc, PolicyEnvelopeDoc],
+    serializers=[schema.CommandEnvelopeDoc, schema.PolicyEnvelopeDoc],  # type: ignore[list-item]
     resource_type_field_name=None,
 )
 
 CommandBodyDoc = PolymorphicProxySerializer(
     component_name="CommandBody",
-    serializers=[CommandEnvelopeDoc, env.LegacyFlatCommandSerializer],
+    serializers=[schema.CommandEnvelopeDoc, schema.LegacyFlatCommand],  # type: ignore[list-item]
     resource_type_field_name=None,
 )
 
@@ -202,7 +162,7 @@ class Mt5Result(serializers.Serializer):
 
 class CommandResultPayload(serializers.Serializer):
     command_id = serializers.CharField()
-    command_type = serializers.ChoiceField(choices=list(env.PAYLOAD_SERIALIZERS))
+    command_type = serializers.ChoiceField(choices=CommandType.choices)
     state = serializers.CharField()
     attempts = serializers.IntegerField()
     mt5 = Mt5Result()

@@ -1,6 +1,6 @@
 """The command catalogue for the Laravel developer: every request and command type, its fields, rules, lane, example.
 
-Fields come from the API's serializers (panel.fieldspec) and examples from the builder
+Fields come from the API's request models (panel.fieldspec) and examples from the builder
 (panel.payloads), which validates them with those same serializers; the rules below are the
 cross-field ones a field list cannot show, and tests hold each against the serializers.
 """

@@ -1,7 +1,7 @@
-"""The payload builder: turn a few choices into a request the API accepts, validated by the API's own serializers.
+"""The payload builder: turn a few choices into a request the API accepts, validated by the API's own request models.
 
 `build_request` is the one place the builder page, its live preview, the catalogue's examples
-and the tests build requests; `validate_request` runs the same serializers, in the same order,
+and the tests build requests; `validate_request` runs the same request models, in the same order,
 as commands.intake.handle_post, and reports errors in the API's own `errors` shape.
 """
 
@@ -16,13 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from rest_framework import serializers
 
-from bridgeproject.errors import flatten_errors
+from bridgeproject.errors import BridgeError
 from commands import examples
-from commands.envelope import EnvelopeSerializer, LegacyFlatCommandSerializer, PolicyPayloadSerializer
 from commands.intake import SUPPORTED_PROTOCOL_MAJOR
-from commands.validation import validate_command_payload, validate_with
+from commands.validation import validate_command_payload, validate_envelope, validate_flat, validate_policy_payload
 
 PROTOCOL_VERSION = f"{SUPPORTED_PROTOCOL_MAJOR}.0"
 
@@ -208,20 +206,20 @@ def validate_request(request_type: str, body: Any) -> list[dict[str, str]]:
     """The API's validation of a body, without processing it: [] when the intake would accept its shape."""
     try:
         if request_type == FLAT_COMMAND:
-            flat = validate_with(LegacyFlatCommandSerializer, body, "")
+            flat = validate_flat(body)
             validate_command_payload(
                 {**flat["payload"], "command_id": flat["command_id"], "command_type": flat["command_type"]}
             )
         else:
-            envelope = validate_with(EnvelopeSerializer, body, "")
+            envelope = validate_envelope(body)
             if envelope["request"]["type"] != request_type:
                 return [{"field": "request.type", "message": f"The builder made a {request_type} request."}]
             if request_type == COMMAND:
                 validate_command_payload(envelope["payload"])
             else:
-                validate_with(PolicyPayloadSerializer, envelope["payload"], "payload")
-    except serializers.ValidationError as exc:
-        return flatten_errors(exc.detail)
+                validate_policy_payload(envelope["payload"])
+    except BridgeError as exc:
+        return exc.errors
     return []
 
 

@@ -159,7 +159,7 @@ def builder(request: HttpRequest) -> TemplateResponse:
 @require_POST
 @requires("panel.use_builder")
 def builder_preview(request: HttpRequest) -> JsonResponse:
-    """Build and validate a request from the builder's choices: the same serializers as the intake."""
+    """Build and validate a request from the builder's choices: the same request models as the intake."""
     data = _json_body(request)
     tenant = _tenant(request, data.get("tenant_id"))
     request_type = str(data.get("request_type") or "")

@@ -21,7 +21,8 @@ def on_policy_applied(*, account: TradingAccount, snapshot: PolicySnapshot) -> N
 
 
 def policy_objections(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """What the rule table refuses in a payload the schema accepted, judged at the time it arrives."""
+    """What only the rule table's calendar can judge in a payload the schema accepted (a starting
+    balance date after the current trading day), judged at the time it arrives."""
     try:
         policy = rules.Policy.from_payload(payload)
     except rules.PolicyError as exc:

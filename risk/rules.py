@@ -1,6 +1,7 @@
 """The risk rule table of RISK_RULES.md (with its "Rules v2"), as pure functions over immutable values.
 
-Nothing here touches Django, the database, MT5 or the clock: the caller passes the MT5
+Nothing here touches the database, MT5 or the clock (a payload is read with its request model,
+`policies.schema.PolicyPayload`, and Django's pure date parsers): the caller passes the MT5
 snapshot (`AccountView`), the policy snapshot Laravel sent (`Policy`) and the durable risk
 state (`RiskState`), and gets back the breaches and the next state (`Evaluation`). That keeps
 the rules testable number by number against the spec and fast enough to run for every
@@ -34,11 +35,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 from operator import attrgetter
-from typing import Any, Final, Literal, NamedTuple, cast
+from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from bridgeproject.schema import STORED, field_errors
+from policies.schema import PolicyPayload
 
 __all__ = [
     "RULES",
@@ -268,7 +274,6 @@ class Policy:
     _by_digits: dict[int, Thresholds] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _validate(self)
         if self.daily_reset_timezone is not None:
             calendar = TradingCalendar.shared(_zone(self.daily_reset_timezone), self.daily_reset_time or _MIDNIGHT)
         else:
@@ -293,64 +298,18 @@ class Policy:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Policy:
-        """Read the `payload` object of a `policy_snapshot` request."""
-        if not isinstance(payload, dict):
-            raise PolicyError("payload: expected an object")
-        flags = payload.get("enforcement_flags", {})
-        if not isinstance(flags, dict):
-            raise PolicyError("enforcement_flags: expected an object")
-
-        def flag(name: str, default: Any = _MISSING) -> bool:
-            return _bool(flags, name, default=default, prefix="enforcement_flags.")
-
-        trailing = payload.get("trailing_drawdown")
-        hwm = payload.get("high_water_mark")
-        zone = payload.get("daily_reset_timezone")
-        return cls(
-            policy_version=_int(payload, "policy_version"),
-            account_status=_str(payload, "account_status"),
-            initial_balance=_decimal(payload, "initial_balance_snapshot"),
-            daily_starting_balance=_decimal(payload, "daily_starting_balance"),
-            daily_starting_balance_date=_date(payload, "daily_starting_balance_date"),
-            max_daily_dd_pct=_optional(_decimal, payload, "max_daily_dd_pct", required=True),
-            max_total_dd_pct=_optional(_decimal, payload, "max_total_dd_pct", required=True),
-            # The Literal fields are cast: __post_init__ (_validate) refuses any other string.
-            drawdown_type=cast(DrawdownType, _str(payload, "drawdown_type")),
-            lock_trailing_drawdown=_bool(payload, "lock_trailing_drawdown", default=False),
-            trailing_drawdown=None if trailing is None else _bool(payload, "trailing_drawdown"),
-            daily_dd_base=cast(DailyBase, _str(payload, "daily_dd_base", default="starting_balance")),
-            daily_reset_time_utc=_time(payload, "daily_reset_time_utc", default=_MIDNIGHT),
-            daily_reset_timezone=None if zone is None else _str(payload, "daily_reset_timezone"),
-            daily_reset_time=_optional(_time, payload, "daily_reset_time"),
-            daily_reference_fallback=cast(
-                ReferenceFallback, _str(payload, "daily_reference_fallback", default="balance")
-            ),
-            trailing_source=cast(TrailingSource | None, _optional(_str, payload, "trailing_source")),
-            trailing_lock_offset=_decimal(payload, "trailing_lock_offset", default=_ZERO),
-            breach_at_floor=_bool(payload, "breach_at_floor", default=False),
-            reinstate=_bool(payload, "reinstate", default=False),
-            max_single_trade_loss_pct=_optional(_decimal, payload, "max_single_trade_loss_pct", required=True),
-            max_single_trade_loss_violations_allowed=_int(
-                payload, "max_single_trade_loss_violations_allowed", default=0
-            ),
-            current_single_trade_exceed_count=_int(payload, "current_single_trade_exceed_count", default=0),
-            max_open_positions=_optional(_int, payload, "max_open_positions"),
-            max_position_volume=_optional(_decimal, payload, "max_position_volume"),
-            max_total_volume=_optional(_decimal, payload, "max_total_volume"),
-            require_stop_loss=_bool(payload, "require_stop_loss", default=False),
-            stop_loss_grace_seconds=_int(payload, "stop_loss_grace_seconds", default=30),
-            close_before_weekend=_optional(_time, payload, "close_before_weekend"),
-            profit_target_pct=_optional(_decimal, payload, "profit_target_pct"),
-            close_position_on_single_trade_breach=flag("close_position_on_single_trade_breach"),
-            close_all_on_daily_dd=flag("close_all_on_daily_dd"),
-            close_all_on_total_dd=flag("close_all_on_total_dd", default=True),
-            close_excess_positions=flag("close_excess_positions", default=True),
-            close_oversized_positions=flag("close_oversized_positions", default=True),
-            close_positions_without_sl=flag("close_positions_without_sl", default=True),
-            close_all_before_weekend=flag("close_all_before_weekend", default=True),
-            disable_trading_on_breach=flag("disable_trading_on_breach"),
-            high_water_mark=None if hwm is None else _decimal(payload, "high_water_mark"),
-        )
+        """Read the `payload` object of a `policy_snapshot` request, as sent or as stored, with the
+        one schema that validated it at intake (`policies.schema.PolicyPayload`)."""
+        try:
+            model = PolicyPayload.model_validate(payload, context=STORED)
+        except ValidationError as exc:
+            raise PolicyError(
+                "; ".join(f"{error['field']}: {error['message']}" for error in field_errors(exc))
+            ) from None
+        values = model.model_dump()
+        values["initial_balance"] = values.pop("initial_balance_snapshot")
+        values.update(values.pop("enforcement_flags"))
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1300,141 +1259,6 @@ def open_position_check(
             )
             return rejection
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# Reading and checking a snapshot payload
-# --------------------------------------------------------------------------------------------
-
-_MISSING: Final = object()
-
-
-def _get(data: dict[str, Any], key: str, default: Any, prefix: str) -> Any:
-    value = data.get(key, _MISSING)
-    if value is _MISSING or value is None:
-        if default is _MISSING:
-            raise PolicyError(f"{prefix}{key}: required")
-        return default
-    return value
-
-
-def _decimal(data: dict[str, Any], key: str, default: Any = _MISSING, prefix: str = "") -> Decimal:
-    value = _get(data, key, default, prefix)
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise PolicyError(f"{prefix}{key}: expected a number, got {value!r}")
-    else:
-        try:
-            # str() first: Decimal(0.1) would carry the float's binary error into the money.
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise PolicyError(f"{prefix}{key}: expected a number, got {value!r}") from None
-    if not number.is_finite():
-        raise PolicyError(f"{prefix}{key}: expected a finite number, got {value!r}")
-    return number
-
-
-def _optional(read: Any, data: dict[str, Any], key: str, *, required: bool = False) -> Any:
-    """A field that may be null (a rule that is off); `required`: present, if only as null."""
-    if key not in data:
-        if required:
-            raise PolicyError(f"{key}: required (null turns the rule off)")
-        return None
-    if data[key] is None:
-        return None
-    return read(data, key)
-
-
-def _int(data: dict[str, Any], key: str, default: Any = _MISSING, prefix: str = "") -> int:
-    value = _get(data, key, default, prefix)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    number = _decimal(data, key, default, prefix)
-    if number != number.to_integral_value():
-        raise PolicyError(f"{prefix}{key}: expected a whole number, got {value!r}")
-    return int(number)
-
-
-def _bool(data: dict[str, Any], key: str, default: Any = _MISSING, prefix: str = "") -> bool:
-    value = _get(data, key, default, prefix)
-    if not isinstance(value, bool):
-        raise PolicyError(f"{prefix}{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _str(data: dict[str, Any], key: str, default: Any = _MISSING, prefix: str = "") -> str:
-    value = _get(data, key, default, prefix)
-    if not isinstance(value, str):
-        raise PolicyError(f"{prefix}{key}: expected a string, got {value!r}")
-    return value
-
-
-def _date(data: dict[str, Any], key: str) -> date:
-    if isinstance(data.get(key), date):
-        return cast(date, data[key])
-    value = _str(data, key)
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise PolicyError(f"{key}: expected YYYY-MM-DD, got {value!r}") from None
-
-
-def _time(data: dict[str, Any], key: str, default: Any = _MISSING) -> time:
-    value = _get(data, key, default, "")
-    if isinstance(value, time):
-        return value
-    if not isinstance(value, str):
-        raise PolicyError(f"{key}: expected HH:MM, got {value!r}")
-    try:
-        parsed = time.fromisoformat(value)
-    except ValueError:
-        raise PolicyError(f"{key}: expected HH:MM, got {value!r}") from None
-    if parsed.tzinfo is not None and parsed.utcoffset() != timedelta(0):
-        raise PolicyError(f"{key}: a UTC time, got {value!r}")
-    return parsed.replace(tzinfo=None)
-
-
-def _validate(policy: Policy) -> None:
-    choices = {
-        "drawdown_type": ("equity", "balance"),
-        "daily_dd_base": ("starting_balance", "initial_balance"),
-        "daily_reference_fallback": ("balance", "equity", "max_balance_equity"),
-        "trailing_source": (None, "equity", "balance", "eod_balance"),
-    }
-    for name, allowed in choices.items():
-        if getattr(policy, name) not in allowed:
-            words = " or ".join(repr(a) for a in allowed if a is not None)
-            raise PolicyError(f"{name}: {words}, got {getattr(policy, name)!r}")
-    if policy.initial_balance <= 0:
-        raise PolicyError("initial_balance_snapshot: must be positive")
-    if policy.daily_starting_balance < 0:
-        raise PolicyError("daily_starting_balance: must not be negative")
-    # The schema refuses 0 % at intake (RISK_RULES v2: null turns a rule off; 0 % would close a
-    # 1-cent loser). A snapshot stored before v2 may hold 0: it keeps its old meaning, so the
-    # account stays watched rather than becoming unreadable.
-    for name in ("max_daily_dd_pct", "max_total_dd_pct", "max_single_trade_loss_pct"):
-        pct = getattr(policy, name)
-        if pct is not None and not 0 <= pct <= _HUNDRED:
-            raise PolicyError(f"{name}: a percent above 0 and at most 100 (null: off), got {pct}")
-    if policy.profit_target_pct is not None and policy.profit_target_pct <= 0:
-        raise PolicyError(f"profit_target_pct: must be positive, got {policy.profit_target_pct}")
-    for name in ("max_position_volume", "max_total_volume"):
-        lots = getattr(policy, name)
-        if lots is not None and lots <= 0:
-            raise PolicyError(f"{name}: must be positive lots, got {lots}")
-    for name in (
-        "max_single_trade_loss_violations_allowed",
-        "current_single_trade_exceed_count",
-        "policy_version",
-        "stop_loss_grace_seconds",
-    ):
-        if getattr(policy, name) < 0:
-            raise PolicyError(f"{name}: must not be negative")
-    if policy.max_open_positions is not None and policy.max_open_positions < 0:
-        raise PolicyError("max_open_positions: must not be negative")
-    if policy.trailing_lock_offset < 0:
-        raise PolicyError("trailing_lock_offset: must not be negative")
 
 
 def _as_utc(at: datetime) -> datetime:

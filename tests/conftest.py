@@ -14,8 +14,7 @@ from django.utils import timezone
 
 from bridgeproject import caches
 from commands import examples
-from commands.envelope import PolicyPayloadSerializer
-from commands.validation import validate_with
+from commands.validation import validate_policy_payload
 from policies.models import TradingAccount
 from policies.services import policy_apply
 from tenancy.models import Tenant
@@ -137,7 +136,7 @@ def register_account(
     snapshot = examples.example("policy_snapshot")
     snapshot["actor"]["account_login"] = login
     snapshot["actor"]["server"] = server
-    payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+    payload = validate_policy_payload(snapshot["payload"])
     result = policy_apply(
         tenant=tenant,
         actor=snapshot["actor"],

@@ -14,11 +14,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework import serializers
 
+from bridgeproject.errors import BridgeError
 from callbacks.models import CallbackAttempt
-from commands.envelope import ClosePositionsSerializer, ModifyPositionSerializer
 from commands.models import Command, CommandEvent
+from commands.validation import validate_command_payload
 from panel.catalogue import catalogue_entries
 from panel.charts import risk_series
 from panel.environment import mask_url, settings_env_names
@@ -94,15 +94,15 @@ def test_the_catalogue_has_every_request_and_command_type_with_a_valid_example(r
     assert page.status_code == 200 and b"/api/v1/docs" in page.content
 
 
-def test_the_catalogues_cross_field_rules_are_the_serializers_rules() -> None:
-    def errors(serializer: type[serializers.Serializer], data: dict[str, Any]) -> dict[str, Any]:
-        instance = serializer(data=data)
-        assert not instance.is_valid()
-        return instance.errors
+def test_the_catalogues_cross_field_rules_are_the_request_models_rules() -> None:
+    def errors(command_type: str, fields: dict[str, Any]) -> list[str]:
+        with pytest.raises(BridgeError) as refused:
+            validate_command_payload({"command_id": "c-1", "command_type": command_type, **fields})
+        return [error["field"] for error in refused.value.errors]
 
-    assert "symbols" in errors(ClosePositionsSerializer, {"target": {"mode": "by_symbol"}})["target"]
-    assert "tickets" in errors(ClosePositionsSerializer, {"target": {"mode": "by_tickets"}})["target"]
-    assert "stop_loss" in errors(ModifyPositionSerializer, {"ticket": 5})
+    assert errors("close_positions", {"target": {"mode": "by_symbol"}}) == ["payload.target.symbols"]
+    assert errors("close_positions", {"target": {"mode": "by_tickets"}}) == ["payload.target.tickets"]
+    assert errors("modify_position", {"ticket": 5}) == ["payload.stop_loss"]
 
 
 def test_the_openapi_ui_is_served_from_the_projects_own_static_files(client: Any, db: None) -> None:

@@ -124,25 +124,27 @@ def test_the_panel_snapshot_reads_into_a_policy_with_the_spec_defaults() -> None
 
 
 def test_numbers_sent_as_floats_or_strings_are_read_exactly() -> None:
-    p = policy(max_daily_dd_pct=4.1, initial_balance_snapshot="100000.00", policy_version="13")
+    p = policy(max_daily_dd_pct=4.1, initial_balance_snapshot="100000.00", policy_version=13)
 
     assert p.max_daily_dd_pct == D("4.1")
     assert p.initial_balance == D("100000.00")
     assert p.policy_version == 13
+    with pytest.raises(PolicyError, match="policy_version: A valid integer is required"):
+        policy(policy_version="13")  # a version is a JSON integer, as the intake's schema says
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"initial_balance_snapshot": None}, "initial_balance_snapshot: required"),
+        ({"initial_balance_snapshot": None}, "initial_balance_snapshot: This field is required"),
         ({"disable_trading_on_breach": None}, "enforcement_flags.disable_trading_on_breach"),
         ({"drawdown_type": "margin"}, "drawdown_type"),
         ({"daily_dd_base": "peak"}, "daily_dd_base"),
-        ({"max_total_dd_pct": True}, "max_total_dd_pct: expected a number"),
-        ({"max_total_dd_pct": "NaN"}, "max_total_dd_pct: expected a finite number"),
-        ({"max_daily_dd_pct": 120}, "max_daily_dd_pct: a percent"),
-        ({"policy_version": 12.5}, "policy_version: expected a whole number"),
-        ({"lock_trailing_drawdown": "yes"}, "lock_trailing_drawdown: expected true or false"),
+        ({"max_total_dd_pct": True}, "max_total_dd_pct: Must be a number"),
+        ({"max_total_dd_pct": "NaN"}, "max_total_dd_pct: Must be a finite number"),
+        ({"max_daily_dd_pct": 120}, "max_daily_dd_pct: Must be at most 100"),
+        ({"policy_version": 12.5}, "policy_version: A valid integer is required"),
+        ({"lock_trailing_drawdown": "yes"}, "lock_trailing_drawdown: Must be true or false"),
         ({"daily_reset_time_utc": "25:00"}, "daily_reset_time_utc"),
     ],
 )

@@ -7,8 +7,7 @@ from django.db import transaction
 
 from bridgeproject.errors import BridgeError
 from commands import examples
-from commands.envelope import PolicyPayloadSerializer
-from commands.validation import validate_with
+from commands.validation import validate_policy_payload
 from execution.terminals import pinned_terminal, terminal_ensure, terminal_pin
 from policies.services import policy_apply
 from tenancy.services import token_create
@@ -33,7 +32,7 @@ class Command(BaseCommand):
         if pinned_terminal(examples.DEMO_LOGIN, examples.DEMO_SERVER) is None:
             terminal_pin(terminal, [(examples.DEMO_LOGIN, examples.DEMO_SERVER)])
         snapshot = examples.example("policy_snapshot")
-        payload = validate_with(PolicyPayloadSerializer, snapshot["payload"], "payload")
+        payload = validate_policy_payload(snapshot["payload"])
         try:
             result = policy_apply(
                 tenant=token.tenants.get(tenant_id=examples.DEMO_TENANT),
