@@ -85,6 +85,7 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     move_to_detect: list[float] = []
     detect_to_close: list[float] = []
     cycles: list[float] = []
+    segments: list[tuple[float, float, float]] = []
     rate = float("nan")
     for proc in procs:
         proc.start()
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
                 continue
             move_to_detect.append(timed[0])
             detect_to_close.append(timed[1])
+            segments.append(close_segments(login))
             cycles.extend(MonitorHeartbeat.objects.values_list("last_cycle_ms", flat=True))
         sim_set_price("EURUSD", "1.08500")
         # Normal-lane commands on one terminal: its accounts round robin (on a shared terminal,
@@ -154,7 +156,28 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
         "move_to_detect": move_to_detect,
         "detect_to_close": detect_to_close,
         "rate": rate,
+        "segments": segments,
     }
+
+
+def close_segments(login: int) -> tuple[float, float, float]:
+    """Where a protective close's time went (ms): detection → its command created (the monitor),
+    queued → a fast worker took it (the lane), taken → finished (the attempt, via the owner)."""
+    from policies.models import ProtectiveAction
+
+    action = ProtectiveAction.objects.select_related("command").get(
+        account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
+    )
+    command = action.command
+
+    def ms(start, end) -> float:
+        return (end - start).total_seconds() * 1000
+
+    return (
+        ms(action.detection_timestamp, command.received_at),
+        ms(command.queued_at, command.started_at),
+        ms(command.started_at, command.finished_at),
+    )
 
 
 def main() -> None:
@@ -197,6 +220,13 @@ def main() -> None:
         )
         print(f"  price move → detection:               {summary(moves) if moves else 'none'} (poll {interval} ms)")
         print(f"  detection → terminal-confirmed close: {summary(closes) if closes else 'none'}")
+        if r["segments"]:
+            monitor, lane, attempt = zip(*r["segments"], strict=True)
+            print(
+                f"    of which, p50: monitor → command {percentile(list(monitor), 50):.0f} ms,"
+                f" lane pickup {percentile(list(lane), 50):.0f} ms,"
+                f" attempt via the owner {percentile(list(attempt), 50):.0f} ms"
+            )
         print(f"  normal open_position on one terminal:  {r['rate']:.1f} commands/s")
 
 
