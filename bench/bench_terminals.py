@@ -165,9 +165,12 @@ def close_segments(login: int) -> tuple[float, float, float]:
     queued → a fast worker took it (the lane), taken → finished (the attempt, via the owner)."""
     from policies.models import ProtectiveAction
 
-    action = ProtectiveAction.objects.select_related("command").get(
-        account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False
+    action = (
+        ProtectiveAction.objects.select_related("command")
+        .filter(account__login=login, rule_key="single_trade_loss", execution_timestamp__isnull=False)
+        .first()
     )
+    assert action is not None and action.command is not None
     command = action.command
 
     def ms(start, end) -> float:
