@@ -3,6 +3,7 @@ every response header, both callbacks under `webhooks`, and every error code lis
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from drf_spectacular.renderers import (
@@ -143,6 +144,21 @@ def _any_or_null(node: Any) -> None:
             _any_or_null(child)
 
 
+def _request_defaults_in_words(schemas: dict[str, Any]) -> None:
+    """A request body's optional field with a `default` (the bridge's value when it is absent)
+    keeps that value in its description instead: openapi-typescript, by default, types every
+    property with a `default` as required, request bodies included, and would then refuse the
+    seed's own policy snapshot for lacking `close_all_on_total_dd`. Responses keep `default`."""
+    for name, schema in schemas.items():
+        if not name.endswith("Request"):  # COMPONENT_SPLIT_REQUEST: the request-side components
+            continue
+        required = set(schema.get("required", []))
+        for field, node in schema.get("properties", {}).items():
+            if isinstance(node, dict) and "default" in node and field not in required:
+                value = json.dumps(node.pop("default"))
+                node["description"] = f"{node.get('description', '')} Absent: `{value}`.".strip()
+
+
 def document_headers_and_codes(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: response headers, the webhooks' request headers and
     security, the error codes (problem codes on Problem.code, command error codes on
@@ -188,6 +204,7 @@ def document_headers_and_codes(result: dict[str, Any], generator: Any, request: 
                 operation["security"] = [{"laravelInternalToken": []}]
     _any_or_null(result)
     schemas = components.get("schemas", {})
+    _request_defaults_in_words(schemas)
     problem = schemas.get("Problem", {}).get("properties", {}).get("code")
     if problem is not None:
         problem["description"] = "A stable snake_case code:\n" + "\n".join(
