@@ -113,11 +113,11 @@ OPERATION_DESCRIPTIONS = {
     "policy_apply": "Applies a policy snapshot; the first one for an account registers the account for the"
     " tenant. An older `policy_version` is 409 `stale_policy_version`; the same version with another payload"
     " is 409 `policy_version_conflict`; the same one again is 200 `unchanged`.",
-    "account_get": "Reads the account from its MT5 terminal now (ahead of the bridge's own work) and answers"
-    " with the snapshot, the policy version and the risk state. 503 `terminal_unavailable` when the"
-    " terminal cannot be reached.",
-    "protective_actions_list": "What the risk engine did to this account (closes, trading switched off),"
-    " with each action's outcome; follow `next` for older ones.",
+    "account_get": "Reads the account from its MT5 terminal now (before the risk monitor's reads and normal"
+    " commands) and answers with the snapshot, the policy version and the risk state. 503 `mt5_unavailable`,"
+    " with the last known snapshot and its age, when the terminal cannot be reached.",
+    "protective_actions_list": "The protective actions the risk engine took on this account, each with its"
+    " outcome, newest first; follow `next` for older ones.",
 }
 WEBHOOK_SECURITY_SCHEME = {
     "type": "http",
