@@ -69,7 +69,7 @@ class IngestView(APIView):
         request=docs.InboundEnvelopeDoc,
         parameters=IDEMPOTENCY_PARAMS,
         responses={200: PolicyResultSerializer, 202: AcceptedSerializer, **docs.POST_PROBLEMS},
-        examples=[docs.PANEL_CLOSE_POSITIONS],
+        examples=[*docs.COMMAND_EXAMPLES, docs.POLICY_SNAPSHOT_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
         return handle_post(request, request_types=frozenset({"command", "policy_snapshot"}), allow_flat=False)
@@ -121,7 +121,7 @@ class CommandsView(APIView):
         request=docs.CommandBodyDoc,
         parameters=IDEMPOTENCY_PARAMS,
         responses={202: AcceptedSerializer, **docs.POST_PROBLEMS},
-        examples=[docs.PANEL_CLOSE_POSITIONS],
+        examples=[*docs.COMMAND_EXAMPLES, docs.LEGACY_FLAT_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
         return handle_post(request, request_types=frozenset({"command"}), allow_flat=True)
@@ -191,6 +191,7 @@ class PoliciesView(APIView):
         request=docs.PolicyEnvelopeDoc,
         parameters=IDEMPOTENCY_PARAMS,
         responses={200: PolicyResultSerializer, **docs.POST_PROBLEMS},
+        examples=[docs.POLICY_SNAPSHOT_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
         return handle_post(request, request_types=frozenset({"policy_snapshot"}), allow_flat=False)

@@ -6,6 +6,7 @@ Used by seed_demo, the admin's test payload library, the OpenAPI examples and th
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 DEMO_TENANT = "tenant_1"
@@ -128,6 +129,46 @@ LEGACY_OPEN_POSITION: dict[str, Any] = {
     },
     "issued_at": "2026-05-29T12:00:00Z",
 }
+
+
+# Valid fields of each command type besides the common ones (PROTOCOL §5): the panel's own
+# examples where it has one. The panel's payload builder starts from these too.
+COMMAND_FIELDS: dict[str, dict[str, Any]] = {
+    "open_position": dict(LEGACY_OPEN_POSITION["payload"]),
+    "close_position": {"ticket": 555111},
+    "close_positions": {
+        key: CLOSE_POSITIONS["payload"][key] for key in ("priority", "fast_lane", "reason", "target", "execution")
+    },
+    "modify_position": {"ticket": 555111, "stop_loss": 1.08, "take_profit": 1.09},
+    "cancel_orders": {},
+    "disable_trading": {"reason": "manual review"},
+    "enable_trading": {},
+    "sync_account": {},
+}
+
+
+def command_envelope(command_type: str) -> dict[str, Any]:
+    """An envelope for one command type: the panel's close_positions envelope itself, or that
+    envelope carrying another type's payload (its own command id, request id and idempotency key,
+    all three fixed, and the common fields written out as a client sends them)."""
+    if command_type == "close_positions":
+        return copy.deepcopy(CLOSE_POSITIONS)
+    envelope = copy.deepcopy(CLOSE_POSITIONS)
+    envelope["meta"]["request_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mt5-bridge:request:{command_type}"))
+    envelope["meta"]["idempotency_key"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mt5-bridge:key:{command_type}"))
+    envelope["payload"] = {
+        "command_id": f"cmd-{command_type.replace('_', '-')}",
+        "command_type": command_type,
+        "priority": "normal",
+        "fast_lane": False,
+        "reason": "",
+        **copy.deepcopy(COMMAND_FIELDS[command_type]),
+    }
+    return envelope
+
+
+# One envelope per command type: the OpenAPI document's examples, sent by the generated clients' tests.
+COMMAND_ENVELOPES: dict[str, dict[str, Any]] = {ctype: command_envelope(ctype) for ctype in COMMAND_FIELDS}
 
 
 def example(name: str) -> dict[str, Any]:

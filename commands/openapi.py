@@ -3,6 +3,7 @@ every response header, both callbacks under `webhooks`, and every error code lis
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
@@ -137,8 +138,9 @@ HEADERS = {
     "WWW-Authenticate": _header('`Bearer realm="mt5-bridge"`.'),
 }
 
+# Authorization (`Bearer {LARAVEL_INTERNAL_TOKEN}`) is the webhooks' security scheme, not a header
+# parameter: OpenAPI ignores a header parameter named Authorization.
 _WEBHOOK_HEADERS = [
-    ("Authorization", "`Bearer {LARAVEL_INTERNAL_TOKEN}`.", True),
     ("webhook-id", "The callback's id (= meta.request_id); the same on every retry.", False),
     ("webhook-timestamp", "Unix seconds of this attempt.", False),
     ("webhook-signature", "`v1,<base64 HMAC-SHA256>` (Standard Webhooks); when LARAVEL_WEBHOOK_SECRET is set.", False),
@@ -146,6 +148,40 @@ _WEBHOOK_HEADERS = [
     ("X-Correlation-ID", "= meta.correlation_id.", True),
     ("X-Protocol-Version", "`1`.", True),
 ]
+
+
+# Redocly's recommended rules and Spectral's `spectral:oas` (tests/test_openapi_tools.py) want these.
+# The server is relative: the bridge the document was fetched from.
+SERVERS = [{"url": "/", "description": "This bridge: the host the document was fetched from."}]
+TAGS = [
+    {"name": "health", "description": "Liveness and readiness; public."},
+    {"name": "ingest", "description": "One endpoint for every inbound envelope, routed by `request.type`."},
+    {"name": "mt5", "description": "Commands, policy snapshots, the sync account read and protective actions."},
+]
+# Each operation's description (its summary is on its view): what a client must know beyond the schema.
+OPERATION_DESCRIPTIONS = {
+    "ingest": "A command envelope (answered 202, as `command_create`) or a policy snapshot envelope (200, as"
+    " `policy_apply`), chosen by `request.type`. Idempotent on `X-Idempotency-Key`, else `meta.idempotency_key`.",
+    "command_create": "Accepts a command envelope, or the legacy flat body, and queues it: 202 with its lane and"
+    " state. Its outcome comes later, by the `command_result` callback and at `GET /api/v1/mt5/commands/{id}`."
+    " Idempotent on `X-Idempotency-Key`, else `meta.idempotency_key` (a flat body: its `command_id`).",
+    "command_list": "The calling tenant's commands, filtered by account, state and receipt time; follow `next`"
+    " for the following page. An unknown query parameter is 422.",
+    "command_get": "A command by the `command_id` the client gave it, with its timeline and MT5 result.",
+    "policy_apply": "Applies a policy snapshot; the first one for an account registers the account for the"
+    " tenant. An older `policy_version` is 409 `stale_policy_version`; the same version with another payload"
+    " is 409 `policy_version_conflict`; the same one again is 200 `unchanged`.",
+    "account_get": "Reads the account from its MT5 terminal now (before the risk monitor's reads and normal"
+    " commands) and answers with the snapshot, the policy version and the risk state. 503 `mt5_unavailable`,"
+    " with the last known snapshot and its age, when the terminal cannot be reached.",
+    "protective_actions_list": "The protective actions the risk engine took on this account, each with its"
+    " outcome, newest first; follow `next` for older ones.",
+}
+WEBHOOK_SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "On callbacks (`webhooks`): the bridge sends `Authorization: Bearer {LARAVEL_INTERNAL_TOKEN}`.",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -166,15 +202,39 @@ def _any_or_null(node: Any) -> None:
             _any_or_null(child)
 
 
+def _request_defaults_in_words(schemas: dict[str, Any]) -> None:
+    """A request body's optional field with a `default` (the bridge's value when it is absent)
+    keeps that value in its description instead: openapi-typescript, by default, types every
+    property with a `default` as required, request bodies included, and would then refuse the
+    seed's own policy snapshot for lacking `close_all_on_total_dd`. Responses keep `default`."""
+    for name, schema in schemas.items():
+        if not name.endswith("Request"):  # COMPONENT_SPLIT_REQUEST: the request-side components
+            continue
+        required = set(schema.get("required", []))
+        for field, node in schema.get("properties", {}).items():
+            if isinstance(node, dict) and "default" in node and field not in required:
+                value = json.dumps(node.pop("default"))
+                node["description"] = f"{node.get('description', '')} Absent: `{value}`.".strip()
+
+
 def document_headers_and_codes(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: response headers, the webhooks' request headers, and the
-    error codes (problem codes on Problem.code, command error codes on Command.error_code)."""
+    """drf-spectacular postprocessing hook: response headers, the webhooks' request headers and
+    security, the error codes (problem codes on Problem.code, command error codes on
+    Command.error_code), and the servers, tags and operation descriptions the linters ask for."""
     components = result.setdefault("components", {})
     components.setdefault("headers", {}).update(HEADERS)
+    components.setdefault("securitySchemes", {})["laravelInternalToken"] = WEBHOOK_SECURITY_SCHEME
+    result.setdefault("servers", SERVERS)
+    result.setdefault("tags", TAGS)
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            if not operation.get("description") and operation.get("operationId") in OPERATION_DESCRIPTIONS:
+                operation["description"] = OPERATION_DESCRIPTIONS[operation["operationId"]]
+            if "requestBody" in operation:
+                # Every POST here needs its body; generators then make it a required argument.
+                operation["requestBody"]["required"] = True
             for status, response in operation["responses"].items():
                 headers = response.setdefault("headers", {})
                 headers["X-Correlation-ID"] = _ref("X-Correlation-ID")
@@ -184,9 +244,10 @@ def document_headers_and_codes(result: dict[str, Any], generator: Any, request: 
                     headers["Retry-After"] = _ref("Retry-After")
                 if status == "401":
                     headers["WWW-Authenticate"] = _ref("WWW-Authenticate")
-    for webhook in result.get("webhooks", {}).values():
+    for webhook_name, webhook in result.get("webhooks", {}).items():
         for operation in webhook.values():
             if isinstance(operation, dict):
+                operation["operationId"] = webhook_name
                 operation["parameters"] = [
                     {
                         "name": name,
@@ -197,9 +258,11 @@ def document_headers_and_codes(result: dict[str, Any], generator: Any, request: 
                     }
                     for name, text, required in _WEBHOOK_HEADERS
                 ]
-                operation.pop("security", None)
+                # Not the API's schemes: the bridge is the caller here, with Laravel's token.
+                operation["security"] = [{"laravelInternalToken": []}]
     _any_or_null(result)
     schemas = components.get("schemas", {})
+    _request_defaults_in_words(schemas)
     problem = schemas.get("Problem", {}).get("properties", {}).get("code")
     if problem is not None:
         problem["description"] = "A stable snake_case code:\n" + "\n".join(

@@ -49,8 +49,28 @@ def problems(*statuses: int) -> dict[int, OpenApiResponse]:
 POST_PROBLEMS = problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)
 GET_PROBLEMS = problems(400, 401, 403, 404, 409, 422, 429, 500, 503)
 
-PANEL_CLOSE_POSITIONS = OpenApiExample(
-    "close_positions (the panel's example)", request_only=True, value=examples.CLOSE_POSITIONS
+# The request examples: one envelope per command type (close_positions is the panel's own), the
+# policy snapshot and the PowerShell quick test's flat body. Generated clients' tests send them all.
+COMMAND_EXAMPLES = [
+    OpenApiExample(
+        ctype,
+        summary=f"{ctype} (the panel's example)" if ctype == "close_positions" else ctype,
+        request_only=True,
+        value=envelope,
+    )
+    for ctype, envelope in examples.COMMAND_ENVELOPES.items()
+]
+POLICY_SNAPSHOT_EXAMPLE = OpenApiExample(
+    "policy_snapshot",
+    summary="policy_snapshot (the panel's example)",
+    request_only=True,
+    value=examples.POLICY_SNAPSHOT,
+)
+LEGACY_FLAT_EXAMPLE = OpenApiExample(
+    "legacy_open_position",
+    summary="A legacy flat open_position (the PowerShell quick test's body)",
+    request_only=True,
+    value=examples.LEGACY_OPEN_POSITION,
 )
 
 

@@ -50,20 +50,8 @@ REQUIRED_HEADERS: list[tuple[str, str]] = [
     ("X-Protocol-Version", SUPPORTED_PROTOCOL_MAJOR),
 ]
 
-# Valid type-specific fields for each command type: the panel's own examples where it has one.
-SAMPLE_COMMAND_FIELDS: dict[str, dict[str, Any]] = {
-    "open_position": dict(examples.LEGACY_OPEN_POSITION["payload"]),
-    "close_position": {"ticket": 555111},
-    "close_positions": {
-        key: examples.CLOSE_POSITIONS["payload"][key]
-        for key in ("priority", "fast_lane", "reason", "target", "execution")
-    },
-    "modify_position": {"ticket": 555111, "stop_loss": 1.08, "take_profit": 1.09},
-    "cancel_orders": {},
-    "disable_trading": {"reason": "manual review"},
-    "enable_trading": {},
-    "sync_account": {},
-}
+# Valid type-specific fields for each command type (commands/examples.py, also the OpenAPI examples).
+SAMPLE_COMMAND_FIELDS: dict[str, dict[str, Any]] = examples.COMMAND_FIELDS
 SAMPLE_POLICY_FIELDS: dict[str, Any] = copy.deepcopy(examples.POLICY_SNAPSHOT["payload"])
 SAMPLE_ACCOUNT: dict[str, Any] = dict(examples.CLOSE_POSITIONS["actor"])
 
