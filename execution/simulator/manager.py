@@ -522,44 +522,49 @@ class ManagerAPI:
         ``*Request*`` would, and compared with the copy: users, positions added, changed and
         gone, margin-call and stop-out states."""
         world = self._world
-        cycle_started = now_msc()
-        offset = server_offset_msc()
-        ticks: list[tuple[str, MTTickShort]] = []
-        for symbol in read_symbols():
-            stamp = server_msc(symbol.price_time_msc, offset)
-            before = world.ticks.get(symbol.name)
-            if before is None or before.datetime_msc != stamp:
-                tick = MTTickShort(
-                    bid=float(symbol.bid), ask=float(symbol.ask), datetime=stamp // 1000, datetime_msc=stamp
+        # One snapshot for every read of the cycle: a trade's deal and position are seen together.
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cycle_started = now_msc()
+            offset = server_offset_msc()
+            ticks: list[tuple[str, MTTickShort]] = []
+            for symbol in read_symbols():
+                stamp = server_msc(symbol.price_time_msc, offset)
+                before = world.ticks.get(symbol.name)
+                if before is None or before.datetime_msc != stamp:
+                    tick = MTTickShort(
+                        bid=float(symbol.bid), ask=float(symbol.ask), datetime=stamp // 1000, datetime_msc=stamp
+                    )
+                    ticks.append((symbol.name, tick))
+            mine = SimAccount.objects.filter(server=self._trade_server)
+            # Deals: a ticket taken by a transaction that commits after a later one would be passed
+            # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets.
+            fresh_deals = [
+                d
+                for d in SimDeal.objects.filter(
+                    account__server=self._trade_server, ticket__gt=world.last_deal - DEAL_OVERLAP
                 )
-                ticks.append((symbol.name, tick))
-        mine = SimAccount.objects.filter(server=self._trade_server)
-        # Deals: a ticket taken by a transaction that commits after a later one would be passed
-        # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets.
-        fresh_deals = [
-            d
-            for d in SimDeal.objects.filter(
-                account__server=self._trade_server, ticket__gt=world.last_deal - DEAL_OVERLAP
-            )
-            .select_related("account")
-            .order_by("ticket")
-            if d.ticket not in world.recent_deals
-        ]
-        touched = {d.account.login for d in fresh_deals}
-        # Positions: the same for stamps taken before a slow commit (POSITION_OVERLAP_MS).
-        changed = SimPosition.objects.filter(
-            account__server=self._trade_server, time_update_msc__gte=world.since_msc - POSITION_OVERLAP_MS
-        ).values_list("account__login", flat=True)
-        touched.update(changed)
-        open_orders = {
-            o.ticket: self._order(o, o.account.login, offset)
-            for o in SimOrder.objects.filter(account__server=self._trade_server, is_open=True)
-            .select_related("symbol", "account")
-            .order_by("time_setup_msc", "ticket")
-        }
-        if full:
-            touched.update(mine.values_list("login", flat=True))
-        part = self._read_world(last_deal=None, logins=touched) if touched else None
+                .select_related("account")
+                .order_by("ticket")
+                if d.ticket not in world.recent_deals
+            ]
+            touched = {d.account.login for d in fresh_deals}
+            # Positions: the same for stamps taken before a slow commit (POSITION_OVERLAP_MS).
+            changed = SimPosition.objects.filter(
+                account__server=self._trade_server, time_update_msc__gte=world.since_msc - POSITION_OVERLAP_MS
+            ).values_list("account__login", flat=True)
+            touched.update(changed)
+            open_orders = {
+                o.ticket: self._order(o, o.account.login, offset)
+                for o in SimOrder.objects.filter(account__server=self._trade_server, is_open=True)
+                .select_related("symbol", "account")
+                .order_by("time_setup_msc", "ticket")
+            }
+            if full:
+                touched.update(mine.values_list("login", flat=True))
+            part = self._read_world(last_deal=None, logins=touched) if touched else None
         with self._lock:
             if generation != self._generation or not self._connected:
                 return False
