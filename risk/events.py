@@ -113,6 +113,7 @@ class _Book:
     ticks: int = 0
     bid: float = 0.0  # the last tick's
     ask: float = 0.0
+    from_server = False  # the last tick came from the connection (OnTick), not another caller
     unit: bool = True  # every position's rate is 1: no conversion to compute
     _holders: Ints | None = None
 
@@ -271,7 +272,7 @@ class EventMonitor:
         try:
             if kind == "tick":
                 symbol, tick = args
-                self.tick(str(symbol), float(tick.bid), float(tick.ask))
+                self.tick(str(symbol), float(tick.bid), float(tick.ask), from_server=True)
             elif args and hasattr(args[0], "Login"):
                 key = self._by_login.get(int(args[0].Login))
                 if key is not None:
@@ -471,7 +472,7 @@ class EventMonitor:
         return size, 1.0, False
 
     # --- ticks ----------------------------------------------------------------------------------------
-    def tick(self, symbol: str, bid: float, ask: float) -> None:
+    def tick(self, symbol: str, bid: float, ask: float, *, from_server: bool = False) -> None:
         """Revalue the symbol's positions and judge only their accounts, in bulk."""
         with self._lock:
             book = self._books.get(symbol)
@@ -483,7 +484,7 @@ class EventMonitor:
                 return
             n = book.used
             book.ticks += 1
-            book.bid, book.ask = bid, ask
+            book.bid, book.ask, book.from_server = bid, ask, from_server
             price = np.where(book.buy[:n], bid, ask)
             profit = book.size[:n] * (price - book.open[:n])
             if not book.unit:
@@ -525,7 +526,8 @@ class EventMonitor:
         revaluation at the latest ticks, which is exact (to MT5's per-position rounding) when
         every position's conversion is (the account's currency, or the symbol's base). So such
         an account is judged with no round trip; any other (an implied conversion rate, positions
-        that differ from the copy's: an event not yet seen) is read from the server first."""
+        that differ from the copy's: an event not yet seen, a price handed to ``tick`` by a caller
+        other than the connection) is read from the server first."""
         with self._lock:
             wanted = [key for key in keys if key in self._held]
             pumped = getattr(self.gateway, "pumped_snapshots", None)
@@ -538,7 +540,7 @@ class EventMonitor:
             revalued = {
                 key: (float(self._equity[self._held[key].row]), self._positions_now(self._held[key]))
                 for key in wanted
-                if self._exact[self._held[key].row]
+                if self._exact[self._held[key].row] and self._server_prices(self._held[key])
             }
             found: dict[Key, AccountSnapshot | Exception] = {}
             if revalued:
@@ -557,6 +559,14 @@ class EventMonitor:
             rest = [key for key in wanted if key not in judged]
             if rest:
                 self.confirm(rest)
+
+    def _server_prices(self, held: _Held) -> bool:
+        """Whether every price the account was revalued at is the server's: a tick the connection
+        delivered, or the read that filled the slot."""
+        books = self._books
+        return all(
+            books[symbol].from_server or books[symbol].seen[slot] >= books[symbol].ticks for symbol, slot in held.slots
+        )
 
     def _positions_now(self, held: _Held) -> dict[int, tuple[float, float]]:
         """{ticket: (profit, current price)} of the account's positions in memory."""

@@ -278,7 +278,6 @@ class ManagerGateway(Gateway):
             for o in raw_orders:
                 orders.setdefault(int(o.Login), []).append(o)
             self._load_entry_costs([p for p in raw_positions if int(p.Position) not in self._entry_costs])
-            quotes: dict[str, Any] = {}
             out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
             for key in keys:
                 login, server = key
@@ -290,11 +289,6 @@ class ManagerGateway(Gateway):
                     continue
                 if not group_matches(str(user.Group), self.groups):
                     out[key] = GatewayUnavailable(f"account {login} is outside MT5_MANAGER_GROUPS ({self.groups})")
-                    continue
-                if not all(self._at_pumped_quote(p, values[int(p.Position)][1], quotes) for p in held):
-                    out[key] = GatewayUnavailable(
-                        f"account {login}: revalued at a price the server's quotes do not show"
-                    )
                     continue
                 current = []
                 for p in held:
@@ -310,20 +304,6 @@ class ManagerGateway(Gateway):
                     profit=money(equity - float(account.Balance) - float(account.Credit), digits),
                 )
         return out
-
-    def _at_pumped_quote(self, raw: Any, price: float, quotes: dict[str, Any]) -> bool:
-        """Whether ``price`` is the pumped last quote's side for the position (``TickLast``: the
-        local copy, no round trip), or the position's own pumped price (not ticked since)."""
-        if price == float(raw.PriceCurrent):
-            return True
-        symbol = str(raw.Symbol)
-        if symbol not in quotes:
-            try:
-                quotes[symbol] = self.conn.record("TickLast", symbol)
-            except GatewayUnavailable:
-                quotes[symbol] = None
-        tick = quotes[symbol]
-        return tick is not None and price == float(tick.bid if int(raw.Action) == 0 else tick.ask)
 
     def position(self, login: int, server: str, ticket: int) -> Position | None:
         """The position as the server has it now: one round trip (``PositionRequest``). A close
