@@ -854,3 +854,44 @@ def test_two_risk_monitors_share_the_accounts_with_none_watched_twice_and_one_ta
         assert first.events.watched_keys() == a | b
     finally:
         reset_gateway()
+
+
+# --- group masks, margin-call and stop-out events (issue #17) ---------------------------------------------
+def test_the_desk_reads_group_masks_as_mt5_does():
+    from execution.group_masks import group_matches
+
+    masks = "demo\\*,real\\pro*,!real\\pro-test"
+    assert group_matches("demo\\sim-usd-hedging", masks)
+    assert group_matches("REAL\\Pro-EUR", masks)  # letters compare without case
+    assert not group_matches("real\\pro-test", masks)  # excluded
+    assert not group_matches("real\\standard", masks)
+    assert group_matches("anything\\at-all", "")  # no masks: every group
+    assert not group_matches("demo\\x", "*,!demo\\*")  # exclusions alone: every group but those
+
+
+def test_a_desk_configured_for_the_real_groups_neither_reads_nor_watches_alices_demo_account(desk):
+    desk.groups = "real\\*"
+    found = desk.account_snapshots([(ALICE, SERVER)])[(ALICE, SERVER)]
+    assert isinstance(found, GatewayUnavailable) and "MT5_MANAGER_GROUPS" in found.message
+    assert desk.in_groups([ALICE, BOB]) == set()
+    desk.groups = "demo\\sim-*"
+    assert desk.in_groups([ALICE, BOB]) == {ALICE, BOB}
+    assert desk.account_snapshot(ALICE, SERVER).login == ALICE
+
+
+def test_alices_margin_call_is_an_account_event_when_she_enters_it_and_when_she_leaves_it(desk, recorder):
+    SimAccount.objects.filter(login=ALICE, server=SERVER).update(margin_so_call=Decimal("999999"))
+    terminal = alices_terminal()
+    assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE  # margin level far below 999,999 %
+    entered = wait_for(lambda: [a for k, a in list(recorder.events) if k == "margin_call_enter"])
+    assert int(entered[0][0].Login) == ALICE
+    assert int(entered[0][0].SOActivation) == simulated.MTAccount.EnSoActivation.ACTIVATION_MARGIN_CALL
+    ticket = terminal.positions_get()[0].ticket
+    tick = terminal.symbol_info_tick("EURUSD")
+    close = {
+        "action": c.TRADE_ACTION_DEAL, "symbol": "EURUSD", "volume": 0.1, "type": c.ORDER_TYPE_SELL,
+        "position": ticket, "price": tick.bid, "deviation": 20, "type_filling": c.ORDER_FILLING_IOC,
+    }  # fmt: skip
+    assert terminal.order_send(close).retcode == c.TRADE_RETCODE_DONE  # no margin used: she leaves it
+    wait_for(lambda: any(k == "margin_call_leave" for k, _ in list(recorder.events)))
+    assert not any(k.startswith("stop_out") for k, _ in list(recorder.events))
