@@ -23,11 +23,12 @@ Measured, each beside what it is compared with in the same run:
 - the polling monitor on the same accounts: one cycle over all of them (a price move is seen
   within the poll interval plus a cycle).
 
-How ticks reach the monitor here: the simulator's pump re-reads the whole shared state each
-cycle, which at 10,000 accounts x 10 positions takes seconds, so the bench turns the pump off
-and hands each tick to the connection's sink (``OnTick``, what the API's thread calls) right
-after writing the quote to the simulator. Position and deal events are therefore not delivered
-during the run; confirming reads, the engine and ``DealerSend`` are the real paths.
+How events reach the monitor here: the bench writes each quote to the simulator's database and
+the simulator's incremental pump (``SIM_MANAGER_PUMP_MS`` 20, the users sweep off) delivers it
+as ``OnTick``, and the planted closes' deals and position deletions as events; times are taken
+where the connection's sink receives them. Also measured: quote written -> ``OnTick``, the pump's
+cycle beside a whole re-read of the same accounts (what each cycle cost before the pump was
+incremental), and dealer answer -> ``OnDealAdd`` / ``OnPositionDelete``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ def main() -> None:
     from execution.gateways import reset_gateway
     from execution.models import SimAccount, SimPosition, SimSymbol
     from execution.runner import lane_run
-    from execution.simulator import manager as simulated
     from execution.simulator.service import sim_account_create, sim_set_price
     from execution.simulator.stamps import now_msc
     from execution.simulator.symbols import SEED_SYMBOLS
@@ -157,7 +157,8 @@ def main() -> None:
     )
 
     # --- the manager connection, the monitor, a fast-lane worker ---------------------------------
-    settings.SIM_MANAGER_PUMP_MS = 3_600_000  # see the module docstring: ticks are handed to the sink
+    settings.SIM_MANAGER_PUMP_MS = 20  # the default: the incremental pump delivers ticks, positions, deals
+    settings.SIM_MANAGER_SWEEP_MS = 0  # no whole-users sweep during the run (see the docstring)
     gateway = build_manager_gateway(server=f"simulator:{SERVER}", login=1000, password="desk", groups="*")
     assert isinstance(gateway, ManagerGateway)
     reset_gateway(gateway)
@@ -181,6 +182,47 @@ def main() -> None:
 
     conn._answered = timed_answer  # type: ignore[method-assign]
 
+    # When each planted tick, and each victim's deal and position events, reach the sink.
+    sink = conn._sink
+    planted_prices: dict[tuple[str, float], int] = {}
+    planted_at: dict[int, float] = {}
+    written_at: dict[tuple[str, float], float] = {}
+    delivery: list[float] = []
+    deal_seen: dict[int, float] = {}
+    delete_seen: dict[int, float] = {}
+    on_tick, on_deal, on_delete = sink.OnTick, sink.OnDealAdd, sink.OnPositionDelete
+
+    def timed_tick_event(symbol: str, tick: Any) -> None:
+        now = time.perf_counter()
+        key = (symbol, round(float(tick.bid), 5))
+        if key in written_at:
+            delivery.append((now - written_at.pop(key)) * 1000)
+        login = planted_prices.get(key)
+        if login is not None:
+            planted_at.setdefault(login, now)
+        on_tick(symbol, tick)
+
+    def timed_deal(deal: Any) -> None:
+        deal_seen.setdefault(int(deal.Login), time.perf_counter())
+        on_deal(deal)
+
+    def timed_delete(position: Any) -> None:
+        delete_seen.setdefault(int(position.Login), time.perf_counter())
+        on_delete(position)
+
+    sink.OnTick, sink.OnDealAdd, sink.OnPositionDelete = timed_tick_event, timed_deal, timed_delete  # type: ignore[method-assign]
+    cycle_wall: list[float] = []
+    pump_cycle = api._pump_cycle
+
+    def timed_cycle(generation: int, *, full: bool = False) -> bool:
+        wall = time.perf_counter()
+        try:
+            return pump_cycle(generation, full=full)
+        finally:
+            cycle_wall.append((time.perf_counter() - wall) * 1000)
+
+    api._pump_cycle = timed_cycle
+
     process = psutil.Process()
     gc.collect()
     rss_before = process.memory_info().rss
@@ -201,7 +243,7 @@ def main() -> None:
     confirming_cpu: list[float] = []
     confirm_wall: list[float] = []
     tick = monitor.tick
-    confirm = monitor.confirm
+    confirm = monitor.act
 
     bare_cpu: list[float] = []
     bare_last: dict[str, Any] = {}
@@ -223,13 +265,13 @@ def main() -> None:
         bare_last[symbol] = profit
         assert suspect.dtype == np.bool_
 
-    def timed_tick(symbol: str, bid: float, ask: float) -> None:
+    def timed_tick(symbol: str, bid: float, ask: float, *, from_server: bool = False) -> None:
         """The monitor's tick, then the baseline on the same positions, on the same thread."""
-        before = sum(monitor.confirmations.values())
+        before = sum(monitor.judged.values())
         cpu = time.thread_time()
-        tick(symbol, bid, ask)
+        tick(symbol, bid, ask, from_server=from_server)
         cpu = time.thread_time() - cpu
-        (quiet_cpu if sum(monitor.confirmations.values()) == before else confirming_cpu).append(cpu * 1000)
+        (quiet_cpu if sum(monitor.judged.values()) == before else confirming_cpu).append(cpu * 1000)
         if symbol in monitor._books:
             cpu = time.thread_time()
             bare(symbol, bid, ask)
@@ -241,7 +283,7 @@ def main() -> None:
         confirm_wall.append((time.perf_counter() - wall) * 1000)
 
     monitor.tick = timed_tick  # type: ignore[method-assign]
-    monitor.confirm = timed_confirm  # type: ignore[method-assign]
+    monitor.act = timed_confirm  # type: ignore[method-assign]
 
     stop = threading.Event()
 
@@ -259,13 +301,11 @@ def main() -> None:
     worker.start()
 
     # --- the feed: each symbol 5 ticks a second, a breach planted every second --------------------
-    planted_at: dict[int, float] = {}
     period = 1.0 / (args.tick_hz * len(names))
     due = time.perf_counter()
     run_started = due
     ticks = 0
     pending = list(plants)
-    sink = conn._sink
     while True:
         now = time.perf_counter()
         elapsed = now - run_started
@@ -280,16 +320,13 @@ def main() -> None:
             bid = base[symbol] + rng.uniform(-5, 5) * PIP
         ask = bid + 0.0001
         # The quote as sim_set_price writes it, without its SL/TP trigger scan (no position here has one).
+        if plant is not None:
+            planted_prices[(symbol, round(bid, 5))] = plant[1]
+        written_at[(symbol, round(bid, 5))] = time.perf_counter()
         stamp = now_msc()
         SimSymbol.objects.filter(name=symbol).update(
             bid=Decimal(f"{bid:.5f}"), ask=Decimal(f"{ask:.5f}"), price_time_msc=stamp
         )
-        tick_record = simulated.MTTickShort(
-            bid=round(bid, 5), ask=round(ask, 5), datetime=stamp // 1000, datetime_msc=stamp
-        )
-        if plant is not None:
-            planted_at[plant[1]] = time.perf_counter()
-        sink.OnTick(symbol, tick_record)
         ticks += 1
         due += period
         pause = due - time.perf_counter()
@@ -322,7 +359,17 @@ def main() -> None:
         poller.cycle(["bench-poll"])
         cycles.append((time.perf_counter() - cycle) * 1000)
 
+    # --- the pump: an incremental cycle beside a whole re-read of the same accounts ------------------
+    whole = []
+    for _ in range(2):
+        wall = time.perf_counter()
+        api._read_world(last_deal=None)
+        whole.append((time.perf_counter() - wall) * 1000)
     conn.close()
+    answer_to_deal = [(deal_seen[x] - confirmed[x]) * 1000 for x in planted_at if x in deal_seen and x in confirmed]
+    answer_to_delete = [
+        (delete_seen[x] - confirmed[x]) * 1000 for x in planted_at if x in delete_seen and x in confirmed
+    ]
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
@@ -345,6 +392,12 @@ def main() -> None:
         f"  full resync: first {first_resync:.1f} s (every risk state created), steady {steady_resync:.1f} s",
         f"  monitor memory: arrays {monitor.memory_bytes() / 2**20:.1f} MiB; a second monitor's resync keeps"
         f" {kept / 2**20:.0f} MiB (tracemalloc); RSS +{(rss_after - rss_before) / 2**20:.0f} MiB over the first",
+        f"  judged from the pumped picture {sum(monitor.acted.values())}, read from the server"
+        f" {sum(monitor.confirmations.values())}",
+        f"  simulated pump: quote written -> OnTick {summary(delivery)}",
+        f"  simulated pump: incremental cycle (wall) {summary(cycle_wall)}; a whole re-read of the same"
+        f" accounts (the old cycle): {', '.join(f'{w:.0f}' for w in whole)} ms",
+        f"  dealer answer -> OnDealAdd {summary(answer_to_deal)}; -> OnPositionDelete {summary(answer_to_delete)}",
         f"  polling monitor, one cycle over the same accounts: {', '.join(f'{c:.0f}' for c in cycles)} ms"
         f" (a move is seen within RISK_POLL_INTERVAL_MS {settings.RISK_POLL_INTERVAL_MS} + a cycle)",
     ]

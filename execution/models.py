@@ -161,6 +161,8 @@ class SimPosition(models.Model):
 
     class Meta:
         verbose_name = "simulated position"
+        # The simulated Manager API's pump finds what changed since its last cycle by this stamp.
+        indexes = [models.Index(fields=["time_update_msc"], name="simposition_updated")]
 
     def __str__(self) -> str:
         return f"#{self.ticket} {self.symbol_id} {self.volume}"

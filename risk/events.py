@@ -103,16 +103,21 @@ class _Book:
     inverse: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))  # rate = 1 / price
     profit: Floats = field(default_factory=lambda: np.zeros(0))
     cost: Floats = field(default_factory=lambda: np.zeros(0))  # swap + commission
+    ticket: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    current: Floats = field(default_factory=lambda: np.zeros(0))  # the price of the read that filled it
     # The profit below which the position is suspect: its single-trade limit less its swap and
     # commission, plus the rounding allowance; -inf once counted (or for a free slot).
     trip: Floats = field(default_factory=lambda: np.zeros(0))
     seen: Ints = field(default_factory=lambda: np.zeros(0, np.int64))  # ``ticks`` when the slot was filled
     live: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))
     ticks: int = 0
+    bid: float = 0.0  # the last tick's
+    ask: float = 0.0
+    from_server = False  # the last tick came from the connection (OnTick), not another caller
     unit: bool = True  # every position's rate is 1: no conversion to compute
     _holders: Ints | None = None
 
-    _ARRAYS = ("row", "buy", "size", "open", "rate", "inverse", "profit", "trip", "seen", "live")
+    _ARRAYS = ("row", "buy", "size", "open", "rate", "inverse", "profit", "trip", "seen", "live", "ticket", "current")
 
     def take(self) -> int:
         if self.free:
@@ -192,14 +197,17 @@ class EventMonitor:
         self._next_day_end = np.inf
         self._daily_known: Bools = np.zeros(0, np.bool_)  # a recorded daily breach, confirmed
         self._total_known: Bools = np.zeros(0, np.bool_)
+        self._exact: Bools = np.zeros(0, np.bool_)  # every position's conversion exact (no implied rate)
         # What it did, for health, tests and the benchmark.
         self.resyncs = 0
         self.ticks = 0
         self.confirmations: Counter[Key] = Counter()
+        self.acted: Counter[Key] = Counter()  # judged from the pumped picture (no round trip)
+        self.judged: Counter[Key] = Counter()  # judged either way (acted + confirmed)
 
     _ROW_ARRAYS = (
         "_equity", "_balance", "_on_equity", "_daily_floor", "_total_floor", "_hwm", "_trailing", "_lock_at",
-        "_total_amount", "_slack", "_trip", "_day_ends", "_daily_known", "_total_known",
+        "_total_amount", "_slack", "_trip", "_day_ends", "_daily_known", "_total_known", "_exact",
     )  # fmt: skip
 
     def start(self) -> None:
@@ -264,7 +272,7 @@ class EventMonitor:
         try:
             if kind == "tick":
                 symbol, tick = args
-                self.tick(str(symbol), float(tick.bid), float(tick.ask))
+                self.tick(str(symbol), float(tick.bid), float(tick.ask), from_server=True)
             elif args and hasattr(args[0], "Login"):
                 key = self._by_login.get(int(args[0].Login))
                 if key is not None:
@@ -281,6 +289,7 @@ class EventMonitor:
             generation = getattr(connection, "generation", None)
             watched = [w for w in watched_accounts() if self.owns(w.pk)]
             try:
+                watched = self._in_groups(watched)
                 snapshots = self._read([(w.login, w.server) for w in watched])
             except GatewayUnavailable as exc:
                 logger.warning("event monitor: resync failed", extra={"error": exc.message})
@@ -292,6 +301,15 @@ class EventMonitor:
             # until the resync that follows the reconnect.
             dropped = connection is not None and (not connection.connected or connection.generation != generation)
             self.trusted = not dropped
+
+    def _in_groups(self, watched: list[WatchedAccount]) -> list[WatchedAccount]:
+        """Only the accounts of ``MT5_MANAGER_GROUPS``: the others are not this manager's to watch
+        (the polling monitor reports them unreadable)."""
+        in_groups = getattr(self.gateway, "in_groups", None)
+        if in_groups is None or not watched:
+            return watched
+        inside = in_groups([w.login for w in watched])
+        return [w for w in watched if w.login in inside]
 
     def _read(self, keys: list[Key]) -> dict[Key, AccountSnapshot | Exception]:
         found: dict[Key, AccountSnapshot | Exception] = {}
@@ -399,10 +417,14 @@ class EventMonitor:
         counted = evaluation.state.breached_tickets
         limit = -np.inf if t.single_trade_limit is None else float(t.single_trade_limit) + ROUNDING_PER_POSITION
         slots: list[tuple[str, int]] = []
+        exact = True
         for p in snapshot.positions:
             book = self._books.setdefault(p.symbol, _Book())
             slot = book.take()
             size, rate, inverse = self._conversion(snapshot, p)
+            exact = exact and (inverse or rate == 1.0)
+            book.ticket[slot] = p.ticket
+            book.current[slot] = float(p.price_current)
             book.row[slot] = row
             book.buy[slot] = p.side == "buy"
             book.size[slot] = size
@@ -416,6 +438,7 @@ class EventMonitor:
             book.live[slot] = True
             book._holders = None
             slots.append((p.symbol, slot))
+        self._exact[row] = exact
         self._held[key] = _Held(watched, evaluation.state, row, tuple(p.ticket for p in snapshot.positions), slots)
         self._by_login[watched.login] = key
 
@@ -449,7 +472,7 @@ class EventMonitor:
         return size, 1.0, False
 
     # --- ticks ----------------------------------------------------------------------------------------
-    def tick(self, symbol: str, bid: float, ask: float) -> None:
+    def tick(self, symbol: str, bid: float, ask: float, *, from_server: bool = False) -> None:
         """Revalue the symbol's positions and judge only their accounts, in bulk."""
         with self._lock:
             book = self._books.get(symbol)
@@ -461,6 +484,7 @@ class EventMonitor:
                 return
             n = book.used
             book.ticks += 1
+            book.bid, book.ask, book.from_server = bid, ask, from_server
             price = np.where(book.buy[:n], bid, ask)
             profit = book.size[:n] * (price - book.open[:n])
             if not book.unit:
@@ -488,9 +512,73 @@ class EventMonitor:
             if over.any():
                 rows = np.union1d(rows, book.row[:n][over])
             if len(rows):
-                self.confirm([key for key in (self._keys[int(r)] for r in rows) if key is not None])
+                self.act([key for key in (self._keys[int(r)] for r in rows) if key is not None])
                 if now >= self._next_day_end:
                     self._next_day_end = float(self._day_ends[: len(self._keys)].min(initial=np.inf))
+
+    # --- acting on the pumped picture -----------------------------------------------------------------
+    def act(self, keys: Iterable[Key]) -> None:
+        """Judge suspect accounts from the pumped picture when it can be trusted, else read them.
+
+        The Manager API's pumped copy is the server's own state, kept by the server's events,
+        which reach this monitor in order on one thread: after a resync on the current
+        connection (``trusted``) nothing in it is stale. Equity and profits come from the
+        revaluation at the latest ticks, which is exact (to MT5's per-position rounding) when
+        every position's conversion is (the account's currency, or the symbol's base). So such
+        an account is judged with no round trip; any other (an implied conversion rate, positions
+        that differ from the copy's: an event not yet seen, a price handed to ``tick`` by a caller
+        other than the connection) is read from the server first."""
+        with self._lock:
+            wanted = [key for key in keys if key in self._held]
+            pumped = getattr(self.gateway, "pumped_snapshots", None)
+            connection = getattr(self.gateway, "conn", None)
+            if not wanted:
+                return
+            if pumped is None or not self.trusted or connection is None or not connection.connected:
+                self.confirm(wanted)
+                return
+            revalued = {
+                key: (float(self._equity[self._held[key].row]), self._positions_now(self._held[key]))
+                for key in wanted
+                if self._exact[self._held[key].row] and self._server_prices(self._held[key])
+            }
+            found: dict[Key, AccountSnapshot | Exception] = {}
+            if revalued:
+                try:
+                    found = pumped(revalued)
+                except GatewayUnavailable as exc:
+                    logger.warning("event monitor: pumped read failed", extra={"error": exc.message})
+            judged: dict[Key, AccountSnapshot | Exception] = {
+                key: snapshot for key, snapshot in found.items() if isinstance(snapshot, AccountSnapshot)
+            }
+            if judged:
+                for key in judged:
+                    self.acted[key] += 1
+                    self.judged[key] += 1
+                self._judge_and_hold([self._held[key].watched for key in judged], judged)
+            rest = [key for key in wanted if key not in judged]
+            if rest:
+                self.confirm(rest)
+
+    def _server_prices(self, held: _Held) -> bool:
+        """Whether every price the account was revalued at is the server's: a tick the connection
+        delivered, or the read that filled the slot."""
+        books = self._books
+        return all(
+            books[symbol].from_server or books[symbol].seen[slot] >= books[symbol].ticks for symbol, slot in held.slots
+        )
+
+    def _positions_now(self, held: _Held) -> dict[int, tuple[float, float]]:
+        """{ticket: (profit, current price)} of the account's positions in memory."""
+        now: dict[int, tuple[float, float]] = {}
+        for symbol, slot in held.slots:
+            book = self._books[symbol]
+            if book.seen[slot] < book.ticks:
+                price = book.bid if book.buy[slot] else book.ask
+            else:
+                price = float(book.current[slot])
+            now[int(book.ticket[slot])] = (float(book.profit[slot]), price)
+        return now
 
     # --- confirming with a real read ---------------------------------------------------------------
     def confirm(self, keys: Iterable[Key]) -> None:
@@ -506,4 +594,5 @@ class EventMonitor:
                 return
             for w in watched:
                 self.confirmations[(w.login, w.server)] += 1
+                self.judged[(w.login, w.server)] += 1
             self._judge_and_hold(watched, snapshots)

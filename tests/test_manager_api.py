@@ -28,7 +28,7 @@ from django.test import override_settings
 
 from execution.adapters.manager import ManagerConnection, ManagerGateway, build_manager_gateway
 from execution.adapters.manager import verify as manager_verify
-from execution.gateway import DONE, RETRY, order_tag
+from execution.gateway import DONE, RETRY, GatewayUnavailable, order_tag
 from execution.gateways import build_gateway
 from execution.models import SimAccount, SimPosition
 from execution.simulator import SimulatedMetaTrader5
@@ -480,7 +480,8 @@ class _Binding:
         def Subscribe(self, sink: Any) -> bool:
             return True
 
-        PositionSubscribe = DealSubscribe = OrderSubscribe = UserSubscribe = TickSubscribe = Subscribe
+        PositionSubscribe = DealSubscribe = OrderSubscribe = UserSubscribe = UserAccountSubscribe = Subscribe
+        TickSubscribe = Subscribe
 
         def TimeServer(self) -> int:
             return int(time.time()) + 7200
@@ -610,10 +611,11 @@ def test_a_tick_below_alices_daily_floor_is_acted_on_by_the_event_monitor_withou
     key = (LOGIN, SERVER)
     sim_set_price("EURUSD", "1.08400", "1.08410")  # -200: quiet, revalued in memory only
     wait_for(lambda: watching.revaluations(key) >= 1)
-    assert watching.confirmations[key] == 0 and not ProtectiveAction.objects.exists()
+    assert watching.judged[key] == 0 and not ProtectiveAction.objects.exists()
     sim_set_price("EURUSD", "1.05300", "1.05310")  # about -6,400: below the daily floor
     wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
-    assert watching.confirmations[key] >= 1  # a real read confirmed it before anything was raised
+    # Judged from the pumped picture at the tick's prices: no confirming round trip.
+    assert watching.acted[key] >= 1 and watching.confirmations[key] == 0
     assert {a.ticket for a in ProtectiveAction.objects.filter(rule_key="single_trade_loss")} == {opened.position}
 
 
@@ -657,7 +659,7 @@ def test_the_risk_monitor_starts_the_event_monitor_with_the_manager_backend_and_
     assert not ProtectiveAction.objects.exists()
     sim_set_price("EURUSD", "1.05300", "1.05310")  # no further cycle runs: the tick alone must do it
     wait_for(lambda: ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists())
-    assert monitor.events.confirmations[(LOGIN, SERVER)] >= 1
+    assert monitor.events.judged[(LOGIN, SERVER)] >= 1
 
 
 def test_on_carols_netting_account_an_open_adds_to_her_position_and_the_desk_names_it(desk):
@@ -698,7 +700,7 @@ def test_alices_equity_climbing_to_new_highs_costs_the_event_monitor_no_mt5_read
     for n, bid in enumerate(("1.08700", "1.08900", "1.09100"), start=1):
         sim_set_price("EURUSD", bid)
         wait_for(lambda n=n: watching.revaluations(key) >= n)
-    assert watching.confirmations[key] == 0
+    assert watching.judged[key] == 0
     assert watching.equity(key) > 100500 and watching.high_water_mark(key) > before  # a new high, kept in memory
 
 
@@ -735,10 +737,11 @@ def test_a_tick_evaluates_only_the_holders_of_its_symbol_and_what_the_server_doe
         assert monitor.watched_keys() == {alice, dave_key}
 
         # A GBPUSD quote far below dave's floors that the server never had: his picture is
-        # suspect, a real read says otherwise, nothing is raised; alice is not even revalued.
+        # suspect, the pumped quotes do not show that price, so he is read from the server,
+        # which says otherwise: nothing is raised; alice is not even revalued.
         monitor.tick("GBPUSD", 1.20000, 1.20014)
         assert (monitor.revaluations(dave_key), monitor.revaluations(alice)) == (0, 0)  # rebuilt by the read
-        assert monitor.confirmations == {dave_key: 1}
+        assert monitor.judged == {dave_key: 1} and monitor.acted == {}
         assert not ProtectiveAction.objects.exists()
         before = monitor.equity(dave_key)
         assert before == float(desk.account_snapshot(DAVE, SERVER).equity)  # the real read's
@@ -746,14 +749,14 @@ def test_a_tick_evaluates_only_the_holders_of_its_symbol_and_what_the_server_doe
         # EURUSD really falls below alice's daily floor: only she is revalued and read, and acted on.
         sim_set_price("EURUSD", "1.05300", "1.05310")
         monitor.tick("EURUSD", 1.05300, 1.05310)
-        assert monitor.confirmations == {dave_key: 1, alice: 1}
+        assert monitor.judged == {dave_key: 1, alice: 1}
         assert set(ProtectiveAction.objects.values_list("account__login", flat=True)) == {LOGIN}
         assert ProtectiveAction.objects.filter(rule_key="daily_drawdown").exists()
 
         # A quiet tick on dave's symbol revalues him alone, in memory.
         monitor.tick("GBPUSD", 1.27100, 1.27114)
         assert monitor.revaluations(dave_key) == 1 and monitor.revalued_keys() == {dave_key}
-        assert monitor.confirmations == {dave_key: 1, alice: 1}
+        assert monitor.judged == {dave_key: 1, alice: 1}
         assert monitor.equity(dave_key) == pytest.approx(before + 2 * 100000 * (1.27100 - 1.27000), abs=0.01)
     finally:
         reset_gateway()
@@ -769,14 +772,14 @@ def test_alices_breach_already_recorded_is_not_read_again_at_every_tick_but_a_ne
     key = (LOGIN, SERVER)
     sim_set_price("EURUSD", "1.06750", "1.06760")  # about -7,000: below the daily floor, above the total
     watching.tick("EURUSD", 1.06750, 1.06760)
-    assert watching.confirmations[key] == 1
+    assert watching.judged[key] == 1
     assert set(ProtectiveAction.objects.values_list("rule_key", flat=True)) == {"daily_drawdown"}
     for bid in (1.06740, 1.06730, 1.06720):  # the same breach, its action at work: memory only
         watching.tick("EURUSD", bid, bid + 0.0001)
-    assert watching.confirmations[key] == 1 and watching.revaluations(key) == 3
+    assert watching.judged[key] == 1 and watching.revaluations(key) == 3
     sim_set_price("EURUSD", "1.05500", "1.05510")
     watching.tick("EURUSD", 1.05500, 1.05510)  # about -12,000: below the total floor too, a new breach
-    assert watching.confirmations[key] == 2
+    assert watching.judged[key] == 2
     assert ProtectiveAction.objects.filter(rule_key="total_drawdown").exists()
 
 
@@ -787,17 +790,16 @@ def test_a_connection_drop_mid_breach_misses_nothing_the_resync_finds_it(watchin
     desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:m1")
     watching.start()
     assert watching.trusted and watching.resyncs == 1
-    read = desk.account_snapshots
     failed: list[str] = []
 
-    def the_link_drops_as_the_breach_is_confirmed(keys):
+    def the_link_drops_as_the_breach_is_judged(revalued):
         if not failed:
             failed.append("dropped")
             sim_inject_fault("no_connection", seconds=1.0)
-        return read(keys)
+        raise GatewayUnavailable("the link dropped")
 
-    monkeypatch.setattr(desk, "account_snapshots", the_link_drops_as_the_breach_is_confirmed)
-    sim_set_price("EURUSD", "1.05300", "1.05310")  # the tick makes alice suspect; the read fails
+    monkeypatch.setattr(desk, "pumped_snapshots", the_link_drops_as_the_breach_is_judged)
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # the tick makes alice suspect; no read gets through
     wait_for(lambda: failed and not desk.conn.connected, timeout=3)
     assert not ProtectiveAction.objects.exists()  # nothing acted on an unconfirmed picture
     # The read's link error and the API's OnDisconnect may each count a drop: a resync follows each.
@@ -852,3 +854,44 @@ def test_two_risk_monitors_share_the_accounts_with_none_watched_twice_and_one_ta
         assert first.events.watched_keys() == a | b
     finally:
         reset_gateway()
+
+
+# --- group masks, margin-call and stop-out events (issue #17) ---------------------------------------------
+def test_the_desk_reads_group_masks_as_mt5_does():
+    from execution.group_masks import group_matches
+
+    masks = "demo\\*,real\\pro*,!real\\pro-test"
+    assert group_matches("demo\\sim-usd-hedging", masks)
+    assert group_matches("REAL\\Pro-EUR", masks)  # letters compare without case
+    assert not group_matches("real\\pro-test", masks)  # excluded
+    assert not group_matches("real\\standard", masks)
+    assert group_matches("anything\\at-all", "")  # no masks: every group
+    assert not group_matches("demo\\x", "*,!demo\\*")  # exclusions alone: every group but those
+
+
+def test_a_desk_configured_for_the_real_groups_neither_reads_nor_watches_alices_demo_account(desk):
+    desk.groups = "real\\*"
+    found = desk.account_snapshots([(ALICE, SERVER)])[(ALICE, SERVER)]
+    assert isinstance(found, GatewayUnavailable) and "MT5_MANAGER_GROUPS" in found.message
+    assert desk.in_groups([ALICE, BOB]) == set()
+    desk.groups = "demo\\sim-*"
+    assert desk.in_groups([ALICE, BOB]) == {ALICE, BOB}
+    assert desk.account_snapshot(ALICE, SERVER).login == ALICE
+
+
+def test_alices_margin_call_is_an_account_event_when_she_enters_it_and_when_she_leaves_it(desk, recorder):
+    SimAccount.objects.filter(login=ALICE, server=SERVER).update(margin_so_call=Decimal("999999"))
+    terminal = alices_terminal()
+    assert manual_buy(terminal).retcode == c.TRADE_RETCODE_DONE  # margin level far below 999,999 %
+    entered = wait_for(lambda: [a for k, a in list(recorder.events) if k == "margin_call_enter"])
+    assert int(entered[0][0].Login) == ALICE
+    assert int(entered[0][0].SOActivation) == simulated.MTAccount.EnSoActivation.ACTIVATION_MARGIN_CALL
+    ticket = terminal.positions_get()[0].ticket
+    tick = terminal.symbol_info_tick("EURUSD")
+    close = {
+        "action": c.TRADE_ACTION_DEAL, "symbol": "EURUSD", "volume": 0.1, "type": c.ORDER_TYPE_SELL,
+        "position": ticket, "price": tick.bid, "deviation": 20, "type_filling": c.ORDER_FILLING_IOC,
+    }  # fmt: skip
+    assert terminal.order_send(close).retcode == c.TRADE_RETCODE_DONE  # no margin used: she leaves it
+    wait_for(lambda: any(k == "margin_call_leave" for k, _ in list(recorder.events)))
+    assert not any(k.startswith("stop_out") for k, _ in list(recorder.events))

@@ -40,7 +40,6 @@ in the group ``demo\\sim-<currency>-<hedging|netting>`` (``group_of``).
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import logging
 import queue
@@ -54,12 +53,13 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from execution.group_masks import group_matches
 from execution.models import SimAccount, SimDeal, SimOrder, SimPosition
 from execution.simulator import constants as c
 from execution.simulator import faults, sql
 from execution.simulator.request import Request
 from execution.simulator.server import Outcome, TradeServer, filling_for
-from execution.simulator.stamps import server_msc, server_offset_msc
+from execution.simulator.stamps import now_msc, server_msc, server_offset_msc
 from execution.simulator.symbols import read_symbols
 from execution.simulator.valuation import Valuation
 
@@ -69,6 +69,10 @@ GROUP_PREFIX = "demo\\sim-"
 DEFAULT_TRADE_SERVER = "Broker-Server"
 # MTPosition.Volume, MTRequest.Volume, ...: lots x 10,000.
 VOLUME_UNITS = 10_000
+# How far back each pump cycle looks again: deal tickets, and position stamps (milliseconds), taken
+# by transactions that committed after later ones.
+DEAL_OVERLAP = 200
+POSITION_OVERLAP_MS = 2_000
 
 
 # --- enums (the values of the Manager API's headers) ----------------------------------------------
@@ -185,10 +189,17 @@ class MTUser(_Record):
                  "BalancePrevDay": 0.0, "EquityPrevDay": 0.0}  # fmt: skip
 
 
+class _EnSoActivation(IntEnum):
+    ACTIVATION_NONE = 0
+    ACTIVATION_MARGIN_CALL = 1
+    ACTIVATION_STOP_OUT = 2
+
+
 class MTAccount(_Record):
+    EnSoActivation = _EnSoActivation
     _defaults = {"Login": 0, "CurrencyDigits": 2, "Balance": 0.0, "Credit": 0.0, "Equity": 0.0, "Floating": 0.0,
                  "Profit": 0.0, "Storage": 0.0, "Margin": 0.0, "MarginFree": 0.0, "MarginLevel": 0.0,
-                 "MarginLeverage": 100, "SOLevel": 0.0, "SOEquity": 0.0}  # fmt: skip
+                 "MarginLeverage": 100, "SOActivation": 0, "SOLevel": 0.0, "SOEquity": 0.0}  # fmt: skip
 
 
 class MTPosition(_Record):
@@ -251,13 +262,17 @@ def _units(lots: Decimal) -> int:
     return int((lots * VOLUME_UNITS).to_integral_value())
 
 
-def _group_matches(group: str, masks: str) -> bool:
-    parts = [p.strip() for p in masks.split(",") if p.strip()] or ["*"]
-    include = [p for p in parts if not p.startswith("!")]
-    exclude = [p[1:] for p in parts if p.startswith("!")]
-    if include and not any(fnmatch.fnmatchcase(group, p) for p in include):
-        return False
-    return not any(fnmatch.fnmatchcase(group, p) for p in exclude)
+def _activation(equity: Decimal, margin: Decimal, call: Decimal, stop_out: Decimal) -> int:
+    """The account's margin state (``MTAccount.SOActivation``): margin call at or below the
+    margin-call level, stop-out at or below the stop-out level (percent of margin)."""
+    if margin <= 0:
+        return _EnSoActivation.ACTIVATION_NONE
+    level = equity / margin * 100
+    if level <= stop_out:
+        return _EnSoActivation.ACTIVATION_STOP_OUT
+    if level <= call:
+        return _EnSoActivation.ACTIVATION_MARGIN_CALL
+    return _EnSoActivation.ACTIVATION_NONE
 
 
 class _World:
@@ -267,11 +282,45 @@ class _World:
         self.users: dict[int, MTUser] = {}
         self.accounts: dict[int, MTAccount] = {}
         self.positions: dict[int, MTPosition] = {}  # by ticket
+        self.by_login: dict[int, dict[int, MTPosition]] = {}  # login: {ticket: position}
         self.orders: dict[int, MTOrder] = {}
         self.ticks: dict[str, MTTickShort] = {}
         self.deals: list[MTDeal] = []
         self.groups: dict[str, MTConGroup] = {}
         self.last_deal = 0
+        self.recent_deals: set[int] = set()  # the deal tickets of the overlap window, seen already
+        self.since_msc = 0  # the stamp the next pump cycle reads position changes from
+
+    def put_position(self, p: MTPosition) -> None:
+        self.positions[p.Position] = p
+        self.by_login.setdefault(p.Login, {})[p.Position] = p
+
+    def drop_position(self, p: MTPosition) -> None:
+        self.positions.pop(p.Position, None)
+        held = self.by_login.get(p.Login)
+        if held is not None:
+            held.pop(p.Position, None)
+
+
+# The user-account sink's methods, by the state left and the state entered.
+_LEAVE = {_EnSoActivation.ACTIVATION_MARGIN_CALL: "OnAccountMarginCallLeave",
+          _EnSoActivation.ACTIVATION_STOP_OUT: "OnAccountStopOutLeave"}  # fmt: skip
+_ENTER = {_EnSoActivation.ACTIVATION_MARGIN_CALL: "OnAccountMarginCallEnter",
+          _EnSoActivation.ACTIVATION_STOP_OUT: "OnAccountStopOutEnter"}  # fmt: skip
+
+
+def _margin_events(was: int, now: int, account: MTAccount, world: _World) -> list[tuple[Any, ...]]:
+    """``IMTAccountSink`` events for a change of margin state: (account, group), as the API calls them."""
+    if was == now:
+        return []
+    user = world.users.get(account.Login)
+    group = world.groups.get(user.Group) if user is not None else None
+    events: list[tuple[Any, ...]] = []
+    if was in _LEAVE:
+        events.append(("account", _LEAVE[_EnSoActivation(was)], account, group))
+    if now in _ENTER:
+        events.append(("account", _ENTER[_EnSoActivation(now)], account, group))
+    return events
 
 
 def _position_key(p: MTPosition) -> tuple[Any, ...]:
@@ -298,7 +347,9 @@ class ManagerAPI:
         self._pump_mode = 0
         self._trade_server = DEFAULT_TRADE_SERVER
         self._world = _World()
-        self._sinks: dict[str, list[Any]] = {k: [] for k in ("manager", "position", "deal", "order", "user", "tick")}
+        self._sinks: dict[str, list[Any]] = {
+            k: [] for k in ("manager", "position", "deal", "order", "user", "account", "tick")
+        }
         self._stop = threading.Event()
         self._pump: threading.Thread | None = None
         self._dealer: threading.Thread | None = None
@@ -410,6 +461,13 @@ class ManagerAPI:
     def UserUnsubscribe(self, sink: Any) -> bool:
         return self._unsubscribe("user", sink)
 
+    def UserAccountSubscribe(self, sink: Any) -> bool:
+        """Margin-call and stop-out enter/leave (``IMTAccountSink``); there is no equity event."""
+        return self._subscribe("account", sink)
+
+    def UserAccountUnsubscribe(self, sink: Any) -> bool:
+        return self._unsubscribe("account", sink)
+
     def TickSubscribe(self, sink: Any) -> bool:
         return self._subscribe("tick", sink)
 
@@ -433,19 +491,20 @@ class ManagerAPI:
     # --- the pump -------------------------------------------------------------------------------------
     def _pump_loop(self, generation: int) -> None:
         interval = max(int(getattr(settings, "SIM_MANAGER_PUMP_MS", 20)), 1) / 1000
+        sweep = int(getattr(settings, "SIM_MANAGER_SWEEP_MS", 1000) or 0) / 1000
         stop = self._stop
         self._emit("manager", "OnConnect")
+        swept = time.monotonic()
         try:
             while not stop.wait(interval):
                 if faults.cut_off(None):
                     self._drop(notify=True)
                     return
-                world = self._read_world(last_deal=self._world.last_deal)
-                with self._lock:
-                    if generation != self._generation or not self._connected:
-                        return
-                    old, self._world = self._world, world
-                self._events(old, world)
+                full = bool(sweep) and time.monotonic() - swept >= sweep
+                if full:
+                    swept = time.monotonic()
+                if not self._pump_cycle(generation, full=full):
+                    return
         except Exception:
             log.exception("the simulated manager's pump failed: the connection drops")
             self._drop(notify=True)
@@ -453,39 +512,132 @@ class ManagerAPI:
             close_old_connections()
             connection.close()
 
-    def _events(self, old: _World, new: _World) -> None:
-        for login, user in new.users.items():
-            before = old.users.get(login)
-            if before is not None and _user_key(before) != _user_key(user):
-                self._emit("user", "OnUserUpdate", user)
-        for name, tick in new.ticks.items():
-            before_tick = old.ticks.get(name)
-            if before_tick is not None and before_tick.datetime_msc != tick.datetime_msc:
-                self._emit("tick", "OnTick", name, tick)
-        for ticket, order in new.orders.items():
-            before_order = old.orders.get(ticket)
+    def _pump_cycle(self, generation: int, *, full: bool = False) -> bool:
+        """One cycle: what changed since the last, read incrementally, applied to the copy and
+        told to the sinks. False when the connection went meanwhile.
+
+        Read each cycle: the quotes (ticks), the deals after the last seen, the positions whose
+        ``time_update_msc`` moved (an index), the open orders. The accounts touched by any of
+        those (and, with ``full``, every account: the users sweep) are then read whole, as a
+        ``*Request*`` would, and compared with the copy: users, positions added, changed and
+        gone, margin-call and stop-out states."""
+        world = self._world
+        # One snapshot for every read of the cycle: a trade's deal and position are seen together.
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cycle_started = now_msc()
+            offset = server_offset_msc()
+            ticks: list[tuple[str, MTTickShort]] = []
+            for symbol in read_symbols():
+                stamp = server_msc(symbol.price_time_msc, offset)
+                before = world.ticks.get(symbol.name)
+                if before is None or before.datetime_msc != stamp:
+                    tick = MTTickShort(
+                        bid=float(symbol.bid), ask=float(symbol.ask), datetime=stamp // 1000, datetime_msc=stamp
+                    )
+                    ticks.append((symbol.name, tick))
+            mine = SimAccount.objects.filter(server=self._trade_server)
+            # Deals: a ticket taken by a transaction that commits after a later one would be passed
+            # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets.
+            fresh_deals = [
+                d
+                for d in SimDeal.objects.filter(
+                    account__server=self._trade_server, ticket__gt=world.last_deal - DEAL_OVERLAP
+                )
+                .select_related("account")
+                .order_by("ticket")
+                if d.ticket not in world.recent_deals
+            ]
+            touched = {d.account.login for d in fresh_deals}
+            # Positions: the same for stamps taken before a slow commit (POSITION_OVERLAP_MS).
+            changed = SimPosition.objects.filter(
+                account__server=self._trade_server, time_update_msc__gte=world.since_msc - POSITION_OVERLAP_MS
+            ).values_list("account__login", flat=True)
+            touched.update(changed)
+            open_orders = {
+                o.ticket: self._order(o, o.account.login, offset)
+                for o in SimOrder.objects.filter(account__server=self._trade_server, is_open=True)
+                .select_related("symbol", "account")
+                .order_by("time_setup_msc", "ticket")
+            }
+            if full:
+                touched.update(mine.values_list("login", flat=True))
+            part = self._read_world(last_deal=None, logins=touched) if touched else None
+        with self._lock:
+            if generation != self._generation or not self._connected:
+                return False
+            events = self._apply(world, part, touched, ticks, fresh_deals, open_orders, offset)
+            world.since_msc = cycle_started
+        for kind, method, *args in events:
+            self._emit(kind, method, *args)
+        return True
+
+    def _apply(
+        self, world: _World, part: _World | None, touched: set[int], ticks: list[tuple[str, MTTickShort]],
+        fresh_deals: list[SimDeal], open_orders: dict[int, MTOrder], offset: int,
+    ) -> list[tuple[Any, ...]]:  # fmt: skip
+        """Put a cycle's reads in the copy; the events, in the API's order (users, ticks, orders,
+        deals, positions, then margin states)."""
+        events: list[tuple[Any, ...]] = []
+        margin: list[tuple[Any, ...]] = []
+        if part is not None:
+            for login, user in part.users.items():
+                before_user = world.users.get(login)
+                world.users[login] = user
+                if before_user is not None and _user_key(before_user) != _user_key(user):
+                    events.append(("user", "OnUserUpdate", user))
+            world.groups.update(part.groups)
+        for name, tick in ticks:
+            world.ticks[name] = tick
+            events.append(("tick", "OnTick", name, tick))
+        for ticket, order in open_orders.items():
+            before_order = world.orders.get(ticket)
             if before_order is None:
-                self._emit("order", "OnOrderAdd", order)
+                events.append(("order", "OnOrderAdd", order))
             elif _order_key(before_order) != _order_key(order):
-                self._emit("order", "OnOrderUpdate", order)
-        for ticket in old.orders.keys() - new.orders.keys():
-            self._emit("order", "OnOrderDelete", old.orders[ticket])
-        for deal in new.deals:
-            self._emit("deal", "OnDealAdd", deal)
-        for ticket, position in new.positions.items():
-            before_position = old.positions.get(ticket)
-            if before_position is None:
-                self._emit("position", "OnPositionAdd", position)
-            elif _position_key(before_position) != _position_key(position):
-                self._emit("position", "OnPositionUpdate", position)
-        for ticket in old.positions.keys() - new.positions.keys():
-            self._emit("position", "OnPositionDelete", old.positions[ticket])
+                events.append(("order", "OnOrderUpdate", order))
+        for ticket in world.orders.keys() - open_orders.keys():
+            events.append(("order", "OnOrderDelete", world.orders[ticket]))
+        world.orders = open_orders
+        for d in fresh_deals:
+            events.append(("deal", "OnDealAdd", self._deal(d, d.account.login, offset)))
+            world.recent_deals.add(d.ticket)
+            world.last_deal = max(world.last_deal, d.ticket)
+        if len(world.recent_deals) > 4 * DEAL_OVERLAP:
+            world.recent_deals = {t for t in world.recent_deals if t > world.last_deal - DEAL_OVERLAP}
+        if part is None:
+            return events
+        for login in touched:
+            now = part.by_login.get(login, {})
+            before = world.by_login.get(login, {})
+            for ticket, position in now.items():
+                before_position = before.get(ticket)
+                if before_position is None:
+                    events.append(("position", "OnPositionAdd", position))
+                elif _position_key(before_position) != _position_key(position):
+                    events.append(("position", "OnPositionUpdate", position))
+            for ticket in before.keys() - now.keys():
+                events.append(("position", "OnPositionDelete", before[ticket]))
+                world.drop_position(before[ticket])
+            for position in now.values():
+                world.put_position(position)
+            account = part.accounts.get(login)
+            if account is None:
+                continue
+            before_account = world.accounts.get(login)
+            world.accounts[login] = account
+            was = before_account.SOActivation if before_account is not None else _EnSoActivation.ACTIVATION_NONE
+            margin.extend(_margin_events(int(was), int(account.SOActivation), account, part))
+        return events + margin
 
     # --- reading the shared state ----------------------------------------------------------------------
     def _read_world(self, *, last_deal: int | None, logins: Iterable[int] | None = None) -> _World:
         """The pumped part of the shared state, valued at the current quotes. ``last_deal``: the
         highest deal ticket seen (None: none wanted, note the highest only)."""
         world = _World()
+        world.since_msc = now_msc()
         offset = server_offset_msc()
         accounts = SimAccount.objects.filter(server=self._trade_server)
         if logins is not None:
@@ -512,14 +664,14 @@ class ManagerAPI:
                 storage += p.swap
                 margin += valuation.margin(p.symbol, p.volume, current, quotes)
                 opened, updated = server_msc(p.time_msc, offset), server_msc(p.time_update_msc, offset)
-                world.positions[p.ticket] = MTPosition(
+                world.put_position(MTPosition(
                     Position=p.ticket, Login=row.login, Symbol=p.symbol.name, Action=p.type,
                     Volume=_units(p.volume), VolumeExt=int(p.volume * 10**8), PriceOpen=float(p.price_open),
                     PriceCurrent=float(current), PriceSL=float(p.sl), PriceTP=float(p.tp), Profit=float(value),
                     Storage=float(p.swap), ContractSize=float(p.symbol.trade_contract_size), ExpertID=p.magic,
                     Comment=p.comment, Reason=p.reason, TimeCreate=opened // 1000, TimeCreateMsc=opened,
                     TimeUpdate=updated // 1000, TimeUpdateMsc=updated,
-                )  # fmt: skip
+                ))  # fmt: skip
             equity = row.balance + row.credit + floating + storage
             rights = _EnUsersRights.USER_RIGHT_ENABLED | _EnUsersRights.USER_RIGHT_PASSWORD
             rights |= _EnUsersRights.USER_RIGHT_TRAILING | _EnUsersRights.USER_RIGHT_REPORTS
@@ -547,6 +699,7 @@ class ManagerAPI:
                 Profit=float(floating), Storage=float(storage), Margin=float(margin),
                 MarginFree=float(equity - margin), MarginLevel=float(equity / margin * 100) if margin else 0.0,
                 MarginLeverage=row.leverage, SOLevel=float(row.margin_so_so),
+                SOActivation=_activation(equity, margin, row.margin_so_call, row.margin_so_so),
             )  # fmt: skip
         login_of = {row.id: row.login for row in rows}
         open_orders = sql.any_of(SimOrder.objects.filter(is_open=True), "account_id", list(ids))
@@ -555,6 +708,12 @@ class ManagerAPI:
         deals = sql.any_of(SimDeal.objects.all(), "account_id", list(ids))
         if last_deal is None:
             world.last_deal = deals.order_by("-ticket").values_list("ticket", flat=True).first() or 0
+            if logins is None:  # a connect: the pump's overlap window starts with what is there
+                world.recent_deals = set(
+                    SimDeal.objects.filter(
+                        account__server=self._trade_server, ticket__gt=world.last_deal - DEAL_OVERLAP
+                    ).values_list("ticket", flat=True)
+                )
         else:
             world.deals = [self._deal(d, login_of[d.account_id], offset) for d in
                            deals.filter(ticket__gt=last_deal).order_by("ticket")]  # fmt: skip
@@ -633,7 +792,7 @@ class ManagerAPI:
     def UserLogins(self, group: str) -> list[int] | None:
         if not self._require(_EnPumpModes.PUMP_MODE_USERS):
             return None
-        return sorted(login for login, user in self._world.users.items() if _group_matches(user.Group, group))
+        return sorted(login for login, user in self._world.users.items() if group_matches(user.Group, group))
 
     def UserUpdate(self, user: MTUser) -> bool:
         """Write the user's rights to the server: trade (``USER_RIGHT_TRADE_DISABLED``) and Expert."""
@@ -683,8 +842,8 @@ class ManagerAPI:
     def _pumped_positions(self, logins: Iterable[int]) -> list[MTPosition] | None:
         if not self._require(_EnPumpModes.PUMP_MODE_POSITIONS):
             return None
-        wanted = set(logins)
-        return [p for p in self._world.positions.values() if p.Login in wanted]
+        by_login = self._world.by_login
+        return [p for login in dict.fromkeys(logins) for p in by_login.get(login, {}).values()]
 
     def PositionGet(self, login: int) -> list[MTPosition] | None:
         return self._pumped_positions([login])

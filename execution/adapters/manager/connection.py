@@ -1,9 +1,10 @@
 """``ManagerConnection``: one manager connection to an MT5 server, kept up.
 
 - Connects with pumping (``verify.PUMP_MODE``) and subscribes one sink object to the
-  connection, position, deal, order, user and tick events. Sink methods run on the API's own
-  thread: they only put the event on a queue (``OnDealerAnswer`` also wakes its waiter) and
-  never raise. A dispatcher thread of ours hands queued events to the listeners, in order.
+  connection, position, deal, order, user, user-account (margin call and stop-out) and tick
+  events. Sink methods run on the API's own thread: they only put the event on a queue
+  (``OnDealerAnswer`` also wakes its waiter) and never raise. A dispatcher thread of ours
+  hands queued events to the listeners, in order.
 - Every API call goes through ``call`` under one lock (``verify.SERIALISE_CALLS``).
 - ``dealer_send`` queues a request with ``DealerSend`` and waits for its answer, correlated by
   request id, else by tag; no answer within ``verify.ANSWER_TIMEOUT_SECONDS`` (or the
@@ -30,6 +31,10 @@ from execution.gateway import GatewayUnavailable
 
 log = logging.getLogger(__name__)
 
+# What the one sink is subscribed to after each connect.
+SUBSCRIPTIONS = (
+    "PositionSubscribe", "DealSubscribe", "OrderSubscribe", "UserSubscribe", "UserAccountSubscribe", "TickSubscribe",
+)  # fmt: skip
 # MT_RET_ERR_NETWORK, MT_RET_ERR_CONNECTION: the link is gone.
 LINK_ERRORS = frozenset({7, 10})
 
@@ -86,6 +91,20 @@ class _Sink:
 
     def OnUserUpdate(self, user: Any) -> None:
         self._put("user_update", user)
+
+    # IMTAccountSink (UserAccountSubscribe): margin call and stop-out, entered and left. Called
+    # with (account, group) (verify: the arity; the account is read from the first argument).
+    def OnAccountMarginCallEnter(self, *args: Any) -> None:
+        self._put("margin_call_enter", *args[:1])
+
+    def OnAccountMarginCallLeave(self, *args: Any) -> None:
+        self._put("margin_call_leave", *args[:1])
+
+    def OnAccountStopOutEnter(self, *args: Any) -> None:
+        self._put("stop_out_enter", *args[:1])
+
+    def OnAccountStopOutLeave(self, *args: Any) -> None:
+        self._put("stop_out_leave", *args[:1])
 
     def OnTick(self, *args: Any) -> None:
         try:
@@ -165,7 +184,7 @@ class ManagerConnection:
             self.last_error = verify.last_error(self.module)
             code, text = self.last_error
             raise GatewayUnavailable(f"Manager API Connect to {self.server} failed: ({code}) {text}", code=code)
-        for subscribe in ("PositionSubscribe", "DealSubscribe", "OrderSubscribe", "UserSubscribe", "TickSubscribe"):
+        for subscribe in SUBSCRIPTIONS:
             if not getattr(self._api, subscribe)(self._sink):
                 code, text = verify.last_error(self.module)
                 log.warning("manager %s failed: (%s) %s", subscribe, code, text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -54,6 +55,7 @@ from execution.gateway import (
     TradeResult,
     classify,
 )
+from execution.group_masks import group_matches
 from execution.simulator import constants as c
 
 VOLUME_UNITS = Decimal(10_000)
@@ -61,8 +63,23 @@ TA_DEALER_POS_EXECUTE, TA_DEALER_ORD_PENDING, TA_DEALER_POS_MODIFY, TA_DEALER_OR
 USER_RIGHT_TRADE_DISABLED = 0x4
 MARGIN_MODE_RETAIL = 0  # netting; 2 is hedging
 DEAL_ENTRY_IN = 0
+# A close that follows a read of its position within this long is sent from that read.
+READ_REUSE_SECONDS = 1.0
 MT_RET_NAMES = {0: "OK", 1: "OK_NONE", 2: "ERROR", 3: "ERR_PARAMS", 7: "ERR_NETWORK", 8: "ERR_PERMISSIONS",
                 9: "ERR_TIMEOUT", 10: "ERR_CONNECTION", 12: "ERR_FREQUENT", 13: "ERR_NOTFOUND"}  # fmt: skip
+
+
+class _Revalued:
+    """A pumped ``MTPosition`` seen at a later price: ``Profit`` and ``PriceCurrent`` replaced,
+    every other field the record's (which is the binding's and never edited)."""
+
+    __slots__ = ("PriceCurrent", "Profit", "_raw")
+
+    def __init__(self, raw: Any, profit: float, price: float) -> None:
+        self._raw, self.Profit, self.PriceCurrent = raw, profit, price
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 def lots(units: Any) -> Decimal:
@@ -83,6 +100,7 @@ class ManagerGateway(Gateway):
         self._group_info: dict[str, tuple[str, bool]] = {}  # group: (currency, nets)
         # Each open position's (entry commission, entry lots), read once from its deals.
         self._entry_costs: dict[int, tuple[Decimal, Decimal]] = {}
+        self._last_read: tuple[int, int, Any, float, int] | None = None
 
     # --- conversions -------------------------------------------------------------------------------
     @property
@@ -175,6 +193,11 @@ class ManagerGateway(Gateway):
                 if account is None or user is None:
                     out[(login, server)] = GatewayUnavailable(f"account {login} is not on this manager's server")
                     continue
+                if not group_matches(str(user.Group), self.groups):
+                    out[(login, server)] = GatewayUnavailable(
+                        f"account {login} is in group {user.Group}, outside MT5_MANAGER_GROUPS ({self.groups})"
+                    )
+                    continue
                 currency, _ = self._group(str(user.Group))
                 out[(login, server)] = self._snapshot(
                     login, server, currency, account, user, positions[login], orders[login], observed_at
@@ -225,8 +248,77 @@ class ManagerGateway(Gateway):
         share = fee * lots(raw.Volume) / volume if volume else fee
         return share.quantize(quantum(digits))
 
+    def in_groups(self, logins: Iterable[int]) -> set[int]:
+        """The logins whose group is within ``MT5_MANAGER_GROUPS`` (the pumped users: no round trip)."""
+        users = self.conn.records("UserGetByLogins", sorted(set(logins)))
+        return {int(u.Login) for u in users if group_matches(str(u.Group), self.groups)}
+
+    def pumped_snapshots(
+        self, revalued: dict[tuple[int, str], tuple[float, dict[int, tuple[float, float]]]]
+    ) -> dict[tuple[int, str], AccountSnapshot | Exception]:
+        """Snapshots from the pumped copy, no round trip: the positions, orders, rights and
+        balances the server's events put there, with equity and each position's profit and
+        price from the caller's revaluation at the latest ticks (``revalued``: key -> (equity,
+        {ticket: (profit, current price)})), since the pumped equity is not known to follow
+        every tick (``verify.PUMPED_EQUITY_FOLLOWS_TICKS``). An account whose pumped positions
+        are not exactly the revaluation's (an event not yet seen by the caller) is an
+        exception: read it from the server instead."""
+        keys = list(revalued)
+        logins = sorted({login for login, _ in keys})
+        with self.conn.lock:
+            users = {int(u.Login): u for u in self.conn.records("UserGetByLogins", logins)}
+            accounts = {int(a.Login): a for a in self.conn.records("UserAccountGetByLogins", logins)}
+            raw_positions = self.conn.records("PositionGetByLogins", logins)
+            raw_orders = self.conn.records("OrderGetByLogins", logins)
+            observed_at = datetime.now(UTC)
+            positions: dict[int, list[Any]] = {login: [] for login in logins}
+            for p in raw_positions:
+                positions.setdefault(int(p.Login), []).append(p)
+            orders: dict[int, list[Any]] = {login: [] for login in logins}
+            for o in raw_orders:
+                orders.setdefault(int(o.Login), []).append(o)
+            self._load_entry_costs([p for p in raw_positions if int(p.Position) not in self._entry_costs])
+            out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
+            for key in keys:
+                login, server = key
+                equity, values = revalued[key]
+                account, user = accounts.get(login), users.get(login)
+                held = positions[login]
+                if account is None or user is None or {int(p.Position) for p in held} != set(values):
+                    out[key] = GatewayUnavailable(f"account {login}: the pumped copy and the revaluation differ")
+                    continue
+                if not group_matches(str(user.Group), self.groups):
+                    out[key] = GatewayUnavailable(f"account {login} is outside MT5_MANAGER_GROUPS ({self.groups})")
+                    continue
+                current = []
+                for p in held:
+                    profit, price = values[int(p.Position)]
+                    current.append(_Revalued(p, profit, price))
+                snapshot = self._snapshot(
+                    login, server, self._group(str(user.Group))[0], account, user, current, orders[login], observed_at
+                )
+                digits = int(account.CurrencyDigits)
+                out[key] = replace(
+                    snapshot,
+                    equity=money(equity, digits),
+                    profit=money(equity - float(account.Balance) - float(account.Credit), digits),
+                )
+        return out
+
     def position(self, login: int, server: str, ticket: int) -> Position | None:
-        return next((p for p in self.account_snapshot(login, server).positions if p.ticket == ticket), None)
+        """The position as the server has it now: one round trip (``PositionRequest``). A close
+        of it that follows at once is sent from this read (``close_position``)."""
+        raw = self._raw_position(login, ticket)
+        if raw is None:
+            return None
+        digits = self._pumped_digits(login)
+        if int(raw.Position) not in self._entry_costs:
+            self._load_entry_costs([raw])
+        return self._position(raw, digits, self._commission(raw, digits))
+
+    def _pumped_digits(self, login: int) -> int:
+        account = self.conn.record("UserAccountGet", login)
+        return int(account.CurrencyDigits) if account is not None else self._digits(login)
 
     def _nets(self, login: int) -> bool:
         return self._group(str(self._user(login).Group))[1]
@@ -237,7 +329,19 @@ class ManagerGateway(Gateway):
         return next((p for p in self.account_snapshot(login, server).positions if p.symbol == symbol), None)
 
     def _raw_position(self, login: int, ticket: int) -> Any:
-        return next((p for p in self.conn.records("PositionRequest", login) if int(p.Position) == ticket), None)
+        raw = next((p for p in self.conn.records("PositionRequest", login) if int(p.Position) == ticket), None)
+        self._last_read = (login, ticket, raw, time.monotonic(), self.conn.generation)
+        return raw
+
+    def _just_read(self, login: int, ticket: int) -> Any:
+        """The position ``_raw_position`` read last, if it is this one, on this connection, and
+        younger than ``READ_REUSE_SECONDS``; used once."""
+        last, self._last_read = self._last_read, None
+        if last is None:
+            return None
+        read_login, read_ticket, raw, at, generation = last
+        fresh = time.monotonic() - at <= READ_REUSE_SECONDS and generation == self.conn.generation
+        return raw if fresh and (read_login, read_ticket) == (login, ticket) else None
 
     # --- symbols ----------------------------------------------------------------------------------------
     def _symbol(self, name: str) -> Any:
@@ -338,8 +442,6 @@ class ManagerGateway(Gateway):
 
     def _with_opened_position(self, login: int, result: TradeResult, tag: str, sent_at: datetime) -> TradeResult:
         """The position an open made: the order's ticket on hedging, the deal's position on netting."""
-        from dataclasses import replace
-
         if not self._nets(login):
             return replace(result, position=result.order)
         deal = next((d for d in self._tagged_deals(login, tag, sent_at) if d.ticket == result.deal), None)
@@ -383,7 +485,9 @@ class ManagerGateway(Gateway):
     ) -> TradeResult:
         """Close ``volume`` lots (all when None) at market, from the dealer's seat."""
         self._check_tag(tag)
-        raw = self._raw_position(login, ticket)
+        # The position the caller has just read (``position``, within READ_REUSE_SECONDS) is not
+        # asked for again: the close goes out with its side and volume.
+        raw = self._just_read(login, ticket) or self._raw_position(login, ticket)
         if raw is None:
             return TradeResult(
                 FINAL, c.TRADE_RETCODE_POSITION_CLOSED, "TRADE_RETCODE_POSITION_CLOSED",
