@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Final, Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -817,6 +817,18 @@ class Evaluation(NamedTuple):
         return None if self.total_floor is None else self.measured - self.total_floor
 
 
+# What `Evaluation._make` and `Breach._make` do without their Python-level call: the evaluation
+# builds one per account per poll and one per breach that holds. The tuples given are complete.
+_new_evaluation: Final = cast(Callable[[tuple[Any, ...]], Evaluation], partial(tuple.__new__, Evaluation))
+_new_breach: Final = cast(Callable[[tuple[Any, ...]], Breach], partial(tuple.__new__, Breach))
+
+
+@lru_cache(maxsize=64)
+def _day_name(day: date) -> str:
+    """`YYYY-MM-DD` of a trading day, as scopes and reports name it (a breach that holds asks every poll)."""
+    return day.isoformat()
+
+
 def open_position_block(policy: Policy, state: RiskState, at: datetime) -> BlockReason | None:
     """Why a new `open_position` must be rejected at `at`, or None when it may go ahead."""
     if not policy.thresholds.active:
@@ -889,7 +901,7 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
     if d_floor is not None and (measured <= d_floor if at_floor else measured < d_floor):
         # The day is the reference's: a snapshot for the next day arriving a moment before the
         # reset makes that day's floor (and its one protective action) start a moment early.
-        day = reference_date.isoformat()
+        day = _day_name(reference_date)
         why = partial(_explain, t, policy, measured, d_floor, hwm, ("daily_starting_balance", reference, source))
         breaches.append(_breach(DAILY_DRAWDOWN, policy, f"day:{day}", d_floor, measured, why, trading_day=day))
         # A daily breach disables trading until the next trading day starts.
@@ -994,15 +1006,16 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
         block = "trading_disabled"
     else:
         block = None
-    # Positional: a named tuple built with keywords costs about twice as much, once per account per poll.
-    return Evaluation(
-        tuple(breaches) if breaches else (),  # breaches
-        state,  # state
-        d_floor,  # daily_floor
-        shown_total,  # total_floor
-        measured,  # measured
-        block is None,  # trading_enabled
-        block,  # trading_block
+    return _new_evaluation(
+        (
+            tuple(breaches) if breaches else (),  # breaches
+            state,  # state
+            d_floor,  # daily_floor
+            shown_total,  # total_floor
+            measured,  # measured
+            block is None,  # trading_enabled
+            block,  # trading_block
+        )
     )
 
 
@@ -1044,7 +1057,7 @@ def _position_rules(
         volume = sum([p.volume for p in positions], _ZERO)
         if volume > total_limit:
             why = partial(_explain, t, policy, volume, total_limit, hwm, None)
-            breaches.append(_breach(MAX_TOTAL_VOLUME, policy, f"day:{today.isoformat()}", total_limit, volume, why))
+            breaches.append(_breach(MAX_TOTAL_VOLUME, policy, f"day:{_day_name(today)}", total_limit, volume, why))
 
     # stop_loss_required: a position without a stop loss (none, or 0) past the grace is closed.
     if t.require_stop_loss:
@@ -1207,18 +1220,20 @@ def _breach(
         threshold = Decimal(param)
     if violation_count is not None:
         extra["violation_count"] = violation_count
-    return Breach(  # positional, like `Evaluation`: built on every poll a breach holds
-        rule.key,  # rule_key
-        scope,  # scope
-        threshold,  # threshold_used
-        floor_or_limit,  # floor_or_limit
-        measured,  # measured
-        ticket,  # ticket
-        rule.action,  # action
-        True if rule.flag is None else getattr(policy, rule.flag),  # enabled
-        rule.hard,  # hard
-        violation_count,  # violation_count
-        None if why is None else partial(why, rule, extra),  # explain
+    return _new_breach(  # built on every poll a breach holds
+        (
+            rule.key,  # rule_key
+            scope,  # scope
+            threshold,  # threshold_used
+            floor_or_limit,  # floor_or_limit
+            measured,  # measured
+            ticket,  # ticket
+            rule.action,  # action
+            True if rule.flag is None else getattr(policy, rule.flag),  # enabled
+            rule.hard,  # hard
+            violation_count,  # violation_count
+            None if why is None else partial(why, rule, extra),  # explain
+        )
     )
 
 
