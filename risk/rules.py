@@ -59,6 +59,7 @@ __all__ = [
     "daily_floor",
     "enforcement",
     "evaluate",
+    "modify_position_check",
     "open_position_block",
     "open_position_check",
     "round_money",
@@ -1350,6 +1351,24 @@ def open_position_check(
             )
             return rejection
     return None
+
+
+def modify_position_check(policy: Policy, ticket: int, stop_loss_after: Decimal | None) -> Rejection | None:
+    """`stop_loss_required` on a `modify_position`: one that would leave position `ticket`
+    without a stop loss (`stop_loss_after`, the level it would have: None or 0 for none) on an
+    account whose policy requires one is refused like an open without one; else None."""
+    t = policy.thresholds
+    if not t.require_stop_loss or stop_loss_after:
+        return None
+    explanation = _explain(t, policy, _ZERO, Decimal(1), None, None, STOP_LOSS_REQUIRED, {"ticket": ticket})
+    explanation["measured_kind"] = "stop_loss_given"
+    return Rejection(
+        STOP_LOSS_REQUIRED.key,
+        _ZERO,
+        Decimal(1),
+        f"Position {ticket} would be left without a stop loss; a stop loss is required.",
+        explanation,
+    )
 
 
 # --------------------------------------------------------------------------------------------
