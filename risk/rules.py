@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Final, Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -824,10 +824,19 @@ _new_evaluation: Final = cast(Callable[[tuple[Any, ...]], Evaluation], partial(t
 _new_breach: Final = cast(Callable[[tuple[Any, ...]], Breach], partial(tuple.__new__, Breach))
 
 
-@lru_cache(maxsize=64)
 def _day_name(day: date) -> str:
-    """`YYYY-MM-DD` of a trading day, as scopes and reports name it (a breach that holds asks every poll)."""
-    return day.isoformat()
+    """`YYYY-MM-DD` of a trading day, as scopes and reports name it, formatted once (a breach
+    that holds asks on every poll, and `date.isoformat` costs more than the lookup)."""
+    name = _DAY_NAMES.get(day)
+    if name is None:
+        if len(_DAY_NAMES) > 1_000:
+            _DAY_NAMES.clear()
+        name = _DAY_NAMES[day] = day.isoformat()
+    return name
+
+
+# _day_name's names, by trading day; declared in bridgeproject.caches.
+_DAY_NAMES: dict[date, str] = {}
 
 
 def open_position_block(policy: Policy, state: RiskState, at: datetime) -> BlockReason | None:
