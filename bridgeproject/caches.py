@@ -163,6 +163,14 @@ CACHES: tuple[Cache, ...] = (
         limit=10_001,
     ),
     Cache(
+        "trading day → its name (YYYY-MM-DD)",
+        "risk.rules",
+        "1,000 days (emptied past it)",
+        "never: a name is a pure function of its date",
+        target="risk.rules:_DAY_NAMES",
+        limit=1_001,
+    ),
+    Cache(
         "the accounts with a policy",
         "risk.monitor",
         "per monitor: every watched account",

@@ -336,6 +336,9 @@ def close_positions(ctx: Context) -> Step:
 
 def modify_position(ctx: Context) -> Step:
     payload = ctx.command.payload
+    limited = hooks.modify_position_limits(ctx.account, payload, ctx.gateway)
+    if limited is not None:
+        return Step(State.REJECTED, limited[2], error_code=limited[0], error_message=limited[1])
     result = ctx.gateway.modify_position(
         ctx.login,
         ctx.server,

@@ -41,3 +41,11 @@ open_position_guard: Hook[[TradingAccount], tuple[str, str] | None] = Hook("open
 open_position_limits: Hook[[TradingAccount, dict[str, Any], Gateway], tuple[str, str, dict[str, Any]] | None] = Hook(
     "open_position_limits", default=_no_limit
 )
+
+# Before a modify_position is sent: (account, the command's payload, the gateway) -> (error_code,
+# message, the numbers for the command's result) to refuse it, or None. The risk engine refuses a
+# modify that would leave the position without a stop loss where the policy requires one
+# (`stop_loss_required`, `risk_limit_exceeded`).
+modify_position_limits: Hook[[TradingAccount, dict[str, Any], Gateway], tuple[str, str, dict[str, Any]] | None] = Hook(
+    "modify_position_limits", default=_no_limit
+)

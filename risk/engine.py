@@ -525,7 +525,36 @@ def open_position_limits(
                 swap=held.swap,
                 commission=held.commission,
             )
-    rejection = rules.open_position_check(order, view, policy, symbol, adds_to)
+    return _refused(rules.open_position_check(order, view, policy, symbol, adds_to), policy)
+
+
+def modify_position_limits(
+    account: TradingAccount, payload: dict[str, Any], gateway: Gateway
+) -> tuple[str, str, dict[str, Any]] | None:
+    """The executor's check before a modify_position: one that would leave the position without a
+    stop loss where the policy requires one is rejected with `risk_limit_exceeded`, as an open
+    without one is. `stop_loss: 0` removes the stop; without `stop_loss` (or null) the position
+    keeps its own, read from MT5 only then (a position MT5 no longer holds is MT5's to answer)."""
+    snapshot = account.current_policy
+    if snapshot is None:
+        return None
+    policy = policy_of(snapshot)
+    if not policy.thresholds.require_stop_loss:
+        return None
+    ticket = int(payload["ticket"])
+    stop_loss = _decimal_or_none(payload.get("stop_loss"))
+    if stop_loss is None:
+        held = gateway.account_snapshot(account.login, account.server).positions
+        position = next((p for p in held if p.ticket == ticket), None)
+        if position is None:
+            return None
+        stop_loss = position.sl
+    return _refused(rules.modify_position_check(policy, ticket, stop_loss), policy)
+
+
+def _refused(rejection: rules.Rejection | None, policy: rules.Policy) -> tuple[str, str, dict[str, Any]] | None:
+    """A pre-trade rejection as the executor takes it: `risk_limit_exceeded`, the message, and the
+    rule, numbers and limit for the command's result."""
     if rejection is None:
         return None
     result = jsonable(

@@ -37,8 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
-from operator import attrgetter
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
@@ -66,6 +65,7 @@ __all__ = [
     "daily_floor",
     "enforcement",
     "evaluate",
+    "modify_position_check",
     "open_position_block",
     "open_position_check",
     "round_money",
@@ -344,6 +344,9 @@ class Thresholds:
     stop_loss_grace: timedelta
     close_before_weekend: time | None
     profit_target: Decimal | None  # I x (1 + pct%), rounded
+    # This many positions, none above max_position_volume, cannot pass max_total_volume
+    # (max_total_volume // max_position_volume; -1 when either is off: add the volumes up).
+    positions_within_total: int
     position_rules: bool  # any of "More rules" that looks at positions is on
     active: bool
     disable_trading: bool
@@ -396,6 +399,9 @@ def compile_policy(policy: Policy, digits: int = 2) -> Thresholds:
         stop_loss_grace=timedelta(seconds=policy.stop_loss_grace_seconds),
         close_before_weekend=policy.close_before_weekend,
         profit_target=target,
+        positions_within_total=-1
+        if policy.max_position_volume is None or policy.max_total_volume is None
+        else int(policy.max_total_volume // policy.max_position_volume),
         position_rules=policy.max_open_positions is not None
         or policy.max_position_volume is not None
         or policy.max_total_volume is not None
@@ -692,8 +698,7 @@ class RiskState:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Breach:
+class Breach(NamedTuple):
     """One rule found broken, with what the report to Laravel needs.
 
     `threshold_used` is the policy's parameter (the panel's report: `threshold_used: 2` for the
@@ -702,6 +707,10 @@ class Breach:
     `single_trade_loss_limit` the allowed count, measured the count). `enabled` False means:
     record and report with `execution_status: "skipped"`. `explanation` is RISK_RULES
     "Explaining a breach": enough for Laravel and support to recompute the decision.
+
+    Immutable; a named tuple for the reason `Evaluation` is one (a breach that holds is reported
+    on every poll, and a frozen dataclass costs about three times as much to build). Two
+    breaches are equal when their fields are, whatever `explain` holds.
     """
 
     rule_key: RuleKey
@@ -715,13 +724,30 @@ class Breach:
     hard: bool
     violation_count: int | None
     # Builds `explanation` when asked (most evaluations see a breach already acted on).
-    explain: Callable[[], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+    explain: Callable[[], dict[str, Any]] | None = None
 
     @property
     def explanation(self) -> dict[str, Any] | None:
         """RISK_RULES "Explaining a breach": {measured, measured_kind, floor_or_limit, reference:
         {kind, value, source}, high_water_mark, rule_params}."""
         return None if self.explain is None else self.explain()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Breach):
+            return NotImplemented
+        return self[:-1] == other[:-1]
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, Breach):
+            return NotImplemented
+        return self[:-1] != other[:-1]
+
+    def __hash__(self) -> int:
+        return hash(self[:-1])
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields[:-1], self[:-1], strict=True))
+        return f"Breach({fields})"
 
 
 class Evaluation(NamedTuple):
@@ -735,11 +761,41 @@ class Evaluation(NamedTuple):
     state: RiskState
     daily_floor: Decimal | None
     total_floor: Decimal | None  # rounded, as compared
-    daily_headroom: Decimal | None  # M - daily_floor
-    total_headroom: Decimal | None  # M - total_floor
     measured: Decimal  # M
     trading_enabled: bool
     trading_block: BlockReason | None
+
+    # The headrooms are worked out when read (the monitor's cycle reads neither).
+    @property
+    def daily_headroom(self) -> Decimal | None:
+        """`M - daily_floor`; None while the daily rule is off."""
+        return None if self.daily_floor is None else self.measured - self.daily_floor
+
+    @property
+    def total_headroom(self) -> Decimal | None:
+        """`M - total_floor`; None while the total rule is off."""
+        return None if self.total_floor is None else self.measured - self.total_floor
+
+
+# What `Evaluation._make` and `Breach._make` do without their Python-level call: the evaluation
+# builds one per account per poll and one per breach that holds. The tuples given are complete.
+_new_evaluation: Final = cast(Callable[[tuple[Any, ...]], Evaluation], partial(tuple.__new__, Evaluation))
+_new_breach: Final = cast(Callable[[tuple[Any, ...]], Breach], partial(tuple.__new__, Breach))
+
+
+def _day_name(day: date) -> str:
+    """`YYYY-MM-DD` of a trading day, as scopes and reports name it, formatted once (a breach
+    that holds asks on every poll, and `date.isoformat` costs more than the lookup)."""
+    name = _DAY_NAMES.get(day)
+    if name is None:
+        if len(_DAY_NAMES) > 1_000:
+            _DAY_NAMES.clear()
+        name = _DAY_NAMES[day] = day.isoformat()
+    return name
+
+
+# _day_name's names, by trading day; declared in bridgeproject.caches.
+_DAY_NAMES: dict[date, str] = {}
 
 
 def open_position_block(policy: Policy, state: RiskState, at: datetime) -> BlockReason | None:
@@ -814,7 +870,7 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
     if d_floor is not None and (measured <= d_floor if at_floor else measured < d_floor):
         # The day is the reference's: a snapshot for the next day arriving a moment before the
         # reset makes that day's floor (and its one protective action) start a moment early.
-        day = reference_date.isoformat()
+        day = _day_name(reference_date)
         why = partial(_explain, t, policy, measured, d_floor, hwm, ("daily_starting_balance", reference, source))
         breaches.append(_breach(DAILY_DRAWDOWN, policy, f"day:{day}", d_floor, measured, why, trading_day=day))
         # A daily breach disables trading until the next trading day starts.
@@ -831,10 +887,13 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
     elif trailing == "balance" and view.balance > hwm:
         hwm = view.balance
     t_floor = state.total_floor
-    if hwm != state.high_water_mark or t.digits != 2:
+    # The HWM above only ever moves to a strictly higher value: `is not` is `!=` here, without
+    # comparing two Decimals on every poll.
+    moved = hwm is not state.high_water_mark
+    if moved or t.digits != 2:
         # Within a version the floor is a function of the HWM and itself: unchanged while the
         # HWM is (the state's floor is rounded to 2 digits, an account with others recomputes).
-        changed = changed or hwm != state.high_water_mark
+        changed = changed or moved
         t_floor = total_floor(t, hwm, t_floor)
         if t_floor != state.total_floor:
             changed = True
@@ -916,29 +975,26 @@ def evaluate(view: AccountView, policy: Policy, state: RiskState) -> Evaluation:
         block = "trading_disabled"
     else:
         block = None
-    return Evaluation(
-        breaches=tuple(breaches) if breaches else (),
-        state=state,
-        daily_floor=d_floor,
-        total_floor=shown_total,
-        daily_headroom=None if d_floor is None else measured - d_floor,
-        total_headroom=None if shown_total is None else measured - shown_total,
-        measured=measured,
-        trading_enabled=block is None,
-        trading_block=block,
+    return _new_evaluation(
+        (
+            tuple(breaches) if breaches else (),  # breaches
+            state,  # state
+            d_floor,  # daily_floor
+            shown_total,  # total_floor
+            measured,  # measured
+            block is None,  # trading_enabled
+            block,  # trading_block
+        )
     )
-
-
-_VOLUME: Final = attrgetter("volume")
-_SL: Final = attrgetter("sl")
 
 
 def _position_rules(
     breaches: list[Breach], view: AccountView, policy: Policy, t: Thresholds, today: date, hwm: Decimal
 ) -> None:
     """The rules of "More rules" on positions however they were opened (the bridge refuses them
-    before MT5 when they come through it: `open_position_check`). The quiet case is a few passes
-    in C over the positions' volumes and stops; only a breach walks them in Python."""
+    before MT5 when they come through it: `open_position_check`). A rule that is off reads no
+    position; one that is on reads each position once (a plain loop: in CPython a slot read
+    there costs less than `map(attrgetter(...))`), and only a breach builds anything."""
     positions = view.positions
     at = view.observed_at
 
@@ -950,33 +1006,35 @@ def _position_rules(
         for p in sorted(positions, key=_age_key, reverse=True)[: len(positions) - most]:
             breaches.append(_breach(MAX_OPEN_POSITIONS, policy, f"ticket:{p.ticket}", allowed, held, why, p.ticket))
 
+    # max_position_volume: a position above it is brought back to it (the excess closed).
     largest = t.max_position_volume
+    oversized = False
+    if largest is not None:
+        for p in positions:
+            if p.volume > largest:
+                oversized = True
+                why = partial(_explain, t, policy, p.volume, largest, hwm, None)
+                breaches.append(
+                    _breach(MAX_POSITION_VOLUME, policy, f"ticket:{p.ticket}", largest, p.volume, why, p.ticket)
+                )
+
+    # max_total_volume: open volume above it, reported once a trading day. No need to add the
+    # volumes up while none is above max_position_volume and that many positions of that size
+    # stay within it (`positions_within_total`).
     total_limit = t.max_total_volume
-    if largest is not None or total_limit is not None:
-        biggest = max(map(_VOLUME, positions))
-        # max_position_volume: a position above it is brought back to it (the excess closed).
-        if largest is not None and biggest > largest:
-            for p in positions:
-                if p.volume > largest:
-                    why = partial(_explain, t, policy, p.volume, largest, hwm, None)
-                    breaches.append(
-                        _breach(MAX_POSITION_VOLUME, policy, f"ticket:{p.ticket}", largest, p.volume, why, p.ticket)
-                    )
-        # max_total_volume: open volume above it, reported once a trading day (no need to add
-        # the volumes up while as many positions as are open, each the biggest, stay within it).
-        if total_limit is not None and biggest * len(positions) > total_limit:
-            volume = sum(map(_VOLUME, positions), _ZERO)
-            if volume > total_limit:
-                why = partial(_explain, t, policy, volume, total_limit, hwm, None)
-                breaches.append(_breach(MAX_TOTAL_VOLUME, policy, f"day:{today.isoformat()}", total_limit, volume, why))
+    if total_limit is not None and (oversized or len(positions) > t.positions_within_total):
+        volume = sum([p.volume for p in positions], _ZERO)
+        if volume > total_limit:
+            why = partial(_explain, t, policy, volume, total_limit, hwm, None)
+            breaches.append(_breach(MAX_TOTAL_VOLUME, policy, f"day:{_day_name(today)}", total_limit, volume, why))
 
     # stop_loss_required: a position without a stop loss (none, or 0) past the grace is closed.
-    if t.require_stop_loss and not all(map(_SL, positions)):
+    if t.require_stop_loss:
         grace = t.stop_loss_grace
-        seconds = Decimal(int(grace.total_seconds()))
         for p in positions:
             if not p.sl and p.opened_at is not None and at - p.opened_at > grace:
                 age = Decimal((at - p.opened_at).total_seconds())
+                seconds = Decimal(int(grace.total_seconds()))
                 why = partial(_explain, t, policy, age, seconds, hwm, None)
                 breaches.append(_breach(STOP_LOSS_REQUIRED, policy, f"ticket:{p.ticket}", seconds, age, why, p.ticket))
 
@@ -1131,18 +1189,20 @@ def _breach(
         threshold = Decimal(param)
     if violation_count is not None:
         extra["violation_count"] = violation_count
-    return Breach(
-        rule_key=rule.key,
-        scope=scope,
-        threshold_used=threshold,
-        floor_or_limit=floor_or_limit,
-        measured=measured,
-        ticket=ticket,
-        action=rule.action,
-        enabled=True if rule.flag is None else getattr(policy, rule.flag),
-        hard=rule.hard,
-        violation_count=violation_count,
-        explain=None if why is None else partial(why, rule, extra),
+    return _new_breach(  # built on every poll a breach holds
+        (
+            rule.key,  # rule_key
+            scope,  # scope
+            threshold,  # threshold_used
+            floor_or_limit,  # floor_or_limit
+            measured,  # measured
+            ticket,  # ticket
+            rule.action,  # action
+            True if rule.flag is None else getattr(policy, rule.flag),  # enabled
+            rule.hard,  # hard
+            violation_count,  # violation_count
+            None if why is None else partial(why, rule, extra),  # explain
+        )
     )
 
 
@@ -1259,6 +1319,24 @@ def open_position_check(
             )
             return rejection
     return None
+
+
+def modify_position_check(policy: Policy, ticket: int, stop_loss_after: Decimal | None) -> Rejection | None:
+    """`stop_loss_required` on a `modify_position`: one that would leave position `ticket`
+    without a stop loss (`stop_loss_after`, the level it would have: None or 0 for none) on an
+    account whose policy requires one is refused like an open without one; else None."""
+    t = policy.thresholds
+    if not t.require_stop_loss or stop_loss_after:
+        return None
+    explanation = _explain(t, policy, _ZERO, Decimal(1), None, None, STOP_LOSS_REQUIRED, {"ticket": ticket})
+    explanation["measured_kind"] = "stop_loss_given"
+    return Rejection(
+        STOP_LOSS_REQUIRED.key,
+        _ZERO,
+        Decimal(1),
+        f"Position {ticket} would be left without a stop loss; a stop loss is required.",
+        explanation,
+    )
 
 
 def _as_utc(at: datetime) -> datetime:

@@ -33,6 +33,7 @@ from risk.rules import (
     SymbolView,
     TradingCalendar,
     evaluate,
+    modify_position_check,
     open_position_block,
     open_position_check,
     starting_balance_date_problem,
@@ -802,3 +803,17 @@ def test_rounding_never_makes_the_displayed_floor_disagree_with_the_comparison(
 
     assert result.daily_floor == shown
     assert ("daily_drawdown" in keys(result)) is (measured < shown)
+
+
+def test_a_modify_leaving_no_stop_loss_is_refused_only_where_the_policy_requires_one() -> None:
+    required = policy(require_stop_loss=True)
+
+    removed = modify_position_check(required, 7, D(0))
+    none_kept = modify_position_check(required, 7, None)
+
+    assert removed is not None and none_kept is not None
+    assert (removed.rule_key, removed.measured, removed.limit) == ("stop_loss_required", D(0), D(1))
+    assert removed.explanation["measured_kind"] == "stop_loss_given"
+    assert removed.explanation["rule_params"]["ticket"] == 7
+    assert modify_position_check(required, 7, D("1.08")) is None
+    assert modify_position_check(policy(), 7, D(0)) is None

@@ -216,6 +216,75 @@ def test_an_open_without_a_stop_loss_is_rejected_when_one_is_required(trader):
     assert open_through_bridge(trader, 0.1, stop_loss=1.08000).state == State.SUCCEEDED
 
 
+def modify_through_bridge(api, ticket: int, **stops: float) -> Command:
+    body = fresh("close_positions")
+    body["payload"] = {
+        "command_id": f"modify-{timezone.now().timestamp()}",
+        "command_type": "modify_position",
+        "ticket": ticket,
+        **stops,
+    }
+    response = api.post("mt5/commands", body)
+    assert response.status_code == 202, response.content
+    command = Command.objects.get(command_id=body["payload"]["command_id"])
+    command_execute(command.pk)
+    command.refresh_from_db()
+    return command
+
+
+def test_a_modify_removing_the_stop_loss_is_rejected_when_one_is_required_and_the_stop_stays(trader):
+    send_policy(trader, policy_version=14, require_stop_loss=True)
+    assert open_through_bridge(trader, 0.1, stop_loss=1.08000).state == State.SUCCEEDED
+    (position,) = positions()
+
+    refused = modify_through_bridge(trader, position.ticket, stop_loss=0)
+
+    assert refused.state == State.REJECTED and refused.error_code == "risk_limit_exceeded"
+    assert refused.result["rule_key"] == "stop_loss_required"
+    assert refused.result["policy_version"] == 14
+    assert refused.result["explanation"]["measured_kind"] == "stop_loss_given"
+    assert refused.result["explanation"]["rule_params"]["ticket"] == position.ticket
+    assert positions()[0].sl == Decimal("1.08000")
+    results = CallbackDelivery.objects.filter(request_type="command_result")
+    (result,) = [r for r in results if r.envelope["payload"]["command_id"] == refused.command_id]
+    assert result.envelope["payload"]["state"] == "rejected"
+    assert result.envelope["payload"]["result"]["rule_key"] == "stop_loss_required"
+
+
+def test_a_modify_that_moves_the_stop_or_only_sets_a_take_profit_beside_one_goes_ahead(trader):
+    send_policy(trader, policy_version=14, require_stop_loss=True)
+    open_through_bridge(trader, 0.1, stop_loss=1.08000)
+    (position,) = positions()
+
+    moved = modify_through_bridge(trader, position.ticket, stop_loss=1.07500)
+    take_profit = modify_through_bridge(trader, position.ticket, take_profit=1.10000)
+
+    assert (moved.state, take_profit.state) == (State.SUCCEEDED, State.SUCCEEDED)
+    assert (positions()[0].sl, positions()[0].tp) == (Decimal("1.07500"), Decimal("1.10000"))
+
+
+def test_a_modify_leaving_a_position_opened_elsewhere_without_a_stop_is_rejected_until_it_sets_one(trader):
+    send_policy(trader, policy_version=14, require_stop_loss=True)
+    ticket = open_elsewhere(0.1)
+
+    take_profit_only = modify_through_bridge(trader, ticket, take_profit=1.10000)
+    with_a_stop = modify_through_bridge(trader, ticket, stop_loss=1.08000, take_profit=1.10000)
+
+    assert take_profit_only.state == State.REJECTED and take_profit_only.error_code == "risk_limit_exceeded"
+    assert with_a_stop.state == State.SUCCEEDED
+    assert positions()[0].sl == Decimal("1.08000")
+
+
+def test_without_require_stop_loss_a_modify_may_remove_the_stop(trader):
+    open_through_bridge(trader, 0.1, stop_loss=1.08000)
+    (position,) = positions()
+
+    removed = modify_through_bridge(trader, position.ticket, stop_loss=0)
+
+    assert removed.state == State.SUCCEEDED
+    assert not positions()[0].sl
+
+
 # --- Positions opened elsewhere -----------------------------------------------------------
 
 
