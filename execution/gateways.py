@@ -152,10 +152,14 @@ def get_gateway() -> Gateway:
 
 
 def reset_gateway(gateway: Gateway | None = None) -> None:
-    """Forget (or replace, for tests) this process's gateway; the terminals it owned are let go."""
+    """Forget (or replace, for tests) this process's gateway; the terminals it owned are let go,
+    the Manager API connection it held is closed."""
     global _gateway
     with _lock:
         owners = getattr(_gateway, "owners", None)
         if owners is not None:
             owners.stop()
+        connection = getattr(_gateway, "conn", None)  # the Manager API's: its pump and sinks stop
+        if connection is not None and _gateway is not gateway:
+            connection.close()
         _gateway = gateway

@@ -33,6 +33,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
+def send_and_run(api, body: dict) -> Command:
+    """Post a command as Laravel does and let a lane worker run it."""
+    response = api.post("mt5/commands", body)
+    assert response.status_code == 202, response.content
+    command = Command.objects.get(command_id=body["payload"]["command_id"])
+    command_execute(command.pk)
+    command.refresh_from_db()
+    return command
+
+
 def _terminal():
     reset_gateway()
     yield
@@ -66,12 +76,7 @@ def open_through_bridge(api, volume: float, stop_loss: float | None = None) -> C
     }
     if stop_loss is not None:
         body["payload"]["stop_loss"] = stop_loss
-    response = api.post("mt5/commands", body)
-    assert response.status_code == 202, response.content
-    command = Command.objects.get(command_id=body["payload"]["command_id"])
-    command_execute(command.pk)
-    command.refresh_from_db()
-    return command
+    return send_and_run(api, body)
 
 
 def open_elsewhere(volume: float) -> int:
@@ -224,12 +229,7 @@ def modify_through_bridge(api, ticket: int, **stops: float) -> Command:
         "ticket": ticket,
         **stops,
     }
-    response = api.post("mt5/commands", body)
-    assert response.status_code == 202, response.content
-    command = Command.objects.get(command_id=body["payload"]["command_id"])
-    command_execute(command.pk)
-    command.refresh_from_db()
-    return command
+    return send_and_run(api, body)
 
 
 def test_a_modify_removing_the_stop_loss_is_rejected_when_one_is_required_and_the_stop_stays(trader):

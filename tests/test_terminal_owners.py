@@ -224,11 +224,9 @@ def test_a_second_owner_cannot_take_a_live_lease_and_a_lost_lease_is_noticed(sha
     assert not host.owners.owns("desk")
 
 
-def test_an_owner_serves_a_waiting_fast_command_before_waiting_reads(shared_terminal):
-    host, worker = shared_terminal
-    host.account_snapshot(ALICE, SERVER)
-    owners = host.owners
-    assert isinstance(owners, Owners)
+def served_by(host: TerminalRouter) -> list[str]:
+    """The methods the host's owner runs from now on, in the order it runs them."""
+    assert isinstance(host.owners, Owners)
     served: list[str] = []
     original = host._run_local
 
@@ -236,7 +234,15 @@ def test_an_owner_serves_a_waiting_fast_command_before_waiting_reads(shared_term
         served.append(method)
         return original(name, method, args, kwargs)
 
-    owners._run_local = spy
+    host.owners._run_local = spy
+    return served
+
+
+def test_an_owner_serves_a_waiting_fast_command_before_waiting_reads(shared_terminal):
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    owners = host.owners
+    served = served_by(host)
     gate = owners.lock_of("desk")
     results = []
 
@@ -272,15 +278,7 @@ def test_a_fast_command_sent_while_every_owner_worker_is_busy_runs_before_the_re
     host, worker = shared_terminal
     host.account_snapshot(ALICE, SERVER)  # the host owns the terminal, with its one worker
     owners = host.owners
-    assert isinstance(owners, Owners)
-    served: list[str] = []
-    original = host._run_local
-
-    def spy(name, method, args, kwargs):
-        served.append(method)
-        return original(name, method, args, kwargs)
-
-    owners._run_local = spy
+    served = served_by(host)
 
     def read() -> None:
         with call_priority(Priority.MONITOR):

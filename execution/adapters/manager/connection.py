@@ -201,7 +201,7 @@ class ManagerConnection:
         self._closed.set()
         self._events.put(("closed", ()))
         with self.lock:
-            if self._api is not None and self.connected:
+            if self._api is not None:  # also when it dropped: its pump and dealer stop here
                 self._api.Disconnect()
             self.connected = False
         self._fail_waiters()

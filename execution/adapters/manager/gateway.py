@@ -180,12 +180,7 @@ class ManagerGateway(Gateway):
             raw_orders = self.conn.records("OrderRequestByLogins", logins)
             observed_at = datetime.now(UTC)
             by_login: dict[int, Any] = {int(a.Login): a for a in raw_accounts}
-            positions: dict[int, list[Any]] = {login: [] for login in logins}
-            for p in raw_positions:
-                positions.setdefault(int(p.Login), []).append(p)
-            orders: dict[int, list[Any]] = {login: [] for login in logins}
-            for o in raw_orders:
-                orders.setdefault(int(o.Login), []).append(o)
+            positions, orders = _by_login(raw_positions, logins), _by_login(raw_orders, logins)
             self._load_entry_costs([p for p in raw_positions if int(p.Position) not in self._entry_costs])
             out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
             for login, server in keys:
@@ -271,12 +266,7 @@ class ManagerGateway(Gateway):
             raw_positions = self.conn.records("PositionGetByLogins", logins)
             raw_orders = self.conn.records("OrderGetByLogins", logins)
             observed_at = datetime.now(UTC)
-            positions: dict[int, list[Any]] = {login: [] for login in logins}
-            for p in raw_positions:
-                positions.setdefault(int(p.Login), []).append(p)
-            orders: dict[int, list[Any]] = {login: [] for login in logins}
-            for o in raw_orders:
-                orders.setdefault(int(o.Login), []).append(o)
+            positions, orders = _by_login(raw_positions, logins), _by_login(raw_orders, logins)
             self._load_entry_costs([p for p in raw_positions if int(p.Position) not in self._entry_costs])
             out: dict[tuple[int, str], AccountSnapshot | Exception] = {}
             for key in keys:
@@ -655,3 +645,11 @@ class ManagerGateway(Gateway):
             "reconnects": self.conn.drops,
             "trade_allowed": True,
         }
+
+
+def _by_login(records: list[Any], logins: list[int]) -> dict[int, list[Any]]:
+    """The records (positions, orders) of each login, every login present."""
+    out: dict[int, list[Any]] = {login: [] for login in logins}
+    for record in records:
+        out.setdefault(int(record.Login), []).append(record)
+    return out
