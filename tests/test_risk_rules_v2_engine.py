@@ -33,6 +33,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
+def _terminal():
+    reset_gateway()
+    yield
+    reset_gateway()
+    sim_clear_faults()
+
+
 def send_and_run(api, body: dict) -> Command:
     """Post a command as Laravel does and let a lane worker run it."""
     response = api.post("mt5/commands", body)
@@ -41,13 +48,6 @@ def send_and_run(api, body: dict) -> Command:
     command_execute(command.pk)
     command.refresh_from_db()
     return command
-
-
-def _terminal():
-    reset_gateway()
-    yield
-    reset_gateway()
-    sim_clear_faults()
 
 
 def evaluate(*, later: float = 0.0):
