@@ -123,8 +123,12 @@ def test_kill_9_of_the_terminal_owner_mid_command_moves_the_lease_and_the_comman
                 symbol="EURUSD", direction="buy", volume="0.01",
             )  # fmt: skip
             from execution.models import TerminalCall
+            from execution.owners import RUN
 
-            assert wait_for(lambda: TerminalCall.objects.filter(method="open_position", state="running").exists(), 60)
+            # The worker sent the whole attempt to the host; kill the host once the order is on
+            # the trade server but before the host could answer (it still verifies the account).
+            assert wait_for(lambda: TerminalCall.objects.filter(method=RUN, state="running").exists(), 60)
+            assert wait_for(lambda: SimDeal.objects.filter(comment=order_tag("kill-owner")).exists(), 60)
             slow_host.kill()
             with running(terminal_host()):
                 assert wait_for(lambda: finished([command]), 90)
