@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from common import fresh_database, percentile, setup_django, summary
+from common import demo_accounts, fresh_database, percentile, setup_django, summary
 
 SERVER = "Bench-Server"
 LOGIN0 = 70_000_000
@@ -71,20 +71,16 @@ def main() -> None:
     from django.conf import settings
     from django.db import close_old_connections, connection
 
-    from commands import examples
-    from commands.validation import validate_policy_payload
     from execution.adapters.manager import ManagerGateway, build_manager_gateway
     from execution.gateways import reset_gateway
     from execution.models import SimAccount, SimPosition, SimSymbol
     from execution.runner import lane_run
-    from execution.simulator.service import sim_account_create, sim_set_price
+    from execution.simulator.service import sim_set_price
     from execution.simulator.stamps import now_msc
     from execution.simulator.symbols import SEED_SYMBOLS
     from policies.models import ProtectiveAction
-    from policies.services import policy_apply
     from risk.events import EventMonitor
     from risk.monitor import Monitor
-    from tenancy.models import Tenant
 
     rng = random.Random(20261207)
     # --- symbols: EURUSD, GBPUSD and clones of EURUSD, all with USD profit ---------------------
@@ -107,20 +103,8 @@ def main() -> None:
 
     # --- accounts, policies, positions -----------------------------------------------------------
     started = time.monotonic()
-    tenant = Tenant.objects.get(tenant_id="tenant_1")
-    snapshot = examples.example("policy_snapshot")
-    payload = validate_policy_payload(snapshot["payload"])
     logins = [LOGIN0 + i for i in range(args.accounts)]
-    for login in logins:
-        sim_account_create(login=login, balance=100000, server=SERVER)
-        policy_apply(
-            tenant=tenant,
-            actor={**snapshot["actor"], "account_login": login, "server": SERVER},
-            payload=payload,
-            envelope=snapshot,
-            correlation_id="bench",
-            idempotency_key=f"bench-{login}",
-        )
+    demo_accounts(logins, SERVER)
     account_ids = dict(SimAccount.objects.filter(server=SERVER).values_list("login", "id"))
     symbol_ids = dict(SimSymbol.objects.filter(name__in=names).values_list("name", "id"))
     # Plant k (second k) is on symbol k % S, the (k // S)-th on it: its victim's 50-lot buy

@@ -13,7 +13,7 @@ import argparse
 import os
 import time
 
-from common import breach_trial, fresh_database, percentile, setup_django, summary
+from common import breach_trial, demo_accounts, fresh_database, percentile, setup_django, summary
 
 
 def main() -> None:
@@ -27,34 +27,19 @@ def main() -> None:
     setup_django(url)
     from django.conf import settings
 
-    from commands import examples
     from commands.services import command_create
-    from commands.validation import validate_policy_payload
     from execution.gateways import get_gateway
-    from execution.simulator.service import sim_account_create, sim_set_price
+    from execution.simulator.service import sim_set_price
     from policies.models import MonitorHeartbeat, TradingAccount
-    from policies.services import policy_apply
-    from tenancy.models import Tenant
     from tests.processes import Proc
 
-    tenant = Tenant.objects.get(tenant_id="tenant_1")
-    snapshot = examples.example("policy_snapshot")
-    payload = validate_policy_payload(snapshot["payload"])
     gateway = get_gateway()
     sim_set_price("EURUSD", "1.08500")
     sim_set_price("GBPUSD", "1.27000")
     started = time.monotonic()
     logins = [60_000_000 + i for i in range(args.accounts)]
+    demo_accounts(logins, "Bench-Server")
     for login in logins:
-        sim_account_create(login=login, balance=100000, server="Bench-Server")
-        policy_apply(
-            tenant=tenant,
-            actor={**snapshot["actor"], "account_login": login, "server": "Bench-Server"},
-            payload=payload,
-            envelope=snapshot,
-            correlation_id="bench",
-            idempotency_key=f"bench-{login}",
-        )
         gateway.open_position(login, "Bench-Server", symbol="GBPUSD", side="buy", volume=0.01, tag="bench")
     print(f"{args.accounts} accounts with a policy and a position in {time.monotonic() - started:.0f}s")
     demo = TradingAccount.objects.select_related("tenant").get(login=50040367)

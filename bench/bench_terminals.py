@@ -22,7 +22,7 @@ import argparse
 import os
 import time
 
-from common import breach_trial, fresh_database, percentile, setup_django, summary
+from common import breach_trial, demo_accounts, fresh_database, percentile, setup_django, summary
 
 COSTS = {"costs on (defaults)": ("1.0", "1"), "costs off (baseline)": ("0", "0")}
 
@@ -31,39 +31,24 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     from django.conf import settings
     from django.db import close_old_connections
 
-    from commands import examples
     from commands.models import Command
     from commands.services import command_create
     from commands.states import State
-    from commands.validation import validate_policy_payload
     from execution.gateways import get_gateway, reset_gateway
     from execution.owners import live_owners
-    from execution.simulator.service import sim_account_create, sim_set_price
+    from execution.simulator.service import sim_set_price
     from execution.terminals import terminal_add
     from policies.models import MonitorHeartbeat, TradingAccount
-    from policies.services import policy_apply
-    from tenancy.models import Tenant
     from tests.processes import Proc
 
     server = "Bench-Server"
-    tenant = Tenant.objects.get(tenant_id="tenant_1")
-    snapshot = examples.example("policy_snapshot")
-    payload = validate_policy_payload(snapshot["payload"])
     sim_set_price("EURUSD", "1.08500")
     sim_set_price("GBPUSD", "1.27000")
     logins = [61_000_000 + i for i in range(args.accounts)]
     terminals = args.accounts if topology == "a" else args.shared
     groups: dict[int, list[int]] = {}
+    demo_accounts(logins, server)
     for i, login in enumerate(logins):
-        sim_account_create(login=login, balance=100000, server=server)
-        policy_apply(
-            tenant=tenant,
-            actor={**snapshot["actor"], "account_login": login, "server": server},
-            payload=payload,
-            envelope=snapshot,
-            correlation_id="bench",
-            idempotency_key=f"bench-{login}",
-        )
         groups.setdefault(i % terminals, []).append(login)
     for n, members in groups.items():
         terminal_add(f"bench-{n}", path=f"bench-{n}", accounts=[(login, server) for login in members])

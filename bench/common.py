@@ -34,6 +34,30 @@ def setup_django(database_url: str) -> None:
     django.setup()
 
 
+def demo_accounts(logins: list[int], server: str) -> None:
+    """Simulated accounts of 100,000 on ``server``, each registered to tenant_1 the way Laravel
+    does: with the seed's policy snapshot."""
+    from commands import examples
+    from commands.validation import validate_policy_payload
+    from execution.simulator.service import sim_account_create
+    from policies.services import policy_apply
+    from tenancy.models import Tenant
+
+    tenant = Tenant.objects.get(tenant_id="tenant_1")
+    snapshot = examples.example("policy_snapshot")
+    payload = validate_policy_payload(snapshot["payload"])
+    for login in logins:
+        sim_account_create(login=login, balance=100000, server=server)
+        policy_apply(
+            tenant=tenant,
+            actor={**snapshot["actor"], "account_login": login, "server": server},
+            payload=payload,
+            envelope=snapshot,
+            correlation_id="bench",
+            idempotency_key=f"bench-{login}",
+        )
+
+
 def percentile(values: list[float], pct: float) -> float:
     if not values:
         return float("nan")
