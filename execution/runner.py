@@ -314,14 +314,13 @@ def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult],
             )
             for result in results:
                 record(result)
-            if step.error_code == "mt5_unavailable":
-                outages.note_failure(step.error_message)
-            return step
-        ctx = Context(command=command, gateway=gateway, record=record, reconcile=reconcile)
-        return EXECUTORS[command.command_type](ctx)
-    except GatewayUnavailable as exc:
-        outages.note_failure(exc.message)
-        return Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
+        else:
+            step = _execute(command, gateway, record, reconcile)
+    except GatewayUnavailable as exc:  # the owner went during the attempt: what it did is unknown
+        step = _unavailable(exc)
+    if step.error_code == UNAVAILABLE:
+        outages.note_failure(step.error_message)
+    return step
 
 
 def attempt_on_owner(gateway: Gateway, command: Command, reconcile: bool) -> tuple[Step, list[TradeResult]]:
@@ -329,12 +328,23 @@ def attempt_on_owner(gateway: Gateway, command: Command, reconcile: bool) -> tup
     the step and every trade answer on the way, also when MT5 went away after one was sent (the
     caller records them all: what may have been sent decides the last look)."""
     results: list[TradeResult] = []
-    ctx = Context(command=command, gateway=gateway, record=results.append, reconcile=reconcile)
+    return _execute(command, gateway, results.append, reconcile), results
+
+
+UNAVAILABLE = "mt5_unavailable"
+
+
+def _execute(command: Command, gateway: Gateway, record: Callable[[TradeResult], None], reconcile: bool) -> Step:
+    """The command's executor on ``gateway``; MT5 going away is a failed step to retry."""
+    ctx = Context(command=command, gateway=gateway, record=record, reconcile=reconcile)
     try:
-        step = EXECUTORS[command.command_type](ctx)
+        return EXECUTORS[command.command_type](ctx)
     except GatewayUnavailable as exc:
-        step = Step(State.FAILED, error_code="mt5_unavailable", error_message=exc.message, retry=True)
-    return step, results
+        return _unavailable(exc)
+
+
+def _unavailable(exc: GatewayUnavailable) -> Step:
+    return Step(State.FAILED, error_code=UNAVAILABLE, error_message=exc.message, retry=True)
 
 
 class ReadOnlyGateway:

@@ -446,9 +446,7 @@ def test_a_call_its_owner_took_before_dying_fails_as_unknown_even_once_a_new_own
     host.owners._stop.set()  # it stops renewing: its lease lapses
     successor = process()
     try:
-        deadline = time.monotonic() + 10
-        while not successor.owners.own_if_free("desk") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert wait_for(lambda: successor.owners.own_if_free("desk"), timeout=10, every=0.1)
         assert successor.owners.owns("desk")  # a new owner holds the terminal
         sender.join(15)
         assert not sender.is_alive(), "the caller waited on a call nobody will answer"
