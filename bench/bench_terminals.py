@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     move_to_detect: list[float] = []
     detect_to_close: list[float] = []
     cycles: list[float] = []
-    segments: list[tuple[float, float, float]] = []
+    segments: list[tuple[float, ...]] = []
     rate = float("nan")
     for proc in procs:
         proc.start()
@@ -145,9 +145,27 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
     }
 
 
-def close_segments(login: int) -> tuple[float, float, float]:
-    """Where a protective close's time went (ms): detection → its command created (the monitor),
-    queued → a fast worker took it (the lane), taken → finished (the attempt, via the owner)."""
+# Where a protective close's time goes, from timestamps the bridge and the simulated trade server
+# write anyway: the action's, its command's, and the closing deal's (the trade server's own clock).
+SEGMENTS = (
+    "detection → action recorded",
+    "→ its command created",
+    "→ claimed (lane or monitor)",
+    "→ MT5 filled the close (via the owner)",
+    "→ command finished",
+)
+
+
+def close_segments(login: int) -> tuple[float, ...]:
+    """The ms of each of ``SEGMENTS`` for the account's protective close: detection (the snapshot
+    read on the terminal's owner) → the action built (the monitor judged the breach) → its command
+    created (the action recorded) → a worker claimed it → the closing deal's time on the trade
+    server (sent to the owner, which read the position and sent the close) → the command finished
+    (the owner read the deal and answered; the worker recorded the outcome)."""
+    from datetime import UTC, datetime
+
+    from execution.models import SimDeal
+    from execution.simulator import constants as c
     from policies.models import ProtectiveAction
 
     action = (
@@ -157,14 +175,18 @@ def close_segments(login: int) -> tuple[float, float, float]:
     )
     assert action is not None and action.command is not None
     command = action.command
+    deal = SimDeal.objects.get(position_id=action.ticket, entry=c.DEAL_ENTRY_OUT)
+    filled = datetime.fromtimestamp(deal.time_msc / 1000, UTC)
 
     def ms(start, end) -> float:
         return (end - start).total_seconds() * 1000
 
     return (
-        ms(action.detection_timestamp, command.received_at),
-        ms(command.queued_at, command.started_at),
-        ms(command.started_at, command.finished_at),
+        ms(action.detection_timestamp, action.created_at),
+        ms(action.created_at, command.received_at),
+        ms(command.received_at, command.started_at),
+        ms(command.started_at, filled),
+        ms(filled, command.finished_at),
     )
 
 
@@ -209,11 +231,13 @@ def main() -> None:
         print(f"  price move → detection:               {summary(moves) if moves else 'none'} (poll {interval} ms)")
         print(f"  detection → terminal-confirmed close: {summary(closes) if closes else 'none'}")
         if r["segments"]:
-            monitor, lane, attempt = zip(*r["segments"], strict=True)
+            columns = list(zip(*r["segments"], strict=True))
             print(
-                f"    of which, p50: monitor → command {percentile(list(monitor), 50):.0f} ms,"
-                f" lane pickup {percentile(list(lane), 50):.0f} ms,"
-                f" attempt via the owner {percentile(list(attempt), 50):.0f} ms"
+                "    of which, p50 / p90 ms: "
+                + ", ".join(
+                    f"{name} {percentile(list(values), 50):.0f} / {percentile(list(values), 90):.0f}"
+                    for name, values in zip(SEGMENTS, columns, strict=True)
+                )
             )
         print(f"  normal open_position on one terminal:  {r['rate']:.1f} commands/s")
 

@@ -195,6 +195,9 @@ TERMINAL_LEASE_SECONDS = env.float("TERMINAL_LEASE_SECONDS", default=3.0)
 TERMINAL_LEASE_RENEW_SECONDS = env.float("TERMINAL_LEASE_RENEW_SECONDS", default=1.0)
 TERMINAL_CALL_TIMEOUT_SECONDS = env.float("TERMINAL_CALL_TIMEOUT_SECONDS", default=30.0)
 TERMINAL_OWNER_THREADS = env.int("TERMINAL_OWNER_THREADS", default=8)
+# While a fast call (a protective command) runs on an owner, it claims no other call for up to
+# this long: the close has the process, the cores and the database to itself.
+TERMINAL_FAST_ALONE_SECONDS = env.float("TERMINAL_FAST_ALONE_SECONDS", default=0.25)
 # How long a terminal host's busy thread may keep Python's interpreter lock before a thread back
 # from the database or the terminal gets it (sys.setswitchinterval; Python's default is 5 ms).
 TERMINAL_HOST_SWITCH_INTERVAL_MS = env.float("TERMINAL_HOST_SWITCH_INTERVAL_MS", default=1.0)

@@ -178,6 +178,11 @@ class Owners:
         # never queues here behind reads claimed before it came.
         self._idle = threading.Semaphore(0)
         self._next_sweep = 0.0
+        # The fast calls running here (id -> when claimed, monotonic): while one runs, only fast
+        # calls are claimed (for at most TERMINAL_FAST_ALONE_SECONDS), so a protective close
+        # shares the process, the cores and the database with no read or normal command that
+        # started after it.
+        self._fast: dict[int, float] = {}
         # The caller's side: the calls this process waits for (id -> its event, set when its
         # answer's doorbell rings) and the thread listening for those rings.
         self._answers: dict[int, threading.Event] = {}
@@ -524,6 +529,8 @@ class Owners:
                 try:
                     self._answer(call)
                 finally:
+                    with self._mutex:
+                        self._fast.pop(call.pk, None)
                     self._idle.release()
         finally:
             connection.close()
@@ -557,7 +564,7 @@ class Owners:
                 if self._stop.is_set():
                     break
                 if listener is not None:
-                    listener.wait(1.0)
+                    listener.wait(self._fast_alone_for() or 1.0)
                 else:
                     self._wake.wait(0.02)
                     self._wake.clear()
@@ -565,6 +572,14 @@ class Owners:
             if listener is not None:
                 listener.close()
             connection.close()
+
+    def _fast_alone_for(self) -> float:
+        """How much longer only fast calls are claimed here (0: any call is)."""
+        if not self._fast:
+            return 0.0
+        with self._mutex:
+            oldest = min(self._fast.values(), default=time.monotonic())
+        return max(0.0, oldest + float(settings.TERMINAL_FAST_ALONE_SECONDS) - time.monotonic())
 
     def _claim(self) -> TerminalCall | None:
         names = self.owned()
@@ -578,10 +593,15 @@ class Owners:
             TerminalCall.objects.filter(terminal__in=names).filter(
                 Q(state=TerminalCall.PENDING, deadline_msc__lt=now) | Q(deadline_msc__lt=now - ABANDONED_MSC)
             ).delete()
+        most = Priority.FAST if self._fast_alone_for() else max(Priority)
         if connection.vendor == "postgresql":
-            return self._claim_one(names)
+            claimed = self._claim_one(names, most)
+            if claimed is not None and claimed.priority == Priority.FAST:
+                with self._mutex:
+                    self._fast[claimed.pk] = time.monotonic()
+            return claimed
         for candidate in (
-            TerminalCall.objects.filter(state=TerminalCall.PENDING, terminal__in=names)
+            TerminalCall.objects.filter(state=TerminalCall.PENDING, terminal__in=names, priority__lte=most)
             .order_by("priority", "pk")
             .values_list("pk", flat=True)[:8]
         ):
@@ -589,18 +609,23 @@ class Owners:
                 state=TerminalCall.RUNNING, owner=self.holder
             )
             if taken:
-                return TerminalCall.objects.get(pk=candidate)
+                call = TerminalCall.objects.get(pk=candidate)
+                if call.priority == Priority.FAST:
+                    with self._mutex:
+                        self._fast[call.pk] = time.monotonic()
+                return call
         return None
 
-    def _claim_one(self, names: list[str]) -> TerminalCall | None:
-        """The most urgent pending call of our terminals, claimed in one statement."""
+    def _claim_one(self, names: list[str], most: int) -> TerminalCall | None:
+        """The most urgent pending call of our terminals (of priority ``most`` or more urgent),
+        claimed in one statement."""
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_CALLS} SET state = %s, owner = %s WHERE id = ("  # noqa: S608
-                f"SELECT id FROM {_CALLS} WHERE state = %s AND terminal = ANY(%s) "
+                f"SELECT id FROM {_CALLS} WHERE state = %s AND terminal = ANY(%s) AND priority <= %s "
                 "ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
                 "RETURNING id, terminal, priority, method, payload",
-                [TerminalCall.RUNNING, self.holder, TerminalCall.PENDING, names],
+                [TerminalCall.RUNNING, self.holder, TerminalCall.PENDING, names, int(most)],
             )
             row = cursor.fetchone()
         if row is None:
@@ -628,7 +653,11 @@ class Owners:
                     TerminalCall.FAILED,
                     SignedPackage.dumps(GatewayUnavailable(f"{type(exc).__name__}: {exc}")),
                 )
-            _answer_write(call, state, packed.encode())
+            # The calls held back while this fast one ran may be claimed from now on: the answer's
+            # statement rings our own doorbell too.
+            with self._mutex:
+                ring_self = self._fast.pop(call.pk, None) is not None and not self._fast
+            _answer_write(call, state, packed.encode(), ring_self=ring_self)
         except Exception:
             logger.exception("answering a terminal call failed", extra={"terminal": call.terminal})
             close_old_connections()
@@ -639,17 +668,19 @@ def answer_channel(holder: str) -> str:
     return "terminal_answer_" + hashlib.md5(holder.encode(), usedforsecurity=False).hexdigest()[:20]
 
 
-def _answer_write(call: TerminalCall, state: str, result: bytes) -> None:
-    """Write the answer to the call's row and ring its caller's doorbell, in one statement."""
+def _answer_write(call: TerminalCall, state: str, result: bytes, *, ring_self: bool = False) -> None:
+    """Write the answer to the call's row and ring its caller's doorbell, in one statement (and,
+    ``ring_self``, the owners' own doorbell)."""
     if connection.vendor != "postgresql":
         TerminalCall.objects.filter(pk=call.pk).update(state=state, result=result)
         return
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH answered AS (UPDATE {_CALLS} SET state = %s, result = %s WHERE id = %s RETURNING id, caller) "  # noqa: S608
-            "SELECT pg_notify(%s || substr(md5(caller), 1, 20), id::text) "
-            "FROM answered",
-            [state, result, call.pk, "terminal_answer_"],
+            "SELECT pg_notify(%s || substr(md5(caller), 1, 20), id::text)"
+            + (", pg_notify(%s, %s)" if ring_self else "")
+            + " FROM answered",
+            [state, result, call.pk, "terminal_answer_", *([CHANNEL, call.terminal] if ring_self else [])],
         )
 
 

@@ -66,7 +66,8 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
     None when there is nothing to take (another delivery already has it). With
     `spare_doorbell`, the claim also deletes one waiting doorbell of the lane when its broker
     is the database: a worker draining the lane takes, with each command after the first, the
-    doorbell rung for it, which would otherwise wake a worker for nothing.
+    doorbell rung for it, which would otherwise wake a worker for nothing (and so does the risk
+    monitor, claiming the protective command it has just raised: `execution.dispatch`).
     """
     check_transition(State.QUEUED, State.EXECUTING)
     now = timezone.now()
@@ -83,12 +84,13 @@ def command_claim(pk: int | None = None, *, lane: str | None = None, spare_doorb
             "lease": lease_until,
             "worker": _worker(),
         }
+        spare = lane is not None and spare_doorbell and rings_with_the_commit(lane)
+        if spare and lane is not None:
+            params["queue"] = lane_broker(lane).list_key
         if pk is not None:
-            statement = sql.CLAIM_ONE
-        elif spare_doorbell and lane is not None and rings_with_the_commit(lane):
-            statement, params["queue"] = sql.CLAIM_NEXT_AND_DOORBELL, lane_broker(lane).list_key
+            statement = sql.CLAIM_ONE_AND_DOORBELL if spare else sql.CLAIM_ONE
         else:
-            statement = sql.CLAIM_NEXT
+            statement = sql.CLAIM_NEXT_AND_DOORBELL if spare else sql.CLAIM_NEXT
         with one_statement(), prepared_cursor() as cursor:
             cursor.execute(statement, params)
             row = cursor.fetchone()
@@ -206,6 +208,12 @@ def command_execute(pk: int) -> str | None:
     """Run one command to a terminal state; returns that state (None if not claimed)."""
     command = command_claim(pk)
     return None if command is None else _run_in_scope(command)
+
+
+def command_run(command: Command) -> str | None:
+    """Run a command ``command_claim`` gave us to a terminal state; returns that state (None when
+    its lease was taken back meanwhile)."""
+    return _run_in_scope(command)
 
 
 def lane_run(lane: str) -> int:

@@ -51,6 +51,7 @@ _SPARE_DOORBELL = f""", doorbell AS (
     )
 )"""  # noqa: S608
 CLAIM_ONE = _CLAIM_TEMPLATE.replace("{which}", "%(pk)s").replace("{doorbell}", "")
+CLAIM_ONE_AND_DOORBELL = _CLAIM_TEMPLATE.replace("{which}", "%(pk)s").replace("{doorbell}", _SPARE_DOORBELL)
 CLAIM_NEXT = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", "")
 CLAIM_NEXT_AND_DOORBELL = _CLAIM_TEMPLATE.replace("{which}", _NEXT_OF_LANE).replace("{doorbell}", _SPARE_DOORBELL)
 

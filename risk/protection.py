@@ -38,6 +38,7 @@ from callbacks.services import callback_enqueue
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, Command, CommandType, Priority, Source
 from commands.services import command_create
 from commands.states import ACTIVE
+from execution import dispatch
 from execution.gateway import AccountSnapshot
 from policies.models import ProtectiveAction, TradingAccount
 from risk import rules
@@ -298,6 +299,10 @@ def _attempt(action: ProtectiveAction, account: TradingAccount, snapshot: Accoun
     action.next_attempt_at = None
     if commands:
         action.command = commands[0]
+        # The risk monitor runs the first command itself once it is committed (its lane's worker
+        # then finds it taken); elsewhere, or while its dispatcher is busy, the lane runs it.
+        first = commands[0].pk
+        transaction.on_commit(lambda: dispatch.offer(first))
     action.save(
         update_fields=[
             "attempt_count",

@@ -29,6 +29,7 @@ from tests.execution_fixtures import market_buy
 from tests.processes import wait_for
 
 ALICE, BOB, SERVER = 50040367, 50040368, "Broker-Server"
+CAROL = 50040369
 
 
 @pytest.fixture
@@ -334,6 +335,116 @@ def test_a_protective_close_run_by_a_lane_worker_reaches_the_terminal_host_in_on
     assert sent == ["run"]
 
 
+def test_a_protective_close_on_the_host_asks_which_terminal_serves_the_account_once(shared_terminal, tenant_1):
+    """The lane worker looks up bob's terminal and sends the close there; on the host, the close's
+    three MT5 calls (its position, the close, its deal) go to that terminal without asking the
+    database again."""
+    from commands.states import State
+    from execution.gateways import reset_gateway
+    from execution.runner import command_execute
+    from tests.conftest import queue_command, register_account
+
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
+    account = register_account(tenant_1, login=BOB, server=SERVER)
+    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    looked_up: dict[str, int] = {"host": 0, "worker": 0}
+    for name, router in (("host", host), ("worker", worker)):
+
+        def resolve(login, server, name=name, original=router._resolve):
+            looked_up[name] += 1
+            return original(login, server)
+
+        router._resolve = resolve
+    served = served_by(host)
+    command = queue_command(account, "close_position", "risk-close-2", fast=True, ticket=opened.position)
+    reset_gateway(worker)
+    try:
+        command_execute(command.pk)
+    finally:
+        reset_gateway()
+    command.refresh_from_db()
+    assert command.state == State.SUCCEEDED, (command.error_code, command.error_message)
+    assert served == ["run", "position", "close_position", "deals_by_tag"]
+    assert looked_up == {"host": 0, "worker": 1}
+
+
+@pytest.fixture
+def second_terminal(shared_terminal):
+    """Carol's account alone on a second terminal of the same host."""
+    sim_account_create(CAROL, D("20000"), server=SERVER)
+    terminal_add("desk-2", path="desk-2-terminal", accounts=[(CAROL, SERVER)])
+    host, worker = shared_terminal
+    host.account_snapshot(ALICE, SERVER)
+    host.account_snapshot(CAROL, SERVER)  # the host owns both terminals
+    return host, worker
+
+
+def hold_a_fast_call_on_the_host(host: TerminalRouter, worker: TerminalRouter, results: dict[str, object]):
+    """A risk manager's close sent to the host, claimed there and waiting for bob's terminal (held
+    by the caller of this)."""
+
+    def close_fast() -> None:
+        with call_priority(Priority.FAST):
+            results["fast"] = worker.open_position(
+                BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.01"), tag="b:fast"
+            )
+
+    thread = threading.Thread(target=close_fast)
+    thread.start()
+    assert wait_for(lambda: host.owners.lock_of("desk").waiting == 1, timeout=5, every=0.001)
+    return thread
+
+
+def read_carol(worker: TerminalRouter, results: dict[str, object]) -> threading.Thread:
+    def read() -> None:
+        with call_priority(Priority.MONITOR):
+            results["read"] = worker.account_snapshot(CAROL, SERVER)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    assert wait_for(lambda: TerminalCall.objects.filter(method="account_snapshot").exists(), timeout=5, every=0.001)
+    return thread
+
+
+def test_while_a_protective_close_runs_on_the_host_a_read_of_another_terminal_waits_until_it_ends(
+    second_terminal, settings
+):
+    """Ops run one terminal host for many terminals: while a risk manager's close runs there, the
+    monitor's read of carol's terminal (free, with idle workers to run it) waits in the table,
+    and is run the moment the close has its answer."""
+    settings.TERMINAL_FAST_ALONE_SECONDS = 30.0
+    host, worker = second_terminal
+    results: dict[str, object] = {}
+    with host.owners.lock_of("desk").held(Priority.FAST):  # bob's terminal is busy
+        fast = hold_a_fast_call_on_the_host(host, worker, results)
+        reader = read_carol(worker, results)
+        time.sleep(0.5)
+        assert TerminalCall.objects.get(method="account_snapshot").state == TerminalCall.PENDING
+        assert "read" not in results
+    fast.join(10)
+    reader.join(10)
+    assert not reader.is_alive(), "the read waited past the close"
+    assert results["read"].login == CAROL
+    assert results["fast"].ok
+
+
+def test_a_close_that_runs_long_holds_the_other_terminals_reads_back_no_longer_than_the_limit(
+    second_terminal, settings
+):
+    settings.TERMINAL_FAST_ALONE_SECONDS = 0.3
+    host, worker = second_terminal
+    results: dict[str, object] = {}
+    with host.owners.lock_of("desk").held(Priority.FAST):
+        fast = hold_a_fast_call_on_the_host(host, worker, results)
+        reader = read_carol(worker, results)
+        assert wait_for(lambda: "read" in results, timeout=5, every=0.01)  # the close still waits
+        assert "fast" not in results
+    fast.join(10)
+    reader.join(10)
+    assert results["read"].login == CAROL
+
+
 def test_a_caller_reads_its_answer_when_the_owner_rings_not_at_its_next_look(shared_terminal, monkeypatch):
     """The fast-lane worker waiting for the host's answer hears it ring: were it left to its
     periodic look at the row, it would wait a minute here."""
@@ -356,7 +467,7 @@ def test_an_answer_whose_ring_is_lost_is_still_read_at_the_callers_next_look(sha
     host, worker = shared_terminal
     host.account_snapshot(ALICE, SERVER)
 
-    def answer_without_ringing(call, state, result):
+    def answer_without_ringing(call, state, result, **_):
         TerminalCall.objects.filter(pk=call.pk).update(state=state, result=result)
 
     monkeypatch.setattr(owners_module, "_answer_write", answer_without_ringing)

@@ -8,6 +8,7 @@ or the process that holds the terminal's lease. Callers see the plain ``Gateway`
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -30,6 +31,13 @@ from execution.owners import RUN, Owners, call_priority, current_priority
 from execution.terminals import TerminalConfig
 
 Address = tuple[Any, ...]  # TerminalConfig.address
+
+# While a function sent to a terminal's owner runs there (``run_on_owner``): the account it was
+# sent for and that terminal. Its gateway calls for that account go to that terminal (whose owner
+# we are) without asking the database again which terminal serves the account.
+_running_on: contextvars.ContextVar[tuple[int, str, str] | None] = contextvars.ContextVar(
+    "terminal_running_on", default=None
+)
 
 
 class TerminalRouter(Gateway):
@@ -85,6 +93,9 @@ class TerminalRouter(Gateway):
         return config
 
     def _call(self, login: int, server: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        running_on = _running_on.get()
+        if self.owners is not None and running_on is not None and running_on[:2] == (login, server):
+            return self.owners.call(running_on[2], method, (login, server, *args), kwargs)
         config = self._resolve(login, server)
         self._configs[config.name] = config
         if self.owners is None:
@@ -95,18 +106,24 @@ class TerminalRouter(Gateway):
         """``function(gateway, *args)`` run by the owner of the account's terminal, ``gateway``
         being the owner's router: every gateway call it makes is local there. One round trip
         to the owner however many calls it makes; ``function`` and ``args`` travel pickled (a
-        module-level function, by reference)."""
+        module-level function, by reference). There its calls for this account go to this
+        terminal without looking up again which terminal serves the account."""
         config = self._resolve(login, server)
         self._configs[config.name] = config
         if self.owners is None:
             return function(self, *args)
-        return self.owners.call(config.name, RUN, (function, *args), {})
+        return self.owners.call(config.name, RUN, (function, *args), {"account": (login, server)})
 
     def _run_local(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run a call on our own adapter of the terminal (we own it)."""
         if method == RUN:  # each gateway call it makes takes the terminal (SELF_LOCKING)
             function, *rest = args
-            return function(self, *rest)
+            login, server = kwargs["account"]
+            token = _running_on.set((login, server, name))
+            try:
+                return function(self, *rest)
+            finally:
+                _running_on.reset(token)
         gateway = self.gateway_of(self._config_named(name))
         if method == "account_snapshots":  # one account at a time on the terminal (SELF_LOCKING)
             assert self.owners is not None

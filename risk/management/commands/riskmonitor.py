@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from execution import dispatch
 from risk.monitor import Monitor, sweep_forever, tune_gc
 
 
@@ -29,8 +30,11 @@ class Command(BaseCommand):
         tune_gc()
         sweeper = threading.Thread(target=sweep_forever, args=(stopped,), name="sweeper", daemon=True)
         sweeper.start()
+        # Protective commands: the first of each attempt run here, at once (execution.dispatch).
+        dispatch.start()
         try:
             monitor.run(iterations=options["iterations"])
         finally:
             stopped.set()
+            dispatch.stop()
             sweeper.join(timeout=5)
