@@ -52,6 +52,11 @@ _TASK = f""", task AS (
 )"""  # noqa: S608
 ACCEPT = _ACCEPT_TEMPLATE.replace("{task}", "")
 ACCEPT_WITH_TASK = _ACCEPT_TEMPLATE.replace("{task}", _TASK)
+# The bridge's own commands (command_create: a protective action's attempts, the panel's kill
+# switch) have no idempotency record: the command, its timeline and its doorbell.
+_CREATE_TEMPLATE = _ACCEPT_TEMPLATE[: _ACCEPT_TEMPLATE.index("{task}") + len("{task}")] + "\nSELECT id FROM command\n"
+CREATE = _CREATE_TEMPLATE.replace("{task}", "")
+CREATE_WITH_TASK = _CREATE_TEMPLATE.replace("{task}", _TASK)
 
 
 # The transition statement for each set of changed fields, built once. Bounded by the sets the

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.forms.models import model_to_dict
 
 from commands import examples
@@ -714,3 +715,90 @@ def test_a_command_id_reused_under_another_key_is_409_on_the_single_statement_pa
     assert response.status_code == 409
     assert response.json()["code"] == "duplicate_command_id"
     assert Command.objects.filter(command_id=body["payload"]["command_id"]).count() == 1
+
+
+@pytest.mark.parametrize("lane", ["fast", "normal"])
+def test_the_single_statement_creation_of_a_bridge_command_writes_what_the_transaction_writes(
+    account_1, monkeypatch, lane
+):
+    """The risk engine's protective close (and the panel's kill switch) is created in one
+    statement on PostgreSQL: the same command row, timeline and doorbell as the ORM's transaction."""
+    from django.db import connection
+
+    from commands.services import command_create
+
+    def create(command_id: str) -> Command:
+        return command_create(
+            tenant=account_1.tenant,
+            account=account_1,
+            common={
+                "command_id": command_id,
+                "command_type": "close_position",
+                "priority": "critical" if lane == "fast" else "normal",
+                "fast_lane": lane == "fast",
+                "reason": "single_trade_loss:ticket",
+                "expires_at_utc": None,
+            },
+            specific={"ticket": 123},
+            envelope={"raised_by": "risk_engine"},
+            correlation_id="risk-x",
+            idempotency_key=command_id,
+            source="bridge" if lane == "fast" else "api",  # the bridge's own commands are always fast
+        )
+
+    def rows(command: Command, doorbells: list) -> dict:
+        stored = Command.objects.get(pk=command.pk)
+        row = {
+            k: v
+            for k, v in model_to_dict(stored).items()
+            if k not in {"id", "command_id", "idempotency_key", "received_at", "queued_at", "updated_at"}
+        }
+        events = list(stored.events.values("kind", "from_state", "to_state", "note", "attempt"))
+        times = {stored.received_at, stored.queued_at, stored.updated_at, *stored.events.values_list("at", flat=True)}
+        tasks = [(key, {k: v for k, v in task.items() if k not in {"id", "started"}}) for key, task in doorbells]
+        return {"command": row, "events": events, "one_time": len(times), "tasks": tasks}
+
+    by_statement = create("bridge-pa-one-statement")
+    rung_by_statement = _doorbells()
+    monkeypatch.setattr(connection, "vendor", "sqlite")  # the embedded default's path: ORM writes in a transaction
+    by_transaction = create("bridge-pa-one-transaction")
+    monkeypatch.undo()
+    rung_by_transaction = _doorbells()[len(rung_by_statement) :]
+    assert by_statement.pk != by_transaction.pk and not by_statement._state.adding
+    statement, orm = rows(by_statement, rung_by_statement), rows(by_transaction, rung_by_transaction)
+    assert statement == orm
+    assert statement["one_time"] == 1 and statement["command"]["lane"] == lane
+    assert [e["to_state"] for e in statement["events"]] == ["received", "queued"]
+    assert len(statement["tasks"]) == 1
+
+
+def test_a_bridge_command_id_used_twice_is_refused_on_the_single_statement_path(account_1):
+    from bridgeproject.errors import BridgeError
+    from commands.services import command_create
+
+    common = {
+        "command_id": "bridge-pa-twice",
+        "command_type": "close_position",
+        "priority": "critical",
+        "fast_lane": True,
+        "reason": "",
+        "expires_at_utc": None,
+    }
+
+    def create() -> Command:
+        return command_create(
+            tenant=account_1.tenant,
+            account=account_1,
+            common=common,
+            specific={"ticket": 1},
+            envelope={},
+            correlation_id="risk-y",
+            idempotency_key="bridge-pa-twice",
+            source="bridge",
+        )
+
+    create()
+    with pytest.raises(BridgeError) as refused, transaction.atomic():
+        create()
+    assert refused.value.code == "duplicate_command_id"
+    assert Command.objects.filter(command_id="bridge-pa-twice").count() == 1

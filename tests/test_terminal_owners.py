@@ -369,6 +369,37 @@ def test_a_protective_close_on_the_host_asks_which_terminal_serves_the_account_o
     assert looked_up == {"host": 0, "worker": 1}
 
 
+def test_the_monitors_close_goes_to_the_terminal_it_just_read_the_breach_from_without_a_lookup(
+    shared_terminal, tenant_1, monkeypatch
+):
+    """The risk monitor reads bob's terminal in bulk and, finding a breach, sends the close at
+    once: to the terminal it read bob from, without asking the database again; a second later
+    it asks again."""
+    from execution.adapters import router as router_module
+    from execution.runner import attempt_on_owner
+    from tests.conftest import queue_command, register_account
+
+    host, monitor = shared_terminal
+    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
+    account = register_account(tenant_1, login=BOB, server=SERVER)
+    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    looked_up: list[tuple[int, str]] = []
+    resolve = monitor._resolve
+
+    def counted(login, server):
+        looked_up.append((login, server))
+        return resolve(login, server)
+
+    monitor._resolve = counted
+    assert monitor.account_snapshots([(BOB, SERVER)])[(BOB, SERVER)].positions  # the cycle's read
+    command = queue_command(account, "close_position", "risk-close-3", fast=True, ticket=opened.position)
+    step, _ = monitor.run_on_owner(BOB, SERVER, attempt_on_owner, command, False)
+    assert step.error_code == "" and looked_up == []
+    monkeypatch.setattr(router_module, "READ_FROM_SECONDS", 0.0)
+    monitor.run_on_owner(BOB, SERVER, attempt_on_owner, command, True)
+    assert looked_up == [(BOB, SERVER)]
+
+
 @pytest.fixture
 def second_terminal(shared_terminal):
     """Carol's account alone on a second terminal of the same host."""

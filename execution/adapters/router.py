@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
@@ -38,6 +39,9 @@ Address = tuple[Any, ...]  # TerminalConfig.address
 _running_on: contextvars.ContextVar[tuple[int, str, str] | None] = contextvars.ContextVar(
     "terminal_running_on", default=None
 )
+# A command sent for an account this long after a bulk read of it (the risk monitor's protective
+# close) goes to the terminal that read showed it on, without asking the database again.
+READ_FROM_SECONDS = 1.0
 
 
 class TerminalRouter(Gateway):
@@ -68,6 +72,8 @@ class TerminalRouter(Gateway):
         self._configs: dict[str, TerminalConfig] = {}
         self.owners = Owners(self._run_local) if owned else None
         self._readers: ThreadPoolExecutor | None = None
+        # The terminal each account was read from at the last bulk read, and when (monotonic).
+        self._read_from: dict[tuple[int, str], tuple[TerminalConfig, float]] = {}
 
     # --- routing ----------------------------------------------------------------------------
     def gateway_of(self, config: TerminalConfig) -> Gateway:
@@ -107,8 +113,14 @@ class TerminalRouter(Gateway):
         being the owner's router: every gateway call it makes is local there. One round trip
         to the owner however many calls it makes; ``function`` and ``args`` travel pickled (a
         module-level function, by reference). There its calls for this account go to this
-        terminal without looking up again which terminal serves the account."""
-        config = self._resolve(login, server)
+        terminal without looking up again which terminal serves the account; nor is it looked
+        up here when this process read the account in bulk less than ``READ_FROM_SECONDS`` ago
+        (the risk monitor's protective close goes to the terminal the breach was read from)."""
+        read = self._read_from.get((login, server))
+        if read is not None and time.monotonic() - read[1] < READ_FROM_SECONDS:
+            config = read[0]  # the terminal the breach was just read from
+        else:
+            config = self._resolve(login, server)
         self._configs[config.name] = config
         if self.owners is None:
             return function(self, *args)
@@ -154,6 +166,8 @@ class TerminalRouter(Gateway):
         together, in one query."""
         keys = list(accounts)
         configs = self._resolve_many(keys)
+        read_at = time.monotonic()
+        self._read_from = {key: (config, read_at) for key, config in configs.items()}
         by_terminal: dict[str, list[tuple[int, str]]] = {}
         for key in keys:
             config = configs[key]
