@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 import threading
@@ -22,11 +21,6 @@ from execution.terminals import terminal_names
 
 # How often the host looks at its terminals' Algo Trading and Python-API switches.
 LOOK_EVERY_SECONDS = 10.0
-# Every call the host answers allocates thousands of short-lived objects (rows, snapshots, their
-# pickles), almost none in reference cycles: collecting the young generation every 700
-# allocations (Python's default) costs more than it frees, and a full collection over everything
-# loaded (Django, the apps) in the middle of a protective close delays it.
-GC_YOUNG_THRESHOLD = 50_000
 
 
 def look_at_switches(gateway: TerminalRouter) -> None:
@@ -70,8 +64,6 @@ class Command(BaseCommand):
         # come back, a thread reading another terminal may hold the interpreter lock for a whole
         # switch interval. A shorter one bounds that wait.
         sys.setswitchinterval(settings.TERMINAL_HOST_SWITCH_INTERVAL_MS / 1000)
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-        gc.freeze()  # what is loaded now stays out of every collection
         limit = options["max_terminals"]
         if limit is None:
             limit = 1 if settings.MT5_BACKEND == "official" else 1_000_000
