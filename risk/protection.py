@@ -26,13 +26,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from alerts.models import Alert
 from alerts.services import alert_raise
 from bridgeproject import context
+from bridgeproject.dbutil import insert_unless_conflicting
 from bridgeproject.jsonutil import callback_numbers, decimal_number, jsonable, utc_iso
 from callbacks.services import callback_enqueue
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, Command, CommandType, Priority, Source
@@ -83,6 +84,7 @@ COMMAND_ID_PREFIX = f"{BRIDGE_COMMAND_ID_PREFIX}pa-"
 # Between attempts that did not reach the goal: 0.5 s, doubling, at most 10 s.
 FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 10.0
 
+_ACTION_FIELDS = [f for f in ProtectiveAction._meta.concrete_fields if not f.primary_key]
 # (account, rule_key, scope, policy_version) of breaches whose protective action is committed:
 # seeing one again needs no transaction (the unique constraint would refuse it anyway).
 _recorded: set[tuple[int, str, str, int]] = set()
@@ -179,13 +181,14 @@ def protective_action_raise(
     key = (account.pk, breach.rule_key, breach.scope, policy.policy_version)
     if len(_recorded) > 200_000:
         _recorded.clear()
-    try:
-        with transaction.atomic():
-            action.save(force_insert=True)
-    except IntegrityError:
-        transaction.on_commit(lambda: _recorded.add(key))
-        return False
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip where a savepoint took three,
+    # and a breach recorded already (an earlier evaluation, another monitor) leaves the
+    # transaction intact.
+    action.pk = insert_unless_conflicting(action, _ACTION_FIELDS)
     transaction.on_commit(lambda: _recorded.add(key))
+    if action.pk is None:
+        return False
+    action._state.adding = False
     with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
         logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
         if breach.hard or breach.rule_key in ALERTED_RULES:

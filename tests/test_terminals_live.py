@@ -139,3 +139,46 @@ def test_kill_9_of_the_terminal_owner_mid_command_moves_the_lease_and_the_comman
     assert command.state == State.SUCCEEDED, command.error_message
     assert new_owner != first_owner
     assert SimDeal.objects.filter(comment=order_tag("kill-owner")).count() == 1
+
+
+def test_kill_9_of_the_risk_monitor_running_its_protective_close_leaves_the_close_to_the_lane(shared_desks):
+    """The risk monitor runs its own protective close (execution.dispatch). Killed while the close
+    is in its hands, the close's lease lapses, the next monitor's sweeper sends it back to the
+    fast lane, and the lane reconciles by tag: the position is closed, once."""
+    from commands.models import CommandEvent
+    from execution.simulator import constants as c
+    from policies.models import ProtectiveAction
+
+    login = next(iter(TRADERS))
+    opened = None
+    # The host answers slowly (every call 300 ms), so the close is in the monitor's hands when it
+    # dies; no lane runs yet, so the monitor is the one that claims it.
+    with running(terminal_host(SIM_CALL_MS="300")):
+        assert wait_for(lambda: "desk-a" in live_owners(), 60)
+        opened = get_gateway().open_position(login, SERVER, symbol="EURUSD", side="buy", volume=D("1"), tag="b:own")
+        assert opened.ok
+        monitor = Proc("risk", ["riskmonitor"], bridge_env()).start()
+        try:
+            sim_set_price("EURUSD", "1.05500")  # 300 pips down: the demo policy's single-trade limit
+            assert monitor.popen is not None
+            claimed_here = f"pid {monitor.popen.pid}"
+
+            def claimed_by_the_monitor() -> bool:
+                close_old_connections()
+                return CommandEvent.objects.filter(
+                    command__source="bridge", to_state=State.EXECUTING, note__endswith=claimed_here
+                ).exists()
+
+            assert wait_for(claimed_by_the_monitor, 120)
+            monitor.kill()
+            close = Command.objects.get(source="bridge")
+            assert close.state == State.EXECUTING  # killed mid-close
+            with running(lane("fastlane"), Proc("risk", ["riskmonitor"], bridge_env())):
+                assert wait_for(lambda: finished([close]), 90)
+                assert wait_for(lambda: ProtectiveAction.objects.filter(goal_met_at__isnull=False).exists(), 90)
+        finally:
+            monitor.kill()
+    close.refresh_from_db()
+    assert close.state == State.SUCCEEDED, close.error_message
+    assert close.events.filter(to_state=State.EXECUTING).count() == 2  # the monitor's claim, then the lane's
+    assert SimDeal.objects.filter(position_id=opened.position, entry=c.DEAL_ENTRY_OUT).count() == 1
