@@ -71,6 +71,7 @@ def main() -> None:
     from django.conf import settings
     from django.db import close_old_connections, connection
 
+    from execution import runner
     from execution.adapters.manager import ManagerGateway, build_manager_gateway
     from execution.gateways import reset_gateway
     from execution.models import SimAccount, SimPosition, SimSymbol
@@ -79,6 +80,7 @@ def main() -> None:
     from execution.simulator.stamps import now_msc
     from execution.simulator.symbols import SEED_SYMBOLS
     from policies.models import ProtectiveAction
+    from risk import protection
     from risk.events import EventMonitor
     from risk.monitor import Monitor
 
@@ -207,6 +209,44 @@ def main() -> None:
 
     api._pump_cycle = timed_cycle
 
+    # The steps of each planted breach, by the victim's login (perf_counter seconds).
+    steps: dict[str, dict[int, float]] = {
+        name: {} for name in ("dispatched", "judging", "picture", "recorded", "claimed", "finished")
+    }
+    victims_by_price: dict[tuple[str, float], int] = planted_prices  # filled by the feed below
+    pumped_snapshots = gateway.pumped_snapshots
+
+    def timed_pumped(revalued: Any) -> Any:
+        found = pumped_snapshots(revalued)
+        now = time.perf_counter()
+        for login, _ in revalued:
+            steps["picture"].setdefault(login, now)
+        return found
+
+    gateway.pumped_snapshots = timed_pumped  # type: ignore[method-assign]
+    raise_action = protection.protective_action_raise
+
+    def timed_raise(*, account: Any, **kwargs: Any) -> bool:
+        raised = raise_action(account=account, **kwargs)
+        if raised:
+            steps["recorded"].setdefault(account.login, time.perf_counter())
+        return raised
+
+    protection.protective_action_raise = timed_raise
+    claim, finish = runner.command_claim, runner._finish
+
+    def timed_claim(*args: Any, **kwargs: Any) -> Any:
+        command = claim(*args, **kwargs)
+        if command is not None:
+            steps["claimed"].setdefault(command.account.login, time.perf_counter())
+        return command
+
+    def timed_finish(command: Any, *args: Any, **kwargs: Any) -> None:
+        finish(command, *args, **kwargs)
+        steps["finished"].setdefault(command.account.login, time.perf_counter())
+
+    runner.command_claim, runner._finish = timed_claim, timed_finish
+
     process = psutil.Process()
     gc.collect()
     rss_before = process.memory_info().rss
@@ -251,6 +291,9 @@ def main() -> None:
 
     def timed_tick(symbol: str, bid: float, ask: float, *, from_server: bool = False) -> None:
         """The monitor's tick, then the baseline on the same positions, on the same thread."""
+        victim = victims_by_price.get((symbol, round(bid, 5)))
+        if victim is not None:
+            steps["dispatched"].setdefault(victim, time.perf_counter())
         before = sum(monitor.judged.values())
         cpu = time.thread_time()
         tick(symbol, bid, ask, from_server=from_server)
@@ -263,6 +306,9 @@ def main() -> None:
 
     def timed_confirm(keys: Any) -> None:
         wall = time.perf_counter()
+        keys = list(keys)
+        for login, _ in keys:
+            steps["judging"].setdefault(login, wall)
         confirm(keys)
         confirm_wall.append((time.perf_counter() - wall) * 1000)
 
@@ -355,6 +401,13 @@ def main() -> None:
         (delete_seen[x] - confirmed[x]) * 1000 for x in planted_at if x in delete_seen and x in confirmed
     ]
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
+    marks = {"dispatched": steps["dispatched"], "judging": steps["judging"], "picture read": steps["picture"],
+             "DealerSend": sent, "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
+             "command finished": steps["finished"]}  # fmt: skip
+    step_lines = [
+        f"    tick -> {name + ':':18} {summary([(at[x] - planted_at[x]) * 1000 for x in planted_at if x in at])}"
+        for name, at in marks.items()
+    ]
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
     per_symbol = statistics.fmean(len(monitor._books[name].holders) for name in names)
@@ -368,7 +421,10 @@ def main() -> None:
         f"  holders per symbol {per_symbol:.0f}, positions per symbol {positions_per_symbol:.0f}",
         f"  tick -> protective DealerSend sent: {summary(tick_to_send)}  ({len(tick_to_send)}/{len(planted_at)})",
         f"  tick -> close confirmed:            {summary(tick_to_close)}  ({len(tick_to_close)}/{len(planted_at)})",
-        f"  protective actions raised for the planted breaches: {actions}",
+        f"  protective actions raised for the planted breaches: {actions};"
+        f" closes sent before the record: {len(monitor.sent_ahead)}",
+        "  the steps of a planted breach, each from the tick received at the sink:",
+        *step_lines,
         f"  monitor CPU per quiet tick:         {cpu_summary(quiet_cpu)}",
         f"  bare vectorised revaluation (base): {cpu_summary(bare_cpu)}  -> monitor / bare = {quiet / baseline:.1f}x",
         f"  monitor CPU per confirming tick:    {summary(confirming_cpu)}",

@@ -115,6 +115,8 @@ class _Book:
     seen: Ints = field(default_factory=lambda: np.zeros(0, np.int64))  # ``ticks`` when the slot was filled
     live: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))
     ticks: int = 0
+    _counts: dict[int, int] = field(default_factory=dict)  # live slots per account row
+    _changed: set[int] = field(default_factory=set)  # rows whose holding began or ended since ``holders``
     bid: float = 0.0  # the last tick's
     ask: float = 0.0
     from_server = False  # the last tick came from the connection (OnTick), not another caller
@@ -138,15 +140,36 @@ class _Book:
         self.size[slot] = self.profit[slot] = 0.0
         self.trip[slot] = -np.inf
         self.free.append(slot)
-        self._holders = None
+        row = int(self.row[slot])
+        left = self._counts[row] = self._counts.get(row, 1) - 1
+        if left <= 0:
+            del self._counts[row]
+            self._changed.add(row)
+
+    def hold(self, slot: int, row: int) -> None:
+        """The slot is the account ``row``'s position now."""
+        self.row[slot] = row
+        self.live[slot] = True
+        self._counts[row] = self._counts.get(row, 0) + 1
+        if self._counts[row] == 1:
+            self._changed.add(row)
 
     @property
     def holders(self) -> Ints:
-        """The rows of the accounts holding this symbol (sorted, once each)."""
-        if self._holders is None:
-            n = self.used
-            self._holders = np.unique(self.row[:n][self.live[:n]])
+        """The rows of the accounts holding this symbol (sorted, once each). Computed again only
+        when an account came or went: one whose positions were just read again (released, then
+        held again) leaves it as it was."""
+        if self._changed or self._holders is None:
+            current = self._holders
+            changed, self._changed = self._changed, set()
+            if current is None or any(self._holds(current, row) != (row in self._counts) for row in changed):
+                self._holders = np.fromiter(sorted(self._counts), np.int64, len(self._counts))
         return self._holders
+
+    @staticmethod
+    def _holds(holders: Ints, row: int) -> bool:
+        at = int(np.searchsorted(holders, row))
+        return at < len(holders) and int(holders[at]) == row
 
 
 @dataclass
@@ -433,7 +456,7 @@ class EventMonitor:
             exact = exact and (inverse or rate == 1.0)
             book.ticket[slot] = p.ticket
             book.current[slot] = float(p.price_current)
-            book.row[slot] = row
+            book.hold(slot, row)
             book.buy[slot] = p.side == "buy"
             book.size[slot] = size
             book.open[slot] = float(p.price_open)
@@ -443,8 +466,6 @@ class EventMonitor:
             book.profit[slot] = float(p.profit)
             book.trip[slot] = -np.inf if p.ticket in counted else limit - float(p.swap + p.commission)
             book.seen[slot] = book.ticks
-            book.live[slot] = True
-            book._holders = None
             slots.append((p.symbol, slot))
         self._exact[row] = exact
         self._held[key] = _Held(watched, evaluation.state, row, tuple(p.ticket for p in snapshot.positions), slots)
