@@ -159,12 +159,12 @@ class _Book:
         """The rows of the accounts holding this symbol (sorted, once each). Computed again only
         when an account came or went: one whose positions were just read again (released, then
         held again) leaves it as it was."""
-        if self._changed or self._holders is None:
-            current = self._holders
+        current = self._holders
+        if current is None or self._changed:
             changed, self._changed = self._changed, set()
             if current is None or any(self._holds(current, row) != (row in self._counts) for row in changed):
-                self._holders = np.fromiter(sorted(self._counts), np.int64, len(self._counts))
-        return self._holders
+                current = self._holders = np.fromiter(sorted(self._counts), np.int64, len(self._counts))
+        return current
 
     @staticmethod
     def _holds(holders: Ints, row: int) -> bool:
