@@ -19,13 +19,20 @@ symbol's positions with its single-trade limit, all in bulk. A new high-water ma
 trailing floor in memory (no read). Nothing else happens on a quiet tick: no database, no MT5
 call, no Python loop over accounts.
 
-**A suspect picture** (a floor or a limit crossed, a trading day ended) is never acted on by
-itself: the accounts are read from MT5 in one bulk read and that real snapshot goes through
-``engine.risk_evaluate_snapshots`` (persisted, protective actions raised exactly once, as by the
-polling monitor), and the account's arrays are rebuilt from it. The confirmation costs one
-``*Request*`` round trip per batch; ``bench/bench_manager.py`` measures it. A drawdown breach the
-read found already recorded (its action at work) is not read again at every tick: only a
-breach the account did not already have, or a new position over its limit, reads again.
+**A suspect picture** (a floor or a limit crossed, a trading day ended) is judged from the pumped
+picture when that can be trusted (``act``: resynced on the current connection, exact conversions,
+the connection's prices, the pumped positions the ones revalued), else read from MT5 in one bulk
+read first (``confirm``); either snapshot goes through ``engine.risk_evaluate_snapshots``
+(persisted, protective actions raised exactly once, as by the polling monitor), and the account's
+arrays are rebuilt from it. A drawdown breach already recorded (its action at work) is not judged
+again at every tick: only a breach the account did not already have, or a new position over its
+limit, is.
+
+**Closing before recording.** On the trusted pumped picture, a breach whose goal is a close (the
+position; the account flat) is closed at once: ``DealerSend`` from the pumped position, under the
+tag of the first close command of the action about to be recorded (its id chosen first), then the
+engine records the action and that command, which reconciles with the close by its tag instead of
+sending again (``protection.SentAhead``; docs/manager-api.md "Acting before recording").
 
 **A position, order, deal or user event** reads that account afresh and evaluates it.
 
