@@ -43,6 +43,7 @@ import gc
 import multiprocessing
 import random
 import statistics
+import sys
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -241,7 +242,9 @@ def main() -> None:
     process = psutil.Process()
     del rows
     gc.collect()
-    tune_gc()  # as the risk monitor's process does (manage.py riskmonitor) before its first resync
+    # As the risk monitor's process is set up (manage.py riskmonitor) before its first resync.
+    tune_gc()
+    sys.setswitchinterval(settings.RISK_MONITOR_SWITCH_INTERVAL_MS / 1000)
     rss_before = process.memory_info().rss
     monitor = EventMonitor(gateway)
     first_resync = time.perf_counter()
@@ -329,8 +332,19 @@ def main() -> None:
         target=feed, args=(url, names, base, plants, args.seconds, args.tick_hz, results), name="bench-feed"
     )
     wall_offset = time.time() - time.perf_counter()  # to read the commands' timestamps on this clock
+    collections: list[tuple[int, float]] = []  # the garbage collector's pauses during the run
+    collecting: dict[str, float] = {}
+
+    def gc_timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting["at"] = time.perf_counter()
+        elif "at" in collecting:
+            collections.append((info["generation"], (time.perf_counter() - collecting.pop("at")) * 1000))
+
+    gc.callbacks.append(gc_timed)
     feeder.start()
     ticks, run_started, ran_until, writes = results.get(timeout=args.seconds + 300)
+    gc.callbacks.remove(gc_timed)
     feeder.join(timeout=10)
     for key, at in writes:
         written_at.setdefault(key, []).append(at)
@@ -405,13 +419,20 @@ def main() -> None:
         f"Manager API event monitor, {datetime.now(UTC):%Y-%m-%d}: {watched} accounts x {args.positions} positions,",
         f"  {len(names)} symbols at {args.tick_hz:g} ticks/s each ({rate:.0f} ticks/s delivered),",
         f"  {len(planted_at)} breaches planted, SIM_CALL_MS {settings.SIM_CALL_MS:g}",
-        f"  holders per symbol {per_symbol:.0f}, positions per symbol {positions_per_symbol:.0f}",
+        f"  holders per symbol {per_symbol:.0f}, positions per symbol {positions_per_symbol:.0f};"
+        f" interpreter switch interval {sys.getswitchinterval() * 1000:g} ms",
         f"  tick -> protective DealerSend sent: {summary(tick_to_send)}  ({len(tick_to_send)}/{len(planted_at)})",
         f"  tick -> close confirmed:            {summary(tick_to_close)}  ({len(tick_to_close)}/{len(planted_at)})",
         f"  protective actions raised for the planted breaches: {actions};"
         f" closes sent before the record: {len(monitor.sent_ahead)}",
         "  the steps of a planted breach, each from the tick received at the sink:",
         *step_lines,
+        "  garbage collections in the monitor's process during the run: "
+        + ", ".join(
+            f"gen{g} {len(p)} (max {max(p):.1f} ms)"
+            for g in range(3)
+            if (p := [ms for gen, ms in collections if gen == g])
+        ),
         f"  monitor CPU per quiet tick:         {cpu_summary(quiet_cpu)}",
         f"  bare vectorised revaluation (base): {cpu_summary(bare_cpu)}  -> monitor / bare = {quiet / baseline:.1f}x",
         f"  monitor CPU per confirming tick:    {summary(confirming_cpu)}",
