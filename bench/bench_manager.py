@@ -7,13 +7,18 @@ PostgreSQL and the simulator's Manager surface, with its cost model at the defau
 symbols; each symbol ticks 5 times a second (a random walk within +/- 5 pips), and once a second
 a breach is planted: one account holds a 50-lot position that the next tick of its symbol takes
 past its single-trade limit. The monitor (``risk.events.EventMonitor``, every account watched)
-runs on the manager connection's dispatcher thread, a fast-lane worker runs in a thread of the
-same process, and the close goes out through ``DealerSend``.
+runs on the manager connection's dispatcher thread and sends the close through ``DealerSend``
+before the action is recorded; a fast-lane worker runs in a process of its own (with its own
+manager connection, as a lane worker has in production), and so does the feed that writes the
+quotes (the trade server's work, not the monitor process's).
 
 Measured, each beside what it is compared with in the same run:
 
 - tick -> protective ``DealerSend`` sent, and tick -> close confirmed (the dealer's answer), p50/p99,
-  from the moment the tick reaches the connection's sink;
+  from the moment the tick reaches the connection's sink; and each step of a planted breach from
+  that moment: the tick dispatched to the monitor, the account judged suspect, the pumped picture
+  read, ``DealerSend`` called, its answer, the action recorded, its command taken and finished
+  (from the command's own timestamps, read on this process's clock);
 - the monitor's CPU per tick (thread time, quiet ticks; and ticks that confirmed a breach with
   a real read, with the read's wall time), beside a bare vectorised revaluation of the same
   symbol's positions right after it on the same thread (new profit per position, summed per
@@ -35,9 +40,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import random
 import statistics
-import threading
+import sys
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -69,18 +75,19 @@ def main() -> None:
     import numpy as np
     import psutil
     from django.conf import settings
-    from django.db import close_old_connections, connection
+    from django.db import close_old_connections
 
+    from commands.models import Command
     from execution.adapters.manager import ManagerGateway, build_manager_gateway
     from execution.gateways import reset_gateway
     from execution.models import SimAccount, SimPosition, SimSymbol
-    from execution.runner import lane_run
     from execution.simulator.service import sim_set_price
     from execution.simulator.stamps import now_msc
     from execution.simulator.symbols import SEED_SYMBOLS
     from policies.models import ProtectiveAction
+    from risk import protection
     from risk.events import EventMonitor
-    from risk.monitor import Monitor
+    from risk.monitor import Monitor, tune_gc
 
     rng = random.Random(20261207)
     # --- symbols: EURUSD, GBPUSD and clones of EURUSD, all with USD profit ---------------------
@@ -170,8 +177,9 @@ def main() -> None:
     sink = conn._sink
     planted_prices: dict[tuple[str, float], int] = {}
     planted_at: dict[int, float] = {}
-    written_at: dict[tuple[str, float], float] = {}
+    written_at: dict[tuple[str, float], list[float]] = {}
     delivery: list[float] = []
+    tick_seen: list[tuple[tuple[str, float], float]] = []
     deal_seen: dict[int, float] = {}
     delete_seen: dict[int, float] = {}
     on_tick, on_deal, on_delete = sink.OnTick, sink.OnDealAdd, sink.OnPositionDelete
@@ -179,8 +187,7 @@ def main() -> None:
     def timed_tick_event(symbol: str, tick: Any) -> None:
         now = time.perf_counter()
         key = (symbol, round(float(tick.bid), 5))
-        if key in written_at:
-            delivery.append((now - written_at.pop(key)) * 1000)
+        tick_seen.append((key, now))
         login = planted_prices.get(key)
         if login is not None:
             planted_at.setdefault(login, now)
@@ -207,8 +214,37 @@ def main() -> None:
 
     api._pump_cycle = timed_cycle
 
+    # The steps of each planted breach, by the victim's login (perf_counter seconds).
+    steps: dict[str, dict[int, float]] = {
+        name: {} for name in ("dispatched", "judging", "picture", "recorded", "claimed", "finished")
+    }
+    victims_by_price: dict[tuple[str, float], int] = planted_prices  # filled by the feed below
+    pumped_snapshots = gateway.pumped_snapshots
+
+    def timed_pumped(revalued: Any) -> Any:
+        found = pumped_snapshots(revalued)
+        now = time.perf_counter()
+        for login, _ in revalued:
+            steps["picture"].setdefault(login, now)
+        return found
+
+    gateway.pumped_snapshots = timed_pumped  # type: ignore[method-assign]
+    raise_action = protection.protective_action_raise
+
+    def timed_raise(*, account: Any, **kwargs: Any) -> bool:
+        raised = raise_action(account=account, **kwargs)
+        if raised:
+            steps["recorded"].setdefault(account.login, time.perf_counter())
+        return raised
+
+    protection.protective_action_raise = timed_raise
+
     process = psutil.Process()
+    del rows
     gc.collect()
+    # As the risk monitor's process is set up (manage.py riskmonitor) before its first resync.
+    tune_gc()
+    sys.setswitchinterval(settings.RISK_MONITOR_SWITCH_INTERVAL_MS / 1000)
     rss_before = process.memory_info().rss
     monitor = EventMonitor(gateway)
     first_resync = time.perf_counter()
@@ -216,7 +252,12 @@ def main() -> None:
     first_resync = time.perf_counter() - first_resync
     gc.collect()
     rss_after = process.memory_info().rss
-    assert monitor.trusted, "the first resync failed"
+    # The connection's own resync (queued by its connect) may reach the monitor through the
+    # dispatcher after ``start``'s: the monitor trusts its picture once the last one ends.
+    deadline = time.monotonic() + 300
+    while not monitor.trusted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert monitor.trusted, f"the first resync failed (resyncs {monitor.resyncs}, connected {conn.connected})"
     steady_resync = time.perf_counter()
     monitor.resync()
     steady_resync = time.perf_counter() - steady_resync
@@ -251,6 +292,9 @@ def main() -> None:
 
     def timed_tick(symbol: str, bid: float, ask: float, *, from_server: bool = False) -> None:
         """The monitor's tick, then the baseline on the same positions, on the same thread."""
+        victim = victims_by_price.get((symbol, round(bid, 5)))
+        if victim is not None:
+            steps["dispatched"].setdefault(victim, time.perf_counter())
         before = sum(monitor.judged.values())
         cpu = time.thread_time()
         tick(symbol, bid, ask, from_server=from_server)
@@ -263,66 +307,69 @@ def main() -> None:
 
     def timed_confirm(keys: Any) -> None:
         wall = time.perf_counter()
+        keys = list(keys)
+        for login, _ in keys:
+            steps["judging"].setdefault(login, wall)
         confirm(keys)
         confirm_wall.append((time.perf_counter() - wall) * 1000)
 
     monitor.tick = timed_tick  # type: ignore[method-assign]
     monitor.act = timed_confirm  # type: ignore[method-assign]
 
-    stop = threading.Event()
-
-    def fast_lane() -> None:
-        while not stop.is_set():
-            try:
-                if not lane_run("fast"):
-                    time.sleep(0.005)  # the lane's doorbell, as a poll: at most 5 ms added
-            except Exception as exc:  # keep the worker up, as the cluster would
-                print(f"fast lane: {exc!r}")
-                time.sleep(0.05)
-        connection.close()
-
-    worker = threading.Thread(target=fast_lane, name="bench-fast-lane", daemon=True)
+    # --- the fast lane and the feed, each in a process of its own ---------------------------------
+    # As in production: a lane worker is its own process with its own manager connection, and the
+    # quotes are the trade server's, written by a process that is not the monitor's.
+    spawn = multiprocessing.get_context("spawn")
+    stop, ready = spawn.Event(), spawn.Event()
+    worker = spawn.Process(target=fast_lane, args=(url, stop, ready), name="bench-fast-lane", daemon=True)
     worker.start()
+    if not ready.wait(300):
+        raise SystemExit("the fast-lane worker did not start")
+    for _, login, symbol, trigger in plants:
+        planted_prices[(symbol, round(trigger - 0.00005, 5))] = login
+    results = spawn.Queue()
+    feeder = spawn.Process(
+        target=feed, args=(url, names, base, plants, args.seconds, args.tick_hz, results), name="bench-feed"
+    )
+    wall_offset = time.time() - time.perf_counter()  # to read the commands' timestamps on this clock
+    collections: list[tuple[int, float]] = []  # the garbage collector's pauses during the run
+    collecting: dict[str, float] = {}
 
-    # --- the feed: each symbol 5 ticks a second, a breach planted every second --------------------
-    period = 1.0 / (args.tick_hz * len(names))
-    due = time.perf_counter()
-    run_started = due
-    ticks = 0
-    pending = list(plants)
-    while True:
-        now = time.perf_counter()
-        elapsed = now - run_started
-        if elapsed >= args.seconds:
-            break
-        symbol = names[ticks % len(names)]
-        plant = None
-        if pending and pending[0][2] == symbol and elapsed >= pending[0][0]:
-            plant = pending.pop(0)
-            bid = plant[3] - 0.00005
-        else:
-            bid = base[symbol] + rng.uniform(-5, 5) * PIP
-        ask = bid + 0.0001
-        # The quote as sim_set_price writes it, without its SL/TP trigger scan (no position here has one).
-        if plant is not None:
-            planted_prices[(symbol, round(bid, 5))] = plant[1]
-        written_at[(symbol, round(bid, 5))] = time.perf_counter()
-        stamp = now_msc()
-        SimSymbol.objects.filter(name=symbol).update(
-            bid=Decimal(f"{bid:.5f}"), ask=Decimal(f"{ask:.5f}"), price_time_msc=stamp
-        )
-        ticks += 1
-        due += period
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-    ran_for = time.perf_counter() - run_started
+    def gc_timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting["at"] = time.perf_counter()
+        elif "at" in collecting:
+            collections.append((info["generation"], (time.perf_counter() - collecting.pop("at")) * 1000))
+
+    gc.callbacks.append(gc_timed)
+    feeder.start()
+    ticks, run_started, ran_until, writes = results.get(timeout=args.seconds + 300)
+    gc.callbacks.remove(gc_timed)
+    feeder.join(timeout=10)
+    for key, at in writes:
+        written_at.setdefault(key, []).append(at)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not all(login in confirmed for login in planted_at):
         time.sleep(0.05)
+    deadline = time.monotonic() + 15
+    victims_done = Command.objects.filter(account__login__in=list(planted_at), finished_at__isnull=False)
+    while time.monotonic() < deadline and victims_done.count() < len(planted_at):
+        time.sleep(0.1)
     stop.set()
     worker.join(timeout=10)
+    for login, started_at, finished_at in Command.objects.filter(account__login__in=list(planted_at)).values_list(
+        "account__login", "started_at", "finished_at"
+    ):
+        if started_at is not None:
+            steps["claimed"].setdefault(login, started_at.timestamp() - wall_offset)
+        if finished_at is not None:
+            steps["finished"].setdefault(login, finished_at.timestamp() - wall_offset)
     close_old_connections()
+    for key, received in tick_seen:  # from the latest write of that quote before it arrived
+        before = [at for at in written_at.get(key, ()) if at <= received]
+        if before:
+            delivery.append((received - max(before)) * 1000)
+    ran_for = ran_until - run_started
 
     # --- memory: what a second monitor's resync keeps ---------------------------------------------
     gc.collect()
@@ -355,6 +402,13 @@ def main() -> None:
         (delete_seen[x] - confirmed[x]) * 1000 for x in planted_at if x in delete_seen and x in confirmed
     ]
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
+    marks = {"dispatched": steps["dispatched"], "judging": steps["judging"], "picture read": steps["picture"],
+             "DealerSend": sent, "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
+             "command finished": steps["finished"]}  # fmt: skip
+    step_lines = [
+        f"    tick -> {name + ':':18} {summary([(at[x] - planted_at[x]) * 1000 for x in planted_at if x in at])}"
+        for name, at in marks.items()
+    ]
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
     per_symbol = statistics.fmean(len(monitor._books[name].holders) for name in names)
@@ -365,10 +419,20 @@ def main() -> None:
         f"Manager API event monitor, {datetime.now(UTC):%Y-%m-%d}: {watched} accounts x {args.positions} positions,",
         f"  {len(names)} symbols at {args.tick_hz:g} ticks/s each ({rate:.0f} ticks/s delivered),",
         f"  {len(planted_at)} breaches planted, SIM_CALL_MS {settings.SIM_CALL_MS:g}",
-        f"  holders per symbol {per_symbol:.0f}, positions per symbol {positions_per_symbol:.0f}",
+        f"  holders per symbol {per_symbol:.0f}, positions per symbol {positions_per_symbol:.0f};"
+        f" interpreter switch interval {sys.getswitchinterval() * 1000:g} ms",
         f"  tick -> protective DealerSend sent: {summary(tick_to_send)}  ({len(tick_to_send)}/{len(planted_at)})",
         f"  tick -> close confirmed:            {summary(tick_to_close)}  ({len(tick_to_close)}/{len(planted_at)})",
-        f"  protective actions raised for the planted breaches: {actions}",
+        f"  protective actions raised for the planted breaches: {actions};"
+        f" closes sent before the record: {len(monitor.sent_ahead)}",
+        "  the steps of a planted breach, each from the tick received at the sink:",
+        *step_lines,
+        "  garbage collections in the monitor's process during the run: "
+        + ", ".join(
+            f"gen{g} {len(p)} (max {max(p):.1f} ms)"
+            for g in range(3)
+            if (p := [ms for gen, ms in collections if gen == g])
+        ),
         f"  monitor CPU per quiet tick:         {cpu_summary(quiet_cpu)}",
         f"  bare vectorised revaluation (base): {cpu_summary(bare_cpu)}  -> monitor / bare = {quiet / baseline:.1f}x",
         f"  monitor CPU per confirming tick:    {summary(confirming_cpu)}",
@@ -386,6 +450,69 @@ def main() -> None:
         f" (a move is seen within RISK_POLL_INTERVAL_MS {settings.RISK_POLL_INTERVAL_MS} + a cycle)",
     ]
     print("\n" + "\n".join(lines))
+
+
+def fast_lane(url: str, stop: Any, ready: Any) -> None:
+    """A fast-lane worker process: its own manager connection, the lane polled every 5 ms (a
+    stand-in for the doorbell: at most 5 ms added)."""
+    setup_django(url)
+    from django.conf import settings
+
+    from execution.adapters.manager import build_manager_gateway
+    from execution.gateways import reset_gateway
+    from execution.runner import lane_run
+
+    settings.SIM_MANAGER_PUMP_MS = 20
+    settings.SIM_MANAGER_SWEEP_MS = 0
+    gateway = build_manager_gateway(server=f"simulator:{SERVER}", login=1000, password="desk", groups="*")
+    reset_gateway(gateway)
+    ready.set()
+    while not stop.is_set():
+        try:
+            if not lane_run("fast"):
+                time.sleep(0.005)
+        except Exception as exc:  # keep the worker up, as the cluster would
+            print(f"fast lane: {exc!r}")
+            time.sleep(0.05)
+
+
+def feed(
+    url: str, names: list[str], base: dict[str, float], plants: list[Any], seconds: int, tick_hz: float, out: Any
+) -> None:
+    """The trade server's quotes, in a process of their own: each symbol ``tick_hz`` times a
+    second (uniform within +/- 5 pips of its base), and plant k's price on its symbol at second k.
+    Puts (quotes written, started, ended, [((symbol, bid), written at)]) on ``out`` at the end."""
+    setup_django(url)
+    from execution.models import SimSymbol
+    from execution.simulator.stamps import now_msc
+
+    rng = random.Random(20261208)
+    writes: list[tuple[tuple[str, float], float]] = []
+    period = 1.0 / (tick_hz * len(names))
+    due = run_started = time.perf_counter()
+    ticks = 0
+    pending = list(plants)
+    while True:
+        elapsed = time.perf_counter() - run_started
+        if elapsed >= seconds:
+            break
+        symbol = names[ticks % len(names)]
+        if pending and pending[0][2] == symbol and elapsed >= pending[0][0]:
+            bid = pending.pop(0)[3] - 0.00005
+        else:
+            bid = base[symbol] + rng.uniform(-5, 5) * PIP
+        ask = bid + 0.0001
+        # The quote as sim_set_price writes it, without its SL/TP trigger scan (no position here has one).
+        writes.append(((symbol, round(bid, 5)), time.perf_counter()))
+        SimSymbol.objects.filter(name=symbol).update(
+            bid=Decimal(f"{bid:.5f}"), ask=Decimal(f"{ask:.5f}"), price_time_msc=now_msc()
+        )
+        ticks += 1
+        due += period
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    out.put((ticks, run_started, time.perf_counter(), writes))
 
 
 def cpu_summary(values: list[float]) -> str:

@@ -222,6 +222,10 @@ MT5LINUX_HOST = env.str("MT5LINUX_HOST", default="127.0.0.1")
 MT5LINUX_PORT = env.int("MT5LINUX_PORT", default=18812)
 
 RISK_POLL_INTERVAL_MS = env.int("RISK_POLL_INTERVAL_MS", default=500)
+# How long a busy thread of the risk monitor's process (a polling cycle, the Manager API's
+# dispatcher) may keep Python's interpreter lock before the event monitor's thread, back from the
+# database or woken by a tick, gets it (sys.setswitchinterval; Python's default is 5 ms).
+RISK_MONITOR_SWITCH_INTERVAL_MS = env.float("RISK_MONITOR_SWITCH_INTERVAL_MS", default=1.0)
 # A protective action whose goal does not hold this long after its breach alerts operators and
 # reports its outcome so far to Laravel; the bridge keeps trying (RISK_RULES.md).
 PROTECTION_ALERT_SECONDS = env.int("PROTECTION_ALERT_SECONDS", default=60)

@@ -11,9 +11,10 @@ position would reduce, close or reverse it: it is refused before anything is sen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -230,10 +231,37 @@ def _close(ctx: Context, position: Position, volume: Decimal | None, closed: dic
     return result
 
 
+CLOSING_ENTRIES = ("out", "inout", "out_by")
+# How often a close sent ahead whose answer had not come is looked for again.
+SENT_AHEAD_POLL_SECONDS = 0.05
+
+
 def _closed_by_this_command(ctx: Context) -> dict[int, Deal]:
-    if not ctx.reconcile:
-        return {}
-    return {deal.position_id: deal for deal in ctx.deals() if deal.entry in ("out", "inout", "out_by")}
+    closed = {} if not ctx.reconcile else {d.position_id: d for d in ctx.deals() if d.entry in CLOSING_ENTRIES}
+    ahead = (ctx.command.envelope or {}).get("sent_ahead")
+    if ahead:
+        closed = {**_closed_ahead(ctx, ahead), **closed}
+    return closed
+
+
+def _closed_ahead(ctx: Context, ahead: dict[str, Any]) -> dict[int, Deal]:
+    """The closes the event monitor sent before this command was recorded (``sent_ahead`` in its
+    envelope, Manager API backend): found by their tag. A close whose answer had not come when
+    the command was recorded is waited for, as a lost answer is: until its position is gone or its
+    deal is found, at most until ``until`` (the monitor's answer timeout). Nothing is sent for a
+    position meanwhile, so it is never closed twice; after that the command goes on as a
+    reconciled one (a lost request that never executed is then sent again)."""
+    since = datetime.fromisoformat(ahead["sent_at"]) - timedelta(minutes=1)
+    until = datetime.fromisoformat(ahead["until"])
+    waiting = set(ahead.get("in_flight") or ())
+    while True:
+        found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
+        closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
+        waiting -= closed.keys()
+        waiting = {t for t in waiting if ctx.gateway.position(ctx.login, ctx.server, t) is not None}
+        if not waiting or timezone.now() >= until:
+            return closed
+        time.sleep(SENT_AHEAD_POLL_SECONDS)
 
 
 def close_position(ctx: Context) -> Step:

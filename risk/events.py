@@ -19,13 +19,20 @@ symbol's positions with its single-trade limit, all in bulk. A new high-water ma
 trailing floor in memory (no read). Nothing else happens on a quiet tick: no database, no MT5
 call, no Python loop over accounts.
 
-**A suspect picture** (a floor or a limit crossed, a trading day ended) is never acted on by
-itself: the accounts are read from MT5 in one bulk read and that real snapshot goes through
-``engine.risk_evaluate_snapshots`` (persisted, protective actions raised exactly once, as by the
-polling monitor), and the account's arrays are rebuilt from it. The confirmation costs one
-``*Request*`` round trip per batch; ``bench/bench_manager.py`` measures it. A drawdown breach the
-read found already recorded (its action at work) is not read again at every tick: only a
-breach the account did not already have, or a new position over its limit, reads again.
+**A suspect picture** (a floor or a limit crossed, a trading day ended) is judged from the pumped
+picture when that can be trusted (``act``: resynced on the current connection, exact conversions,
+the connection's prices, the pumped positions the ones revalued), else read from MT5 in one bulk
+read first (``confirm``); either snapshot goes through ``engine.risk_evaluate_snapshots``
+(persisted, protective actions raised exactly once, as by the polling monitor), and the account's
+arrays are rebuilt from it. A drawdown breach already recorded (its action at work) is not judged
+again at every tick: only a breach the account did not already have, or a new position over its
+limit, is.
+
+**Closing before recording.** On the trusted pumped picture, a breach whose goal is a close (the
+position; the account flat) is closed at once: ``DealerSend`` from the pumped position, under the
+tag of the first close command of the action about to be recorded (its id chosen first), then the
+engine records the action and that command, which reconciles with the close by its tag instead of
+sending again (``protection.SentAhead``; docs/manager-api.md "Acting before recording").
 
 **A position, order, deal or user event** reads that account afresh and evaluates it.
 
@@ -47,10 +54,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -71,6 +79,7 @@ from risk.engine import (
 logger = logging.getLogger("bridge.risk")
 
 Key = tuple[int, str]
+BreachKey = tuple[int, str, str, int]  # (account pk, rule_key, scope, policy_version)
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -79,6 +88,8 @@ Bools = npt.NDArray[np.bool_]
 ROUNDING_PER_POSITION = 0.005
 # Accounts read together when several are suspect at once (one bulk read each).
 CONFIRM_CHUNK = 2000
+# The goals whose closes the monitor sends before the action is recorded.
+SENT_AHEAD_GOALS = (protection.Goal.POSITION_CLOSED, protection.Goal.ACCOUNT_FLAT)
 
 
 def _grow(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
@@ -111,6 +122,8 @@ class _Book:
     seen: Ints = field(default_factory=lambda: np.zeros(0, np.int64))  # ``ticks`` when the slot was filled
     live: Bools = field(default_factory=lambda: np.zeros(0, np.bool_))
     ticks: int = 0
+    _counts: dict[int, int] = field(default_factory=dict)  # live slots per account row
+    _changed: set[int] = field(default_factory=set)  # rows whose holding began or ended since ``holders``
     bid: float = 0.0  # the last tick's
     ask: float = 0.0
     from_server = False  # the last tick came from the connection (OnTick), not another caller
@@ -134,15 +147,36 @@ class _Book:
         self.size[slot] = self.profit[slot] = 0.0
         self.trip[slot] = -np.inf
         self.free.append(slot)
-        self._holders = None
+        row = int(self.row[slot])
+        left = self._counts[row] = self._counts.get(row, 1) - 1
+        if left <= 0:
+            del self._counts[row]
+            self._changed.add(row)
+
+    def hold(self, slot: int, row: int) -> None:
+        """The slot is the account ``row``'s position now."""
+        self.row[slot] = row
+        self.live[slot] = True
+        self._counts[row] = self._counts.get(row, 0) + 1
+        if self._counts[row] == 1:
+            self._changed.add(row)
 
     @property
     def holders(self) -> Ints:
-        """The rows of the accounts holding this symbol (sorted, once each)."""
-        if self._holders is None:
-            n = self.used
-            self._holders = np.unique(self.row[:n][self.live[:n]])
-        return self._holders
+        """The rows of the accounts holding this symbol (sorted, once each). Computed again only
+        when an account came or went: one whose positions were just read again (released, then
+        held again) leaves it as it was."""
+        current = self._holders
+        if current is None or self._changed:
+            changed, self._changed = self._changed, set()
+            if current is None or any(self._holds(current, row) != (row in self._counts) for row in changed):
+                current = self._holders = np.fromiter(sorted(self._counts), np.int64, len(self._counts))
+        return current
+
+    @staticmethod
+    def _holds(holders: Ints, row: int) -> bool:
+        at = int(np.searchsorted(holders, row))
+        return at < len(holders) and int(holders[at]) == row
 
 
 @dataclass
@@ -204,6 +238,9 @@ class EventMonitor:
         self.confirmations: Counter[Key] = Counter()
         self.acted: Counter[Key] = Counter()  # judged from the pumped picture (no round trip)
         self.judged: Counter[Key] = Counter()  # judged either way (acted + confirmed)
+        # The breaches whose closes were sent ahead of their record, with the closes' tag.
+        self.sent_ahead: dict[BreachKey, str] = {}
+        self._generation: int | None = None  # the connection's generation the picture was resynced on
 
     _ROW_ARRAYS = (
         "_equity", "_balance", "_on_equity", "_daily_floor", "_total_floor", "_hwm", "_trailing", "_lock_at",
@@ -301,6 +338,7 @@ class EventMonitor:
             # until the resync that follows the reconnect.
             dropped = connection is not None and (not connection.connected or connection.generation != generation)
             self.trusted = not dropped
+            self._generation = generation
 
     def _in_groups(self, watched: list[WatchedAccount]) -> list[WatchedAccount]:
         """Only the accounts of ``MT5_MANAGER_GROUPS``: the others are not this manager's to watch
@@ -425,7 +463,7 @@ class EventMonitor:
             exact = exact and (inverse or rate == 1.0)
             book.ticket[slot] = p.ticket
             book.current[slot] = float(p.price_current)
-            book.row[slot] = row
+            book.hold(slot, row)
             book.buy[slot] = p.side == "buy"
             book.size[slot] = size
             book.open[slot] = float(p.price_open)
@@ -435,8 +473,6 @@ class EventMonitor:
             book.profit[slot] = float(p.profit)
             book.trip[slot] = -np.inf if p.ticket in counted else limit - float(p.swap + p.commission)
             book.seen[slot] = book.ticks
-            book.live[slot] = True
-            book._holders = None
             slots.append((p.symbol, slot))
         self._exact[row] = exact
         self._held[key] = _Held(watched, evaluation.state, row, tuple(p.ticket for p in snapshot.positions), slots)
@@ -548,17 +584,141 @@ class EventMonitor:
                     found = pumped(revalued)
                 except GatewayUnavailable as exc:
                     logger.warning("event monitor: pumped read failed", extra={"error": exc.message})
-            judged: dict[Key, AccountSnapshot | Exception] = {
+            judged: dict[Key, AccountSnapshot] = {
                 key: snapshot for key, snapshot in found.items() if isinstance(snapshot, AccountSnapshot)
             }
             if judged:
                 for key in judged:
                     self.acted[key] += 1
                     self.judged[key] += 1
-                self._judge_and_hold([self._held[key].watched for key in judged], judged)
+                ahead: list[BreachKey] = []
+                try:
+                    self._send_ahead(judged, ahead)
+                except Exception:  # the engine below still judges and acts, as before
+                    logger.exception("event monitor: sending ahead failed")
+                try:
+                    self._judge_and_hold([self._held[key].watched for key in judged], dict(judged))
+                finally:
+                    for breach_key in ahead:
+                        protection.sent_ahead_release(breach_key)
+                    self._unrecorded(ahead)
             rest = [key for key in wanted if key not in judged]
             if rest:
                 self.confirm(rest)
+
+    # --- closing before recording (docs/manager-api.md "Acting before recording") ------------------
+    def _send_ahead(self, judged: dict[Key, AccountSnapshot], held: list[BreachKey]) -> None:
+        """Send the protective closes of the breaches the pumped picture shows, before the engine
+        records them: the event path's ``DealerSend`` then waits for no transaction, no fast-lane
+        pickup and no read of the position.
+
+        Only on the trusted picture (resynced on this very connection, still connected), only
+        for breaches whose goal is a close (a position closed; the account flat: all of its
+        positions) and only on an account with no protective action open and none of these
+        breaches recorded: any other case is the engine's alone, as before. Each close carries
+        the tag of the first close command of the action the engine is about to record (its id
+        chosen here, ``protection.SentAhead``); the engine records the action under that id and
+        its command reconciles with the closes instead of sending again. ``held``: the breaches
+        held for the engine (the caller releases them after it)."""
+        close_ahead = getattr(self.gateway, "close_ahead", None)
+        connection = getattr(self.gateway, "conn", None)
+        if close_ahead is None or connection is None or not self._trusted_now(connection):
+            return
+        wanted: dict[Key, list[tuple[rules.Breach, str, BreachKey]]] = {}
+        for key, snapshot in judged.items():
+            watched = self._held[key].watched
+            policy = watched.policy
+            evaluation = rules.evaluate(account_view(snapshot), policy, self._held[key].state)
+            breaches: list[tuple[rules.Breach, str, BreachKey]] = []
+            for breach in evaluation.breaches:
+                breach_key: BreachKey = (watched.pk, breach.rule_key, breach.scope, policy.policy_version)
+                if not protection.is_recorded(breach_key):
+                    breaches.append((breach, protection.goal_of(breach, policy), breach_key))
+            if any(goal in SENT_AHEAD_GOALS for _, goal, _ in breaches):
+                wanted[key] = breaches
+        if not wanted:
+            return
+        busy = protection.accounts_with_actions(
+            [self._held[key].watched.pk for key in wanted], [b for breaches in wanted.values() for *_, b in breaches]
+        )
+        for key, breaches in wanted.items():
+            if self._held[key].watched.pk in busy:
+                continue
+            positions = {p.ticket: p for p in judged[key].positions}
+            flat = next(((b, k) for b, goal, k in breaches if goal == protection.Goal.ACCOUNT_FLAT), None)
+            if flat is not None:  # every position, under the flat action's tag; the others share it
+                sends = [(flat[1], list(positions.values()), [k for *_, k in breaches if k != flat[1]])]
+            else:
+                sends = [
+                    (k, [positions[b.ticket]], [])
+                    for b, goal, k in breaches
+                    if goal == protection.Goal.POSITION_CLOSED and b.ticket in positions
+                ]
+            for breach_key, closes, others in sends:
+                if not self._trusted_now(connection):
+                    return
+                ahead = self._close_ahead(key, breach_key, closes, close_ahead, connection)
+                if ahead is None:
+                    continue
+                protection.sent_ahead_hold(breach_key, ahead)
+                held.append(breach_key)
+                for other in others:
+                    protection.sent_ahead_hold(other, replace(ahead, action_id=None))
+                    held.append(other)
+
+    def _close_ahead(
+        self, key: Key, breach_key: BreachKey, closes: list[Any], close_ahead: Any, connection: Any
+    ) -> protection.SentAhead | None:
+        action_id = uuid.uuid4()
+        tag = protection.first_close_tag(action_id)
+        sent_at = timezone.now()
+        pending: dict[int, Any] = {}
+        unknown: list[int] = []  # DealerSend raised: whether it went out is unknown
+        for position in closes:
+            try:
+                pending[position.ticket] = close_ahead(key[0], position, tag=tag)
+            except GatewayUnavailable as exc:  # the link went: the rest is left to the command
+                logger.warning("event monitor: a close sent ahead failed", extra={"error": exc.message})
+                unknown.append(position.ticket)
+                break
+        sent = {ticket: p for ticket, p in pending.items() if p is not None}
+        if not sent and not unknown:
+            return None  # nothing went out: the engine's command sends, as before
+        if len(self.sent_ahead) > 10_000:
+            self.sent_ahead.clear()
+        self.sent_ahead[breach_key] = tag
+        outcome = self.gateway.dealer_outcome  # type: ignore[attr-defined]
+        # A close DealerSend refused with the link gone may have reached the server all the same:
+        # in flight, like one whose call raised.
+        refused_offline = [t for t, p in pending.items() if p is None and not connection.connected]
+        maybe = (*unknown, *refused_offline)
+
+        def in_flight() -> tuple[int, ...]:
+            return (*maybe, *(t for t, p in sent.items() if outcome(p) == "in_flight"))
+
+        return protection.SentAhead(
+            action_id=action_id,
+            tag=tag,
+            sent_at=sent_at,
+            until=sent_at + timedelta(seconds=connection.answer_timeout),
+            tickets=(*pending, *unknown),
+            in_flight=in_flight,
+        )
+
+    def _trusted_now(self, connection: Any) -> bool:
+        """Whether the pumped picture is the server's own now: resynced on this connection, which
+        is still up (a drop not yet dispatched shows in ``connected`` and ``generation``)."""
+        return self.trusted and connection.connected and connection.generation == self._generation
+
+    def _unrecorded(self, held: list[BreachKey]) -> None:
+        """A close sent ahead whose breach the engine did not record (it judged otherwise from the
+        database's state): the position is closed with no action to report it. Logged loudly."""
+        for breach_key in held:
+            if breach_key in self.sent_ahead and not protection.is_recorded(breach_key):
+                logger.error(
+                    "event monitor: a close was sent ahead for a breach the engine did not record",
+                    extra={"breach": list(breach_key), "tag": self.sent_ahead[breach_key]},
+                )
 
     def _server_prices(self, held: _Held) -> bool:
         """Whether every price the account was revalued at is the server's: a tick the connection

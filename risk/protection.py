@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from alerts.models import Alert
@@ -40,7 +42,7 @@ from commands.models import BRIDGE_COMMAND_ID_PREFIX, Command, CommandType, Prio
 from commands.services import command_create
 from commands.states import ACTIVE
 from execution import dispatch
-from execution.gateway import AccountSnapshot
+from execution.gateway import AccountSnapshot, order_tag
 from policies.models import ProtectiveAction, TradingAccount
 from risk import rules
 
@@ -78,6 +80,8 @@ CLOSE_ALL_SPECS: tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]] =
     ),
     (CommandType.CANCEL_ORDERS, {}),
 )
+# The commands that close positions (a protective close sent ahead is theirs to reconcile with).
+CLOSING_COMMANDS = (CommandType.CLOSE_POSITION, CommandType.CLOSE_POSITIONS)
 # The bridge's own command ids (PROTOCOL.md §9 "Command ids"): refused on intake, so nothing a
 # tenant sends can take one.
 COMMAND_ID_PREFIX = f"{BRIDGE_COMMAND_ID_PREFIX}pa-"
@@ -88,6 +92,68 @@ _ACTION_FIELDS = [f for f in ProtectiveAction._meta.concrete_fields if not f.pri
 # (account, rule_key, scope, policy_version) of breaches whose protective action is committed:
 # seeing one again needs no transaction (the unique constraint would refuse it anyway).
 _recorded: set[tuple[int, str, str, int]] = set()
+
+
+@dataclass(frozen=True)
+class SentAhead:
+    """Closes the event monitor sent from the Manager API's pumped picture before the breach's
+    action was recorded (docs/manager-api.md "Acting before recording"). The action takes
+    ``action_id`` when given: the closes carry its first close command's tag
+    (``first_close_tag``). That command, and the first of any other action raised with it on the
+    same positions, reconciles with them (``sent_ahead`` in its envelope) instead of sending
+    again: a close that filled is found by its tag, and one whose answer had not come is waited
+    for until ``until`` (a lost answer, reconciled by tag) before anything is sent for it."""
+
+    action_id: uuid.UUID | None
+    tag: str
+    sent_at: datetime
+    until: datetime
+    tickets: tuple[int, ...]
+    in_flight: Callable[[], tuple[int, ...]]  # the tickets whose close has no final answer yet
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "sent_at": self.sent_at.isoformat(),
+            "until": self.until.isoformat(),
+            "tickets": list(self.tickets),
+            "in_flight": list(self.in_flight()),
+        }
+
+
+# The closes sent ahead, by the breach they were sent for, while the monitor records it.
+_sent_ahead: dict[tuple[int, str, str, int], SentAhead] = {}
+
+
+def first_close_tag(action_id: uuid.UUID) -> str:
+    """The MT5 tag of an action's first close command (attempt 1, its first command)."""
+    return order_tag(f"{COMMAND_ID_PREFIX}{action_id.hex}-1-0")
+
+
+def goal_of(breach: rules.Breach, policy: rules.Policy) -> str:
+    """The goal the breach's action will pursue."""
+    return _goal_of(breach, policy)
+
+
+def accounts_with_actions(account_pks: Sequence[int], breaches: Sequence[tuple[int, str, str, int]]) -> set[int]:
+    """The accounts with a protective action still pursuing its goal, or with one of ``breaches``
+    already recorded (one query): a close sent ahead there could meet another attempt's."""
+    if not account_pks:
+        return set()
+    recorded = Q()
+    for pk, rule_key, scope, version in breaches:
+        recorded |= Q(account_id=pk, rule_key=rule_key, scope=scope, policy_version=version)
+    pursuing = Q(goal_met_at__isnull=True) & ~Q(goal=Goal.NONE)
+    found = ProtectiveAction.objects.filter(Q(account_id__in=account_pks) & (pursuing | recorded))
+    return set(found.values_list("account_id", flat=True).distinct())
+
+
+def sent_ahead_hold(key: tuple[int, str, str, int], ahead: SentAhead) -> None:
+    _sent_ahead[key] = ahead
+
+
+def sent_ahead_release(key: tuple[int, str, str, int]) -> None:
+    _sent_ahead.pop(key, None)
 
 
 def is_recorded(key: tuple[int, str, str, int]) -> bool:
@@ -151,6 +217,8 @@ def protective_action_raise(
 ) -> bool:
     """Record the breach once and start pursuing its goal; False when already recorded."""
     position = next((p for p in snapshot.positions if p.ticket == breach.ticket), None) if breach.ticket else None
+    key = (account.pk, breach.rule_key, breach.scope, policy.policy_version)
+    ahead = _sent_ahead.get(key)
     action = ProtectiveAction(
         tenant_id=account.tenant_id,
         account=account,
@@ -176,9 +244,10 @@ def protective_action_raise(
         goal=_goal_of(breach, policy),
         explanation=jsonable(breach.explanation or {}),
     )
+    if ahead is not None and ahead.action_id is not None:
+        action.action_id = ahead.action_id  # the tag its closes already carry
     # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
     # sees this breach again without a transaction.
-    key = (account.pk, breach.rule_key, breach.scope, policy.policy_version)
     if len(_recorded) > 200_000:
         _recorded.clear()
     # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip where a savepoint took three,
@@ -196,7 +265,7 @@ def protective_action_raise(
         if action.goal in (Goal.NONE, Goal.TRADING_DISABLED):
             _finish_without_command(action, policy)
         elif not _flattened_by_another(action):
-            _attempt(action, account, snapshot)
+            _attempt(action, account, snapshot, ahead)
     return True
 
 
@@ -271,12 +340,22 @@ def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[t
     return specs
 
 
-def _attempt(action: ProtectiveAction, account: TradingAccount, snapshot: AccountSnapshot) -> None:
-    """Raise the next attempt at the goal: its commands go to the fast lane in this transaction."""
+def _attempt(
+    action: ProtectiveAction, account: TradingAccount, snapshot: AccountSnapshot, ahead: SentAhead | None = None
+) -> None:
+    """Raise the next attempt at the goal: its commands go to the fast lane in this transaction.
+    With closes sent ahead (the first attempt only), its close command reconciles with them."""
     number = action.attempt_count + 1
     commands: list[Command] = []
     for index, (command_type, specific) in enumerate(_commands_for(action, snapshot)):
         command_id = f"{COMMAND_ID_PREFIX}{action.action_id.hex}-{number}-{index}"
+        envelope: dict[str, Any] = {
+            "raised_by": "risk_engine",
+            "protective_action": str(action.action_id),
+            "attempt": number,
+        }
+        if ahead is not None and index == 0 and command_type in CLOSING_COMMANDS:
+            envelope["sent_ahead"] = ahead.envelope()
         commands.append(
             command_create(
                 tenant=account.tenant,
@@ -290,7 +369,7 @@ def _attempt(action: ProtectiveAction, account: TradingAccount, snapshot: Accoun
                     "expires_at_utc": None,
                 },
                 specific=specific,
-                envelope={"raised_by": "risk_engine", "protective_action": str(action.action_id), "attempt": number},
+                envelope=envelope,
                 correlation_id=_correlation(action),
                 idempotency_key=command_id,
                 source=Source.BRIDGE,

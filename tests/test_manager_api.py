@@ -895,3 +895,205 @@ def test_alices_margin_call_is_an_account_event_when_she_enters_it_and_when_she_
     assert terminal.order_send(close).retcode == c.TRADE_RETCODE_DONE  # no margin used: she leaves it
     wait_for(lambda: any(k == "margin_call_leave" for k, _ in list(recorder.events)))
     assert not any(k.startswith("stop_out") for k, _ in list(recorder.events))
+
+
+# --- closing before recording (issue #17: the 20 ms path) ---------------------------------------------------
+class DealerSends:
+    """Every DealerSend the desk makes: (position, comment, protective actions recorded then)."""
+
+    def __init__(self, desk: ManagerGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        from policies.models import ProtectiveAction
+
+        self.calls: list[tuple[int, str, int]] = []
+        api = desk.conn._api
+        real = api.DealerSend
+
+        def dealer_send(request: Any, sink: Any) -> Any:
+            self.calls.append((int(request.Position), str(request.Comment), ProtectiveAction.objects.count()))
+            return real(request, sink)
+
+        monkeypatch.setattr(api, "DealerSend", dealer_send)
+
+    def of(self, ticket: int) -> list[tuple[int, str, int]]:
+        return [call for call in self.calls if call[0] == ticket]
+
+
+def losing_trade(desk: ManagerGateway, monitor: Any, tag: str) -> int:
+    """Alice's 1-lot EURUSD buy, pumped and held by the monitor (resynced after the pump has it)."""
+    from tests.conftest import LOGIN
+
+    ticket = desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("1"), tag=tag).position
+    wait_for(lambda: ticket in {int(p.Position) for p in desk.conn.records("PositionGetByLogins", [LOGIN])})
+    monitor.resync()
+    assert monitor.trusted
+    return ticket
+
+
+def the_tick_that_breaks_her_single_trade_limit(monitor: Any) -> None:
+    """EURUSD to 1.06400: her buy loses about 2,110, past the 2,000 limit; her equity stays above
+    both floors. The server has the price; the tick is handed over as the connection would."""
+    sim_set_price("EURUSD", "1.06400", "1.06410")
+    monitor.tick("EURUSD", 1.06400, 1.06410, from_server=True)
+
+
+def run_protective_command(action: Any) -> Any:
+    from commands.models import Command
+    from execution.runner import command_execute
+
+    command_execute(action.command_id)
+    return Command.objects.get(pk=action.command_id)
+
+
+def pursue_alice(desk: ManagerGateway) -> None:
+    from policies.models import TradingAccount
+    from risk.engine import risk_evaluate_many
+
+    risk_evaluate_many(accounts=list(TradingAccount.objects.select_related("current_policy", "tenant")), gateway=desk)
+
+
+def test_the_event_monitor_closes_alices_losing_trade_before_the_action_is_recorded_and_never_twice(
+    watching, desk, monkeypatch
+):
+    from policies.models import ProtectiveAction
+    from risk import protection
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa1")
+    the_tick_that_breaks_her_single_trade_limit(watching)
+
+    action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
+    [(_, comment, recorded_then)] = sends.of(ticket)
+    assert recorded_then == 0  # sent before the action existed
+    assert comment == protection.first_close_tag(action.action_id)  # under the action's own tag
+    command = run_protective_command(action)
+    assert command.command_type == "close_position" and command.envelope["sent_ahead"]["tag"] == comment
+    assert command.state == "succeeded" and command.result["reconciled"] is True  # found by tag
+    assert len(sends.of(ticket)) == 1  # the command sent nothing
+    pursue_alice(desk)
+    action.refresh_from_db()
+    assert action.goal_met_at is not None and action.execution_status == "success"
+    assert not SimPosition.objects.filter(ticket=ticket).exists()
+
+
+def test_a_command_that_runs_while_the_close_sent_ahead_is_in_flight_waits_for_it_and_sends_nothing(
+    watching, desk, monkeypatch
+):
+    from policies.models import ProtectiveAction
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa2")
+    api = desk.conn._api
+    dealing = threading.Event()
+    execute = api._execute
+
+    def slow_dealer(request: Any) -> Any:
+        dealing.wait(5)
+        return execute(request)
+
+    monkeypatch.setattr(api, "_execute", slow_dealer)
+    the_tick_that_breaks_her_single_trade_limit(watching)
+    action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
+    assert len(sends.of(ticket)) == 1
+    threading.Timer(0.3, dealing.set).start()  # the dealer answers while the command waits
+    command = run_protective_command(action)
+    assert command.envelope["sent_ahead"]["in_flight"] == [ticket]  # no answer when it was recorded
+    assert command.state == "succeeded" and command.result["reconciled"] is True
+    assert len(sends.of(ticket)) == 1
+
+
+def test_a_close_sent_ahead_and_refused_falls_back_to_the_protective_commands_own_close(watching, desk, monkeypatch):
+    from policies.models import ProtectiveAction
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa3")
+    sim_inject_fault("requote", symbol="EURUSD")  # the trade server refuses the first close
+    the_tick_that_breaks_her_single_trade_limit(watching)
+    action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
+    command = run_protective_command(action)
+    assert command.state == "succeeded"
+    (_, ahead, recorded_then), (_, own, _) = sends.of(ticket)  # the refused one, then the command's
+    assert recorded_then == 0 and ahead == command.envelope["sent_ahead"]["tag"] == own
+    pursue_alice(desk)
+    action.refresh_from_db()
+    assert action.goal_met_at is not None
+    assert not SimPosition.objects.filter(ticket=ticket).exists()
+
+
+def test_a_close_sent_ahead_whose_answer_is_lost_is_reconciled_by_its_tag(watching, desk, monkeypatch):
+    from policies.models import ProtectiveAction
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa4")
+    sim_inject_fault("timeout_after_fill", symbol="EURUSD")  # executed, its answer lost
+    the_tick_that_breaks_her_single_trade_limit(watching)
+    action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
+    command = run_protective_command(action)
+    assert command.state == "succeeded" and command.result["reconciled"] is True
+    assert len(sends.of(ticket)) == 1
+
+
+class MonitorDied(BaseException):
+    """The monitor's process ends (killed, power lost) between the close and its record."""
+
+
+def test_when_the_monitor_dies_between_the_close_and_its_record_the_position_is_closed_once_and_nothing_is_recorded(
+    watching, desk, monkeypatch
+):
+    from execution.models import SimDeal
+    from policies.models import ProtectiveAction
+    from risk import events
+    from risk.events import EventMonitor
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa5")
+
+    def dies(**kwargs: Any) -> Any:
+        raise MonitorDied
+
+    monkeypatch.setattr(events, "risk_evaluate_snapshots", dies)
+    with pytest.raises(MonitorDied):
+        the_tick_that_breaks_her_single_trade_limit(watching)
+    monkeypatch.undo()  # (the DealerSend counter with it: counted from here by the server's deals)
+    [(_, comment, _)] = sends.of(ticket)
+    wait_for(lambda: not SimPosition.objects.filter(ticket=ticket).exists())
+
+    # The monitor that takes over reads the server: the position is gone, so is the breach.
+    successor = EventMonitor(desk)
+    successor.resync()
+    assert successor.trusted and not successor.sent_ahead
+    assert not ProtectiveAction.objects.exists()  # no action: the close's deal is its only trace
+    closing = SimDeal.objects.filter(position_id=ticket, entry=c.DEAL_ENTRY_OUT)
+    assert [d.comment for d in closing] == [comment]  # closed once, under the tag sent ahead
+
+
+def test_alices_daily_breach_closes_every_position_ahead_once_and_her_single_trade_actions_share_those_closes(
+    watching, desk, monkeypatch
+):
+    from commands.models import Command
+    from execution.runner import command_execute
+    from policies.models import ProtectiveAction
+    from tests.conftest import LOGIN
+
+    sends = DealerSends(desk, monkeypatch)
+    big = desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:sa6").position
+    small = losing_trade(desk, watching, "b:sa7")
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # about -9,600: below the daily floor, each trade past its limit
+    watching.tick("EURUSD", 1.05300, 1.05310, from_server=True)
+
+    assert set(ProtectiveAction.objects.exclude(goal="none").values_list("rule_key", "ticket")) == {
+        ("daily_drawdown", None), ("single_trade_loss", big), ("single_trade_loss", small)
+    }  # fmt: skip
+    assert [len(sends.of(t)) for t in (big, small)] == [1, 1]  # every position, once, under the flat action's tag
+    flat = ProtectiveAction.objects.get(rule_key="daily_drawdown").command
+    assert flat is not None
+    flat_tag = flat.envelope["sent_ahead"]["tag"]
+    assert {comment for position, comment, _ in sends.calls if position} == {flat_tag}
+    for command in Command.objects.filter(state="queued"):
+        command_execute(command.pk)
+        command.refresh_from_db()
+        assert command.state == "succeeded", command.error_message
+        if command.command_type != "cancel_orders":
+            assert command.envelope["sent_ahead"]["tag"] == flat_tag
+    assert [len(sends.of(t)) for t in (big, small)] == [1, 1]  # no command sent again
+    pursue_alice(desk)
+    assert not ProtectiveAction.objects.filter(goal_met_at__isnull=True).exclude(goal="none").exists()

@@ -17,7 +17,8 @@ Like the real API (``MANAGER_API.md``):
   delivered: after a reconnect the copy is reloaded silently and the caller must resync.
 - A pump cycle sees what changed since the last one, so changes that came and went between two
   cycles make no event (a position opened and closed: its deals only), and a symbol that
-  ticked several times makes one ``OnTick``. Within a cycle events come in this order: users,
+  ticked several times makes one ``OnTick``; the symbols' configuration (``SymbolGet``) is the
+  copy's too, as of the last cycle. Within a cycle events come in this order: users,
   ticks, orders, deals (by ticket), positions. A call that goes to the server (``*Request*``,
   a dealer request) costs ``SIM_CALL_MS`` when the simulator's cost model sets it.
 - ``DealerSend`` only queues the request and returns its id; the dealer thread executes it on
@@ -287,6 +288,7 @@ class _World:
         self.ticks: dict[str, MTTickShort] = {}
         self.deals: list[MTDeal] = []
         self.groups: dict[str, MTConGroup] = {}
+        self.symbols: dict[str, sql.Symbol] = {}  # the symbols' configuration (PUMP_MODE_SYMBOLS)
         self.last_deal = 0
         self.recent_deals: set[int] = set()  # the deal tickets of the overlap window, seen already
         self.since_msc = 0  # the stamp the next pump cycle reads position changes from
@@ -530,7 +532,8 @@ class ManagerAPI:
             cycle_started = now_msc()
             offset = server_offset_msc()
             ticks: list[tuple[str, MTTickShort]] = []
-            for symbol in read_symbols():
+            symbols = read_symbols()
+            for symbol in symbols:
                 stamp = server_msc(symbol.price_time_msc, offset)
                 before = world.ticks.get(symbol.name)
                 if before is None or before.datetime_msc != stamp:
@@ -569,6 +572,7 @@ class ManagerAPI:
             if generation != self._generation or not self._connected:
                 return False
             events = self._apply(world, part, touched, ticks, fresh_deals, open_orders, offset)
+            world.symbols = {symbol.name: symbol for symbol in symbols}
             world.since_msc = cycle_started
         for kind, method, *args in events:
             self._emit(kind, method, *args)
@@ -650,6 +654,7 @@ class ManagerAPI:
         )
         symbols = read_symbols()
         quotes = Valuation.quotes(symbols)
+        world.symbols = {s.name: s for s in symbols}
         for s in symbols:
             stamp = server_msc(s.price_time_msc, offset)
             world.ticks[s.name] = MTTickShort(
@@ -933,13 +938,13 @@ class ManagerAPI:
 
     # --- symbols, quotes, time ------------------------------------------------------------------------------
     def SymbolGet(self, name: str) -> MTConSymbol | None:
+        """The symbol's configuration from the pumped copy (as of the pump's last cycle)."""
         if not self._require(_EnPumpModes.PUMP_MODE_SYMBOLS):
             return None
-        rows = read_symbols(name=name)
-        if not rows:
+        s = self._world.symbols.get(name)
+        if s is None:
             _set_error(EnMTAPIRetcode.MT_RET_ERR_NOTFOUND)
             return None
-        s = rows[0]
         return MTConSymbol(
             Symbol=s.name, Digits=s.digits, Point=float(s.point), ContractSize=float(s.trade_contract_size),
             VolumeMin=_units(s.volume_min), VolumeMax=_units(s.volume_max), VolumeStep=_units(s.volume_step),

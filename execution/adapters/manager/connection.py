@@ -9,6 +9,7 @@
 - ``dealer_send`` queues a request with ``DealerSend`` and waits for its answer, correlated by
   request id, else by tag; no answer within ``verify.ANSWER_TIMEOUT_SECONDS`` (or the
   connection dropping meanwhile) is a lost answer: the caller reconciles by tag.
+  ``dealer_submit`` queues one without waiting; ``dealer_poll`` looks for its answer later.
 - After ``OnDisconnect`` (or a call failing with a network error) the dispatcher reconnects
   with backoff; each successful connect bumps ``generation`` and calls every listener's
   ``on_resync(connection)`` before any later event, so a listener rebuilds its state from
@@ -46,11 +47,16 @@ class Listener(Protocol):
 
 
 @dataclass
-class _Waiter:
-    """One dealer request's answers as they come (None: the connection dropped)."""
+class DealerPending:
+    """One dealer request DealerSend queued: its answers as they come (None: the connection
+    dropped), and the final one once seen (``ManagerConnection.dealer_poll``)."""
 
     tag: str
+    sent_at: float = 0.0  # time.monotonic() when queued
+    request_id: int | None = None
     answers: queue.Queue[Any] = field(default_factory=queue.Queue)
+    settled: bool = False  # a final answer came, or the link dropped (lost)
+    final: Any = None  # the final answer (None when lost)
 
 
 class _Sink:
@@ -147,8 +153,8 @@ class ManagerConnection:
         self._sink = _Sink(self)
         self._events: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
         self._listeners: list[Listener] = []
-        self._waiters: dict[int, _Waiter] = {}
-        self._by_tag: dict[str, _Waiter] = {}
+        self._waiters: dict[int, DealerPending] = {}
+        self._by_tag: dict[str, DealerPending] = {}
         self.connected = False
         self.generation = 0
         self.drops = 0
@@ -265,10 +271,20 @@ class ManagerConnection:
     def dealer_send(self, request: Any, tag: str) -> tuple[bool, Any]:
         """(sent, answer): sent False when DealerSend refused it (nothing left); answer None when
         it was sent but no final answer came in time (lost: reconcile by tag)."""
-        waiter = _Waiter(tag)
+        pending = self.dealer_submit(request, tag)
+        if pending is None:
+            return False, None
+        return True, self.dealer_wait(pending, self.answer_timeout)
+
+    def dealer_submit(self, request: Any, tag: str) -> DealerPending | None:
+        """Queue ``request`` with DealerSend and return at once: None when DealerSend refused it
+        (nothing was sent; ``last_error`` says why), else the pending request, whose answer
+        ``dealer_wait`` waits for and ``dealer_poll`` looks for without waiting."""
+        pending = DealerPending(tag, sent_at=time.monotonic())
         with self.lock:
             self.ensure()
-            self._by_tag[tag] = waiter
+            self._forget_stale(pending.sent_at)
+            self._by_tag[tag] = pending
             try:
                 returned = self._api.DealerSend(request, self._sink)
             except Exception as exc:
@@ -277,31 +293,63 @@ class ManagerConnection:
             if verify.dealer_send_failed(returned):
                 self._by_tag.pop(tag, None)
                 self.last_error = self.error()
-                return False, None
-            request_id = verify.dealer_request_id(returned, request)
-            if request_id is not None:
+                return None
+            pending.request_id = verify.dealer_request_id(returned, request)
+            if pending.request_id is not None:
                 # The id is authoritative from now on: a late answer to an earlier request with
                 # the same tag must not be taken for this one's.
-                self._waiters[request_id] = waiter
+                self._waiters[pending.request_id] = pending
                 self._by_tag.pop(tag, None)
+        return pending
+
+    def dealer_wait(self, pending: DealerPending, timeout: float) -> Any:
+        """The request's final answer, waiting up to ``timeout`` s; None when none came (lost)."""
         try:
-            deadline = time.monotonic() + self.answer_timeout
-            while True:
-                remaining = deadline - time.monotonic()
+            deadline = time.monotonic() + timeout
+            while not pending.settled:
                 try:
-                    answer = waiter.answers.get(timeout=max(remaining, 0))
+                    answer = pending.answers.get(timeout=max(deadline - time.monotonic(), 0))
                 except queue.Empty:
-                    return True, None
-                if answer is None:  # the connection dropped
-                    return True, None
-                if int(answer.ResultRetcode) not in verify.IN_FLIGHT_RETCODES:
-                    return True, answer
+                    return None
+                self._take(pending, answer)
+            return pending.final
         finally:
-            with self.lock:
-                if request_id is not None:
-                    self._waiters.pop(request_id, None)
-                if self._by_tag.get(tag) is waiter:
-                    del self._by_tag[tag]
+            self._forget(pending)
+
+    def dealer_poll(self, pending: DealerPending) -> tuple[bool, Any]:
+        """Without waiting: (True, the final answer) once it came, (True, None) when the link
+        dropped meanwhile (lost: reconcile by tag), (False, None) while in flight."""
+        while not pending.settled:
+            try:
+                answer = pending.answers.get_nowait()
+            except queue.Empty:
+                return False, None
+            self._take(pending, answer)
+        self._forget(pending)
+        return True, pending.final
+
+    @staticmethod
+    def _take(pending: DealerPending, answer: Any) -> None:
+        if answer is None:  # the connection dropped
+            pending.settled = True
+        elif int(answer.ResultRetcode) not in verify.IN_FLIGHT_RETCODES:
+            pending.settled, pending.final = True, answer
+
+    def _forget(self, pending: DealerPending) -> None:
+        with self.lock:
+            if pending.request_id is not None and self._waiters.get(pending.request_id) is pending:
+                del self._waiters[pending.request_id]
+            if self._by_tag.get(pending.tag) is pending:
+                del self._by_tag[pending.tag]
+
+    def _forget_stale(self, now: float) -> None:
+        """Requests submitted and never awaited again (``dealer_poll`` not called once they
+        settled) are forgotten after twice the answer timeout."""
+        stale = now - 2 * self.answer_timeout
+        for request_id in [k for k, pending in self._waiters.items() if pending.sent_at < stale]:
+            del self._waiters[request_id]
+        for tag in [k for k, pending in self._by_tag.items() if pending.sent_at < stale]:
+            del self._by_tag[tag]
 
     def _answered(self, answer: Any) -> None:
         """On the API's thread: wake the waiter of ``answer`` (by id, else by tag)."""

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from execution.adapters.manager import verify
-from execution.adapters.manager.connection import LINK_ERRORS, ManagerConnection
+from execution.adapters.manager.connection import LINK_ERRORS, DealerPending, ManagerConnection
 from execution.adapters.official.conversion import (
     DEAL_ENTRY_NAMES,
     DEAL_TYPE_NAMES,
@@ -492,6 +492,31 @@ class ManagerGateway(Gateway):
             "TypeFill": verify.type_fill(int(info.FillFlags)) if info is not None else verify.FILL_IOC,
         }  # fmt: skip
         return self._deal_request(login, tag, ticket, self._now(), **fields)
+
+    def close_ahead(self, login: int, position: Position, *, tag: str) -> DealerPending | None:
+        """Queue a market close of ``position`` as the pumped copy shows it (its side, its whole
+        volume) and return without waiting: no read before it and no answer awaited (the event
+        monitor's close sent before its action is recorded). None when DealerSend refused it
+        (nothing was sent). ``dealer_outcome`` says later what became of it."""
+        self._check_tag(tag)
+        info = self._symbol(position.symbol)
+        request, _ = self._request(
+            Action=TA_DEALER_POS_EXECUTE, Login=login, Symbol=position.symbol, Position=int(position.ticket),
+            Type=1 if position.side == "buy" else 0, Volume=units(position.volume), Flags=verify.TA_FLAG_MARKET,
+            PriceOrder=0.0, TypeFill=verify.type_fill(int(info.FillFlags)) if info is not None else verify.FILL_IOC,
+            Comment=tag,
+        )  # fmt: skip
+        return self.conn.dealer_submit(request, tag)
+
+    def dealer_outcome(self, pending: DealerPending) -> Literal["filled", "refused", "in_flight"]:
+        """What a ``close_ahead`` came to so far, without waiting: ``filled`` (in full or in part),
+        ``refused`` (a final answer that filled nothing), or ``in_flight`` (no final answer yet,
+        or the answer was lost with the link: only a deal found by its tag can tell)."""
+        settled, answer = self.conn.dealer_poll(pending)
+        if not settled or answer is None:
+            return "in_flight"
+        code = int(answer.ResultRetcode)
+        return "filled" if code in (c.TRADE_RETCODE_DONE, c.TRADE_RETCODE_DONE_PARTIAL) else "refused"
 
     def modify_position(
         self, login: int, server: str, *, ticket: int, sl: Decimal | None = None, tp: Decimal | None = None, tag: str
