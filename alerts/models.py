@@ -18,6 +18,7 @@ class Alert(models.Model):
         TERMINAL_TRADING_OFF = "terminal_trading_off", "a terminal refuses the bridge's trades"
         TERMINAL_SWITCHED = "terminal_account_switched", "a terminal held another account after a trade"
         ACCOUNT_BREACH = "account_breach", "an account breached a drawdown or a hard limit"
+        CLOSE_RECOVERED = "close_recovered", "a protective close sent ahead had no record; recovered"
 
     class Severity(models.TextChoices):
         CRITICAL = "critical"

@@ -229,6 +229,9 @@ RISK_MONITOR_SWITCH_INTERVAL_MS = env.float("RISK_MONITOR_SWITCH_INTERVAL_MS", d
 # A protective action whose goal does not hold this long after its breach alerts operators and
 # reports its outcome so far to Laravel; the bridge keeps trying (RISK_RULES.md).
 PROTECTION_ALERT_SECONDS = env.int("PROTECTION_ALERT_SECONDS", default=60)
+# A protective close the event monitor sent ahead whose action is still unrecorded this long
+# after (2 x the Manager API's answer timeout) is recorded by the sweeper from its note.
+SENT_AHEAD_RECOVER_SECONDS = env.int("SENT_AHEAD_RECOVER_SECONDS", default=20)
 RISK_MAX_SNAPSHOT_AGE_MS = env.int("RISK_MAX_SNAPSHOT_AGE_MS", default=5000)
 
 # django-q2 keeps each cluster's heartbeat in the cache: a database table is shared by every

@@ -254,6 +254,30 @@ class ProtectiveAction(models.Model):
         return f"{self.rule_key} on {self.account} ({self.scope}, v{self.policy_version})"
 
 
+class SentAheadNote(models.Model):
+    """A protective close the event monitor is about to send before the breach's action is
+    recorded (docs/manager-api.md "Acting before recording"), written in one statement just
+    before its ``DealerSend``. The engine deletes it when it records the action under
+    ``action_id``; one left behind (the monitor died between the close and its record, or the
+    engine judged otherwise) is turned into the action by the sweeper
+    (``risk.protection.sent_ahead_recover``), so no protective close goes unrecorded."""
+
+    action_id = models.UUIDField(unique=True, help_text="The id chosen for the action; its closes carry its tag.")
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="sent_ahead_notes")
+    rule_key = models.CharField(max_length=32)
+    scope = models.CharField(max_length=64)
+    policy_version = models.PositiveIntegerField()
+    figures = models.JSONField(
+        default=dict, help_text="The breach's figures as the action records them (exact decimal strings)."
+    )
+    tag = models.CharField(max_length=32, help_text="The MT5 tag the closes carry.")
+    tickets = models.JSONField(default=list, blank=True, help_text="The positions closed ahead.")
+    sent_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.rule_key} on account {self.account_id} ({self.scope}, v{self.policy_version}) sent ahead"
+
+
 class MonitorHeartbeat(models.Model):
     """A live risk monitor; the live ones split the accounts between them by rendezvous hashing."""
 

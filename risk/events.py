@@ -32,7 +32,10 @@ limit, is.
 position; the account flat) is closed at once: ``DealerSend`` from the pumped position, under the
 tag of the first close command of the action about to be recorded (its id chosen first), then the
 engine records the action and that command, which reconciles with the close by its tag instead of
-sending again (``protection.SentAhead``; docs/manager-api.md "Acting before recording").
+sending again (``protection.SentAhead``; docs/manager-api.md "Acting before recording"). Just
+before the closes, one autocommitted INSERT writes their note (``SentAheadNote``; none written,
+nothing sent ahead): the engine deletes it as it records the action, and the sweeper records the
+action from a note left behind (``protection.sent_ahead_recover``).
 
 **A position, order, deal or user event** reads that account afresh and evaluates it.
 
@@ -647,17 +650,17 @@ class EventMonitor:
             positions = {p.ticket: p for p in judged[key].positions}
             flat = next(((b, k) for b, goal, k in breaches if goal == protection.Goal.ACCOUNT_FLAT), None)
             if flat is not None:  # every position, under the flat action's tag; the others share it
-                sends = [(flat[1], list(positions.values()), [k for *_, k in breaches if k != flat[1]])]
+                sends = [(flat[0], flat[1], list(positions.values()), [k for *_, k in breaches if k != flat[1]])]
             else:
                 sends = [
-                    (k, [positions[b.ticket]], [])
+                    (b, k, [positions[b.ticket]], [])
                     for b, goal, k in breaches
                     if goal == protection.Goal.POSITION_CLOSED and b.ticket in positions
                 ]
-            for breach_key, closes, others in sends:
+            for breach, breach_key, closes, others in sends:
                 if not self._trusted_now(connection):
                     return
-                ahead = self._close_ahead(key, breach_key, closes, close_ahead, connection)
+                ahead = self._close_ahead(key, (breach, judged[key]), breach_key, closes, close_ahead, connection)
                 if ahead is None:
                     continue
                 protection.sent_ahead_hold(breach_key, ahead)
@@ -667,11 +670,32 @@ class EventMonitor:
                     held.append(other)
 
     def _close_ahead(
-        self, key: Key, breach_key: BreachKey, closes: list[Any], close_ahead: Any, connection: Any
+        self,
+        key: Key,
+        judged: tuple[rules.Breach, AccountSnapshot],
+        breach_key: BreachKey,
+        closes: list[Any],
+        close_ahead: Any,
+        connection: Any,
     ) -> protection.SentAhead | None:
         action_id = uuid.uuid4()
         tag = protection.first_close_tag(action_id)
         sent_at = timezone.now()
+        # One autocommitted INSERT before the closes: should the action never be recorded (this
+        # process dies before it, the engine judges otherwise) the sweeper records it from it.
+        breach, snapshot = judged
+        noted = protection.sent_ahead_note(
+            account_pk=breach_key[0],
+            breach=breach,
+            snapshot=snapshot,
+            policy=self._held[key].watched.policy,
+            action_id=action_id,
+            tag=tag,
+            tickets=[position.ticket for position in closes],
+            sent_at=sent_at,
+        )
+        if not noted:
+            return None  # nothing sent ahead: the engine's command sends, as before
         pending: dict[int, Any] = {}
         unknown: list[int] = []  # DealerSend raised: whether it went out is unknown
         for position in closes:
@@ -683,6 +707,7 @@ class EventMonitor:
                 break
         sent = {ticket: p for ticket, p in pending.items() if p is not None}
         if not sent and not unknown:
+            protection.sent_ahead_unnote(action_id)
             return None  # nothing went out: the engine's command sends, as before
         if len(self.sent_ahead) > 10_000:
             self.sent_ahead.clear()
@@ -712,11 +737,12 @@ class EventMonitor:
 
     def _unrecorded(self, held: list[BreachKey]) -> None:
         """A close sent ahead whose breach the engine did not record (it judged otherwise from the
-        database's state): the position is closed with no action to report it. Logged loudly."""
+        database's state): its note stays, and the sweeper records the action from it once
+        ``SENT_AHEAD_RECOVER_SECONDS`` have passed (``protection.sent_ahead_recover``)."""
         for breach_key in held:
             if breach_key in self.sent_ahead and not protection.is_recorded(breach_key):
                 logger.error(
-                    "event monitor: a close was sent ahead for a breach the engine did not record",
+                    "event monitor: a close was sent ahead for a breach the engine did not record (its note stays)",
                     extra={"breach": list(breach_key), "tag": self.sent_ahead[breach_key]},
                 )
 

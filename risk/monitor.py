@@ -38,6 +38,7 @@ from execution.gateways import get_gateway
 from execution.owners import Priority, call_priority
 from execution.runner import sweep_stuck
 from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
+from risk import protection
 from risk.engine import (
     WatchedAccount,
     read_accounts,
@@ -270,7 +271,8 @@ def sweep_forever(
     Re-ringing a backlog's commands takes one transaction each: on the monitor's own loop that
     could hold a cycle up for seconds, and with it the detection of a breach. The fast lane's part
     (lapsed leases, fast commands queued too long) runs every FAST_LANE_SWEEP_SECONDS, the whole
-    sweep every `every`.
+    sweep every `every`: with it the watchdog, and the recovery of protective closes the event
+    monitor sent ahead and never recorded (``protection.sent_ahead_recover``).
     """
     watchdog = Watchdog()
     fast_every = min(every, fast_every or settings.FAST_LANE_SWEEP_SECONDS)
@@ -286,6 +288,10 @@ def sweep_forever(
                 logger.warning("sweeper re-queued commands", extra={"count": requeued})
             if full:
                 watchdog.check()
+                # Closes the event monitor sent ahead whose action was never recorded.
+                recovered = protection.sent_ahead_recover()
+                if recovered:
+                    logger.error("sweeper recorded protective closes sent ahead", extra={"count": recovered})
         except Exception:  # PostgreSQL restarting: drop the connection and try on the next turn
             logger.exception("the sweeper failed; it tries again")
             connection.close()

@@ -43,7 +43,7 @@ from commands.services import command_create
 from commands.states import ACTIVE
 from execution import dispatch
 from execution.gateway import AccountSnapshot, order_tag
-from policies.models import ProtectiveAction, TradingAccount
+from policies.models import ProtectiveAction, SentAheadNote, TradingAccount
 from risk import rules
 
 logger = logging.getLogger("bridge.risk")
@@ -156,6 +156,161 @@ def sent_ahead_release(key: tuple[int, str, str, int]) -> None:
     _sent_ahead.pop(key, None)
 
 
+# What a note keeps of the breach: the action's figures (``_action_of``), as the action records them.
+_NOTED = (
+    "action",
+    "enabled",
+    "hard",
+    "ticket",
+    "symbol",
+    "volume",
+    "floating_pnl",
+    "equity",
+    "balance",
+    "threshold_used",
+    "floor_or_limit",
+    "measured",
+    "violation_count",
+    "detection_timestamp",
+    "goal",
+    "explanation",
+)
+_NOTE_FIELDS = [f for f in SentAheadNote._meta.concrete_fields if not f.primary_key]
+
+
+def sent_ahead_note(
+    *,
+    account_pk: int,
+    breach: rules.Breach,
+    snapshot: AccountSnapshot,
+    policy: rules.Policy,
+    action_id: uuid.UUID,
+    tag: str,
+    tickets: Sequence[int],
+    sent_at: datetime,
+) -> bool:
+    """Write, in one autocommitted statement, the note of closes about to be sent ahead for the
+    breach (``SentAheadNote``): should their action never be recorded, the sweeper records it
+    from the note. False when it could not be written: then nothing is sent ahead."""
+    action = _action_of(account_pk, breach, snapshot, policy)
+    figures = {name: _noted(getattr(action, name)) for name in _NOTED}
+    note = SentAheadNote(
+        action_id=action_id,
+        account_id=account_pk,
+        rule_key=breach.rule_key,
+        scope=breach.scope,
+        policy_version=policy.policy_version,
+        figures=figures,
+        tag=tag,
+        tickets=list(tickets),
+        sent_at=sent_at,
+    )
+    try:
+        return insert_unless_conflicting(note, _NOTE_FIELDS) is not None
+    except Exception:  # the database is away: the engine's own path, as before
+        logger.exception("event monitor: the note of a close sent ahead could not be written")
+        return False
+
+
+def sent_ahead_unnote(action_id: uuid.UUID) -> None:
+    """Nothing was sent ahead after all: the note goes."""
+    SentAheadNote.objects.filter(action_id=action_id).delete()
+
+
+def _noted(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def sent_ahead_recover(*, now: datetime | None = None) -> int:
+    """Record the actions of closes sent ahead whose record never came (the monitor died between
+    the close and its record, or the engine judged otherwise): every note older than
+    ``SENT_AHEAD_RECOVER_SECONDS`` becomes its action, under the id its closes' tag carries,
+    reported to Laravel like any other and raised as an alert; its goal is then pursued by the
+    engine as any open action's is (the close sent ahead counts as its first attempt). A note
+    whose breach is recorded already (under that id, or another) just goes. Returns the actions
+    recorded."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.SENT_AHEAD_RECOVER_SECONDS)
+    recovered = 0
+    for pk in SentAheadNote.objects.filter(sent_at__lt=cutoff).order_by("pk").values_list("pk", flat=True):
+        with transaction.atomic():
+            note = (
+                SentAheadNote.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("account__tenant")
+                .filter(pk=pk)
+                .first()
+            )
+            if note is None:
+                continue  # recovered meanwhile (another sweeper)
+            note.delete()
+            recorded = ProtectiveAction.objects.filter(
+                Q(action_id=note.action_id)
+                | Q(
+                    account_id=note.account_id,
+                    rule_key=note.rule_key,
+                    scope=note.scope,
+                    policy_version=note.policy_version,
+                )
+            ).exists()
+            if not recorded and _recover(note, now):
+                recovered += 1
+    return recovered
+
+
+def _recover(note: SentAheadNote, now: datetime) -> bool:
+    account = note.account
+    fields = {f.attname: f for f in ProtectiveAction._meta.concrete_fields}
+    figures = {name: fields[name].to_python(value) for name, value in note.figures.items() if name in fields}
+    action = ProtectiveAction(
+        action_id=note.action_id,
+        tenant_id=account.tenant_id,
+        account=account,
+        rule_key=note.rule_key,
+        scope=note.scope,
+        policy_version=note.policy_version,
+        # The closes sent ahead were its first attempt: the engine's pursuit judges it on the
+        # next snapshot and attempts again if the goal does not hold.
+        attempt_count=1,
+        attempt_ended_at=note.sent_at,
+        next_attempt_at=note.sent_at,
+        mt5_response=(
+            f"closed ahead by the event monitor at {utc_iso(note.sent_at)} (tag {note.tag}, "
+            f"positions {', '.join(str(t) for t in note.tickets) or 'none'}); its record was recovered"
+        ),
+        created_at=now,
+        **figures,
+    )
+    action.pk = insert_unless_conflicting(action, _ACTION_FIELDS)
+    if action.pk is None:
+        return False
+    action._state.adding = False
+    with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
+        logger.error(
+            "a protective close sent ahead had no record: recovered",
+            extra={"action_id": str(action.action_id), "tag": note.tag, "tickets": note.tickets},
+        )
+        protective_action_report(action=action)
+        alert_raise(
+            kind=Alert.Kind.CLOSE_RECOVERED,
+            subject=f"action:{action.action_id}",
+            title=f"Account {account.login}: the record of a protective close sent ahead was recovered",
+            body=(
+                f"{action.rule_key} ({action.scope}, policy v{action.policy_version}) was breached at "
+                f"{utc_iso(action.detection_timestamp)}; the event monitor sent its close(s) at "
+                f"{utc_iso(note.sent_at)} under tag {note.tag} (positions "
+                f"{', '.join(str(t) for t in note.tickets) or 'none'}) but no action recorded them (the "
+                "monitor stopped before its record, or the engine judged otherwise). The action is now "
+                "recorded and reported; its goal is held against MT5 as any other's."
+            ),
+            tenant_id=account.tenant.tenant_id,
+        )
+    return True
+
+
 def is_recorded(key: tuple[int, str, str, int]) -> bool:
     """Whether this process has seen the breach's action committed."""
     return key in _recorded
@@ -216,12 +371,44 @@ def protective_action_raise(
     *, account: TradingAccount, breach: rules.Breach, snapshot: AccountSnapshot, policy: rules.Policy
 ) -> bool:
     """Record the breach once and start pursuing its goal; False when already recorded."""
-    position = next((p for p in snapshot.positions if p.ticket == breach.ticket), None) if breach.ticket else None
     key = (account.pk, breach.rule_key, breach.scope, policy.policy_version)
     ahead = _sent_ahead.get(key)
+    action = _action_of(account.pk, breach, snapshot, policy)
+    action.tenant_id, action.account = account.tenant_id, account
+    if ahead is not None and ahead.action_id is not None:
+        action.action_id = ahead.action_id  # the tag its closes already carry
+        # Recorded now (or by another evaluation): the note written before the closes is done.
+        SentAheadNote.objects.filter(action_id=ahead.action_id).delete()
+    # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
+    # sees this breach again without a transaction.
+    if len(_recorded) > 200_000:
+        _recorded.clear()
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip where a savepoint took three,
+    # and a breach recorded already (an earlier evaluation, another monitor) leaves the
+    # transaction intact.
+    action.pk = insert_unless_conflicting(action, _ACTION_FIELDS)
+    transaction.on_commit(lambda: _recorded.add(key))
+    if action.pk is None:
+        return False
+    action._state.adding = False
+    with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
+        logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
+        if breach.hard or breach.rule_key in ALERTED_RULES:
+            _alert_breach(action, account)
+        if action.goal in (Goal.NONE, Goal.TRADING_DISABLED):
+            _finish_without_command(action, policy)
+        elif not _flattened_by_another(action):
+            _attempt(action, account, snapshot, ahead)
+    return True
+
+
+def _action_of(
+    account_pk: int, breach: rules.Breach, snapshot: AccountSnapshot, policy: rules.Policy
+) -> ProtectiveAction:
+    """The breach's action as recorded (unsaved, without its tenant)."""
+    position = next((p for p in snapshot.positions if p.ticket == breach.ticket), None) if breach.ticket else None
     action = ProtectiveAction(
-        tenant_id=account.tenant_id,
-        account=account,
+        account_id=account_pk,
         rule_key=breach.rule_key,
         scope=breach.scope,
         policy_version=policy.policy_version,
@@ -244,29 +431,7 @@ def protective_action_raise(
         goal=_goal_of(breach, policy),
         explanation=jsonable(breach.explanation or {}),
     )
-    if ahead is not None and ahead.action_id is not None:
-        action.action_id = ahead.action_id  # the tag its closes already carry
-    # Once the action is committed (here, or by an earlier evaluation), the monitor's quiet path
-    # sees this breach again without a transaction.
-    if len(_recorded) > 200_000:
-        _recorded.clear()
-    # INSERT ... ON CONFLICT DO NOTHING RETURNING id: one round trip where a savepoint took three,
-    # and a breach recorded already (an earlier evaluation, another monitor) leaves the
-    # transaction intact.
-    action.pk = insert_unless_conflicting(action, _ACTION_FIELDS)
-    transaction.on_commit(lambda: _recorded.add(key))
-    if action.pk is None:
-        return False
-    action._state.adding = False
-    with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
-        logger.warning("breach", extra={"rule_key": breach.rule_key, "scope": breach.scope, "enabled": breach.enabled})
-        if breach.hard or breach.rule_key in ALERTED_RULES:
-            _alert_breach(action, account)
-        if action.goal in (Goal.NONE, Goal.TRADING_DISABLED):
-            _finish_without_command(action, policy)
-        elif not _flattened_by_another(action):
-            _attempt(action, account, snapshot, ahead)
-    return True
+    return action
 
 
 # Breaches of the whole account operators hear of at once (a single trade's loss is the engine's routine work).

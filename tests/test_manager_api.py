@@ -902,17 +902,22 @@ class DealerSends:
     """Every DealerSend the desk makes: (position, comment, protective actions recorded then)."""
 
     def __init__(self, desk: ManagerGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-        from policies.models import ProtectiveAction
+        from policies.models import ProtectiveAction, SentAheadNote
 
         self.calls: list[tuple[int, str, int]] = []
+        self.noted: list[int] = []  # the notes of closes sent ahead, at each DealerSend
         api = desk.conn._api
         real = api.DealerSend
 
         def dealer_send(request: Any, sink: Any) -> Any:
             self.calls.append((int(request.Position), str(request.Comment), ProtectiveAction.objects.count()))
+            self.noted.append(SentAheadNote.objects.count())
             return real(request, sink)
 
         monkeypatch.setattr(api, "DealerSend", dealer_send)
+
+    def noted_at(self, ticket: int) -> list[int]:
+        return [noted for call, noted in zip(self.calls, self.noted, strict=True) if call[0] == ticket]
 
     def of(self, ticket: int) -> list[tuple[int, str, int]]:
         return [call for call in self.calls if call[0] == ticket]
@@ -954,7 +959,7 @@ def pursue_alice(desk: ManagerGateway) -> None:
 def test_the_event_monitor_closes_alices_losing_trade_before_the_action_is_recorded_and_never_twice(
     watching, desk, monkeypatch
 ):
-    from policies.models import ProtectiveAction
+    from policies.models import ProtectiveAction, SentAheadNote
     from risk import protection
 
     sends = DealerSends(desk, monkeypatch)
@@ -964,6 +969,8 @@ def test_the_event_monitor_closes_alices_losing_trade_before_the_action_is_recor
     action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
     [(_, comment, recorded_then)] = sends.of(ticket)
     assert recorded_then == 0  # sent before the action existed
+    assert sends.noted_at(ticket) == [1]  # its note written just before
+    assert not SentAheadNote.objects.exists()  # and deleted as the action was recorded
     assert comment == protection.first_close_tag(action.action_id)  # under the action's own tag
     command = run_protective_command(action)
     assert command.command_type == "close_position" and command.envelope["sent_ahead"]["tag"] == comment
@@ -1036,12 +1043,29 @@ class MonitorDied(BaseException):
     """The monitor's process ends (killed, power lost) between the close and its record."""
 
 
-def test_when_the_monitor_dies_between_the_close_and_its_record_the_position_is_closed_once_and_nothing_is_recorded(
+def after_the_grace_period() -> datetime:
+    from django.conf import settings
+    from django.utils import timezone
+
+    return timezone.now() + timedelta(seconds=settings.SENT_AHEAD_RECOVER_SECONDS + 1)
+
+
+def reports_and_alerts_of(action: Any) -> tuple[int, int]:
+    from alerts.models import Alert
+    from callbacks.models import CallbackDelivery
+
+    reports = CallbackDelivery.objects.filter(source_kind="protective_action", source_id=str(action.pk)).count()
+    alerts = Alert.objects.filter(kind="close_recovered", subject=f"action:{action.action_id}").count()
+    return reports, alerts
+
+
+def test_when_the_monitor_dies_between_the_close_and_its_record_the_sweeper_records_and_reports_it_once(
     watching, desk, monkeypatch
 ):
+    from callbacks.models import CallbackDelivery
     from execution.models import SimDeal
-    from policies.models import ProtectiveAction
-    from risk import events
+    from policies.models import ProtectiveAction, SentAheadNote
+    from risk import events, protection
     from risk.events import EventMonitor
 
     sends = DealerSends(desk, monkeypatch)
@@ -1061,9 +1085,81 @@ def test_when_the_monitor_dies_between_the_close_and_its_record_the_position_is_
     successor = EventMonitor(desk)
     successor.resync()
     assert successor.trusted and not successor.sent_ahead
-    assert not ProtectiveAction.objects.exists()  # no action: the close's deal is its only trace
+    assert not ProtectiveAction.objects.exists()
     closing = SimDeal.objects.filter(position_id=ticket, entry=c.DEAL_ENTRY_OUT)
     assert [d.comment for d in closing] == [comment]  # closed once, under the tag sent ahead
+    [note] = SentAheadNote.objects.all()  # but the note written before the close stayed
+    assert (note.rule_key, note.tickets, note.tag) == ("single_trade_loss", [ticket], comment)
+
+    assert protection.sent_ahead_recover() == 0  # within the grace period the record may still come
+    assert protection.sent_ahead_recover(now=after_the_grace_period()) == 1
+    assert protection.sent_ahead_recover(now=after_the_grace_period()) == 0  # a second sweep: nothing more
+    [action] = ProtectiveAction.objects.all()
+    assert protection.first_close_tag(action.action_id) == comment  # under the id its close carried
+    assert (action.rule_key, action.ticket, action.symbol, action.volume) == (
+        "single_trade_loss", ticket, "EURUSD", Decimal("1")
+    )  # fmt: skip
+    assert action.measured < -2000 and action.floor_or_limit == Decimal("-2000")
+    assert "closed ahead by the event monitor" in action.mt5_response and comment in action.mt5_response
+    assert reports_and_alerts_of(action) == (1, 1)  # reported to Laravel and raised, once
+    assert not SentAheadNote.objects.exists()
+
+    pursue_alice(desk)  # the goal held against MT5 as any action's: the position is gone
+    action.refresh_from_db()
+    assert action.goal_met_at is not None and action.execution_status == "success"
+    last = CallbackDelivery.objects.filter(source_id=str(action.pk)).order_by("pk").last()
+    assert last is not None and last.envelope["payload"]["execution_status"] == "success"
+    assert [d.comment for d in SimDeal.objects.filter(position_id=ticket, entry=c.DEAL_ENTRY_OUT)] == [comment]
+
+
+def test_a_close_sent_ahead_that_the_engine_judges_otherwise_is_recorded_by_the_sweeper(watching, desk, monkeypatch):
+    from policies.models import ProtectiveAction, SentAheadNote
+    from risk import protection
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa8")
+
+    def judged_otherwise(**kwargs: Any) -> bool:  # the database's state moved meanwhile
+        return False
+
+    monkeypatch.setattr(protection, "protective_action_raise", judged_otherwise)
+    the_tick_that_breaks_her_single_trade_limit(watching)
+    monkeypatch.undo()
+    [(_, comment, _)] = sends.of(ticket)
+    assert not ProtectiveAction.objects.exists() and SentAheadNote.objects.count() == 1
+
+    assert protection.sent_ahead_recover(now=after_the_grace_period()) == 1
+    [action] = ProtectiveAction.objects.all()
+    assert protection.first_close_tag(action.action_id) == comment and action.ticket == ticket
+    assert reports_and_alerts_of(action) == (1, 1)
+    assert not SentAheadNote.objects.exists()
+
+
+def test_when_the_note_cannot_be_written_nothing_is_sent_ahead_and_the_engines_command_closes(
+    watching, desk, monkeypatch
+):
+    from policies.models import ProtectiveAction, SentAheadNote
+    from risk import protection
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa9")
+    insert = protection.insert_unless_conflicting
+
+    def database_refuses_notes(instance: Any, fields: Any) -> Any:
+        if isinstance(instance, SentAheadNote):
+            raise RuntimeError("the database refused the note")
+        return insert(instance, fields)
+
+    monkeypatch.setattr(protection, "insert_unless_conflicting", database_refuses_notes)
+    the_tick_that_breaks_her_single_trade_limit(watching)
+    assert sends.of(ticket) == []  # nothing sent before the record
+    action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
+    command = run_protective_command(action)
+    assert "sent_ahead" not in command.envelope and command.state == "succeeded"
+    [(_, comment, recorded_then)] = sends.of(ticket)  # the command's own close, after the record
+    assert recorded_then == 1 and comment == protection.first_close_tag(action.action_id)
+    assert not SentAheadNote.objects.exists()
+    assert protection.sent_ahead_recover(now=after_the_grace_period()) == 0
 
 
 def test_alices_daily_breach_closes_every_position_ahead_once_and_her_single_trade_actions_share_those_closes(
