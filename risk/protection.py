@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -206,7 +206,14 @@ def sent_ahead_note(
         sent_at=sent_at,
     )
     try:
-        return insert_unless_conflicting(note, _NOTE_FIELDS) is not None
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # The note must outlive this process, not a crash of PostgreSQL itself: its commit
+                # does not wait for the WAL to reach the disk (a flush whose tail was most of the
+                # send's p99). PostgreSQL writes it out within 3 × wal_writer_delay (600 ms).
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            return insert_unless_conflicting(note, _NOTE_FIELDS) is not None
     except Exception:  # the database is away: the engine's own path, as before
         logger.exception("event monitor: the note of a close sent ahead could not be written")
         return False
