@@ -87,7 +87,7 @@ def main() -> None:
     from policies.models import ProtectiveAction
     from risk import protection
     from risk.events import EventMonitor
-    from risk.monitor import Monitor, tune_gc
+    from risk.monitor import Monitor, tune_process
 
     rng = random.Random(20261207)
     # --- symbols: EURUSD, GBPUSD and clones of EURUSD, all with USD profit ---------------------
@@ -243,8 +243,7 @@ def main() -> None:
     del rows
     gc.collect()
     # As the risk monitor's process is set up (manage.py riskmonitor) before its first resync.
-    tune_gc()
-    sys.setswitchinterval(settings.RISK_MONITOR_SWITCH_INTERVAL_MS / 1000)
+    tune_process()
     rss_before = process.memory_info().rss
     monitor = EventMonitor(gateway)
     first_resync = time.perf_counter()

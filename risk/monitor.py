@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -68,11 +69,15 @@ RECENT = 20
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def tune_gc() -> None:
+def tune_process() -> None:
     """For the monitor's process: collect the young generation less often, and leave what is
-    loaded already (Django, the apps) out of every collection."""
+    loaded already (Django, the apps) out of every collection; and a short interpreter switch
+    interval (RISK_MONITOR_SWITCH_INTERVAL_MS). The event monitor's path from a tick to
+    DealerSend waits on the database and the API a few times; each time it comes back, another
+    thread may hold the interpreter lock for a whole switch interval. A shorter one bounds that."""
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.freeze()
+    sys.setswitchinterval(settings.RISK_MONITOR_SWITCH_INTERVAL_MS / 1000)
 
 
 def owner_of(account_pk: int, monitors: list[str]) -> str:

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from execution import dispatch
-from risk.monitor import Monitor, sweep_forever, tune_gc
+from risk.monitor import Monitor, sweep_forever, tune_process
 
 
 class Command(BaseCommand):
@@ -29,11 +27,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         self.stdout.write(f"risk monitor {monitor.monitor_id} every {monitor.interval * 1000:.0f} ms")
-        tune_gc()
-        # The event monitor's path from a tick to DealerSend waits on the database and the API a
-        # few times; each time it comes back, another thread may hold the interpreter lock for a
-        # whole switch interval. A shorter one bounds that wait.
-        sys.setswitchinterval(settings.RISK_MONITOR_SWITCH_INTERVAL_MS / 1000)
+        tune_process()
         sweeper = threading.Thread(target=sweep_forever, args=(stopped,), name="sweeper", daemon=True)
         sweeper.start()
         # Protective commands: the first of each attempt run here, at once (execution.dispatch).
