@@ -236,8 +236,8 @@ def sent_ahead_recover(*, now: datetime | None = None) -> int:
     """Record the actions of closes sent ahead whose record never came (the monitor died between
     the close and its record, or the engine judged otherwise): every note older than
     ``SENT_AHEAD_RECOVER_SECONDS`` becomes its action, under the id its closes' tag carries,
-    reported to Laravel like any other and raised as an alert; its goal is then pursued by the
-    engine as any open action's is (the close sent ahead counts as its first attempt). A note
+    reported to Laravel like any other and raised as an alert. Its first attempt's command finds
+    the closes by their tag, and its goal is then pursued as any open action's is. A note
     whose breach is recorded already (under that id, or another) just goes. Returns the actions
     recorded."""
     now = now or timezone.now()
@@ -279,11 +279,6 @@ def _recover(note: SentAheadNote, now: datetime) -> bool:
         rule_key=note.rule_key,
         scope=note.scope,
         policy_version=note.policy_version,
-        # The closes sent ahead were its first attempt: the engine's pursuit judges it on the
-        # next snapshot and attempts again if the goal does not hold.
-        attempt_count=1,
-        attempt_ended_at=note.sent_at,
-        next_attempt_at=note.sent_at,
         mt5_response=(
             f"closed ahead by the event monitor at {utc_iso(note.sent_at)} (tag {note.tag}, "
             f"positions {', '.join(str(t) for t in note.tickets) or 'none'}); its record was recovered"
@@ -295,7 +290,21 @@ def _recover(note: SentAheadNote, now: datetime) -> bool:
     if action.pk is None:
         return False
     action._state.adding = False
+    # Its first attempt's close command finds the closes sent ahead by their tag (their deals and
+    # realised profit, as any command's reconciliation does) and sends only for a position none
+    # of them closed (a request lost on its way); the goal is then held against MT5 as any
+    # action's is.
+    ahead = SentAhead(
+        action_id=note.action_id,
+        tag=note.tag,
+        sent_at=note.sent_at,
+        until=note.sent_at,  # their answers are long due: nothing is waited for
+        tickets=tuple(note.tickets),
+        in_flight=tuple,
+    )
     with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
+        if not _flattened_by_another(action):
+            _attempt(action, account, None, ahead)
         logger.error(
             "a protective close sent ahead had no record: recovered",
             extra={"action_id": str(action.action_id), "tag": note.tag, "tickets": note.tickets},
@@ -489,13 +498,14 @@ def _finish_without_command(action: ProtectiveAction, policy: rules.Policy) -> N
     protective_action_report(action=action)
 
 
-def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[tuple[str, dict[str, Any]]]:
-    """What an attempt sends for the goal: only what the account still holds."""
+def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot | None) -> list[tuple[str, dict[str, Any]]]:
+    """What an attempt sends for the goal: only what the account still holds (a first attempt
+    with no snapshot, a recovered one: everything the goal may need)."""
     if action.goal == Goal.POSITION_CLOSED:
         return [(CommandType.CLOSE_POSITION, {"ticket": action.ticket})]
     if action.goal == Goal.POSITION_REDUCED:
         # The volume above the limit, of what the position holds now (a partial close).
-        held = next((p for p in snapshot.positions if p.ticket == action.ticket), None)
+        held = next((p for p in snapshot.positions if p.ticket == action.ticket), None) if snapshot else None
         if held is None or held.volume <= action.floor_or_limit:
             return []
         return [
@@ -505,15 +515,18 @@ def _commands_for(action: ProtectiveAction, snapshot: AccountSnapshot) -> list[t
         return [(CommandType.CANCEL_ORDERS, {"tickets": [action.ticket]})]
     close_positions, cancel_orders = CLOSE_ALL_SPECS
     specs: list[tuple[str, dict[str, Any]]] = []
-    if snapshot.positions or action.attempt_count == 0:
+    if action.attempt_count == 0 or snapshot is None or snapshot.positions:
         specs.append((close_positions[0], copy.deepcopy(close_positions[1])))
-    if snapshot.orders or action.attempt_count == 0:
+    if action.attempt_count == 0 or snapshot is None or snapshot.orders:
         specs.append((cancel_orders[0], copy.deepcopy(cancel_orders[1])))
     return specs
 
 
 def _attempt(
-    action: ProtectiveAction, account: TradingAccount, snapshot: AccountSnapshot, ahead: SentAhead | None = None
+    action: ProtectiveAction,
+    account: TradingAccount,
+    snapshot: AccountSnapshot | None,
+    ahead: SentAhead | None = None,
 ) -> None:
     """Raise the next attempt at the goal: its commands go to the fast lane in this transaction.
     With closes sent ahead (the first attempt only), its close command reconciles with them."""

@@ -11,6 +11,7 @@ wait for what the threads deliver, never for fixed pauses where a condition can 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -1104,12 +1105,50 @@ def test_when_the_monitor_dies_between_the_close_and_its_record_the_sweeper_reco
     assert reports_and_alerts_of(action) == (1, 1)  # reported to Laravel and raised, once
     assert not SentAheadNote.objects.exists()
 
+    # Its first attempt's command finds the close by its tag: the deal and its profit, no new close.
+    command = run_protective_command(action)
+    [deal] = closing
+    assert command.state == "succeeded" and command.envelope["sent_ahead"]["tag"] == comment
+    assert command.result["deal"] == deal.ticket and command.result["reconciled"] is True
+    action.refresh_from_db()
+    assert action.closed_pnl == deal.profit < 0
+
     pursue_alice(desk)  # the goal held against MT5 as any action's: the position is gone
     action.refresh_from_db()
     assert action.goal_met_at is not None and action.execution_status == "success"
     last = CallbackDelivery.objects.filter(source_id=str(action.pk)).order_by("pk").last()
     assert last is not None and last.envelope["payload"]["execution_status"] == "success"
+    assert Decimal(last.envelope["payload"]["closed_pnl"]) == deal.profit
     assert [d.comment for d in SimDeal.objects.filter(position_id=ticket, entry=c.DEAL_ENTRY_OUT)] == [comment]
+
+
+def test_when_the_monitor_dies_after_the_note_before_its_close_went_out_the_recovered_action_closes_the_trade(
+    watching, desk, monkeypatch
+):
+    from execution.models import SimDeal
+    from policies.models import ProtectiveAction, SentAheadNote
+    from risk import protection
+
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:sa10")
+
+    def dies_before_sending(*args: Any, **kwargs: Any) -> Any:
+        raise MonitorDied
+
+    monkeypatch.setattr(desk, "close_ahead", dies_before_sending)
+    with pytest.raises(MonitorDied):
+        the_tick_that_breaks_her_single_trade_limit(watching)
+    [note] = SentAheadNote.objects.all()  # written, but no close went out
+    assert sends.of(ticket) == [] and SimPosition.objects.filter(ticket=ticket).exists()
+
+    assert protection.sent_ahead_recover(now=after_the_grace_period()) == 1
+    [action] = ProtectiveAction.objects.all()
+    command = run_protective_command(action)  # found nothing under the tag: closes her trade itself
+    assert command.state == "succeeded" and command.result.get("reconciled") is not True
+    closing = SimDeal.objects.filter(position_id=ticket, entry=c.DEAL_ENTRY_OUT)
+    assert [d.comment for d in closing] == [note.tag] == [protection.first_close_tag(action.action_id)]
+    assert not SimPosition.objects.filter(ticket=ticket).exists()
+    assert reports_and_alerts_of(action) == (1, 1)
 
 
 def test_a_close_sent_ahead_that_the_engine_judges_otherwise_is_recorded_by_the_sweeper(watching, desk, monkeypatch):
@@ -1135,6 +1174,38 @@ def test_a_close_sent_ahead_that_the_engine_judges_otherwise_is_recorded_by_the_
     assert not SentAheadNote.objects.exists()
 
 
+@contextlib.contextmanager
+def the_database_refusing_notes() -> Iterator[None]:
+    """Every INSERT into the notes' table fails in the database itself (a trigger raising)."""
+    from django.db import connection
+
+    from policies.models import SentAheadNote
+
+    table = connection.ops.quote_name(SentAheadNote._meta.db_table)
+    if connection.vendor == "postgresql":
+        install = [
+            "CREATE FUNCTION refuse_note() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the database refused the note'; END $$",
+            f"CREATE TRIGGER refuse_note BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse_note()",
+        ]
+        remove = [f"DROP TRIGGER refuse_note ON {table}", "DROP FUNCTION refuse_note()"]
+    else:
+        install = [
+            f"CREATE TRIGGER refuse_note BEFORE INSERT ON {table} "
+            "BEGIN SELECT RAISE(ABORT, 'the database refused the note'); END"
+        ]
+        remove = ["DROP TRIGGER refuse_note"]
+    with connection.cursor() as cursor:
+        for sql in install:
+            cursor.execute(sql)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            for sql in remove:
+                cursor.execute(sql)
+
+
 def test_when_the_note_cannot_be_written_nothing_is_sent_ahead_and_the_engines_command_closes(
     watching, desk, monkeypatch
 ):
@@ -1143,15 +1214,8 @@ def test_when_the_note_cannot_be_written_nothing_is_sent_ahead_and_the_engines_c
 
     sends = DealerSends(desk, monkeypatch)
     ticket = losing_trade(desk, watching, "b:sa9")
-    insert = protection.insert_unless_conflicting
-
-    def database_refuses_notes(instance: Any, fields: Any) -> Any:
-        if isinstance(instance, SentAheadNote):
-            raise RuntimeError("the database refused the note")
-        return insert(instance, fields)
-
-    monkeypatch.setattr(protection, "insert_unless_conflicting", database_refuses_notes)
-    the_tick_that_breaks_her_single_trade_limit(watching)
+    with the_database_refusing_notes():  # a real error from the database, mid-transaction
+        the_tick_that_breaks_her_single_trade_limit(watching)
     assert sends.of(ticket) == []  # nothing sent before the record
     action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
     command = run_protective_command(action)
