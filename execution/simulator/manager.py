@@ -1329,3 +1329,5 @@ def serve_pump(pipe: Any) -> None:
                 pipe.send(("cycle", generation, step[0], step[1], cycle_ms))
     except (EOFError, OSError):
         return  # the parent is gone
+    finally:
+        connection.close()
