@@ -314,6 +314,7 @@ def test_alices_own_trade_reaches_the_desk_as_events_in_order_on_the_apis_thread
         api = simulated.ManagerAPI()
         sink = Sink()
         assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+        assert (api._child is not None) == (pump_in == "process")
         try:
             assert api.DealSubscribe(sink) and api.PositionSubscribe(sink) and api.TickSubscribe(sink)
             terminal = alices_terminal()
