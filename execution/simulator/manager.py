@@ -291,6 +291,8 @@ class _World:
         self.symbols: dict[str, sql.Symbol] = {}  # the symbols' configuration (PUMP_MODE_SYMBOLS)
         self.last_deal = 0
         self.recent_deals: set[int] = set()  # the deal tickets of the overlap window, seen already
+        self.account_ids: set[int] = set()  # the ids of the server's accounts read (SimAccount.id)
+        self.foreign_ids: set[int] = set()  # ids of other servers' accounts the deals' window met
         self.since_msc = 0  # the stamp the next pump cycle reads position changes from
 
     def put_position(self, p: MTPosition) -> None:
@@ -702,6 +704,7 @@ class ManagerAPI:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cycle_started = now_msc()
             offset = server_offset_msc()
+            mine = SimAccount.objects.filter(server=self._trade_server)
             ticks: list[tuple[str, MTTickShort]] = []
             symbols = read_symbols()
             for symbol in symbols:
@@ -712,18 +715,24 @@ class ManagerAPI:
                         bid=float(symbol.bid), ask=float(symbol.ask), datetime=stamp // 1000, datetime_msc=stamp
                     )
                     ticks.append((symbol.name, tick))
-            mine = SimAccount.objects.filter(server=self._trade_server)
             # Deals: a ticket taken by a transaction that commits after a later one would be passed
-            # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets.
-            fresh_deals = [
-                d
-                for d in SimDeal.objects.filter(
-                    account__server=self._trade_server, ticket__gt=world.last_deal - DEAL_OVERLAP
-                )
-                .select_related("account")
-                .order_by("ticket")
-                if d.ticket not in world.recent_deals
-            ]
+            # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets. The
+            # window's tickets and accounts first (every server's: tickets are global), the rows of
+            # this server's not seen yet only (most cycles: none).
+            window = list(
+                SimDeal.objects.filter(ticket__gt=world.last_deal - DEAL_OVERLAP).values_list("ticket", "account_id")
+            )
+            unknown = {a for _, a in window if a not in world.account_ids and a not in world.foreign_ids}
+            if unknown:
+                found = set(mine.filter(id__in=unknown).values_list("id", flat=True))
+                world.account_ids |= found
+                world.foreign_ids |= unknown - found
+            unseen = [t for t, a in window if a in world.account_ids and t not in world.recent_deals]
+            fresh_deals = (
+                list(SimDeal.objects.filter(ticket__in=unseen).select_related("account").order_by("ticket"))
+                if unseen
+                else []
+            )
             touched = {d.account.login for d in fresh_deals}
             # Positions: the same for stamps taken before a slow commit (POSITION_OVERLAP_MS).
             changed = SimPosition.objects.filter(
@@ -758,6 +767,7 @@ class ManagerAPI:
                 if before_user is not None and _user_key(before_user) != _user_key(user):
                     events.append(("user", "OnUserUpdate", user))
             world.groups.update(part.groups)
+            world.account_ids |= part.account_ids
         for name, tick in ticks:
             world.ticks[name] = tick
             events.append(("tick", "OnTick", name, tick))
@@ -813,6 +823,7 @@ class ManagerAPI:
             accounts = accounts.filter(login__in=list(logins))
         rows = [sql.AccountRow(*v) for v in accounts.values_list(*sql.AccountRow._fields)]
         ids = {row.id: row for row in rows}
+        world.account_ids = set(ids)
         by_account: dict[int, list[sql.PositionRow]] = {pk: [] for pk in ids}
         sql.bulk_position_rows(
             sql.any_of(SimPosition.objects.all(), "account_id", list(ids)).order_by("time_msc", "ticket"), by_account
