@@ -91,9 +91,9 @@ def desk(accounts: None, request: pytest.FixtureRequest) -> Iterator[ManagerGate
     with override_settings(SIM_MANAGER_PUMP_MS=5, SIM_MANAGER_PUMP_IN=pump_in):
         gateway = build_manager_gateway(server="simulator", login=DESK, password="desk", groups="*")
         assert isinstance(gateway, ManagerGateway)
-        assert (gateway.conn._api._child is not None) == (pump_in == "process")
         gateway.conn.answer_timeout = 1.0
         try:
+            assert (gateway.conn._api._child is not None) == (pump_in == "process")
             yield gateway
         finally:
             gateway.conn.close()
