@@ -422,7 +422,8 @@ class ManagerAPI:
             _set_error(EnMTAPIRetcode.MT_RET_ERR_NETWORK, "no connection to the trade server")
             return False
         remote = str(getattr(settings, "SIM_MANAGER_PUMP_IN", "thread")) == "process"
-        if remote and connection.vendor == "sqlite" and connection.is_in_memory_db():
+        database = str(connection.settings_dict["NAME"])
+        if remote and connection.vendor == "sqlite" and (database == ":memory:" or "mode=memory" in database):
             log.warning("SIM_MANAGER_PUMP_IN process needs a database another process can open: a thread pumps")
             remote = False
         if remote and not self._connected:
