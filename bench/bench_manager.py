@@ -431,7 +431,7 @@ def main() -> None:
     step_lines.append("  the three slowest to DealerSend, each step from the tick (ms):")
     for x in reversed(slowest):
         marked = [(name, (at[x] - planted_at[x]) * 1000) for name, at in list(marks.items())[:4] if x in at]
-        step_lines.append("    " + ", ".join(f"{name} {ms:.1f}" for name, ms in marked))
+        step_lines.append(f"    breach {x - LOGIN0}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in marked))
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
     per_symbol = statistics.fmean(len(monitor._books[name].holders) for name in names)
