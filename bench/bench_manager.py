@@ -420,6 +420,7 @@ def main() -> None:
         (delete_seen[x] - confirmed[x]) * 1000 for x in planted_at if x in delete_seen and x in confirmed
     ]
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
+    warm_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent and x != LOGIN0]
     marks = {"dispatched": steps["dispatched"], "judging": steps["judging"], "picture read": steps["picture"],
              "DealerSend": sent, "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
              "command finished": steps["finished"]}  # fmt: skip
@@ -446,6 +447,8 @@ def main() -> None:
         f" interpreter switch interval {sys.getswitchinterval() * 1000:g} ms",
         f"  tick -> protective DealerSend sent: {summary(tick_to_send)}  ({len(tick_to_send)}/{len(planted_at)})",
         f"  tick -> close confirmed:            {summary(tick_to_close)}  ({len(tick_to_close)}/{len(planted_at)})",
+        f"  tick -> DealerSend, the first breach left out (the monitor's first act since its start):"
+        f" {summary(warm_to_send)}",
         f"  protective actions raised for the planted breaches: {actions};"
         f" closes sent before the record: {len(monitor.sent_ahead)}",
         "  the steps of a planted breach, each from the tick received at the sink:",
