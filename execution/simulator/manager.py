@@ -15,6 +15,9 @@ Like the real API (``MANAGER_API.md``):
   changed. ``*Get*`` calls read that copy (and need their pump mode); ``*Request*`` calls read
   the shared state (a round trip). Events that happen while the connection is down are never
   delivered: after a reconnect the copy is reloaded silently and the caller must resync.
+  With ``SIM_MANAGER_PUMP_IN`` process the reading and comparing is a spawned process's
+  (``serve_pump``, as the real API's native pump thread leaves the interpreter lock free): the
+  pump thread here only applies each cycle's changes to the copy and calls the sinks.
 - A pump cycle sees what changed since the last one, so changes that came and went between two
   cycles make no event (a position opened and closed: its deals only), and a symbol that
   ticked several times makes one ``OnTick``; the symbols' configuration (``SymbolGet``) is the
