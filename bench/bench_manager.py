@@ -1,6 +1,7 @@
 """The event-driven risk monitor of the Manager API backend at a prop firm's scale (issue #17).
 
     python bench/bench_manager.py [--accounts 10000] [--positions 10] [--symbols 20] [--seconds 30]
+                                  [--pump process|thread]
 
 PostgreSQL and the simulator's Manager surface, with its cost model at the defaults
 (SIM_CALL_MS). Every account has a policy and ``--positions`` small positions over ``--symbols``
@@ -31,9 +32,15 @@ Measured, each beside what it is compared with in the same run:
 How events reach the monitor here: the bench writes each quote to the simulator's database and
 the simulator's incremental pump (``SIM_MANAGER_PUMP_MS`` 20, the users sweep off) delivers it
 as ``OnTick``, and the planted closes' deals and position deletions as events; times are taken
-where the connection's sink receives them. Also measured: quote written -> ``OnTick``, the pump's
-cycle beside a whole re-read of the same accounts (what each cycle cost before the pump was
-incremental), and dealer answer -> ``OnDealAdd`` / ``OnPositionDelete``.
+where the connection's sink receives them. The pump reads and compares in a process of its own
+(``SIM_MANAGER_PUMP_IN`` process, ``--pump process``, the default here), as the real API's
+native pump thread leaves the interpreter lock alone; the monitor's process only applies each
+cycle's changes to its copy and calls the sinks. ``--pump thread`` runs it on a thread of the
+monitor's process instead (the simulator's default, harder than MT5: it holds the lock while it
+reads). Also measured: quote written -> ``OnTick``, the pump's cycle (in the pump's process
+with ``--pump process``, beside what applying it costs the monitor's process) beside a whole
+re-read of the same accounts (what each cycle cost before the pump was incremental), and dealer
+answer -> ``OnDealAdd`` / ``OnPositionDelete``.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--tick-hz", type=float, default=5.0)
     parser.add_argument("--database", default="bridge_bench_manager")
+    parser.add_argument("--pump", choices=("process", "thread"), default="process")
     args = parser.parse_args()
 
     url = fresh_database(args.database)
@@ -150,6 +158,7 @@ def main() -> None:
     # --- the manager connection, the monitor, a fast-lane worker ---------------------------------
     settings.SIM_MANAGER_PUMP_MS = 20  # the default: the incremental pump delivers ticks, positions, deals
     settings.SIM_MANAGER_SWEEP_MS = 0  # no whole-users sweep during the run (see the docstring)
+    settings.SIM_MANAGER_PUMP_IN = args.pump  # where the pump reads and compares (see the docstring)
     gateway = build_manager_gateway(server=f"simulator:{SERVER}", login=1000, password="desk", groups="*")
     assert isinstance(gateway, ManagerGateway)
     reset_gateway(gateway)
@@ -202,8 +211,9 @@ def main() -> None:
         on_delete(position)
 
     sink.OnTick, sink.OnDealAdd, sink.OnPositionDelete = timed_tick_event, timed_deal, timed_delete  # type: ignore[method-assign]
-    cycle_wall: list[float] = []
-    pump_cycle = api._pump_cycle
+    cycle_wall: list[float] = []  # a pump cycle's wall time, where it reads and compares
+    applied_wall: list[float] = []  # --pump process: applying a cycle in the monitor's process
+    pump_cycle, remote_cycle = api._pump_cycle, api._remote_cycle
 
     def timed_cycle(generation: int, *, full: bool = False) -> bool:
         wall = time.perf_counter()
@@ -212,7 +222,16 @@ def main() -> None:
         finally:
             cycle_wall.append((time.perf_counter() - wall) * 1000)
 
+    def timed_remote_cycle(generation: int, change: Any, events: Any, cycle_ms: float) -> bool:
+        wall = time.perf_counter()
+        try:
+            return remote_cycle(generation, change, events, cycle_ms)
+        finally:
+            applied_wall.append((time.perf_counter() - wall) * 1000)
+            cycle_wall.append(cycle_ms)
+
     api._pump_cycle = timed_cycle
+    api._remote_cycle = timed_remote_cycle
 
     # The steps of each planted breach, by the victim's login (perf_counter seconds).
     steps: dict[str, dict[int, float]] = {
@@ -401,6 +420,7 @@ def main() -> None:
         (delete_seen[x] - confirmed[x]) * 1000 for x in planted_at if x in delete_seen and x in confirmed
     ]
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
+    warm_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent and x != LOGIN0]
     marks = {"dispatched": steps["dispatched"], "judging": steps["judging"], "picture read": steps["picture"],
              "DealerSend": sent, "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
              "command finished": steps["finished"]}  # fmt: skip
@@ -408,6 +428,11 @@ def main() -> None:
         f"    tick -> {name + ':':18} {summary([(at[x] - planted_at[x]) * 1000 for x in planted_at if x in at])}"
         for name, at in marks.items()
     ]
+    slowest = sorted((x for x in planted_at if x in sent), key=lambda x: sent[x] - planted_at[x])[-3:]
+    step_lines.append("  the three slowest to DealerSend, each step from the tick (ms):")
+    for x in reversed(slowest):
+        marked = [(name, (at[x] - planted_at[x]) * 1000) for name, at in list(marks.items())[:4] if x in at]
+        step_lines.append(f"    breach {x - LOGIN0}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in marked))
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
     per_symbol = statistics.fmean(len(monitor._books[name].holders) for name in names)
@@ -422,6 +447,8 @@ def main() -> None:
         f" interpreter switch interval {sys.getswitchinterval() * 1000:g} ms",
         f"  tick -> protective DealerSend sent: {summary(tick_to_send)}  ({len(tick_to_send)}/{len(planted_at)})",
         f"  tick -> close confirmed:            {summary(tick_to_close)}  ({len(tick_to_close)}/{len(planted_at)})",
+        f"  tick -> DealerSend, the first breach left out (the monitor's first act since its start):"
+        f" {summary(warm_to_send)}",
         f"  protective actions raised for the planted breaches: {actions};"
         f" closes sent before the record: {len(monitor.sent_ahead)}",
         "  the steps of a planted breach, each from the tick received at the sink:",
@@ -442,8 +469,13 @@ def main() -> None:
         f"  judged from the pumped picture {sum(monitor.acted.values())}, read from the server"
         f" {sum(monitor.confirmations.values())}",
         f"  simulated pump: quote written -> OnTick {summary(delivery)}",
-        f"  simulated pump: incremental cycle (wall) {summary(cycle_wall)}; a whole re-read of the same"
-        f" accounts (the old cycle): {', '.join(f'{w:.0f}' for w in whole)} ms",
+        f"  simulated pump ({args.pump}): incremental cycle (wall) {summary(cycle_wall)}; a whole re-read of"
+        f" the same accounts (the old cycle): {', '.join(f'{w:.0f}' for w in whole)} ms",
+        *(
+            [f"  simulated pump: a cycle applied and told in the monitor's process (wall) {summary(applied_wall)}"]
+            if args.pump == "process"
+            else []
+        ),
         f"  dealer answer -> OnDealAdd {summary(answer_to_deal)}; -> OnPositionDelete {summary(answer_to_delete)}",
         f"  polling monitor, one cycle over the same accounts: {', '.join(f'{c:.0f}' for c in cycles)} ms"
         f" (a move is seen within RISK_POLL_INTERVAL_MS {settings.RISK_POLL_INTERVAL_MS} + a cycle)",
@@ -463,6 +495,7 @@ def fast_lane(url: str, stop: Any, ready: Any) -> None:
 
     settings.SIM_MANAGER_PUMP_MS = 20
     settings.SIM_MANAGER_SWEEP_MS = 0
+    settings.SIM_MANAGER_PUMP_IN = "thread"  # a daemonic process has no children; this one is not the monitor's
     gateway = build_manager_gateway(server=f"simulator:{SERVER}", login=1000, password="desk", groups="*")
     reset_gateway(gateway)
     ready.set()

@@ -218,6 +218,11 @@ MT5_MANAGER_PASSWORD = env.str("MT5_MANAGER_PASSWORD", default="")
 MT5_MANAGER_GROUPS = env.str("MT5_MANAGER_GROUPS", default="*")
 # How often the simulator's Manager surface refreshes its pumped copy and calls the sinks.
 SIM_MANAGER_PUMP_MS = env.int("SIM_MANAGER_PUMP_MS", default=20)
+# Where that pump reads and compares: "thread" (a thread of the connection's own process, holding its
+# interpreter lock while it does) or "process" (a spawned process of its own, on the same database, as
+# the real API's native pump thread leaves the interpreter free; needs a database another process can
+# open: not an in-memory SQLite one, where it falls back to the thread).
+SIM_MANAGER_PUMP_IN = env.str("SIM_MANAGER_PUMP_IN", default="thread")
 MT5LINUX_HOST = env.str("MT5LINUX_HOST", default="127.0.0.1")
 MT5LINUX_PORT = env.int("MT5LINUX_PORT", default=18812)
 

@@ -85,16 +85,24 @@ def accounts(alice_account: SimAccount, bob_account: SimAccount) -> None:
 
 
 @pytest.fixture
-def desk(accounts: None) -> Iterator[ManagerGateway]:
-    """The risk desk's manager gateway over the simulator, connected and pumping every 5 ms."""
-    with override_settings(SIM_MANAGER_PUMP_MS=5):
+def desk(accounts: None, request: pytest.FixtureRequest) -> Iterator[ManagerGateway]:
+    """The risk desk's manager gateway over the simulator, connected and pumping every 5 ms; on a
+    thread of this process, or (``@both_pumps``) in a process of the pump's own."""
+    pump_in = getattr(request, "param", "thread")
+    with override_settings(SIM_MANAGER_PUMP_MS=5, SIM_MANAGER_PUMP_IN=pump_in):
         gateway = build_manager_gateway(server="simulator", login=DESK, password="desk", groups="*")
         assert isinstance(gateway, ManagerGateway)
         gateway.conn.answer_timeout = 1.0
         try:
+            assert (gateway.conn._api._child is not None) == (pump_in == "process")
             yield gateway
         finally:
             gateway.conn.close()
+
+
+# The test runs twice: the simulator's pump reading on a thread of this process, and in a process
+# of its own (SIM_MANAGER_PUMP_IN process) with this process keeping the copy and calling the sinks.
+both_pumps = pytest.mark.parametrize("desk", ["thread", "process"], indirect=True)
 
 
 @pytest.fixture
@@ -152,6 +160,7 @@ def test_the_manager_cannot_connect_during_an_outage_of_the_whole_server(account
 
 
 # --- reads -----------------------------------------------------------------------------------------------------
+@both_pumps
 def test_the_desk_reads_alice_and_bob_in_one_call_with_the_values_her_terminal_shows(desk):
     terminal = alices_terminal()
     assert manual_buy(terminal, 0.5).retcode == c.TRADE_RETCODE_DONE
@@ -185,6 +194,7 @@ def test_an_account_the_manager_cannot_see_is_an_error_for_that_account_only(des
     assert isinstance(snapshots[(999999, SERVER)], Exception)
 
 
+@both_pumps
 def test_symbol_info_comes_from_the_pumped_symbol_and_the_last_tick(desk):
     info = desk.symbol_info(ALICE, SERVER, "EURUSD")
     assert info is not None
@@ -266,6 +276,7 @@ def test_a_lost_dealer_answer_is_reconciled_by_tag_as_the_close_that_filled(desk
     assert not SimPosition.objects.filter(ticket=opened.position).exists()
 
 
+@both_pumps
 def test_a_dealer_request_lost_with_the_connection_is_not_called_failed_and_the_desk_reconnects(desk, recorder):
     opened = desk.open_position(ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.2"), tag="b:o3")
     sim_inject_fault("no_connection", count=1, login=ALICE)
@@ -278,7 +289,8 @@ def test_a_dealer_request_lost_with_the_connection_is_not_called_failed_and_the_
 
 
 # --- events ----------------------------------------------------------------------------------------------------
-def test_alices_own_trade_reaches_the_desk_as_events_in_order_on_the_apis_thread(accounts):
+@pytest.mark.parametrize("pump_in", ["thread", "process"])
+def test_alices_own_trade_reaches_the_desk_as_events_in_order_on_the_apis_thread(accounts, pump_in):
     threads: list[str] = []
     seen: list[str] = []
 
@@ -299,10 +311,11 @@ def test_alices_own_trade_reaches_the_desk_as_events_in_order_on_the_apis_thread
         def OnTick(self, symbol: str, tick: Any) -> None:
             self._record(f"tick:{symbol}")
 
-    with override_settings(SIM_MANAGER_PUMP_MS=5):
+    with override_settings(SIM_MANAGER_PUMP_MS=5, SIM_MANAGER_PUMP_IN=pump_in):
         api = simulated.ManagerAPI()
         sink = Sink()
         assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+        assert (api._child is not None) == (pump_in == "process")
         try:
             assert api.DealSubscribe(sink) and api.PositionSubscribe(sink) and api.TickSubscribe(sink)
             terminal = alices_terminal()
@@ -348,6 +361,62 @@ def test_a_sink_that_raises_does_not_stop_the_events_of_the_others(accounts):
             api.Disconnect()
 
 
+def test_with_the_pump_in_a_process_of_its_own_the_desks_process_reads_nothing_yet_its_copy_is_current(
+    accounts, monkeypatch
+):
+    """As the real API's native pump thread: the reading and comparing is elsewhere; this process
+    keeps the pumped copy the ``*Get*`` calls read and calls the sinks, on the API's thread."""
+    reads: list[str] = []
+    read_world = simulated.ManagerAPI._read_world
+
+    def counted(self: Any, **kwargs: Any) -> Any:
+        reads.append(threading.current_thread().name)
+        return read_world(self, **kwargs)
+
+    monkeypatch.setattr(simulated.ManagerAPI, "_read_world", counted)
+    added: list[tuple[int, str]] = []
+
+    class Sink:
+        def OnPositionAdd(self, position: Any) -> None:
+            added.append((int(position.Position), threading.current_thread().name))
+
+    with override_settings(SIM_MANAGER_PUMP_MS=5, SIM_MANAGER_PUMP_IN="process"):
+        api = simulated.ManagerAPI()
+        assert api.Connect("simulator", DESK, "desk", simulated.ManagerAPI.EnPumpModes.PUMP_MODE_FULL, 1000)
+        try:
+            assert api.UserGet(ALICE).Login == ALICE and api.PositionGet(ALICE) == []  # the copy, read there
+            assert api.PositionSubscribe(Sink())
+            terminal = alices_terminal()
+            assert manual_buy(terminal, 0.3).retcode == c.TRADE_RETCODE_DONE
+            wait_for(lambda: added)
+            ticket = terminal.positions_get()[0].ticket
+            assert added == [(ticket, "sim-mgr-pump")]
+            (held,) = api.PositionGet(ALICE)
+            assert (held.Position, held.Volume) == (ticket, 3000)
+            assert api.UserAccountGet(ALICE).Margin > 0
+            sim_set_price("EURUSD", "1.08200", "1.08210")
+            wait_for(lambda: api.TickLast("EURUSD").bid == 1.082)
+            assert api.SymbolGet("EURUSD").ContractSize == 100000.0
+        finally:
+            api.Disconnect()
+    assert reads == []  # the connect's read and every cycle's were the pump's process's
+
+
+@pytest.mark.parametrize("desk", ["process"], indirect=True)
+def test_when_the_pumps_process_dies_the_desk_hears_the_link_drop_and_reconnects_with_a_new_one(desk, recorder):
+    wait_for(lambda: recorder.resyncs == [1])
+    api = desk.conn._api
+    first = api._child.process
+    first.kill()
+    wait_for(lambda: desk.conn.drops == 1 and desk.conn.connected and len(recorder.resyncs) == 2)
+    second = api._child.process
+    assert second.pid != first.pid and second.is_alive()
+    manual_buy(alices_terminal())
+    wait_for(lambda: "position_add" in recorder.kinds(ALICE))  # pumped by the new one
+    desk.conn.close()
+    assert not second.is_alive()  # a disconnect ends it
+
+
 def test_the_desks_listener_hears_alices_trade_after_its_first_resync(desk, recorder):
     wait_for(lambda: recorder.resyncs == [1])
     manual_buy(alices_terminal())
@@ -355,6 +424,7 @@ def test_the_desks_listener_hears_alices_trade_after_its_first_resync(desk, reco
     assert recorder.kinds(ALICE).index("deal_add") < recorder.kinds(ALICE).index("position_add")
 
 
+@both_pumps
 def test_a_drop_loses_the_events_meanwhile_and_the_resync_after_it_sees_the_position_gone(desk, recorder):
     opened = desk.open_position(
         ALICE, SERVER, symbol="EURUSD", side="buy", volume=Decimal("0.1"), sl=Decimal("1.08000"), tag="b:sl"
@@ -602,6 +672,7 @@ def watching(trader, desk, recorder, monkeypatch):
         reset_gateway()
 
 
+@both_pumps
 def test_a_tick_below_alices_daily_floor_is_acted_on_by_the_event_monitor_without_a_poll(watching, desk):
     from policies.models import ProtectiveAction
     from tests.conftest import LOGIN
@@ -880,6 +951,7 @@ def test_a_desk_configured_for_the_real_groups_neither_reads_nor_watches_alices_
     assert desk.account_snapshot(ALICE, SERVER).login == ALICE
 
 
+@both_pumps
 def test_alices_margin_call_is_an_account_event_when_she_enters_it_and_when_she_leaves_it(desk, recorder):
     SimAccount.objects.filter(login=ALICE, server=SERVER).update(margin_so_call=Decimal("999999"))
     terminal = alices_terminal()

@@ -15,6 +15,9 @@ Like the real API (``MANAGER_API.md``):
   changed. ``*Get*`` calls read that copy (and need their pump mode); ``*Request*`` calls read
   the shared state (a round trip). Events that happen while the connection is down are never
   delivered: after a reconnect the copy is reloaded silently and the caller must resync.
+  With ``SIM_MANAGER_PUMP_IN`` process the reading and comparing is a spawned process's
+  (``serve_pump``, as the real API's native pump thread leaves the interpreter lock free): the
+  pump thread here only applies each cycle's changes to the copy and calls the sinks.
 - A pump cycle sees what changed since the last one, so changes that came and went between two
   cycles make no event (a position opened and closed: its deals only), and a symbol that
   ticked several times makes one ``OnTick``; the symbols' configuration (``SymbolGet``) is the
@@ -49,7 +52,7 @@ import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -291,6 +294,8 @@ class _World:
         self.symbols: dict[str, sql.Symbol] = {}  # the symbols' configuration (PUMP_MODE_SYMBOLS)
         self.last_deal = 0
         self.recent_deals: set[int] = set()  # the deal tickets of the overlap window, seen already
+        self.account_ids: set[int] = set()  # the ids of the server's accounts read (SimAccount.id)
+        self.foreign_ids: set[int] = set()  # ids of other servers' accounts the deals' window met
         self.since_msc = 0  # the stamp the next pump cycle reads position changes from
 
     def put_position(self, p: MTPosition) -> None:
@@ -302,6 +307,55 @@ class _World:
         held = self.by_login.get(p.Login)
         if held is not None:
             held.pop(p.Position, None)
+
+
+class _CycleRead(NamedTuple):
+    """A pump cycle's reads of the shared state (``ManagerAPI._read_cycle``)."""
+
+    part: _World | None  # the touched accounts, read whole (None: none touched)
+    touched: set[int]
+    ticks: list[tuple[str, MTTickShort]]  # the symbols whose quote moved
+    deals: list[tuple[int, MTDeal]]  # the deals not seen yet, by ticket
+    open_orders: dict[int, MTOrder]
+    symbols: list[sql.Symbol]
+    started_msc: int
+
+
+class _Change(NamedTuple):
+    """What one cycle of the pump's process changed in the pumped copy (``SIM_MANAGER_PUMP_IN``
+    process): the parent applies it to its copy, then calls the sinks with the cycle's events."""
+
+    users: dict[int, MTUser]
+    groups: dict[str, MTConGroup]
+    ticks: list[tuple[str, MTTickShort]]
+    orders: dict[int, MTOrder] | None  # the open orders (None: as they were)
+    positions: dict[int, dict[int, MTPosition]]  # the touched logins': {login: {ticket: position}}
+    accounts: dict[int, MTAccount]
+    symbols: dict[str, sql.Symbol]  # the symbols whose configuration or quote changed
+    symbols_whole: bool  # ``symbols`` is every symbol (one went)
+
+    def apply(self, world: _World) -> None:
+        world.users.update(self.users)
+        world.groups.update(self.groups)
+        for name, tick in self.ticks:
+            world.ticks[name] = tick
+        if self.orders is not None:
+            world.orders = self.orders
+        for login, now in self.positions.items():
+            before = world.by_login.get(login, {})
+            for ticket in before.keys() - now.keys():
+                world.drop_position(before[ticket])
+            for position in now.values():
+                world.put_position(position)
+        world.accounts.update(self.accounts)
+        if self.symbols_whole:
+            world.symbols = dict(self.symbols)
+        else:
+            world.symbols.update(self.symbols)
+
+
+def _same_orders(before: dict[int, MTOrder], now: dict[int, MTOrder]) -> bool:
+    return list(before) == list(now) and all(vars(before[t]) == vars(o) for t, o in now.items())
 
 
 # The user-account sink's methods, by the state left and the state entered.
@@ -358,6 +412,8 @@ class ManagerAPI:
         self._requests: queue.Queue[tuple[MTRequest, Any] | None] = queue.Queue()
         self._ids = itertools.count(1)
         self._generation = 0
+        self._child: _PumpChild | None = None  # the pump's process (SIM_MANAGER_PUMP_IN process)
+        self._remote = False  # this connection's pump is in that process
 
     # --- connection -------------------------------------------------------------------------------
     def Connect(self, server: str, login: int, password: str, pump_mode: int, timeout: int) -> bool:
@@ -368,17 +424,33 @@ class ManagerAPI:
         if faults.cut_off(None):
             _set_error(EnMTAPIRetcode.MT_RET_ERR_NETWORK, "no connection to the trade server")
             return False
+        remote = str(getattr(settings, "SIM_MANAGER_PUMP_IN", "thread")) == "process"
+        database = str(connection.settings_dict["NAME"])
+        if remote and connection.vendor == "sqlite" and (database == ":memory:" or "mode=memory" in database):
+            log.warning("SIM_MANAGER_PUMP_IN process needs a database another process can open: a thread pumps")
+            remote = False
+        if remote and not self._connected:
+            self._join_pump()  # the last connection's pump thread reads the pipe until it ends
         with self._lock:
             if self._connected:
                 _set_error(EnMTAPIRetcode.MT_RET_OK)
                 return True
             self._trade_server, self._pump_mode = name, int(pump_mode)
-            self._world = self._read_world(last_deal=None)
+            if remote:
+                world = self._remote_connect(self._generation + 1)
+                if world is None:
+                    _set_error(EnMTAPIRetcode.MT_RET_ERR_NETWORK, "the simulated pump's process failed")
+                    return False
+                self._world = world
+            else:
+                self._world = self._read_world(last_deal=None)
+            self._remote = remote
             self._connected = True
             self._generation += 1
             self._stop = threading.Event()
             generation = self._generation
-            self._pump = threading.Thread(target=self._pump_loop, args=(generation,), name="sim-mgr-pump", daemon=True)
+            pump = self._pump_remote if remote else self._pump_loop
+            self._pump = threading.Thread(target=pump, args=(generation,), name="sim-mgr-pump", daemon=True)
             self._dealer = threading.Thread(target=self._dealer_loop, name="sim-mgr-dealer", daemon=True)
             self._requests = queue.Queue()
             self._pump.start()
@@ -391,6 +463,9 @@ class ManagerAPI:
         for thread in (self._pump, self._dealer):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
+        child, self._child = self._child, None
+        if child is not None:
+            child.end()
         return True
 
     def _drop(self, *, notify: bool) -> None:
@@ -400,6 +475,8 @@ class ManagerAPI:
             self._connected = False
             self._stop.set()
             self._requests.put(None)
+            if self._remote and self._child is not None:
+                self._child.send(("stop", self._generation))
         if notify:
             self._emit("manager", "OnDisconnect")
 
@@ -514,6 +591,95 @@ class ManagerAPI:
             close_old_connections()
             connection.close()
 
+    # --- the pump in a process of its own (SIM_MANAGER_PUMP_IN process) -----------------------------
+    def _join_pump(self) -> None:
+        pump = self._pump
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout=30)
+
+    def _remote_connect(self, generation: int) -> _World | None:
+        """The pump's process (started on first use) connects and reads the copy: returned whole.
+        What it sent for an earlier connection and nobody read is passed over."""
+        child = self._child
+        if child is None or not child.alive():
+            if child is not None:
+                child.end()
+            child = self._child = _PumpChild.start()
+        interval = max(int(getattr(settings, "SIM_MANAGER_PUMP_MS", 20)), 1) / 1000
+        sweep = int(getattr(settings, "SIM_MANAGER_SWEEP_MS", 1000) or 0) / 1000
+        simulator = {name: getattr(settings, name) for name in dir(settings) if name.startswith("SIM_")}
+        if not child.send(("connect", generation, self._trade_server, interval, sweep, simulator)):
+            return None
+        while True:
+            message = child.recv()
+            if message is None:
+                return None
+            if message[1] == generation and message[0] == "world":
+                world: _World = message[2]
+                return world
+            if message[1] == generation and message[0] == "error":
+                log.error("the simulated pump's process could not read the server: %s", message[2])
+                return None
+
+    def _pump_remote(self, generation: int) -> None:
+        """The pump thread when the pump's process reads and compares: each cycle's changes are
+        applied to the copy and its events told to the sinks, on this thread, as they come."""
+        child = self._child
+        assert child is not None
+        self._emit("manager", "OnConnect")
+        while True:
+            message = child.recv()
+            if message is None:
+                log.error("the simulated pump's process is gone: the connection drops")
+                self._drop(notify=True)
+                return
+            kind = message[0]
+            if message[1] != generation or kind == "stopped":
+                return
+            if kind == "cycle":
+                if not self._remote_cycle(generation, message[2], message[3], message[4]):
+                    return
+            elif kind == "cut":
+                self._drop(notify=True)
+                return
+            else:  # "failed": the cycle raised in the pump's process (logged there)
+                log.error("the simulated manager's pump failed: the connection drops")
+                self._drop(notify=True)
+                return
+
+    def _remote_cycle(self, generation: int, change: _Change, events: list[tuple[Any, ...]], cycle_ms: float) -> bool:
+        """One cycle the pump's process made (``cycle_ms`` its wall time there): put in the copy,
+        told to the sinks. False when the connection went meanwhile."""
+        with self._lock:
+            if generation != self._generation or not self._connected:
+                return False
+            change.apply(self._world)
+        for kind, method, *args in events:
+            self._emit(kind, method, *args)
+        return True
+
+    def _step(self, world: _World, *, full: bool) -> tuple[_Change, list[tuple[Any, ...]]] | None:
+        """In the pump's process: one cycle against its own copy; what changed in the copy and
+        the events, or None when nothing did."""
+        read = self._read_cycle(world, full=full)
+        orders, symbols = world.orders, world.symbols
+        events = self._apply(world, read)
+        part, touched = read.part, read.touched
+        moved = {name: symbol for name, symbol in world.symbols.items() if symbols.get(name) != symbol}
+        whole = symbols.keys() != world.symbols.keys()
+        change = _Change(
+            users=dict(part.users) if part is not None else {},
+            groups=dict(part.groups) if part is not None else {},
+            ticks=read.ticks,
+            orders=None if _same_orders(orders, world.orders) else world.orders,
+            positions={login: part.by_login.get(login, {}) for login in touched} if part is not None else {},
+            accounts={x: part.accounts[x] for x in touched if x in part.accounts} if part is not None else {},
+            symbols=world.symbols if whole else moved,
+            symbols_whole=whole,
+        )
+        quiet = not (events or change.users or change.ticks or change.positions or change.symbols)
+        return None if quiet and change.orders is None else (change, events)
+
     def _pump_cycle(self, generation: int, *, full: bool = False) -> bool:
         """One cycle: what changed since the last, read incrementally, applied to the copy and
         told to the sinks. False when the connection went meanwhile.
@@ -524,6 +690,17 @@ class ManagerAPI:
         ``*Request*`` would, and compared with the copy: users, positions added, changed and
         gone, margin-call and stop-out states."""
         world = self._world
+        read = self._read_cycle(world, full=full)
+        with self._lock:
+            if generation != self._generation or not self._connected:
+                return False
+            events = self._apply(world, read)
+        for kind, method, *args in events:
+            self._emit(kind, method, *args)
+        return True
+
+    def _read_cycle(self, world: _World, *, full: bool) -> _CycleRead:
+        """A pump cycle's reads (see ``_pump_cycle``), in one snapshot of the shared state."""
         # One snapshot for every read of the cycle: a trade's deal and position are seen together.
         with transaction.atomic():
             if connection.vendor == "postgresql":
@@ -531,6 +708,7 @@ class ManagerAPI:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cycle_started = now_msc()
             offset = server_offset_msc()
+            mine = SimAccount.objects.filter(server=self._trade_server)
             ticks: list[tuple[str, MTTickShort]] = []
             symbols = read_symbols()
             for symbol in symbols:
@@ -541,18 +719,24 @@ class ManagerAPI:
                         bid=float(symbol.bid), ask=float(symbol.ask), datetime=stamp // 1000, datetime_msc=stamp
                     )
                     ticks.append((symbol.name, tick))
-            mine = SimAccount.objects.filter(server=self._trade_server)
             # Deals: a ticket taken by a transaction that commits after a later one would be passed
-            # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets.
-            fresh_deals = [
-                d
-                for d in SimDeal.objects.filter(
-                    account__server=self._trade_server, ticket__gt=world.last_deal - DEAL_OVERLAP
-                )
-                .select_related("account")
-                .order_by("ticket")
-                if d.ticket not in world.recent_deals
-            ]
+            # over by "after the last seen": the window reaches back DEAL_OVERLAP tickets. The
+            # window's tickets and accounts first (every server's: tickets are global), the rows of
+            # this server's not seen yet only (most cycles: none).
+            window = list(
+                SimDeal.objects.filter(ticket__gt=world.last_deal - DEAL_OVERLAP).values_list("ticket", "account_id")
+            )
+            unknown = {a for _, a in window if a not in world.account_ids and a not in world.foreign_ids}
+            if unknown:
+                found = set(mine.filter(id__in=unknown).values_list("id", flat=True))
+                world.account_ids |= found
+                world.foreign_ids |= unknown - found
+            unseen = [t for t, a in window if a in world.account_ids and t not in world.recent_deals]
+            fresh_deals = (
+                list(SimDeal.objects.filter(ticket__in=unseen).select_related("account").order_by("ticket"))
+                if unseen
+                else []
+            )
             touched = {d.account.login for d in fresh_deals}
             # Positions: the same for stamps taken before a slow commit (POSITION_OVERLAP_MS).
             changed = SimPosition.objects.filter(
@@ -568,22 +752,16 @@ class ManagerAPI:
             if full:
                 touched.update(mine.values_list("login", flat=True))
             part = self._read_world(last_deal=None, logins=touched) if touched else None
-        with self._lock:
-            if generation != self._generation or not self._connected:
-                return False
-            events = self._apply(world, part, touched, ticks, fresh_deals, open_orders, offset)
-            world.symbols = {symbol.name: symbol for symbol in symbols}
-            world.since_msc = cycle_started
-        for kind, method, *args in events:
-            self._emit(kind, method, *args)
-        return True
+        deals = [(d.ticket, self._deal(d, d.account.login, offset)) for d in fresh_deals]
+        return _CycleRead(part, touched, ticks, deals, open_orders, symbols, cycle_started)
 
-    def _apply(
-        self, world: _World, part: _World | None, touched: set[int], ticks: list[tuple[str, MTTickShort]],
-        fresh_deals: list[SimDeal], open_orders: dict[int, MTOrder], offset: int,
-    ) -> list[tuple[Any, ...]]:  # fmt: skip
+    @staticmethod
+    def _apply(world: _World, read: _CycleRead) -> list[tuple[Any, ...]]:
         """Put a cycle's reads in the copy; the events, in the API's order (users, ticks, orders,
         deals, positions, then margin states)."""
+        part, touched, ticks, open_orders = read.part, read.touched, read.ticks, read.open_orders
+        world.symbols = {symbol.name: symbol for symbol in read.symbols}
+        world.since_msc = read.started_msc
         events: list[tuple[Any, ...]] = []
         margin: list[tuple[Any, ...]] = []
         if part is not None:
@@ -593,6 +771,7 @@ class ManagerAPI:
                 if before_user is not None and _user_key(before_user) != _user_key(user):
                     events.append(("user", "OnUserUpdate", user))
             world.groups.update(part.groups)
+            world.account_ids |= part.account_ids
         for name, tick in ticks:
             world.ticks[name] = tick
             events.append(("tick", "OnTick", name, tick))
@@ -605,10 +784,10 @@ class ManagerAPI:
         for ticket in world.orders.keys() - open_orders.keys():
             events.append(("order", "OnOrderDelete", world.orders[ticket]))
         world.orders = open_orders
-        for d in fresh_deals:
-            events.append(("deal", "OnDealAdd", self._deal(d, d.account.login, offset)))
-            world.recent_deals.add(d.ticket)
-            world.last_deal = max(world.last_deal, d.ticket)
+        for ticket, deal in read.deals:
+            events.append(("deal", "OnDealAdd", deal))
+            world.recent_deals.add(ticket)
+            world.last_deal = max(world.last_deal, ticket)
         if len(world.recent_deals) > 4 * DEAL_OVERLAP:
             world.recent_deals = {t for t in world.recent_deals if t > world.last_deal - DEAL_OVERLAP}
         if part is None:
@@ -648,6 +827,7 @@ class ManagerAPI:
             accounts = accounts.filter(login__in=list(logins))
         rows = [sql.AccountRow(*v) for v in accounts.values_list(*sql.AccountRow._fields)]
         ids = {row.id: row for row in rows}
+        world.account_ids = set(ids)
         by_account: dict[int, list[sql.PositionRow]] = {pk: [] for pk in ids}
         sql.bulk_position_rows(
             sql.any_of(SimPosition.objects.all(), "account_id", list(ids)).order_by("time_msc", "ticket"), by_account
@@ -1057,3 +1237,112 @@ class ManagerAPI:
         server = TradeServer(account.pk, valuation, reason=c.ORDER_REASON_CLIENT, dealer=True)
         with transaction.atomic():
             return server.execute(req, dry_run=False)
+
+
+# --- the pump's process (SIM_MANAGER_PUMP_IN process) ----------------------------------------------
+class _PumpChild:
+    """The parent's end of the pump's process: a spawned interpreter on the same database, one
+    pipe both ways (commands in, the copy and each cycle's changes and events out)."""
+
+    def __init__(self, process: Any, pipe: Any) -> None:
+        self.process, self.pipe = process, pipe
+        self._sending = threading.Lock()
+
+    @classmethod
+    def start(cls) -> _PumpChild:
+        import multiprocessing
+        import os
+
+        from execution.simulator import pump
+
+        spawn = multiprocessing.get_context("spawn")
+        mine, theirs = spawn.Pipe()
+        module = os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE
+        process = spawn.Process(
+            target=pump.main, args=(theirs, module, dict(connection.settings_dict)), name="sim-mgr-pump", daemon=True
+        )
+        process.start()
+        theirs.close()
+        return cls(process, mine)
+
+    def alive(self) -> bool:
+        return bool(self.process.is_alive())
+
+    def send(self, message: tuple[Any, ...]) -> bool:
+        try:
+            with self._sending:
+                self.pipe.send(message)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def recv(self) -> Any:
+        """The next message, or None when the process is gone."""
+        try:
+            return self.pipe.recv()
+        except (EOFError, OSError):
+            return None
+
+    def end(self) -> None:
+        self.send(("exit",))
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.pipe.close()
+
+
+def serve_pump(pipe: Any) -> None:
+    """The pump's process (``execution.simulator.pump``): on ``connect`` it reads the copy and
+    sends it whole, then every interval runs a cycle against its own copy (the reads, the
+    comparison) and sends what changed with the events, until ``stop``; it ends on ``exit`` or
+    when the parent is gone. The outage check is its too: ``cut`` drops the connection."""
+    api = ManagerAPI()
+    world = _World()
+    generation, pumping, interval, sweep, swept = 0, False, 0.02, 0.0, 0.0
+    try:
+        while True:
+            if pipe.poll(interval if pumping else None):
+                command = pipe.recv()
+                if command[0] == "exit":
+                    return
+                if command[0] == "stop":
+                    pumping = False
+                    pipe.send(("stopped", command[1]))
+                    close_old_connections()
+                    connection.close()
+                    continue
+                _, generation, api._trade_server, interval, sweep, simulator = command
+                for name, value in simulator.items():
+                    setattr(settings, name, value)
+                try:
+                    world = api._read_world(last_deal=None)
+                except Exception as exc:
+                    log.exception("the simulated pump's process could not read the server")
+                    pipe.send(("error", generation, f"{type(exc).__name__}: {exc}"))
+                    continue
+                pipe.send(("world", generation, world))
+                pumping, swept = True, time.monotonic()
+                continue
+            try:
+                if faults.cut_off(None):
+                    pumping = False
+                    pipe.send(("cut", generation))
+                    continue
+                full = bool(sweep) and time.monotonic() - swept >= sweep
+                if full:
+                    swept = time.monotonic()
+                started = time.perf_counter()
+                step = api._step(world, full=full)
+                cycle_ms = (time.perf_counter() - started) * 1000
+            except Exception:
+                log.exception("the simulated manager's pump failed: the connection drops")
+                pumping = False
+                pipe.send(("failed", generation))
+                continue
+            if step is not None:
+                pipe.send(("cycle", generation, step[0], step[1], cycle_ms))
+    except (EOFError, OSError):
+        return  # the parent is gone
+    finally:
+        connection.close()
