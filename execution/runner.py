@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -278,6 +279,8 @@ def _run(command: Command) -> str:
 
 def _run_attempts(command: Command, deadline: datetime) -> str:
     gateway = get_gateway()
+    if isinstance(gateway, TerminalRouter):
+        _settle_sent_ahead(command, gateway)
     # Anything sent before (an earlier delivery) must be found before anything is sent again.
     reconcile = command.attempts > 0 or getattr(command, "claimed_before", False)
     maybe_sent = False
@@ -310,6 +313,27 @@ def _run_attempts(command: Command, deadline: datetime) -> str:
         logger.warning("retrying command", extra={"error": step.error_message, "backoff_s": backoff})
         time.sleep(backoff)
     raise AssertionError("unreachable")
+
+
+def _settle_sent_ahead(command: Command, gateway: TerminalRouter) -> None:
+    """A protective close command whose closes this very process sent ahead (the risk monitor's
+    dispatcher, ``risk.ahead``) and whose answers had not come when it was recorded: wait here for
+    those answers (at most until the envelope's ``until``), then tell the attempt which are still
+    unknown. A close refused is then closed by the attempt at once, and one that filled is found
+    by its tag, without the attempt polling the terminal for them. Run elsewhere (a lane worker),
+    the attempt waits on the terminal for the closes in flight (``executors._closed_ahead``)."""
+    ahead = (command.envelope or {}).get("sent_ahead")
+    if not ahead or not ahead.get("in_flight"):
+        return
+    handles = gateway.closes_sent_ahead(ahead["tag"])
+    in_flight = [int(t) for t in ahead["in_flight"]]
+    waited = [handles[t] for t in in_flight if t in handles]
+    if not waited:
+        return
+    remaining = (datetime.fromisoformat(ahead["until"]) - timezone.now()).total_seconds()
+    futures.wait(waited, timeout=max(remaining, 0.0))
+    still = [t for t in in_flight if t not in handles or gateway.close_outcome(handles[t]) == "in_flight"]
+    command.envelope = {**command.envelope, "sent_ahead": {**ahead, "in_flight": still}}
 
 
 def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult], None], reconcile: bool) -> Step:

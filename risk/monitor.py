@@ -34,12 +34,14 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from execution.adapters.manager import ManagerGateway
+from execution.adapters.router import TerminalRouter
 from execution.gateway import Gateway
 from execution.gateways import get_gateway
 from execution.owners import Priority, call_priority
 from execution.runner import sweep_stuck
 from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
 from risk import protection
+from risk.ahead import SendAhead
 from risk.engine import (
     WatchedAccount,
     read_accounts,
@@ -112,6 +114,8 @@ class Monitor:
     # With the Manager API: the event-driven monitor acting between cycles, and for what it last resynced.
     events: EventMonitor | None = field(default=None, repr=False)
     _events_for: tuple[tuple[str, ...], int] | None = field(default=None, repr=False)
+    # With a terminal backend: the closes this monitor sends ahead of their record (risk.ahead).
+    ahead: SendAhead | None = field(default=None, repr=False)
 
     def heartbeat(self, watched: int, cycle_ms: float) -> list[str]:
         """Say we are alive; return the live monitors (us included), sorted."""
@@ -157,13 +161,23 @@ class Monitor:
                 # The Manager API: the MT5 server disables trading too (risk.server_side).
                 held = dict(snapshots) if gateway.server_side_trading else None
                 breaches += risk_evaluate_snapshots(
-                    accounts=chunk, snapshots=snapshots if held is None else held
+                    accounts=chunk, snapshots=snapshots if held is None else held, ahead=self._sends_ahead(gateway)
                 ).breaches
                 if held is not None:
                     server_trading_sync(gateway=gateway, accounts=chunk, snapshots=held)
             except Exception:  # one bad batch must not blind the monitor to the others
                 logger.exception("evaluation failed", extra={"accounts": len(chunk)})
         return len(accounts), breaches
+
+    def _sends_ahead(self, gateway: Gateway) -> SendAhead | None:
+        """On a terminal backend, a breach whose goal is a close is closed as this cycle's read
+        finds it, through the owner of the terminal it was read from, before it is recorded
+        (``risk.ahead``; docs/architecture.md "Closing before recording")."""
+        if not isinstance(gateway, TerminalRouter):
+            return None
+        if self.ahead is None or self.ahead.gateway is not gateway:
+            self.ahead = SendAhead(gateway, answer_timeout=settings.TERMINAL_CALL_TIMEOUT_SECONDS)
+        return self.ahead
 
     def follow_events(self) -> None:
         """With the Manager API backend, the event-driven monitor (``risk.events``) watches this
