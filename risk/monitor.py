@@ -114,7 +114,9 @@ class Monitor:
     # With the Manager API: the event-driven monitor acting between cycles, and for what it last resynced.
     events: EventMonitor | None = field(default=None, repr=False)
     _events_for: tuple[tuple[str, ...], int] | None = field(default=None, repr=False)
-    # With a terminal backend: the closes this monitor sends ahead of their record (risk.ahead).
+    # With a terminal backend, whether a breach's close is sent ahead of its record (risk.ahead):
+    # the riskmonitor command turns it on (RISK_CLOSE_AHEAD), as it starts the dispatcher.
+    closes_ahead: bool = False
     ahead: SendAhead | None = field(default=None, repr=False)
 
     def heartbeat(self, watched: int, cycle_ms: float) -> list[str]:
@@ -173,7 +175,7 @@ class Monitor:
         """On a terminal backend, a breach whose goal is a close is closed as this cycle's read
         finds it, through the owner of the terminal it was read from, before it is recorded
         (``risk.ahead``; docs/architecture.md "Closing before recording")."""
-        if not isinstance(gateway, TerminalRouter):
+        if not self.closes_ahead or not isinstance(gateway, TerminalRouter):
             return None
         if self.ahead is None or self.ahead.gateway is not gateway:
             self.ahead = SendAhead(gateway, answer_timeout=settings.TERMINAL_CALL_TIMEOUT_SECONDS)
