@@ -13,6 +13,7 @@ the engine; a close still running when the command runs is waited for.
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal as D
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 from commands.models import Command
 from commands.states import State
+from execution import executors
 from execution.adapters.router import TerminalRouter
 from execution.gateways import reset_gateway, terminal_router
 from execution.models import SimDeal
@@ -105,6 +107,20 @@ def closing_deals(ticket: int) -> list[str]:
     return [d.comment for d in SimDeal.objects.filter(position_id=ticket, entry=c.DEAL_ENTRY_OUT)]
 
 
+def waits_on_the_terminal(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses an attempt makes on the terminal waiting for a close sent ahead."""
+    polls: list[float] = []
+
+    class Clock:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            polls.append(seconds)
+            time.sleep(seconds)
+
+    monkeypatch.setattr(executors, "time", Clock)
+    return polls
+
+
 def run(command: Command | None) -> Command:
     assert command is not None
     command_execute(command.pk)
@@ -146,7 +162,9 @@ def test_a_close_ahead_the_trade_server_refuses_is_left_to_the_protective_comman
     action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
     tag = protection.first_close_tag(action.action_id)
     assert sent.calls == [(ticket, tag, 0)]
+    polls = waits_on_the_terminal(monkeypatch)
     command = run(action.command)
+    assert polls == []  # the refusal was known here: the attempt did not wait for the close on the terminal
     assert command.envelope["sent_ahead"]["tag"] == tag
     assert command.state == State.SUCCEEDED, command.error_message
     (_, ahead, _), (_, own, _) = closes.calls  # the refused close, then the command's
@@ -198,8 +216,8 @@ def test_a_close_ahead_still_running_when_the_command_runs_is_waited_for_and_not
 
 def test_a_lane_worker_running_the_command_waits_on_the_terminal_for_the_close_still_running(desk, monkeypatch):
     """Run by a fast-lane worker of another process (not the monitor's dispatcher), the command
-    has no answer to wait for: it looks on the terminal, by the close's tag and its position,
-    until the close is done."""
+    has no answer to wait for: its attempt looks on the terminal for the close by its tag (after
+    the close, which holds the terminal) and for its position, and sends nothing for it."""
     host, monitor = desk
     gate = threading.Event()
     closes = Closes(monkeypatch, gate)
