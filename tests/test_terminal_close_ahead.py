@@ -249,3 +249,29 @@ def test_without_close_ahead_the_monitor_records_first_and_the_command_closes(de
     assert "sent_ahead" not in command.envelope and command.state == State.SUCCEEDED
     [(_, _, recorded_then)] = closes.calls
     assert recorded_then == 1
+
+
+def test_a_lane_workers_command_does_not_wait_for_a_close_ahead_the_terminal_already_refused(desk, monkeypatch):
+    """The close ahead is refused after the action was recorded (its answer had not come): the
+    command, run by another process's lane worker, learns on the terminal's owner that the close
+    was answered and closes the position itself at once, instead of waiting out the call timeout."""
+    host, monitor = desk
+    gate = threading.Event()
+    closes = Closes(monkeypatch, gate)
+    ticket = her_losing_trade(host)
+    sim_inject_fault("requote", symbol="EURUSD")
+    the_price_falls_past_her_limit()
+    a_cycle(monitor)
+    action = ProtectiveAction.objects.get(rule_key="single_trade_loss", ticket=ticket)
+    assert action.command is not None and action.command.envelope["sent_ahead"]["in_flight"] == [ticket]
+
+    reset_gateway(process())
+    polls = waits_on_the_terminal(monkeypatch)
+    threading.Timer(0.3, gate.set).start()
+    command = run(action.command)
+    assert command.state == State.SUCCEEDED, command.error_message
+    assert len(polls) <= 2  # it looked again once the refusal came, not until the call timeout
+    tag = protection.first_close_tag(action.action_id)
+    assert [comment for _, comment, _ in closes.calls] == [tag, tag]  # the refused close, then the command's
+    assert closing_deals(ticket) == [tag]
+    reset_gateway(monitor)

@@ -82,6 +82,9 @@ class TerminalRouter(Gateway):
         self._closers: ThreadPoolExecutor | None = None
         # The closes sent ahead from this process: by tag, {ticket: its future}, and when sent.
         self._sent_ahead: dict[str, tuple[float, dict[int, Future[TradeResult]]]] = {}
+        # The closes sent ahead that this process ran as their terminal's owner and that got a
+        # final answer: by tag, when, and their tickets.
+        self._answered_here: dict[str, tuple[float, set[int]]] = {}
 
     # --- routing ----------------------------------------------------------------------------
     def gateway_of(self, config: TerminalConfig) -> Gateway:
@@ -181,6 +184,21 @@ class TerminalRouter(Gateway):
         if result.outcome == DONE:
             return "filled"
         return "in_flight" if result.maybe_executed else "refused"
+
+    def close_answered(self, tag: str, ticket: int) -> None:
+        """A close sent ahead under ``tag`` got its final answer here, on its terminal's owner."""
+        now = time.monotonic()
+        with self._lock:
+            for old in [t for t, (at, _) in self._answered_here.items() if now - at > CLOSE_AHEAD_KEPT_SECONDS]:
+                del self._answered_here[old]
+            self._answered_here.setdefault(tag, (now, set()))[1].add(ticket)
+
+    def closes_answered(self, tag: str) -> set[int]:
+        """The tickets whose close sent ahead under ``tag`` this process ran as the terminal's
+        owner and got a final answer for (a command's attempt run here need not wait for them)."""
+        with self._lock:
+            found = self._answered_here.get(tag)
+            return set(found[1]) if found is not None else set()
 
     def closes_sent_ahead(self, tag: str) -> dict[int, Future[TradeResult]]:
         """The closes this process sent ahead under ``tag``, by ticket (none when another did)."""
@@ -401,8 +419,13 @@ STATUS_TIMEOUT_SECONDS = 2.0
 
 
 def close_on_owner(gateway: Gateway, login: int, server: str, ticket: int, tag: str) -> TradeResult:
-    """A close sent ahead, run by the terminal's owner (``TerminalRouter.close_ahead``)."""
-    return gateway.close_position(login, server, ticket=ticket, tag=tag)
+    """A close sent ahead, run by the terminal's owner (``TerminalRouter.close_ahead``). A final
+    answer is remembered there: a command's attempt run there after it need not wait for it."""
+    result = gateway.close_position(login, server, ticket=ticket, tag=tag)
+    answered = getattr(gateway, "close_answered", None)
+    if answered is not None and not result.maybe_executed:
+        answered(tag, ticket)
+    return result
 
 
 def _read(gateway: Gateway, key: tuple[int, str]) -> AccountSnapshot | Exception:
