@@ -116,6 +116,11 @@ def _deal_json(deal: Deal) -> dict[str, Any]:
     }
 
 
+def closed_by_deal(deal: Deal) -> Step:
+    """A close found done: its closing deal is its result (as when reconciled by tag)."""
+    return Step(State.SUCCEEDED, _deal_json(deal))
+
+
 def _from_result(result: TradeResult) -> Step:
     if result.outcome == DONE:
         return Step(State.SUCCEEDED, _trade_json(result))

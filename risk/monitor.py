@@ -292,8 +292,8 @@ def sweep_forever(
     Re-ringing a backlog's commands takes one transaction each: on the monitor's own loop that
     could hold a cycle up for seconds, and with it the detection of a breach. The fast lane's part
     (lapsed leases, fast commands queued too long) runs every FAST_LANE_SWEEP_SECONDS, the whole
-    sweep every `every`: with it the watchdog, and the recovery of protective closes the event
-    monitor sent ahead and never recorded (``protection.sent_ahead_recover``).
+    sweep every `every`: with it the watchdog, and the recovery of protective closes a monitor
+    sent ahead and never recorded (``protection.sent_ahead_recover``).
     """
     watchdog = Watchdog()
     fast_every = min(every, fast_every or settings.FAST_LANE_SWEEP_SECONDS)
@@ -309,7 +309,7 @@ def sweep_forever(
                 logger.warning("sweeper re-queued commands", extra={"count": requeued})
             if full:
                 watchdog.check()
-                # Closes the event monitor sent ahead whose action was never recorded.
+                # Closes a monitor sent ahead whose action was never recorded (risk.ahead).
                 recovered = protection.sent_ahead_recover()
                 if recovered:
                     logger.error("sweeper recorded protective closes sent ahead", extra={"count": recovered})

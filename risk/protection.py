@@ -96,8 +96,9 @@ _recorded: set[tuple[int, str, str, int]] = set()
 
 @dataclass(frozen=True)
 class SentAhead:
-    """Closes the event monitor sent from the Manager API's pumped picture before the breach's
-    action was recorded (docs/manager-api.md "Acting before recording"). The action takes
+    """Closes a risk monitor sent before the breach's action was recorded (``risk.ahead``: the
+    event monitor from the Manager API's pumped picture, docs/manager-api.md "Acting before
+    recording"; the polling monitor through a terminal's owner). The action takes
     ``action_id`` when given: the closes carry its first close command's tag
     (``first_close_tag``). That command, and the first of any other action raised with it on the
     same positions, reconciles with them (``sent_ahead`` in its envelope) instead of sending

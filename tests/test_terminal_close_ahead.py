@@ -121,6 +121,20 @@ def waits_on_the_terminal(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return polls
 
 
+def calls_to_the_host(router: TerminalRouter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The calls ``router`` sends to the terminal's owner from now on."""
+    sent: list[str] = []
+    assert router.owners is not None
+    remote = router.owners._remote
+
+    def counted(name: str, method: str, *rest: Any) -> Any:
+        sent.append(method)
+        return remote(name, method, *rest)
+
+    monkeypatch.setattr(router.owners, "_remote", counted)
+    return sent
+
+
 def run(command: Command | None) -> Command:
     assert command is not None
     command_execute(command.pk)
@@ -141,7 +155,9 @@ def test_the_monitor_closes_alices_trade_through_her_terminals_owner_before_reco
     tag = protection.first_close_tag(action.action_id)
     assert sent.calls == [(ticket, tag, 0)]  # sent before the action existed, under its command's tag
     assert not SentAheadNote.objects.exists()  # its note went as the action was recorded
+    to_the_host = calls_to_the_host(monitor, monkeypatch)
     command = run(action.command)
+    assert to_the_host == []  # the fill and its deal came back with the close: no attempt sent
     assert command.envelope["sent_ahead"]["tag"] == tag
     assert command.state == State.SUCCEEDED and command.result["reconciled"] is True  # found by its tag
     assert [(t, comment) for t, comment, _ in closes.calls] == [(ticket, tag)]  # the command sent nothing

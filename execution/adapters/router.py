@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -81,7 +82,7 @@ class TerminalRouter(Gateway):
         self._read_from: dict[tuple[int, str], tuple[TerminalConfig, float]] = {}
         self._closers: ThreadPoolExecutor | None = None
         # The closes sent ahead from this process: by tag, {ticket: its future}, and when sent.
-        self._sent_ahead: dict[str, tuple[float, dict[int, Future[TradeResult]]]] = {}
+        self._sent_ahead: dict[str, tuple[float, dict[int, Future[ClosedAhead]]]] = {}
         # The closes sent ahead that this process ran as their terminal's owner and that got a
         # final answer: by tag, when, and their tickets.
         self._answered_here: dict[str, tuple[float, set[int]]] = {}
@@ -145,7 +146,7 @@ class TerminalRouter(Gateway):
         return self.owners.call(config.name, RUN, (function, *args), {"account": (login, server)})
 
     # --- closing ahead (risk.ahead: the polling monitor's close before its record) -----------------
-    def close_ahead(self, login: int, server: str, position: Position, *, tag: str) -> Future[TradeResult] | None:
+    def close_ahead(self, login: int, server: str, position: Position, *, tag: str) -> Future[ClosedAhead] | None:
         """Send a market close of the whole ``position`` under ``tag`` and return without waiting:
         the close goes, at the fast lane's priority, to the owner of the terminal this process's
         last bulk read found the account on (less than ``READ_FROM_SECONDS`` ago), exactly as a
@@ -168,19 +169,19 @@ class TerminalRouter(Gateway):
             self._sent_ahead.setdefault(tag, (now, {}))[1][position.ticket] = future
         return future
 
-    def _close_on(self, config: TerminalConfig, login: int, server: str, ticket: int, tag: str) -> TradeResult:
+    def _close_on(self, config: TerminalConfig, login: int, server: str, ticket: int, tag: str) -> ClosedAhead:
         with call_priority(Priority.FAST):  # protection: before every waiting read and normal command
             return self._run_on(config, login, server, close_on_owner, login, server, ticket, tag)
 
     @staticmethod
-    def close_outcome(handle: Future[TradeResult]) -> Literal["filled", "refused", "in_flight"]:
+    def close_outcome(handle: Future[ClosedAhead]) -> Literal["filled", "refused", "in_flight"]:
         """What a ``close_ahead`` came to so far, without waiting: ``filled`` (in full or in part),
         ``refused`` (a final answer that filled nothing), or ``in_flight`` (no answer yet, or the
         answer was lost: the owner went, the request may have executed; only a deal found by its
         tag can tell)."""
         if not handle.done() or handle.exception() is not None:
             return "in_flight"
-        result = handle.result()
+        result = handle.result().result
         if result.outcome == DONE:
             return "filled"
         return "in_flight" if result.maybe_executed else "refused"
@@ -200,7 +201,7 @@ class TerminalRouter(Gateway):
             found = self._answered_here.get(tag)
             return set(found[1]) if found is not None else set()
 
-    def closes_sent_ahead(self, tag: str) -> dict[int, Future[TradeResult]]:
+    def closes_sent_ahead(self, tag: str) -> dict[int, Future[ClosedAhead]]:
         """The closes this process sent ahead under ``tag``, by ticket (none when another did)."""
         with self._lock:
             found = self._sent_ahead.get(tag)
@@ -418,14 +419,30 @@ class TerminalRouter(Gateway):
 STATUS_TIMEOUT_SECONDS = 2.0
 
 
-def close_on_owner(gateway: Gateway, login: int, server: str, ticket: int, tag: str) -> TradeResult:
+@dataclass(frozen=True)
+class ClosedAhead:
+    """What became of a close sent ahead, as its terminal's owner saw it: MT5's answer, and the
+    closing deal when it filled (read there by its tag, right after)."""
+
+    result: TradeResult
+    deal: Deal | None = None
+
+
+def close_on_owner(gateway: Gateway, login: int, server: str, ticket: int, tag: str) -> ClosedAhead:
     """A close sent ahead, run by the terminal's owner (``TerminalRouter.close_ahead``). A final
-    answer is remembered there: a command's attempt run there after it need not wait for it."""
+    answer is remembered there: a command's attempt run there after it need not wait for it. A
+    fill's deal is read at once, by the tag, as a command's attempt would read it."""
     result = gateway.close_position(login, server, ticket=ticket, tag=tag)
     answered = getattr(gateway, "close_answered", None)
     if answered is not None and not result.maybe_executed:
         answered(tag, ticket)
-    return result
+    deal = None
+    if result.outcome == DONE and result.deal:
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        deal = next(
+            (d for d in gateway.deals_by_tag(login, server, tag=tag, since=since) if d.ticket == result.deal), None
+        )
+    return ClosedAhead(result, deal)
 
 
 def _read(gateway: Gateway, key: tuple[int, str]) -> AccountSnapshot | Exception:
