@@ -623,8 +623,8 @@ class EventMonitor:
             self._sender = ahead.SendAhead(
                 self.gateway,  # type: ignore[arg-type]
                 answer_timeout=connection.answer_timeout,
-                trusted=lambda: self._trusted_now(connection),
-                link_up=lambda: bool(connection.connected),
+                trusted=lambda: self._trusted_now(self.gateway.conn),  # type: ignore[attr-defined]
+                link_up=lambda: bool(self.gateway.conn.connected),  # type: ignore[attr-defined]
                 sent=self.sent_ahead,
                 who="event monitor",
             )
