@@ -267,7 +267,11 @@ def _closed_ahead(ctx: Context, ahead: dict[str, Any]) -> dict[int, Deal]:
         found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
         closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
         waiting -= closed.keys() | done_here
-        waiting = {t for t in waiting if ctx.gateway.position(ctx.login, ctx.server, t) is not None}
+        gone = {t for t in waiting if ctx.gateway.position(ctx.login, ctx.server, t) is None}
+        if gone:  # closed after the deals were read: read them again, the close's deal among them
+            found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
+            closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
+        waiting -= gone
         if not waiting or timezone.now() >= until:
             return closed
         time.sleep(SENT_AHEAD_POLL_SECONDS)
