@@ -11,9 +11,11 @@ monitor; every MT5 call goes through the terminal's owner. Two topologies:
 Each runs twice: with the simulator's default costs (``SIM_LOGIN_SECONDS`` 1.0, ``SIM_CALL_MS``
 1: what a real terminal costs) and with both at 0 (the baseline, same run). Printed per run:
 the monitor's cycle over all accounts, price move → detection and detection → terminal-confirmed
-close (p50/p99, the protective actions' own timestamps; each trial opens 1 lot EURUSD on one
-account and drops the price 300 pips), and normal-lane ``open_position`` commands per second on
-one terminal.
+close (p50/p99, the protective actions' own timestamps: the command that closed or reconciled
+the close finished; each trial opens 1 lot EURUSD on one account and drops the price 300 pips),
+detection → the closing deal's fill, where each close's time went, and normal-lane
+``open_position`` commands per second on one terminal. ``--without-ahead`` adds a third run with
+the defaults' costs and the risk monitor's close ahead off (``RISK_CLOSE_AHEAD=0``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import time
 from common import breach_trial, demo_accounts, fresh_database, percentile, setup_django, summary
 
 COSTS = {"costs on (defaults)": ("1.0", "1"), "costs off (baseline)": ("0", "0")}
+# With --without-ahead, a third run: the defaults' costs, the risk monitor's close ahead off
+# (RISK_CLOSE_AHEAD=0: the protective command sends the close once the action is recorded).
+WITHOUT_AHEAD = "costs on, close ahead off"
 
 
-def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict[str, object]:
+def run(args: argparse.Namespace, topology: str, costs: tuple[str, str], ahead: bool = True) -> dict[str, object]:
     from django.conf import settings
     from django.db import close_old_connections
 
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
         "SIM_LOGIN_SECONDS": costs[0],
         "SIM_CALL_MS": costs[1],
+        "RISK_CLOSE_AHEAD": "1" if ahead else "0",
     }
     procs = [
         Proc("bench-terminals", ["terminalhost"], env),
@@ -146,22 +152,23 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str]) -> dict
 
 
 # Where a protective close's time goes, from timestamps the bridge and the simulated trade server
-# write anyway: the action's, its command's, and the closing deal's (the trade server's own clock).
+# write anyway: the close sent ahead's (its command's envelope), the closing deal's (the trade
+# server's own clock), the action's, and its command's. Each is ms after the detection (the
+# snapshot read on the terminal's owner): with the close sent ahead, the fill comes before or
+# while the action is recorded, so the points are not in a fixed order.
 SEGMENTS = (
-    "detection → action recorded",
-    "→ its command created",
-    "→ claimed (lane or monitor)",
-    "→ MT5 filled the close (via the owner)",
-    "→ command finished",
+    "close sent ahead",
+    "MT5 filled the close (via the owner)",
+    "action built",
+    "its command created (recorded)",
+    "claimed (monitor or lane)",
+    "command finished",
 )
 
 
 def close_segments(login: int) -> tuple[float, ...]:
-    """The ms of each of ``SEGMENTS`` for the account's protective close: detection (the snapshot
-    read on the terminal's owner) → the action built (the monitor judged the breach) → its command
-    created (the action recorded) → a worker claimed it → the closing deal's time on the trade
-    server (sent to the owner, which read the position and sent the close) → the command finished
-    (the owner read the deal and answered; the worker recorded the outcome)."""
+    """The ms after detection of each of ``SEGMENTS`` for the account's protective close (NaN for
+    "close sent ahead" when it was not)."""
     from datetime import UTC, datetime
 
     from execution.models import SimDeal
@@ -177,16 +184,19 @@ def close_segments(login: int) -> tuple[float, ...]:
     command = action.command
     deal = SimDeal.objects.get(position_id=action.ticket, entry=c.DEAL_ENTRY_OUT)
     filled = datetime.fromtimestamp(deal.time_msc / 1000, UTC)
+    ahead = (command.envelope or {}).get("sent_ahead")
+    detected = action.detection_timestamp
 
-    def ms(start, end) -> float:
-        return (end - start).total_seconds() * 1000
+    def ms(end) -> float:
+        return (end - detected).total_seconds() * 1000
 
     return (
-        ms(action.detection_timestamp, action.created_at),
-        ms(action.created_at, command.received_at),
-        ms(command.received_at, command.started_at),
-        ms(command.started_at, filled),
-        ms(filled, command.finished_at),
+        ms(datetime.fromisoformat(ahead["sent_at"])) if ahead else float("nan"),
+        ms(filled),
+        ms(action.created_at),
+        ms(command.received_at),
+        ms(command.started_at),
+        ms(command.finished_at),
     )
 
 
@@ -197,17 +207,21 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--commands", type=int, default=40)
     parser.add_argument("--only", choices=["a", "b"], default=None)
+    parser.add_argument("--without-ahead", action="store_true", help=f"a third run: {WITHOUT_AHEAD}")
     args = parser.parse_args()
 
     results = {}
     ready = False
+    configs = [(label, costs, True) for label, costs in COSTS.items()]
+    if args.without_ahead:
+        configs.append((WITHOUT_AHEAD, COSTS["costs on (defaults)"], False))
     for topology in [args.only] if args.only else ["a", "b"]:
-        for label, costs in COSTS.items():
+        for label, costs, ahead in configs:
             url = fresh_database("bridge_bench_terminals")
             if not ready:
                 setup_django(url)
                 ready = True
-            results[(topology, label)] = run(args, topology, costs)
+            results[(topology, label)] = run(args, topology, costs, ahead)
             from django.db import connections
 
             connections.close_all()
@@ -232,11 +246,15 @@ def main() -> None:
         print(f"  detection → terminal-confirmed close: {summary(closes) if closes else 'none'}")
         if r["segments"]:
             columns = list(zip(*r["segments"], strict=True))
+            sent = [v for v in columns[0] if v == v]  # not NaN: sent ahead
+            print(f"    closes sent ahead of their record: {len(sent)} of {len(columns[0])}")
+            print(f"  detection → MT5 filled the close:     {summary(list(columns[1]))}")
             print(
-                "    of which, p50 / p90 ms: "
+                "    ms after detection, p50 / p90: "
                 + ", ".join(
-                    f"{name} {percentile(list(values), 50):.0f} / {percentile(list(values), 90):.0f}"
-                    for name, values in zip(SEGMENTS, columns, strict=True)
+                    f"{name} {percentile(values, 50):.0f} / {percentile(values, 90):.0f}"
+                    for name, values in zip(SEGMENTS, ([v for v in c if v == v] for c in columns), strict=True)
+                    if values
                 )
             )
         print(f"  normal open_position on one terminal:  {r['rate']:.1f} commands/s")

@@ -231,6 +231,10 @@ RISK_POLL_INTERVAL_MS = env.int("RISK_POLL_INTERVAL_MS", default=500)
 # dispatcher) may keep Python's interpreter lock before the event monitor's thread, back from the
 # database or woken by a tick, gets it (sys.setswitchinterval; Python's default is 5 ms).
 RISK_MONITOR_SWITCH_INTERVAL_MS = env.float("RISK_MONITOR_SWITCH_INTERVAL_MS", default=1.0)
+# The risk monitor (riskmonitor) on a terminal backend closes a breach's position(s) through the
+# terminal's owner as its read finds the breach, before the action is recorded (risk.ahead); off:
+# the protective command sends the close once the action is recorded.
+RISK_CLOSE_AHEAD = env.bool("RISK_CLOSE_AHEAD", default=True)
 # A protective action whose goal does not hold this long after its breach alerts operators and
 # reports its outcome so far to Laravel; the bridge keeps trying (RISK_RULES.md).
 PROTECTION_ALERT_SECONDS = env.int("PROTECTION_ALERT_SECONDS", default=60)

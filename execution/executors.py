@@ -116,6 +116,11 @@ def _deal_json(deal: Deal) -> dict[str, Any]:
     }
 
 
+def closed_by_deal(deal: Deal) -> Step:
+    """A close found done: its closing deal is its result (as when reconciled by tag)."""
+    return Step(State.SUCCEEDED, _deal_json(deal))
+
+
 def _from_result(result: TradeResult) -> Step:
     if result.outcome == DONE:
         return Step(State.SUCCEEDED, _trade_json(result))
@@ -245,8 +250,8 @@ def _closed_by_this_command(ctx: Context) -> dict[int, Deal]:
 
 
 def _closed_ahead(ctx: Context, ahead: dict[str, Any]) -> dict[int, Deal]:
-    """The closes the event monitor sent before this command was recorded (``sent_ahead`` in its
-    envelope, Manager API backend): found by their tag. A close whose answer had not come when
+    """The closes a risk monitor sent before this command was recorded (``sent_ahead`` in its
+    envelope; ``risk.ahead``): found by their tag. A close whose answer had not come when
     the command was recorded is waited for, as a lost answer is: until its position is gone or its
     deal is found, at most until ``until`` (the monitor's answer timeout). Nothing is sent for a
     position meanwhile, so it is never closed twice; after that the command goes on as a
@@ -254,11 +259,19 @@ def _closed_ahead(ctx: Context, ahead: dict[str, Any]) -> dict[int, Deal]:
     since = datetime.fromisoformat(ahead["sent_at"]) - timedelta(minutes=1)
     until = datetime.fromisoformat(ahead["until"])
     waiting = set(ahead.get("in_flight") or ())
+    # On a terminal backend the closes run on the terminal's owner, as this attempt does: one
+    # answered there is in flight no more (asked before the deals, so a fill's deal is among them).
+    answered: Callable[[str], set[int]] | None = getattr(ctx.gateway, "closes_answered", None)
     while True:
+        done_here = answered(ahead["tag"]) if answered is not None and waiting else set()
         found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
         closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
-        waiting -= closed.keys()
-        waiting = {t for t in waiting if ctx.gateway.position(ctx.login, ctx.server, t) is not None}
+        waiting -= closed.keys() | done_here
+        gone = {t for t in waiting if ctx.gateway.position(ctx.login, ctx.server, t) is None}
+        if gone:  # closed after the deals were read: read them again, the close's deal among them
+            found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
+            closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
+        waiting -= gone
         if not waiting or timezone.now() >= until:
             return closed
         time.sleep(SENT_AHEAD_POLL_SECONDS)

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -27,13 +28,13 @@ from django_q.models import OrmQ
 from bridgeproject import context
 from bridgeproject.dbutil import one_statement, prepared_cursor
 from commands.lanes import Lane
-from commands.models import Command, CommandEvent
+from commands.models import Command, CommandEvent, CommandType
 from commands.services import command_enqueue, lane_broker, rings_with_the_commit
 from commands.states import State, check_transition
 from execution import lease, outages, sql
 from execution.adapters.router import TerminalRouter
-from execution.executors import EXECUTORS, Context, Step
-from execution.gateway import Gateway, GatewayUnavailable, TradeResult
+from execution.executors import EXECUTORS, Context, Step, closed_by_deal
+from execution.gateway import DONE, Gateway, GatewayUnavailable, TradeResult
 from execution.gateways import get_gateway
 from execution.owners import Priority, call_priority
 from execution.results import command_finished
@@ -278,6 +279,13 @@ def _run(command: Command) -> str:
 
 def _run_attempts(command: Command, deadline: datetime) -> str:
     gateway = get_gateway()
+    if isinstance(gateway, TerminalRouter):
+        _settle_sent_ahead(command, gateway)
+        done = _filled_ahead(command, gateway)
+        if done is not None:  # its close, sent ahead from here, filled: nothing to send or read
+            _finish(command, done)
+            logger.info("command finished", extra={"state": done.state, "closed_ahead": True})
+            return done.state
     # Anything sent before (an earlier delivery) must be found before anything is sent again.
     reconcile = command.attempts > 0 or getattr(command, "claimed_before", False)
     maybe_sent = False
@@ -310,6 +318,45 @@ def _run_attempts(command: Command, deadline: datetime) -> str:
         logger.warning("retrying command", extra={"error": step.error_message, "backoff_s": backoff})
         time.sleep(backoff)
     raise AssertionError("unreachable")
+
+
+def _settle_sent_ahead(command: Command, gateway: TerminalRouter) -> None:
+    """A protective close command whose closes this very process sent ahead (the risk monitor's
+    dispatcher, ``risk.ahead``) and whose answers had not come when it was recorded: wait here for
+    those answers (at most until the envelope's ``until``), then tell the attempt which are still
+    unknown. A close refused is then closed by the attempt at once, and one that filled is found
+    by its tag, without the attempt polling the terminal for them. Run elsewhere (a lane worker),
+    the attempt waits on the terminal for the closes in flight (``executors._closed_ahead``)."""
+    ahead = (command.envelope or {}).get("sent_ahead")
+    if not ahead or not ahead.get("in_flight"):
+        return
+    handles = gateway.closes_sent_ahead(ahead["tag"])
+    in_flight = [int(t) for t in ahead["in_flight"]]
+    waited = [handles[t] for t in in_flight if t in handles]
+    if not waited:
+        return
+    remaining = (datetime.fromisoformat(ahead["until"]) - timezone.now()).total_seconds()
+    futures.wait(waited, timeout=max(remaining, 0.0))
+    still = [t for t in in_flight if t not in handles or gateway.close_outcome(handles[t]) == "in_flight"]
+    command.envelope = {**command.envelope, "sent_ahead": {**ahead, "in_flight": still}}
+
+
+def _filled_ahead(command: Command, gateway: TerminalRouter) -> Step | None:
+    """A protective ``close_position`` whose close this process sent ahead and saw filled in full,
+    its deal read by the terminal's owner right after the fill: that deal is its result, as when
+    an attempt reconciles by tag, with no attempt of its own (no round trip to the owner). Any
+    other case (not sent from here, no answer yet, refused, lost, a partial fill) is the
+    attempt's."""
+    ahead = (command.envelope or {}).get("sent_ahead")
+    if not ahead or command.command_type != CommandType.CLOSE_POSITION or command.payload.get("volume"):
+        return None
+    handle = gateway.closes_sent_ahead(ahead["tag"]).get(int(command.payload["ticket"]))
+    if handle is None or not handle.done() or handle.exception() is not None:
+        return None
+    closed = handle.result()
+    if closed.result.outcome != DONE or closed.result.partial or closed.deal is None:
+        return None
+    return closed_by_deal(closed.deal)
 
 
 def _attempt(command: Command, gateway: Gateway, record: Callable[[TradeResult], None], reconcile: bool) -> Step:

@@ -25,6 +25,7 @@ from execution import outages
 from execution.gateway import AccountSnapshot, Gateway, GatewayUnavailable
 from policies.models import AccountRisk, PolicySnapshot, RiskSample, TradingAccount
 from risk import protection, rules, server_side, sql
+from risk.ahead import Judged, SendAhead
 
 logger = logging.getLogger("bridge.risk")
 
@@ -342,6 +343,7 @@ def risk_evaluate_snapshots(
     accounts: Sequence[WatchedAccount],
     snapshots: Mapping[tuple[int, str], AccountSnapshot | Exception] | Reading,
     now: datetime | None = None,
+    ahead: SendAhead | None = None,
 ) -> Outcome:
     """The rule table over a bulk read, touching the database only where something changed (state,
     a new breach) or the figures shown to people are due a refresh.
@@ -349,7 +351,11 @@ def risk_evaluate_snapshots(
     The quiet path (the same policy version, the same state, no breach that is not already
     recorded) needs no lock and no transaction; everything else goes through
     `risk_evaluate_snapshot` with the account read afresh, under the row lock: a new breach at
-    once, before the rest of the accounts are judged; a change of state after them."""
+    once, before the rest of the accounts are judged; a change of state after them.
+
+    ``ahead``: the snapshots were read just now through their terminals' owners (the polling
+    monitor's own read): a new breach whose goal is a close is closed before it is recorded
+    (``risk.ahead``), and its action recorded under the id its closes carry."""
     now = now or timezone.now()
     rows = sql.risk_rows([w.pk for w in accounts])
     pursued = protection.open_actions_of([w.pk for w in accounts])
@@ -403,7 +409,16 @@ def risk_evaluate_snapshots(
         if found and any(
             not protection.is_recorded((account.pk, b.rule_key, b.scope, policy.policy_version)) for b in found
         ):
-            judge(fresh.in_bulk([account.pk]), mt5, account.pk)  # pursues its open actions too
+            sent = (
+                []
+                if ahead is None
+                else ahead.send([Judged(account.pk, account.login, account.server, policy, mt5, found)])
+            )
+            try:
+                judge(fresh.in_bulk([account.pk]), mt5, account.pk)  # pursues its open actions too
+            finally:
+                if ahead is not None:
+                    ahead.settle(sent)
             continue
         if evaluation.state is not row.state:
             changed.append((account.pk, mt5))

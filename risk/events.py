@@ -35,7 +35,8 @@ engine records the action and that command, which reconciles with the close by i
 sending again (``protection.SentAhead``; docs/manager-api.md "Acting before recording"). Just
 before the closes, one autocommitted INSERT writes their note (``SentAheadNote``; none written,
 nothing sent ahead): the engine deletes it as it records the action, and the sweeper records the
-action from a note left behind (``protection.sent_ahead_recover``).
+action from a note left behind (``protection.sent_ahead_recover``). The rule, the note and the
+hold are ``risk.ahead``'s, shared with the polling monitor on the terminal backends.
 
 **A position, order, deal or user event** reads that account afresh and evaluates it.
 
@@ -57,11 +58,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -70,7 +70,7 @@ from django.utils import timezone
 
 from execution.gateway import AccountSnapshot, Gateway, GatewayUnavailable
 from policies.models import AccountRisk
-from risk import protection, rules
+from risk import ahead, protection, rules
 from risk.engine import (
     WatchedAccount,
     account_view,
@@ -82,7 +82,7 @@ from risk.engine import (
 logger = logging.getLogger("bridge.risk")
 
 Key = tuple[int, str]
-BreachKey = tuple[int, str, str, int]  # (account pk, rule_key, scope, policy_version)
+BreachKey = ahead.BreachKey
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -91,8 +91,6 @@ Bools = npt.NDArray[np.bool_]
 ROUNDING_PER_POSITION = 0.005
 # Accounts read together when several are suspect at once (one bulk read each).
 CONFIRM_CHUNK = 2000
-# The goals whose closes the monitor sends before the action is recorded.
-SENT_AHEAD_GOALS = (protection.Goal.POSITION_CLOSED, protection.Goal.ACCOUNT_FLAT)
 
 
 def _grow(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
@@ -243,6 +241,7 @@ class EventMonitor:
         self.judged: Counter[Key] = Counter()  # judged either way (acted + confirmed)
         # The breaches whose closes were sent ahead of their record, with the closes' tag.
         self.sent_ahead: dict[BreachKey, str] = {}
+        self._sender: ahead.SendAhead | None = None
         self._generation: int | None = None  # the connection's generation the picture was resynced on
 
     _ROW_ARRAYS = (
@@ -594,157 +593,53 @@ class EventMonitor:
                 for key in judged:
                     self.acted[key] += 1
                     self.judged[key] += 1
-                ahead: list[BreachKey] = []
+                sent: list[BreachKey] = []
                 try:
-                    self._send_ahead(judged, ahead)
+                    sent = self._send_ahead(judged)
                 except Exception:  # the engine below still judges and acts, as before
                     logger.exception("event monitor: sending ahead failed")
                 try:
                     self._judge_and_hold([self._held[key].watched for key in judged], dict(judged))
                 finally:
-                    for breach_key in ahead:
-                        protection.sent_ahead_release(breach_key)
-                    self._unrecorded(ahead)
+                    if self._sender is not None:
+                        self._sender.settle(sent)
             rest = [key for key in wanted if key not in judged]
             if rest:
                 self.confirm(rest)
 
     # --- closing before recording (docs/manager-api.md "Acting before recording") ------------------
-    def _send_ahead(self, judged: dict[Key, AccountSnapshot], held: list[BreachKey]) -> None:
+    def _send_ahead(self, judged: dict[Key, AccountSnapshot]) -> list[BreachKey]:
         """Send the protective closes of the breaches the pumped picture shows, before the engine
         records them: the event path's ``DealerSend`` then waits for no transaction, no fast-lane
-        pickup and no read of the position.
+        pickup and no read of the position (``risk.ahead``, shared with the polling monitor).
 
-        Only on the trusted picture (resynced on this very connection, still connected), only
-        for breaches whose goal is a close (a position closed; the account flat: all of its
-        positions) and only on an account with no protective action open and none of these
-        breaches recorded: any other case is the engine's alone, as before. Each close carries
-        the tag of the first close command of the action the engine is about to record (its id
-        chosen here, ``protection.SentAhead``); the engine records the action under that id and
-        its command reconciles with the closes instead of sending again. ``held``: the breaches
-        held for the engine (the caller releases them after it)."""
-        close_ahead = getattr(self.gateway, "close_ahead", None)
+        Only on the trusted picture (resynced on this very connection, still connected); which
+        breaches may go ahead, the note and the hold are ``risk.ahead``'s. Returns the breaches
+        held for the engine (``_sender.settle`` releases them after it)."""
         connection = getattr(self.gateway, "conn", None)
-        if close_ahead is None or connection is None or not self._trusted_now(connection):
-            return
-        wanted: dict[Key, list[tuple[rules.Breach, str, BreachKey]]] = {}
+        if getattr(self.gateway, "close_ahead", None) is None or connection is None:
+            return []
+        if self._sender is None:
+            self._sender = ahead.SendAhead(
+                self.gateway,  # type: ignore[arg-type]
+                answer_timeout=connection.answer_timeout,
+                trusted=lambda: self._trusted_now(self.gateway.conn),  # type: ignore[attr-defined]
+                link_up=lambda: bool(self.gateway.conn.connected),  # type: ignore[attr-defined]
+                sent=self.sent_ahead,
+                who="event monitor",
+            )
+        accounts = []
         for key, snapshot in judged.items():
-            watched = self._held[key].watched
-            policy = watched.policy
-            evaluation = rules.evaluate(account_view(snapshot), policy, self._held[key].state)
-            breaches: list[tuple[rules.Breach, str, BreachKey]] = []
-            for breach in evaluation.breaches:
-                breach_key: BreachKey = (watched.pk, breach.rule_key, breach.scope, policy.policy_version)
-                if not protection.is_recorded(breach_key):
-                    breaches.append((breach, protection.goal_of(breach, policy), breach_key))
-            if any(goal in SENT_AHEAD_GOALS for _, goal, _ in breaches):
-                wanted[key] = breaches
-        if not wanted:
-            return
-        busy = protection.accounts_with_actions(
-            [self._held[key].watched.pk for key in wanted], [b for breaches in wanted.values() for *_, b in breaches]
-        )
-        for key, breaches in wanted.items():
-            if self._held[key].watched.pk in busy:
-                continue
-            positions = {p.ticket: p for p in judged[key].positions}
-            flat = next(((b, k) for b, goal, k in breaches if goal == protection.Goal.ACCOUNT_FLAT), None)
-            if flat is not None:  # every position, under the flat action's tag; the others share it
-                sends = [(flat[0], flat[1], list(positions.values()), [k for *_, k in breaches if k != flat[1]])]
-            else:
-                sends = [
-                    (b, k, [positions[b.ticket]], [])
-                    for b, goal, k in breaches
-                    if goal == protection.Goal.POSITION_CLOSED and b.ticket in positions
-                ]
-            for breach, breach_key, closes, others in sends:
-                if not self._trusted_now(connection):
-                    return
-                ahead = self._close_ahead(key, (breach, judged[key]), breach_key, closes, close_ahead, connection)
-                if ahead is None:
-                    continue
-                protection.sent_ahead_hold(breach_key, ahead)
-                held.append(breach_key)
-                for other in others:
-                    protection.sent_ahead_hold(other, replace(ahead, action_id=None))
-                    held.append(other)
-
-    def _close_ahead(
-        self,
-        key: Key,
-        judged: tuple[rules.Breach, AccountSnapshot],
-        breach_key: BreachKey,
-        closes: list[Any],
-        close_ahead: Any,
-        connection: Any,
-    ) -> protection.SentAhead | None:
-        action_id = uuid.uuid4()
-        tag = protection.first_close_tag(action_id)
-        sent_at = timezone.now()
-        # One autocommitted INSERT before the closes: should the action never be recorded (this
-        # process dies before it, the engine judges otherwise) the sweeper records it from it.
-        breach, snapshot = judged
-        noted = protection.sent_ahead_note(
-            account_pk=breach_key[0],
-            breach=breach,
-            snapshot=snapshot,
-            policy=self._held[key].watched.policy,
-            action_id=action_id,
-            tag=tag,
-            tickets=[position.ticket for position in closes],
-            sent_at=sent_at,
-        )
-        if not noted:
-            return None  # nothing sent ahead: the engine's command sends, as before
-        pending: dict[int, Any] = {}
-        unknown: list[int] = []  # DealerSend raised: whether it went out is unknown
-        for position in closes:
-            try:
-                pending[position.ticket] = close_ahead(key[0], position, tag=tag)
-            except GatewayUnavailable as exc:  # the link went: the rest is left to the command
-                logger.warning("event monitor: a close sent ahead failed", extra={"error": exc.message})
-                unknown.append(position.ticket)
-                break
-        sent = {ticket: p for ticket, p in pending.items() if p is not None}
-        if not sent and not unknown:
-            protection.sent_ahead_unnote(action_id)
-            return None  # nothing went out: the engine's command sends, as before
-        if len(self.sent_ahead) > 10_000:
-            self.sent_ahead.clear()
-        self.sent_ahead[breach_key] = tag
-        outcome = self.gateway.dealer_outcome  # type: ignore[attr-defined]
-        # A close DealerSend refused with the link gone may have reached the server all the same:
-        # in flight, like one whose call raised.
-        refused_offline = [t for t, p in pending.items() if p is None and not connection.connected]
-        maybe = (*unknown, *refused_offline)
-
-        def in_flight() -> tuple[int, ...]:
-            return (*maybe, *(t for t, p in sent.items() if outcome(p) == "in_flight"))
-
-        return protection.SentAhead(
-            action_id=action_id,
-            tag=tag,
-            sent_at=sent_at,
-            until=sent_at + timedelta(seconds=connection.answer_timeout),
-            tickets=(*pending, *unknown),
-            in_flight=in_flight,
-        )
+            held = self._held[key]
+            policy = held.watched.policy
+            evaluation = rules.evaluate(account_view(snapshot), policy, held.state)
+            accounts.append(ahead.Judged(held.watched.pk, key[0], key[1], policy, snapshot, evaluation.breaches))
+        return self._sender.send(accounts)
 
     def _trusted_now(self, connection: Any) -> bool:
         """Whether the pumped picture is the server's own now: resynced on this connection, which
         is still up (a drop not yet dispatched shows in ``connected`` and ``generation``)."""
         return self.trusted and connection.connected and connection.generation == self._generation
-
-    def _unrecorded(self, held: list[BreachKey]) -> None:
-        """A close sent ahead whose breach the engine did not record (it judged otherwise from the
-        database's state): its note stays, and the sweeper records the action from it once
-        ``SENT_AHEAD_RECOVER_SECONDS`` have passed (``protection.sent_ahead_recover``)."""
-        for breach_key in held:
-            if breach_key in self.sent_ahead and not protection.is_recorded(breach_key):
-                logger.error(
-                    "event monitor: a close was sent ahead for a breach the engine did not record (its note stays)",
-                    extra={"breach": list(breach_key), "tag": self.sent_ahead[breach_key]},
-                )
 
     def _server_prices(self, held: _Held) -> bool:
         """Whether every price the account was revalued at is the server's: a tick the connection

@@ -34,12 +34,14 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from execution.adapters.manager import ManagerGateway
+from execution.adapters.router import TerminalRouter
 from execution.gateway import Gateway
 from execution.gateways import get_gateway
 from execution.owners import Priority, call_priority
 from execution.runner import sweep_stuck
 from policies.models import AccountRisk, MonitorHeartbeat, TradingAccount
 from risk import protection
+from risk.ahead import SendAhead
 from risk.engine import (
     WatchedAccount,
     read_accounts,
@@ -112,6 +114,10 @@ class Monitor:
     # With the Manager API: the event-driven monitor acting between cycles, and for what it last resynced.
     events: EventMonitor | None = field(default=None, repr=False)
     _events_for: tuple[tuple[str, ...], int] | None = field(default=None, repr=False)
+    # With a terminal backend, whether a breach's close is sent ahead of its record (risk.ahead):
+    # the riskmonitor command turns it on (RISK_CLOSE_AHEAD), as it starts the dispatcher.
+    closes_ahead: bool = False
+    ahead: SendAhead | None = field(default=None, repr=False)
 
     def heartbeat(self, watched: int, cycle_ms: float) -> list[str]:
         """Say we are alive; return the live monitors (us included), sorted."""
@@ -157,13 +163,23 @@ class Monitor:
                 # The Manager API: the MT5 server disables trading too (risk.server_side).
                 held = dict(snapshots) if gateway.server_side_trading else None
                 breaches += risk_evaluate_snapshots(
-                    accounts=chunk, snapshots=snapshots if held is None else held
+                    accounts=chunk, snapshots=snapshots if held is None else held, ahead=self._sends_ahead(gateway)
                 ).breaches
                 if held is not None:
                     server_trading_sync(gateway=gateway, accounts=chunk, snapshots=held)
             except Exception:  # one bad batch must not blind the monitor to the others
                 logger.exception("evaluation failed", extra={"accounts": len(chunk)})
         return len(accounts), breaches
+
+    def _sends_ahead(self, gateway: Gateway) -> SendAhead | None:
+        """On a terminal backend, a breach whose goal is a close is closed as this cycle's read
+        finds it, through the owner of the terminal it was read from, before it is recorded
+        (``risk.ahead``; docs/architecture.md "Closing before recording")."""
+        if not self.closes_ahead or not isinstance(gateway, TerminalRouter):
+            return None
+        if self.ahead is None or self.ahead.gateway is not gateway:
+            self.ahead = SendAhead(gateway, answer_timeout=settings.TERMINAL_CALL_TIMEOUT_SECONDS)
+        return self.ahead
 
     def follow_events(self) -> None:
         """With the Manager API backend, the event-driven monitor (``risk.events``) watches this
@@ -276,8 +292,8 @@ def sweep_forever(
     Re-ringing a backlog's commands takes one transaction each: on the monitor's own loop that
     could hold a cycle up for seconds, and with it the detection of a breach. The fast lane's part
     (lapsed leases, fast commands queued too long) runs every FAST_LANE_SWEEP_SECONDS, the whole
-    sweep every `every`: with it the watchdog, and the recovery of protective closes the event
-    monitor sent ahead and never recorded (``protection.sent_ahead_recover``).
+    sweep every `every`: with it the watchdog, and the recovery of protective closes a monitor
+    sent ahead and never recorded (``protection.sent_ahead_recover``).
     """
     watchdog = Watchdog()
     fast_every = min(every, fast_every or settings.FAST_LANE_SWEEP_SECONDS)
@@ -293,7 +309,7 @@ def sweep_forever(
                 logger.warning("sweeper re-queued commands", extra={"count": requeued})
             if full:
                 watchdog.check()
-                # Closes the event monitor sent ahead whose action was never recorded.
+                # Closes a monitor sent ahead whose action was never recorded (risk.ahead).
                 recovered = protection.sent_ahead_recover()
                 if recovered:
                     logger.error("sweeper recorded protective closes sent ahead", extra={"count": recovered})

@@ -96,8 +96,9 @@ _recorded: set[tuple[int, str, str, int]] = set()
 
 @dataclass(frozen=True)
 class SentAhead:
-    """Closes the event monitor sent from the Manager API's pumped picture before the breach's
-    action was recorded (docs/manager-api.md "Acting before recording"). The action takes
+    """Closes a risk monitor sent before the breach's action was recorded (``risk.ahead``: the
+    event monitor from the Manager API's pumped picture, docs/manager-api.md "Acting before
+    recording"; the polling monitor through a terminal's owner). The action takes
     ``action_id`` when given: the closes carry its first close command's tag
     (``first_close_tag``). That command, and the first of any other action raised with it on the
     same positions, reconciles with them (``sent_ahead`` in its envelope) instead of sending
@@ -280,7 +281,7 @@ def _recover(note: SentAheadNote, now: datetime) -> bool:
         scope=note.scope,
         policy_version=note.policy_version,
         mt5_response=(
-            f"closed ahead by the event monitor at {utc_iso(note.sent_at)} (tag {note.tag}, "
+            f"closed ahead by the risk monitor at {utc_iso(note.sent_at)} (tag {note.tag}, "
             f"positions {', '.join(str(t) for t in note.tickets) or 'none'}); its record was recovered"
         ),
         created_at=now,
@@ -316,7 +317,7 @@ def _recover(note: SentAheadNote, now: datetime) -> bool:
             title=f"Account {account.login}: the record of a protective close sent ahead was recovered",
             body=(
                 f"{action.rule_key} ({action.scope}, policy v{action.policy_version}) was breached at "
-                f"{utc_iso(action.detection_timestamp)}; the event monitor sent its close(s) at "
+                f"{utc_iso(action.detection_timestamp)}; the risk monitor sent its close(s) at "
                 f"{utc_iso(note.sent_at)} under tag {note.tag} (positions "
                 f"{', '.join(str(t) for t in note.tickets) or 'none'}) but no action recorded them (the "
                 "monitor stopped before its record, or the engine judged otherwise). The action is now "

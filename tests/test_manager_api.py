@@ -1173,7 +1173,7 @@ def test_when_the_monitor_dies_between_the_close_and_its_record_the_sweeper_reco
         "single_trade_loss", ticket, "EURUSD", Decimal("1")
     )  # fmt: skip
     assert action.measured < -2000 and action.floor_or_limit == Decimal("-2000")
-    assert "closed ahead by the event monitor" in action.mt5_response and comment in action.mt5_response
+    assert "closed ahead by the risk monitor" in action.mt5_response and comment in action.mt5_response
     assert reports_and_alerts_of(action) == (1, 1)  # reported to Laravel and raised, once
     assert not SentAheadNote.objects.exists()
 

@@ -12,12 +12,14 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import datetime
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from execution.gateway import (
+    DONE,
     AccountSnapshot,
     Deal,
     Gateway,
@@ -28,7 +30,7 @@ from execution.gateway import (
     SymbolInfo,
     TradeResult,
 )
-from execution.owners import RUN, Owners, call_priority, current_priority
+from execution.owners import RUN, Owners, Priority, call_priority, current_priority
 from execution.terminals import TerminalConfig
 
 Address = tuple[Any, ...]  # TerminalConfig.address
@@ -42,6 +44,10 @@ _running_on: contextvars.ContextVar[tuple[int, str, str] | None] = contextvars.C
 # A command sent for an account this long after a bulk read of it (the risk monitor's protective
 # close) goes to the terminal that read showed it on, without asking the database again.
 READ_FROM_SECONDS = 1.0
+# Closes sent ahead at once (``close_ahead``): the threads that wait for their owners' answers.
+CLOSE_AHEAD_THREADS = 8
+# A close sent ahead is remembered this long after its answer came (``closes_sent_ahead``).
+CLOSE_AHEAD_KEPT_SECONDS = 120.0
 
 
 class TerminalRouter(Gateway):
@@ -74,6 +80,12 @@ class TerminalRouter(Gateway):
         self._readers: ThreadPoolExecutor | None = None
         # The terminal each account was read from at the last bulk read, and when (monotonic).
         self._read_from: dict[tuple[int, str], tuple[TerminalConfig, float]] = {}
+        self._closers: ThreadPoolExecutor | None = None
+        # The closes sent ahead from this process: by tag, {ticket: its future}, and when sent.
+        self._sent_ahead: dict[str, tuple[float, dict[int, Future[ClosedAhead]]]] = {}
+        # The closes sent ahead that this process ran as their terminal's owner and that got a
+        # final answer: by tag, when, and their tickets.
+        self._answered_here: dict[str, tuple[float, set[int]]] = {}
 
     # --- routing ----------------------------------------------------------------------------
     def gateway_of(self, config: TerminalConfig) -> Gateway:
@@ -116,15 +128,84 @@ class TerminalRouter(Gateway):
         terminal without looking up again which terminal serves the account; nor is it looked
         up here when this process read the account in bulk less than ``READ_FROM_SECONDS`` ago
         (the risk monitor's protective close goes to the terminal the breach was read from)."""
+        config = self._just_read_from(login, server) or self._resolve(login, server)
+        return self._run_on(config, login, server, function, *args)
+
+    def _just_read_from(self, login: int, server: str) -> TerminalConfig | None:
+        """The terminal the account was read from by this process's last bulk read, if that was
+        less than ``READ_FROM_SECONDS`` ago."""
         read = self._read_from.get((login, server))
         if read is not None and time.monotonic() - read[1] < READ_FROM_SECONDS:
-            config = read[0]  # the terminal the breach was just read from
-        else:
-            config = self._resolve(login, server)
+            return read[0]
+        return None
+
+    def _run_on(self, config: TerminalConfig, login: int, server: str, function: Callable[..., Any], *args: Any) -> Any:
         self._configs[config.name] = config
         if self.owners is None:
             return function(self, *args)
         return self.owners.call(config.name, RUN, (function, *args), {"account": (login, server)})
+
+    # --- closing ahead (risk.ahead: the polling monitor's close before its record) -----------------
+    def close_ahead(self, login: int, server: str, position: Position, *, tag: str) -> Future[ClosedAhead] | None:
+        """Send a market close of the whole ``position`` under ``tag`` and return without waiting:
+        the close goes, at the fast lane's priority, to the owner of the terminal this process's
+        last bulk read found the account on (less than ``READ_FROM_SECONDS`` ago), exactly as a
+        protective command's attempt does (``run_on_owner``): the owner's adapter reads the
+        position, closes it, and checks the terminal still holds the account after the trade.
+        Returns the close's future (``close_outcome`` says what became of it), or None when the
+        account was not read just now (nothing was sent: the command's pursuit closes it)."""
+        config = self._just_read_from(login, server)
+        if config is None:
+            return None
+        with self._lock:
+            if self._closers is None:
+                self._closers = ThreadPoolExecutor(max_workers=CLOSE_AHEAD_THREADS, thread_name_prefix="close-ahead")
+            closers = self._closers
+            now = time.monotonic()
+            for old in [t for t, (at, _) in self._sent_ahead.items() if now - at > CLOSE_AHEAD_KEPT_SECONDS]:
+                del self._sent_ahead[old]
+        future = closers.submit(self._close_on, config, login, server, position.ticket, tag)
+        with self._lock:
+            self._sent_ahead.setdefault(tag, (now, {}))[1][position.ticket] = future
+        return future
+
+    def _close_on(self, config: TerminalConfig, login: int, server: str, ticket: int, tag: str) -> ClosedAhead:
+        with call_priority(Priority.FAST):  # protection: before every waiting read and normal command
+            return self._run_on(config, login, server, close_on_owner, login, server, ticket, tag)
+
+    @staticmethod
+    def close_outcome(handle: Future[ClosedAhead]) -> Literal["filled", "refused", "in_flight"]:
+        """What a ``close_ahead`` came to so far, without waiting: ``filled`` (in full or in part),
+        ``refused`` (a final answer that filled nothing), or ``in_flight`` (no answer yet, or the
+        answer was lost: the owner went, the request may have executed; only a deal found by its
+        tag can tell)."""
+        if not handle.done() or handle.exception() is not None:
+            return "in_flight"
+        result = handle.result().result
+        if result.outcome == DONE:
+            return "filled"
+        return "in_flight" if result.maybe_executed else "refused"
+
+    def close_answered(self, tag: str, ticket: int) -> None:
+        """A close sent ahead under ``tag`` got its final answer here, on its terminal's owner."""
+        now = time.monotonic()
+        with self._lock:
+            for old in [t for t, (at, _) in self._answered_here.items() if now - at > CLOSE_AHEAD_KEPT_SECONDS]:
+                del self._answered_here[old]
+            self._answered_here.setdefault(tag, (now, set()))[1].add(ticket)
+
+    def closes_answered(self, tag: str) -> set[int]:
+        """The tickets whose close sent ahead under ``tag`` this process ran as the terminal's
+        owner and got a final answer for (a command's attempt run here need not wait for them)."""
+        with self._lock:
+            found = self._answered_here.get(tag)
+            return set(found[1]) if found is not None else set()
+
+    def closes_sent_ahead(self, tag: str) -> dict[int, Future[ClosedAhead]]:
+        """The closes this process sent ahead under ``tag``, by ticket (none when another did)."""
+        with self._lock:
+            found = self._sent_ahead.get(tag)
+            return dict(found[1]) if found is not None else {}
 
     def _run_local(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run a call on our own adapter of the terminal (we own it)."""
@@ -336,6 +417,32 @@ class TerminalRouter(Gateway):
 
 # How long health waits for a terminal's owner to say how its terminal is.
 STATUS_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ClosedAhead:
+    """What became of a close sent ahead, as its terminal's owner saw it: MT5's answer, and the
+    closing deal when it filled (read there by its tag, right after)."""
+
+    result: TradeResult
+    deal: Deal | None = None
+
+
+def close_on_owner(gateway: Gateway, login: int, server: str, ticket: int, tag: str) -> ClosedAhead:
+    """A close sent ahead, run by the terminal's owner (``TerminalRouter.close_ahead``). A final
+    answer is remembered there: a command's attempt run there after it need not wait for it. A
+    fill's deal is read at once, by the tag, as a command's attempt would read it."""
+    result = gateway.close_position(login, server, ticket=ticket, tag=tag)
+    answered = getattr(gateway, "close_answered", None)
+    if answered is not None and not result.maybe_executed:
+        answered(tag, ticket)
+    deal = None
+    if result.outcome == DONE and result.deal:
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        deal = next(
+            (d for d in gateway.deals_by_tag(login, server, tag=tag, since=since) if d.ticket == result.deal), None
+        )
+    return ClosedAhead(result, deal)
 
 
 def _read(gateway: Gateway, key: tuple[int, str]) -> AccountSnapshot | Exception:

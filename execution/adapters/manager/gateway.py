@@ -493,11 +493,12 @@ class ManagerGateway(Gateway):
         }  # fmt: skip
         return self._deal_request(login, tag, ticket, self._now(), **fields)
 
-    def close_ahead(self, login: int, position: Position, *, tag: str) -> DealerPending | None:
+    def close_ahead(self, login: int, server: str, position: Position, *, tag: str) -> DealerPending | None:
         """Queue a market close of ``position`` as the pumped copy shows it (its side, its whole
         volume) and return without waiting: no read before it and no answer awaited (the event
         monitor's close sent before its action is recorded). None when DealerSend refused it
-        (nothing was sent). ``dealer_outcome`` says later what became of it."""
+        (nothing was sent). ``close_outcome`` says later what became of it (the terminal router's
+        pair has the same shape: ``risk.ahead``)."""
         self._check_tag(tag)
         info = self._symbol(position.symbol)
         request, _ = self._request(
@@ -508,7 +509,7 @@ class ManagerGateway(Gateway):
         )  # fmt: skip
         return self.conn.dealer_submit(request, tag)
 
-    def dealer_outcome(self, pending: DealerPending) -> Literal["filled", "refused", "in_flight"]:
+    def close_outcome(self, pending: DealerPending) -> Literal["filled", "refused", "in_flight"]:
         """What a ``close_ahead`` came to so far, without waiting: ``filled`` (in full or in part),
         ``refused`` (a final answer that filled nothing), or ``in_flight`` (no final answer yet,
         or the answer was lost with the link: only a deal found by its tag can tell)."""

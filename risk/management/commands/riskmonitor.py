@@ -4,6 +4,7 @@ import signal
 import threading
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from execution import dispatch
@@ -17,7 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--iterations", type=int, default=None, help="stop after N cycles (tests)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        monitor = Monitor()
+        # On a terminal backend, a breach's close goes out as the read finds it (risk.ahead).
+        monitor = Monitor(closes_ahead=settings.RISK_CLOSE_AHEAD)
         stopped = threading.Event()
 
         def stop(*_: Any) -> None:
