@@ -153,7 +153,10 @@ class SendAhead:
             for breach, breach_key, closes, others in sends:
                 if not self.trusted():
                     return
-                ahead = self._close(account, breach, breach_key, closes)
+                # The note keeps the breaches whose goals these closes meet (a flat close's
+                # single-trade breaches: gone with their positions, the next read would not see them).
+                sharing = [b for b, goal, k in breaches if k in others and goal in SENT_AHEAD_GOALS]
+                ahead = self._close(account, breach, breach_key, closes, sharing)
                 if ahead is None:
                     continue
                 protection.sent_ahead_hold(breach_key, ahead)
@@ -163,7 +166,12 @@ class SendAhead:
                     held.append(other)
 
     def _close(
-        self, account: Judged, breach: rules.Breach, breach_key: BreachKey, closes: list[Position]
+        self,
+        account: Judged,
+        breach: rules.Breach,
+        breach_key: BreachKey,
+        closes: list[Position],
+        sharing: Sequence[rules.Breach] = (),
     ) -> protection.SentAhead | None:
         action_id = uuid.uuid4()
         tag = protection.first_close_tag(action_id)
@@ -179,6 +187,7 @@ class SendAhead:
             tag=tag,
             tickets=[position.ticket for position in closes],
             sent_at=sent_at,
+            sharing=sharing,
         )
         if not noted:
             return None  # nothing sent ahead: the engine's command sends, as before

@@ -189,12 +189,24 @@ def sent_ahead_note(
     tag: str,
     tickets: Sequence[int],
     sent_at: datetime,
+    sharing: Sequence[rules.Breach] = (),
 ) -> bool:
     """Write, in one autocommitted statement, the note of closes about to be sent ahead for the
     breach (``SentAheadNote``): should their action never be recorded, the sweeper records it
-    from the note. False when it could not be written: then nothing is sent ahead."""
-    action = _action_of(account_pk, breach, snapshot, policy)
-    figures = {name: _noted(getattr(action, name)) for name in _NOTED}
+    from the note. ``sharing``: the account's other breaches of the same picture whose goals the
+    same closes meet (a flat close's single-trade breaches), kept in the note's figures under
+    ``sharing`` so that the sweeper records theirs too. False when it could not be written: then
+    nothing is sent ahead."""
+    figures = _figures_of(_action_of(account_pk, breach, snapshot, policy))
+    if sharing:
+        figures["sharing"] = [
+            {
+                "rule_key": other.rule_key,
+                "scope": other.scope,
+                "figures": _figures_of(_action_of(account_pk, other, snapshot, policy)),
+            }
+            for other in sharing
+        ]
     note = SentAheadNote(
         action_id=action_id,
         account_id=account_pk,
@@ -223,6 +235,10 @@ def sent_ahead_note(
 def sent_ahead_unnote(action_id: uuid.UUID) -> None:
     """Nothing was sent ahead after all: the note goes."""
     SentAheadNote.objects.filter(action_id=action_id).delete()
+
+
+def _figures_of(action: ProtectiveAction) -> dict[str, Any]:
+    return {name: _noted(getattr(action, name)) for name in _NOTED}
 
 
 def _noted(value: Any) -> Any:
@@ -255,46 +271,37 @@ def sent_ahead_recover(*, now: datetime | None = None) -> int:
             if note is None:
                 continue  # recovered meanwhile (another sweeper)
             note.delete()
-            recorded = ProtectiveAction.objects.filter(
-                Q(action_id=note.action_id)
-                | Q(
-                    account_id=note.account_id,
-                    rule_key=note.rule_key,
-                    scope=note.scope,
-                    policy_version=note.policy_version,
-                )
-            ).exists()
-            if not recorded and _recover(note, now):
-                recovered += 1
+            recovered += _recover(note, now)
     return recovered
 
 
-def _recover(note: SentAheadNote, now: datetime) -> bool:
+def _recovered_breaches(note: SentAheadNote) -> list[tuple[uuid.UUID, str, str, dict[str, Any]]]:
+    """(action id, rule_key, scope, figures) of the note's breach and of those that shared its
+    closes, each not recorded yet (under its id, or another)."""
+    sharing = [
+        (uuid.uuid4(), str(other["rule_key"]), str(other["scope"]), other["figures"])
+        for other in note.figures.get("sharing") or ()
+    ]
+    found = []
+    for action_id, rule_key, scope, figures in [(note.action_id, note.rule_key, note.scope, note.figures), *sharing]:
+        recorded = ProtectiveAction.objects.filter(
+            Q(action_id=action_id)
+            | Q(account_id=note.account_id, rule_key=rule_key, scope=scope, policy_version=note.policy_version)
+        ).exists()
+        if not recorded:
+            found.append((action_id, rule_key, scope, figures))
+    return found
+
+
+def _recover(note: SentAheadNote, now: datetime) -> int:
+    """Record the note's breach (under the id its closes' tag carries) and those that shared its
+    closes, each with its first attempt; report each; raise one alert. Returns the actions recorded."""
     account = note.account
     fields = {f.attname: f for f in ProtectiveAction._meta.concrete_fields}
-    figures = {name: fields[name].to_python(value) for name, value in note.figures.items() if name in fields}
-    action = ProtectiveAction(
-        action_id=note.action_id,
-        tenant_id=account.tenant_id,
-        account=account,
-        rule_key=note.rule_key,
-        scope=note.scope,
-        policy_version=note.policy_version,
-        mt5_response=(
-            f"closed ahead by the risk monitor at {utc_iso(note.sent_at)} (tag {note.tag}, "
-            f"positions {', '.join(str(t) for t in note.tickets) or 'none'}); its record was recovered"
-        ),
-        created_at=now,
-        **figures,
-    )
-    action.pk = insert_unless_conflicting(action, _ACTION_FIELDS)
-    if action.pk is None:
-        return False
-    action._state.adding = False
     # Its first attempt's close command finds the closes sent ahead by their tag (their deals and
     # realised profit, as any command's reconciliation does) and sends only for a position none
     # of them closed (a request lost on its way); the goal is then held against MT5 as any
-    # action's is.
+    # action's is. The breaches that shared the closes reconcile with the same tag.
     ahead = SentAhead(
         action_id=note.action_id,
         tag=note.tag,
@@ -303,29 +310,59 @@ def _recover(note: SentAheadNote, now: datetime) -> bool:
         tickets=tuple(note.tickets),
         in_flight=tuple,
     )
-    with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
-        if not _flattened_by_another(action):
-            _attempt(action, account, None, ahead)
-        logger.error(
-            "a protective close sent ahead had no record: recovered",
-            extra={"action_id": str(action.action_id), "tag": note.tag, "tickets": note.tickets},
+    positions = ", ".join(str(t) for t in note.tickets) or "none"
+    recorded: list[ProtectiveAction] = []
+    for action_id, rule_key, scope, noted in _recovered_breaches(note):
+        figures = {name: fields[name].to_python(value) for name, value in noted.items() if name in fields}
+        action = ProtectiveAction(
+            action_id=action_id,
+            tenant_id=account.tenant_id,
+            account=account,
+            rule_key=rule_key,
+            scope=scope,
+            policy_version=note.policy_version,
+            mt5_response=(
+                f"closed ahead by the risk monitor at {utc_iso(note.sent_at)} (tag {note.tag}, "
+                f"positions {positions}); its record was recovered"
+            ),
+            created_at=now,
+            **figures,
         )
-        protective_action_report(action=action)
+        action.pk = insert_unless_conflicting(action, _ACTION_FIELDS)
+        if action.pk is None:
+            continue
+        action._state.adding = False
+        recorded.append(action)
+        with context.scope(correlation_id=_correlation(action), tenant=account.tenant.tenant_id, account=account.login):
+            if not _flattened_by_another(action):
+                _attempt(action, account, None, ahead)
+            logger.error(
+                "a protective close sent ahead had no record: recovered",
+                extra={"action_id": str(action.action_id), "tag": note.tag, "tickets": note.tickets},
+            )
+            protective_action_report(action=action)
+    if not recorded:
+        return 0
+    first = recorded[0]
+    breaches = "; ".join(
+        f"{a.rule_key} ({a.scope}, policy v{a.policy_version}) breached at {utc_iso(a.detection_timestamp)}"
+        for a in recorded
+    )
+    with context.scope(correlation_id=_correlation(first), tenant=account.tenant.tenant_id, account=account.login):
         alert_raise(
             kind=Alert.Kind.CLOSE_RECOVERED,
-            subject=f"action:{action.action_id}",
+            subject=f"action:{first.action_id}",
             title=f"Account {account.login}: the record of a protective close sent ahead was recovered",
             body=(
-                f"{action.rule_key} ({action.scope}, policy v{action.policy_version}) was breached at "
-                f"{utc_iso(action.detection_timestamp)}; the risk monitor sent its close(s) at "
-                f"{utc_iso(note.sent_at)} under tag {note.tag} (positions "
-                f"{', '.join(str(t) for t in note.tickets) or 'none'}) but no action recorded them (the "
-                "monitor stopped before its record, or the engine judged otherwise). The action is now "
-                "recorded and reported; its goal is held against MT5 as any other's."
+                f"{breaches}. The risk monitor sent the close(s) at {utc_iso(note.sent_at)} under tag "
+                f"{note.tag} (positions {positions}) but no action recorded them (the monitor stopped "
+                "before its record, or the engine judged otherwise). The action"
+                f"{'s are' if len(recorded) > 1 else ' is'} now recorded and reported; each goal is held "
+                "against MT5 as any other's."
             ),
             tenant_id=account.tenant.tenant_id,
         )
-    return True
+    return len(recorded)
 
 
 def is_recorded(key: tuple[int, str, str, int]) -> bool:

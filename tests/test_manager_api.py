@@ -1329,3 +1329,49 @@ def test_alices_daily_breach_closes_every_position_ahead_once_and_her_single_tra
     assert [len(sends.of(t)) for t in (big, small)] == [1, 1]  # no command sent again
     pursue_alice(desk)
     assert not ProtectiveAction.objects.filter(goal_met_at__isnull=True).exclude(goal="none").exists()
+
+
+def test_when_the_monitor_dies_after_alices_flat_close_the_sweeper_records_her_single_trade_breaches_too(
+    watching, desk, monkeypatch
+):
+    from alerts.models import Alert
+    from commands.models import Command
+    from execution.runner import command_execute
+    from policies.models import ProtectiveAction, SentAheadNote
+    from risk import events, protection
+    from tests.conftest import LOGIN
+
+    sends = DealerSends(desk, monkeypatch)
+    big = desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("2"), tag="b:sa11").position
+    small = losing_trade(desk, watching, "b:sa12")
+
+    def dies(**kwargs: Any) -> Any:
+        raise MonitorDied
+
+    monkeypatch.setattr(events, "risk_evaluate_snapshots", dies)
+    sim_set_price("EURUSD", "1.05300", "1.05310")  # below the daily floor, each trade past its limit
+    with pytest.raises(MonitorDied):
+        watching.tick("EURUSD", 1.05300, 1.05310, from_server=True)
+    monkeypatch.undo()
+    [note] = SentAheadNote.objects.all()  # one note, for the flat close every position shared
+    assert note.rule_key == "daily_drawdown" and sorted(note.tickets) == sorted([big, small])
+    wait_for(lambda: not SimPosition.objects.filter(ticket__in=[big, small]).exists())
+    assert not ProtectiveAction.objects.exists()
+
+    assert protection.sent_ahead_recover(now=after_the_grace_period()) == 3
+    recorded = ProtectiveAction.objects.exclude(goal="none")
+    assert set(recorded.values_list("rule_key", "ticket")) == {
+        ("daily_drawdown", None), ("single_trade_loss", big), ("single_trade_loss", small)
+    }  # fmt: skip
+    flat = recorded.get(rule_key="daily_drawdown")
+    assert flat.action_id == note.action_id
+    for command in Command.objects.filter(state="queued"):
+        command_execute(command.pk)
+        command.refresh_from_db()
+        assert command.state == "succeeded", command.error_message
+        if command.command_type != "cancel_orders":
+            assert command.envelope["sent_ahead"]["tag"] == note.tag
+    assert [len(sends.of(t)) for t in (big, small)] == [1, 1]  # closed once, by the close sent ahead
+    assert Alert.objects.filter(kind="close_recovered").count() == 1  # one alert names all three
+    pursue_alice(desk)
+    assert not ProtectiveAction.objects.filter(goal_met_at__isnull=True).exclude(goal="none").exists()
