@@ -86,7 +86,13 @@ def desk(trader, settings):
     reset_gateway(monitor)
     yield host, monitor
     reset_gateway()
-    host.owners.stop()
+    # Both processes' threads end with the test (a close still on its way, the owners' callers),
+    # so none touches the database after it.
+    if monitor._closers is not None:
+        monitor._closers.shutdown(wait=True)
+    for router in (monitor, host):
+        if router.owners is not None:
+            router.owners.stop()
 
 
 def her_losing_trade(host: TerminalRouter, volume: str = "1", tag: str = "b:alice") -> int:
