@@ -1375,3 +1375,21 @@ def test_when_the_monitor_dies_after_alices_flat_close_the_sweeper_records_her_s
     assert Alert.objects.filter(kind="close_recovered").count() == 1  # one alert names all three
     pursue_alice(desk)
     assert not ProtectiveAction.objects.filter(goal_met_at__isnull=True).exclude(goal="none").exists()
+
+
+def test_the_event_monitors_first_breach_does_not_wait_for_numpy_to_import_its_set_routines():
+    """A risk manager's first breach after a restart is judged as fast as the next: ``np.unique``
+    (behind the tick's ``np.union1d``) imports ``numpy.ma`` on its first call, about 8 ms, so the
+    event monitor's module imports it up front. Checked in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, django; django.setup(); "
+        "assert 'numpy.ma' not in sys.modules, 'loaded before the monitor'; "
+        "import risk.events; print('numpy.ma' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bridgeproject.settings"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "True"
