@@ -262,15 +262,18 @@ def _closed_ahead(ctx: Context, ahead: dict[str, Any]) -> dict[int, Deal]:
     # On a terminal backend the closes run on the terminal's owner, as this attempt does: one
     # answered there is in flight no more (asked before the deals, so a fill's deal is among them).
     answered: Callable[[str], set[int]] | None = getattr(ctx.gateway, "closes_answered", None)
+
+    def closed_by_tag() -> dict[int, Deal]:
+        found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
+        return {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
+
     while True:
         done_here = answered(ahead["tag"]) if answered is not None and waiting else set()
-        found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
-        closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
+        closed = closed_by_tag()
         waiting -= closed.keys() | done_here
         gone = {t for t in waiting if ctx.gateway.position(ctx.login, ctx.server, t) is None}
         if gone:  # closed after the deals were read: read them again, the close's deal among them
-            found = ctx.gateway.deals_by_tag(ctx.login, ctx.server, tag=ahead["tag"], since=since)
-            closed = {d.position_id: d for d in found if d.entry in CLOSING_ENTRIES}
+            closed = closed_by_tag()
         waiting -= gone
         if not waiting or timezone.now() >= until:
             return closed
@@ -282,7 +285,7 @@ def close_position(ctx: Context) -> Step:
     ticket = int(payload["ticket"])
     closed = _closed_by_this_command(ctx)
     if ticket in closed:
-        return Step(State.SUCCEEDED, _deal_json(closed[ticket]))
+        return closed_by_deal(closed[ticket])
     position = ctx.gateway.position(ctx.login, ctx.server, ticket)
     if position is None:
         return Step(State.REJECTED, error_code="position_not_found", error_message=f"No open position {ticket}.")

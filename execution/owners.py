@@ -594,12 +594,14 @@ class Owners:
                 Q(state=TerminalCall.PENDING, deadline_msc__lt=now) | Q(deadline_msc__lt=now - ABANDONED_MSC)
             ).delete()
         most = Priority.FAST if self._fast_alone_for() else max(Priority)
-        if connection.vendor == "postgresql":
-            claimed = self._claim_one(names, most)
-            if claimed is not None and claimed.priority == Priority.FAST:
-                with self._mutex:
-                    self._fast[claimed.pk] = time.monotonic()
-            return claimed
+        claimed = self._claim_one(names, most) if connection.vendor == "postgresql" else self._claim_orm(names, most)
+        if claimed is not None and claimed.priority == Priority.FAST:
+            with self._mutex:
+                self._fast[claimed.pk] = time.monotonic()
+        return claimed
+
+    def _claim_orm(self, names: list[str], most: int) -> TerminalCall | None:
+        """``_claim_one`` on a database without ``FOR UPDATE SKIP LOCKED`` (SQLite)."""
         for candidate in (
             TerminalCall.objects.filter(state=TerminalCall.PENDING, terminal__in=names, priority__lte=most)
             .order_by("priority", "pk")
@@ -609,11 +611,7 @@ class Owners:
                 state=TerminalCall.RUNNING, owner=self.holder
             )
             if taken:
-                call = TerminalCall.objects.get(pk=candidate)
-                if call.priority == Priority.FAST:
-                    with self._mutex:
-                        self._fast[call.pk] = time.monotonic()
-                return call
+                return TerminalCall.objects.get(pk=candidate)
         return None
 
     def _claim_one(self, names: list[str], most: int) -> TerminalCall | None:

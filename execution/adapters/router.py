@@ -162,8 +162,7 @@ class TerminalRouter(Gateway):
                 self._closers = ThreadPoolExecutor(max_workers=CLOSE_AHEAD_THREADS, thread_name_prefix="close-ahead")
             closers = self._closers
             now = time.monotonic()
-            for old in [t for t, (at, _) in self._sent_ahead.items() if now - at > CLOSE_AHEAD_KEPT_SECONDS]:
-                del self._sent_ahead[old]
+            _forget_old(self._sent_ahead, now)
         future = closers.submit(self._close_on, config, login, server, position.ticket, tag)
         with self._lock:
             self._sent_ahead.setdefault(tag, (now, {}))[1][position.ticket] = future
@@ -190,8 +189,7 @@ class TerminalRouter(Gateway):
         """A close sent ahead under ``tag`` got its final answer here, on its terminal's owner."""
         now = time.monotonic()
         with self._lock:
-            for old in [t for t, (at, _) in self._answered_here.items() if now - at > CLOSE_AHEAD_KEPT_SECONDS]:
-                del self._answered_here[old]
+            _forget_old(self._answered_here, now)
             self._answered_here.setdefault(tag, (now, set()))[1].add(ticket)
 
     def closes_answered(self, tag: str) -> set[int]:
@@ -417,6 +415,12 @@ class TerminalRouter(Gateway):
 
 # How long health waits for a terminal's owner to say how its terminal is.
 STATUS_TIMEOUT_SECONDS = 2.0
+
+
+def _forget_old(by_tag: dict[str, tuple[float, Any]], now: float) -> None:
+    """Drop the tags remembered more than ``CLOSE_AHEAD_KEPT_SECONDS`` (call with the lock held)."""
+    for tag in [t for t, (at, _) in by_tag.items() if now - at > CLOSE_AHEAD_KEPT_SECONDS]:
+        del by_tag[tag]
 
 
 @dataclass(frozen=True)
