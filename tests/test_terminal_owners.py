@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -301,19 +302,41 @@ def test_a_fast_command_sent_while_every_owner_worker_is_busy_runs_before_the_re
     assert served == ["account_snapshot", "open_position", "account_snapshot", "account_snapshot", "account_snapshot"]
 
 
+def bobs_trade_on_the_hosts_terminal(host: TerminalRouter, tenant: Any) -> tuple[Any, int]:
+    """The host owns the shared terminal; bob, a registered account on it, holds a trade."""
+    from tests.conftest import register_account
+
+    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
+    account = register_account(tenant, login=BOB, server=SERVER)
+    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    return account, opened.position
+
+
+def run_as_the_fast_lane_worker(worker: TerminalRouter, command: Any) -> Any:
+    """Run ``command`` on this thread as a fast-lane worker whose gateway is ``worker`` (its
+    terminal owned by the host); it must succeed."""
+    from commands.states import State
+    from execution.gateways import reset_gateway
+    from execution.runner import command_execute
+
+    reset_gateway(worker)
+    try:
+        command_execute(command.pk)
+    finally:
+        reset_gateway()
+    command.refresh_from_db()
+    assert command.state == State.SUCCEEDED, (command.error_code, command.error_message)
+    return command
+
+
 def test_a_protective_close_run_by_a_lane_worker_reaches_the_terminal_host_in_one_round_trip(shared_terminal, tenant_1):
     """A risk manager's close goes from the fast-lane worker to the terminal's host once: the
     host runs the whole attempt (read the position, close it, read its deal) and sends back the
     outcome, instead of one round trip per MT5 call."""
-    from commands.states import State
-    from execution.gateways import reset_gateway
-    from execution.runner import command_execute
-    from tests.conftest import queue_command, register_account
+    from tests.conftest import queue_command
 
     host, worker = shared_terminal
-    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
-    account = register_account(tenant_1, login=BOB, server=SERVER)
-    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    account, ticket = bobs_trade_on_the_hosts_terminal(host, tenant_1)
     sent: list[str] = []
     original = worker.owners._remote
 
@@ -322,14 +345,9 @@ def test_a_protective_close_run_by_a_lane_worker_reaches_the_terminal_host_in_on
         return original(name, method, *rest)
 
     worker.owners._remote = count
-    command = queue_command(account, "close_position", "risk-close-1", fast=True, ticket=opened.position)
-    reset_gateway(worker)  # this thread is the fast-lane worker, its terminal owned by the host
-    try:
-        command_execute(command.pk)
-    finally:
-        reset_gateway()
-    command.refresh_from_db()
-    assert command.state == State.SUCCEEDED, (command.error_code, command.error_message)
+    command = run_as_the_fast_lane_worker(
+        worker, queue_command(account, "close_position", "risk-close-1", fast=True, ticket=ticket)
+    )
     assert command.result["profit"] is not None  # the closing deal's profit, read on the host
     assert host.account_snapshot(BOB, SERVER).positions == ()
     assert sent == ["run"]
@@ -339,15 +357,10 @@ def test_a_protective_close_on_the_host_asks_which_terminal_serves_the_account_o
     """The lane worker looks up bob's terminal and sends the close there; on the host, the close's
     three MT5 calls (its position, the close, its deal) go to that terminal without asking the
     database again."""
-    from commands.states import State
-    from execution.gateways import reset_gateway
-    from execution.runner import command_execute
-    from tests.conftest import queue_command, register_account
+    from tests.conftest import queue_command
 
     host, worker = shared_terminal
-    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
-    account = register_account(tenant_1, login=BOB, server=SERVER)
-    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    account, ticket = bobs_trade_on_the_hosts_terminal(host, tenant_1)
     looked_up: dict[str, int] = {"host": 0, "worker": 0}
     for name, router in (("host", host), ("worker", worker)):
 
@@ -357,14 +370,9 @@ def test_a_protective_close_on_the_host_asks_which_terminal_serves_the_account_o
 
         router._resolve = resolve
     served = served_by(host)
-    command = queue_command(account, "close_position", "risk-close-2", fast=True, ticket=opened.position)
-    reset_gateway(worker)
-    try:
-        command_execute(command.pk)
-    finally:
-        reset_gateway()
-    command.refresh_from_db()
-    assert command.state == State.SUCCEEDED, (command.error_code, command.error_message)
+    run_as_the_fast_lane_worker(
+        worker, queue_command(account, "close_position", "risk-close-2", fast=True, ticket=ticket)
+    )
     assert served == ["run", "position", "close_position", "deals_by_tag"]
     assert looked_up == {"host": 0, "worker": 1}
 
@@ -377,12 +385,10 @@ def test_the_monitors_close_goes_to_the_terminal_it_just_read_the_breach_from_wi
     it asks again."""
     from execution.adapters import router as router_module
     from execution.runner import attempt_on_owner
-    from tests.conftest import queue_command, register_account
+    from tests.conftest import queue_command
 
     host, monitor = shared_terminal
-    host.account_snapshot(ALICE, SERVER)  # the host owns the terminal
-    account = register_account(tenant_1, login=BOB, server=SERVER)
-    opened = host.open_position(BOB, SERVER, symbol="EURUSD", side="buy", volume=D("0.1"), tag="b:trader")
+    account, ticket = bobs_trade_on_the_hosts_terminal(host, tenant_1)
     looked_up: list[tuple[int, str]] = []
     resolve = monitor._resolve
 
@@ -392,7 +398,7 @@ def test_the_monitors_close_goes_to_the_terminal_it_just_read_the_breach_from_wi
 
     monitor._resolve = counted
     assert monitor.account_snapshots([(BOB, SERVER)])[(BOB, SERVER)].positions  # the cycle's read
-    command = queue_command(account, "close_position", "risk-close-3", fast=True, ticket=opened.position)
+    command = queue_command(account, "close_position", "risk-close-3", fast=True, ticket=ticket)
     step, _ = monitor.run_on_owner(BOB, SERVER, attempt_on_owner, command, False)
     assert step.error_code == "" and looked_up == []
     monkeypatch.setattr(router_module, "READ_FROM_SECONDS", 0.0)
@@ -438,6 +444,23 @@ def read_carol(worker: TerminalRouter, results: dict[str, object]) -> threading.
     return thread
 
 
+def claim_passes(host: TerminalRouter) -> list[tuple[float, Any]]:
+    """Each look the host's owners take at the calls table from now on: (when it began, what it
+    claimed, None for nothing)."""
+    assert host.owners is not None
+    passes: list[tuple[float, Any]] = []
+    claim = host.owners._claim
+
+    def counted() -> Any:
+        began = time.monotonic()
+        call = claim()
+        passes.append((began, call))
+        return call
+
+    host.owners._claim = counted  # type: ignore[method-assign]
+    return passes
+
+
 def test_while_a_protective_close_runs_on_the_host_a_read_of_another_terminal_waits_until_it_ends(
     second_terminal, settings
 ):
@@ -447,10 +470,14 @@ def test_while_a_protective_close_runs_on_the_host_a_read_of_another_terminal_wa
     settings.TERMINAL_FAST_ALONE_SECONDS = 30.0
     host, worker = second_terminal
     results: dict[str, object] = {}
+    passes = claim_passes(host)
     with host.owners.lock_of("desk").held(Priority.FAST):  # bob's terminal is busy
         fast = hold_a_fast_call_on_the_host(host, worker, results)
         reader = read_carol(worker, results)
-        time.sleep(0.5)
+        # The host looks at its calls again once the read is in the table (its doorbell), and
+        # takes nothing: the read stays pending while the close runs.
+        queued = time.monotonic()
+        assert wait_for(lambda: any(at > queued and call is None for at, call in passes), timeout=5, every=0.005)
         assert TerminalCall.objects.get(method="account_snapshot").state == TerminalCall.PENDING
         assert "read" not in results
     fast.join(10)
