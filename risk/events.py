@@ -257,6 +257,9 @@ class EventMonitor:
         """Listen, and resync now if the connection is already up (else its connect will)."""
         connection = self.gateway.conn  # type: ignore[attr-defined]
         connection.listen(self)
+        # The events are judged on the connection's dispatcher thread: the first breach there must
+        # not open its database connection (``protection.warm_up``).
+        connection.on_dispatcher(protection.warm_up)
         if connection.connected:
             self.resync()
 
@@ -305,6 +308,7 @@ class EventMonitor:
     # --- the listener ---------------------------------------------------------------------------
     def on_resync(self, connection: Any) -> None:
         self.resync()
+        protection.warm_up()  # the resync read other tables than a breach writes
 
     def on_event(self, kind: str, args: tuple[Any, ...]) -> None:
         if kind == "disconnect":

@@ -1393,3 +1393,75 @@ def test_the_event_monitors_first_breach_does_not_wait_for_numpy_to_import_its_s
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bridgeproject.settings"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == "True"
+
+
+def on_the_dispatcher(desk: ManagerGateway, work: Callable[[], Any]) -> Any:
+    """Run ``work`` on the desk's event thread, in order with its events; returns its result."""
+    done: list[Any] = []
+    desk.conn.on_dispatcher(lambda: done.append(work()))
+    return wait_for(lambda: done)[0]
+
+
+@pytest.mark.parametrize("after", ["start", "resync"])
+def test_the_event_monitors_first_breach_after_its_start_or_a_resync_opens_no_database_connection(
+    watching, desk, monkeypatch, after
+):
+    """A risk manager's first breach after a restart or a reconnect is sent as fast as the next:
+    the monitor's start opens the event thread's database connection and reads the tables a close
+    sent ahead uses, and the thread keeps it through a resync (it used to close it after each,
+    and the first breach paid ~20 ms to connect again)."""
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    from policies.models import ProtectiveAction
+    from risk import protection
+    from tests.conftest import LOGIN
+
+    opened: list[str] = []
+    noted_on: list[str] = []
+    note = protection.sent_ahead_note
+
+    def noted(**kwargs: Any) -> bool:
+        noted_on.append(threading.current_thread().name)
+        return note(**kwargs)
+
+    def count(sender: Any, **kwargs: Any) -> None:
+        opened.append(threading.current_thread().name)
+
+    monkeypatch.setattr(protection, "sent_ahead_note", noted)
+    desk.open_position(LOGIN, SERVER, symbol="EURUSD", side="buy", volume=Decimal("1"), tag="b:warm")
+    on_the_dispatcher(desk, lambda: connection.close())  # the event thread has no database connection yet
+    watching.start()
+    if after == "resync":
+        desk.conn._events.put(("resync", ()))  # the connection resyncs again, as after a reconnect
+    on_the_dispatcher(desk, lambda: None)  # the warm-up the start queued, and the resync, have run
+    connection_created.connect(count)
+    try:
+        sim_set_price("EURUSD", "1.06400", "1.06410")  # past her single-trade limit, through the pump
+        wait_for(lambda: ProtectiveAction.objects.filter(rule_key="single_trade_loss").exists())
+    finally:
+        connection_created.disconnect(count)
+    assert noted_on == ["manager-events"]  # the note and its close went from the event thread
+    assert "manager-events" not in opened
+
+
+def test_when_postgresql_drops_the_event_threads_connection_the_next_event_connects_again(desk):
+    """An operator restarts PostgreSQL under a running monitor: the event thread's connection is
+    dead. The error closes it, and the next event's work connects again, where it used to fail
+    on the dead connection until the next resync."""
+    from django.db import DatabaseError, connection
+
+    def query() -> Any:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                return cursor.fetchone()[0]
+        except DatabaseError as exc:
+            return type(exc).__name__
+
+    pid = on_the_dispatcher(desk, query)
+    with connection.cursor() as cursor:  # from the test's own connection, as a restart would
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert on_the_dispatcher(desk, query) == "OperationalError"  # the dead connection's error, once
+    again = on_the_dispatcher(desk, query)
+    assert isinstance(again, int) and again != pid

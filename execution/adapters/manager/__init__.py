@@ -13,6 +13,7 @@ where ``MT5Manager`` cannot be imported.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from execution.adapters.manager.connection import ManagerConnection
@@ -21,6 +22,8 @@ from execution.adapters.unavailable import UnavailableGateway
 from execution.gateway import Gateway, GatewayUnavailable
 
 __all__ = ["ManagerConnection", "ManagerGateway", "build_manager_gateway", "manager_module"]
+
+log = logging.getLogger(__name__)
 
 
 def _mt5manager() -> Any:
@@ -48,6 +51,24 @@ def manager_module(server: str) -> tuple[str, Any]:
         ) from exc
 
 
+def _tend_thread_connection() -> None:
+    """After an event on the dispatcher thread: its database connection stays open (the next
+    breach's note must not wait for a connect, ~10 ms, nor for PostgreSQL to load the tables'
+    catalog entries again), unless a database error left it unusable; then it closes, and the
+    next use connects again. Never raises (the dispatcher goes on)."""
+    from django.db import DatabaseError, connection
+
+    if connection.connection is None or not connection.errors_occurred:
+        return
+    try:
+        if connection.is_usable():
+            connection.errors_occurred = False
+            return
+        connection.close()
+    except DatabaseError:
+        log.warning("manager dispatcher: closing its broken database connection failed", exc_info=True)
+
+
 def _close_thread_connection() -> None:
     from django.db import connection
 
@@ -67,7 +88,12 @@ def build_manager_gateway(*, server: str, login: int, password: str, groups: str
             "manager", "MT5 Manager API backend: MT5_MANAGER_LOGIN is not set", details={"manager_server": server}
         )
     connection = ManagerConnection(
-        module, server=server, login=login, password=password, after_work=_close_thread_connection
+        module,
+        server=server,
+        login=login,
+        password=password,
+        tend=_tend_thread_connection,
+        after_work=_close_thread_connection,
     )
     gateway = ManagerGateway(connection, groups=groups or "*")
     try:

@@ -139,14 +139,18 @@ class ManagerConnection:
         password: str,
         answer_timeout: float = verify.ANSWER_TIMEOUT_SECONDS,
         now: Callable[[], float] = time.time,
+        tend: Callable[[], None] | None = None,
         after_work: Callable[[], None] | None = None,
     ) -> None:
-        """``after_work`` runs on the dispatcher thread after each reconnect and resync (the
-        gateway closes that thread's database connection with it)."""
+        """``tend`` runs on the dispatcher thread after each event (the gateway closes that
+        thread's database connection there when a database error left it unusable, and keeps it
+        open otherwise: a breach's note must not wait for a connect); ``after_work`` runs there
+        once, when the connection closes (the gateway closes the database connection with it)."""
         self.module = module
         self.server, self.login, self._password = server, login, password
         self.answer_timeout = answer_timeout
         self._now = now
+        self._tend = tend
         self._after_work = after_work
         self.lock = threading.RLock()
         self._api: Any = None
@@ -216,6 +220,11 @@ class ManagerConnection:
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def on_dispatcher(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the dispatcher thread, in order with the events (a listener's warm-up:
+        what it opens there is what its events use)."""
+        self._events.put(("call", (work,)))
 
     # --- calls ---------------------------------------------------------------------------------------
     def call(self, name: str, *args: Any) -> Any:
@@ -382,13 +391,15 @@ class ManagerConnection:
                 elif kind == "resync":
                     for listener in list(self._listeners):
                         listener.on_resync(self)
+                elif kind == "call":
+                    args[0]()
                 elif kind != "connect":
                     for listener in list(self._listeners):
                         listener.on_event(kind, args)
             except Exception:
                 log.exception("manager event %s failed in a listener", kind)
-            if kind in ("disconnect", "reconnect", "resync") and self._after_work is not None:
-                self._after_work()
+            if self._tend is not None:
+                self._tend()
 
     def _reconnect(self, *, dropped: bool = True) -> None:
         """Connect again, with backoff, until connected or closed; ``dropped``: after a drop."""
