@@ -92,7 +92,7 @@ def main() -> None:
     from execution.simulator.service import sim_set_price
     from execution.simulator.stamps import now_msc
     from execution.simulator.symbols import SEED_SYMBOLS
-    from policies.models import ProtectiveAction
+    from policies.models import ProtectiveAction, TradingAccount
     from risk import protection
     from risk.events import EventMonitor
     from risk.monitor import Monitor, tune_process
@@ -235,7 +235,7 @@ def main() -> None:
 
     # The steps of each planted breach, by the victim's login (perf_counter seconds).
     steps: dict[str, dict[int, float]] = {
-        name: {} for name in ("dispatched", "judging", "picture", "recorded", "claimed", "finished")
+        name: {} for name in ("dispatched", "judging", "picture", "checked", "noted", "recorded", "claimed", "finished")
     }
     victims_by_price: dict[tuple[str, float], int] = planted_prices  # filled by the feed below
     pumped_snapshots = gateway.pumped_snapshots
@@ -257,6 +257,22 @@ def main() -> None:
         return raised
 
     protection.protective_action_raise = timed_raise
+    with_actions, note = protection.accounts_with_actions, protection.sent_ahead_note
+    login_of_pk = dict(TradingAccount.objects.values_list("pk", "login"))
+
+    def timed_with_actions(account_pks: Any, breaches: Any) -> Any:
+        busy = with_actions(account_pks, breaches)
+        now = time.perf_counter()
+        for pk in account_pks:
+            steps["checked"].setdefault(login_of_pk[pk], now)
+        return busy
+
+    def timed_note(**kwargs: Any) -> bool:
+        noted = note(**kwargs)
+        steps["noted"].setdefault(login_of_pk[kwargs["account_pk"]], time.perf_counter())
+        return noted
+
+    protection.accounts_with_actions, protection.sent_ahead_note = timed_with_actions, timed_note
 
     process = psutil.Process()
     del rows
@@ -422,7 +438,8 @@ def main() -> None:
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
     warm_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent and x != LOGIN0]
     marks = {"dispatched": steps["dispatched"], "judging": steps["judging"], "picture read": steps["picture"],
-             "DealerSend": sent, "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
+             "checked": steps["checked"], "noted": steps["noted"], "DealerSend": sent,
+             "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
              "command finished": steps["finished"]}  # fmt: skip
     step_lines = [
         f"    tick -> {name + ':':18} {summary([(at[x] - planted_at[x]) * 1000 for x in planted_at if x in at])}"
@@ -431,7 +448,7 @@ def main() -> None:
     slowest = sorted((x for x in planted_at if x in sent), key=lambda x: sent[x] - planted_at[x])[-3:]
     step_lines.append("  the three slowest to DealerSend, each step from the tick (ms):")
     for x in reversed(slowest):
-        marked = [(name, (at[x] - planted_at[x]) * 1000) for name, at in list(marks.items())[:4] if x in at]
+        marked = [(name, (at[x] - planted_at[x]) * 1000) for name, at in list(marks.items())[:6] if x in at]
         step_lines.append(f"    breach {x - LOGIN0}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in marked))
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
@@ -521,6 +538,15 @@ def feed(
     rng = random.Random(20261208)
     writes: list[tuple[tuple[str, float], float]] = []
     period = 1.0 / (tick_hz * len(names))
+    # The feed's own start-up (its first query connects, a new PostgreSQL backend starts, the ORM
+    # compiles its statement) happens before the run: the trade server's work is not on these
+    # cores in production, and at second 0 it fell on the first plant's tick. One quiet round
+    # of quotes at the base prices, then a second's pause.
+    for symbol in names:
+        SimSymbol.objects.filter(name=symbol).update(
+            bid=Decimal(f"{base[symbol]:.5f}"), ask=Decimal(f"{base[symbol] + 0.0001:.5f}"), price_time_msc=now_msc()
+        )
+    time.sleep(1.0)
     due = run_started = time.perf_counter()
     ticks = 0
     pending = list(plants)
