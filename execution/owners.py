@@ -28,6 +28,7 @@ the secret key (django-q2's ``SignedPackage``, the same trust as its own tasks).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import hashlib
 import heapq
@@ -157,6 +158,7 @@ class Owners:
         """``run_local(terminal, method, args, kwargs)`` runs a call on this process's own adapter
         of the terminal (the owner's side)."""
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.host = False  # a terminal host (manage.py terminalhost): it takes terminals whatever TERMINAL_OWNERS says
         self._pid = os.getpid()
         self._run_local = run_local
         self._mutex = threading.Lock()
@@ -183,6 +185,11 @@ class Owners:
         # shares the process, the cores and the database with no read or normal command that
         # started after it.
         self._fast: dict[int, float] = {}
+        # The fast calls running in this process now (claimed, or made here by a fast caller):
+        # while any runs, the other calls already running here wait before their next step
+        # (``_give_way``), so the close has the process to itself, not a share of it.
+        self._fast_here = 0
+        self._fast_done = threading.Condition(self._mutex)
         # The caller's side: the calls this process waits for (id -> its event, set when its
         # answer's doorbell rings) and the thread listening for those rings.
         self._answers: dict[int, threading.Event] = {}
@@ -310,26 +317,65 @@ class Owners:
         priority = current_priority()
         while True:
             if self.owns(name) or (self._elsewhere.get(name, 0.0) <= time.monotonic() and self.own_if_free(name)):
-                if method in SELF_LOCKING:
-                    return self._run_local(name, method, args, kwargs)
-                with self.lock_of(name).held(priority):
-                    if self.owns(name):
+                with self.fast_running() if priority == Priority.FAST else contextlib.nullcontext():
+                    if method in SELF_LOCKING:
                         return self._run_local(name, method, args, kwargs)
+                    self.give_way()
+                    with self.lock_of(name).held(priority):
+                        if self.owns(name):
+                            return self._run_local(name, method, args, kwargs)
                 continue  # lost it while waiting: go round
             outcome = self._remote(name, method, args, kwargs, priority, timeout)
             if outcome is not _WITHDRAWN:
                 return outcome
 
     @contextmanager
+    def fast_running(self) -> Iterator[None]:
+        """A fast call runs in this process meanwhile (the others give way: ``give_way``)."""
+        with self._mutex:
+            self._fast_here += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._fast_here -= 1
+                if not self._fast_here:
+                    self._fast_done.notify_all()
+
+    def give_way(self) -> None:
+        """Before each step of a call that is not fast (an account's read, a gateway call of a
+        command's attempt): wait while a fast call runs in this process, for at most
+        ``TERMINAL_FAST_ALONE_SECONDS``. A step already begun is never interrupted; the steps
+        after it wait, whatever terminal they are for: the terminals of one host share its
+        interpreter, cores and database connections, and a protective close that shares them
+        with eight reads takes several times as long as one alone."""
+        if not self._fast_here or current_priority() == Priority.FAST:
+            return
+        give_up = time.monotonic() + float(settings.TERMINAL_FAST_ALONE_SECONDS)
+        with self._mutex:
+            while self._fast_here and (left := give_up - time.monotonic()) > 0:
+                self._fast_done.wait(left)
+
+    @contextmanager
     def driving(self, name: str) -> Iterator[None]:
         """Hold the terminal for one step of a call that locks per step (``SELF_LOCKING``)."""
+        self.give_way()
         with self.lock_of(name).held(current_priority()):
             if not self.owns(name):
                 raise GatewayUnavailable(f"terminal {name}: this process lost its lease")
             yield
 
+    @property
+    def may_take(self) -> bool:
+        """Whether this process takes a terminal nobody drives (``TERMINAL_OWNERS``): a terminal
+        host always; another process only when any process may."""
+        return self.host or settings.TERMINAL_OWNERS != "hosts"
+
     def own_if_free(self, name: str) -> bool:
-        """Take the terminal when nobody else holds a live lease on it; True when ours."""
+        """Take the terminal when nobody else holds a live lease on it (and this process may
+        take terminals); True when ours."""
+        if not self.may_take:
+            return False
         found = self.holder_of(name)
         if found is not None and found[1] and found[0] != self.holder:
             # Another process drives it: send it our calls without asking again for a while.
@@ -416,12 +462,14 @@ class Owners:
         found = self.holder_of(name)
         holder = found[0] if found is not None and found[1] else None
         if state == TerminalCall.PENDING:
-            if holder is not None and not late:
-                return _WAIT  # an owner (maybe a new one) will take it
+            if (holder is not None or not self.may_take) and not late:
+                return _WAIT  # an owner (maybe a new one, a terminal host) will take it
             if self._delete_call(pk, only_pending=True):
                 if holder is None and not late:
                     self._elsewhere.pop(name, None)
                     return _WITHDRAWN  # it never ran and nobody drives the terminal: run it here
+                if holder is None:
+                    raise GatewayUnavailable(f"terminal {name}: no terminal host drives it (TERMINAL_OWNERS=hosts)")
                 raise GatewayUnavailable(f"terminal {name}: its owner did not take the call in time")
             return _WAIT  # taken meanwhile
         if state == TerminalCall.RUNNING and (claimer != holder or late):
@@ -635,8 +683,9 @@ class Owners:
         try:
             args, kwargs = SignedPackage.loads(bytes(call.payload).decode())
             state = TerminalCall.DONE
+            fast = call.priority == Priority.FAST
             try:
-                with call_priority(Priority(call.priority)):
+                with call_priority(Priority(call.priority)), self.fast_running() if fast else contextlib.nullcontext():
                     if call.method in SELF_LOCKING:
                         value = self._run_local(call.terminal, call.method, args, kwargs)
                     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from execution.management.commands.runbridge import process_table
+from execution.management.commands.runbridge import process_env, process_table
 
 
 def test_it_runs_web_both_lanes_the_terminal_host_the_monitor_the_callbacks_and_the_simulators_feed(settings):
@@ -25,3 +25,12 @@ def test_web_runs_four_sync_workers_unless_web_workers_says_otherwise(monkeypatc
 def test_the_manager_backend_has_no_terminal_host(settings):
     settings.MT5_BACKEND = "manager"
     assert "terminals" not in process_table(host="127.0.0.1", port=8000, sim_feed=False)
+
+
+def test_with_a_terminal_host_among_them_only_the_host_takes_terminals_unless_ops_say_otherwise(settings):
+    settings.MT5_BACKEND = "simulator"
+    table = process_table(host="127.0.0.1", port=8000, sim_feed=False)
+    assert process_env(table, {"PATH": "/bin"}) == {"PATH": "/bin", "PYTHONUNBUFFERED": "1", "TERMINAL_OWNERS": "hosts"}
+    assert process_env(table, {"TERMINAL_OWNERS": "any"})["TERMINAL_OWNERS"] == "any"
+    without_host = {name: spec for name, spec in table.items() if name != "terminals"}
+    assert "TERMINAL_OWNERS" not in process_env(without_host, {})

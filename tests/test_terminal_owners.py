@@ -25,12 +25,12 @@ from execution.simulator import SimulatedMetaTrader5
 from execution.simulator import constants as c
 from execution.simulator import terminal as sim_terminal
 from execution.simulator.service import sim_account_create, sim_account_state, sim_set_price
-from execution.terminals import terminal_add
+from execution.terminals import terminal_add, terminal_pin
 from tests.execution_fixtures import market_buy
 from tests.processes import wait_for
 
 ALICE, BOB, SERVER = 50040367, 50040368, "Broker-Server"
-CAROL = 50040369
+CAROL, DAVE = 50040369, 50040370
 
 
 @pytest.fixture
@@ -224,6 +224,35 @@ def test_a_second_owner_cannot_take_a_live_lease_and_a_lost_lease_is_noticed(sha
     TerminalLease.objects.filter(name="desk").update(holder="someone-else")
     assert host.owners.renew() == ["desk"]
     assert not host.owners.owns("desk")
+
+
+def test_with_terminal_hosts_only_a_lane_worker_never_drives_a_free_terminal_it_waits_for_the_host(
+    shared_terminal, settings
+):
+    """Ops run the bridge with a terminal host (runbridge sets TERMINAL_OWNERS=hosts): a lane
+    worker that needs alice's terminal before the host took it does not take it (it would keep
+    it, and the host's design, for good); its call waits and runs on the host once it does."""
+    settings.TERMINAL_OWNERS = "hosts"
+    host, worker = shared_terminal
+    host.owners.host = True
+    results: dict[str, object] = {}
+    reader = threading.Thread(target=lambda: results.setdefault("read", worker.account_snapshot(ALICE, SERVER)))
+    reader.start()
+    assert wait_for(lambda: TerminalCall.objects.filter(method="account_snapshot").exists(), timeout=5, every=0.01)
+    assert not TerminalLease.objects.filter(name="desk").exists()  # nobody took it
+    assert host.owners.take("desk")
+    reader.join(10)
+    assert results["read"].login == ALICE
+    assert not worker.owners.owns("desk") and host.owners.owns("desk")
+
+
+def test_with_terminal_hosts_only_and_no_host_a_call_fails_saying_so(shared_terminal, settings):
+    settings.TERMINAL_OWNERS = "hosts"
+    settings.TERMINAL_CALL_TIMEOUT_SECONDS = 1.0
+    _, worker = shared_terminal
+    with pytest.raises(GatewayUnavailable, match="no terminal host drives it"):
+        worker.account_snapshot(ALICE, SERVER)
+    assert not TerminalLease.objects.exists() and not TerminalCall.objects.exists()
 
 
 def served_by(host: TerminalRouter) -> list[str]:
@@ -480,6 +509,37 @@ def test_a_close_that_runs_long_holds_the_other_terminals_reads_back_no_longer_t
     fast.join(10)
     reader.join(10)
     assert results["read"].login == CAROL
+
+
+def test_a_read_already_running_on_the_host_reads_no_further_account_while_a_protective_close_runs(
+    second_terminal, settings
+):
+    """Ops run one terminal host for many terminals: the monitor's read of carol's terminal had
+    begun when a risk manager's close for bob came. The read finishes the account it is on, then
+    waits: the close has the host (its interpreter, cores and database) to itself until it ends."""
+    settings.TERMINAL_FAST_ALONE_SECONDS = 30.0
+    host, worker = second_terminal
+    sim_account_create(DAVE, D("30000"), server=SERVER)
+    terminal_pin("desk-2", [(DAVE, SERVER)])
+    results: dict[str, object] = {}
+
+    def read_carol_and_dave() -> None:
+        with call_priority(Priority.MONITOR):
+            results["read"] = worker.account_snapshots([(CAROL, SERVER), (DAVE, SERVER)])
+
+    with host.owners.lock_of("desk").held(Priority.FAST):  # bob's terminal is busy: the close waits
+        with host.owners.lock_of("desk-2").held(Priority.FAST):  # and so does the read, on carol
+            reader = threading.Thread(target=read_carol_and_dave)
+            reader.start()
+            assert wait_for(lambda: host.owners.lock_of("desk-2").waiting == 1, timeout=5, every=0.001)
+            fast = hold_a_fast_call_on_the_host(host, worker, results)
+        # carol's account is read now; dave's, the next step, waits for the close.
+        time.sleep(0.5)
+        assert "read" not in results and host.owners.lock_of("desk-2").waiting == 0
+    fast.join(10)
+    reader.join(10)
+    assert results["fast"].ok
+    assert {snapshot.login for snapshot in results["read"].values()} == {CAROL, DAVE}
 
 
 def test_a_caller_reads_its_answer_when_the_owner_rings_not_at_its_next_look(shared_terminal, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -37,6 +38,16 @@ def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[st
     return processes
 
 
+def process_env(table: dict[str, tuple[str, dict[str, str]]], environ: Mapping[str, str]) -> dict[str, str]:
+    """Every process's environment: ``environ``, unbuffered; with a terminal host among them,
+    only it takes terminals (``TERMINAL_OWNERS=hosts``, unless set): another process that took
+    one first would keep it, its MT5 calls made on its own thread."""
+    env = {**environ, "PYTHONUNBUFFERED": "1"}
+    if "terminals" in table:
+        env.setdefault("TERMINAL_OWNERS", "hosts")
+    return env
+
+
 class Command(BaseCommand):
     help = "Run web, both lanes, the risk monitor and (simulator) the price feed; Ctrl-C stops them all."
 
@@ -51,7 +62,7 @@ class Command(BaseCommand):
         if options["only"]:
             table = {name: spec for name, spec in table.items() if name in options["only"]}
         manager = Manager()
-        base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        base_env = process_env(table, os.environ)
         for name, (command, extra_env) in table.items():
             manager.add_process(name, command, env={**base_env, **extra_env}, cwd=str(settings.BASE_DIR))
         self.stdout.write(f"bridge on http://{options['host']}:{options['port']} — processes: {', '.join(table)}")
