@@ -66,6 +66,9 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str], ahead: 
         "SIM_LOGIN_SECONDS": costs[0],
         "SIM_CALL_MS": costs[1],
         "RISK_CLOSE_AHEAD": "1" if ahead else "0",
+        # As runbridge runs them: only the host takes terminals (else the first process to need
+        # one, often the risk monitor, kept it and read it on its own thread).
+        "TERMINAL_OWNERS": "hosts",
     }
     procs = [
         Proc("bench-terminals", ["terminalhost"], env),
@@ -84,7 +87,10 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str], ahead: 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(live_owners()) < terminals:
             time.sleep(0.2)
+        holders = {holder for holder, _, _ in live_owners().values()}
+        print(f"  {len(live_owners())} of {terminals} terminals owned, by {len(holders)} process(es)")
         reset_gateway()
+        settings.TERMINAL_OWNERS = "hosts"
         gateway = get_gateway()  # this process sends its calls to the host, as the others do
         for login in logins:
             gateway.open_position(login, server, symbol="GBPUSD", side="buy", volume=0.01, tag="bench")
