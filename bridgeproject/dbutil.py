@@ -132,3 +132,37 @@ def insert_unless_conflicting(instance: Model, fields: Sequence[Field]) -> int |
         cursor.execute(sql, values)
         row = cursor.fetchone()
     return None if row is None else row[0]
+
+
+_insert_unless_sql: dict[tuple[type[Model], tuple[str, ...], str, bool], str] = {}
+
+
+def insert_unless(
+    instance: Model, fields: Sequence[Field], *, unless: str, params: Sequence[Any], asynchronous_commit: bool = False
+) -> int | None:
+    """``INSERT … SELECT … WHERE NOT EXISTS (unless) ON CONFLICT DO NOTHING RETURNING id`` for one
+    instance, in one statement (PostgreSQL): its new id, or None when the subquery ``unless``
+    (with ``params``) found a row or a unique constraint already holds one. Each value is cast
+    to its column's type. ``asynchronous_commit`` (outside a transaction only): the statement's
+    own commit does not wait for the WAL to reach the disk (``set_config`` with ``is_local``
+    lasts until the end of the statement's implicit transaction, its commit included)."""
+    if asynchronous_commit and connection.in_atomic_block:
+        raise ValueError("asynchronous_commit would change the commit of the caller's transaction")
+    model = type(instance)
+    key = (model, tuple(field.attname for field in fields), unless, asynchronous_commit)
+    sql = _insert_unless_sql.get(key)
+    if sql is None:
+        columns = ", ".join(f'"{field.column}"' for field in fields)
+        values = ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields)
+        setting = (
+            " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS setting" if asynchronous_commit else ""
+        )
+        sql = _insert_unless_sql[key] = (
+            f'INSERT INTO "{model._meta.db_table}" ({columns}) SELECT {values}{setting} '
+            f'WHERE NOT EXISTS ({unless}) ON CONFLICT DO NOTHING RETURNING "{model._meta.pk.column}"'
+        )
+    values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, [*values, *params])
+        row = cursor.fetchone()
+    return None if row is None else row[0]

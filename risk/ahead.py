@@ -8,10 +8,10 @@ under are all here, once (docs/architecture.md "Closing before recording").
 
 The rule (``wanted``): only a breach whose goal is a close (a position closed; the account flat:
 all of its positions), not recorded yet, on an account with no protective action pursuing its
-goal and none of these breaches recorded (``protection.accounts_with_actions``). Anything else
-is the engine's alone, as before.
+goal and none of these breaches recorded (checked by the note's own statement,
+``protection.sent_ahead_note``). Anything else is the engine's alone, as before.
 
-For each close: the action's id is chosen first, one short autocommitted INSERT writes the note
+For each close: the action's id is chosen first, one short autocommitted statement writes the note
 (``protection.sent_ahead_note``; none written, nothing sent), then the close(s) go out under the
 tag of the action's first close command (``protection.first_close_tag``) through the gateway's
 pair:
@@ -132,14 +132,7 @@ class SendAhead:
             breaches = wanted(account.pk, account.policy, account.breaches)
             if breaches is not None:
                 chosen.append((account, breaches))
-        if not chosen:
-            return
-        busy = protection.accounts_with_actions(
-            [account.pk for account, _ in chosen], [key for _, breaches in chosen for *_, key in breaches]
-        )
         for account, breaches in chosen:
-            if account.pk in busy:
-                continue
             positions = {p.ticket: p for p in account.snapshot.positions}
             flat = next(((b, k) for b, goal, k in breaches if goal == protection.Goal.ACCOUNT_FLAT), None)
             if flat is not None:  # every position, under the flat action's tag; the others share it
@@ -156,7 +149,8 @@ class SendAhead:
                 # The note keeps the breaches whose goals these closes meet (a flat close's
                 # single-trade breaches: gone with their positions, the next read would not see them).
                 sharing = [b for b, goal, k in breaches if k in others and goal in SENT_AHEAD_GOALS]
-                ahead = self._close(account, breach, breach_key, closes, sharing)
+                keys = [k for *_, k in breaches]
+                ahead = self._close(account, breach, breach_key, closes, sharing, keys)
                 if ahead is None:
                     continue
                 protection.sent_ahead_hold(breach_key, ahead)
@@ -172,12 +166,15 @@ class SendAhead:
         breach_key: BreachKey,
         closes: list[Position],
         sharing: Sequence[rules.Breach] = (),
+        keys: Sequence[BreachKey] = (),
     ) -> protection.SentAhead | None:
         action_id = uuid.uuid4()
         tag = protection.first_close_tag(action_id)
         sent_at = timezone.now()
-        # One autocommitted INSERT before the closes: should the action never be recorded (this
-        # process dies before it, the engine judges otherwise) the sweeper records it from it.
+        # One autocommitted statement before the closes, written only when the account is not
+        # busy (an action pursuing its goal, or one of ``keys`` recorded): should the action never
+        # be recorded (this process dies before it, the engine judges otherwise) the sweeper
+        # records it from the note.
         noted = protection.sent_ahead_note(
             account_pk=breach_key[0],
             breach=breach,
@@ -188,6 +185,7 @@ class SendAhead:
             tickets=[position.ticket for position in closes],
             sent_at=sent_at,
             sharing=sharing,
+            breaches=keys,
         )
         if not noted:
             return None  # nothing sent ahead: the engine's command sends, as before

@@ -35,7 +35,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from alerts.services import alert_raise
 from bridgeproject import context
-from bridgeproject.dbutil import insert_unless_conflicting
+from bridgeproject.dbutil import insert_unless, insert_unless_conflicting, prepared_cursor
 from bridgeproject.jsonutil import callback_numbers, decimal_number, jsonable, utc_iso
 from callbacks.services import callback_enqueue
 from commands.models import BRIDGE_COMMAND_ID_PREFIX, Command, CommandType, Priority, Source
@@ -190,13 +190,22 @@ def sent_ahead_note(
     tickets: Sequence[int],
     sent_at: datetime,
     sharing: Sequence[rules.Breach] = (),
+    breaches: Sequence[tuple[int, str, str, int]] = (),
 ) -> bool:
-    """Write, in one autocommitted statement, the note of closes about to be sent ahead for the
-    breach (``SentAheadNote``): should their action never be recorded, the sweeper records it
-    from the note. ``sharing``: the account's other breaches of the same picture whose goals the
+    """Write the note of closes about to be sent ahead for the breach (``SentAheadNote``): should
+    their action never be recorded, the sweeper records it from the note. Only when the account
+    has no protective action pursuing its goal and none of ``breaches`` (the picture's, by key)
+    is recorded (``accounts_with_actions``): a close sent ahead there could meet another
+    attempt's. ``sharing``: the account's other breaches of the same picture whose goals the
     same closes meet (a flat close's single-trade breaches), kept in the note's figures under
-    ``sharing`` so that the sweeper records theirs too. False when it could not be written: then
-    nothing is sent ahead."""
+    ``sharing`` so that the sweeper records theirs too. False when it was not written (the
+    account is busy, or the database is away): then nothing is sent ahead.
+
+    On PostgreSQL outside a transaction, the check and the note are one statement, and its
+    commit does not wait for the WAL to reach the disk: the note must outlive this process, not
+    a crash of PostgreSQL itself, and the flush was most of the send's p99 (PostgreSQL writes it
+    out within 3 × wal_writer_delay, 600 ms). That is one round trip where the check, BEGIN,
+    SET LOCAL, the insert and COMMIT took five."""
     figures = _figures_of(_action_of(account_pk, breach, snapshot, policy))
     if sharing:
         figures["sharing"] = [
@@ -218,27 +227,40 @@ def sent_ahead_note(
         tickets=list(tickets),
         sent_at=sent_at,
     )
+    keys = [key for key in breaches if key[0] == account_pk]
     try:
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                # The note must outlive this process, not a crash of PostgreSQL itself: its commit
-                # does not wait for the WAL to reach the disk (a flush whose tail was most of the
-                # send's p99). PostgreSQL writes it out within 3 × wal_writer_delay (600 ms).
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            return insert_unless_conflicting(note, _NOTE_FIELDS) is not None
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            params = [account_pk, Goal.NONE, [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]]
+            written = insert_unless(note, _NOTE_FIELDS, unless=_BUSY_SQL, params=params, asynchronous_commit=True)
+            return written is not None
+        if accounts_with_actions([account_pk], keys):
+            return False
+        return insert_unless_conflicting(note, _NOTE_FIELDS) is not None
     except Exception:  # the database is away: the engine's own path, as before
-        logger.exception("event monitor: the note of a close sent ahead could not be written")
+        logger.exception("risk monitor: the note of a close sent ahead could not be written")
         return False
+
+
+# ``accounts_with_actions`` for one account, as the note's condition (params: the account, the goal
+# none, and the breaches' rule keys, scopes and policy versions as three arrays).
+_BUSY_SQL = (
+    f'SELECT 1 FROM "{ProtectiveAction._meta.db_table}" a WHERE a."account_id" = %s AND '  # noqa: S608
+    '((a."goal_met_at" IS NULL AND a."goal" <> %s) OR (a."rule_key", a."scope", a."policy_version") IN '
+    "(SELECT * FROM unnest(CAST(%s AS text[]), CAST(%s AS text[]), CAST(%s AS integer[]))))"
+)
 
 
 def warm_up() -> None:
     """Open this thread's database connection and read the tables a close sent ahead reads and
-    writes first (``accounts_with_actions``, the note), so that the first breach after a start or
+    writes first (the note's check of the account's actions, the note), so that the first breach after a start or
     a resync does not pay for them: a connect, and PostgreSQL loading each table's catalog entries
     on its first use in a connection, cost a breach's send ~20 ms. Never raises."""
     try:
-        accounts_with_actions([0], [(0, "", "", 0)])
+        if connection.vendor == "postgresql":
+            with prepared_cursor() as cursor:
+                cursor.execute(_BUSY_SQL, [0, Goal.NONE, [], [], []])
+        else:
+            accounts_with_actions([0], [(0, "", "", 0)])
         SentAheadNote.objects.filter(action_id=uuid.UUID(int=0)).exists()
     except DatabaseError:
         logger.warning("risk: warming the database connection up failed", exc_info=True)

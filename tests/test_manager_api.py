@@ -1055,6 +1055,37 @@ def test_the_event_monitor_closes_alices_losing_trade_before_the_action_is_recor
     assert not SimPosition.objects.filter(ticket=ticket).exists()
 
 
+def test_the_note_of_a_close_sent_ahead_and_the_check_of_alices_actions_are_one_statement_not_waiting_for_disk(
+    watching, desk, monkeypatch
+):
+    """A risk manager's close goes out one round trip after the breach is judged: the check that
+    alice has no action at work and the note are one statement, whose commit does not wait for
+    the WAL flush (the note must outlive the monitor, not a crash of PostgreSQL)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from policies.models import SentAheadNote
+    from risk import protection
+
+    statements: list[str] = []
+    note = protection.sent_ahead_note
+
+    def counted(**kwargs: Any) -> bool:
+        with CaptureQueriesContext(connection) as captured:
+            written = note(**kwargs)
+        statements.extend(query["sql"] for query in captured.captured_queries)
+        return written
+
+    monkeypatch.setattr(protection, "sent_ahead_note", counted)
+    sends = DealerSends(desk, monkeypatch)
+    ticket = losing_trade(desk, watching, "b:one")
+    the_tick_that_breaks_her_single_trade_limit(watching)
+    assert sends.noted_at(ticket) == [1]
+    [statement] = statements
+    assert "set_config('synchronous_commit', 'off', true)" in statement and "NOT EXISTS" in statement
+    assert not SentAheadNote.objects.exists()  # deleted as the action was recorded
+
+
 def test_a_command_that_runs_while_the_close_sent_ahead_is_in_flight_waits_for_it_and_sends_nothing(
     watching, desk, monkeypatch
 ):
