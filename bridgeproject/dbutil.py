@@ -153,12 +153,12 @@ def insert_unless(
     sql = _insert_unless_sql.get(key)
     if sql is None:
         columns = ", ".join(f'"{field.column}"' for field in fields)
-        values = ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields)
+        casts = ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields)
         setting = (
             " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS setting" if asynchronous_commit else ""
         )
         sql = _insert_unless_sql[key] = (
-            f'INSERT INTO "{model._meta.db_table}" ({columns}) SELECT {values}{setting} '
+            f'INSERT INTO "{model._meta.db_table}" ({columns}) SELECT {casts}{setting} '
             f'WHERE NOT EXISTS ({unless}) ON CONFLICT DO NOTHING RETURNING "{model._meta.pk.column}"'
         )
     values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
