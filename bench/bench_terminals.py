@@ -1,6 +1,7 @@
 """Terminal topologies with the simulator's MT5 costs on, beside the same runs with them off.
 
     python bench/bench_terminals.py [--accounts 50] [--shared 5] [--trials 20] [--commands 40]
+                                     [--only a|b] [--without-ahead] [--monitor-hosts]
 
 Real processes on PostgreSQL: a terminal host owning every terminal, both lanes and the risk
 monitor; every MT5 call goes through the terminal's owner. Two topologies:
@@ -16,6 +17,9 @@ the close finished; each trial opens 1 lot EURUSD on one account and drops the p
 detection → the closing deal's fill, where each close's time went, and normal-lane
 ``open_position`` commands per second on one terminal. ``--without-ahead`` adds a third run with
 the defaults' costs and the risk monitor's close ahead off (``RISK_CLOSE_AHEAD=0``).
+``--monitor-hosts``: no terminal host process; the risk monitor hosts the terminals itself
+(``riskmonitor --host-terminals``), so its reads and closes are made in its own process. Every
+process runs with ``TERMINAL_OWNERS=hosts``, as ``runbridge`` runs them.
 """
 
 from __future__ import annotations
@@ -71,11 +75,13 @@ def run(args: argparse.Namespace, topology: str, costs: tuple[str, str], ahead: 
         "TERMINAL_OWNERS": "hosts",
     }
     procs = [
-        Proc("bench-terminals", ["terminalhost"], env),
         Proc("bench-normal", ["qcluster"], env),
         Proc("bench-fast", ["qcluster"], {**env, "Q_CLUSTER_NAME": "fastlane"}),
-        Proc("bench-risk", ["riskmonitor"], env),
     ]
+    if args.monitor_hosts:  # the risk monitor is the terminal host
+        procs.append(Proc("bench-risk", ["riskmonitor", "--host-terminals"], env))
+    else:
+        procs += [Proc("bench-terminals", ["terminalhost"], env), Proc("bench-risk", ["riskmonitor"], env)]
     move_to_detect: list[float] = []
     detect_to_close: list[float] = []
     cycles: list[float] = []
@@ -214,6 +220,11 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=40)
     parser.add_argument("--only", choices=["a", "b"], default=None)
     parser.add_argument("--without-ahead", action="store_true", help=f"a third run: {WITHOUT_AHEAD}")
+    parser.add_argument(
+        "--monitor-hosts",
+        action="store_true",
+        help="the risk monitor hosts the terminals (riskmonitor --host-terminals, no terminalhost process)",
+    )
     args = parser.parse_args()
 
     results = {}
@@ -243,7 +254,8 @@ def main() -> None:
         )
         cycles = r["cycles"]
         moves, closes = r["move_to_detect"], r["detect_to_close"]
-        print(f"\n{name} — {label}")
+        host = "the risk monitor hosts the terminals" if args.monitor_hosts else "a terminal host process"
+        print(f"\n{name} — {label} — {host}")
         print(
             f"  monitor cycle over all accounts:       p50 {percentile(cycles, 50):.0f} ms,"
             f" max {max(cycles or [0]):.0f} ms"

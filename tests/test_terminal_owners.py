@@ -622,6 +622,40 @@ def test_the_terminal_host_takes_every_terminal_and_alerts_when_one_refuses_trad
     assert not TerminalLease.objects.filter(name="desk").exists()  # let go on the way out
 
 
+def test_a_risk_monitor_hosting_the_terminals_reads_its_accounts_itself_with_hosts_only(
+    shared_terminal, trader, settings, monkeypatch
+):
+    """Ops with one terminal host run the risk monitor as the host (riskmonitor --host-terminals,
+    TERMINAL_OWNERS=hosts): it takes the terminal like a host, reads alice and bob there, in its
+    own process, without a call row, and lets the terminal go when it stops."""
+    from io import StringIO
+
+    from execution.gateways import get_gateway, reset_gateway
+    from policies.models import MonitorHeartbeat
+
+    settings.TERMINAL_OWNERS = "hosts"
+    reset_gateway()
+    sent: list[str] = []
+    monkeypatch.setattr(Owners, "_remote", lambda self, name, method, *rest: sent.append(method))
+    ran_here: list[tuple[str, str]] = []
+    run_local = TerminalRouter._run_local
+
+    def recorded(self: TerminalRouter, name: str, method: str, args: Any, kwargs: Any) -> Any:
+        ran_here.append((name, method))
+        return run_local(self, name, method, args, kwargs)
+
+    monkeypatch.setattr(TerminalRouter, "_run_local", recorded)
+    out = StringIO()
+    call_command("riskmonitor", "--iterations", "3", "--host-terminals", stdout=out)
+    assert "hosting terminals" in out.getvalue()
+    assert ("desk", "account_snapshots") in ran_here  # alice's reads, made here as the terminal's owner
+    assert sent == []  # nothing sent to another process
+    assert get_gateway().owners.host
+    assert not TerminalLease.objects.filter(name="desk").exists()  # let go on the way out
+    assert not MonitorHeartbeat.objects.exists()
+    reset_gateway()
+
+
 def test_a_call_its_owner_took_before_dying_fails_as_unknown_even_once_a_new_owner_holds_the_terminal(
     shared_terminal,
 ):
