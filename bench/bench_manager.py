@@ -18,7 +18,8 @@ Measured, each beside what it is compared with in the same run:
 - tick -> protective ``DealerSend`` sent, and tick -> close confirmed (the dealer's answer), p50/p99,
   from the moment the tick reaches the connection's sink; and each step of a planted breach from
   that moment: the tick dispatched to the monitor, the account judged suspect, the pumped picture
-  read, ``DealerSend`` called, its answer, the action recorded, its command taken and finished
+  read, the note written (with its check that the account has no action at work), ``DealerSend``
+  called, its answer, the action recorded, its command taken and finished
   (from the command's own timestamps, read on this process's clock);
 - the monitor's CPU per tick (thread time, quiet ticks; and ticks that confirmed a breach with
   a real read, with the read's wall time), beside a bare vectorised revaluation of the same
@@ -235,7 +236,7 @@ def main() -> None:
 
     # The steps of each planted breach, by the victim's login (perf_counter seconds).
     steps: dict[str, dict[int, float]] = {
-        name: {} for name in ("dispatched", "judging", "picture", "checked", "noted", "recorded", "claimed", "finished")
+        name: {} for name in ("dispatched", "judging", "picture", "noted", "recorded", "claimed", "finished")
     }
     victims_by_price: dict[tuple[str, float], int] = planted_prices  # filled by the feed below
     pumped_snapshots = gateway.pumped_snapshots
@@ -257,22 +258,15 @@ def main() -> None:
         return raised
 
     protection.protective_action_raise = timed_raise
-    with_actions, note = protection.accounts_with_actions, protection.sent_ahead_note
+    note = protection.sent_ahead_note
     login_of_pk = dict(TradingAccount.objects.values_list("pk", "login"))
-
-    def timed_with_actions(account_pks: Any, breaches: Any) -> Any:
-        busy = with_actions(account_pks, breaches)
-        now = time.perf_counter()
-        for pk in account_pks:
-            steps["checked"].setdefault(login_of_pk[pk], now)
-        return busy
 
     def timed_note(**kwargs: Any) -> bool:
         noted = note(**kwargs)
         steps["noted"].setdefault(login_of_pk[kwargs["account_pk"]], time.perf_counter())
         return noted
 
-    protection.accounts_with_actions, protection.sent_ahead_note = timed_with_actions, timed_note
+    protection.sent_ahead_note = timed_note
 
     process = psutil.Process()
     del rows
@@ -438,17 +432,18 @@ def main() -> None:
     tick_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent]
     warm_to_send = [(sent[x] - planted_at[x]) * 1000 for x in planted_at if x in sent and x != LOGIN0]
     marks = {"dispatched": steps["dispatched"], "judging": steps["judging"], "picture read": steps["picture"],
-             "checked": steps["checked"], "noted": steps["noted"], "DealerSend": sent,
+             "noted": steps["noted"], "DealerSend": sent,
              "answer": confirmed, "recorded": steps["recorded"], "command taken": steps["claimed"],
              "command finished": steps["finished"]}  # fmt: skip
     step_lines = [
         f"    tick -> {name + ':':18} {summary([(at[x] - planted_at[x]) * 1000 for x in planted_at if x in at])}"
         for name, at in marks.items()
+        if any(x in at for x in planted_at)
     ]
     slowest = sorted((x for x in planted_at if x in sent), key=lambda x: sent[x] - planted_at[x])[-3:]
     step_lines.append("  the three slowest to DealerSend, each step from the tick (ms):")
     for x in reversed(slowest):
-        marked = [(name, (at[x] - planted_at[x]) * 1000) for name, at in list(marks.items())[:6] if x in at]
+        marked = [(name, (at[x] - planted_at[x]) * 1000) for name, at in list(marks.items())[:5] if x in at]
         step_lines.append(f"    breach {x - LOGIN0}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in marked))
     tick_to_close = [(confirmed[x] - planted_at[x]) * 1000 for x in planted_at if x in confirmed]
     actions = ProtectiveAction.objects.filter(account__login__in=list(planted_at)).count()
