@@ -446,6 +446,25 @@ def second_terminal(shared_terminal):
     return host, worker
 
 
+def test_a_process_owning_several_terminals_reads_them_two_at_a_time(second_terminal, monkeypatch):
+    """The risk monitor hosting the terminals reads alice's and carol's at once, on its own thread
+    and one more (not one after the other: its cycle over 50 terminals outran the 500 ms poll),
+    and gets both."""
+    host, _ = second_terminal
+    threads: dict[str, str] = {}
+    run_local = host.owners._run_local
+
+    def recorded(name: str, method: str, args: Any, kwargs: Any) -> Any:
+        threads[name] = threading.current_thread().name
+        return run_local(name, method, args, kwargs)
+
+    monkeypatch.setattr(host.owners, "_run_local", recorded)
+    read = host.account_snapshots([(ALICE, SERVER), (CAROL, SERVER)])
+    assert {key[0] for key, snapshot in read.items() if snapshot.login == key[0]} == {ALICE, CAROL}
+    assert threads["desk"] == threading.current_thread().name
+    assert threads["desk-2"].startswith("terminal-own-reads")
+
+
 def hold_a_fast_call_on_the_host(host: TerminalRouter, worker: TerminalRouter, results: dict[str, object]):
     """A risk manager's close sent to the host, claimed there and waiting for bob's terminal (held
     by the caller of this)."""

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from django.db import connection
+
 from execution.gateway import (
     DONE,
     AccountSnapshot,
@@ -78,6 +80,7 @@ class TerminalRouter(Gateway):
         self._configs: dict[str, TerminalConfig] = {}
         self.owners = Owners(self._run_local) if owned else None
         self._readers: ThreadPoolExecutor | None = None
+        self._own_reader: ThreadPoolExecutor | None = None  # this process's own terminals, the second thread
         # The terminal each account was read from at the last bulk read, and when (monotonic).
         self._read_from: dict[tuple[int, str], tuple[TerminalConfig, float]] = {}
         self._closers: ThreadPoolExecutor | None = None
@@ -261,22 +264,36 @@ class TerminalRouter(Gateway):
         here = [name for name in by_terminal if owners.owns(name) or owners.own_if_free(name)]
         elsewhere = {name: group for name, group in by_terminal.items() if name not in here}
         futures = {}
+        if len(here) > 1 and not connection.in_atomic_block:
+            # Ours: every other one on a second thread (a risk monitor hosting its terminals reads
+            # them two at a time, not one after the other; more would leave a protective close
+            # sharing the process with as many reads). Inside a transaction all on this thread,
+            # which sees what the transaction wrote.
+            if self._own_reader is None:
+                self._own_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminal-own-reads")
+            priority = current_priority()
+            there, here = here[1::2], here[::2]
+            futures = {
+                self._own_reader.submit(self._read_terminal, name, by_terminal[name], priority): by_terminal[name]
+                for name in there
+            }
         if elsewhere:
             # Every other owner reads at the same time, on threads that only wait for answers.
             if self._readers is None:
                 self._readers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="terminal-reads")
             priority = current_priority()
-            futures = {
-                self._readers.submit(self._read_terminal, name, group, priority): group
-                for name, group in elsewhere.items()
-            }
+            futures.update(
+                {
+                    self._readers.submit(self._read_terminal, name, group, priority): group
+                    for name, group in elsewhere.items()
+                }
+            )
         for name in here:  # ours, on this thread (its transaction, its connection)
             yield from self._read_terminal(name, by_terminal[name]).items()
+            for future in [future for future in futures if future.done()]:  # and those read meanwhile
+                yield from _answered(future, futures.pop(future))
         for future in as_completed(futures):
-            try:
-                yield from future.result().items()
-            except GatewayUnavailable as exc:
-                yield from ((key, exc) for key in futures[future])
+            yield from _answered(future, futures[future])
 
     def _read_terminal(
         self, name: str, group: list[tuple[int, str]], priority: Any = None
@@ -447,6 +464,16 @@ def close_on_owner(gateway: Gateway, login: int, server: str, ticket: int, tag: 
             (d for d in gateway.deals_by_tag(login, server, tag=tag, since=since) if d.ticket == result.deal), None
         )
     return ClosedAhead(result, deal)
+
+
+def _answered(
+    future: Future[dict[tuple[int, str], AccountSnapshot | Exception]], group: list[tuple[int, str]]
+) -> Iterator[tuple[tuple[int, str], AccountSnapshot | Exception]]:
+    """A terminal's read, done: its accounts, or each with the error that failed the whole read."""
+    try:
+        yield from future.result().items()
+    except GatewayUnavailable as exc:
+        yield from ((key, exc) for key in group)
 
 
 def _read(gateway: Gateway, key: tuple[int, str]) -> AccountSnapshot | Exception:
