@@ -34,3 +34,11 @@ def test_with_a_terminal_host_among_them_only_the_host_takes_terminals_unless_op
     assert process_env(table, {"TERMINAL_OWNERS": "any"})["TERMINAL_OWNERS"] == "any"
     without_host = {name: spec for name, spec in table.items() if name != "terminals"}
     assert "TERMINAL_OWNERS" not in process_env(without_host, {})
+
+
+def test_ops_can_have_the_risk_monitor_host_the_terminals_instead_of_a_terminal_host(settings):
+    settings.MT5_BACKEND = "simulator"
+    table = process_table(host="127.0.0.1", port=8000, sim_feed=False, monitor_hosts=True)
+    assert "terminals" not in table
+    assert table["risk"][0].endswith("riskmonitor --host-terminals")
+    assert process_env(table, {})["TERMINAL_OWNERS"] == "hosts"

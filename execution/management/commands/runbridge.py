@@ -13,8 +13,12 @@ from django.core.management.base import BaseCommand, CommandParser
 from honcho.manager import Manager
 
 
-def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[str, dict[str, str]]]:
-    """The processes of ARCHITECTURE.md, as (command line, extra environment)."""
+def process_table(
+    *, host: str, port: int, sim_feed: bool, monitor_hosts: bool = False
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """The processes of ARCHITECTURE.md, as (command line, extra environment). ``monitor_hosts``:
+    the risk monitor hosts the terminals (``riskmonitor --host-terminals``) instead of a
+    ``terminalhost`` process: its reads and protective closes stay in its process."""
     python = shlex.quote(sys.executable)
     manage = f"{python} {shlex.quote(str(settings.BASE_DIR / 'manage.py'))}"
     # Sync workers, two per core: under load their p99 is a third of gthread's (docs/benchmarks.md).
@@ -32,7 +36,10 @@ def process_table(*, host: str, port: int, sim_feed: bool) -> dict[str, tuple[st
     }
     if settings.MT5_BACKEND in ("simulator", "official", "mt5linux"):
         # Owns the MT5 terminals: every other process's MT5 calls go through it.
-        processes["terminals"] = (f"{manage} terminalhost", {})
+        if monitor_hosts:
+            processes["risk"] = (f"{manage} riskmonitor --host-terminals", {})
+        else:
+            processes["terminals"] = (f"{manage} terminalhost", {})
     if sim_feed and settings.MT5_BACKEND == "simulator":
         processes["simfeed"] = (f"{manage} mt5sim feed", {})
     return processes
@@ -43,7 +50,7 @@ def process_env(table: dict[str, tuple[str, dict[str, str]]], environ: Mapping[s
     only it takes terminals (``TERMINAL_OWNERS=hosts``, unless set): another process that took
     one first would keep it, its MT5 calls made on its own thread."""
     env = {**environ, "PYTHONUNBUFFERED": "1"}
-    if "terminals" in table:
+    if "terminals" in table or "--host-terminals" in table.get("risk", ("", {}))[0]:
         env.setdefault("TERMINAL_OWNERS", "hosts")
     return env
 
@@ -56,9 +63,20 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-sim-feed", action="store_true", help="do not move simulated prices")
         parser.add_argument("--only", action="append", help="run only these processes (repeatable)")
+        parser.add_argument(
+            "--monitor-hosts-terminals",
+            action="store_true",
+            help="the risk monitor hosts the terminals (no terminals process): the fastest breach -> close "
+            "with one terminal host (docs/operations.md)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        table = process_table(host=options["host"], port=options["port"], sim_feed=not options["no_sim_feed"])
+        table = process_table(
+            host=options["host"],
+            port=options["port"],
+            sim_feed=not options["no_sim_feed"],
+            monitor_hosts=options["monitor_hosts_terminals"],
+        )
         if options["only"]:
             table = {name: spec for name, spec in table.items() if name in options["only"]}
         manager = Manager()
