@@ -82,6 +82,7 @@ class Watchdog:
                     kind=Alert.Kind.TERMINAL_UNOWNED,
                     subject=f"terminal:{name}",
                     title=f"No process drives terminal {name}",
-                    body="Its accounts' commands and reads wait for an owner: is `manage.py terminalhost` running?",
+                    body="Its accounts' commands and reads wait for an owner: is the risk monitor hosting the "
+                    "terminals (`riskmonitor --host-terminals`), or `manage.py terminalhost`, running?",
                 )
         return raised

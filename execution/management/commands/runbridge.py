@@ -14,11 +14,12 @@ from honcho.manager import Manager
 
 
 def process_table(
-    *, host: str, port: int, sim_feed: bool, monitor_hosts: bool = False
+    *, host: str, port: int, sim_feed: bool, monitor_hosts: bool = True
 ) -> dict[str, tuple[str, dict[str, str]]]:
-    """The processes of ARCHITECTURE.md, as (command line, extra environment). ``monitor_hosts``:
-    the risk monitor hosts the terminals (``riskmonitor --host-terminals``) instead of a
-    ``terminalhost`` process: its reads and protective closes stay in its process."""
+    """The processes of ARCHITECTURE.md, as (command line, extra environment). On a terminal
+    backend the risk monitor hosts the terminals (``riskmonitor --host-terminals``): its reads and
+    protective closes stay in its process, the path that keeps detection → close within 100 ms
+    (docs/benchmarks.md). ``monitor_hosts=False``: a ``terminalhost`` process hosts them."""
     python = shlex.quote(sys.executable)
     manage = f"{python} {shlex.quote(str(settings.BASE_DIR / 'manage.py'))}"
     # Sync workers, two per core: under load their p99 is a third of gthread's (docs/benchmarks.md).
@@ -35,7 +36,8 @@ def process_table(
         "callbacks": (f"{manage} delivercallbacks", {}),
     }
     if settings.MT5_BACKEND in ("simulator", "official", "mt5linux"):
-        # Owns the MT5 terminals: every other process's MT5 calls go through it.
+        # Owns the MT5 terminals: every other process's MT5 calls go through it (the risk
+        # monitor, or a terminal host of its own).
         if monitor_hosts:
             processes["risk"] = (f"{manage} riskmonitor --host-terminals", {})
         else:
@@ -64,10 +66,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-sim-feed", action="store_true", help="do not move simulated prices")
         parser.add_argument("--only", action="append", help="run only these processes (repeatable)")
         parser.add_argument(
-            "--monitor-hosts-terminals",
+            "--terminal-host-process",
             action="store_true",
-            help="the risk monitor hosts the terminals (no terminals process): the fastest breach -> close "
-            "with one terminal host (docs/operations.md)",
+            help="host the MT5 terminals in a terminalhost process of their own instead of the risk monitor "
+            "(which then reads and closes through it: slower from a breach to its close; docs/operations.md)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -75,7 +77,7 @@ class Command(BaseCommand):
             host=options["host"],
             port=options["port"],
             sim_feed=not options["no_sim_feed"],
-            monitor_hosts=options["monitor_hosts_terminals"],
+            monitor_hosts=not options["terminal_host_process"],
         )
         if options["only"]:
             table = {name: spec for name, spec in table.items() if name in options["only"]}
