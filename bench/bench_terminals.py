@@ -275,6 +275,12 @@ def main() -> None:
                     if values
                 )
             )
+            # The slowest trials, point by point (the p99 of 20 trials is the slowest one).
+            for close, points in sorted(zip(closes, r["segments"], strict=True), reverse=True)[:2]:
+                print(
+                    f"    a slow trial, {close:.0f} ms: "
+                    + ", ".join(f"{name} {v:.0f}" for name, v in zip(SEGMENTS, points, strict=True) if v == v)
+                )
         print(f"  normal open_position on one terminal:  {r['rate']:.1f} commands/s")
 
 
