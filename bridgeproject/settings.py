@@ -196,8 +196,8 @@ TERMINAL_LEASE_RENEW_SECONDS = env.float("TERMINAL_LEASE_RENEW_SECONDS", default
 TERMINAL_CALL_TIMEOUT_SECONDS = env.float("TERMINAL_CALL_TIMEOUT_SECONDS", default=30.0)
 TERMINAL_OWNER_THREADS = env.int("TERMINAL_OWNER_THREADS", default=8)
 # Who may take a terminal nobody drives: "any" process that needs it (one process: the tests, a
-# shell), or only the terminal "hosts" (manage.py terminalhost), every other process sending its
-# calls to them and waiting for one. runbridge sets "hosts" when it runs a host.
+# shell), or only the terminal "hosts" (riskmonitor --host-terminals, manage.py terminalhost),
+# every other process sending its calls to them and waiting for one. runbridge sets "hosts".
 TERMINAL_OWNERS = env.str("TERMINAL_OWNERS", default="any")
 if TERMINAL_OWNERS not in ("any", "hosts"):
     raise ImproperlyConfigured(f"TERMINAL_OWNERS must be any or hosts, not {TERMINAL_OWNERS!r}")

@@ -158,7 +158,9 @@ class Owners:
         """``run_local(terminal, method, args, kwargs)`` runs a call on this process's own adapter
         of the terminal (the owner's side)."""
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.host = False  # a terminal host (manage.py terminalhost): it takes terminals whatever TERMINAL_OWNERS says
+        # A terminal host (terminalhost, riskmonitor --host-terminals): it takes terminals whatever
+        # TERMINAL_OWNERS says.
+        self.host = False
         self._pid = os.getpid()
         self._run_local = run_local
         self._mutex = threading.Lock()
@@ -187,9 +189,11 @@ class Owners:
         self._fast: dict[int, float] = {}
         # The fast calls running in this process now (claimed, or made here by a fast caller):
         # while any runs, the other calls already running here wait before their next step
-        # (``_give_way``), so the close has the process to itself, not a share of it.
+        # (``give_way``), so the close has the process to itself, not a share of it. How many
+        # wait so now: ``giving_way`` (health and tests).
         self._fast_here = 0
         self._fast_done = threading.Condition(self._mutex)
+        self.giving_way = 0
         # The caller's side: the calls this process waits for (id -> its event, set when its
         # answer's doorbell rings) and the thread listening for those rings.
         self._answers: dict[int, threading.Event] = {}
@@ -353,8 +357,12 @@ class Owners:
             return
         give_up = time.monotonic() + float(settings.TERMINAL_FAST_ALONE_SECONDS)
         with self._mutex:
-            while self._fast_here and (left := give_up - time.monotonic()) > 0:
-                self._fast_done.wait(left)
+            self.giving_way += 1
+            try:
+                while self._fast_here and (left := give_up - time.monotonic()) > 0:
+                    self._fast_done.wait(left)
+            finally:
+                self.giving_way -= 1
 
     @contextmanager
     def driving(self, name: str) -> Iterator[None]:
@@ -468,7 +476,7 @@ class Owners:
                 if holder is None and not late:
                     self._elsewhere.pop(name, None)
                     return _WITHDRAWN  # it never ran and nobody drives the terminal: run it here
-                if holder is None:
+                if holder is None and not self.may_take:
                     raise GatewayUnavailable(f"terminal {name}: no terminal host drives it (TERMINAL_OWNERS=hosts)")
                 raise GatewayUnavailable(f"terminal {name}: its owner did not take the call in time")
             return _WAIT  # taken meanwhile

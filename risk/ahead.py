@@ -133,6 +133,7 @@ class SendAhead:
             if breaches is not None:
                 chosen.append((account, breaches))
         for account, breaches in chosen:
+            keys = [k for *_, k in breaches]  # the note's check: none of them recorded yet
             positions = {p.ticket: p for p in account.snapshot.positions}
             flat = next(((b, k) for b, goal, k in breaches if goal == protection.Goal.ACCOUNT_FLAT), None)
             if flat is not None:  # every position, under the flat action's tag; the others share it
@@ -149,7 +150,6 @@ class SendAhead:
                 # The note keeps the breaches whose goals these closes meet (a flat close's
                 # single-trade breaches: gone with their positions, the next read would not see them).
                 sharing = [b for b, goal, k in breaches if k in others and goal in SENT_AHEAD_GOALS]
-                keys = [k for *_, k in breaches]
                 ahead = self._close(account, breach, breach_key, closes, sharing, keys)
                 if ahead is None:
                     continue

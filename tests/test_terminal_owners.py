@@ -553,7 +553,7 @@ def test_a_read_already_running_on_the_host_reads_no_further_account_while_a_pro
             assert wait_for(lambda: host.owners.lock_of("desk-2").waiting == 1, timeout=5, every=0.001)
             fast = hold_a_fast_call_on_the_host(host, worker, results)
         # carol's account is read now; dave's, the next step, waits for the close.
-        time.sleep(0.5)
+        assert wait_for(lambda: host.owners.giving_way == 1, timeout=5, every=0.001)
         assert "read" not in results and host.owners.lock_of("desk-2").waiting == 0
     fast.join(10)
     reader.join(10)

@@ -264,6 +264,7 @@ class TerminalRouter(Gateway):
         here = [name for name in by_terminal if owners.owns(name) or owners.own_if_free(name)]
         elsewhere = {name: group for name, group in by_terminal.items() if name not in here}
         futures = {}
+        priority = current_priority()
         if len(here) > 1 and not connection.in_atomic_block:
             # Ours: every other one on a second thread (a risk monitor hosting its terminals reads
             # them two at a time, not one after the other; more would leave a protective close
@@ -271,7 +272,6 @@ class TerminalRouter(Gateway):
             # which sees what the transaction wrote.
             if self._own_reader is None:
                 self._own_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminal-own-reads")
-            priority = current_priority()
             there, here = here[1::2], here[::2]
             futures = {
                 self._own_reader.submit(self._read_terminal, name, by_terminal[name], priority): by_terminal[name]
@@ -281,7 +281,6 @@ class TerminalRouter(Gateway):
             # Every other owner reads at the same time, on threads that only wait for answers.
             if self._readers is None:
                 self._readers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="terminal-reads")
-            priority = current_priority()
             futures.update(
                 {
                     self._readers.submit(self._read_terminal, name, group, priority): group

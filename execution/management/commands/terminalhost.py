@@ -37,7 +37,6 @@ class Command(BaseCommand):
         if not isinstance(gateway, TerminalRouter) or gateway.owners is None:
             raise CommandError(f"MT5_BACKEND={settings.MT5_BACKEND} has no terminals to own")
         owners = gateway.owners
-        owners.host = True
         # A fast command's calls wait on the database and the terminal many times; each time they
         # come back, a thread reading another terminal may hold the interpreter lock for a whole
         # switch interval. A shorter one bounds that wait.

@@ -11,6 +11,7 @@ from execution import dispatch
 from execution.adapters.router import TerminalRouter
 from execution.gateways import get_gateway
 from execution.hosting import host_terminals, terminal_limit
+from execution.owners import Owners
 from risk.monitor import Monitor, sweep_forever, tune_process
 
 
@@ -51,12 +52,11 @@ class Command(BaseCommand):
             dispatch.stop()
             sweeper.join(timeout=5)
             if hosting is not None:
-                hosting.join(timeout=5)
-                gateway = get_gateway()
-                if isinstance(gateway, TerminalRouter) and gateway.owners is not None:
-                    gateway.owners.stop()
+                thread, owners = hosting
+                thread.join(timeout=5)
+                owners.stop()
 
-    def _host_terminals(self, stopped: threading.Event) -> threading.Thread:
+    def _host_terminals(self, stopped: threading.Event) -> tuple[threading.Thread, Owners]:
         gateway = get_gateway()
         if not isinstance(gateway, TerminalRouter) or gateway.owners is None:
             raise CommandError(f"--host-terminals: MT5_BACKEND={settings.MT5_BACKEND} has no terminals to own")
@@ -70,4 +70,4 @@ class Command(BaseCommand):
             daemon=True,
         )
         thread.start()
-        return thread
+        return thread, gateway.owners
